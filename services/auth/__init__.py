@@ -1,0 +1,1 @@
+"""The auth service: Users, passwords, tokens, roles."""

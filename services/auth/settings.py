@@ -1,0 +1,17 @@
+"""Settings of the auth service (prefix ``AIDP_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import BaseServiceSettings
+
+__all__ = ["AuthSettings"]
+
+
+class AuthSettings(BaseServiceSettings):
+    """Everything the auth service reads from its environment."""
+
+    service_name: str = Field("auth", description="Queue, log and table-prefix name.")
+    host: str = Field("127.0.0.1", description="Address of this service's HTTP API.")
+    port: int = Field(8101, description="Port of this service's HTTP API.")

@@ -1,0 +1,1 @@
+"""The gateway service: REST API, WebSocket status streams, event log."""

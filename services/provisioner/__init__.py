@@ -1,0 +1,1 @@
+"""The provisioner service: Node drivers and Ansible environments."""

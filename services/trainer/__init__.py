@@ -1,0 +1,1 @@
+"""The trainer service: Staging, training, progress relay, checkpoints, model registry, serving."""

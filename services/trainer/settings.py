@@ -1,0 +1,17 @@
+"""Settings of the trainer service (prefix ``AIDP_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import BaseServiceSettings
+
+__all__ = ["TrainerSettings"]
+
+
+class TrainerSettings(BaseServiceSettings):
+    """Everything the trainer service reads from its environment."""
+
+    service_name: str = Field("trainer", description="Queue, log and table-prefix name.")
+    host: str = Field("127.0.0.1", description="Address of this service's HTTP API.")
+    port: int = Field(8104, description="Port of this service's HTTP API.")

@@ -1,0 +1,109 @@
+"""The bus contract shared by the RabbitMQ and in-memory implementations.
+
+Semantics (both implementations, proven by ``tests/integration/test_bus_contract.py``):
+
+- ``publish`` returns only once the broker has taken responsibility for the message
+  (publisher confirm); it raises :class:`UnroutableError` if no queue is bound for the
+  type, and :class:`PublishTimeout` if no confirm arrives in time. Messages are persistent.
+- ``publish_many`` keeps many confirms in flight and reports one outcome per envelope.
+- A subscription is a durable queue named after the consuming service, bound to the event
+  types it names. Each message is acknowledged only after the handler returns.
+- If the handler raises, :func:`shared.errors.delivery_action` decides: retry (redeliver,
+  at most ``max_deliveries`` times in all) or dead-letter at once. Messages past the limit
+  or refused go to the ``aidp.dead`` queue; nothing is silently dropped.
+- Messages whose body is not a valid envelope are dead-lettered at once.
+- Delivery is at least once: handlers dedupe on ``envelope.id`` (see ``shared.inbox``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+
+from shared.errors import TransientError
+from shared.events import Envelope
+
+__all__ = [
+    "DEAD_LETTER_QUEUE",
+    "EXCHANGE",
+    "Bus",
+    "Handler",
+    "PublishTimeout",
+    "UnroutableError",
+]
+
+EXCHANGE = "aidp.events"
+DEAD_LETTER_EXCHANGE = "aidp.dead"
+DEAD_LETTER_QUEUE = "aidp.dead"
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+class UnroutableError(TransientError):
+    """No queue is bound for the event type: the broker returned the message."""
+
+
+class PublishTimeout(TransientError):
+    """The broker did not confirm the publish in time; it may or may not have it."""
+
+
+class Bus(ABC):
+    """Publish envelopes to the topic exchange and consume them from durable queues."""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections and declare the exchange and dead-letter queue. Idempotent."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop consuming (in-flight handlers finish) and close connections."""
+
+    @abstractmethod
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish one envelope and wait for the broker's confirm (see module docstring)."""
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Publish several envelopes with their confirms in flight together.
+
+        Returns, per envelope and in order, None when confirmed or the exception that
+        stopped it. The default publishes one at a time; implementations override it.
+        """
+        results: list[BaseException | None] = []
+        for envelope in envelopes:
+            try:
+                await self.publish(envelope)
+                results.append(None)
+            except Exception as exc:  # reported per envelope, the caller decides
+                results.append(exc)
+        return results
+
+    @abstractmethod
+    async def subscribe(
+        self,
+        queue: str,
+        event_types: Sequence[str],
+        handler: Handler,
+        *,
+        prefetch: int = 16,
+        max_deliveries: int = 5,
+    ) -> None:
+        """Declare ``queue`` bound to ``event_types`` and start consuming it with ``handler``.
+
+        Returns once consuming has started. ``max_deliveries`` bounds redeliveries of a
+        failing message before it is dead-lettered.
+        """
+
+    @abstractmethod
+    async def declare(self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5) -> None:
+        """Declare ``queue`` and its bindings without consuming (so publishes route)."""
+
+    @abstractmethod
+    async def healthy(self) -> bool:
+        """True when the bus is connected and usable (for readiness probes)."""
+
+    async def __aenter__(self) -> Bus:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

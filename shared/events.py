@@ -1,0 +1,358 @@
+"""Every event that crosses the bus, and the envelope that carries it.
+
+Wire format: one JSON object per message, the :class:`Envelope`, whose ``payload`` holds
+the fields of one event class declared below. Routing key = ``type``.
+
+Versioning rules (enforced by ``tests/unit/test_event_contracts.py`` and its golden files):
+
+1. Event names are past tense and never reused. ``version`` starts at 1.
+2. A new payload field is added only with a default, so old producers stay valid.
+3. Consumers ignore unknown fields (payloads use ``extra="ignore"``), so old consumers
+   survive new producers.
+4. Renaming, removing or retyping a field is a breaking change: declare the new shape as
+   the same class name with ``__version__`` raised by one and register an upcaster from
+   the previous version with :func:`upcaster`. Consumers always see the newest version.
+5. Events carry references to secrets (names), never their values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EVENT_TYPES",
+    "ArtifactRef",
+    "ArtifactsCached",
+    "ArtifactsFailed",
+    "DeploymentFailed",
+    "Envelope",
+    "EventPayload",
+    "FetchProgress",
+    "ModelDeployed",
+    "NodeInfo",
+    "NodesFailed",
+    "NodesReady",
+    "NodesReleased",
+    "EnvInfo",
+    "ProjectCreated",
+    "ProjectDeleted",
+    "ProvisioningProgress",
+    "RunCancelled",
+    "RunRequested",
+    "STATUS_EVENT_TYPES",
+    "TrainingCompleted",
+    "TrainingFailed",
+    "TrainingLog",
+    "TrainingProgress",
+    "TrainingStarted",
+    "UnknownEventError",
+    "new_event",
+    "parse_payload",
+    "upcaster",
+]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventPayload(BaseModel):
+    """Base of every event payload. Unknown fields are ignored (rule 3)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    __version__: ClassVar[int] = 1
+
+    @classmethod
+    def event_type(cls) -> str:
+        return cls.__name__
+
+
+class Envelope(BaseModel):
+    """The one wire message. ``payload`` is the event's fields as plain JSON."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    version: int = 1
+    occurred_at: datetime = Field(default_factory=_utcnow)
+    project_id: uuid.UUID | None = None
+    run_id: uuid.UUID | None = None
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+    traceparent: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        return cls.model_validate_json(data)
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+class ProjectCreated(EventPayload):
+    """A project was created; it starts run 1 (``run_id`` on the envelope)."""
+
+    owner_id: uuid.UUID
+    spec: dict[str, Any]
+    run_number: int = 1
+
+
+class RunRequested(EventPayload):
+    """A later run of an existing project, with its (possibly overridden) spec."""
+
+    spec: dict[str, Any]
+    run_number: int = 1
+    requested_by: uuid.UUID | None = None
+
+
+class RunCancelled(EventPayload):
+    """A user cancelled the run; services stop their work for it."""
+
+    by: uuid.UUID | None = None
+
+
+class ProjectDeleted(EventPayload):
+    """A project was deleted: every service drops its data and releases its nodes."""
+
+    by: uuid.UUID | None = None
+    run_ids: list[uuid.UUID] = Field(default_factory=list)
+
+
+# --- provisioning ------------------------------------------------------------------------
+
+
+class ProvisioningProgress(EventPayload):
+    stage: str
+    message: str = ""
+    percent: float | None = None
+
+
+class NodeInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    address: str
+    ssh_user: str | None = None
+    ssh_port: int = 22
+    proxy: str | None = None
+    workdir: str
+    accelerator: str = "cpu"
+    provider: str = "local"
+    python: str | None = None  # interpreter of the node's environment
+
+
+class EnvInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    lock_hash: str
+    python: str
+    torch_version: str
+    accelerator: str = "cpu"
+
+
+class NodesReady(EventPayload):
+    nodes: list[NodeInfo]
+    env: EnvInfo
+
+
+class NodesFailed(EventPayload):
+    reason: str
+    retryable: bool = False
+    step: str | None = None
+
+
+class NodesReleased(EventPayload):
+    nodes: list[str] = Field(default_factory=list)
+
+
+# --- artifacts ---------------------------------------------------------------------------
+
+
+class FetchProgress(EventPayload):
+    source: str
+    bytes_done: int
+    bytes_total: int | None = None
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Literal["model", "dataset"]
+    source: str
+    resolved_revision: str
+    digest: str
+    size_bytes: int
+    cache_key: str
+
+
+class ArtifactsCached(EventPayload):
+    artifacts: list[ArtifactRef]
+
+
+class ArtifactsFailed(EventPayload):
+    source: str
+    reason: str
+    retryable: bool = False
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+class TrainingStarted(EventPayload):
+    world_size: int
+    nodes: list[str]
+    attempt: int = 1
+    resumed_from_step: int | None = None
+
+
+class TrainingProgress(EventPayload):
+    step: int
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    learning_rate: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    samples_per_sec: float | None = None
+    eta_seconds: float | None = None
+
+
+class TrainingLog(EventPayload):
+    node: str
+    stream: Literal["stdout", "stderr"] = "stdout"
+    lines: list[str]
+
+
+class TrainingCompleted(EventPayload):
+    model_version: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    digest: str
+
+
+class TrainingFailed(EventPayload):
+    reason: str
+    exit_code: int | None = None
+    retryable: bool = False
+
+
+# --- serving -----------------------------------------------------------------------------
+
+
+class ModelDeployed(EventPayload):
+    deployment_id: uuid.UUID
+    endpoint: str
+    model_version: str | None = None
+
+
+class DeploymentFailed(EventPayload):
+    reason: str
+    deployment_id: uuid.UUID | None = None
+
+
+_ALL: tuple[type[EventPayload], ...] = (
+    ProjectCreated,
+    RunRequested,
+    RunCancelled,
+    ProjectDeleted,
+    ProvisioningProgress,
+    NodesReady,
+    NodesFailed,
+    NodesReleased,
+    FetchProgress,
+    ArtifactsCached,
+    ArtifactsFailed,
+    TrainingStarted,
+    TrainingProgress,
+    TrainingLog,
+    TrainingCompleted,
+    TrainingFailed,
+    ModelDeployed,
+    DeploymentFailed,
+)
+
+#: type name -> newest payload class.
+EVENT_TYPES: dict[str, type[EventPayload]] = {cls.event_type(): cls for cls in _ALL}
+
+#: Every event type that shows in a project's status stream (all of them).
+STATUS_EVENT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES)
+
+
+class UnknownEventError(ValueError):
+    """The envelope names a type or version this code cannot read."""
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+F = TypeVar("F", bound=Upcaster)
+
+
+def upcaster(event_type: str, from_version: int) -> Callable[[F], F]:
+    """Register a function turning a ``from_version`` payload into ``from_version + 1``."""
+
+    def register(fn: F) -> F:
+        _UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return register
+
+
+def parse_payload(envelope: Envelope) -> EventPayload:
+    """Return the envelope's payload as the newest version of its event class.
+
+    Raises :class:`UnknownEventError` for an unknown type, a version newer than this code,
+    or an old version with no upcaster chain; pydantic's ``ValidationError`` for bad fields.
+    """
+    cls = EVENT_TYPES.get(envelope.type)
+    if cls is None:
+        raise UnknownEventError(f"unknown event type {envelope.type!r}")
+    data, version = dict(envelope.payload), envelope.version
+    if version > cls.__version__:
+        raise UnknownEventError(f"{envelope.type} v{version} is newer than this code")
+    while version < cls.__version__:
+        step = _UPCASTERS.get((envelope.type, version))
+        if step is None:
+            raise UnknownEventError(f"no upcaster for {envelope.type} v{version}")
+        data, version = step(data), version + 1
+    return cls.model_validate(data)
+
+
+def new_event(
+    payload: EventPayload,
+    *,
+    project_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    cause: Envelope | None = None,
+    traceparent: str | None = None,
+) -> Envelope:
+    """Wrap ``payload`` in an envelope; ``cause`` links correlation and causation ids."""
+    new_id = uuid.uuid4()
+    if cause is not None:
+        project_id = project_id or cause.project_id
+        run_id = run_id or cause.run_id
+        traceparent = traceparent or cause.traceparent
+    if traceparent is None:
+        from shared.telemetry import current_traceparent
+
+        traceparent = current_traceparent()
+    return Envelope(
+        id=new_id,
+        type=payload.event_type(),
+        version=payload.__version__,
+        project_id=project_id,
+        run_id=run_id,
+        correlation_id=(cause.correlation_id or cause.id) if cause else new_id,
+        causation_id=cause.id if cause else None,
+        traceparent=traceparent,
+        payload=payload.model_dump(mode="json"),
+    )

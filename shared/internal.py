@@ -1,0 +1,35 @@
+"""HTTP clients for a service's internal API (``AIDP_<SERVICE>_URL``).
+
+``inproc://<name>`` URLs reach an ASGI app registered in this process (embedded mode), so
+the same client code calls across processes or stays in process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+__all__ = ["internal_client", "register_inproc", "unregister_inproc"]
+
+_INPROC: dict[str, Any] = {}
+
+
+def register_inproc(name: str, app: Any) -> None:
+    _INPROC[name] = app
+
+
+def unregister_inproc(name: str) -> None:
+    _INPROC.pop(name, None)
+
+
+def internal_client(url: str, *, timeout: float = 30.0, **kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` whose base URL is the service at ``url``."""
+    if url.startswith("inproc://"):
+        name = url.removeprefix("inproc://").strip("/")
+        app = _INPROC.get(name)
+        if app is None:
+            raise RuntimeError(f"no in-process service registered as {name!r}")
+        transport = httpx.ASGITransport(app=app)
+        return httpx.AsyncClient(transport=transport, base_url=f"http://{name}", timeout=timeout, **kwargs)
+    return httpx.AsyncClient(base_url=url, timeout=timeout, **kwargs)

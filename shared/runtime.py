@@ -1,0 +1,183 @@
+"""Wiring every service shares: start order logging → telemetry → db → secrets → bus →
+consumers → outbox relay, and the reverse on stop.
+
+A service's ``main.py`` builds a :class:`ServiceRuntime` from its settings, its migration
+chain and its handlers, and enters :meth:`ServiceRuntime.lifespan` from the FastAPI
+lifespan. Tests and the embedded runner can inject an already-connected bus or vault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from shared.bus import Bus, create_bus
+from shared.db import Database
+from shared.errors import AidpError, RateLimited, http_status_for
+from shared.events import Envelope
+from shared.outbox import OutboxRelay, add_to_outbox
+from shared.secrets import KeyService, SecretStore, connect_vault
+from shared.settings import BaseServiceSettings
+from shared.telemetry import setup_logging, setup_tracing
+
+__all__ = ["EventHandler", "ServiceRuntime", "health_router", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Envelope], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """The connected resources of one service instance."""
+
+    def __init__(
+        self,
+        settings: BaseServiceSettings,
+        *,
+        migrations: list[Path] | None = None,
+        bus: Bus | None = None,
+        vault: tuple[SecretStore, KeyService] | None = None,
+        prefetch: int = 16,
+        max_deliveries: int = 5,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.migrations = migrations or []
+        self.db = Database(settings.resolved_database_url())
+        self._injected_bus = bus
+        self.bus: Bus = bus or create_bus(settings.bus_url)
+        self._vault = vault
+        self.secrets: SecretStore
+        self.keys: KeyService
+        self.relay = OutboxRelay(self.db, self.bus, service=self.name)
+        self.prefetch = prefetch
+        self.max_deliveries = max_deliveries
+        self._handlers: dict[str, EventHandler] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.ready = False
+        self.extra_checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+
+    # -- events -------------------------------------------------------------------------
+
+    def on(self, handlers: Mapping[str, EventHandler]) -> None:
+        """Register handlers by event type; the service queue is bound to these types."""
+        self._handlers.update(handlers)
+
+    def stage(self, session: Session, envelope: Envelope) -> None:
+        """Put ``envelope`` in this service's outbox within ``session`` (commit publishes)."""
+        add_to_outbox(session, envelope, service=self.name)
+
+    def published(self) -> None:
+        """Call after committing staged events to publish them without waiting for a poll."""
+        self.relay.notify()
+
+    async def _dispatch(self, envelope: Envelope) -> None:
+        handler = self._handlers.get(envelope.type)
+        if handler is not None:
+            await handler(envelope)
+
+    def spawn(self, coro: Awaitable[Any], *, name: str) -> asyncio.Task[Any]:
+        """Run a background task that is cancelled when the service stops."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.name}:{name}")
+        self._tasks.append(task)
+        return task
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        setup_logging(self.settings.log_level, json_lines=self.settings.log_json)
+        setup_tracing(self.name, self.settings.otel_exporter)
+        await asyncio.to_thread(self.db.migrate, *self.migrations, service=self.name)
+        if self._vault is None:
+            self._vault = await asyncio.to_thread(connect_vault, self.settings)
+        self.secrets, self.keys = self._vault
+        await self.bus.connect()
+        if self._handlers:
+            await self.bus.subscribe(
+                self.name,
+                sorted(self._handlers),
+                self._dispatch,
+                prefetch=self.prefetch,
+                max_deliveries=self.max_deliveries,
+            )
+        self.spawn(self.relay.run(), name="outbox-relay")
+        self.ready = True
+        log.info("%s started (bus=%s)", self.name, type(self.bus).__name__)
+
+    async def stop(self) -> None:
+        self.ready = False  # readiness goes false before anything closes
+        for task in reversed(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._injected_bus is None:
+            await self.bus.close()
+        self.db.dispose()
+        log.info("%s stopped", self.name)
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[ServiceRuntime]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks: dict[str, bool] = {"started": self.ready}
+        try:
+            with self.db.session() as session:
+                session.connection().exec_driver_sql("SELECT 1")
+            checks["db"] = True
+        except Exception:
+            checks["db"] = False
+        checks["bus"] = await self.bus.healthy()
+        try:
+            checks["vault"] = await asyncio.to_thread(self.secrets.healthy)
+        except Exception:
+            checks["vault"] = False
+        for name, check in self.extra_checks.items():
+            try:
+                checks[name] = await check()
+            except Exception:
+                checks[name] = False
+        return checks
+
+
+def health_router(runtime_of: Callable[[Request], ServiceRuntime]) -> APIRouter:
+    """``/healthz`` (process alive) and ``/readyz`` (db, bus, vault usable)."""
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        checks = await runtime_of(request).readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the error taxonomy to the JSON error shape of DESIGN §5, once."""
+
+    @app.exception_handler(AidpError)
+    async def _aidp_error(_request: Request, exc: AidpError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}},
+            status_code=http_status_for(exc),
+            headers=headers,
+        )

@@ -1,0 +1,215 @@
+"""The project spec (DESIGN §4): one strict pydantic model, shared by every service.
+
+API bodies and YAML files are validated with :meth:`ProjectSpec.model_validate`; unknown
+fields are refused with the field named. Sources are URIs parsed by :func:`parse_source`:
+``hf://owner/name[@rev]``, ``hf://datasets/owner/name[@rev]``, ``kaggle://owner/slug[@version]``,
+``kaggle://models/owner/slug/framework/variation[@version]``, ``https://…``, ``upload://<id>``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "DeploySpec",
+    "EnvironmentSpec",
+    "HostSpec",
+    "ProjectSpec",
+    "ResourcesSpec",
+    "Source",
+    "TrainSpec",
+    "parse_source",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],]*\s*([<>=!~]=?.*)?$")
+_REV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+
+Task = Literal["text-classification", "image-classification", "causal-lm", "custom"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(BaseModel):
+    """A parsed artifact URI. ``revision`` is None when the URI names none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scheme: Literal["hf", "kaggle", "https", "upload"]
+    kind: Literal["model", "dataset"]
+    id: str  # repo id, owner/slug, URL or upload id
+    revision: str | None = None
+    uri: str
+
+    @property
+    def pinned(self) -> bool:
+        """True when the revision is an immutable id (a 40-hex commit or a Kaggle version)."""
+        if self.revision is None:
+            return False
+        if self.scheme == "hf":
+            return re.fullmatch(r"[0-9a-f]{40}", self.revision) is not None
+        return self.scheme == "kaggle" and self.revision.isdigit()
+
+
+def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
+    """Parse an artifact URI; raises ``ValueError`` with a readable message."""
+    if not isinstance(uri, str) or "://" not in uri:
+        raise ValueError(
+            f"{uri!r} is not a source URI: use hf://, kaggle://, https:// or upload://"
+        )
+    scheme, rest = uri.split("://", 1)
+    if scheme == "https":
+        if not rest or rest.startswith("/"):
+            raise ValueError(f"{uri!r} has no host")
+        return Source(scheme="https", kind=kind, id=uri, uri=uri)
+    if scheme == "upload":
+        if not re.fullmatch(r"[A-Za-z0-9-]{6,64}", rest):
+            raise ValueError(f"{uri!r}: an upload id is letters, digits and dashes")
+        return Source(scheme="upload", kind=kind, id=rest, uri=uri)
+    if scheme not in ("hf", "kaggle"):
+        raise ValueError(f"unsupported source scheme {scheme!r} (hf, kaggle, https, upload)")
+    path, _, revision = rest.partition("@")
+    if revision == "" and "@" in rest:
+        raise ValueError(f"{uri!r}: empty revision after '@'")
+    if revision and not _REV.fullmatch(revision):
+        raise ValueError(f"{uri!r}: invalid revision {revision!r}")
+    if scheme == "hf":
+        if path.startswith("datasets/"):
+            path, kind = path.removeprefix("datasets/"), "dataset"
+        elif path.startswith("models/"):
+            path = path.removeprefix("models/")
+        if not _REPO.fullmatch(path):
+            raise ValueError(f"{uri!r}: a HuggingFace id is 'owner/name'")
+    else:
+        if path.startswith("models/"):
+            kind = "model"
+            if len(path.split("/")) != 5:
+                raise ValueError(f"{uri!r}: a Kaggle model is models/owner/slug/framework/variation")
+        elif path.startswith("datasets/"):
+            path = path.removeprefix("datasets/")
+        if kind == "dataset" and not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+", path):
+            raise ValueError(f"{uri!r}: a Kaggle dataset is 'owner/slug'")
+        if revision and not revision.isdigit():
+            raise ValueError(f"{uri!r}: a Kaggle version is a number")
+    return Source(scheme=scheme, kind=kind, id=path, revision=revision or None, uri=uri)  # type: ignore[arg-type]
+
+
+class TrainSpec(_Strict):
+    entrypoint: str | None = Field(None, description="custom task only: script run by torchrun")
+    script: str | None = Field(
+        None,
+        max_length=262_144,
+        description="custom task: the entrypoint's source, inlined (the CLI reads the file)",
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="hyperparameters")
+    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _safe_entrypoint(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("entrypoint must be a relative path inside the project")
+        return value
+
+
+class EnvironmentSpec(_Strict):
+    python: str = Field("3.11", pattern=r"^3\.\d{1,2}$")
+    packages: list[str] = Field(default_factory=list, max_length=200)
+
+    @field_validator("packages")
+    @classmethod
+    def _valid_packages(cls, value: list[str]) -> list[str]:
+        for package in value:
+            if not _PACKAGE.fullmatch(package.strip()) or any(c in package for c in ";|&$`\n"):
+                raise ValueError(f"invalid package requirement {package!r}")
+        return value
+
+
+class HostSpec(_Strict):
+    address: str = Field(min_length=1, max_length=255)
+    user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    port: int = Field(22, ge=1, le=65535)
+    identity: str | None = Field(None, description="name of a stored secret holding the key")
+
+
+class ResourcesSpec(_Strict):
+    provider: Literal["local", "ssh", "idc"] = "local"
+    nodes: int = Field(1, ge=1, le=64)
+    accelerator: Literal["cpu", "cuda", "gaudi", "xpu"] = "cpu"
+    instance_type: str | None = None
+    hosts: list[HostSpec] = Field(default_factory=list)
+    autostop_minutes: int = Field(30, ge=1, le=10_080)
+    max_hourly_usd: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _hosts_for_ssh(self) -> ResourcesSpec:
+        if self.provider == "ssh" and len(self.hosts) < self.nodes:
+            raise ValueError(f"provider ssh needs {self.nodes} host(s) in resources.hosts")
+        return self
+
+
+class DeploySpec(_Strict):
+    enabled: bool = False
+
+
+class ProjectSpec(_Strict):
+    """A whole project spec. ``model_source()``/``dataset_source()`` give parsed URIs."""
+
+    name: str
+    model: str
+    dataset: str | None = None
+    task: Task = "text-classification"
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    secrets: list[str] = Field(default_factory=list, max_length=50)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("name: lowercase letters, digits and dashes, at most 63 characters")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _valid_model(cls, value: str) -> str:
+        parse_source(value, kind="model")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _valid_dataset(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_source(value, kind="dataset")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _valid_secret_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _SECRET_NAME.fullmatch(name):
+                raise ValueError(f"invalid secret name {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _task_needs(self) -> ProjectSpec:
+        if self.task == "custom" and not self.train.entrypoint:
+            raise ValueError("task custom needs train.entrypoint")
+        if self.task != "custom" and self.dataset is None:
+            raise ValueError(f"task {self.task} needs a dataset")
+        return self
+
+    def model_source(self) -> Source:
+        return parse_source(self.model, kind="model")
+
+    def dataset_source(self) -> Source | None:
+        return None if self.dataset is None else parse_source(self.dataset, kind="dataset")

@@ -7,6 +7,7 @@ from shared.bus.base import (
     EXCHANGE,
     Bus,
     Handler,
+    PublishFailed,
     PublishTimeout,
     UnroutableError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "EXCHANGE",
     "Bus",
     "Handler",
+    "PublishFailed",
     "PublishTimeout",
     "UnroutableError",
     "create_bus",

@@ -1,6 +1,6 @@
 """The bus contract shared by the RabbitMQ and in-memory implementations.
 
-Semantics (both implementations, proven by ``tests/integration/test_bus_contract.py``):
+Semantics (both implementations, proven by ``tests/integration/shared/test_bus_contract.py``):
 
 - ``publish`` returns only once the broker has taken responsibility for the message
   (publisher confirm); it raises :class:`UnroutableError` if no queue is bound for the
@@ -28,6 +28,7 @@ __all__ = [
     "EXCHANGE",
     "Bus",
     "Handler",
+    "PublishFailed",
     "PublishTimeout",
     "UnroutableError",
 ]
@@ -41,6 +42,10 @@ Handler = Callable[[Envelope], Awaitable[None]]
 
 class UnroutableError(TransientError):
     """No queue is bound for the event type: the broker returned the message."""
+
+
+class PublishFailed(TransientError):
+    """The broker refused the publish (nack) or the connection was lost before its confirm."""
 
 
 class PublishTimeout(TransientError):
@@ -94,7 +99,9 @@ class Bus(ABC):
         """
 
     @abstractmethod
-    async def declare(self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5) -> None:
+    async def declare(
+        self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5
+    ) -> None:
         """Declare ``queue`` and its bindings without consuming (so publishes route)."""
 
     @abstractmethod

@@ -11,10 +11,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
-from shared.bus.base import DEAD_LETTER_QUEUE, Bus, Handler, UnroutableError
+from shared.bus.base import DEAD_LETTER_QUEUE, Bus, Handler, PublishFailed, UnroutableError
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
 from shared.telemetry import consumer_span
@@ -83,12 +84,18 @@ class MemoryBroker:
 
 
 class MemoryBus(Bus):
-    """A :class:`Bus` on a process-global :class:`MemoryBroker`."""
+    """A :class:`Bus` on a process-global :class:`MemoryBroker`.
 
-    def __init__(self, url: str = "memory://") -> None:
+    ``close`` lets handlers already running finish for up to ``close_grace`` seconds, then
+    cancels them; a cancelled delivery goes back to its queue (it was never acked).
+    """
+
+    def __init__(self, url: str = "memory://", *, close_grace: float = 10.0) -> None:
         self.url = url
         self.broker = MemoryBroker.for_url(url)
+        self.close_grace = close_grace
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[Any]] = set()
         self._connected = False
 
     async def connect(self) -> None:
@@ -96,21 +103,31 @@ class MemoryBus(Bus):
 
     async def close(self) -> None:
         self._connected = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        busy = [t for t in tasks if t in self._busy]
+        for task in tasks:
+            if task not in self._busy:
+                task.cancel()  # idle consumers: waiting for a message
+        if busy:
+            _done, pending = await asyncio.wait(busy, timeout=self.close_grace)
+            for task in pending:
+                task.cancel()
+        for task in busy:
+            task.cancel()  # finished its message: stop before taking another
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def healthy(self) -> bool:
         return self._connected
 
     async def publish(self, envelope: Envelope) -> None:
         if not self._connected:
-            raise ConnectionError("memory bus is not connected")
+            raise PublishFailed("memory bus is not connected")
         self.broker.route(envelope.to_bytes(), envelope.type)
         await asyncio.sleep(0)  # let consumers run, as a network round trip would
 
-    async def declare(self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5) -> None:
+    async def declare(
+        self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5
+    ) -> None:
         self.broker.declare(queue, event_types, max_deliveries)
 
     async def subscribe(
@@ -128,32 +145,46 @@ class MemoryBus(Bus):
             self._tasks.append(asyncio.create_task(self._consume(q, handler)))
 
     async def _consume(self, queue: _Queue, handler: Handler) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a memory bus consumer must run as a task")
         while True:
             message = await queue.items.get()
-            message.deliveries += 1
+            self._busy.add(task)
             try:
-                envelope = Envelope.from_bytes(message.body)
-            except (ValidationError, ValueError) as exc:
-                self._dead_letter(message, f"invalid envelope: {exc}")
-                continue
-            error: BaseException | None = None
+                await self._deliver(queue, message, handler)
+            finally:
+                self._busy.discard(task)
+            if not self._connected:
+                return
+
+    async def _deliver(self, queue: _Queue, message: _Message, handler: Handler) -> None:
+        message.deliveries += 1
+        try:
+            envelope = Envelope.from_bytes(message.body)
+        except (ValidationError, ValueError) as exc:
+            self._dead_letter(message, f"invalid envelope: {exc}")
+            return
+        error: BaseException | None = None
+        try:
+            with consumer_span(f"consume {envelope.type}", envelope.traceparent, queue=queue.name):
+                await handler(envelope)
+        except asyncio.CancelledError:
+            queue.items.put_nowait(message)  # not acked: hand it back, as a broker would
+            raise
+        except Exception as exc:
+            error = exc
+        action = delivery_action(error)
+        if action is DeliveryAction.ACK:
+            return
+        if action is DeliveryAction.RETRY and message.deliveries < queue.max_deliveries:
+            log.warning("retrying %s on %s: %r", envelope.type, queue.name, error)
             try:
-                with consumer_span(f"consume {envelope.type}", envelope.traceparent, queue=queue.name):
-                    await handler(envelope)
-            except asyncio.CancelledError:
-                queue.items.put_nowait(message)  # not acked: hand it back, as a broker would
-                raise
-            except Exception as exc:
-                error = exc
-            action = delivery_action(error)
-            if action is DeliveryAction.ACK:
-                continue
-            if action is DeliveryAction.RETRY and message.deliveries < queue.max_deliveries:
-                log.warning("retrying %s on %s: %r", envelope.type, queue.name, error)
                 await asyncio.sleep(min(0.05 * message.deliveries, 1.0))
+            finally:
                 queue.items.put_nowait(message)
-                continue
-            self._dead_letter(message, f"{action.value}: {error!r}")
+            return
+        self._dead_letter(message, f"{action.value}: {error!r}")
 
     def _dead_letter(self, message: _Message, reason: str) -> None:
         log.error("dead-lettering %s: %s", message.type, reason)

@@ -1,0 +1,141 @@
+"""Embedded mode: all five services in one process (``aidp up``, ``python -m services``).
+
+This is the composition root, not a service: it builds each service's app with the same
+settings (SQLite files under the data dir, the ``memory://`` bus, one local OpenBao that it
+starts and unseals itself, the local node driver), registers the internal APIs in process
+(``inproc://<name>``), runs every lifespan, and serves the gateway on ``host:port``.
+A restart on the same data dir keeps every project, secret and cached artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from shared.bus import Bus, create_bus
+from shared.internal import register_inproc, unregister_inproc
+from shared.secrets import KeyService, SecretStore, connect_vault
+from shared.settings import BaseServiceSettings
+from shared.telemetry import setup_logging
+
+__all__ = ["Platform", "run_platform", "serve"]
+
+log = logging.getLogger("aidp.embedded")
+
+# Start order: the services the gateway calls first, the gateway last (it serves users).
+SERVICE_ORDER = ("auth", "provisioner", "fetcher", "trainer", "gateway")
+
+
+@dataclass
+class Platform:
+    """The running embedded platform: every service's app, sharing one bus and vault."""
+
+    apps: dict[str, FastAPI]
+    bus: Bus
+    vault: tuple[SecretStore, KeyService]
+    data_dir: Path
+
+    @property
+    def gateway(self) -> FastAPI:
+        return self.apps["gateway"]
+
+
+def _settings_for(name: str, data_dir: Path, bus_url: str) -> BaseServiceSettings:
+    import importlib
+
+    module = importlib.import_module(f"services.{name}.settings")
+    cls = getattr(module, f"{name.capitalize()}Settings")
+    overrides: dict[str, object] = {"data_dir": data_dir, "bus_url": bus_url, "mode": "embedded"}
+    return cls(**overrides)  # type: ignore[no-any-return]
+
+
+def _create_app(
+    name: str, settings: BaseServiceSettings, bus: Bus, vault: tuple[SecretStore, KeyService]
+) -> FastAPI:
+    import importlib
+
+    module = importlib.import_module(f"services.{name}.main")
+    return module.create_app(settings, bus=bus, vault=vault)  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def platform(data_dir: Path, *, bus_url: str = "memory://aidp") -> AsyncIterator[Platform]:
+    """Start every service in this process; stop them in reverse order on exit."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = BaseServiceSettings(data_dir=data_dir, mode="embedded", service_name="embedded")
+    setup_logging(base.log_level, json_lines=base.log_json)
+    vault = await asyncio.to_thread(connect_vault, base)
+    bus = create_bus(bus_url)
+    await bus.connect()
+    apps: dict[str, FastAPI] = {}
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(bus.close)
+        for name in SERVICE_ORDER:
+            app = _create_app(name, _settings_for(name, data_dir, bus_url), bus, vault)
+            apps[name] = app
+            register_inproc(name, app)
+            stack.callback(unregister_inproc, name)
+        for name in SERVICE_ORDER:
+            await stack.enter_async_context(apps[name].router.lifespan_context(apps[name]))
+            log.info("service %s is up", name)
+        yield Platform(apps=apps, bus=bus, vault=vault, data_dir=data_dir)
+
+
+async def run_platform(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run the embedded platform and serve the gateway until interrupted."""
+    async with platform(data_dir) as running:
+        tls_cert, tls_key = os.environ.get("AIDP_TLS_CERT"), os.environ.get("AIDP_TLS_KEY")
+        config = uvicorn.Config(
+            running.gateway,
+            host=host,
+            port=port,
+            lifespan="off",  # lifespans already run above, in dependency order
+            log_config=None,
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
+            ws_ping_interval=20,
+        )
+        server = uvicorn.Server(config)
+        scheme = "https" if tls_cert else "http"
+        address = f"{scheme}://{host}:{port}/"
+
+        async def announce() -> None:
+            while not server.started:
+                await asyncio.sleep(0.05)
+            print(
+                f"aidp is up: web UI and API at {address}  (data: {running.data_dir})", flush=True
+            )
+            if on_ready is not None:
+                result = on_ready(address)
+                if result is not None:
+                    await result
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:
+    """Blocking entry point of ``aidp up``."""
+    data_dir = data_dir or Path(os.environ.get("AIDP_DATA_DIR", str(Path.home() / ".aidp")))
+    try:
+        asyncio.run(run_platform(host=host, port=port, data_dir=data_dir))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,326 @@
+"""The RabbitMQ bus (aio-pika), with the semantics of :mod:`shared.bus.base`.
+
+Topology (all durable):
+
+- exchange ``aidp.events`` (topic), routing key = event type;
+- exchange ``aidp.dead`` (fanout) and queue ``aidp.dead`` bound to it;
+- one quorum queue per consuming service, bound to its event types, declared with
+  ``x-delivery-limit`` and ``x-dead-letter-exchange: aidp.dead``.
+
+Delivery limit: a quorum queue counts *returns* (``x-delivery-count``) and dead-letters a
+message returned more than ``x-delivery-limit`` times, so ``max_deliveries`` handler calls
+in all means ``x-delivery-limit = max_deliveries - 1``.
+
+Dead-lettering is RabbitMQ 3.10's default *at-most-once* (the broker does not wait for
+``aidp.dead`` to confirm): a broker crash at the exact moment of dead-lettering can lose
+that poison message. ``at-least-once`` dead-lettering needs ``x-overflow: reject-publish``
+and a feature flag this deployment does not rely on; poison messages are diagnostics, not
+business data, so at-most-once is accepted here.
+
+Publishing uses one confirm channel: every publish is ``mandatory`` (unroutable messages
+come back and raise :class:`UnroutableError`), persistent, and bounded by
+``publish_timeout``. Consumers each get their own channel with QoS ``prefetch``; each
+delivery runs the handler in its own task, then is acked, requeued (retry) or rejected
+(dead-letter) according to :func:`shared.errors.delivery_action`.
+
+The connection is robust: after a broker-side close or a network failure aio-pika
+reconnects, re-declares the exchanges, queues and bindings and restarts the consumers.
+Deliveries unacked when the connection died are redelivered by the broker; publishes in
+flight fail with :class:`PublishFailed` (the outbox relay retries them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pamqp.commands import Basic
+from pydantic import ValidationError
+
+from shared.bus.base import (
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    EXCHANGE,
+    Bus,
+    Handler,
+    PublishFailed,
+    PublishTimeout,
+    UnroutableError,
+)
+from shared.errors import DeliveryAction, delivery_action
+from shared.events import Envelope
+from shared.telemetry import consumer_span, scrub
+
+__all__ = ["RabbitBus", "queue_arguments"]
+
+log = logging.getLogger(__name__)
+
+
+def queue_arguments(max_deliveries: int) -> dict[str, Any]:
+    """Arguments of a service queue: quorum, bounded redelivery, dead-letter to aidp.dead."""
+    if max_deliveries < 1:
+        raise ValueError("max_deliveries must be at least 1")
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": max_deliveries - 1,
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+    }
+
+
+def _retry_backoff(deliveries: int) -> float:
+    """Pause before handing a failed message back, growing with its deliveries."""
+    return min(0.05 * 2 ** (deliveries - 1), 2.0)
+
+
+class RabbitBus(Bus):
+    """A :class:`Bus` on RabbitMQ ≥ 3.10 through one robust aio-pika connection."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        publish_timeout: float = 5.0,
+        prefetch: int = 16,
+        reconnect_interval: float = 1.0,
+        close_grace: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.close_grace = close_grace
+        self.publish_timeout = publish_timeout
+        self.prefetch = prefetch
+        self.reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._connect_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"RabbitBus({scrub(self.url)!r})"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self._connection is not None:
+                return
+            connection = await aio_pika.connect_robust(
+                self.url,
+                reconnect_interval=self.reconnect_interval,
+                client_properties={"connection_name": "aidp"},
+            )
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._exchange = await self._declare_topology(channel)
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection, self._publish_channel = connection, channel
+
+    async def _declare_topology(self, channel: AbstractChannel) -> AbstractExchange:
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dead = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead_queue = await channel.declare_queue(
+            DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead_queue.bind(dead)
+        return exchange
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        for _channel, queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # the channel may be gone already
+                log.debug("cancelling consumer on %s: %r", queue.name, exc)
+        if self._inflight:
+            # Running handlers may finish (and ack) for close_grace seconds; the rest are
+            # cancelled, which hands their messages back to the broker.
+            inflight = list(self._inflight)
+            _done, pending = await asyncio.wait(inflight, timeout=self.close_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
+        self._consumers.clear()
+        self._publish_channel = self._exchange = None
+        await connection.close()
+
+    async def healthy(self) -> bool:
+        connection, channel = self._connection, self._publish_channel
+        return bool(
+            connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+            and channel is not None
+            and not channel.is_closed
+        )
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def _message(self, envelope: Envelope) -> aio_pika.Message:
+        headers: dict[str, Any] = {"version": envelope.version}
+        if envelope.traceparent:
+            headers["traceparent"] = envelope.traceparent
+        return aio_pika.Message(
+            envelope.to_bytes(),
+            message_id=str(envelope.id),
+            type=envelope.type,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=envelope.occurred_at,
+            correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
+            headers=headers,
+        )
+
+    async def publish(self, envelope: Envelope) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            raise PublishFailed("RabbitMQ bus is not connected")
+        try:
+            result = await asyncio.wait_for(
+                exchange.publish(self._message(envelope), envelope.type, mandatory=True),
+                self.publish_timeout,
+            )
+        except TimeoutError as exc:
+            raise PublishTimeout(
+                f"no confirm for {envelope.type} {envelope.id} in {self.publish_timeout}s"
+            ) from exc
+        except aiormq.exceptions.PublishError as exc:
+            raise UnroutableError(f"no queue is bound for {envelope.type}") from exc
+        except (aiormq.exceptions.DeliveryError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
+            raise PublishFailed(
+                f"publish of {envelope.type} {envelope.id} failed: {exc!r}"
+            ) from exc
+        if not isinstance(result, Basic.Ack):  # a returned message, should on_return_raises change
+            raise UnroutableError(f"no queue is bound for {envelope.type}")
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """All publishes share the confirm channel, so their confirms are in flight together."""
+
+        async def one(envelope: Envelope) -> BaseException | None:
+            try:
+                await self.publish(envelope)
+            except Exception as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(one(e) for e in envelopes)))
+
+    # -- consuming ------------------------------------------------------------------------
+
+    async def _declare_queue(
+        self, channel: AbstractChannel, queue: str, event_types: Sequence[str], max_deliveries: int
+    ) -> AbstractQueue:
+        declared = await channel.declare_queue(
+            queue, durable=True, arguments=queue_arguments(max_deliveries)
+        )
+        for event_type in event_types:
+            await declared.bind(EXCHANGE, routing_key=event_type)
+        return declared
+
+    async def declare(
+        self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5
+    ) -> None:
+        if self._publish_channel is None:
+            raise PublishFailed("RabbitMQ bus is not connected")
+        await self._declare_queue(self._publish_channel, queue, event_types, max_deliveries)
+
+    async def subscribe(
+        self,
+        queue: str,
+        event_types: Sequence[str],
+        handler: Handler,
+        *,
+        prefetch: int | None = None,
+        max_deliveries: int = 5,
+    ) -> None:
+        if self._connection is None:
+            raise PublishFailed("RabbitMQ bus is not connected")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch or self.prefetch)
+        declared = await self._declare_queue(channel, queue, event_types, max_deliveries)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._inflight.add(task)
+            try:
+                await self._deliver(queue, message, handler)
+            finally:
+                if task is not None:
+                    self._inflight.discard(task)
+
+        tag = await declared.consume(on_message, no_ack=False)
+        self._consumers.append((channel, declared, tag))
+
+    async def _deliver(
+        self, queue: str, message: AbstractIncomingMessage, handler: Handler
+    ) -> None:
+        try:
+            envelope = Envelope.from_bytes(message.body)
+        except (ValidationError, ValueError) as exc:
+            log.error("dead-lettering an invalid message on %s: %s", queue, exc)
+            await self._settle(message.reject(requeue=False))
+            return
+        error: BaseException | None = None
+        traceparent = envelope.traceparent or _header(message, "traceparent")
+        try:
+            with consumer_span(f"consume {envelope.type}", traceparent, queue=queue):
+                await handler(envelope)
+        except asyncio.CancelledError:
+            await self._settle(message.nack(requeue=True))
+            raise
+        except Exception as exc:
+            error = exc
+        action = delivery_action(error)
+        if action is DeliveryAction.ACK:
+            await self._settle(message.ack())
+        elif action is DeliveryAction.RETRY:
+            deliveries = _delivery_count(message) + 1
+            log.warning(
+                "retrying %s on %s (delivery %d): %r", envelope.type, queue, deliveries, error
+            )
+            await asyncio.sleep(_retry_backoff(deliveries))
+            await self._settle(message.nack(requeue=True))
+        else:
+            log.error("dead-lettering %s on %s: %r", envelope.type, queue, error)
+            await self._settle(message.reject(requeue=False))
+
+    @staticmethod
+    async def _settle(result: Any) -> None:
+        """Await an ack/nack/reject; a dead channel means the broker redelivers anyway."""
+        try:
+            await result
+        except Exception as exc:
+            log.warning("could not settle a delivery (it will be redelivered): %r", exc)
+
+
+def _header(message: AbstractIncomingMessage, name: str) -> str | None:
+    value = (message.headers or {}).get(name)
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    """How many times the broker handed this message back before (quorum queues)."""
+    value = (message.headers or {}).get("x-delivery-count", 0)
+    return int(value) if isinstance(value, int) else 0

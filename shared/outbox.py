@@ -18,12 +18,13 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, select, update
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Row, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
-from shared.bus.base import Bus
+from shared.bus.base import Bus, UnroutableError
 from shared.db import Database
 from shared.events import Envelope
 
@@ -41,7 +42,9 @@ class OutboxRow(SQLModel, table=True):
 
     seq: int | None = Field(
         default=None,
-        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
     )
     event_id: uuid.UUID = Field(unique=True)
     service: str = Field(max_length=64)
@@ -77,8 +80,11 @@ def claim_inbox(session: Session, envelope: Envelope, *, service: str) -> bool:
     """Record ``envelope`` as handled by ``service`` in ``session``.
 
     Returns False if it was handled before (the caller then does nothing and acks).
-    The row commits with the caller's effect; a concurrent duplicate loses on the
-    primary key at commit time and is retried by the bus, then found here.
+    The row commits with the caller's effect, so a handler that fails before its commit
+    leaves no trace and the redelivery does the work. Call it first in the session (its
+    flush would report other pending rows' conflicts as a duplicate) and do not await
+    between it and the commit: on PostgreSQL a concurrent duplicate waits on the row lock
+    until this transaction ends, then sees the committed row (False) or claims it.
     """
     existing = session.get(InboxRow, (service, envelope.id))
     if existing is not None:
@@ -97,6 +103,19 @@ class OutboxRelay:
 
     ``run`` loops until cancelled; ``notify`` wakes it after a commit so latency stays low,
     and a poll interval covers rows committed by other processes.
+
+    One pass (:meth:`relay_once`) claims up to ``batch_size`` pending rows, publishes them
+    with :meth:`Bus.publish_many` (all confirms in flight together), then marks the
+    confirmed ones sent. On PostgreSQL the rows stay locked (``FOR UPDATE SKIP LOCKED``)
+    from claim to mark, so concurrent relays never publish the same row. On SQLite (one
+    relay per service, embedded mode) the read transaction ends before publishing, so
+    handlers committing meanwhile cannot make the mark fail. If the mark fails or the
+    process dies after publishing, the rows stay pending and are published again: a
+    duplicate (consumers dedupe with :func:`claim_inbox`), never a loss.
+
+    A row no queue is bound for (:class:`UnroutableError`) is retried like any failure —
+    its consumer may not have started yet — until it is ``unroutable_grace`` seconds old;
+    then it is marked sent and logged as dropped, so it cannot hold up the outbox forever.
     """
 
     def __init__(
@@ -107,12 +126,14 @@ class OutboxRelay:
         service: str,
         batch_size: int = 200,
         poll_interval: float = 0.5,
+        unroutable_grace: float = 600.0,
     ) -> None:
         self.db = db
         self.bus = bus
         self.service = service
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.unroutable_grace = unroutable_grace
         self._wake = asyncio.Event()
         self.published = 0
 
@@ -121,6 +142,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while True:
+            self._wake.clear()  # before the pass: a commit during it wakes the next one
             try:
                 sent = await self.relay_once()
             except asyncio.CancelledError:
@@ -131,7 +153,6 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             if sent >= self.batch_size:
                 continue  # more may be waiting
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:
@@ -140,37 +161,64 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were confirmed."""
         with self.db.session() as session:
-            query = (
-                select(OutboxRow.seq, OutboxRow.body)  # type: ignore[call-overload]
-                .where(OutboxRow.service == self.service, OutboxRow.sent_at.is_(None))  # type: ignore[union-attr]
-                .order_by(OutboxRow.seq)  # type: ignore[arg-type]
-                .limit(self.batch_size)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            rows: Sequence[tuple[int, bytes]] = session.execute(query).all()  # type: ignore[assignment]
+            rows = self._claim(session)
             if not rows:
                 session.rollback()
                 return 0
-            envelopes = [Envelope.from_bytes(body) for _, body in rows]
-            # The row locks are held while publishing so a second relay skips these rows.
+            if not self.db.is_postgres:
+                session.commit()  # SQLite: no row locks to keep; don't hold a snapshot
+            envelopes = [Envelope.from_bytes(row.body) for row in rows]
             results = await self.bus.publish_many(envelopes)
-            confirmed = [seq for (seq, _), err in zip(rows, results, strict=True) if err is None]
-            failed = [seq for (seq, _), err in zip(rows, results, strict=True) if err is not None]
-            if confirmed:
-                session.execute(
-                    update(OutboxRow).where(OutboxRow.seq.in_(confirmed)).values(sent_at=_now())  # type: ignore[union-attr]
-                )
-            if failed:
-                session.execute(
-                    update(OutboxRow)
-                    .where(OutboxRow.seq.in_(failed))  # type: ignore[union-attr]
-                    .values(attempts=OutboxRow.attempts + 1)
-                )
-                first_error = next(err for err in results if err is not None)
-                log.warning("%d outbox publishes failed (%r); will retry", len(failed), first_error)
+            confirmed = [row.seq for row, err in zip(rows, results, strict=True) if err is None]
+            failed = [
+                (row, err) for row, err in zip(rows, results, strict=True) if err is not None
+            ]
+            given_up = [row.seq for row, err in failed if self._give_up(row, err)]
+            retry = [row.seq for row, _ in failed if row.seq not in given_up]
+            self._mark(session, sent=confirmed + given_up, retry=retry)
             session.commit()
+        if given_up:
+            log.error(
+                "dropped %d outbox events of %s: no queue bound after %.0fs",
+                len(given_up), self.service, self.unroutable_grace,
+            )
+        if retry:
+            first_error = next(err for _, err in failed)
+            log.warning("%d outbox publishes failed (%r); will retry", len(retry), first_error)
         self.published += len(confirmed)
-        if failed and not confirmed:
+        if retry and not confirmed:
             await asyncio.sleep(0.5)  # broker trouble: back off a little
         return len(confirmed)
+
+    def _claim(self, session: Session) -> Sequence[Row[Any]]:
+        """Select (and on PostgreSQL lock) the oldest pending rows of this service."""
+        query = (
+            select(OutboxRow.seq, OutboxRow.body, OutboxRow.created_at)  # type: ignore[call-overload]
+            .where(OutboxRow.service == self.service, OutboxRow.sent_at.is_(None))  # type: ignore[union-attr]
+            .order_by(OutboxRow.seq)  # type: ignore[arg-type]
+            .limit(self.batch_size)
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return session.execute(query).all()  # type: ignore[no-any-return]
+
+    def _mark(self, session: Session, *, sent: list[int], retry: list[int]) -> None:
+        """Record the outcome of a batch (the caller commits)."""
+        if sent:
+            session.execute(
+                update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=_now())  # type: ignore[union-attr]
+            )
+        if retry:
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.seq.in_(retry))  # type: ignore[union-attr]
+                .values(attempts=OutboxRow.attempts + 1)
+            )
+
+    def _give_up(self, row: Row[Any], error: BaseException) -> bool:
+        if not isinstance(error, UnroutableError):
+            return False
+        created = row.created_at
+        if created.tzinfo is None:  # SQLite returns naive UTC datetimes
+            created = created.replace(tzinfo=UTC)
+        return (_now() - created).total_seconds() >= self.unroutable_grace

@@ -55,7 +55,9 @@ class BaseServiceSettings(BaseSettings):
             return self
         for name in ("vault_token", "vault_secret_id"):
             value = getattr(self, name)
-            if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            if value is None:
+                continue
+            if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(f"AIDP_{name.upper()} is a placeholder; set a real secret")
         if self.vault_addr is None:
             raise ValueError("AIDP_VAULT_ADDR is required in distributed mode")

@@ -32,6 +32,7 @@ __all__ = [
     "consumer_span",
     "current_traceparent",
     "memory_exporter",
+    "producer_span",
     "scrub",
     "setup_logging",
     "setup_tracing",
@@ -75,6 +76,17 @@ def current_traceparent() -> str | None:
 
 
 @contextmanager
+def producer_span(name: str, traceparent: str | None, **attributes: Any) -> Iterator[None]:
+    """A PRODUCER span for a publish, a child of the envelope's ``traceparent``."""
+    ctx = _PROPAGATOR.extract({"traceparent": traceparent} if traceparent else {})
+    with tracer().start_as_current_span(name, context=ctx, kind=trace.SpanKind.PRODUCER) as span:
+        for key, value in attributes.items():
+            if value is not None:
+                span.set_attribute(key, str(value))
+        yield
+
+
+@contextmanager
 def consumer_span(name: str, traceparent: str | None, **attributes: Any) -> Iterator[None]:
     """Run a consumer's work in a span that continues the producer's trace."""
     ctx = _PROPAGATOR.extract({"traceparent": traceparent} if traceparent else {})
@@ -94,11 +106,13 @@ def consumer_span(name: str, traceparent: str | None, **attributes: Any) -> Iter
 _SECRET_PATTERNS = [
     # key=value / "key": "value" forms for credential-looking keys
     re.compile(
-        r"(?i)((?:password|passwd|secret|token|api[_-]?key|authorization|client_secret)"
+        r"(?i)((?:password|passwd|secret(?:_id)?|token|api[_-]?key|authorization|private_key)"
         r"[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+|basic\s+)?[^\s\"',}]+"
     ),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"()\bhf_[A-Za-z0-9]{10,}"),  # HuggingFace tokens
+    re.compile(r"()\bkgat_[A-Za-z0-9]{8,}"),  # Kaggle API tokens
+    re.compile(r"()\baidp_[A-Za-z0-9_-]{16,}"),  # aidp API tokens
     re.compile(r"()\b(?:hvs|s|hvb)\.[A-Za-z0-9]{20,}"),  # Vault/OpenBao tokens
     re.compile(r"()eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
     re.compile(r"()-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
@@ -151,7 +165,6 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler._aidp = True  # type: ignore[attr-defined]
     handler.addFilter(ScrubbingFilter())
-    handler.setFormatter(
-        _JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(_JsonFormatter() if json_lines else text)
     root.addHandler(handler)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.auth import internal, routes
+from services.auth.context import build_context
+from services.auth.errors import install_validation_handlers
 from services.auth.handlers import build_handlers
 from services.auth.settings import AuthSettings
 from shared.bus import Bus
@@ -25,18 +29,28 @@ def create_app(
     bus: Bus | None = None,
     vault: tuple[SecretStore, KeyService] | None = None,
 ) -> FastAPI:
-    """Build the auth service's ASGI app; resources open in its lifespan."""
+    """Build the auth service's ASGI app; resources open in its lifespan.
+
+    Public routes live at ``/api/auth/...`` (the gateway proxies them path for path);
+    the gateway-only API at ``/internal/...``.
+    """
     settings = settings or AuthSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
     runtime.on(build_handlers(runtime))
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
+            app.state.auth = await asyncio.to_thread(
+                build_context, settings=settings, db=runtime.db, store=runtime.secrets
+            )
             yield
 
     app = FastAPI(title="aidp auth", lifespan=lifespan)
     app.state.runtime = runtime
     app.include_router(health_router(lambda request: request.app.state.runtime))
+    app.include_router(routes.router)
+    app.include_router(internal.router)
     install_error_handlers(app)
+    install_validation_handlers(app)
     return app

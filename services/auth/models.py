@@ -1,5 +1,99 @@
-"""Tables owned by the auth service (names prefixed ``auth_``)."""
+"""Tables owned by the auth service (names prefixed ``auth_``).
 
-from __future__ import annotations
+Secrets are never stored: passwords as argon2id hashes, refresh and API tokens as the
+SHA-256 of their secret half (looked up by a non-secret selector). The JWT signing keys
+live in Vault, not here.
+"""
 
-__all__: list[str] = []
+# No ``from __future__ import annotations``: SQLModel reads the annotations at class creation.
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "ApiToken",
+    "AuthLock",
+    "LoginAttempt",
+    "RefreshToken",
+    "User",
+    "aware",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored here is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _ts(nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
+    return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
+
+
+class User(SQLModel, table=True):
+    """A person. ``token_version`` bumps on logout/password change to refuse older JWTs."""
+
+    __tablename__ = "auth_users"
+
+    id: str = Field(primary_key=True, max_length=36)
+    email: str = Field(max_length=254, sa_column_kwargs={"unique": True, "nullable": False})
+    password_hash: str = Field(max_length=255)
+    is_admin: bool = Field(default=False)
+    token_version: int = Field(default=0)
+    created_at: datetime = Field(sa_column=_ts())
+    password_changed_at: datetime = Field(sa_column=_ts())
+
+
+class RefreshToken(SQLModel, table=True):
+    """One refresh token of a family (a login session); spent once, then replaced."""
+
+    __tablename__ = "auth_refresh_tokens"
+
+    id: str = Field(primary_key=True, max_length=32)  # the selector (not secret)
+    family_id: str = Field(index=True, max_length=36)
+    user_id: str = Field(index=True, max_length=36, foreign_key="auth_users.id")
+    token_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class ApiToken(SQLModel, table=True):
+    """A long-lived token for the CLI/CI (``aidp_<selector>_<secret>``)."""
+
+    __tablename__ = "auth_api_tokens"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(index=True, max_length=36, foreign_key="auth_users.id")
+    name: str = Field(max_length=100)
+    selector: str = Field(max_length=32, sa_column_kwargs={"unique": True, "nullable": False})
+    token_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A login attempt counted by the rate limiter (shared by every replica via the DB)."""
+
+    __tablename__ = "auth_login_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    bucket: str = Field(index=True, max_length=100)
+    at: float = Field(index=True)  # epoch seconds
+
+
+class AuthLock(SQLModel, table=True):
+    """Named rows locked with SELECT ... FOR UPDATE to serialise rare global changes."""
+
+    __tablename__ = "auth_locks"
+
+    name: str = Field(primary_key=True, max_length=64)

@@ -1,22 +1,39 @@
-"""Wiring of the fetcher service: settings, runtime, routes, lifespan. No logic here."""
+"""Wiring of the fetcher service: settings, runtime, cache, routes, lifespan. No logic here."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.fetcher.api import build_router
+from services.fetcher.cache import ArtifactCache
+from services.fetcher.connectors.hf import HuggingFaceConnector
+from services.fetcher.connectors.kaggle import KaggleConnector
+from services.fetcher.connectors.url import UrlConnector
 from services.fetcher.handlers import build_handlers
+from services.fetcher.jobs import JobRunner
+from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
-from shared.runtime import ServiceRuntime, health_router, install_error_handlers
+from shared.events import Envelope
+from shared.runtime import EventHandler, ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
+from shared.store import ArtifactStore
 
 __all__ = ["create_app"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class _Deferred:
+    """Filled in the lifespan, once the runtime's key service is connected."""
+
+    cache: ArtifactCache
+    runner: JobRunner
 
 
 def create_app(
@@ -28,15 +45,70 @@ def create_app(
     """Build the fetcher service's ASGI app; resources open in its lifespan."""
     settings = settings or FetcherSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
-    runtime.on(build_handlers(runtime))
+    state = _Deferred()
+
+    handlers: dict[str, EventHandler] = {}
+    wired = asyncio.Event()
+
+    async def dispatch_later(envelope: Envelope) -> None:
+        # The bus delivers as soon as the runtime starts; the cache needs its key service.
+        await wired.wait()
+        await handlers[envelope.type](envelope)
+
+    runtime.on(
+        {
+            name: dispatch_later
+            for name in ("ProjectCreated", "RunRequested", "RunCancelled", "ProjectDeleted")
+        }
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
+            store = ArtifactStore(settings.resolved_store_dir(), runtime.keys, settings.transit_key)
+            state.cache = ArtifactCache(
+                db=runtime.db,
+                store=store,
+                max_bytes=settings.cache_max_bytes,
+                lease_seconds=settings.lease_seconds,
+                verify=settings.verify_cached,
+            )
+            connectors = {
+                "hf": HuggingFaceConnector(
+                    endpoint=settings.hf_endpoint, timeout=settings.connect_timeout
+                ),
+                "kaggle": KaggleConnector(
+                    environment=settings.kaggle_api_environment, endpoint=settings.kaggle_endpoint
+                ),
+                "https": UrlConnector(
+                    max_bytes=settings.url_max_bytes,
+                    allow_hosts=settings.fetch_allow_hosts,
+                    connect_timeout=settings.connect_timeout,
+                    read_timeout=settings.read_timeout,
+                    verify=str(settings.url_ca_bundle) if settings.url_ca_bundle else True,
+                ),
+            }
+            fetcher = Fetcher(
+                cache=state.cache,
+                connectors=connectors,
+                work_dir=settings.resolved_work_dir(),
+                progress_interval=settings.progress_interval,
+            )
+            state.runner = JobRunner(
+                runtime=runtime,
+                fetcher=fetcher,
+                attempts=settings.fetch_attempts,
+                retry_delay=settings.retry_delay,
+            )
+            handlers.update(build_handlers(runtime, state.runner))
+            _app.state.cache, _app.state.runner = state.cache, state.runner
+            wired.set()
+            await state.runner.resume()
             yield
 
     app = FastAPI(title="aidp fetcher", lifespan=lifespan)
     app.state.runtime = runtime
     app.include_router(health_router(lambda request: request.app.state.runtime))
+    app.include_router(build_router(lambda request: request.app.state.cache))
     install_error_handlers(app)
     return app

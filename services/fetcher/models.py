@@ -1,5 +1,107 @@
-"""Tables owned by the fetcher service (names prefixed ``fetcher_``)."""
+"""Tables owned by the fetcher service (names prefixed ``fetcher_``).
+
+- ``fetcher_jobs``: one fetch job per run (the state machine resumed after a crash).
+- ``fetcher_artifacts``: one cached manifest per (source, resolved revision).
+- ``fetcher_artifact_files``: the blobs each artifact references (eviction, dedupe counts).
+- ``fetcher_aliases``: provider ids of content (git blob oid, LFS sha256) -> stored digest,
+  so unchanged files of a new revision are not downloaded again.
+- ``fetcher_pins``: artifacts an active run uses (never evicted).
+- ``fetcher_leases``: single-flight downloads across tasks and replicas.
+- ``fetcher_uploads``: uploaded files and their owner.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "Alias",
+    "Artifact",
+    "ArtifactFile",
+    "FetchJob",
+    "Lease",
+    "Pin",
+    "Upload",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class FetchJob(SQLModel, table=True):
+    __tablename__ = "fetcher_jobs"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID | None = Field(default=None, index=True)
+    owner_id: str | None = Field(default=None, max_length=64)
+    spec: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    cause: str = Field(sa_column=Column(Text, nullable=False))  # the triggering envelope (JSON)
+    status: str = Field(
+        default="pending", max_length=16, index=True
+    )  # pending|done|failed|cancelled
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Artifact(SQLModel, table=True):
+    __tablename__ = "fetcher_artifacts"
+
+    key: str = Field(primary_key=True, max_length=600)  # "<source>@<revision>"
+    source: str = Field(max_length=512, index=True)
+    kind: str = Field(max_length=16)
+    resolved_revision: str = Field(max_length=128)
+    cache_key: str = Field(max_length=64)  # manifest key in the store
+    digest: str = Field(max_length=64)  # the single file's sha256, else the manifest key
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ArtifactFile(SQLModel, table=True):
+    __tablename__ = "fetcher_artifact_files"
+
+    artifact_key: str = Field(primary_key=True, max_length=600)
+    path: str = Field(primary_key=True, max_length=1024)
+    digest: str = Field(max_length=64, index=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Alias(SQLModel, table=True):
+    __tablename__ = "fetcher_aliases"
+
+    alias: str = Field(primary_key=True, max_length=128)  # "git:<oid>" or "sha256:<hex>"
+    digest: str = Field(max_length=64)
+
+
+class Pin(SQLModel, table=True):
+    __tablename__ = "fetcher_pins"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    artifact_key: str = Field(primary_key=True, max_length=600)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Lease(SQLModel, table=True):
+    __tablename__ = "fetcher_leases"
+
+    key: str = Field(primary_key=True, max_length=600)
+    holder: str = Field(max_length=64)
+    expires_at: datetime
+
+
+class Upload(SQLModel, table=True):
+    __tablename__ = "fetcher_uploads"
+
+    id: str = Field(primary_key=True, max_length=64)
+    owner_id: str = Field(max_length=64, index=True)
+    filename: str = Field(max_length=255)
+    digest: str = Field(max_length=64)
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

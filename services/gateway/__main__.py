@@ -1,4 +1,5 @@
-"""``python -m services.gateway``: run the gateway service on its own."""
+"""``python -m services.gateway``: run the gateway service on its own (HTTPS when
+``AIDP_TLS_CERT``/``AIDP_TLS_KEY`` are set)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,20 @@ from services.gateway.settings import GatewaySettings
 
 def main() -> None:
     settings = GatewaySettings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    tls = (
+        {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        if settings.tls_cert and settings.tls_key
+        else {}
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
+        **tls,  # type: ignore[arg-type]
+    )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from services.gateway.deps import Gateway
+from services.gateway.downstream import Downstreams
+from services.gateway.errors import install_http_error_handler, install_validation_handler
+from services.gateway.fanout import Hub
 from services.gateway.handlers import build_handlers
+from services.gateway.identity import TokenVerifier
+from services.gateway.metrics import GatewayMetrics, MetricsMiddleware
+from services.gateway.routes import artifacts, auth_proxy, ops, projects, runs, secrets, serving
+from services.gateway.routes.web import WebUI
 from services.gateway.settings import GatewaySettings
+from services.gateway.ws import router as ws_router
 from shared.bus import Bus
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
@@ -27,16 +37,75 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway service's ASGI app; resources open in its lifespan."""
     settings = settings or GatewaySettings()
-    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
-    runtime.on(build_handlers(runtime))
+    # prefetch 1: the event log stores events in the order the bus delivers them
+    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault, prefetch=1)
+    metrics = GatewayMetrics()
+    hub = Hub(runtime.db, poll_interval=settings.ws_poll_interval)
+    downstream = Downstreams(
+        auth=settings.auth_url,
+        fetcher=settings.fetcher_url,
+        trainer=settings.trainer_url,
+        provisioner=settings.provisioner_url,
+        timeout=settings.downstream_timeout,
+    )
+    verifier = TokenVerifier(
+        downstream.auth,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        jwks_refresh_seconds=settings.jwks_refresh_seconds,
+        api_token_cache_seconds=settings.api_token_cache_seconds,
+    )
+    gateway = Gateway(
+        settings=settings,
+        runtime=runtime,
+        verifier=verifier,
+        downstream=downstream,
+        hub=hub,
+        metrics=metrics,
+    )
+    runtime.on(build_handlers(runtime, hub=hub, metrics=metrics))
+
+    async def auth_reachable() -> bool:
+        response = await downstream.auth.request("GET", "/api/auth/jwks")
+        return response.status_code == 200
+
+    runtime.extra_checks["auth"] = auth_reachable
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
-            yield
+            runtime.spawn(hub.poll_forever(), name="ws-poll")
+            try:
+                yield
+            finally:
+                await downstream.close()
 
-    app = FastAPI(title="aidp gateway", lifespan=lifespan)
+    app = FastAPI(
+        title="aidp",
+        version="1",
+        description="AI Deployment Platform API (DESIGN §5).",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.runtime = runtime
+    app.state.gateway = gateway
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+        )
+    for module in (auth_proxy, secrets, projects, runs, artifacts, serving, ops):
+        app.include_router(module.router)
+    app.include_router(ws_router)
     app.include_router(health_router(lambda request: request.app.state.runtime))
     install_error_handlers(app)
+    install_validation_handler(app)
+    web = WebUI.load(settings.web_dist)
+    install_http_error_handler(app, fallback=web.response if web else None)
     return app

@@ -1,5 +1,90 @@
-"""Tables owned by the gateway service (names prefixed ``gateway_``)."""
+"""Tables owned by the gateway service (names prefixed ``gateway_``).
+
+``gateway_projects.last_seq`` is the per-project event counter: the event-log writer
+increments it with ``UPDATE … RETURNING`` (a row lock held until commit), so seqs are
+gapless and commit in order even with several gateway replicas on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Event", "Member", "Project", "Run", "ROLES", "TERMINAL_STATUSES"]
+
+ROLES = ("viewer", "editor", "owner")
+TERMINAL_STATUSES = frozenset({"deployed", "succeeded", "failed", "cancelled"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _bigint() -> Any:
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "gateway_projects"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=200)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    owner_id: uuid.UUID
+    current_run_id: uuid.UUID | None = None
+    run_count: int = 0
+    last_seq: int = Field(default=0, sa_column=Column(_bigint(), nullable=False, default=0))
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class Member(SQLModel, table=True):
+    __tablename__ = "gateway_members"
+
+    project_id: uuid.UUID = Field(primary_key=True)
+    user_id: uuid.UUID = Field(primary_key=True, index=True)
+    email: str = Field(default="", max_length=320)
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=_now)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "gateway_runs"
+    __table_args__ = (UniqueConstraint("project_id", "number", name="uq_gateway_runs_number"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    number: int
+    status: str = Field(default="queued", max_length=16)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    requested_by: uuid.UUID | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    model_version: str | None = Field(default=None, max_length=200)
+    deployment_id: uuid.UUID | None = None
+    endpoint: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    preparing_at: datetime | None = None
+    training_at: datetime | None = None
+    deploying_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """One stored status event; ``seq`` is gapless per project. ``event_id`` dedupes."""
+
+    __tablename__ = "gateway_events"
+    __table_args__ = (UniqueConstraint("event_id", name="uq_gateway_events_event_id"),)
+
+    project_id: uuid.UUID = Field(primary_key=True)
+    seq: int = Field(sa_column=Column(_bigint(), primary_key=True, autoincrement=False))
+    event_id: uuid.UUID
+    run_id: uuid.UUID | None = Field(default=None, index=True)
+    type: str = Field(max_length=128)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    stored_at: datetime = Field(default_factory=_now)

@@ -2,16 +2,78 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from shared.settings import BaseServiceSettings
 
 __all__ = ["GatewaySettings"]
+
+_REPO = Path(__file__).resolve().parents[2]
 
 
 class GatewaySettings(BaseServiceSettings):
     """Everything the gateway service reads from its environment."""
 
     service_name: str = Field("gateway", description="Queue, log and table-prefix name.")
-    host: str = Field("127.0.0.1", description="Address of this service's HTTP API.")
-    port: int = Field(8000, description="Port of this service's HTTP API.")
+    host: str = Field("127.0.0.1", description="Address the public API listens on.")
+    port: int = Field(8000, description="Port the public API listens on.")
+
+    auth_url: str = Field("inproc://auth", description="Auth service internal API.")
+    fetcher_url: str = Field("inproc://fetcher", description="Fetcher service internal API.")
+    trainer_url: str = Field("inproc://trainer", description="Trainer service internal API.")
+    provisioner_url: str = Field(
+        "inproc://provisioner", description="Provisioner service internal API."
+    )
+    downstream_timeout: float = Field(
+        30.0, gt=0, description="Seconds before a call to another service gives up (503)."
+    )
+
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (JSON list); empty = same-origin only.",
+    )
+    ws_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra WebSocket origins (JSON list); same-origin is always allowed, "
+        "clients sending no Origin (CLI) too.",
+    )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Proxies trusted for X-Forwarded-For (uvicorn's forwarded_allow_ips); "
+        "None = trust no one, the peer address is the client.",
+    )
+
+    web_dist: Path = Field(
+        _REPO / "web" / "dist",
+        description="Built web UI, served at / with SPA fallback when the folder exists.",
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS when set.")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
+
+    jwt_issuer: str = Field("aidp", description="Required `iss` of access tokens.")
+    jwt_audience: str = Field("aidp-api", description="Required `aud` of access tokens.")
+    jwks_refresh_seconds: float = Field(
+        5.0, ge=0, description="Least time between two JWKS fetches on an unknown kid."
+    )
+    api_token_cache_seconds: float = Field(
+        5.0, ge=0, description="How long an introspected API token is trusted (revocation lag)."
+    )
+
+    ws_ping_interval: float = Field(20.0, gt=0, description="Seconds between server pings.")
+    ws_auth_timeout: float = Field(5.0, gt=0, description="Seconds to send the auth message.")
+    ws_send_queue: int = Field(
+        2000, ge=1, description="Frames queued per client before it is dropped as slow."
+    )
+    ws_poll_interval: float = Field(
+        0.2,
+        gt=0,
+        description="Seconds between checks for events stored by other gateway processes.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both AIDP_TLS_CERT and AIDP_TLS_KEY, or neither")
+        return self

@@ -1,12 +1,135 @@
-"""Event handlers of the provisioner service: thin, they call the service logic."""
+"""Event handlers of the provisioner service: thin, they record intent and start jobs."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from sqlmodel import select
+
+from services.provisioner.models import RunNodes
+from services.provisioner.service import Provisioner
+from shared.events import (
+    Envelope,
+    EventPayload,
+    ProjectCreated,
+    ProjectDeleted,
+    RunRequested,
+    TrainingCompleted,
+    parse_payload,
+)
+from shared.outbox import claim_inbox
 from shared.runtime import EventHandler, ServiceRuntime
+from shared.spec import ProjectSpec
 
 __all__ = ["build_handlers"]
 
+P = TypeVar("P", bound=EventPayload)
 
-def build_handlers(runtime: ServiceRuntime) -> dict[str, EventHandler]:
+
+def _typed(payload: EventPayload, cls: type[P]) -> P:
+    if not isinstance(payload, cls):
+        raise TypeError(f"expected {cls.__name__}, got {type(payload).__name__}")
+    return payload
+
+
+def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[str, EventHandler]:
     """Event type -> handler; the service queue is bound to exactly these types."""
-    return {}
+
+    async def on_run(envelope: Envelope) -> None:
+        payload = parse_payload(envelope)
+        owner: uuid.UUID | None
+        if isinstance(payload, ProjectCreated):
+            spec, owner = payload.spec, payload.owner_id
+        else:
+            run = _typed(payload, RunRequested)
+            spec, owner = run.spec, run.requested_by
+        prov = provisioner
+        with runtime.db.session() as s:
+            if not claim_inbox(s, envelope, service=runtime.name):
+                return
+            row = prov.record_run(s, envelope=envelope, spec=spec, owner_id=owner)
+            s.commit()
+        if row is not None and envelope.run_id is not None:
+            prov.schedule(envelope.run_id, "provision")
+
+    async def release_runs(envelope: Envelope, run_ids: list[uuid.UUID], reason: str) -> None:
+        prov = provisioner
+        released: list[uuid.UUID] = []
+        with runtime.db.session() as s:
+            if not claim_inbox(s, envelope, service=runtime.name):
+                return
+            for run_id in run_ids:
+                row = s.get(RunNodes, run_id)
+                if row is not None and prov.request_release(s, row, reason=reason, cause=envelope):
+                    released.append(run_id)
+            s.commit()
+        for run_id in released:
+            prov.schedule(run_id, "release")
+
+    async def on_cancelled(envelope: Envelope) -> None:
+        parse_payload(envelope)
+        await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "cancelled")
+
+    async def on_project_deleted(envelope: Envelope) -> None:
+        payload = _typed(parse_payload(envelope), ProjectDeleted)
+
+        with runtime.db.session() as s:
+            known = s.exec(
+                select(RunNodes.run_id).where(RunNodes.project_id == envelope.project_id)
+            ).all()
+        await release_runs(envelope, sorted({*known, *payload.run_ids}), "project_deleted")
+
+    async def on_training_started(envelope: Envelope) -> None:
+        parse_payload(envelope)
+        with runtime.db.session() as s:
+            if not claim_inbox(s, envelope, service=runtime.name):
+                return
+            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+            if row is not None:
+                row.training = True
+                row.last_active_at = datetime.now(UTC)
+                s.add(row)
+            s.commit()
+
+    async def on_training_completed(envelope: Envelope) -> None:
+        _typed(parse_payload(envelope), TrainingCompleted)
+        with runtime.db.session() as s:
+            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+            deploys = row is not None and ProjectSpec.model_validate(row.spec).deploy.enabled
+        if not deploys:
+            await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "completed")
+            return
+        with runtime.db.session() as s:  # the trainer serves from the node: keep it
+            if not claim_inbox(s, envelope, service=runtime.name):
+                return
+            row = s.get(RunNodes, envelope.run_id)
+            if row is not None:
+                row.training, row.serving = False, True
+                row.last_active_at = datetime.now(UTC)
+                s.add(row)
+            s.commit()
+
+    async def on_training_failed(envelope: Envelope) -> None:
+        parse_payload(envelope)
+        await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "failed")
+
+    async def on_deployment_failed(envelope: Envelope) -> None:
+        parse_payload(envelope)
+        with runtime.db.session() as s:
+            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+            serving = row is not None and row.serving
+        if serving:
+            await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "undeployed")
+
+    return {
+        "ProjectCreated": on_run,
+        "RunRequested": on_run,
+        "RunCancelled": on_cancelled,
+        "ProjectDeleted": on_project_deleted,
+        "TrainingStarted": on_training_started,
+        "TrainingCompleted": on_training_completed,
+        "TrainingFailed": on_training_failed,
+        "DeploymentFailed": on_deployment_failed,
+    }

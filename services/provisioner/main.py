@@ -8,7 +8,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.provisioner.api import internal_router
+from services.provisioner.envs.builder import AnsibleEnvBuilder, EnvBuilder
+from services.provisioner.factory import driver_factory
 from services.provisioner.handlers import build_handlers
+from services.provisioner.locks import LockStore
+from services.provisioner.service import DriverFactory, Provisioner
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
@@ -24,19 +29,41 @@ def create_app(
     *,
     bus: Bus | None = None,
     vault: tuple[SecretStore, KeyService] | None = None,
+    drivers: DriverFactory | None = None,
+    builder: EnvBuilder | None = None,
 ) -> FastAPI:
-    """Build the provisioner service's ASGI app; resources open in its lifespan."""
+    """Build the provisioner service's ASGI app; resources open in its lifespan.
+
+    ``drivers``/``builder`` replace the real node drivers and Ansible (unit tests only).
+    """
     settings = settings or ProvisionerSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
-    runtime.on(build_handlers(runtime))
+    locks = LockStore(runtime.db)
+    provisioner = Provisioner(
+        runtime=runtime,
+        settings=settings,
+        drivers=drivers
+        or driver_factory(
+            settings,
+            secrets=lambda: runtime.secrets,
+            runs_holding=lambda provider: provisioner.run_ids_holding(provider),
+        ),
+        builder=builder or AnsibleEnvBuilder(settings),
+        locks=locks,
+    )
+    runtime.on(build_handlers(runtime, provisioner))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
+            await provisioner.resume()
+            runtime.spawn(provisioner.sweep_forever(), name="sweep")
             yield
 
     app = FastAPI(title="aidp provisioner", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.provisioner = provisioner
     app.include_router(health_router(lambda request: request.app.state.runtime))
+    app.include_router(internal_router())
     install_error_handlers(app)
     return app

@@ -1,5 +1,60 @@
-"""Tables owned by the provisioner service (names prefixed ``provisioner_``)."""
+"""Tables owned by the provisioner service (names prefixed ``provisioner_``).
+
+``provisioner_runs`` is the job state machine of one run's nodes; every transition goes
+through :func:`services.provisioner.service.transition`. ``provisioner_locks`` keeps the
+resolved lock of each environment input, so a spec is resolved once and every later run
+of it gets a byte-identical lock.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = ["ACTIVE_STATES", "EnvLock", "RunNodes", "STATES"]
+
+#: requested → provisioning → ready → releasing → released; failed ends a run's nodes
+#: (its partial nodes are already torn down when the row says failed).
+STATES = ("requested", "provisioning", "ready", "releasing", "released", "failed")
+ACTIVE_STATES = frozenset({"requested", "provisioning", "ready", "releasing"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunNodes(SQLModel, table=True):
+    __tablename__ = "provisioner_runs"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    owner_id: uuid.UUID | None = None
+    provider: str = Field(max_length=16)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="requested", max_length=16, index=True)
+    nodes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    env: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    lock_hash: str | None = Field(default=None, max_length=64)
+    lock: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    failed_step: str | None = Field(default=None, max_length=64)
+    training: bool = False  # TrainingStarted seen, no end yet: never idle
+    serving: bool = False  # kept after TrainingCompleted for a deployment
+    release_reason: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    last_active_at: datetime = Field(default_factory=_now)
+
+
+class EnvLock(SQLModel, table=True):
+    __tablename__ = "provisioner_locks"
+
+    input_key: str = Field(primary_key=True, max_length=64)  # sha256 of the resolution input
+    lock_hash: str = Field(max_length=64)  # sha256 of the lock text
+    lock: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=_now)

@@ -1,12 +1,92 @@
-"""Event handlers of the trainer service: thin, they call the service logic."""
+"""Event handlers of the trainer service: thin, they call the service logic.
+
+Each handler claims the event in the inbox, records its effect and commits; the message is
+acked right after. Training and deployments run in background tasks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from services.trainer import service
+from services.trainer.app_state import TrainerState
+from shared.events import (
+    ArtifactsCached,
+    ArtifactsFailed,
+    Envelope,
+    NodesFailed,
+    NodesReady,
+    NodesReleased,
+    parse_payload,
+)
+from shared.outbox import claim_inbox
 from shared.runtime import EventHandler, ServiceRuntime
 
 __all__ = ["build_handlers"]
 
 
-def build_handlers(runtime: ServiceRuntime) -> dict[str, EventHandler]:
+def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, EventHandler]:
     """Event type -> handler; the service queue is bound to exactly these types."""
-    return {}
+
+    def handler(
+        effect: Callable[[Any, Envelope, Any], Any],
+    ) -> Callable[[Envelope], Awaitable[None]]:
+        async def handle(envelope: Envelope) -> None:
+            if envelope.run_id is None:
+                return
+            payload = parse_payload(envelope)
+            with runtime.db.session() as session:
+                if not claim_inbox(session, envelope, service=runtime.name):
+                    return
+                after = effect(session, envelope, payload)
+                session.commit()
+            runtime.published()
+            if after is not None:
+                await after
+
+        return handle
+
+    ids = lambda e: {"run_id": e.run_id, "project_id": e.project_id}  # noqa: E731
+
+    def on_spec(s: Any, e: Envelope, p: Any) -> Any:
+        if service.record_spec(s, spec=p.spec, stage=runtime.stage, **ids(e)):
+            return _kick(state)
+        return None
+
+    def on_nodes(s: Any, e: Envelope, p: Any) -> Any:
+        if service.record_nodes(s, payload=p, stage=runtime.stage, **ids(e)):
+            return _kick(state)
+        return None
+
+    def on_artifacts(s: Any, e: Envelope, p: Any) -> Any:
+        if service.record_artifacts(s, payload=p, stage=runtime.stage, **ids(e)):
+            return _kick(state)
+        return None
+
+    def on_failed(s: Any, e: Envelope, p: Any) -> Any:
+        service.fail_inputs(s, payload=p, stage=runtime.stage, **ids(e))
+        return None
+
+    def on_cancel(s: Any, e: Envelope, p: Any) -> Any:
+        service.cancel_run(s, stage=runtime.stage, **ids(e))
+        return None
+
+    def on_released(s: Any, e: Envelope, p: Any) -> Any:
+        deployments = service.release_nodes(s, run_id=e.run_id, nodes=p.nodes)  # type: ignore[arg-type]
+        return state.after_release(e.run_id, deployments)
+
+    return {
+        "ProjectCreated": handler(on_spec),
+        "RunRequested": handler(on_spec),
+        NodesReady.event_type(): handler(on_nodes),
+        ArtifactsCached.event_type(): handler(on_artifacts),
+        NodesFailed.event_type(): handler(on_failed),
+        ArtifactsFailed.event_type(): handler(on_failed),
+        "RunCancelled": handler(on_cancel),
+        NodesReleased.event_type(): handler(on_released),
+    }
+
+
+async def _kick(state: TrainerState) -> None:
+    state.kick()

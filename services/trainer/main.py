@@ -8,6 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.trainer.api import router
+from services.trainer.app_state import TrainerState
 from services.trainer.handlers import build_handlers
 from services.trainer.settings import TrainerSettings
 from shared.bus import Bus
@@ -28,15 +30,22 @@ def create_app(
     """Build the trainer service's ASGI app; resources open in its lifespan."""
     settings = settings or TrainerSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
-    runtime.on(build_handlers(runtime))
+    trainer = TrainerState(runtime, settings)
+    runtime.on(build_handlers(runtime, trainer))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
-            yield
+            await trainer.start()
+            try:
+                yield
+            finally:
+                await trainer.stop()
 
     app = FastAPI(title="aidp trainer", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.trainer = trainer
     app.include_router(health_router(lambda request: request.app.state.runtime))
+    app.include_router(router)
     install_error_handlers(app)
     return app

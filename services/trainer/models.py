@@ -1,5 +1,101 @@
-"""Tables owned by the trainer service (names prefixed ``trainer_``)."""
+"""Tables owned by the trainer service (names prefixed ``trainer_``).
+
+``trainer_runs`` is the per-run state machine (see :mod:`services.trainer.runs`);
+``trainer_checkpoints`` the stored checkpoints of a run; ``trainer_models`` the model
+registry; ``trainer_deployments`` the inference servers. Plaintext never lands here:
+artifacts are referenced by their manifest key in the encrypted store.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Checkpoint", "Deployment", "ModelVersion", "Run"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Run(SQLModel, table=True):
+    """One training run: its inputs (spec, nodes, artifacts) and where it stands."""
+
+    __tablename__ = "trainer_runs"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID | None = None
+    state: str = Field(default="waiting", max_length=32, index=True)
+    spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    spec_hash: str | None = Field(default=None, max_length=64)
+    nodes: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    env: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    artifacts: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    attempt: int = 0
+    last_step: int = 0
+    reason: str | None = Field(default=None, max_length=2000)
+    owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = None
+    processes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    nodes_released: bool = False
+    workspace_cleaned: bool = False
+    model_id: uuid.UUID | None = None
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+
+class Checkpoint(SQLModel, table=True):
+    """A checkpoint stored encrypted (one manifest per checkpoint)."""
+
+    __tablename__ = "trainer_checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_trainer_checkpoints_run_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: uuid.UUID = Field(index=True)
+    step: int
+    manifest_key: str = Field(max_length=64)
+    size_bytes: int = 0
+    created_at: datetime = Field(default_factory=now)
+
+
+class ModelVersion(SQLModel, table=True):
+    """A trained model in the registry, with its lineage."""
+
+    __tablename__ = "trainer_models"
+    __table_args__ = (UniqueConstraint("project_id", "version", name="uq_trainer_models_version"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    run_id: uuid.UUID
+    version: int
+    task: str = Field(max_length=64)
+    manifest_key: str = Field(max_length=64)
+    size_bytes: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    lineage: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=now)
+
+
+class Deployment(SQLModel, table=True):
+    """An inference server for a model version on a node."""
+
+    __tablename__ = "trainer_deployments"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    model_id: uuid.UUID
+    run_id: uuid.UUID | None = None
+    status: str = Field(default="starting", max_length=32, index=True)
+    node: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    workdir: str | None = Field(default=None, max_length=1000)
+    port: int | None = None
+    pid: int | None = None
+    restarts: int = 0
+    reason: str | None = Field(default=None, max_length=2000)
+    endpoint: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)

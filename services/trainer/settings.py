@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.settings import BaseServiceSettings
@@ -15,3 +18,50 @@ class TrainerSettings(BaseServiceSettings):
     service_name: str = Field("trainer", description="Queue, log and table-prefix name.")
     host: str = Field("127.0.0.1", description="Address of this service's HTTP API.")
     port: int = Field(8104, description="Port of this service's HTTP API.")
+    trainer_max_attempts: int = Field(
+        3, ge=1, description="Launches of a run before a retryable failure becomes final."
+    )
+    trainer_lease_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A job's ownership lease; an expired lease lets another replica resume it.",
+    )
+    trainer_poll_seconds: float = Field(
+        1.0, gt=0, description="How often jobs check for cancellation and supervisors for work."
+    )
+    trainer_progress_interval: float = Field(
+        0.2,
+        ge=0,
+        description="Minimum seconds between TrainingProgress events of a run (last always sent).",
+    )
+    trainer_log_flush_seconds: float = Field(
+        0.5, gt=0, description="Longest time a log line waits before its TrainingLog batch is sent."
+    )
+    trainer_kill_grace_seconds: float = Field(
+        3.0, ge=0, description="Time between SIGTERM and SIGKILL when stopping training."
+    )
+    trainer_ssh_keys: list[Path] = Field(
+        default_factory=list, description="Private key files used to reach SSH nodes."
+    )
+    trainer_known_hosts: Path | None = Field(
+        None, description="known_hosts file pinning node host keys (None: accept any)."
+    )
+    trainer_serving_python: str = Field(
+        sys.executable,
+        description="Interpreter for inference servers of models whose run nodes are gone.",
+    )
+    trainer_serving_restarts: int = Field(
+        3, ge=0, description="Restarts of a crashed inference server before DeploymentFailed."
+    )
+    trainer_serving_start_timeout: float = Field(
+        120.0, gt=0, description="Seconds an inference server may take to become ready."
+    )
+    trainer_public_prefix: str = Field(
+        "/api", description="Gateway prefix of the endpoint in ModelDeployed."
+    )
+
+    def serving_root(self) -> Path:
+        """Where deployments of models without live run nodes get their workspaces."""
+        path = self.data_dir / "trainer-serving"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

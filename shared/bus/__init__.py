@@ -29,7 +29,7 @@ def create_bus(url: str, **options: object) -> Bus:
     if url.startswith("memory://"):
         from shared.bus.memory import MemoryBus
 
-        return MemoryBus(url)
+        return MemoryBus(url, **options)  # type: ignore[arg-type]
     if url.startswith(("amqp://", "amqps://")):
         from shared.bus.rabbit import RabbitBus
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from shared.bus.base import DEAD_LETTER_QUEUE, Bus, Handler, PublishFailed, UnroutableError
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
-from shared.telemetry import consumer_span
+from shared.telemetry import consumer_span, producer_span
 
 __all__ = ["MemoryBroker", "MemoryBus"]
 
@@ -122,7 +122,8 @@ class MemoryBus(Bus):
     async def publish(self, envelope: Envelope) -> None:
         if not self._connected:
             raise PublishFailed("memory bus is not connected")
-        self.broker.route(envelope.to_bytes(), envelope.type)
+        with producer_span(f"publish {envelope.type}", envelope.traceparent, bus="memory"):
+            self.broker.route(envelope.to_bytes(), envelope.type)
         await asyncio.sleep(0)  # let consumers run, as a network round trip would
 
     async def declare(

@@ -60,7 +60,7 @@ from shared.bus.base import (
 )
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
-from shared.telemetry import consumer_span, scrub
+from shared.telemetry import consumer_span, producer_span, scrub
 
 __all__ = ["RabbitBus", "queue_arguments"]
 
@@ -106,6 +106,7 @@ class RabbitBus(Bus):
         self._consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._connect_lock = asyncio.Lock()
+        self.reconnects = 0  # how often the robust connection came back (metrics, tests)
 
     def __repr__(self) -> str:
         return f"RabbitBus({scrub(self.url)!r})"
@@ -127,7 +128,12 @@ class RabbitBus(Bus):
             except BaseException:
                 await connection.close()
                 raise
+            connection.reconnect_callbacks.add(self._on_reconnect)
             self._connection, self._publish_channel = connection, channel
+
+    def _on_reconnect(self, *_args: object) -> None:
+        self.reconnects += 1
+        log.warning("RabbitMQ connection restored (%d reconnects)", self.reconnects)
 
     async def _declare_topology(self, channel: AbstractChannel) -> AbstractExchange:
         exchange = await channel.declare_exchange(
@@ -195,10 +201,11 @@ class RabbitBus(Bus):
         if exchange is None:
             raise PublishFailed("RabbitMQ bus is not connected")
         try:
-            result = await asyncio.wait_for(
-                exchange.publish(self._message(envelope), envelope.type, mandatory=True),
-                self.publish_timeout,
-            )
+            with producer_span(f"publish {envelope.type}", envelope.traceparent, bus="rabbitmq"):
+                async with asyncio.timeout(self.publish_timeout):  # no extra task per publish
+                    result = await exchange.publish(
+                        self._message(envelope), envelope.type, mandatory=True
+                    )
         except TimeoutError as exc:
             raise PublishTimeout(
                 f"no confirm for {envelope.type} {envelope.id} in {self.publish_timeout}s"

@@ -1,0 +1,43 @@
+"""Internal API for the gateway (trusted network only; never exposed publicly).
+
+- ``POST /internal/introspect {"token"}`` → ``{"user_id","email","is_admin","kind"}`` or 401
+- ``GET /internal/users/lookup?email=`` → ``{"id","email"}`` or 404
+- ``GET /internal/users/{id}`` → ``{"id","email","is_admin","created_at"}`` or 404
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from services.auth import service
+from services.auth.deps import Ctx
+from services.auth.errors import ERROR_RESPONSES
+from services.auth.schemas import IntrospectIn, IntrospectOut, UserOut, UserRef, normalise_email
+from shared.errors import NotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/internal", tags=["internal"])
+
+
+@router.post(
+    "/introspect", response_model=IntrospectOut, responses={401: ERROR_RESPONSES[401]}
+)
+def introspect(body: IntrospectIn, ctx: Ctx) -> IntrospectOut:
+    p = service.authenticate(ctx, token=body.token)
+    return IntrospectOut(user_id=p.user_id, email=p.email, is_admin=p.is_admin, kind=p.kind)
+
+
+@router.get("/users/lookup", response_model=UserRef, responses={404: ERROR_RESPONSES[404]})
+def lookup(ctx: Ctx, email: str = Query(..., max_length=254)) -> UserRef:
+    try:
+        normalised = normalise_email(email)
+    except ValueError as exc:
+        raise NotFound("no such user") from exc
+    user = service.lookup_user(ctx, email=normalised)
+    return UserRef(id=user.id, email=user.email)
+
+
+@router.get("/users/{user_id}", response_model=UserOut, responses={404: ERROR_RESPONSES[404]})
+def get_user(user_id: str, ctx: Ctx) -> UserOut:
+    return UserOut.model_validate(service.get_user(ctx, user_id=user_id), from_attributes=True)

@@ -1,0 +1,114 @@
+"""Internal HTTP API: uploads (streamed into the encrypted store) and the artifact list."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.fetcher.cache import ArtifactCache
+from services.fetcher.models import Upload
+from shared.errors import InvalidInput, Unauthenticated
+from shared.store import Manifest, ManifestFile
+
+__all__ = ["build_router"]
+
+_END = object()
+
+
+def build_router(cache_of: Any) -> APIRouter:
+    """Routes under ``/internal``; ``cache_of(request)`` returns the ArtifactCache."""
+    router = APIRouter(prefix="/internal", tags=["fetcher"])
+
+    @router.post("/uploads", status_code=201)
+    async def upload(
+        request: Request,
+        filename: Annotated[str, Query(min_length=1, max_length=255)],
+        user: Annotated[str | None, Header(alias="X-Aidp-User")] = None,
+    ) -> JSONResponse:
+        if not user:
+            raise Unauthenticated("X-Aidp-User is required")
+        if "/" in filename or "\\" in filename or filename in (".", ".."):
+            raise InvalidInput("filename must be a plain file name")
+        cache: ArtifactCache = cache_of(request)
+        digest, size = await _stream_into_store(request, cache)
+        upload_id = str(uuid.uuid4())
+        name = f"upload://{upload_id}"
+        with cache.db.session() as s:
+            s.add(
+                Upload(
+                    id=upload_id, owner_id=user, filename=filename, digest=digest, size_bytes=size
+                )
+            )
+            s.commit()
+        files = [ManifestFile(filename, digest, size)]
+        manifest_key = await asyncio.to_thread(
+            cache.store.put_manifest, Manifest(source=name, revision=digest, files=files)
+        )
+        await asyncio.to_thread(
+            cache.record,
+            key=f"{name}@{digest}",
+            source=name,
+            kind="dataset",
+            revision=digest,
+            manifest_key=manifest_key,
+            digest=digest,
+            files=files,
+        )
+        return JSONResponse(
+            {
+                "id": upload_id,
+                "uri": name,
+                "size_bytes": size,
+                "digest": digest,
+                "filename": filename,
+            },
+            status_code=201,
+        )
+
+    @router.get("/artifacts")
+    async def artifacts(request: Request) -> list[dict[str, Any]]:
+        cache: ArtifactCache = cache_of(request)
+        return await asyncio.to_thread(cache.listing)
+
+    return router
+
+
+async def _stream_into_store(request: Request, cache: ArtifactCache) -> tuple[str, int]:
+    """Encrypt the request body into the store as it arrives (bounded buffer, no temp file)."""
+    chunks: queue.Queue[object] = queue.Queue(maxsize=8)
+
+    def source() -> Iterator[bytes]:
+        while True:
+            item = chunks.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    writer = asyncio.create_task(asyncio.to_thread(cache.store.put_stream, source()))
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                while True:
+                    try:
+                        chunks.put_nowait(chunk)
+                        break
+                    except queue.Full:
+                        if writer.done():
+                            break
+                        await asyncio.sleep(0.005)
+        chunks.put(_END)
+    except BaseException as exc:
+        try:
+            chunks.put_nowait(exc)
+        except queue.Full:
+            pass
+        raise
+    return await writer

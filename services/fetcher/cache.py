@@ -1,0 +1,275 @@
+"""The artifact cache index: manifests, blob references, pins, LRU budget and leases.
+
+Blobs live encrypted in the :class:`~shared.store.ArtifactStore`; this module keeps the
+database side. An artifact row is written only after every blob and the manifest are in
+the store, so a download killed midway leaves nothing half-recorded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from services.fetcher.errors import FetchFailed
+from services.fetcher.models import Alias, Artifact, ArtifactFile, Lease, Pin, Upload, utcnow
+from shared.crypto import IntegrityError as BlobCorrupt
+from shared.db import Database
+from shared.errors import NotFound
+from shared.store import ArtifactStore, ManifestFile
+
+__all__ = ["ArtifactCache"]
+
+
+class ArtifactCache:
+    """Database index over the encrypted store (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        store: ArtifactStore,
+        max_bytes: int,
+        lease_seconds: float,
+        verify: bool = False,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.max_bytes = max_bytes
+        self.lease = timedelta(seconds=lease_seconds)
+        self.verify = verify
+        self.holder = uuid.uuid4().hex
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def find_complete(self, key: str) -> Artifact | None:
+        """The artifact if recorded and every blob is present (and verifies, if asked)."""
+        with self.db.session() as s:
+            art = s.get(Artifact, key)
+            if art is None:
+                return None
+            digests = [
+                f.digest
+                for f in s.exec(select(ArtifactFile).where(ArtifactFile.artifact_key == key))
+            ]
+        for digest in [art.cache_key, *digests]:
+            if not self._blob_ok(digest):
+                return None
+        return art
+
+    def _blob_ok(self, digest: str) -> bool:
+        if not self.store.has(digest):
+            return False
+        if self.verify:
+            try:
+                for _ in self.store.read(digest):
+                    pass
+            except (BlobCorrupt, NotFound):
+                return False
+        return True
+
+    def digest_for(self, aliases: Iterable[str]) -> str | None:
+        """A stored digest known under one of ``aliases`` (content seen before)."""
+        aliases = list(aliases)
+        if not aliases:
+            return None
+        with self.db.session() as s:
+            rows = s.exec(select(Alias).where(Alias.alias.in_(aliases))).all()  # type: ignore[attr-defined]
+        for row in rows:
+            if self.store.has(row.digest):
+                return row.digest
+        return None
+
+    def add_aliases(self, aliases: Iterable[str], digest: str) -> None:
+        with self.db.session() as s:
+            for alias in aliases:
+                existing = s.get(Alias, alias)
+                if existing is None:
+                    s.add(Alias(alias=alias, digest=digest))
+                else:
+                    existing.digest = digest
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()  # a concurrent writer recorded the same alias
+
+    # -- recording -----------------------------------------------------------------------
+
+    def record(
+        self,
+        *,
+        key: str,
+        source: str,
+        kind: str,
+        revision: str,
+        manifest_key: str,
+        digest: str,
+        files: list[ManifestFile],
+    ) -> Artifact:
+        """Record a complete artifact (replacing a stale row of the same key)."""
+        art = Artifact(
+            key=key,
+            source=source,
+            kind=kind,
+            resolved_revision=revision,
+            cache_key=manifest_key,
+            digest=digest,
+            size_bytes=sum(f.size for f in files),
+        )
+        with self.db.session() as s:
+            s.execute(delete(ArtifactFile).where(ArtifactFile.artifact_key == key))  # type: ignore[arg-type]
+            s.execute(delete(Artifact).where(Artifact.key == key))  # type: ignore[arg-type]
+            s.add(art)
+            for f in files:
+                s.add(ArtifactFile(artifact_key=key, path=f.path, digest=f.digest, size=f.size))
+            s.commit()
+        return art
+
+    def touch(self, key: str) -> None:
+        with self.db.session() as s:
+            s.execute(update(Artifact).where(Artifact.key == key).values(last_used_at=utcnow()))  # type: ignore[arg-type]
+            s.commit()
+
+    def pin(self, run_id: uuid.UUID, key: str) -> None:
+        with self.db.session() as s:
+            if s.get(Pin, (run_id, key)) is None:
+                s.add(Pin(run_id=run_id, artifact_key=key))
+                try:
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()
+
+    def unpin(self, run_id: uuid.UUID) -> None:
+        with self.db.session() as s:
+            s.execute(delete(Pin).where(Pin.run_id == run_id))  # type: ignore[arg-type]
+            s.commit()
+
+    # -- budget --------------------------------------------------------------------------
+
+    def usage(self) -> int:
+        """Plaintext bytes of the distinct blobs the cache references (uploads included)."""
+        with self.db.session() as s:
+            sizes: dict[str, int] = {
+                d: int(n)
+                for d, n in s.execute(
+                    select(ArtifactFile.digest, func.max(ArtifactFile.size)).group_by(
+                        ArtifactFile.digest
+                    )
+                ).all()
+            }
+            for upload in s.exec(select(Upload)):
+                sizes[upload.digest] = upload.size_bytes
+        return sum(sizes.values())
+
+    def make_room(self, needed: int, *, keep: Iterable[str] = ()) -> None:
+        """Evict least-recently-used unpinned artifacts until ``needed`` more bytes fit.
+
+        Raises FetchFailed ("disk budget exceeded") when even that is not enough.
+        """
+        keep = set(keep)
+        if needed > self.max_bytes:
+            raise FetchFailed(self._budget_message(needed))
+        while self.usage() + needed > self.max_bytes:
+            with self.db.session() as s:
+                pinned = set(s.exec(select(Pin.artifact_key)).all())
+                victims = s.exec(select(Artifact).order_by(Artifact.last_used_at)).all()  # type: ignore[arg-type]
+            victim = next((v for v in victims if v.key not in pinned and v.key not in keep), None)
+            if victim is None:
+                raise FetchFailed(self._budget_message(needed))
+            self.evict(victim.key)
+
+    def _budget_message(self, needed: int) -> str:
+        gb = 1024**3
+        return (
+            f"Disk budget exceeded: this artifact needs {needed / gb:.2f} GB but the cache "
+            f"budget is {self.max_bytes / gb:.2f} GB (AIDP_CACHE_MAX_GB) and "
+            f"{self.usage() / gb:.2f} GB is held by artifacts that active runs use. Raise "
+            "the budget or wait for other runs to finish."
+        )
+
+    def evict(self, key: str) -> None:
+        """Forget an artifact and delete the blobs no other artifact or upload references."""
+        with self.db.session() as s:
+            art = s.get(Artifact, key)
+            if art is None:
+                return
+            digests = {
+                f.digest
+                for f in s.exec(select(ArtifactFile).where(ArtifactFile.artifact_key == key))
+            }
+            s.execute(delete(ArtifactFile).where(ArtifactFile.artifact_key == key))  # type: ignore[arg-type]
+            s.delete(art)
+            s.commit()
+            still = set(
+                s.exec(
+                    select(ArtifactFile.digest).where(ArtifactFile.digest.in_(digests))  # type: ignore[attr-defined]
+                ).all()
+            )
+            still |= set(s.exec(select(Upload.digest).where(Upload.digest.in_(digests))).all())  # type: ignore[attr-defined]
+            manifests_left = s.exec(
+                select(Artifact).where(Artifact.cache_key == art.cache_key)
+            ).first()
+        for digest in digests - still:
+            self.store.delete(digest)
+        if manifests_left is None:
+            self.store.delete(art.cache_key)
+
+    # -- single flight -------------------------------------------------------------------
+
+    def acquire(self, key: str) -> bool:
+        """Take the download lease for ``key`` (True) unless a live holder has it."""
+        now = utcnow()
+        with self.db.session() as s:
+            s.add(Lease(key=key, holder=self.holder, expires_at=now + self.lease))
+            try:
+                s.commit()
+                return True
+            except IntegrityError:
+                s.rollback()
+            result = s.execute(
+                update(Lease)
+                .where(Lease.key == key, Lease.expires_at < now)  # type: ignore[arg-type]
+                .values(holder=self.holder, expires_at=now + self.lease)
+            )
+            s.commit()
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def renew(self, key: str) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(Lease)
+                .where(Lease.key == key, Lease.holder == self.holder)  # type: ignore[arg-type]
+                .values(expires_at=utcnow() + self.lease)
+            )
+            s.commit()
+
+    def release(self, key: str) -> None:
+        with self.db.session() as s:
+            s.execute(delete(Lease).where(Lease.key == key, Lease.holder == self.holder))  # type: ignore[arg-type]
+            s.commit()
+
+    # -- listing -------------------------------------------------------------------------
+
+    def listing(self) -> list[dict[str, Any]]:
+        """``GET /internal/artifacts`` rows."""
+        with self.db.session() as s:
+            pinned = set(s.exec(select(Pin.artifact_key)).all())
+            arts = s.exec(select(Artifact).order_by(Artifact.last_used_at.desc())).all()  # type: ignore[attr-defined]
+        return [
+            {
+                "source": a.source,
+                "kind": a.kind,
+                "resolved_revision": a.resolved_revision,
+                "digest": a.digest,
+                "size_bytes": a.size_bytes,
+                "cache_key": a.cache_key,
+                "last_used_at": a.last_used_at.isoformat(),
+                "pinned": a.key in pinned,
+            }
+            for a in arts
+        ]

@@ -1,0 +1,71 @@
+"""The connector contract: resolve a source to an immutable revision, list its files,
+download them one by one into a scratch directory.
+
+Connectors are synchronous (the provider clients are) and run in a worker thread. They
+raise :class:`~services.fetcher.errors.FetchFailed` with a readable message; anything
+else is treated as a transient failure. Credentials are passed per call and never stored,
+logged or put in the process environment.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.spec import Source
+
+__all__ = ["Connector", "Credentials", "Progress", "RemoteFile"]
+
+#: Called with the number of new bytes received; may raise FetchCancelled.
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Per-run provider credentials read from Vault (values masked in repr)."""
+
+    hf_token: str | None = field(default=None, repr=False)
+    kaggle_token: str | None = field(default=None, repr=False)
+    kaggle_username: str | None = None
+    kaggle_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a source at a revision. ``aliases`` name its content if known
+    beforehand (``git:<oid>``, ``sha256:<hex>``) so a stored copy can be reused."""
+
+    path: str
+    size: int | None
+    aliases: tuple[str, ...] = ()
+
+
+class Connector(ABC):
+    """A provider of artifacts (HuggingFace, Kaggle, https, uploads)."""
+
+    @abstractmethod
+    def pinned_revision(self, source: Source) -> str | None:
+        """The revision if the URI already names an immutable one (no lookup needed)."""
+
+    @abstractmethod
+    def resolve(self, source: Source, creds: Credentials) -> str:
+        """Resolve the requested revision (branch, tag, latest) to an immutable one."""
+
+    @abstractmethod
+    def list_files(self, source: Source, revision: str, creds: Credentials) -> list[RemoteFile]:
+        """The files of ``source`` at ``revision`` (sizes may be unknown)."""
+
+    @abstractmethod
+    def download(
+        self,
+        source: Source,
+        revision: str,
+        creds: Credentials,
+        files: list[RemoteFile],
+        workdir: Path,
+        progress: Progress,
+    ) -> Iterator[tuple[str, Path]]:
+        """Download ``files`` under ``workdir``, yielding ``(path, local file)`` as each
+        completes; the caller stores and deletes each file before the next is fetched."""

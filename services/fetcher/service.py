@@ -1,0 +1,254 @@
+"""Fetching one source into the cache: resolve → cache hit, or single-flight download.
+
+:meth:`Fetcher.fetch` is synchronous (provider clients are) and runs in a worker thread.
+Plaintext exists only in a per-download scratch directory under the work dir (outside the
+store), and each file is deleted as soon as it is encrypted into the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from services.fetcher.cache import ArtifactCache
+from services.fetcher.connectors import Connector, Credentials, RemoteFile
+from services.fetcher.errors import FetchCancelled, FetchFailed
+from services.fetcher.models import Upload
+from shared.events import ArtifactRef
+from shared.spec import Source
+from shared.store import Manifest, ManifestFile
+
+__all__ = ["Fetcher", "ProgressSink", "source_name"]
+
+log = logging.getLogger(__name__)
+
+#: (source uri, bytes done, bytes total or None) — already throttled by the caller.
+ProgressSink = Callable[[str, int, int | None], None]
+
+_POLL = 0.2
+
+
+def source_name(source: Source) -> str:
+    """The source URI without its revision (the cache's name for it)."""
+    if source.scheme == "hf":
+        return f"hf://{'datasets/' if source.kind == 'dataset' else ''}{source.id}"
+    if source.scheme in ("kaggle", "upload"):
+        return f"{source.scheme}://{source.id}"
+    return source.id
+
+
+class _Throttle:
+    def __init__(
+        self,
+        source: Source,
+        total: int | None,
+        sink: ProgressSink,
+        interval: float,
+        cancelled: threading.Event,
+        heartbeat: Callable[[], None],
+    ) -> None:
+        self.source, self.total, self.sink, self.interval = source, total, sink, interval
+        self.cancelled, self.heartbeat = cancelled, heartbeat
+        self.done = 0
+        self._last = 0.0
+
+    def __call__(self, n: int) -> None:
+        if self.cancelled.is_set():
+            raise FetchCancelled()
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.heartbeat()
+            self.sink(self.source.uri, self.done, self.total)
+
+    def final(self) -> None:
+        if self.done:
+            self.sink(self.source.uri, self.done, self.total or self.done)
+
+
+class Fetcher:
+    """Resolves sources and makes sure they are cached (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        cache: ArtifactCache,
+        connectors: dict[str, Connector],
+        work_dir: Path,
+        progress_interval: float = 0.5,
+    ) -> None:
+        self.cache = cache
+        self.connectors = connectors
+        self.work_dir = work_dir
+        self.progress_interval = progress_interval
+
+    def fetch(
+        self,
+        source: Source,
+        *,
+        run_id: uuid.UUID,
+        owner_id: str | None,
+        creds: Credentials,
+        progress: ProgressSink,
+        cancelled: threading.Event | None = None,
+    ) -> ArtifactRef:
+        """Return a cached artifact for ``source`` (pinned by ``run_id``), downloading it once."""
+        cancelled = cancelled or threading.Event()
+        if source.scheme == "upload":
+            return self._upload(source, run_id=run_id, owner_id=owner_id)
+        connector = self.connectors[source.scheme]
+        name = source_name(source)
+        revision = connector.pinned_revision(source)
+        if revision is None:
+            revision = connector.resolve(source, creds)  # the one cheap lookup
+        if revision:
+            hit = self._hit(f"{name}@{revision}", source, run_id)
+            if hit is not None:
+                return hit
+        lease_key = f"{name}@{revision}" if revision else name
+        while not self.cache.acquire(lease_key):
+            if cancelled.is_set():
+                raise FetchCancelled()
+            time.sleep(_POLL)
+            if revision:
+                hit = self._hit(lease_key, source, run_id)
+                if hit is not None:
+                    return hit
+        try:
+            if revision:  # a concurrent holder may have finished between our check and lease
+                hit = self._hit(lease_key, source, run_id)
+                if hit is not None:
+                    return hit
+            return self._download(
+                source,
+                connector,
+                name=name,
+                revision=revision,
+                run_id=run_id,
+                creds=creds,
+                progress=progress,
+                cancelled=cancelled,
+                lease_key=lease_key,
+            )
+        finally:
+            self.cache.release(lease_key)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _hit(self, key: str, source: Source, run_id: uuid.UUID) -> ArtifactRef | None:
+        art = self.cache.find_complete(key)
+        if art is None:
+            return None
+        self.cache.pin(run_id, key)
+        self.cache.touch(key)
+        return ArtifactRef(
+            kind=source.kind,
+            source=art.source,
+            resolved_revision=art.resolved_revision,
+            digest=art.digest,
+            size_bytes=art.size_bytes,
+            cache_key=art.cache_key,
+        )
+
+    def _download(
+        self,
+        source: Source,
+        connector: Connector,
+        *,
+        name: str,
+        revision: str,
+        run_id: uuid.UUID,
+        creds: Credentials,
+        progress: ProgressSink,
+        cancelled: threading.Event,
+        lease_key: str,
+    ) -> ArtifactRef:
+        remote = connector.list_files(source, revision, creds)
+        files: list[ManifestFile] = []
+        missing: list[RemoteFile] = []
+        for item in remote:
+            known = self.cache.digest_for(item.aliases)
+            if known is not None and item.size is not None:
+                files.append(ManifestFile(item.path, known, item.size))
+            else:
+                missing.append(item)
+        if not remote or missing:
+            expected = sum(f.size or 0 for f in missing)
+            self.cache.make_room(expected, keep={lease_key})
+        total = sum(f.size or 0 for f in missing) or None
+        throttle = _Throttle(
+            source,
+            total,
+            progress,
+            self.progress_interval,
+            cancelled,
+            lambda: self.cache.renew(lease_key),
+        )
+        aliases = {f.path: f.aliases for f in missing}
+        if not remote or missing:
+            scratch = Path(tempfile.mkdtemp(prefix="fetch-", dir=self.work_dir))
+            try:
+                for path, local in connector.download(
+                    source, revision, creds, missing, scratch, throttle
+                ):
+                    digest, size = self.cache.store.put_file(local)
+                    local.unlink(missing_ok=True)  # plaintext lives no longer than needed
+                    self.cache.add_aliases(aliases.get(path, ()), digest)
+                    files.append(ManifestFile(path, digest, size))
+                    if cancelled.is_set():
+                        raise FetchCancelled()
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        throttle.final()
+        files.sort(key=lambda f: f.path)
+        if source.scheme == "https":
+            revision = files[0].digest
+        manifest_key = self.cache.store.put_manifest(
+            Manifest(source=name, revision=revision, files=files)
+        )
+        single = source.scheme == "https"
+        key = f"{name}@{revision}"
+        art = self.cache.record(
+            key=key,
+            source=name,
+            kind=source.kind,
+            revision=revision,
+            manifest_key=manifest_key,
+            digest=files[0].digest if single else manifest_key,
+            files=files,
+        )
+        self.cache.pin(run_id, key)
+        try:
+            self.cache.make_room(0, keep={key})
+        except FetchFailed:
+            self.cache.unpin(run_id)
+            self.cache.evict(key)
+            raise
+        return ArtifactRef(
+            kind=source.kind,
+            source=name,
+            resolved_revision=revision,
+            digest=art.digest,
+            size_bytes=art.size_bytes,
+            cache_key=manifest_key,
+        )
+
+    def _upload(self, source: Source, *, run_id: uuid.UUID, owner_id: str | None) -> ArtifactRef:
+        with self.cache.db.session() as s:
+            upload = s.get(Upload, source.id)
+        if upload is None or owner_id is None or upload.owner_id != owner_id:
+            raise FetchFailed(
+                f"{source.uri} was not found: an upload can only be used by the "
+                "user who uploaded it. Upload the file again with `aidp` or the UI."
+            )
+        hit = self._hit(f"{source_name(source)}@{upload.digest}", source, run_id)
+        if hit is None:
+            raise FetchFailed(f"{source.uri} is no longer in the cache; upload it again.")
+        return hit

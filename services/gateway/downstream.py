@@ -1,0 +1,176 @@
+"""Calls to the other services' internal APIs (DESIGN §2), one client per service.
+
+An unreachable service (connection refused, timeout, not registered in process) is a
+:class:`shared.errors.TransientError`, answered 503; a 404 from the service is a
+:class:`shared.errors.NotFound`; other 4xx/5xx are mapped to the gateway's own taxonomy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import (
+    ClientError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ProviderError,
+    TransientError,
+)
+from shared.internal import internal_client
+
+__all__ = ["Downstream", "Downstreams", "PayloadTooLarge", "USER_HEADER", "parse_answer"]
+
+log = logging.getLogger(__name__)
+
+USER_HEADER = "X-Aidp-User"
+
+
+class PayloadTooLarge(ClientError):
+    code = "too_large"
+    status = 413
+
+
+class Downstream:
+    """A lazily created, long-lived client for one service's internal API."""
+
+    def __init__(self, name: str, url: str, *, timeout: float) -> None:
+        self.name = name
+        self.url = url
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            try:
+                self._client = internal_client(self.url, timeout=self.timeout)
+            except RuntimeError as exc:  # inproc service not registered (yet)
+                raise TransientError(f"{self.name} service is unavailable") from exc
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _check(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = _error_message(response) or f"{self.name} answered {status}"
+        if status == 404:
+            raise NotFound(message)
+        if status == 413:
+            raise PayloadTooLarge(message)
+        if status == 409:
+            raise Conflict(message)
+        if status in (400, 422):
+            raise InvalidInput(message)
+        if status in (502, 503, 504):
+            raise TransientError(f"{self.name} service is unavailable")
+        raise ProviderError(f"{self.name} service failed ({status})", code="downstream_error")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user_id: uuid.UUID | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request; raise the mapped error for a failing answer."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if user_id is not None:
+            headers[USER_HEADER] = str(user_id)
+        try:
+            response = await self.client().request(method, path, headers=headers, **kwargs)
+        except (httpx.TransportError, RuntimeError) as exc:
+            log.warning("%s unreachable: %r", self.name, exc)
+            raise TransientError(f"{self.name} service is unavailable") from exc
+        self._check(response)
+        return response
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ProviderError(f"{self.name} answered invalid JSON") from exc
+
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        user_id: uuid.UUID | None = None,
+        passthrough: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request and return the response unread; the caller closes it.
+
+        Error answers raise the mapped error unless ``passthrough`` (a verbatim proxy).
+        """
+        headers = dict(kwargs.pop("headers", None) or {})
+        if user_id is not None:
+            headers[USER_HEADER] = str(user_id)
+        try:
+            request = self.client().build_request(method, path, headers=headers, **kwargs)
+            response = await self.client().send(request, stream=True)
+        except (httpx.TransportError, RuntimeError) as exc:
+            log.warning("%s unreachable: %r", self.name, exc)
+            raise TransientError(f"{self.name} service is unavailable") from exc
+        if response.status_code >= 400 and not passthrough:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            self._check(response)
+        return response
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_answer(model: type[M], body: Any, *, service: str) -> M:
+    """Validate a downstream answer against our response model (502 if it does not fit)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        log.warning("%s answered an unexpected body: %s", service, exc.errors()[:3])
+        raise ProviderError(f"{service} service answered an unexpected body") from None
+
+
+def _error_message(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(body.get("detail"), str):
+            return str(body["detail"])
+    return None
+
+
+class Downstreams:
+    """The four services the gateway calls."""
+
+    def __init__(self, *, auth: str, fetcher: str, trainer: str, provisioner: str, timeout: float):
+        self.auth = Downstream("auth", auth, timeout=timeout)
+        self.fetcher = Downstream("fetcher", fetcher, timeout=timeout)
+        self.trainer = Downstream("trainer", trainer, timeout=timeout)
+        self.provisioner = Downstream("provisioner", provisioner, timeout=timeout)
+
+    def all(self) -> list[Downstream]:
+        return [self.auth, self.fetcher, self.trainer, self.provisioner]
+
+    async def close(self) -> None:
+        for downstream in self.all():
+            await downstream.close()

@@ -1,0 +1,1 @@
+"""Routers of the public API (DESIGN §5), one module per resource."""

@@ -1,0 +1,141 @@
+"""``/api/projects``: create, list, read, change and delete projects; manage members."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from services.gateway import projects as service
+from services.gateway.deps import (
+    CurrentUser,
+    GatewayDep,
+    ProjectEditor,
+    ProjectOwner,
+    ProjectViewer,
+)
+from services.gateway.errors import responses
+from services.gateway.models import Member, Project
+from services.gateway.schemas import MemberIn, MemberOut, ProjectIn, ProjectOut, ProjectPatch
+from shared.errors import NotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/projects", tags=["projects"])
+
+
+def project_out(project: Project, *, role: str, status: str | None) -> ProjectOut:
+    return ProjectOut(
+        id=project.id,
+        name=project.name,
+        spec=project.spec,
+        status=status,  # type: ignore[arg-type]
+        current_run_id=project.current_run_id,
+        role=role,  # type: ignore[arg-type]
+        created_at=project.created_at,
+        updated_at=project.updated_at,
+    )
+
+
+def member_out(member: Member) -> MemberOut:
+    return MemberOut(user_id=member.user_id, email=member.email, role=member.role)  # type: ignore[arg-type]
+
+
+@router.post("", status_code=201, responses=responses())
+def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep) -> ProjectOut:
+    """Create a project from a spec (DESIGN §4) and start its run 1."""
+    project, run = service.create_project(
+        gateway.runtime, owner=user, name=body.name, spec=body.spec
+    )
+    return project_out(project, role="owner", status=run.status)
+
+
+@router.get("", responses=responses())
+def list_projects(
+    user: CurrentUser,
+    gateway: GatewayDep,
+    everything: Annotated[bool, Query(alias="all")] = False,
+) -> list[ProjectOut]:
+    """Projects you hold a role on (``all=true``: every project, platform admins only)."""
+    rows = service.list_projects(
+        gateway.runtime, user=user, everything=everything and user.is_admin
+    )
+    return [project_out(p, role=role, status=status) for p, role, status in rows]
+
+
+@router.get("/{project_id}", responses=responses(404))
+def get_project(access: ProjectViewer, gateway: GatewayDep) -> ProjectOut:
+    status = service.run_status(gateway.runtime, run_id=access.project.current_run_id)
+    return project_out(access.project, role=access.role, status=status)
+
+
+@router.patch("/{project_id}", responses=responses(403, 404))
+def update_project(body: ProjectPatch, access: ProjectEditor, gateway: GatewayDep) -> ProjectOut:
+    """Rename, or replace the spec used by later runs (editor)."""
+    project = service.update_project(gateway.runtime, access=access, name=body.name, spec=body.spec)
+    status = service.run_status(gateway.runtime, run_id=project.current_run_id)
+    return project_out(project, role=access.role, status=status)
+
+
+@router.delete(
+    "/{project_id}", status_code=204, response_class=Response, responses=responses(403, 404)
+)
+def delete_project(access: ProjectOwner, gateway: GatewayDep) -> Response:
+    """Cancel active runs, tear down (``ProjectDeleted``) and remove the project (owner)."""
+    service.delete_project(gateway.runtime, access=access)
+    return Response(status_code=204)
+
+
+@router.get("/{project_id}/members", responses=responses(404))
+def list_members(access: ProjectViewer, gateway: GatewayDep) -> list[MemberOut]:
+    return [
+        member_out(m) for m in service.list_members(gateway.runtime, project_id=access.project.id)
+    ]
+
+
+@router.post(
+    "/{project_id}/members",
+    status_code=201,
+    responses={
+        200: {"model": MemberOut, "description": "Role changed"},
+        **responses(403, 404, 409, 503),
+    },
+)
+async def add_member(
+    body: MemberIn, access: ProjectOwner, gateway: GatewayDep, response: Response
+) -> MemberOut:
+    """Give the user with ``email`` a role (owner). 404 if no such user; 200 if changed."""
+    try:
+        found = await gateway.downstream.auth.json(
+            "GET", "/internal/users/lookup", params={"email": body.email}
+        )
+        user_id = uuid.UUID(str(found["id"]))
+    except NotFound:
+        raise NotFound("no user with that email") from None
+    except (KeyError, ValueError, TypeError):
+        raise NotFound("no user with that email") from None
+    member, created = await asyncio.to_thread(
+        service.set_member,
+        gateway.runtime,
+        project_id=access.project.id,
+        user_id=user_id,
+        email=str(found.get("email") or body.email),
+        role=body.role,
+    )
+    if not created:
+        response.status_code = 200
+    return member_out(member)
+
+
+@router.delete(
+    "/{project_id}/members/{user_id}",
+    status_code=204,
+    response_class=Response,
+    responses=responses(403, 404, 409),
+)
+def remove_member(user_id: uuid.UUID, access: ProjectViewer, gateway: GatewayDep) -> Response:
+    """Remove a member (owner), or leave the project yourself."""
+    service.remove_member(gateway.runtime, access=access, user_id=user_id)
+    return Response(status_code=204)

@@ -1,0 +1,160 @@
+"""Model versions, downloads, deployments and predictions: answered by the trainer.
+
+The gateway asks the trainer which project an object belongs to, authorises the caller
+on that project (404 when they hold no role), then forwards the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from services.gateway.deps import Access, CurrentUser, GatewayDep, ProjectViewer, authorize
+from services.gateway.downstream import parse_answer
+from services.gateway.errors import responses
+from services.gateway.identity import Identity
+from services.gateway.schemas import DeploymentOut, DeployOut, ModelOut, PredictIn, PredictOut
+from shared.errors import NotFound
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["models"])
+
+ObjectId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+
+
+async def _authorize_object(
+    gateway: GatewayDep, *, user: Identity, path: str, need: str, what: str
+) -> tuple[dict[str, Any], Access]:
+    """Fetch ``path`` from the trainer and authorise the caller on its project."""
+    try:
+        body = await gateway.downstream.trainer.json("GET", path, user_id=user.user_id)
+        project_id = body["project_id"]
+    except NotFound:
+        raise NotFound(f"{what} not found") from None
+    except (KeyError, TypeError):
+        raise NotFound(f"{what} not found") from None
+    try:
+        access = await asyncio.to_thread(
+            authorize, gateway.db, identity=user, project_id=uuid.UUID(str(project_id)), need=need
+        )
+    except (NotFound, ValueError):
+        raise NotFound(f"{what} not found") from None
+    return body, access
+
+
+@router.get("/api/projects/{project_id}/models", responses=responses(404, 503))
+async def list_models(access: ProjectViewer, gateway: GatewayDep) -> list[ModelOut]:
+    """Model versions of the project, with lineage."""
+    body = await gateway.downstream.trainer.json(
+        "GET", f"/internal/projects/{access.project.id}/models", user_id=access.identity.user_id
+    )
+    if not isinstance(body, list):
+        body = []
+    return [parse_answer(ModelOut, item, service="trainer") for item in body]
+
+
+@router.get(
+    "/api/models/{model_id}/download",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-tar": {}}}, **responses(404, 503)},
+)
+async def download_model(
+    model_id: ObjectId, user: CurrentUser, gateway: GatewayDep
+) -> StreamingResponse:
+    """The model's files as a tar stream (decrypted by the trainer)."""
+    await _authorize_object(
+        gateway, user=user, path=f"/internal/models/{model_id}", need="viewer", what="model"
+    )
+    upstream = await gateway.downstream.trainer.open_stream(
+        "GET", f"/internal/models/{model_id}/download", user_id=user.user_id
+    )
+    headers = {
+        k: v
+        for k, v in upstream.headers.items()
+        if k.lower() in ("content-length", "content-disposition", "etag")
+    }
+    return StreamingResponse(
+        upstream.aiter_raw(),
+        status_code=200,
+        media_type=upstream.headers.get("content-type", "application/x-tar"),
+        headers=headers,
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+@router.post(
+    "/api/models/{model_id}/deploy", status_code=202, responses=responses(403, 404, 409, 503)
+)
+async def deploy_model(model_id: ObjectId, user: CurrentUser, gateway: GatewayDep) -> DeployOut:
+    """Deploy a model version behind an inference endpoint (editor)."""
+    await _authorize_object(
+        gateway, user=user, path=f"/internal/models/{model_id}", need="editor", what="model"
+    )
+    body = await gateway.downstream.trainer.json(
+        "POST", f"/internal/models/{model_id}/deploy", user_id=user.user_id
+    )
+    return parse_answer(DeployOut, body, service="trainer")
+
+
+@router.get("/api/deployments/{deployment_id}", responses=responses(404, 503))
+async def get_deployment(
+    deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
+) -> DeploymentOut:
+    body, _ = await _authorize_object(
+        gateway,
+        user=user,
+        path=f"/internal/deployments/{deployment_id}",
+        need="viewer",
+        what="deployment",
+    )
+    return parse_answer(DeploymentOut, body, service="trainer")
+
+
+@router.delete(
+    "/api/deployments/{deployment_id}",
+    status_code=204,
+    response_class=Response,
+    responses=responses(403, 404, 503),
+)
+async def delete_deployment(
+    deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
+) -> Response:
+    """Stop serving (editor)."""
+    await _authorize_object(
+        gateway,
+        user=user,
+        path=f"/internal/deployments/{deployment_id}",
+        need="editor",
+        what="deployment",
+    )
+    await gateway.downstream.trainer.request(
+        "DELETE", f"/internal/deployments/{deployment_id}", user_id=user.user_id
+    )
+    return Response(status_code=204)
+
+
+@router.post("/api/deployments/{deployment_id}/predict", responses=responses(403, 404, 409, 503))
+async def predict(
+    deployment_id: ObjectId, body: PredictIn, user: CurrentUser, gateway: GatewayDep
+) -> PredictOut:
+    """Run the deployed model on ``inputs`` (editor)."""
+    await _authorize_object(
+        gateway,
+        user=user,
+        path=f"/internal/deployments/{deployment_id}",
+        need="editor",
+        what="deployment",
+    )
+    answer = await gateway.downstream.trainer.json(
+        "POST",
+        f"/internal/deployments/{deployment_id}/predict",
+        user_id=user.user_id,
+        json={"inputs": body.inputs},
+    )
+    return parse_answer(PredictOut, answer, service="trainer")

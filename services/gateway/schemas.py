@@ -1,0 +1,227 @@
+"""Request and response bodies of the public API.
+
+Requests are strict (``extra="forbid"``: an unknown field is a 422 naming it). Responses
+are built field by field from rows or downstream answers and never carry a secret value.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.spec import ProjectSpec
+
+__all__ = [
+    "ArtifactOut",
+    "DeployOut",
+    "DeploymentOut",
+    "EnvironmentOut",
+    "ErrorOut",
+    "EventPage",
+    "LogLine",
+    "LogPage",
+    "MemberIn",
+    "MemberOut",
+    "ModelOut",
+    "PredictIn",
+    "PredictOut",
+    "ProjectIn",
+    "ProjectOut",
+    "ProjectPatch",
+    "Role",
+    "RunIn",
+    "RunOut",
+    "SecretIn",
+    "SecretList",
+    "StoredEvent",
+    "UploadOut",
+]
+
+Role = Literal["viewer", "editor", "owner"]
+RunStatus = Literal[
+    "queued", "preparing", "training", "deploying", "deployed", "succeeded", "failed", "cancelled"
+]
+
+SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
+EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class ErrorDetail(_Out):
+    code: str
+    message: str
+
+
+class ErrorOut(_Out):
+    """Every error answer: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+class SecretIn(_In):
+    value: str = Field(min_length=1, max_length=65_536, description="Stored in Vault only.")
+
+
+class SecretList(_Out):
+    names: list[str]
+
+
+# --- projects, members ------------------------------------------------------------------
+
+
+class ProjectIn(_In):
+    name: str = Field(min_length=1, max_length=200)
+    spec: ProjectSpec
+
+
+class ProjectPatch(_In):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    spec: ProjectSpec | None = None
+
+
+class ProjectOut(_Out):
+    id: uuid.UUID
+    name: str
+    spec: dict[str, Any]
+    status: RunStatus | None
+    current_run_id: uuid.UUID | None
+    role: Role
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberIn(_In):
+    email: str = Field(pattern=EMAIL, max_length=320)
+    role: Role
+
+
+class MemberOut(_Out):
+    user_id: uuid.UUID
+    email: str
+    role: Role
+
+
+# --- runs, events, logs -----------------------------------------------------------------
+
+
+class RunIn(_In):
+    spec: ProjectSpec | None = Field(None, description="Override of the project's spec.")
+
+
+class RunOut(_Out):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    number: int
+    status: RunStatus
+    error: str | None
+    progress: dict[str, Any] | None
+    model_version: str | None
+    deployment_id: uuid.UUID | None
+    endpoint: str | None
+    created_at: datetime
+    updated_at: datetime
+    preparing_at: datetime | None
+    training_at: datetime | None
+    deploying_at: datetime | None
+    finished_at: datetime | None
+
+
+class StoredEvent(_Out):
+    seq: int
+    event: dict[str, Any] = Field(description="The envelope (DESIGN §3).")
+
+
+class EventPage(_Out):
+    events: list[StoredEvent]
+    next_after: int = Field(description="Pass as `after` to get the next page.")
+
+
+class LogLine(_Out):
+    seq: int
+    node: str
+    stream: str
+    text: str
+
+
+class LogPage(_Out):
+    lines: list[LogLine]
+    next_after: int
+
+
+# --- artifacts, models, deployments (answers of other services, filtered) -------------
+
+
+class ArtifactOut(_Out):
+    source: str
+    kind: str
+    resolved_revision: str | None = None
+    digest: str
+    size_bytes: int
+    cache_key: str | None = None
+    last_used_at: datetime | None = None
+    pinned: bool = False
+
+
+class UploadOut(_Out):
+    id: str
+    uri: str
+    size_bytes: int
+    digest: str
+    filename: str | None = None
+
+
+class ModelOut(_Out):
+    id: str
+    project_id: uuid.UUID
+    run_id: uuid.UUID | None = None
+    version: str | int | None = None
+    digest: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+class DeploymentOut(_Out):
+    id: str
+    project_id: uuid.UUID
+    model_id: str | None = None
+    status: str
+    endpoint: str | None = None
+
+
+class PredictIn(_In):
+    inputs: list[Any] = Field(min_length=1, max_length=1024)
+
+
+class PredictOut(_Out):
+    outputs: list[Any]
+
+
+class EnvironmentOut(_Out):
+    lock_hash: str
+    lock: str | dict[str, Any] | list[Any] | None = None
+    python: str | None = None
+    torch_version: str | None = None
+    accelerator: str | None = None
+
+
+class DeployOut(_Out):
+    deployment_id: str
+    status: str | None = None
+    endpoint: str | None = None

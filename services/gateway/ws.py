@@ -1,0 +1,214 @@
+"""``/api/ws``: the WebSocket status stream of DESIGN §6.
+
+Protocol (client → server): first ``{"type": "auth", "token"}`` within
+``ws_auth_timeout`` seconds, then any number of ``{"type": "subscribe", "project_id",
+"after"}``, ``{"type": "unsubscribe", "project_id"}``, ``{"type": "pong"}``.
+Server → client: ``{"type": "authenticated", "user_id"}``, ``{"type": "subscribed",
+"project_id", "seq": <latest stored>}``, ``{"type": "event", "seq", "event"}`` (backfill
+after ``after``, then live, each seq once and in order), ``{"type": "ping"}``.
+Close codes: 4401 not authenticated, 4403 origin refused or no role on the project,
+1002 malformed message, 1013 too slow to keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from services.gateway.deps import Gateway, authorize
+from services.gateway.eventlog import latest_seqs
+from services.gateway.fanout import Connection, Subscription
+from services.gateway.identity import Identity
+from shared.errors import AidpError, ClientError, Unauthenticated
+
+__all__ = ["origin_allowed", "router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+CLOSE_PROTOCOL = 1002
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+_MAX_MESSAGE = 16_384
+
+
+class _Close(Exception):
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def origin_allowed(origin: str | None, *, host: str | None, allowed: list[str]) -> bool:
+    """No Origin (not a browser), the same origin as ``host``, or one in ``allowed``."""
+    if origin is None:
+        return True
+    if origin in allowed or "*" in allowed:
+        return True
+    netloc = urlsplit(origin).netloc
+    return bool(netloc) and netloc == host
+
+
+def _parse(raw: Mapping[str, Any]) -> dict[str, Any]:
+    if raw.get("type") == "websocket.disconnect":
+        raise WebSocketDisconnect(int(raw.get("code") or 1000))
+    text = raw.get("text")
+    if text is None and raw.get("bytes") is not None:
+        try:
+            text = raw["bytes"].decode()
+        except UnicodeDecodeError:
+            raise _Close(CLOSE_PROTOCOL, "messages are JSON text") from None
+    if not isinstance(text, str) or len(text) > _MAX_MESSAGE:
+        raise _Close(CLOSE_PROTOCOL, "messages are JSON text")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise _Close(CLOSE_PROTOCOL, "malformed JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise _Close(CLOSE_PROTOCOL, "a message is an object with a type")
+    return message
+
+
+async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Identity:
+    try:
+        raw = await asyncio.wait_for(websocket.receive(), gateway.settings.ws_auth_timeout)
+    except TimeoutError:
+        raise _Close(CLOSE_UNAUTHENTICATED, "authenticate first") from None
+    message = _parse(raw)
+    token = message.get("token")
+    if message["type"] != "auth" or not isinstance(token, str):
+        raise _Close(CLOSE_UNAUTHENTICATED, "the first message is {type: auth, token}")
+    try:
+        return await gateway.verifier.verify(token)
+    except Unauthenticated:
+        raise _Close(CLOSE_UNAUTHENTICATED, "invalid token") from None
+    except AidpError:
+        raise _Close(1011, "authentication unavailable") from None
+
+
+async def _subscribe(
+    conn: Connection, gateway: Gateway, identity: Identity, message: dict[str, Any]
+) -> None:
+    after = message.get("after", 0)
+    if after is None:
+        after = 0
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise _Close(CLOSE_PROTOCOL, "after is a seq (integer >= 0)")
+    try:
+        project_id = uuid.UUID(str(message.get("project_id")))
+    except ValueError:
+        raise _Close(CLOSE_PROTOCOL, "project_id is a UUID") from None
+    try:
+        await asyncio.to_thread(
+            authorize, gateway.db, identity=identity, project_id=project_id, need="viewer"
+        )
+    except ClientError:
+        raise _Close(CLOSE_FORBIDDEN, "no access to that project") from None
+    sub = Subscription(project_id=project_id, last_sent=after)
+    # Watch first (live frames are buffered in sub.pending), then read the latest seq:
+    # an event committed in between is either at or below latest (backfilled) or buffered.
+    conn.subs[project_id] = sub
+    gateway.hub.watch(conn, project_id)
+    latest = (await asyncio.to_thread(latest_seqs, gateway.db, [project_id])).get(project_id)
+    if conn.subs.get(project_id) is not sub:
+        return  # replaced by a newer subscribe meanwhile
+    if latest is None:
+        raise _Close(CLOSE_FORBIDDEN, "no access to that project")
+    gateway.hub.known(project_id, latest)
+    conn.activate(sub, latest=latest)
+
+
+def _unsubscribe(conn: Connection, gateway: Gateway, message: dict[str, Any]) -> None:
+    try:
+        project_id = uuid.UUID(str(message.get("project_id")))
+    except ValueError:
+        raise _Close(CLOSE_PROTOCOL, "project_id is a UUID") from None
+    if conn.subs.pop(project_id, None) is not None:
+        gateway.hub.unwatch(conn, project_id)
+    conn.control({"type": "unsubscribed", "project_id": str(project_id)})
+
+
+async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    try:
+        await websocket.close(code=code, reason=reason[:120])
+    except (RuntimeError, OSError):
+        pass  # already closing
+
+
+@router.websocket("/api/ws")
+async def status_stream(websocket: WebSocket) -> None:
+    gateway: Gateway = websocket.app.state.gateway
+    settings = gateway.settings
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(
+        origin, host=websocket.headers.get("host"), allowed=settings.ws_allowed_origins
+    ):
+        await websocket.close(code=CLOSE_FORBIDDEN)  # before accept: an HTTP 403
+        return
+    await websocket.accept()
+    metrics = gateway.metrics
+
+    async def send(text: str) -> None:
+        await websocket.send_text(text)
+
+    async def close(code: int) -> None:
+        await _close(websocket, code, "too slow")
+
+    conn = Connection(
+        send=send,
+        close=close,
+        db=gateway.db,
+        queue_size=settings.ws_send_queue,
+        ping_interval=settings.ws_ping_interval,
+        on_sent=metrics.relayed.inc,
+    )
+    metrics.ws_clients.inc()
+    try:
+        identity = await _authenticate(websocket, gateway)
+        await websocket.send_text(
+            json.dumps({"type": "authenticated", "user_id": str(identity.user_id)})
+        )
+        conn.start()
+        while not conn.dropped:
+            message = _parse(await websocket.receive())
+            kind = message["type"]
+            if kind == "subscribe":
+                await _subscribe(conn, gateway, identity, message)
+            elif kind == "unsubscribe":
+                _unsubscribe(conn, gateway, message)
+            elif kind == "auth":
+                identity = await _reauthenticate(gateway, message)
+            elif kind != "pong":
+                raise _Close(CLOSE_PROTOCOL, f"unknown message type {kind!r}")
+    except _Close as close_:
+        gateway.hub.unwatch_all(conn)
+        await conn.stop()
+        await _close(websocket, close_.code, close_.reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # client went away (RuntimeError: receive after a close by the sender side)
+    finally:
+        gateway.hub.unwatch_all(conn)
+        await conn.stop()
+        metrics.ws_clients.dec()
+
+
+async def _reauthenticate(gateway: Gateway, message: dict[str, Any]) -> Identity:
+    """A fresh token on an open connection (before the first one expires)."""
+    token = message.get("token")
+    if not isinstance(token, str):
+        raise _Close(CLOSE_PROTOCOL, "auth needs a token")
+    try:
+        return await gateway.verifier.verify(token)
+    except Unauthenticated:
+        raise _Close(CLOSE_UNAUTHENTICATED, "invalid token") from None

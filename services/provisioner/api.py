@@ -1,0 +1,40 @@
+"""Internal HTTP API of the provisioner (``AIDP_PROVISIONER_URL``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from services.provisioner.models import RunNodes
+from shared.errors import NotFound
+from shared.runtime import ServiceRuntime
+
+__all__ = ["internal_router"]
+
+
+def internal_router() -> APIRouter:
+    router = APIRouter(prefix="/internal", tags=["internal"])
+
+    @router.get("/runs/{run_id}/environment")
+    async def run_environment(run_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """The run's environment: its hash-pinned lock and what it resolved to."""
+        runtime: ServiceRuntime = request.app.state.runtime
+        with runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None or row.lock is None:
+                raise NotFound(f"run {run_id} has no environment (yet)")
+            env = row.env or {}
+            return {
+                "lock_hash": row.lock_hash,
+                "lock": row.lock,
+                "python": env.get("python"),
+                "python_version": env.get("python_version"),
+                "torch_version": env.get("torch_version"),
+                "accelerator": env.get("accelerator")
+                or row.spec.get("resources", {}).get("accelerator", "cpu"),
+                "state": row.state,
+            }
+
+    return router

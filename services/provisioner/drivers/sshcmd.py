@@ -1,0 +1,196 @@
+"""OpenSSH plumbing shared by the ssh and idc drivers: one set of options for probes and for
+Ansible, a jump host through ``ProxyCommand`` (``-J`` would not pass our key and
+known_hosts to the jump), and readable errors from ssh's own output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from services.provisioner.drivers.base import Node
+from shared.errors import ProviderError
+
+__all__ = [
+    "absolute",
+    "ansible_ssh_vars",
+    "classify_ssh_failure",
+    "node_ssh_options",
+    "probe",
+    "probe_script",
+    "run_local",
+    "run_ssh",
+    "write_key",
+]
+
+_PROBE_FAIL = 255  # ssh's own exit status for connection failures
+
+
+def write_key(path: Path, private_key: str) -> Path:
+    """Write a private key 0600 (created with that mode: never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = private_key if private_key.endswith("\n") else private_key + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def _base_options(
+    *, identity_file: str | None, known_hosts: str | None, connect_timeout: int
+) -> list[str]:
+    opts = [
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", "ServerAliveInterval=15",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    if known_hosts:
+        opts += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
+    if identity_file:
+        opts += ["-o", "IdentitiesOnly=yes", "-i", identity_file]
+    return opts
+
+
+def node_ssh_options(node: Node, *, connect_timeout: int = 10) -> list[str]:
+    """ssh options (no destination) reaching ``node``, through its jump host if any."""
+    opts = _base_options(
+        identity_file=node.identity_file,
+        known_hosts=node.known_hosts,
+        connect_timeout=connect_timeout,
+    )
+    if node.proxy:
+        user_host, _, port = node.proxy.rpartition(":")
+        if not user_host:
+            user_host, port = node.proxy, "22"
+        jump = ["ssh", *opts, "-W", "%h:%p", "-p", port, user_host]
+        opts += ["-o", "ProxyCommand=" + shlex.join(jump)]
+    return opts
+
+
+def ansible_ssh_vars(node: Node, *, connect_timeout: int = 10) -> dict[str, Any]:
+    """Inventory variables for Ansible's ssh connection to ``node``."""
+    opts = node_ssh_options(node, connect_timeout=connect_timeout)
+    return {
+        "ansible_connection": "ssh",
+        "ansible_host": node.address,
+        "ansible_port": node.ssh_port,
+        "ansible_user": node.ssh_user,
+        "ansible_ssh_common_args": shlex.join(opts),
+        "ansible_ssh_pipelining": True,
+    }
+
+
+def classify_ssh_failure(node: Node, stderr: str) -> ProviderError:
+    """Turn ssh's stderr for a failed connection into a clear, retry-aware error."""
+    where = f"{node.ssh_user}@{node.address}:{node.ssh_port}"
+    text = stderr.strip()
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
+        return ProviderError(
+            f"node {node.name} ({where}): host key mismatch: the host's key differs from the"
+            f" one recorded in {node.known_hosts}. If the host was reinstalled, remove its"
+            f" entry; otherwise someone may be intercepting the connection. ssh said: {text}",
+            code="host_key_mismatch",
+        )
+    if "Permission denied" in text:
+        return ProviderError(
+            f"node {node.name} ({where}): authentication refused (is the identity's public key"
+            f" in the user's authorized_keys?). ssh said: {text}",
+            code="ssh_auth_failed",
+        )
+    retryable = any(
+        s in text for s in ("Connection refused", "timed out", "No route to host", "unreachable")
+    )
+    return ProviderError(
+        f"node {node.name} ({where}) is unreachable: {text or 'ssh failed without a message'}",
+        retryable=retryable,
+        code="node_unreachable",
+    )
+
+
+async def _communicate(argv: list[str], timeout: float) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, "", f"timed out after {timeout:.0f} s"
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def run_local(script: str, *, timeout: float = 60) -> tuple[int, str, str]:
+    """Run a shell script on this machine."""
+    return await _communicate(["/bin/sh", "-c", script], timeout)
+
+
+async def run_ssh(
+    node: Node, script: str, *, timeout: float = 60, connect_timeout: int = 10
+) -> tuple[int, str, str]:
+    """Run a shell script on ``node`` over ssh; exit 255 means ssh itself failed."""
+    argv = [
+        "ssh",
+        *node_ssh_options(node, connect_timeout=connect_timeout),
+        "-p", str(node.ssh_port),
+        f"{node.ssh_user}@{node.address}",
+        "/bin/sh -c " + shlex.quote(script),
+    ]  # fmt: skip
+    return await _communicate(argv, timeout)
+
+
+def probe_script(workdir: str) -> str:
+    """Checks every node passes before Ansible runs (python3 is Ansible's need); prints the
+    python3 version and the login's home (to make relative node paths absolute)."""
+    return (
+        "cd || exit 4\n"
+        "command -v python3 >/dev/null 2>&1 || { echo 'python3 not found on PATH' >&2; exit 3; }\n"
+        f"mkdir -p {shlex.quote(workdir)} && python3 -c 'import sys; print(sys.version.split()[0])'"
+        ' && printf "%s\\n" "$HOME"'
+    )
+
+
+def absolute(path: str, home: str) -> str:
+    return path if path.startswith("/") else f"{home.rstrip('/')}/{path}"
+
+
+async def probe(node: Node, *, connect_timeout: int = 10) -> Node:
+    """Connect, check Python and create the workdir; returns the node with absolute paths."""
+    if node.connection == "local":
+        rc, out, err = await run_local(probe_script(node.workdir))
+    else:
+        rc, out, err = await run_ssh(
+            node,
+            probe_script(node.workdir),
+            timeout=connect_timeout * 3 + 30,
+            connect_timeout=connect_timeout,
+        )
+        if rc == _PROBE_FAIL:
+            raise classify_ssh_failure(node, err)
+    if rc == 3:
+        raise ProviderError(
+            f"node {node.name} ({node.address}): python3 not found on PATH; Ansible and aidp"
+            " need Python 3.8 or newer on every node",
+            code="python_missing",
+        )
+    lines = out.split()
+    if rc != 0 or len(lines) < 2:
+        raise ProviderError(
+            f"node {node.name} ({node.address}): check failed (exit {rc}): {err.strip()}"
+        )
+    home = lines[-1]
+    return replace(
+        node,
+        workdir=absolute(node.workdir, home),
+        env_root=absolute(node.env_root, home),
+        tools_dir=absolute(node.tools_dir, home),
+    )

@@ -1,0 +1,1 @@
+"""Environment building: locks (uv) and node configuration (Ansible)."""

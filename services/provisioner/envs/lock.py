@@ -1,0 +1,182 @@
+"""Resolve an environment once into a hash-pinned lock.
+
+The resolution input (:class:`EnvRequest`: Python, accelerator, torch, the packages sorted
+and de-duplicated, where packages come from) has a key; the lock resolved for a key is kept
+(in the provisioner's DB and in the env dir) and reused, so every run of the same spec gets
+a byte-identical lock. ``uv pip compile --generate-hashes --no-header`` is run from a fixed
+file name, so the text holds no timestamp, command line or temporary path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from services.provisioner.settings import ProvisionerSettings
+from shared.errors import ProviderError
+from shared.spec import ProjectSpec
+
+__all__ = ["EnvLockText", "EnvRequest", "ensure_wheelhouse", "env_request", "resolve_lock"]
+
+_INPUT_NAME = "requirements.in"
+
+
+@dataclass(frozen=True)
+class EnvRequest:
+    """Everything a lock depends on; ``key()`` names it."""
+
+    python: str
+    accelerator: str
+    torch: str | None  # None: the machine image provides torch (gaudi)
+    packages: tuple[str, ...]
+    find_links: tuple[str, ...]
+    index_url: str | None
+    extra_index_urls: tuple[str, ...]
+    platform: str = "x86_64-manylinux_2_28"
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def requirements(self) -> str:
+        lines = [f"torch=={self.torch}"] if self.torch else []
+        return "\n".join([*lines, *self.packages]) + "\n"
+
+
+@dataclass(frozen=True)
+class EnvLockText:
+    text: str
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def _normalise(packages: list[str]) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for raw in packages:
+        req = " ".join(raw.split())
+        if req:
+            seen.setdefault(req.lower(), req)
+    return tuple(seen[k] for k in sorted(seen))
+
+
+def env_request(spec: ProjectSpec, settings: ProvisionerSettings) -> EnvRequest:
+    """The resolution input of ``spec``: its packages plus the ones every env gets."""
+    accelerator = spec.resources.accelerator
+    user = [p for p in spec.environment.packages if not p.strip().lower().startswith("torch")]
+    index = settings.torch_indexes.get(accelerator, "") if settings.use_torch_index else ""
+    return EnvRequest(
+        python=spec.environment.python,
+        accelerator=accelerator,
+        torch=None if accelerator == "gaudi" else settings.torch_version,
+        packages=_normalise([*settings.always_packages, *user]),
+        find_links=tuple(settings.torch_find_links),
+        index_url=settings.index_url,
+        extra_index_urls=(index,) if index else (),
+    )
+
+
+def _locks_dir(settings: ProvisionerSettings) -> Path:
+    path = settings.resolved_env_dir() / ".locks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def uv_compile_argv(req: EnvRequest, settings: ProvisionerSettings) -> list[str]:
+    argv = [
+        settings.uv_binary, "pip", "compile", _INPUT_NAME,
+        "--generate-hashes", "--no-header", "--quiet", "--no-progress",
+        "--python-version", req.python, "--python-platform", req.platform,
+        "--index-strategy", "unsafe-best-match", "--output-file", "requirements.lock",
+    ]  # fmt: skip
+    for link in req.find_links:
+        argv += ["--find-links", link]
+    if req.index_url:
+        argv += ["--index-url", req.index_url]
+    for url in req.extra_index_urls:
+        argv += ["--extra-index-url", url]
+    return argv
+
+
+async def resolve_lock(req: EnvRequest, settings: ProvisionerSettings) -> EnvLockText:
+    """The lock for ``req``: from the env dir's cache, else resolved with uv now (once).
+
+    Raises ProviderError carrying uv's own message (e.g. a misspelt package).
+    """
+    cached = _locks_dir(settings) / f"{req.key()}.lock"
+    if cached.exists():
+        return EnvLockText(cached.read_text())
+    with tempfile.TemporaryDirectory(prefix="aidp-lock-") as tmp:
+        (Path(tmp) / _INPUT_NAME).write_text(req.requirements())
+        env = {**os.environ, "UV_CACHE_DIR": str(settings.resolved_env_dir() / ".uv-cache")}
+        env.pop("VIRTUAL_ENV", None)
+        proc = await asyncio.create_subprocess_exec(
+            *uv_compile_argv(req, settings),
+            cwd=tmp,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ProviderError(
+                "resolving the environment's packages failed: "
+                + (err.decode(errors="replace").strip() or f"uv exited {proc.returncode}"),
+                code="lock_failed",
+            )
+        text = (Path(tmp) / "requirements.lock").read_text()
+    _atomic_write(cached, text)
+    return EnvLockText(text)
+
+
+async def ensure_wheelhouse(
+    lock: EnvLockText, req: EnvRequest, settings: ProvisionerSettings
+) -> Path:
+    """Download every locked wheel once (hashes checked) for push-mode nodes."""
+    root = settings.resolved_env_dir() / ".wheelhouse"
+    dest = root / lock.hash
+    if (dest / ".complete").exists():
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        (tmp / "requirements.lock").write_text(lock.text)
+        argv = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
+            "--only-binary", ":all:", "--dest", str(tmp), "-r", str(tmp / "requirements.lock"),
+        ]  # fmt: skip
+        for link in req.find_links:
+            argv += ["--find-links", link]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ProviderError(
+                "downloading the locked wheels failed: " + err.decode(errors="replace").strip(),
+                code="wheelhouse_failed",
+                retryable=True,
+            )
+        (tmp / "requirements.lock").unlink()
+        (tmp / ".complete").touch()
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

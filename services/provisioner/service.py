@@ -1,0 +1,444 @@
+"""The provisioner's jobs: a state machine per run in ``provisioner_runs``.
+
+Handlers only record intent (a row, a state) in the same transaction as their inbox claim;
+:class:`Provisioner` runs the long work in background tasks and emits events through the
+outbox. Every state change goes through :meth:`Provisioner.transition`, which also stages
+the event that announces it. Unfinished jobs are resumed at start (``resume``).
+
+States: requested → provisioning → ready → releasing → released, or → failed (partial
+nodes torn down first). Release happens after TrainingFailed, after TrainingCompleted unless
+the spec deploys (the trainer serves from the node: kept until the project is deleted, the
+run cancelled or the deployment fails), on RunCancelled, ProjectDeleted and autostop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from services.provisioner.drivers.base import Node, NodeDriver, RunContext
+from services.provisioner.envs.builder import EnvBuilder
+from services.provisioner.locks import LockStore
+from services.provisioner.models import ACTIVE_STATES, RunNodes
+from services.provisioner.settings import ProvisionerSettings
+from shared.errors import AidpError, ProviderError, TransientError
+from shared.events import (
+    Envelope,
+    EnvInfo,
+    EventPayload,
+    NodesFailed,
+    NodesReady,
+    NodesReleased,
+    ProvisioningProgress,
+    new_event,
+)
+from shared.runtime import ServiceRuntime
+from shared.spec import ProjectSpec
+
+__all__ = ["DriverFactory", "Provisioner"]
+
+log = logging.getLogger(__name__)
+
+#: ``factory(provider, owner_id)`` → a driver acting with that owner's credentials.
+DriverFactory = Callable[[str, uuid.UUID | None], NodeDriver]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Provisioner:
+    """Runs provisioning and release jobs for the service's runtime."""
+
+    def __init__(
+        self,
+        *,
+        runtime: ServiceRuntime,
+        settings: ProvisionerSettings,
+        drivers: DriverFactory,
+        builder: EnvBuilder,
+        locks: LockStore,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.drivers = drivers
+        self.builder = builder
+        self.locks = locks
+        self._jobs: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._cancel: dict[uuid.UUID, threading.Event] = {}
+
+    # -- state -------------------------------------------------------------------------
+
+    def transition(
+        self,
+        session: Session,
+        row: RunNodes,
+        state: str,
+        *,
+        event: EventPayload | None = None,
+        cause: Envelope | None = None,
+        **fields: Any,
+    ) -> None:
+        """Move ``row`` to ``state`` (with ``fields``) and stage the event announcing it."""
+        row.state = state
+        row.updated_at = _now()
+        for name, value in fields.items():
+            setattr(row, name, value)
+        session.add(row)
+        if event is not None:
+            self.runtime.stage(
+                session,
+                new_event(event, project_id=row.project_id, run_id=row.run_id, cause=cause),
+            )
+
+    def record_run(
+        self,
+        session: Session,
+        *,
+        envelope: Envelope,
+        spec: dict[str, Any],
+        owner_id: uuid.UUID | None,
+    ) -> RunNodes | None:
+        """Record a requested run (handler side). None if the run is already known."""
+        if envelope.run_id is None or envelope.project_id is None:
+            raise ValueError(f"{envelope.type} without run_id/project_id")
+        if session.get(RunNodes, envelope.run_id) is not None:
+            return None
+        parsed = ProjectSpec.model_validate(spec)
+        if owner_id is None:
+            previous = session.exec(
+                select(RunNodes).where(RunNodes.project_id == envelope.project_id)
+            ).first()
+            owner_id = previous.owner_id if previous else None
+        row = RunNodes(
+            run_id=envelope.run_id,
+            project_id=envelope.project_id,
+            owner_id=owner_id,
+            provider=parsed.resources.provider,
+            spec=spec,
+        )
+        session.add(row)
+        return row
+
+    def request_release(
+        self, session: Session, row: RunNodes, *, reason: str, cause: Envelope | None = None
+    ) -> bool:
+        """Mark the run's nodes for release (handler side); False if nothing to release."""
+        if row.state not in ("requested", "provisioning", "ready"):
+            return False
+        self.transition(session, row, "releasing", release_reason=reason, cause=cause)
+        return True
+
+    def run_ids_holding(self, provider: str) -> set[uuid.UUID]:
+        """Runs of ``provider`` whose nodes exist or are being made."""
+        with self.runtime.db.session() as s:
+            rows = s.exec(
+                select(RunNodes.run_id).where(
+                    RunNodes.provider == provider,
+                    col(RunNodes.state).in_(["provisioning", "ready", "releasing"]),
+                )
+            ).all()
+        return set(rows)
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def schedule(self, run_id: uuid.UUID, action: str) -> None:
+        """Start ``provision`` or ``release`` for a run in a background task."""
+        if action == "provision":
+            if run_id in self._jobs and not self._jobs[run_id].done():
+                return
+            self._cancel[run_id] = threading.Event()
+            task = self.runtime.spawn(self._guard(self._provision(run_id)), name=f"prov-{run_id}")
+            self._jobs[run_id] = task
+        else:
+            self.runtime.spawn(self._guard(self._release(run_id)), name=f"release-{run_id}")
+
+    async def _guard(self, job: Awaitable[None]) -> None:
+        try:
+            await job
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: logged, the row stays for resume at next start
+            log.exception("provisioner job crashed")
+
+    async def resume(self) -> None:
+        """Restart unfinished jobs (called at start)."""
+        with self.runtime.db.session() as s:
+            rows = s.exec(
+                select(RunNodes.run_id, RunNodes.state).where(
+                    col(RunNodes.state).in_(["requested", "provisioning", "releasing"])
+                )
+            ).all()
+        for run_id, state in rows:
+            self.schedule(run_id, "release" if state == "releasing" else "provision")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _context(self, row: RunNodes) -> RunContext:
+        state_dir = self.settings.controller_dir() / str(row.run_id)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        async def report(stage: str, message: str) -> None:
+            await self._progress(row.run_id, stage, message, None)
+
+        return RunContext(
+            run_id=row.run_id,
+            project_id=row.project_id,
+            owner_id=row.owner_id,
+            spec=ProjectSpec.model_validate(row.spec),
+            state_dir=state_dir,
+            progress=report,
+        )
+
+    async def _progress(
+        self, run_id: uuid.UUID, stage: str, message: str, percent: float | None
+    ) -> None:
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None:
+                return
+            event = ProvisioningProgress(stage=stage, message=message[:2000], percent=percent)
+            self.runtime.stage(s, new_event(event, project_id=row.project_id, run_id=row.run_id))
+            s.commit()
+        self.runtime.published()
+
+    def _update(self, run_id: uuid.UUID, **fields: Any) -> None:
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None:
+                return
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = _now()
+            s.add(row)
+            s.commit()
+
+    def _add_node(self, run_id: uuid.UUID, node: Node) -> None:
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None:
+                return
+            nodes = [n for n in row.nodes or [] if n.get("index") != node.index]
+            row.nodes = sorted([*nodes, node.record()], key=lambda n: n["index"])
+            s.add(row)
+            s.commit()
+
+    async def _retrying(self, run_id: uuid.UUID, make: Callable[[], Awaitable[Node]]) -> Node:
+        """Call ``make`` until it stops raising TransientError (the driver contract)."""
+        while True:
+            try:
+                return await make()
+            except TransientError as exc:
+                await self._progress(run_id, "waiting", exc.message, None)
+                await asyncio.sleep(self.settings.retry_delay)
+
+    # -- provision ---------------------------------------------------------------------
+
+    async def _provision(self, run_id: uuid.UUID) -> None:
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None or row.state not in ("requested", "provisioning"):
+                return
+            self.transition(s, row, "provisioning", attempts=row.attempts + 1)
+            s.commit()
+            s.refresh(row)
+            ctx = self._context(row)
+            provider, owner = row.provider, row.owner_id
+        driver = self.drivers(provider, owner)
+        step = "check"
+        try:
+            await driver.check_request(ctx)
+            step = "lock"
+            await self._progress(run_id, "lock", "resolving the environment's packages", 2)
+            lock = self.locks.load(self.builder.input_key(ctx.spec))
+            if lock is None:
+                self.locks.save(await self.builder.resolve(ctx.spec))
+                lock = self.locks.load(self.builder.input_key(ctx.spec))
+            if lock is None:
+                raise RuntimeError("the lock just stored is missing")
+            self._update(run_id, lock_hash=lock.lock_hash, lock=lock.text)
+            step = "nodes"
+            count = ctx.spec.resources.nodes
+            await self._progress(run_id, "nodes", f"creating {count} {provider} node(s)", 5)
+
+            async def one(index: int) -> Node:
+                node = await self._retrying(run_id, lambda: driver.create_node(ctx, index))
+                self._add_node(run_id, node)
+                node = await driver.check_node(ctx, node)
+                self._add_node(run_id, node)
+                return node
+
+            results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+            nodes = [r for r in results if isinstance(r, Node)]
+            step = "configure"
+            env = await self.builder.configure(
+                spec=ctx.spec,
+                lock=lock,
+                nodes=nodes,
+                driver=driver,
+                private_dir=ctx.state_dir / "configure",
+                progress=lambda stage, message, pct: self._progress(run_id, stage, message, pct),
+                cancel=self._cancel.setdefault(run_id, threading.Event()),
+            )
+        except asyncio.CancelledError:
+            raise  # a release took over; it tears the nodes down
+        except Exception as exc:
+            await self._fail(ctx, driver, step=step, exc=exc)
+            return
+        self._ready(run_id, nodes, env)
+
+    def _ready(self, run_id: uuid.UUID, nodes: list[Node], env: dict[str, Any]) -> None:
+        infos = [node.info(python=env["python"]) for node in nodes]
+        payload = NodesReady(
+            nodes=infos,
+            env=EnvInfo(
+                lock_hash=env["lock_hash"],
+                python=env["python"],
+                torch_version=env["torch_version"],
+                accelerator=env["accelerator"],
+            ),
+        )
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id, with_for_update=True)
+            if row is None or row.state != "provisioning":
+                return  # released meanwhile: the release job owns the nodes now
+            self.transition(
+                s,
+                row,
+                "ready",
+                event=payload,
+                env=env,
+                nodes=[n.record() for n in nodes],
+                last_active_at=_now(),
+            )
+            s.commit()
+        self.runtime.published()
+
+    async def _fail(
+        self, ctx: RunContext, driver: NodeDriver, *, step: str, exc: Exception
+    ) -> None:
+        if isinstance(exc, AidpError):
+            reason, retryable = exc.message, exc.retryable
+        else:
+            log.exception("provisioning %s failed unexpectedly", ctx.run_id)
+            reason, retryable = f"{type(exc).__name__}: {exc}", False
+        await self._progress(ctx.run_id, "teardown", f"{step} failed; removing nodes", None)
+        await self._teardown(ctx, driver)
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, ctx.run_id, with_for_update=True)
+            if row is None:
+                return
+            event = NodesFailed(reason=reason, retryable=retryable, step=step)
+            self.transition(s, row, "failed", event=event, error=reason, failed_step=step)
+            s.commit()
+        self.runtime.published()
+
+    async def _teardown(self, ctx: RunContext, driver: NodeDriver) -> list[str]:
+        """Terminate every recorded node and the run's provider resources; never raises."""
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, ctx.run_id)
+            records = list(row.nodes or []) if row else []
+        names: list[str] = []
+        for record in records:
+            node = Node.from_record(record)
+            try:
+                await driver.terminate_node(ctx, node)
+                names.append(node.name)
+            except Exception as exc:  # keep going: the reaper catches what is left
+                log.warning("terminating %s failed: %s", node.name, exc)
+        try:
+            await driver.release_run(ctx)
+        except Exception as exc:
+            log.warning("releasing run %s resources failed: %s", ctx.run_id, exc)
+        self._cancel.pop(ctx.run_id, None)
+        shutil.rmtree(ctx.state_dir, ignore_errors=True)
+        return names
+
+    # -- release -----------------------------------------------------------------------
+
+    async def _release(self, run_id: uuid.UUID) -> None:
+        cancel = self._cancel.get(run_id)
+        if cancel is not None:
+            cancel.set()
+        job = self._jobs.pop(run_id, None)
+        if job is not None and not job.done():
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None or row.state != "releasing":
+                return
+            ctx = self._context(row)
+            provider, owner = row.provider, row.owner_id
+        driver = self.drivers(provider, owner)
+        names = await self._teardown(ctx, driver)
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id, with_for_update=True)
+            if row is None or row.state != "releasing":
+                return
+            self.transition(s, row, "released", event=NodesReleased(nodes=names))
+            s.commit()
+        self.runtime.published()
+
+    # -- sweeps: autostop and the reaper ---------------------------------------------------
+
+    async def sweep(self) -> None:
+        """One pass: release idle nodes (autostop), then reap leaked provider resources."""
+        now = _now()
+        idle: list[uuid.UUID] = []
+        with self.runtime.db.session() as s:
+            ready = s.exec(select(RunNodes).where(RunNodes.state == "ready")).all()
+            for row in ready:
+                minutes = ProjectSpec.model_validate(row.spec).resources.autostop_minutes
+                quiet = now - _aware(row.last_active_at) > timedelta(minutes=minutes)
+                if not row.training and not row.serving and quiet:
+                    self.request_release(s, row, reason="autostop")
+                    idle.append(row.run_id)
+            s.commit()
+        for run_id in idle:
+            await self._progress(run_id, "autostop", "nodes idle: releasing them", None)
+            self.schedule(run_id, "release")
+        await self.reap()
+
+    async def reap(self) -> list[str]:
+        """Ask every billed provider to delete resources of runs that have ended."""
+        with self.runtime.db.session() as s:
+            active = set(
+                s.exec(
+                    select(RunNodes.run_id).where(col(RunNodes.state).in_(sorted(ACTIVE_STATES)))
+                ).all()
+            )
+            owners = set(s.exec(select(RunNodes.owner_id).where(RunNodes.provider == "idc")).all())
+        removed: list[str] = []
+        for owner in {None, *owners}:
+            try:
+                driver = self.drivers("idc", owner)
+                removed += await driver.reap(active_run_ids=active)
+            except ProviderError as exc:
+                log.debug("reaper skipped owner %s: %s", owner, exc.message)
+            except Exception as exc:
+                log.warning("reaper pass failed for owner %s: %s", owner, exc)
+        return removed
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("provisioner sweep failed")

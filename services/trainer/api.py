@@ -1,0 +1,156 @@
+"""The trainer's internal HTTP API (called by the gateway, which authorises callers)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import col, select
+
+from services.trainer.app_state import TrainerState
+from services.trainer.deploy import deployment_view
+from services.trainer.models import ModelVersion
+from services.trainer.registry import get_model, model_view
+from shared.store import ArtifactStore
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/internal", tags=["internal"])
+
+
+def _state(request: Request) -> TrainerState:
+    return request.app.state.trainer  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[TrainerState, Depends(_state)]
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(min_length=1, max_length=256)
+
+
+@router.get("/projects/{project_id}/models")
+def list_models(project_id: uuid.UUID, state: StateDep) -> list[dict[str, Any]]:
+    with state.runtime.db.session() as session:
+        rows = session.exec(
+            select(ModelVersion)
+            .where(ModelVersion.project_id == project_id)
+            .order_by(col(ModelVersion.version).desc())
+        ).all()
+        return [model_view(m) for m in rows]
+
+
+@router.get("/models/{model_id}")
+def read_model(model_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    with state.runtime.db.session() as session:
+        return model_view(get_model(session, model_id))
+
+
+def _tar_stream(store: ArtifactStore, key: str, prefix: str) -> Iterator[bytes]:
+    """A tar of a manifest's decrypted files, produced file by file (never all in memory)."""
+    manifest = store.get_manifest(key)
+    buffer = _Pipe()
+
+    def produce() -> None:
+        try:
+            with tarfile.open(fileobj=buffer, mode="w|") as tar:
+                for f in manifest.files:
+                    info = tarfile.TarInfo(f"{prefix}/{f.path}")
+                    info.size = f.size
+                    tar.addfile(info, _ChunkReader(store.read(f.digest)))
+        finally:
+            buffer.finish()
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    yield from buffer.chunks()
+    thread.join()
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._rest = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while len(self._rest) < size or size < 0:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._rest += chunk
+        data, self._rest = (self._rest, b"") if size < 0 else (self._rest[:size], self._rest[size:])
+        return data
+
+
+class _Pipe(io.RawIOBase):
+    """A bounded in-memory pipe between the tar writer thread and the response."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._queue.put(bytes(data))
+        return len(data)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+
+    def chunks(self) -> Iterator[bytes]:
+        while (item := self._queue.get()) is not None:
+            yield item
+
+
+@router.get("/models/{model_id}/download")
+def download_model(model_id: uuid.UUID, state: StateDep) -> StreamingResponse:
+    with state.runtime.db.session() as session:
+        model = get_model(session, model_id)
+    name = f"model-v{model.version}"
+    return StreamingResponse(
+        _tar_stream(state.jobs.store, model.manifest_key, name),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar"'},
+    )
+
+
+@router.post("/models/{model_id}/deploy", status_code=202)
+async def deploy_model(model_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    dep = await asyncio.to_thread(state.deployments.create, model_id=model_id)
+    state.deployments.start(dep.id)
+    view = deployment_view(dep)
+    view["deployment_id"] = view["id"]
+    return view
+
+
+@router.get("/deployments/{deployment_id}")
+async def read_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    dep = await asyncio.to_thread(state.deployments.get, deployment_id)
+    return deployment_view(dep)
+
+
+@router.delete("/deployments/{deployment_id}")
+async def delete_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    dep = await state.deployments.stop(deployment_id)
+    return deployment_view(dep)
+
+
+@router.post("/deployments/{deployment_id}/predict")
+async def predict(deployment_id: uuid.UUID, body: PredictBody, state: StateDep) -> JSONResponse:
+    result = await state.deployments.predict(deployment_id, body.model_dump())
+    return JSONResponse(result)

@@ -1,0 +1,82 @@
+"""The trainer's live parts, created once the runtime is connected (store keys, bus)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+
+from services.trainer.deploy import DeploymentManager
+from services.trainer.jobs import JobRunner
+from services.trainer.settings import TrainerSettings
+from shared.runtime import ServiceRuntime
+from shared.store import ArtifactStore
+
+__all__ = ["TrainerState"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainerState:
+    """Job runner + deployment manager of one trainer instance."""
+
+    def __init__(self, runtime: ServiceRuntime, settings: TrainerSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self._jobs: JobRunner | None = None
+        self._deployments: DeploymentManager | None = None
+
+    @property
+    def jobs(self) -> JobRunner:
+        if self._jobs is None:
+            raise RuntimeError("trainer not started")
+        return self._jobs
+
+    @property
+    def deployments(self) -> DeploymentManager:
+        if self._deployments is None:
+            raise RuntimeError("trainer not started")
+        return self._deployments
+
+    async def start(self) -> None:
+        """Build the store on the connected key service; resume jobs and deployments."""
+        store = ArtifactStore(
+            self.settings.resolved_store_dir(),
+            self.runtime.keys,
+            key_name=self.settings.transit_key,
+        )
+        self._jobs = JobRunner(self.runtime, self.settings, store)
+        self._deployments = DeploymentManager(self.runtime, self.settings, store)
+        self._jobs.on_deploy = self._deploy
+        self.runtime.spawn(self._jobs.supervise(), name="supervisor")
+        await self._deployments.resume_all()
+
+    async def stop(self) -> None:
+        if self._deployments is not None:
+            await self._deployments.close()
+
+    async def _deploy(self, deployment_id: uuid.UUID) -> None:
+        self.deployments.start(deployment_id)
+
+    def kick(self) -> None:
+        if self._jobs is not None:
+            self._jobs.kick()
+
+    async def after_release(
+        self, run_id: uuid.UUID | None, deployments: Sequence[uuid.UUID]
+    ) -> None:
+        """Nodes released: stop their deployments and remove the run's workspace."""
+        if run_id is None or self._jobs is None:
+            return
+        for dep_id in deployments:
+            await self.deployments.stop(dep_id, reason="nodes released")
+        if run_id not in self.jobs.jobs:
+            self.runtime.spawn(self._cleanup(run_id), name=f"cleanup-{run_id}")
+
+    async def _cleanup(self, run_id: uuid.UUID) -> None:
+        try:
+            await self.jobs.cleanup(run_id)
+        except Exception:
+            log.exception("cleanup of run %s failed", run_id)
+        await asyncio.sleep(0)

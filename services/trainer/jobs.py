@@ -1,0 +1,654 @@
+"""Background training jobs and their supervisor.
+
+The supervisor claims runs in an active state (``staging``/``training``) whose lease is
+free or expired, so runs left behind by a crashed trainer (this one or another replica) are
+resumed; a claimed run's job renews the lease while it works. One job attempt: kill any
+process group a previous attempt left, stage artifacts (and the latest checkpoint) on every
+node, launch torchrun, relay output, store checkpoints as they appear, then decide:
+completed (register the model, maybe deploy), retry from the latest checkpoint (the process
+was killed or a node was lost), or failed (an error in the script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import posixpath
+import re
+import signal
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from services.trainer.models import Checkpoint, Deployment, Run, now
+from services.trainer.nodes import NodeExecutor, NodeProcess, executor_for
+from services.trainer.registry import latest_checkpoint, register_model
+from services.trainer.relay import EventRelay, parse_marker
+from services.trainer.runs import ACTIVE, transition
+from services.trainer.settings import TrainerSettings
+from services.trainer.staging import stage_manifest, stage_sources, store_tree, workspace_of
+from shared.errors import Conflict
+from shared.events import EnvInfo, NodeInfo, TrainingCompleted, TrainingFailed, TrainingStarted
+from shared.runtime import ServiceRuntime
+from shared.spec import ProjectSpec
+from shared.store import ArtifactStore
+
+__all__ = ["JobRunner"]
+
+log = logging.getLogger(__name__)
+
+TASK_SCRIPTS = {
+    "text-classification": "src/text_classification.py",
+    "image-classification": "src/image_classification.py",
+    "causal-lm": "src/causal_lm.py",
+}
+_SIGNALLED = re.compile(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG\w+\) received")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*)$")
+
+
+@dataclass
+class _Attempt:
+    """What one launch observed."""
+
+    codes: list[int | None] = field(default_factory=list)
+    completed: tuple[int, dict[str, float]] | None = None
+    cancelled: bool = False
+    lost_lease: bool = False
+
+
+class JobRunner:
+    """Owns the training jobs of this trainer instance."""
+
+    def __init__(
+        self, runtime: ServiceRuntime, settings: TrainerSettings, store: ArtifactStore
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.store = store
+        self.instance = uuid.uuid4().hex
+        self.jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self.on_deploy: Any = None  # set by the service: async (deployment_id) -> None
+
+    # -- supervisor ----------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """A run became ready: look for work now instead of at the next poll."""
+        self._wake.set()
+
+    async def supervise(self) -> None:
+        """Claim runnable runs and start their jobs, until cancelled."""
+        while True:
+            try:
+                for run_id in await asyncio.to_thread(self._claim):
+                    self.jobs[run_id] = self.runtime.spawn(self._job(run_id), name=f"run-{run_id}")
+            except Exception:
+                log.exception("trainer supervisor pass failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.trainer_poll_seconds * 2)
+            except TimeoutError:
+                pass
+
+    def _claim(self) -> list[uuid.UUID]:
+        claimed = []
+        with self.runtime.db.session() as session:
+            candidates = session.exec(select(Run.run_id).where(col(Run.state).in_(ACTIVE))).all()
+            for run_id in candidates:
+                if run_id in self.jobs:
+                    continue
+                moment = now()
+                result = session.execute(
+                    update(Run)
+                    .where(
+                        col(Run.run_id) == run_id,
+                        col(Run.state).in_(ACTIVE),
+                        or_(
+                            col(Run.owner).is_(None),
+                            col(Run.lease_until) < moment,
+                            col(Run.owner) == self.instance,
+                        ),
+                    )
+                    .values(owner=self.instance, lease_until=self._lease_end())
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(run_id)
+            session.commit()
+        return claimed
+
+    def _lease_end(self) -> Any:
+        return now() + timedelta(seconds=self.settings.trainer_lease_seconds)
+
+    def _renew(self, run_id: uuid.UUID) -> str | None:
+        """Extend the lease; returns the run's state, or None if the lease was lost."""
+        with self.runtime.db.session() as session:
+            result = session.execute(
+                update(Run)
+                .where(col(Run.run_id) == run_id, col(Run.owner) == self.instance)
+                .values(lease_until=self._lease_end())
+            )
+            session.commit()
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            run = session.get(Run, run_id)
+            return None if run is None else run.state
+
+    def _release(self, run_id: uuid.UUID) -> None:
+        with self.runtime.db.session() as session:
+            session.execute(
+                update(Run)
+                .where(col(Run.run_id) == run_id, col(Run.owner) == self.instance)
+                .values(owner=None, lease_until=None)
+            )
+            session.commit()
+
+    # -- one job -------------------------------------------------------------------------
+
+    def executors(self, nodes: list[dict[str, Any]]) -> list[NodeExecutor]:
+        keys = [str(p) for p in self.settings.trainer_ssh_keys]
+        known = (
+            str(self.settings.trainer_known_hosts) if self.settings.trainer_known_hosts else None
+        )
+        return [
+            executor_for(NodeInfo.model_validate(n), ssh_keys=keys, known_hosts=known)
+            for n in nodes
+        ]
+
+    async def _job(self, run_id: uuid.UUID) -> None:
+        try:
+            while await self._attempt(run_id):
+                pass
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.to_thread(self._release, run_id))
+            raise
+        except Exception as exc:  # an aidp bug or an unreachable store: fail visibly
+            log.exception("training job for run %s crashed", run_id)
+            await asyncio.to_thread(
+                self._finish_failed, run_id, f"trainer error: {exc}", None, True
+            )
+        finally:
+            self.jobs.pop(run_id, None)
+
+    def _load(self, run_id: uuid.UUID) -> tuple[Run, Checkpoint | None]:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise Conflict(f"run {run_id} vanished")
+            return run, latest_checkpoint(session, run_id)
+
+    async def _attempt(self, run_id: uuid.UUID) -> bool:
+        """One launch. Returns True when the run should be launched again (retry)."""
+        run, ckpt = await asyncio.to_thread(self._load, run_id)
+        if run.state not in ACTIVE:
+            return False
+        spec = ProjectSpec.model_validate(run.spec)
+        env = EnvInfo.model_validate(run.env)
+        execs = self.executors(run.nodes or [])
+        try:
+            await self._kill_previous(run, execs)
+            try:
+                procs, world = await self._launch(run, spec, env, execs, ckpt)
+            except (OSError, TimeoutError, Exception) as exc:  # staging or start failed
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return await asyncio.to_thread(
+                    self._retry_or_fail, run_id, f"launch failed: {exc}", None, True, False
+                )
+            attempt_no = run.attempt + 1
+            started = TrainingStarted(
+                world_size=world,
+                nodes=[e.node.name for e in execs],
+                attempt=attempt_no,
+                resumed_from_step=ckpt.step if ckpt else None,
+            )
+            ok = await asyncio.to_thread(
+                self._to_training,
+                run_id,
+                started,
+                {e.node.name: p.pgid for e, p in zip(execs, procs, strict=True)},
+            )
+            if not ok:
+                await self._kill(execs, procs, grace=0)
+                await self.cleanup(run_id, execs)
+                return False
+            outcome, relay = await self._monitor(run, execs, procs)
+            return await self._decide(run, spec, execs, outcome, relay)
+        finally:
+            for executor in execs:
+                await executor.close()
+
+    async def _kill_previous(self, run: Run, execs: list[NodeExecutor]) -> None:
+        """Stop process groups a previous attempt (or a crashed trainer) left running."""
+        recorded = run.processes or {}
+        for executor in execs:
+            pgid = recorded.get(executor.node.name)
+            if pgid:
+                await executor.kill_group(int(pgid), signal.SIGKILL)
+
+    async def _launch(
+        self,
+        run: Run,
+        spec: ProjectSpec,
+        env: EnvInfo,
+        execs: list[NodeExecutor],
+        ckpt: Checkpoint | None,
+    ) -> tuple[list[NodeProcess], int]:
+        by_kind = {a["kind"]: a for a in run.artifacts or []}
+        extra: dict[str, str] = {}
+        if spec.task == "custom":
+            script = spec.train.script or ""
+            extra[posixpath.join("src", "user", spec.train.entrypoint or "train.py")] = script
+
+        async def stage(executor: NodeExecutor) -> None:
+            ws = workspace_of(executor, run.run_id)
+            await executor.remove_tree(posixpath.join(ws, "resume"))
+            await executor.remove_tree(posixpath.join(ws, "checkpoints"))
+            await stage_sources(executor=executor, workspace=ws, extra=extra)
+            for kind, dest in (("model", "model"), ("dataset", "data")):
+                if kind in by_kind:
+                    await stage_manifest(
+                        executor=executor,
+                        store=self.store,
+                        key=by_kind[kind]["cache_key"],
+                        workspace=ws,
+                        dest=dest,
+                    )
+            if ckpt is not None:
+                await stage_manifest(
+                    executor=executor,
+                    store=self.store,
+                    key=ckpt.manifest_key,
+                    workspace=ws,
+                    dest="resume",
+                )
+
+        await asyncio.gather(*(stage(e) for e in execs))
+        accel = (execs[0].node.accelerator or env.accelerator) if execs else "cpu"
+        nproc = await self._procs_per_node(execs[0], accel)
+        n = len(execs)
+        rdzv = None
+        if n > 1:
+            rdzv = f"{execs[0].node.address}:{await execs[0].free_port()}"
+        procs = []
+        for rank, executor in enumerate(execs):
+            ws = workspace_of(executor, run.run_id)
+            script = (
+                posixpath.join("src", "user", spec.train.entrypoint or "train.py")
+                if spec.task == "custom"
+                else TASK_SCRIPTS[spec.task]
+            )
+            argv = [executor.python, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
+            if rdzv is None:
+                argv += ["--standalone", "--nnodes", "1"]
+            else:
+                argv += [
+                    "--nnodes",
+                    str(n),
+                    "--node-rank",
+                    str(rank),
+                    "--rdzv-backend",
+                    "c10d",
+                    "--rdzv-endpoint",
+                    rdzv,
+                    "--rdzv-id",
+                    str(run.run_id),
+                ]
+            argv.append(posixpath.join(ws, script))
+            variables = {
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": posixpath.join(ws, "src"),
+                "AIDP_WORKSPACE": ws,
+                "AIDP_MODEL_DIR": posixpath.join(ws, "model"),
+                "AIDP_DATA_DIR": posixpath.join(ws, "data"),
+                "AIDP_OUTPUT_DIR": posixpath.join(ws, "output", "model"),
+                "AIDP_CHECKPOINT_ROOT": posixpath.join(ws, "checkpoints"),
+                "AIDP_TRAIN_ARGS": json.dumps(spec.train.args),
+                "AIDP_CHECKPOINT_EVERY": str(spec.train.checkpoint_every),
+                "AIDP_ACCELERATOR": accel,
+                "AIDP_RUN_ID": str(run.run_id),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "TRANSFORMERS_VERBOSITY": "warning",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+            if ckpt is not None:
+                variables["AIDP_RESUME_DIR"] = posixpath.join(ws, "resume")
+                variables["AIDP_RESUME_STEP"] = str(ckpt.step)
+            if n > 1 and executor.node.address in ("127.0.0.1", "localhost"):
+                variables["GLOO_SOCKET_IFNAME"] = "lo"
+            procs.append(await executor.start(argv, cwd=ws, env=variables))
+        return procs, n * nproc
+
+    async def _procs_per_node(self, executor: NodeExecutor, accel: str) -> int:
+        if accel != "cuda":
+            return 1
+        code, out, _ = await executor.run(
+            [executor.python, "-c", "import torch;print(torch.cuda.device_count())"]
+        )
+        return max(1, int(out.strip() or 1)) if code == 0 else 1
+
+    def _to_training(
+        self, run_id: uuid.UUID, started: TrainingStarted, pgids: dict[str, int]
+    ) -> bool:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.state != "staging" or run.owner != self.instance:
+                return False
+            transition(
+                session,
+                run,
+                to="training",
+                event=started,
+                stage=self.runtime.stage,
+                attempt=started.attempt,
+                processes=pgids,
+                workspace_cleaned=False,
+            )
+            session.commit()
+        self.runtime.published()
+        return True
+
+    async def _monitor(
+        self, run: Run, execs: list[NodeExecutor], procs: list[NodeProcess]
+    ) -> tuple[_Attempt, EventRelay]:
+        relay = EventRelay(
+            self.runtime,
+            run_id=run.run_id,
+            project_id=run.project_id,
+            progress_interval=self.settings.trainer_progress_interval,
+            flush_seconds=self.settings.trainer_log_flush_seconds,
+        )
+        outcome = _Attempt()
+        checkpoints: asyncio.Queue[tuple[NodeExecutor, int, str] | None] = asyncio.Queue()
+
+        async def pump(executor: NodeExecutor, proc: NodeProcess) -> int | None:
+            async for line in proc.lines():
+                msg = parse_marker(line.text) if line.stream == "stdout" else None
+                if msg is None:
+                    relay.log(executor.node.name, line.stream, line.text)
+                elif msg.get("event") == "progress":
+                    relay.progress(msg)
+                elif msg.get("event") == "checkpoint":
+                    await checkpoints.put((executor, int(msg["step"]), str(msg["path"])))
+                elif msg.get("event") == "completed":
+                    outcome.completed = (execs.index(executor), dict(msg.get("metrics") or {}))
+            return await proc.wait()
+
+        async def store_checkpoints() -> None:
+            while (item := await checkpoints.get()) is not None:
+                try:
+                    await self._store_checkpoint(run, *item)
+                except Exception:
+                    log.exception("storing a checkpoint of run %s failed", run.run_id)
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(self.settings.trainer_poll_seconds)
+                state = await asyncio.to_thread(self._renew, run.run_id)
+                if state is None or state == "cancelled":
+                    outcome.cancelled = state == "cancelled"
+                    outcome.lost_lease = state is None
+                    await self._kill(execs, procs)
+                    return
+
+        flusher = asyncio.ensure_future(relay.run())
+        storer = asyncio.ensure_future(store_checkpoints())
+        watcher = asyncio.ensure_future(watch())
+        try:
+            outcome.codes = list(
+                await asyncio.gather(*(pump(e, p) for e, p in zip(execs, procs, strict=True)))
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(execs, procs, grace=0))
+            raise
+        finally:
+            watcher.cancel()
+            await checkpoints.put(None)
+            await asyncio.gather(storer, return_exceptions=True)
+            flusher.cancel()
+            await asyncio.gather(flusher, watcher, return_exceptions=True)
+        # torchrun gone: no stray worker may outlive it
+        for executor, proc in zip(execs, procs, strict=True):
+            await executor.kill_group(proc.pgid, signal.SIGKILL)
+        return outcome, relay
+
+    async def _kill(
+        self, execs: list[NodeExecutor], procs: list[NodeProcess], grace: float | None = None
+    ) -> None:
+        """SIGTERM every process group, then SIGKILL after the grace period."""
+        for executor, proc in zip(execs, procs, strict=True):
+            await executor.kill_group(proc.pgid, signal.SIGTERM)
+        await asyncio.sleep(self.settings.trainer_kill_grace_seconds if grace is None else grace)
+        for executor, proc in zip(execs, procs, strict=True):
+            await executor.kill_group(proc.pgid, signal.SIGKILL)
+
+    async def _store_checkpoint(
+        self, run: Run, executor: NodeExecutor, step: int, path: str
+    ) -> None:
+        ws = workspace_of(executor, run.run_id)
+        root = posixpath.join(ws, path)
+        key, size = await store_tree(
+            executor=executor,
+            store=self.store,
+            root=root,
+            source=f"aidp://checkpoints/{run.run_id}",
+            revision=f"step-{step}",
+            meta={"kind": "checkpoint", "run_id": str(run.run_id), "step": step},
+        )
+        await asyncio.to_thread(self._record_checkpoint, run.run_id, step, key, size)
+        await executor.remove_tree(root)
+
+    def _record_checkpoint(self, run_id: uuid.UUID, step: int, key: str, size: int) -> None:
+        with self.runtime.db.session() as session:
+            session.add(Checkpoint(run_id=run_id, step=step, manifest_key=key, size_bytes=size))
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+
+    # -- outcome -------------------------------------------------------------------------
+
+    async def _decide(
+        self,
+        run: Run,
+        spec: ProjectSpec,
+        execs: list[NodeExecutor],
+        outcome: _Attempt,
+        relay: EventRelay,
+    ) -> bool:
+        if outcome.lost_lease:
+            return False
+        if outcome.cancelled:
+            await self.cleanup(run.run_id, execs)
+            return False
+        codes = outcome.codes
+        if codes and all(code == 0 for code in codes):
+            await self._complete(run, spec, execs, outcome)
+            return False
+        tail = list(relay.stderr_tail)
+        signalled = any(c is None or c < 0 for c in codes) or any(
+            _SIGNALLED.search(t) for t in tail
+        )
+        exit_code = next((c for c in codes if c not in (0, None)), None)
+        if signalled:
+            reason = f"training process was killed or its node was lost (exit {exit_code})"
+        else:
+            error = next(
+                (
+                    m.group(1)
+                    for t in reversed(tail)
+                    if (m := _EXCEPTION.match(t.strip())) and "ChildFailedError" not in t
+                ),
+                None,
+            )
+            reason = f"training failed (exit {exit_code}): {error or (tail[-1] if tail else 'no output')}"
+        retry = await asyncio.to_thread(
+            self._retry_or_fail, run.run_id, reason, exit_code, signalled
+        )
+        if not retry:
+            await self.cleanup(run.run_id, execs)
+        return retry
+
+    def _retry_or_fail(
+        self,
+        run_id: uuid.UUID,
+        reason: str,
+        exit_code: int | None,
+        retryable: bool,
+        launched: bool = True,
+    ) -> bool:
+        """Back to ``staging`` for another launch, or ``failed`` for good. True = retry.
+
+        ``launched`` False: the attempt failed before training started (it still counts).
+        """
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.state not in ACTIVE:
+                return False
+            attempts = run.attempt + (0 if launched else 1)
+            if retryable and attempts < self.settings.trainer_max_attempts:
+                log.warning("run %s attempt %d: %s; retrying", run_id, attempts, reason)
+                transition(
+                    session,
+                    run,
+                    to="staging",
+                    event=None,
+                    stage=self.runtime.stage,
+                    reason=reason,
+                    attempt=attempts,
+                )
+                session.commit()
+                return True
+            transition(
+                session,
+                run,
+                to="failed",
+                stage=self.runtime.stage,
+                reason=reason,
+                event=TrainingFailed(reason=reason, exit_code=exit_code, retryable=retryable),
+                owner=None,
+                lease_until=None,
+            )
+            session.commit()
+        self.runtime.published()
+        return False
+
+    def _finish_failed(
+        self, run_id: uuid.UUID, reason: str, exit_code: int | None, retryable: bool
+    ) -> None:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.state not in ACTIVE:
+                return
+            transition(
+                session,
+                run,
+                to="failed",
+                stage=self.runtime.stage,
+                reason=reason,
+                event=TrainingFailed(reason=reason, exit_code=exit_code, retryable=retryable),
+                owner=None,
+                lease_until=None,
+            )
+            session.commit()
+        self.runtime.published()
+
+    async def _complete(
+        self, run: Run, spec: ProjectSpec, execs: list[NodeExecutor], outcome: _Attempt
+    ) -> None:
+        index, metrics = outcome.completed or (0, {})
+        executor = execs[index]
+        ws = workspace_of(executor, run.run_id)
+        key, size = await store_tree(
+            executor=executor,
+            store=self.store,
+            root=posixpath.join(ws, "output", "model"),
+            source=f"aidp://models/{run.project_id}",
+            revision=str(run.run_id),
+            meta={"kind": "model", "run_id": str(run.run_id), "task": spec.task},
+        )
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        deployment_id = await asyncio.to_thread(
+            self._record_completion, run.run_id, key, size, clean, spec.deploy.enabled, index
+        )
+        if deployment_id is None:
+            await self.cleanup(run.run_id, execs)
+        elif self.on_deploy is not None:
+            await self.on_deploy(deployment_id)
+
+    def _record_completion(
+        self,
+        run_id: uuid.UUID,
+        key: str,
+        size: int,
+        metrics: dict[str, float],
+        deploy: bool,
+        node_index: int,
+    ) -> uuid.UUID | None:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.state != "training":
+                return None
+            model = register_model(
+                session, run=run, manifest_key=key, size_bytes=size, metrics=metrics
+            )
+            transition(
+                session,
+                run,
+                to="succeeded",
+                stage=self.runtime.stage,
+                event=TrainingCompleted(model_version=str(model.id), metrics=metrics, digest=key),
+                model_id=model.id,
+                owner=None,
+                lease_until=None,
+            )
+            deployment_id = None
+            if deploy and run.project_id is not None:
+                transition(session, run, to="deploying", event=None, stage=self.runtime.stage)
+                node = (run.nodes or [])[node_index]
+                deployment = Deployment(
+                    project_id=run.project_id,
+                    model_id=model.id,
+                    run_id=run.run_id,
+                    node=node,
+                    workdir=posixpath.join(node["workdir"], f"aidp-run-{run.run_id}"),
+                )
+                session.add(deployment)
+                deployment_id = deployment.id
+            session.commit()
+        self.runtime.published()
+        return deployment_id
+
+    async def cleanup(self, run_id: uuid.UUID, execs: list[NodeExecutor] | None = None) -> None:
+        """Remove the run's workspace (all plaintext) from its nodes. Best effort."""
+        run, _ = await asyncio.to_thread(self._load, run_id)
+        own = execs is None
+        execs = execs if execs is not None else self.executors(run.nodes or [])
+        try:
+            for executor in execs:
+                try:
+                    await executor.remove_tree(workspace_of(executor, run_id))
+                except Exception:
+                    log.warning(
+                        "could not clean the workspace of run %s on %s", run_id, executor.node.name
+                    )
+        finally:
+            if own:
+                for executor in execs:
+                    await executor.close()
+        await asyncio.to_thread(self._mark_cleaned, run_id)
+
+    def _mark_cleaned(self, run_id: uuid.UUID) -> None:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is not None:
+                run.workspace_cleaned = True
+                session.add(run)
+                session.commit()

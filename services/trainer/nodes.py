@@ -1,0 +1,451 @@
+"""Running commands and moving files on a node: local processes or SSH (asyncssh).
+
+:class:`NodeExecutor` is the contract staging, launching and serving code against; a node
+from ``NodesReady`` becomes an executor through :func:`executor_for`. Long-running
+processes start in their own process group (local: a new session; SSH: sshd makes every
+session a process-group leader), so :meth:`NodeExecutor.kill_group` stops a whole torchrun
+tree, even one left over by a crashed trainer (its group id is kept in the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import signal
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ProviderError
+from shared.events import NodeInfo
+
+__all__ = [
+    "LocalExecutor",
+    "NodeExecutor",
+    "NodeProcess",
+    "SSHExecutor",
+    "executor_for",
+    "safe_env",
+]
+
+#: Variables of the trainer's own environment that a node process may inherit.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "CUDA_VISIBLE_DEVICES")
+
+
+def safe_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """A minimal environment for node processes: never the trainer's secrets."""
+    env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Line:
+    """One output line of a node process."""
+
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+
+class NodeProcess(ABC):
+    """A long-running process on a node; ``pgid`` identifies its process group."""
+
+    pgid: int
+
+    @abstractmethod
+    def lines(self) -> AsyncIterator[Line]:
+        """Its stdout and stderr lines, interleaved, until both close."""
+
+    @abstractmethod
+    async def wait(self) -> int | None:
+        """Exit status; negative for a signal; None when the node connection was lost."""
+
+
+class NodeExecutor(ABC):
+    """Commands and files on one node. Paths are the node's (POSIX) paths.
+
+    Every method may raise :class:`ProviderError` (retryable) when the node is unreachable.
+    """
+
+    def __init__(self, node: NodeInfo) -> None:
+        self.node = node
+
+    @property
+    def python(self) -> str:
+        return self.node.python or "python3"
+
+    @abstractmethod
+    async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:
+        """Run a short command; returns (exit status, stdout, stderr)."""
+
+    @abstractmethod
+    async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
+        """Start a long-running process in a new process group; returns at once."""
+
+    @abstractmethod
+    async def kill_group(self, pgid: int, sig: int = signal.SIGTERM) -> None:
+        """Signal a process group; no error if it is gone."""
+
+    @abstractmethod
+    async def write_chunks(self, path: str, chunks: AsyncIterator[bytes]) -> None:
+        """Write a file atomically (temp file + rename), creating parent folders."""
+
+    @abstractmethod
+    def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        """Stream a file's bytes."""
+
+    @abstractmethod
+    async def existing(self, paths: Iterable[str]) -> set[str]:
+        """Those of ``paths`` that exist."""
+
+    async def link_files(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Hard-link (or copy) each ``(source, dest)``; dest folders are created."""
+        script = (
+            "import json,os,shutil,sys\n"
+            "for s,d in json.load(sys.stdin):\n"
+            " os.makedirs(os.path.dirname(d),exist_ok=True)\n"
+            " if os.path.lexists(d): os.remove(d)\n"
+            " try: os.link(s,d)\n"
+            " except OSError: shutil.copyfile(s,d)\n"
+        )
+        await self._run_stdin([self.python, "-c", script], _json(pairs))
+
+    @abstractmethod
+    async def _run_stdin(self, argv: Sequence[str], data: str) -> None: ...
+
+    @abstractmethod
+    async def list_files(self, root: str) -> list[str]:
+        """Files under ``root`` as relative POSIX paths (empty if missing)."""
+
+    @abstractmethod
+    async def remove_tree(self, path: str) -> None: ...
+
+    @abstractmethod
+    async def free_port(self) -> int:
+        """A TCP port free on the node (for a rendezvous or a server)."""
+
+    async def connect_address(self, port: int) -> tuple[str, int]:
+        """Where this process reaches ``port`` on the node (SSH: a local forward)."""
+        return self.node.address, port
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+# -- local --------------------------------------------------------------------------------
+
+
+class _LocalProcess(NodeProcess):
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pgid = proc.pid
+
+    async def lines(self) -> AsyncIterator[Line]:
+        queue: asyncio.Queue[Line | None] = asyncio.Queue()
+
+        async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
+            if stream is not None:
+                while raw := await stream.readline():
+                    await queue.put(Line(name, raw.decode(errors="replace").rstrip("\r\n")))
+            await queue.put(None)
+
+        tasks = [
+            asyncio.ensure_future(pump(self.proc.stdout, "stdout")),
+            asyncio.ensure_future(pump(self.proc.stderr, "stderr")),
+        ]
+        open_streams = 2
+        try:
+            while open_streams:
+                item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def wait(self) -> int | None:
+        return await self.proc.wait()
+
+
+class LocalExecutor(NodeExecutor):
+    """The trainer's own machine (provider ``local``)."""
+
+    async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=safe_env({})
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def _run_stdin(self, argv: Sequence[str], data: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=safe_env({})
+        )
+        _, err = await proc.communicate(data.encode())
+        if proc.returncode:
+            raise ProviderError(f"command failed on {self.node.name}: {err.decode()[-500:]}")
+
+    async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=safe_env(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=1 << 20,
+        )
+        return _LocalProcess(proc)
+
+    async def kill_group(self, pgid: int, sig: int = signal.SIGTERM) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def write_chunks(self, path: str, chunks: AsyncIterator[bytes]) -> None:
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as fh:
+            async for chunk in chunks:
+                fh.write(chunk)
+        tmp.replace(dest)
+
+    async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        with open(path, "rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, 1 << 20):
+                yield chunk
+
+    async def existing(self, paths: Iterable[str]) -> set[str]:
+        return {p for p in paths if os.path.exists(p)}
+
+    async def list_files(self, root: str) -> list[str]:
+        base = Path(root)
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+    async def remove_tree(self, path: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+    async def free_port(self) -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+
+# -- ssh ----------------------------------------------------------------------------------
+
+
+class _SSHProcess(NodeProcess):
+    def __init__(self, proc: Any, pgid: int) -> None:
+        self.proc = proc
+        self.pgid = pgid
+
+    async def lines(self) -> AsyncIterator[Line]:
+        queue: asyncio.Queue[Line | None] = asyncio.Queue()
+
+        async def pump(stream: Any, name: str) -> None:
+            try:
+                async for raw in stream:
+                    await queue.put(Line(name, raw.rstrip("\r\n")))
+            except Exception:  # connection lost: the stream just ends
+                pass
+            await queue.put(None)
+
+        tasks = [
+            asyncio.ensure_future(pump(self.proc.stdout, "stdout")),
+            asyncio.ensure_future(pump(self.proc.stderr, "stderr")),
+        ]
+        open_streams = 2
+        try:
+            while open_streams:
+                item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def wait(self) -> int | None:
+        try:
+            result = await self.proc.wait(check=False)
+        except Exception:
+            return None
+        if result.exit_signal:
+            return -int(getattr(signal, "SIG" + str(result.exit_signal[0]), signal.SIGKILL))
+        return result.exit_status
+
+
+class SSHExecutor(NodeExecutor):
+    """A remote node reached with asyncssh (``ssh_user@address:ssh_port``, optional jump).
+
+    ``client_keys`` are private key paths of the platform; ``known_hosts`` None accepts
+    any host key (nodes are provisioned by aidp itself; set a file to pin them).
+    """
+
+    def __init__(
+        self,
+        node: NodeInfo,
+        *,
+        client_keys: Sequence[str] = (),
+        known_hosts: str | None = None,
+        connect_timeout: float = 15,
+    ) -> None:
+        super().__init__(node)
+        self.client_keys = list(client_keys)
+        self.known_hosts = known_hosts
+        self.connect_timeout = connect_timeout
+        self._conn: Any = None
+        self._tunnel: Any = None
+        self._forwards: dict[int, Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> Any:
+        import asyncssh
+
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            options: dict[str, Any] = {
+                "username": self.node.ssh_user,
+                "port": self.node.ssh_port,
+                "known_hosts": self.known_hosts,
+                "connect_timeout": self.connect_timeout,
+                "keepalive_interval": 10,
+            }
+            if self.client_keys:
+                options["client_keys"] = self.client_keys
+            try:
+                if self.node.proxy:
+                    self._tunnel = await asyncssh.connect(
+                        self.node.proxy,
+                        known_hosts=self.known_hosts,
+                        client_keys=self.client_keys or (),
+                    )
+                    options["tunnel"] = self._tunnel
+                self._conn = await asyncssh.connect(self.node.address, **options)
+            except (OSError, asyncssh.Error) as exc:
+                raise ProviderError(
+                    f"cannot reach node {self.node.name} over SSH: {exc}", retryable=True
+                ) from exc
+            return self._conn
+
+    async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:
+        conn = await self._connection()
+        result = await asyncio.wait_for(conn.run(shlex.join(argv), check=False), timeout)
+        return result.exit_status or 0, str(result.stdout or ""), str(result.stderr or "")
+
+    async def _run_stdin(self, argv: Sequence[str], data: str) -> None:
+        conn = await self._connection()
+        result = await conn.run(shlex.join(argv), input=data, check=False)
+        if result.exit_status:
+            raise ProviderError(f"command failed on {self.node.name}: {str(result.stderr)[-500:]}")
+
+    async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
+        conn = await self._connection()
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        # sshd puts every session in a new session/process group: $$ is the group id.
+        command = f"echo @@pgid $$; cd {shlex.quote(cwd)} && exec env {exports} {shlex.join(argv)}"
+        proc = await conn.create_process(f"sh -c {shlex.quote(command)}")
+        first = await proc.stdout.readline()
+        if not first.startswith("@@pgid "):
+            raise ProviderError(f"could not start the process on {self.node.name}", retryable=True)
+        return _SSHProcess(proc, int(first.split()[1]))
+
+    async def kill_group(self, pgid: int, sig: int = signal.SIGTERM) -> None:
+        try:
+            await self.run(["kill", f"-{int(sig)}", "--", f"-{pgid}"], timeout=15)
+        except (ProviderError, TimeoutError):
+            pass
+
+    async def write_chunks(self, path: str, chunks: AsyncIterator[bytes]) -> None:
+        conn = await self._connection()
+        parent = os.path.dirname(path)
+        await conn.run(f"mkdir -p {shlex.quote(parent)}", check=True)
+        tmp = f"{parent}/.{os.path.basename(path)}.tmp"
+        async with conn.start_sftp_client() as sftp, sftp.open(tmp, "wb") as fh:
+            async for chunk in chunks:
+                await fh.write(chunk)
+        await conn.run(f"mv -f {shlex.quote(tmp)} {shlex.quote(path)}", check=True)
+
+    async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
+        conn = await self._connection()
+        async with conn.start_sftp_client() as sftp, sftp.open(path, "rb") as fh:
+            while chunk := await fh.read(1 << 20):
+                yield chunk
+
+    async def existing(self, paths: Iterable[str]) -> set[str]:
+        wanted = list(paths)
+        if not wanted:
+            return set()
+        script = "import json,os,sys\nprint(json.dumps([p for p in json.load(sys.stdin) if os.path.exists(p)]))"
+        conn = await self._connection()
+        result = await conn.run(
+            shlex.join([self.python, "-c", script]), input=_json(wanted), check=True
+        )
+        import json
+
+        return set(json.loads(str(result.stdout)))
+
+    async def list_files(self, root: str) -> list[str]:
+        code, out, _ = await self.run(
+            ["sh", "-c", f"cd {shlex.quote(root)} 2>/dev/null && find . -type f"], timeout=60
+        )
+        return sorted(line[2:] for line in out.splitlines() if line.startswith("./"))
+
+    async def remove_tree(self, path: str) -> None:
+        await self.run(["rm", "-rf", "--", path], timeout=120)
+
+    async def free_port(self) -> int:
+        code, out, err = await self.run(
+            [
+                self.python,
+                "-c",
+                "import socket;s=socket.socket();s.bind(('',0));print(s.getsockname()[1])",
+            ]
+        )
+        if code:
+            raise ProviderError(f"no free port on {self.node.name}: {err[-300:]}", retryable=True)
+        return int(out.strip())
+
+    async def connect_address(self, port: int) -> tuple[str, int]:
+        if port not in self._forwards:
+            conn = await self._connection()
+            self._forwards[port] = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
+        return "127.0.0.1", int(self._forwards[port].get_port())
+
+    async def close(self) -> None:
+        for listener in self._forwards.values():
+            listener.close()
+        self._forwards.clear()
+        for conn in (self._conn, self._tunnel):
+            if conn is not None:
+                conn.close()
+        self._conn = self._tunnel = None
+
+
+def executor_for(
+    node: NodeInfo, *, ssh_keys: Sequence[str] = (), known_hosts: str | None = None
+) -> NodeExecutor:
+    """The executor for a node: local for provider ``local``, SSH otherwise."""
+    if node.provider == "local" and node.ssh_user is None:
+        return LocalExecutor(node)
+    return SSHExecutor(node, client_keys=ssh_keys, known_hosts=known_hosts)

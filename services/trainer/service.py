@@ -1,0 +1,142 @@
+"""The trainer's reactions to events: record inputs, join them, fail, cancel, clean up.
+
+Every function runs inside a handler's transaction (``session``) after the inbox claim;
+long work is only *recorded* here and done by the job runner / deployment manager.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from services.trainer.models import Deployment, Run
+from services.trainer.runs import (
+    FINISHED,
+    get_or_create_run,
+    inputs_complete,
+    spec_hash,
+    transition,
+)
+from shared.events import (
+    ArtifactsCached,
+    ArtifactsFailed,
+    NodesFailed,
+    NodesReady,
+    TrainingFailed,
+)
+
+__all__ = [
+    "cancel_run",
+    "fail_inputs",
+    "record_artifacts",
+    "record_nodes",
+    "record_spec",
+    "release_nodes",
+]
+
+
+def _maybe_start(session: Session, run: Run, *, stage: Any) -> bool:
+    """``waiting`` → ``staging`` once every input is known. True when the run became ready."""
+    if run.state == "waiting" and inputs_complete(run):
+        transition(session, run, to="staging", event=None, stage=stage)
+        return True
+    return False
+
+
+def record_spec(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    spec: dict[str, Any],
+    stage: Any,
+) -> bool:
+    """The run's spec arrived (ProjectCreated / RunRequested)."""
+    run = get_or_create_run(session, run_id=run_id, project_id=project_id)
+    if run.spec is None:
+        run.spec, run.spec_hash = spec, spec_hash(spec)
+    return _maybe_start(session, run, stage=stage)
+
+
+def record_nodes(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    payload: NodesReady,
+    stage: Any,
+) -> bool:
+    run = get_or_create_run(session, run_id=run_id, project_id=project_id)
+    if run.nodes is None:
+        run.nodes = [n.model_dump() for n in payload.nodes]
+        run.env = payload.env.model_dump()
+    return _maybe_start(session, run, stage=stage)
+
+
+def record_artifacts(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    payload: ArtifactsCached,
+    stage: Any,
+) -> bool:
+    """Artifacts merge by kind, so one event with all of them or one per kind both work."""
+    run = get_or_create_run(session, run_id=run_id, project_id=project_id)
+    merged = {a["kind"]: a for a in run.artifacts or []}
+    merged.update({a.kind: a.model_dump() for a in payload.artifacts})
+    run.artifacts = list(merged.values())
+    return _maybe_start(session, run, stage=stage)
+
+
+def fail_inputs(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    payload: NodesFailed | ArtifactsFailed,
+    stage: Any,
+) -> None:
+    """Provisioning or fetching failed: the run fails (the provisioner then releases nodes)."""
+    run = get_or_create_run(session, run_id=run_id, project_id=project_id)
+    if run.state not in ("waiting", "staging"):
+        return
+    what = "provisioning" if isinstance(payload, NodesFailed) else f"fetching {payload.source}"
+    reason = f"{what} failed: {payload.reason}"
+    transition(
+        session,
+        run,
+        to="failed",
+        stage=stage,
+        reason=reason,
+        event=TrainingFailed(reason=reason, retryable=payload.retryable),
+    )
+
+
+def cancel_run(
+    session: Session, *, run_id: uuid.UUID, project_id: uuid.UUID | None, stage: Any
+) -> bool:
+    """Cancelled: the job (wherever it runs) sees the state and stops the processes."""
+    run = get_or_create_run(session, run_id=run_id, project_id=project_id)
+    if run.state in FINISHED:
+        return False
+    transition(session, run, to="cancelled", event=None, stage=stage, reason="cancelled")
+    return True
+
+
+def release_nodes(session: Session, *, run_id: uuid.UUID, nodes: list[str]) -> list[uuid.UUID]:
+    """Nodes released: returns the deployments on them, to stop."""
+    run = session.get(Run, run_id)
+    if run is None:
+        return []
+    run.nodes_released = True
+    session.add(run)
+    deployments = session.exec(
+        select(Deployment).where(
+            Deployment.run_id == run_id, col(Deployment.status).in_(("starting", "running"))
+        )
+    ).all()
+    names = set(nodes)
+    return [d.id for d in deployments if not names or (d.node or {}).get("name") in names]

@@ -1,0 +1,206 @@
+"""Inference server for a model trained by aidp; runs on the node with the node's python.
+
+Standard library HTTP (no web framework on the node) plus torch + transformers:
+
+- ``GET /v2/health/ready``, ``/v2/health/live``, ``/v2/models/{name}``, ``/v2/models/{name}/ready``
+- ``POST /v2/models/{name}/infer``  Open Inference Protocol v2: a BYTES input tensor of
+  texts → outputs ``label`` (BYTES) and ``score`` (FP32) (causal-lm: ``generated_text``)
+- ``POST /predict {"inputs": [...]}`` → ``{"outputs": [{"label", "score"}]}``
+  (causal-lm: ``[{"generated_text"}]``)
+
+Usage: ``server.py --model-dir DIR --name NAME --task TASK --port 0 --port-file FILE
+--log-file FILE``. With port 0 the OS picks one; the chosen port and the pid are written to
+``--port-file`` (JSON) once the model is loaded and the socket listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MAX_BODY = 8 * 1024 * 1024
+MAX_INPUTS = 256
+
+
+class Model:
+    """A loaded model: safetensors only, never remote code."""
+
+    def __init__(self, model_dir: str, task: str) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        self.task = task
+        self.torch = torch
+        self.lock = threading.Lock()
+        kwargs: dict[str, Any] = {
+            "trust_remote_code": False,
+            "local_files_only": True,
+            "use_safetensors": True,
+        }
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            model_dir, trust_remote_code=False, local_files_only=True
+        )
+        if task == "causal-lm":
+            from transformers import AutoModelForCausalLM
+
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+        self.model.eval()
+
+    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+        torch = self.torch
+        with self.lock, torch.no_grad():
+            if self.task == "causal-lm":
+                results = []
+                for text in inputs:
+                    enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+                    out = self.model.generate(**enc, max_new_tokens=16, do_sample=False)
+                    results.append(
+                        {"generated_text": self.tokenizer.decode(out[0], skip_special_tokens=True)}
+                    )
+                return results
+            enc = self.tokenizer(inputs, truncation=True, padding=True, return_tensors="pt")
+            probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
+            scores, ids = probs.max(dim=-1)
+            id2label = self.model.config.id2label or {}
+            return [
+                {"label": str(id2label.get(int(i), int(i))), "score": float(s)}
+                for i, s in zip(ids.tolist(), scores.tolist())
+            ]
+
+
+def make_handler(model: Model, name: str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                raise ValueError("request body too large")
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?")[0].rstrip("/")
+            if path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{name}/ready"):
+                self._send(200, {"ready": True})
+            elif path == f"/v2/models/{name}":
+                self._send(
+                    200,
+                    {
+                        "name": name,
+                        "platform": "pytorch",
+                        "versions": ["1"],
+                        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+                    },
+                )
+            elif path == "/v2":
+                self._send(200, {"name": "aidp-serving", "version": "1", "extensions": []})
+            else:
+                self._send(404, {"error": f"no route {path}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = self.path.split("?")[0].rstrip("/")
+            try:
+                body = self._body()
+                if path == "/predict":
+                    inputs = body.get("inputs")
+                    texts = _texts(inputs)
+                    self._send(200, {"outputs": model.predict(texts)})
+                elif path == f"/v2/models/{name}/infer":
+                    tensors = body.get("inputs") or []
+                    if not tensors:
+                        raise ValueError("inputs: one BYTES tensor of texts expected")
+                    texts = _texts(tensors[0].get("data"))
+                    self._send(200, _v2_response(name, body.get("id"), model.predict(texts)))
+                else:
+                    self._send(404, {"error": f"no route {path}"})
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._send(400, {"error": str(exc)})
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+
+    return Handler
+
+
+def _texts(inputs: Any) -> list[str]:
+    if not isinstance(inputs, list) or not inputs:
+        raise ValueError("inputs must be a non-empty list")
+    if len(inputs) > MAX_INPUTS:
+        raise ValueError(f"at most {MAX_INPUTS} inputs per request")
+    return [x if isinstance(x, str) else json.dumps(x) for x in inputs]
+
+
+def _v2_response(name: str, request_id: Any, results: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(results)
+    if results and "generated_text" in results[0]:
+        outputs = [
+            {
+                "name": "generated_text",
+                "datatype": "BYTES",
+                "shape": [n],
+                "data": [r["generated_text"] for r in results],
+            }
+        ]
+    else:
+        outputs = [
+            {
+                "name": "label",
+                "datatype": "BYTES",
+                "shape": [n],
+                "data": [r["label"] for r in results],
+            },
+            {
+                "name": "score",
+                "datatype": "FP32",
+                "shape": [n],
+                "data": [r["score"] for r in results],
+            },
+        ]
+    response: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": outputs}
+    if request_id is not None:
+        response["id"] = request_id
+    return response
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--name", default="model")
+    parser.add_argument("--task", default="text-classification")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--log-file")
+    args = parser.parse_args()
+    if args.log_file:  # output must not depend on a pipe the trainer may stop reading
+        log = open(args.log_file, "a", buffering=1)  # noqa: SIM115
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    model = Model(args.model_dir, args.task)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(model, args.name))
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"port": server.server_address[1], "pid": os.getpid()}, fh)
+    os.replace(tmp, args.port_file)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

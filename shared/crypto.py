@@ -1,0 +1,497 @@
+"""Chunked AES-256-GCM envelope encryption for files and streams of any size.
+
+Format (version 1)::
+
+    header  = magic "AIDP" | version u8 | flags u8 | chunk_size u32 | nonce_prefix 7B
+              | len(key_name) u16 | len(wrapped_key) u16 | key_name utf-8 | wrapped_key utf-8
+    body    = chunk_0 | chunk_1 | ... | chunk_n      (each = AES-GCM ciphertext ‖ 16-byte tag)
+
+- Every chunk but the last holds exactly ``chunk_size`` plaintext bytes; the last holds
+  1..chunk_size bytes (0 only when the whole plaintext is empty: there is always a last chunk).
+- ``nonce = nonce_prefix (7) ‖ counter (u32 BE) ‖ last-chunk flag (u8)``, so dropping,
+  reordering or truncating chunks fails authentication, and so does appending data.
+- The serialised header is the associated data of every chunk: any change to it (key name,
+  wrapped key, chunk size, prefix) fails authentication.
+- With ``FLAG_BINDS_SHA256`` the final chunk's associated data is ``header ‖ sha256(plaintext)``:
+  a reader that knows the expected digest (the artifact store: the blob's name) learns that
+  the stream is the content with that digest without hashing it again. Such a stream can only
+  be opened with ``expected_sha256``.
+- The data key (32 bytes) is generated and wrapped by a :class:`~shared.secrets.KeyService`;
+  only the wrapped form and the key-encryption key's name are stored.
+
+Decryption releases a chunk's plaintext only after that chunk's tag verified; an error
+raises :class:`IntegrityError` (never a partial, unverified chunk). Writes to files are
+atomic: a temp file in the destination's directory, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import mmap
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.errors import AidpError, TransientError
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FLAG_BINDS_SHA256",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "TAG_SIZE",
+    "EncryptResult",
+    "Header",
+    "IntegrityError",
+    "KeyUnwrapError",
+    "atomic_writer",
+    "decrypt_buffer",
+    "decrypt_file",
+    "decrypt_stream",
+    "decrypt_to",
+    "encrypt_file",
+    "encrypt_stream",
+    "plaintext_size",
+    "read_header",
+]
+
+MAGIC = b"AIDP"
+FORMAT_VERSION = 1
+CHUNK_SIZE = 64 * 1024
+TAG_SIZE = 16
+NONCE_PREFIX_SIZE = 7
+FLAG_BINDS_SHA256 = 0x01
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+_MAX_CHUNKS = 2**32
+_FIXED = struct.Struct(">4sBBI7sHH")
+_COUNTER = struct.Struct(">IB")
+_READ_BLOCK = 1024 * 1024
+
+Unwrap = Callable[[str, str], bytes]
+"""``unwrap(key_name, wrapped_key) -> data key``, e.g. ``KeyService.decrypt_data_key``."""
+
+
+class IntegrityError(AidpError):
+    """Ciphertext, header or content digest failed verification (corrupt or tampered)."""
+
+    code = "integrity_error"
+    status = 500
+    retryable = True  # the artifact store drops the bad blob, so a retry can re-fetch it
+
+
+class KeyUnwrapError(IntegrityError):
+    """The wrapped data key could not be unwrapped: tampered header or wrong key service.
+
+    Kept apart because it may also mean a misconfigured key service, so callers should not
+    treat the ciphertext itself as proven corrupt.
+    """
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed header; ``raw`` is its exact serialisation (the associated data)."""
+
+    version: int
+    flags: int
+    chunk_size: int
+    nonce_prefix: bytes
+    key_name: str
+    wrapped_key: str
+    raw: bytes
+
+    @classmethod
+    def new(
+        cls, *, key_name: str, wrapped_key: str, chunk_size: int = CHUNK_SIZE, flags: int = 0
+    ) -> Header:
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}")
+        name_b, wrapped_b = key_name.encode(), wrapped_key.encode()
+        if len(name_b) > 0xFFFF or len(wrapped_b) > 0xFFFF:
+            raise ValueError("key name or wrapped key too long")
+        prefix = os.urandom(NONCE_PREFIX_SIZE)
+        raw = (
+            _FIXED.pack(
+                MAGIC, FORMAT_VERSION, flags, chunk_size, prefix, len(name_b), len(wrapped_b)
+            )
+            + name_b
+            + wrapped_b
+        )
+        return cls(FORMAT_VERSION, flags, chunk_size, prefix, key_name, wrapped_key, raw)
+
+
+@dataclass(frozen=True)
+class EncryptResult:
+    """What an encryption wrote: plaintext ``size`` and its ``sha256`` hex (when hashed)."""
+
+    size: int
+    sha256: str | None
+
+
+def read_header(inp: IO[bytes]) -> Header:
+    """Read and parse the header at the stream's position; IntegrityError if malformed."""
+    fixed = _read_exact(inp, _FIXED.size)
+    if len(fixed) < _FIXED.size:
+        raise IntegrityError("encrypted stream is truncated (incomplete header)")
+    magic, version, flags, chunk_size, prefix, name_len, wrapped_len = _FIXED.unpack(fixed)
+    if magic != MAGIC:
+        raise IntegrityError("not an aidp encrypted stream (bad magic)")
+    if version != FORMAT_VERSION:
+        raise IntegrityError(f"unsupported encrypted format version {version}")
+    if flags & ~FLAG_BINDS_SHA256:
+        raise IntegrityError(f"unknown header flags {flags:#x}")
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise IntegrityError(f"invalid chunk size {chunk_size}")
+    rest = _read_exact(inp, name_len + wrapped_len)
+    if len(rest) < name_len + wrapped_len:
+        raise IntegrityError("encrypted stream is truncated (incomplete header)")
+    try:
+        key_name = rest[:name_len].decode()
+        wrapped_key = rest[name_len:].decode()
+    except UnicodeDecodeError as exc:
+        raise IntegrityError("corrupt header (key fields are not UTF-8)") from exc
+    return Header(version, flags, chunk_size, prefix, key_name, wrapped_key, fixed + rest)
+
+
+def plaintext_size(encrypted_size: int, header: Header) -> int:
+    """Plaintext length of an encrypted stream of ``encrypted_size`` bytes (from its layout)."""
+    body = encrypted_size - len(header.raw)
+    segment = header.chunk_size + TAG_SIZE
+    chunks = max(1, -(-body // segment))
+    size = body - chunks * TAG_SIZE
+    if size < 0:
+        raise IntegrityError("encrypted stream is truncated")
+    return size
+
+
+class _Sealer:
+    """Encrypts consecutive chunks into one reused buffer and writes them out."""
+
+    def __init__(self, key: bytes, header: Header, out: IO[bytes]) -> None:
+        self._aead = AESGCM(key)
+        self._header = header
+        self._out = out
+        self._buf = bytearray(header.chunk_size + TAG_SIZE)
+        self._view = memoryview(self._buf)
+        self._counter = 0
+
+    def seal(
+        self, piece: bytes | bytearray | memoryview, *, last: bool, digest: bytes = b""
+    ) -> None:
+        if self._counter >= _MAX_CHUNKS:
+            raise ValueError("stream too long for one data key (2**32 chunks)")
+        nonce = self._header.nonce_prefix + _COUNTER.pack(self._counter, 1 if last else 0)
+        aad = self._header.raw + digest if last else self._header.raw
+        n = len(piece) + TAG_SIZE
+        self._aead.encrypt_into(nonce, piece, aad, self._view[:n])
+        self._out.write(self._view[:n])
+        self._counter += 1
+
+
+def _pieces(
+    chunks: Iterable[bytes | bytearray | memoryview], size: int
+) -> Iterator[tuple[memoryview, bool]]:
+    """Regroup arbitrary pieces into ``(view, is_last)`` of exactly ``size`` bytes.
+
+    Only the last may be shorter (empty only when there was no data at all). A view may
+    borrow the caller's buffer: it is used before the next pull, except a full piece whose
+    lastness is unknown at the end of a caller's chunk, which is copied if not immutable.
+    """
+    held: memoryview | None = None  # a full piece waiting to learn whether it is the last
+    buf = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        if not len(view):
+            continue
+        if held is not None:
+            yield held, False
+            held = None
+        if buf:
+            need = size - len(buf)
+            buf += view[:need]
+            view = view[need:]
+            if len(buf) < size:
+                continue
+            if not len(view):
+                held, buf = memoryview(buf), bytearray()
+                continue
+            yield memoryview(buf), False
+            buf = bytearray()
+        while len(view) > size:
+            yield view[:size], False
+            view = view[size:]
+        if len(view) == size:
+            held = view if isinstance(view.obj, bytes) else memoryview(bytes(view))
+        else:
+            buf += view
+    yield (held if held is not None else memoryview(buf)), True
+
+
+def encrypt_stream(
+    chunks: Iterable[bytes | bytearray | memoryview],
+    out: IO[bytes],
+    *,
+    data_key: bytes,
+    wrapped_key: str,
+    key_name: str,
+    chunk_size: int = CHUNK_SIZE,
+    bind_sha256: bool = False,
+    hash_sha256: bool = False,
+) -> EncryptResult:
+    """Encrypt an iterable of plaintext pieces (any sizes) into ``out``.
+
+    ``hash_sha256`` returns the plaintext's sha256; ``bind_sha256`` also binds it into the
+    final chunk (see the module docstring) and implies hashing.
+    """
+    flags = FLAG_BINDS_SHA256 if bind_sha256 else 0
+    header = Header.new(
+        key_name=key_name, wrapped_key=wrapped_key, chunk_size=chunk_size, flags=flags
+    )
+    out.write(header.raw)
+    sealer = _Sealer(data_key, header, out)
+    hasher = hashlib.sha256() if (hash_sha256 or bind_sha256) else None
+    size = 0
+    digest = b""
+    for piece, last in _pieces(chunks, chunk_size):
+        if hasher is not None:
+            hasher.update(piece)
+            if last:
+                digest = hasher.digest()
+        size += len(piece)
+        sealer.seal(piece, last=last, digest=digest if bind_sha256 else b"")
+    return EncryptResult(size=size, sha256=digest.hex() if hasher is not None else None)
+
+
+def encrypt_reader(
+    inp: IO[bytes],
+    out: IO[bytes],
+    *,
+    data_key: bytes,
+    wrapped_key: str,
+    key_name: str,
+    chunk_size: int = CHUNK_SIZE,
+    bind_sha256: bool = False,
+    hash_sha256: bool = False,
+) -> EncryptResult:
+    """Like :func:`encrypt_stream` for a readable binary file, reading large blocks in place."""
+    block = max(chunk_size, (_READ_BLOCK // chunk_size) * chunk_size)
+    bufs = (bytearray(block), bytearray(block))
+
+    def blocks() -> Iterator[memoryview]:
+        i = 0
+        while True:
+            buf = bufs[i]
+            n = _readinto_full(inp, buf)
+            if n == 0:
+                return
+            yield memoryview(buf)[:n]
+            i ^= 1
+
+    return encrypt_stream(
+        blocks(),
+        out,
+        data_key=data_key,
+        wrapped_key=wrapped_key,
+        key_name=key_name,
+        chunk_size=chunk_size,
+        bind_sha256=bind_sha256,
+        hash_sha256=hash_sha256,
+    )
+
+
+def _unwrap_key(unwrap: Unwrap, header: Header) -> bytes:
+    try:
+        key = unwrap(header.key_name, header.wrapped_key)
+    except TransientError:
+        raise
+    except Exception as exc:  # the key service's own error types vary
+        raise KeyUnwrapError(
+            f"cannot unwrap the data key with key {header.key_name!r}: {type(exc).__name__}"
+        ) from exc
+    if len(key) != 32:
+        raise KeyUnwrapError("unwrapped data key is not 256 bits")
+    return key
+
+
+class _Opener:
+    """Verifies and decrypts consecutive chunks of one stream."""
+
+    def __init__(self, header: Header, unwrap: Unwrap, expected_sha256: str | None) -> None:
+        self.header = header
+        self.segment = header.chunk_size + TAG_SIZE
+        self._aad_final = header.raw
+        if expected_sha256 is not None:
+            if not header.flags & FLAG_BINDS_SHA256:
+                raise IntegrityError("stream does not bind a content digest")
+            try:
+                self._aad_final = header.raw + bytes.fromhex(expected_sha256)
+            except ValueError as exc:
+                raise ValueError("expected_sha256 must be a hex digest") from exc
+        elif header.flags & FLAG_BINDS_SHA256:
+            raise IntegrityError("stream binds a content digest: pass expected_sha256 to open it")
+        self._aead = AESGCM(_unwrap_key(unwrap, header))
+
+    def open(self, counter: int, sealed: memoryview, *, last: bool) -> bytes:
+        if len(sealed) < TAG_SIZE:
+            raise IntegrityError("encrypted stream is truncated")
+        nonce = self.header.nonce_prefix + _COUNTER.pack(counter, 1 if last else 0)
+        try:
+            return self._aead.decrypt(nonce, sealed, self._aad_final if last else self.header.raw)
+        except InvalidTag:
+            raise IntegrityError(
+                f"chunk {counter} failed authentication (corrupt, reordered or truncated)"
+            ) from None
+
+
+def decrypt_stream(
+    inp: IO[bytes],
+    unwrap: Unwrap,
+    *,
+    expected_sha256: str | None = None,
+) -> Iterator[bytes]:
+    """Yield the plaintext chunk by chunk, each only after its tag verified.
+
+    Raises :class:`IntegrityError` on any tampering, truncation or appended data, and when
+    ``expected_sha256`` is given but the stream binds a different digest (or none).
+    """
+    opener = _Opener(read_header(inp), unwrap, expected_sha256)
+    cur, nxt = bytearray(opener.segment), bytearray(opener.segment)
+    n_cur = _readinto_full(inp, cur)
+    counter = 0
+    while True:
+        n_next = _readinto_full(inp, nxt)  # look ahead: the last chunk carries the flag
+        last = n_next == 0
+        yield opener.open(counter, memoryview(cur)[:n_cur], last=last)
+        if last:
+            return
+        counter += 1
+        cur, nxt, n_cur = nxt, cur, n_next
+
+
+def decrypt_buffer(
+    buf: bytes | bytearray | memoryview | mmap.mmap,
+    unwrap: Unwrap,
+    *,
+    expected_sha256: str | None = None,
+) -> Iterator[bytes]:
+    """Like :func:`decrypt_stream` for a whole encrypted stream in memory (or an mmap).
+
+    Decrypts straight from the buffer, without copying the ciphertext.
+    """
+    view = memoryview(buf).cast("B")
+    fixed = bytes(view[: _FIXED.size])
+    header_len = _FIXED.size
+    if len(fixed) == _FIXED.size:
+        name_len, wrapped_len = _FIXED.unpack(fixed)[-2:]
+        header_len += name_len + wrapped_len
+    opener = _Opener(read_header(io.BytesIO(bytes(view[:header_len]))), unwrap, expected_sha256)
+    body = view[header_len:]
+    size, segment = len(body), opener.segment
+    for counter, offset in enumerate(range(0, max(size, 1), segment)):
+        last = offset + segment >= size
+        yield opener.open(counter, body[offset : offset + segment], last=last)
+
+
+def decrypt_to(
+    inp: IO[bytes], out: IO[bytes], unwrap: Unwrap, *, expected_sha256: str | None = None
+) -> int:
+    """Decrypt ``inp`` into ``out``; returns the plaintext size."""
+    size = 0
+    for plain in decrypt_stream(inp, unwrap, expected_sha256=expected_sha256):
+        out.write(plain)
+        size += len(plain)
+    return size
+
+
+@contextmanager
+def atomic_writer(dest: Path) -> Iterator[IO[bytes]]:
+    """A temp file next to ``dest``, fsynced and renamed over it only if the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def encrypt_file(
+    src: Path,
+    dest: Path,
+    *,
+    data_key: bytes,
+    wrapped_key: str,
+    key_name: str,
+    chunk_size: int = CHUNK_SIZE,
+) -> EncryptResult:
+    """Encrypt ``src`` into ``dest`` atomically; returns the plaintext size and sha256."""
+    with open(src, "rb", buffering=0) as inp, atomic_writer(dest) as out:
+        return encrypt_reader(
+            inp,
+            out,
+            data_key=data_key,
+            wrapped_key=wrapped_key,
+            key_name=key_name,
+            chunk_size=chunk_size,
+            hash_sha256=True,
+        )
+
+
+def decrypt_file(
+    src: Path, dest: Path, unwrap: Unwrap, *, expected_sha256: str | None = None
+) -> int:
+    """Decrypt ``src`` into ``dest`` atomically (nothing at ``dest`` unless all verified)."""
+    with open(src, "rb", buffering=0) as inp, atomic_writer(dest) as out:
+        return decrypt_to(inp, out, unwrap, expected_sha256=expected_sha256)
+
+
+def _readinto_full(inp: IO[bytes], buf: bytearray) -> int:
+    """Fill ``buf`` from ``inp`` unless EOF comes first; returns the bytes read."""
+    view = memoryview(buf)
+    total = 0
+    readinto = getattr(inp, "readinto", None)
+    while total < len(buf):
+        if readinto is not None:
+            n = readinto(view[total:])
+        else:
+            data = inp.read(len(buf) - total)
+            n = len(data)
+            view[total : total + n] = data
+        if not n:
+            break
+        total += n
+    return total
+
+
+def _read_exact(inp: IO[bytes], n: int) -> bytes:
+    buf = bytearray(n)
+    got = _readinto_full(inp, buf)
+    return bytes(buf[:got])

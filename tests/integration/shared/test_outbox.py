@@ -1,0 +1,328 @@
+"""Transactional outbox and inbox on SQLite and PostgreSQL (shared/outbox.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, func, select
+
+from shared.bus import Bus, create_bus
+from shared.bus.rabbit import RabbitBus
+from shared.db import Database
+from shared.events import Envelope, ProjectCreated, new_event
+from shared.outbox import InboxRow, OutboxRelay, OutboxRow, add_to_outbox, claim_inbox
+from tests.integration.shared.harness import eventually
+
+SERVICE = "producer"
+_metadata = MetaData()
+effects = Table(
+    "test_effects",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Uuid, nullable=True),
+    Column("note", String(64), nullable=True),
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database (outbox + inbox + a table for effects) on either engine."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    database = Database(url)
+    database.migrate(service="test")
+    _metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Database]:
+    database = Database(postgres_url)
+    database.migrate(service="test")
+    _metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+def event(n: int = 0) -> Envelope:
+    return new_event(ProjectCreated(owner_id=uuid.uuid4(), spec={"n": n}))
+
+
+def stage(db: Database, envelopes: Sequence[Envelope]) -> None:
+    with db.session() as session:
+        for envelope in envelopes:
+            add_to_outbox(session, envelope, service=SERVICE)
+        session.commit()
+
+
+def count(db: Database, table: object, *where: object) -> int:
+    with db.session() as session:
+        query = select(func.count()).select_from(table).where(*where)  # type: ignore[arg-type]
+        return int(session.execute(query).scalar_one())
+
+
+def pending(db: Database) -> int:
+    return count(db, OutboxRow, OutboxRow.sent_at.is_(None))  # type: ignore[union-attr]
+
+
+def inbox_handler(db: Database, *, service: str = "consumer", seen: Counter[uuid.UUID]):  # type: ignore[no-untyped-def]
+    """The canonical handler shape: inbox claim + effect in one transaction."""
+
+    async def handle(envelope: Envelope) -> None:
+        seen[envelope.id] += 1
+        with db.session() as session:
+            if not claim_inbox(session, envelope, service=service):
+                return
+            session.execute(effects.insert().values(event_id=envelope.id))
+            session.commit()
+
+    return handle
+
+
+async def memory_bus(seen: Counter[uuid.UUID], handler=None) -> Bus:  # type: ignore[no-untyped-def]
+    bus = create_bus(f"memory://{uuid.uuid4().hex}")
+    await bus.connect()
+
+    async def record(envelope: Envelope) -> None:
+        seen[envelope.id] += 1
+
+    await bus.subscribe("consumer", ["ProjectCreated"], handler or record)
+    return bus
+
+
+class CountingRabbitBus(RabbitBus):
+    """RabbitMQ bus that records how many publishes were awaiting a confirm at once."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.inflight = self.max_inflight = 0
+
+    async def publish(self, envelope: Envelope) -> None:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            await super().publish(envelope)
+        finally:
+            self.inflight -= 1
+
+
+# --- producer side ----------------------------------------------------------------------
+
+
+def test_a_state_change_and_its_event_commit_together_or_not_at_all(db: Database) -> None:
+    with db.session() as session:
+        session.execute(effects.insert().values(note="kept"))
+        add_to_outbox(session, event(), service=SERVICE)
+        session.commit()
+    with pytest.raises(RuntimeError), db.session() as session:
+        session.execute(effects.insert().values(note="lost"))
+        add_to_outbox(session, event(), service=SERVICE)
+        session.flush()
+        raise RuntimeError("the handler failed before its commit")
+    assert count(db, effects) == 1
+    assert count(db, OutboxRow) == 1
+
+
+async def test_the_relay_publishes_pending_rows_and_marks_them_sent(db: Database) -> None:
+    seen: Counter[uuid.UUID] = Counter()
+    bus = await memory_bus(seen)
+    envelopes = [event(i) for i in range(250)]
+    stage(db, envelopes)
+    relay = OutboxRelay(db, bus, service=SERVICE, batch_size=200)
+    assert await relay.relay_once() == 200
+    assert await relay.relay_once() == 50
+    assert await relay.relay_once() == 0
+    await eventually(lambda: len(seen) == 250, what="250 deliveries")
+    assert seen == Counter(e.id for e in envelopes)
+    assert pending(db) == 0
+    await bus.close()
+
+
+async def test_a_relay_run_loop_is_woken_by_notify(db: Database) -> None:
+    seen: Counter[uuid.UUID] = Counter()
+    bus = await memory_bus(seen)
+    relay = OutboxRelay(db, bus, service=SERVICE, poll_interval=60)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.1)
+        sent = event()
+        stage(db, [sent])
+        relay.notify()
+        await eventually(lambda: seen[sent.id] == 1, timeout=5, what="a prompt publish")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+
+
+class MarkFailsOnce(OutboxRelay):
+    """A relay whose process 'dies' between publishing and marking, once."""
+
+    failed = False
+
+    def _mark(self, session, *, sent, retry):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("crashed after publishing, before marking")
+        super()._mark(session, sent=sent, retry=retry)
+
+
+async def test_a_crash_between_publish_and_mark_gives_a_duplicate_never_a_loss(
+    db: Database,
+) -> None:
+    seen: Counter[uuid.UUID] = Counter()
+    bus = await memory_bus(seen, inbox_handler(db, seen=Counter()))
+    envelopes = [event(i) for i in range(20)]
+    stage(db, envelopes)
+    relay = MarkFailsOnce(db, create_bus(bus.url), service=SERVICE)  # type: ignore[attr-defined]
+    await relay.bus.connect()
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    assert pending(db) == 20  # nothing was marked: all will be published again
+    assert await relay.relay_once() == 20
+    assert pending(db) == 0
+    await eventually(lambda: count(db, InboxRow) == 20, what="20 handled events")
+    assert count(db, effects) == 20  # the inbox absorbed the duplicates
+    await bus.close()
+
+
+async def test_an_unroutable_row_is_retried_then_dropped_after_the_grace(db: Database) -> None:
+    bus = create_bus(f"memory://{uuid.uuid4().hex}")  # no queue bound at all
+    await bus.connect()
+    stage(db, [event()])
+    patient = OutboxRelay(db, bus, service=SERVICE, unroutable_grace=600)
+    assert await patient.relay_once() == 0
+    assert pending(db) == 1
+    assert count(db, OutboxRow, OutboxRow.attempts == 1) == 1
+    impatient = OutboxRelay(db, bus, service=SERVICE, unroutable_grace=0)
+    assert await impatient.relay_once() == 0
+    assert pending(db) == 0
+    await bus.close()
+
+
+async def test_handlers_committing_to_the_same_sqlite_file_do_not_break_the_relay(
+    tmp_path: Path,
+) -> None:
+    """Embedded mode: consumers commit while the relay awaits its confirms."""
+    db = Database(f"sqlite:///{tmp_path / 'embedded.db'}")
+    db.migrate(service="test")
+    _metadata.create_all(db.engine)
+    seen: Counter[uuid.UUID] = Counter()
+    bus = await memory_bus(seen, inbox_handler(db, seen=Counter()))
+    stage(db, [event(i) for i in range(100)])
+    relay = OutboxRelay(db, bus, service=SERVICE, batch_size=100)
+    assert await relay.relay_once() == 100
+    assert pending(db) == 0
+    await eventually(lambda: count(db, effects) == 100, what="100 effects")
+    await bus.close()
+    db.dispose()
+
+
+# --- PostgreSQL + RabbitMQ ------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_the_relay_keeps_many_confirms_in_flight(pg: Database, amqp_url: str) -> None:
+    bus = CountingRabbitBus(amqp_url)
+    await bus.connect()
+    await bus.declare("consumer", ["ProjectCreated"])
+    stage(pg, [event(i) for i in range(200)])
+    relay = OutboxRelay(pg, bus, service=SERVICE, batch_size=200)
+    assert await relay.relay_once() == 200
+    assert bus.max_inflight == 200, "the relay published one at a time"
+    await bus.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_two_relays_at_once_publish_every_row_exactly_once(
+    pg: Database, amqp_url: str
+) -> None:
+    seen: Counter[uuid.UUID] = Counter()
+    consumer = RabbitBus(amqp_url)
+    await consumer.connect()
+
+    async def record(envelope: Envelope) -> None:
+        seen[envelope.id] += 1
+
+    await consumer.subscribe("consumer", ["ProjectCreated"], record, prefetch=64)
+    envelopes = [event(i) for i in range(1000)]
+    stage(pg, envelopes)
+    relays = [
+        OutboxRelay(pg, RabbitBus(amqp_url), service=SERVICE, batch_size=50, poll_interval=0.05)
+        for _ in range(2)
+    ]
+    for relay in relays:
+        await relay.bus.connect()
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        await eventually(lambda: len(seen) == 1000, timeout=60, what="1000 deliveries")
+        await asyncio.sleep(0.5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for relay in relays:
+            await relay.bus.close()
+        await consumer.close()
+    assert seen == Counter(e.id for e in envelopes), "a row was lost or published twice"
+    assert all(relay.published > 0 for relay in relays), "the relays did not run concurrently"
+    assert sum(relay.published for relay in relays) == 1000
+    assert pending(pg) == 0
+
+
+# --- consumer side ------------------------------------------------------------------------
+
+
+async def test_the_inbox_dedupes_in_the_same_transaction_as_the_effect(db: Database) -> None:
+    handle = inbox_handler(db, seen=Counter())
+    sent = event()
+    await handle(sent)
+    await handle(sent)  # a redelivery
+    assert count(db, effects) == 1
+
+    failing = event(1)
+    with pytest.raises(RuntimeError), db.session() as session:
+        assert claim_inbox(session, failing, service="consumer")
+        session.execute(effects.insert().values(event_id=failing.id))
+        raise RuntimeError("the effect failed before the commit")
+    assert count(db, InboxRow, InboxRow.event_id == failing.id) == 0
+    await handle(failing)  # the retry does the work
+    assert count(db, effects) == 2
+    other_service = inbox_handler(db, service="someone-else", seen=Counter())
+    await other_service(sent)  # each service has its own inbox
+    assert count(db, effects) == 3
+
+
+@pytest.mark.integration
+def test_a_concurrent_duplicate_waits_and_then_sees_the_claim(pg: Database) -> None:
+    sent = event()
+    claimed = threading.Event()
+    outcome: list[bool] = []
+
+    def second() -> None:
+        claimed.wait(10)
+        with pg.session() as session:
+            outcome.append(claim_inbox(session, sent, service="consumer"))
+            session.commit()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with pg.session() as session:
+        assert claim_inbox(session, sent, service="consumer")
+        claimed.set()
+        thread.join(0.5)
+        assert thread.is_alive(), "the duplicate did not wait for the first claim"
+        session.commit()
+    thread.join(10)
+    assert outcome == [False]
+    assert count(pg, InboxRow) == 1

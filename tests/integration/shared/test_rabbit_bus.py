@@ -1,0 +1,192 @@
+"""What only real RabbitMQ can show: the declared topology, wire properties, a consumer
+process killed mid-message, and connections closed by the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import aio_pika
+import httpx
+import pytest
+
+from shared.bus import EXCHANGE, PublishFailed, PublishTimeout
+from shared.bus.rabbit import RabbitBus
+from shared.errors import TransientError
+from shared.events import Envelope, ProjectCreated, new_event
+from tests.integration.shared.harness import (
+    close_vhost_connections,
+    eventually,
+    management,
+    vhost_of,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def created(n: int = 0) -> Envelope:
+    return new_event(ProjectCreated(owner_id=uuid.uuid4(), spec={"n": n}))
+
+
+@pytest.fixture
+async def buses(amqp_url: str) -> AsyncIterator[list[RabbitBus]]:
+    """Buses a test opened; closed at teardown."""
+    opened: list[RabbitBus] = []
+    yield opened
+    for bus in opened:
+        await bus.close()
+
+
+async def connected(amqp_url: str, buses: list[RabbitBus], **options: float) -> RabbitBus:
+    bus = RabbitBus(amqp_url, **options)  # type: ignore[arg-type]
+    await bus.connect()
+    buses.append(bus)
+    return bus
+
+
+async def test_service_queues_are_quorum_queues_with_a_delivery_limit(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    bus = await connected(amqp_url, buses)
+    await bus.declare("svc", ["ProjectCreated"], max_deliveries=4)
+    api, auth = management(amqp_url)
+    vhost = quote(vhost_of(amqp_url), safe="")
+    info = httpx.get(f"{api}/queues/{vhost}/svc", auth=auth, timeout=10).json()
+    assert info["type"] == "quorum"
+    assert info["durable"] is True
+    assert info["arguments"]["x-delivery-limit"] == 3  # 4 deliveries = 1 + 3 returns
+    assert info["arguments"]["x-dead-letter-exchange"] == "aidp.dead"
+    exchange = httpx.get(f"{api}/exchanges/{vhost}/{EXCHANGE}", auth=auth, timeout=10).json()
+    assert (exchange["type"], exchange["durable"]) == ("topic", True)
+
+
+async def test_messages_are_persistent_and_carry_trace_and_identity_headers(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    bus = await connected(amqp_url, buses)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(EXCHANGE, "ProjectCreated")
+        sent = created().model_copy(
+            update={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        )
+        await bus.publish(sent)
+        message = await queue.get(timeout=10)
+        await message.ack()
+    finally:
+        await connection.close()
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == str(sent.id)
+    assert message.type == "ProjectCreated"
+    assert message.content_type == "application/json"
+    assert message.headers["traceparent"] == sent.traceparent
+    assert Envelope.from_bytes(message.body) == sent
+
+
+async def test_a_publish_without_a_confirm_in_time_raises(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    bus = await connected(amqp_url, buses, publish_timeout=1e-9)
+    await bus.declare("svc", ["ProjectCreated"])
+    with pytest.raises(PublishTimeout):
+        await bus.publish(created())
+
+
+async def test_publishing_on_a_closed_bus_raises_a_transient_error(amqp_url: str) -> None:
+    bus = RabbitBus(amqp_url)
+    with pytest.raises(PublishFailed):
+        await bus.publish(created())
+    assert not await bus.healthy()
+
+
+@pytest.mark.slow
+async def test_a_consumer_process_killed_mid_message_gets_it_redelivered(
+    amqp_url: str, buses: list[RabbitBus], tmp_path: Path
+) -> None:
+    bus = await connected(amqp_url, buses)
+    await bus.declare("crash", ["ProjectCreated"])
+    marker = tmp_path / "marker"
+    marker.touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.shared.consumer_proc"]
+        + [amqp_url, "crash", "ProjectCreated", str(marker)],
+        cwd=ROOT,
+    )
+    try:
+        await eventually(lambda: "ready" in marker.read_text(), timeout=60, what="the consumer")
+        sent = created()
+        await bus.publish(sent)
+        await eventually(
+            lambda: f"got {sent.id}" in marker.read_text(), what="the consumer's delivery"
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    seen: list[Envelope] = []
+
+    async def record(envelope: Envelope) -> None:
+        seen.append(envelope)
+
+    await bus.subscribe("crash", ["ProjectCreated"], record)
+    await eventually(lambda: [e.id for e in seen] == [sent.id], what="the redelivery")
+
+
+@pytest.mark.slow
+async def test_connections_closed_by_the_broker_are_recovered_with_nothing_lost(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    total = 300
+    received: Counter[uuid.UUID] = Counter()
+
+    async def record(envelope: Envelope) -> None:
+        received[envelope.id] += 1
+
+    consumer = await connected(amqp_url, buses)
+    await consumer.subscribe("stream", ["ProjectCreated"], record, prefetch=8)
+    publisher = await connected(amqp_url, buses, publish_timeout=5.0)
+    envelopes = [created(i) for i in range(total)]
+    closed = asyncio.get_running_loop().create_future()
+    retries = 0
+
+    async def close_midstream() -> None:
+        await eventually(lambda: len(received) >= total // 3, what="a third of the stream")
+        await asyncio.to_thread(close_vhost_connections, amqp_url, expect=2)
+        closed.set_result(time.monotonic())
+
+    closer = asyncio.create_task(close_midstream())
+    for envelope in envelopes:
+        while True:  # what the outbox relay does: retry until confirmed
+            try:
+                await publisher.publish(envelope)
+                break
+            except TransientError:
+                retries += 1
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.005)  # a stream, not a burst
+    await closer
+
+    await eventually(
+        lambda: set(received) == {e.id for e in envelopes}, timeout=60, what="every message"
+    )
+    duplicates = sum(received.values()) - total
+    print(f"\n{total} messages, {retries} publish retries, {duplicates} duplicate deliveries")
+    assert consumer.reconnects >= 1 and publisher.reconnects >= 1, "no connection was closed"
+    await eventually(lambda: len(received) == total, what="nothing more")
+    assert await consumer.healthy() and await publisher.healthy()

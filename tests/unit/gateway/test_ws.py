@@ -1,0 +1,216 @@
+"""The WebSocket status stream (DESIGN §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+import websockets
+
+from shared.events import TrainingLog, TrainingProgress, new_event
+from tests.unit.gateway import wsclient
+from tests.unit.gateway.conftest import Served, wait_until
+
+
+def _token(served: Served, email: str | None = None) -> tuple[str, dict[str, str]]:
+    user_id, email = served.auth.user(email)
+    token = served.auth.token(user_id, email)
+    return token, {"Authorization": f"Bearer {token}"}
+
+
+async def _progress(served: Served, project: dict[str, str], steps: range) -> None:
+    pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
+    for step in steps:
+        await served.publish(new_event(TrainingProgress(step=step), project_id=pid, run_id=rid))
+
+
+async def test_first_message_must_authenticate(served: Served) -> None:
+    ws = await wsclient.connect(served.ws_url)
+    await ws.send(json.dumps({"type": "subscribe", "project_id": str(uuid.uuid4())}))
+    assert await wsclient.close_code(ws) == 4401
+
+    ws = await wsclient.connect(served.ws_url)
+    await ws.send(json.dumps({"type": "auth", "token": "nope"}))
+    assert await wsclient.close_code(ws) == 4401
+
+
+async def test_auth_timeout_closes_4401(served: Served) -> None:
+    served.app.state.gateway.settings.ws_auth_timeout = 0.2
+    ws = await wsclient.connect(served.ws_url)
+    assert await wsclient.close_code(ws, timeout=5) == 4401
+
+
+async def test_malformed_messages_close_1002(served: Served) -> None:
+    token, _ = _token(served)
+    for bad in (
+        "{nope",
+        "[1]",
+        json.dumps({"type": "dance"}),
+        json.dumps({"type": "subscribe", "project_id": "x"}),
+        json.dumps({"type": "subscribe", "project_id": str(uuid.uuid4()), "after": -1}),
+    ):
+        ws = await wsclient.authed(served.ws_url, token)
+        await ws.send(bad)
+        assert await wsclient.close_code(ws) == 1002, bad
+    ws = await wsclient.connect(served.ws_url)
+    await ws.send("{nope")
+    assert await wsclient.close_code(ws) == 1002
+
+
+async def test_unauthorised_subscription_closes_4403(served: Served) -> None:
+    _, owner = _token(served)
+    project = await served.create_project(owner)
+    stranger, _ = _token(served)
+    ws = await wsclient.authed(served.ws_url, stranger)
+    await ws.send(json.dumps({"type": "subscribe", "project_id": project["id"], "after": 0}))
+    assert await wsclient.close_code(ws) == 4403
+    ws = await wsclient.authed(served.ws_url, stranger)
+    await ws.send(json.dumps({"type": "subscribe", "project_id": str(uuid.uuid4()), "after": 0}))
+    assert await wsclient.close_code(ws) == 4403
+
+
+async def test_origin_allow_list_checked_before_accept(served: Served) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await wsclient.connect(served.ws_url, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    host = served.url.removeprefix("http://")
+    ws = await wsclient.connect(served.ws_url, origin=f"http://{host}")  # same origin
+    await ws.close()
+    served.app.state.gateway.settings.ws_allowed_origins = ["https://ui.example"]
+    ws = await wsclient.connect(served.ws_url, origin="https://ui.example")
+    await ws.close()
+
+
+async def test_backfill_then_live_without_gap_or_duplicate(served: Served) -> None:
+    token, headers = _token(served)
+    project = await served.create_project(headers)
+    await _progress(served, project, range(1, 21))  # seqs 2..21 (1 is ProjectCreated)
+    db = served.app.state.runtime.db
+    from services.gateway.eventlog import latest_seqs
+
+    pid = uuid.UUID(project["id"])
+    await wait_until(lambda: latest_seqs(db, [pid]).get(pid) == 21)
+
+    ws = await wsclient.authed(served.ws_url, token)
+    latest = await wsclient.subscribe(ws, project["id"], after=5)
+    assert latest == 21
+    # live events published while the backfill is being sent
+    publishing = asyncio.create_task(_progress(served, project, range(21, 61)))  # seqs 22..61
+    frames = await wsclient.events(ws, 56)
+    await publishing
+    assert [f["seq"] for f in frames] == list(range(6, 62))
+    steps = [f["event"]["payload"]["step"] for f in frames]
+    assert steps == list(range(5, 61))
+    assert all(f["event"]["project_id"] == project["id"] for f in frames)
+    await ws.close()
+
+    # reconnect with after: the rest, nothing twice
+    await _progress(served, project, range(61, 66))
+    ws = await wsclient.authed(served.ws_url, token)
+    await wsclient.subscribe(ws, project["id"], after=61)
+    frames = await wsclient.events(ws, 5)
+    assert [f["seq"] for f in frames] == list(range(62, 67))
+    await ws.close()
+
+
+async def test_events_of_other_processes_arrive_by_polling(served: Served) -> None:
+    """An event stored by another gateway process (not dispatched here) still arrives."""
+    from services.gateway.eventlog import append
+
+    token, headers = _token(served)
+    project = await served.create_project(headers)
+    ws = await wsclient.authed(served.ws_url, token)
+    await wsclient.subscribe(ws, project["id"], after=0)
+    await wsclient.events(ws, 1)  # ProjectCreated (seq 1)
+    envelope = new_event(
+        TrainingProgress(step=1),
+        project_id=uuid.UUID(project["id"]),
+        run_id=uuid.UUID(project["current_run_id"]),
+    )
+    frame = await asyncio.to_thread(append, served.app.state.runtime.db, envelope)
+    assert frame is not None and frame.seq == 2
+    [got] = await wsclient.events(ws, 1, timeout=5)
+    assert got["seq"] == 2 and got["event"]["id"] == str(envelope.id)
+    await ws.close()
+
+
+async def test_server_pings(served: Served) -> None:
+    token, _ = _token(served)
+    ws = await wsclient.authed(served.ws_url, token)
+    async with asyncio.timeout(5):
+        assert json.loads(await ws.recv()) == {"type": "ping"}
+    await ws.send(json.dumps({"type": "pong"}))
+    await ws.close()
+
+
+async def test_slow_client_is_dropped_without_stalling_others(served: Served) -> None:
+    served.app.state.gateway.settings.ws_send_queue = 4
+    token, headers = _token(served)
+    project = await served.create_project(headers)
+    pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
+    # the slow client stops reading (its socket fills up), the fast one keeps reading
+    slow = await websockets.connect(served.ws_url, max_queue=1, max_size=None)
+    await slow.send(json.dumps({"type": "auth", "token": token}))
+    await slow.recv()
+    await wsclient.subscribe(slow, project["id"], after=1)
+    fast = await websockets.connect(served.ws_url, max_size=None)
+    await fast.send(json.dumps({"type": "auth", "token": token}))
+    await fast.recv()
+    await wsclient.subscribe(fast, project["id"], after=1)
+    reader = asyncio.create_task(wsclient.events(fast, 150, timeout=30))
+    big = ["x" * 65_536]
+    for _ in range(150):  # ~10 MB: more than the socket buffers hold
+        await served.publish(
+            new_event(TrainingLog(node="n", lines=big), project_id=pid, run_id=rid)
+        )
+    frames = await reader
+    assert [f["seq"] for f in frames] == list(range(2, 152))
+    hub = served.app.state.gateway.hub
+    await wait_until(lambda: hub.connections == 1, timeout=10)
+    await fast.close()
+    slow.transport.abort()
+
+
+async def test_connection_drops_itself_when_its_queue_is_full() -> None:
+    """The mechanism, without sockets: a sender stuck on one frame; offers overflow."""
+    from services.gateway.eventlog import Frame
+    from services.gateway.fanout import Connection, Subscription
+
+    closed: list[int] = []
+    stuck = asyncio.Event()
+
+    async def send(_text: str) -> None:
+        await stuck.wait()
+
+    async def close(code: int) -> None:
+        closed.append(code)
+
+    conn = Connection(send=send, close=close, db=None, queue_size=3, ping_interval=60)  # type: ignore[arg-type]
+    pid = uuid.uuid4()
+    sub = Subscription(project_id=pid, last_sent=0, pending=None)
+    conn.subs[pid] = sub
+    conn.start()
+    for seq in range(1, 10):
+        conn.deliver(Frame(pid, seq, f"frame {seq}"))
+        await asyncio.sleep(0)
+    await conn.stop()
+    assert conn.dropped and closed == [1013]
+
+
+async def test_several_subscriptions_on_one_connection(served: Served) -> None:
+    token, headers = _token(served)
+    a = await served.create_project(headers)
+    b = await served.create_project(headers)
+    ws = await wsclient.authed(served.ws_url, token)
+    await wsclient.subscribe(ws, a["id"])
+    await wsclient.subscribe(ws, b["id"])
+    await _progress(served, a, range(3))
+    await _progress(served, b, range(3))
+    frames = await wsclient.events(ws, 8)
+    per = {a["id"]: [], b["id"]: []}  # type: dict[str, list[int]]
+    for f in frames:
+        per[f["event"]["project_id"]].append(f["seq"])
+    assert per == {a["id"]: [1, 2, 3, 4], b["id"]: [1, 2, 3, 4]}
+    await ws.close()

@@ -1,0 +1,83 @@
+"""One realistic payload per event type: the source of the golden files.
+
+Golden files (``golden/<Type>.v<version>.json``) freeze the wire shape of each
+(type, version) when it is first released. To add goldens for a new type or version, add
+its example here and run ``AIDP_UPDATE_GOLDEN=1 pytest tests/unit/shared/test_event_contracts.py``;
+existing goldens are never rewritten (``AIDP_UPDATE_GOLDEN=force`` does, deliberately).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OWNER = "0b5f7c1e-8d1a-4f62-9a55-3c0e2f4d9a11"
+DEPLOYMENT = "5d2b8f7a-1c3e-4b9d-8e6f-7a0c9b1d2e3f"
+SPEC = {
+    "name": "sentiment-minilm",
+    "model": "hf://sentence-transformers/all-MiniLM-L6-v2@main",
+    "dataset": "hf://datasets/stanfordnlp/imdb@main",
+    "task": "text-classification",
+    "train": {"args": {"epochs": 1, "max_steps": 200}},
+    "resources": {"provider": "local", "nodes": 1, "accelerator": "cpu"},
+    "secrets": ["HF_TOKEN"],
+}
+DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "ProjectCreated": {"owner_id": OWNER, "spec": SPEC, "run_number": 1},
+    "RunRequested": {"spec": SPEC, "run_number": 2, "requested_by": OWNER},
+    "RunCancelled": {"by": OWNER},
+    "ProjectDeleted": {"by": OWNER, "run_ids": [DEPLOYMENT]},
+    "ProvisioningProgress": {"stage": "ansible", "message": "installing torch", "percent": 40.0},
+    "NodesReady": {
+        "nodes": [
+            {
+                "name": "local-0",
+                "address": "127.0.0.1",
+                "ssh_user": None,
+                "ssh_port": 22,
+                "proxy": None,
+                "workdir": "/var/lib/aidp/runs/r1",
+                "accelerator": "cpu",
+                "provider": "local",
+                "python": "/var/lib/aidp/envs/abc/bin/python",
+            }
+        ],
+        "env": {"lock_hash": "abc123", "python": "3.11", "torch_version": "2.13.0"},
+    },
+    "NodesFailed": {"reason": "ssh: connection refused", "retryable": True, "step": "connect"},
+    "NodesReleased": {"nodes": ["local-0"]},
+    "FetchProgress": {"source": "hf://org/model@main", "bytes_done": 1024, "bytes_total": 4096},
+    "ArtifactsCached": {
+        "artifacts": [
+            {
+                "kind": "model",
+                "source": "hf://sentence-transformers/all-MiniLM-L6-v2@main",
+                "resolved_revision": "c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+                "digest": DIGEST,
+                "size_bytes": 90868376,
+                "cache_key": "hf:sentence-transformers/all-MiniLM-L6-v2@c9745ed",
+            }
+        ]
+    },
+    "ArtifactsFailed": {"source": "kaggle://owner/slug", "reason": "401", "retryable": False},
+    "TrainingStarted": {"world_size": 2, "nodes": ["n0", "n1"], "attempt": 1},
+    "TrainingProgress": {
+        "step": 50,
+        "total_steps": 200,
+        "epoch": 0.25,
+        "loss": 0.61,
+        "metrics": {"accuracy": 0.72},
+        "samples_per_sec": 120.5,
+        "eta_seconds": 75.0,
+    },
+    "TrainingLog": {"node": "n0", "stream": "stdout", "lines": ["step 50 loss 0.61"]},
+    "TrainingCompleted": {"model_version": "v1", "metrics": {"accuracy": 0.9}, "digest": DIGEST},
+    "TrainingFailed": {"reason": "CUDA out of memory", "exit_code": 1, "retryable": False},
+    "ModelDeployed": {
+        "deployment_id": DEPLOYMENT,
+        "endpoint": f"/api/deployments/{DEPLOYMENT}/predict",
+        "model_version": "v1",
+    },
+    "DeploymentFailed": {"reason": "model load failed", "deployment_id": DEPLOYMENT},
+}

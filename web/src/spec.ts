@@ -1,0 +1,200 @@
+// The new-project form's state, its validation (mirroring shared/spec.py) and the spec it makes.
+import { stringify } from "yaml";
+
+export type DatasetKind = "hf" | "kaggle" | "url" | "upload";
+export type Task = "text-classification" | "image-classification" | "causal-lm" | "custom";
+
+export interface SpecForm {
+  name: string;
+  modelId: string;
+  modelRevision: string;
+  datasetKind: DatasetKind;
+  datasetId: string;
+  datasetRevision: string;
+  datasetUrl: string;
+  uploadUri: string;
+  task: Task;
+  entrypoint: string;
+  script: string;
+  packages: string;
+  provider: "local" | "ssh" | "idc";
+  nodes: number;
+  accelerator: "cpu" | "cuda" | "gaudi" | "xpu";
+  instanceType: string;
+  hosts: string;
+  hostIdentity: string;
+  maxHourlyUsd: string;
+  autostopMinutes: number;
+  epochs: string;
+  learningRate: string;
+  batchSize: string;
+  maxSteps: string;
+  checkpointEvery: string;
+  deploy: boolean;
+  secrets: string[];
+}
+
+export const DEFAULT_FORM: SpecForm = {
+  name: "my-first-model",
+  modelId: "sentence-transformers/all-MiniLM-L6-v2",
+  modelRevision: "main",
+  datasetKind: "hf",
+  datasetId: "stanfordnlp/imdb",
+  datasetRevision: "main",
+  datasetUrl: "",
+  uploadUri: "",
+  task: "text-classification",
+  entrypoint: "train.py",
+  script: "",
+  packages: "",
+  provider: "local",
+  nodes: 1,
+  accelerator: "cpu",
+  instanceType: "vm-spr-sml",
+  hosts: "",
+  hostIdentity: "",
+  maxHourlyUsd: "",
+  autostopMinutes: 30,
+  epochs: "1",
+  learningRate: "5e-5",
+  batchSize: "16",
+  maxSteps: "200",
+  checkpointEvery: "50",
+  deploy: true,
+  secrets: [],
+};
+
+export type Errors = Partial<Record<keyof SpecForm, string>>;
+
+const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const REPO = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)?$/;
+const REV = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/;
+const KAGGLE = /^[A-Za-z0-9_-]+\/[A-Za-z0-9_.-]+$/;
+const PACKAGE = /^[A-Za-z0-9][A-Za-z0-9._\-[\],]*\s*([<>=!~]=?.*)?$/;
+const HOST = /^(?:([a-z_][a-z0-9_-]{0,31})@)?([A-Za-z0-9.\-:[\]]+?)(?::(\d{1,5}))?$/;
+
+const packagesOf = (text: string): string[] =>
+  text
+    .split(/[\n,]+/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+function positiveNumber(text: string, integer: boolean): boolean {
+  const n = Number(text);
+  return text.trim() !== "" && Number.isFinite(n) && n > 0 && (!integer || Number.isInteger(n));
+}
+
+/** Field → message for every problem in the form (empty when valid). */
+export function validate(f: SpecForm): Errors {
+  const e: Errors = {};
+  if (!NAME.test(f.name)) e.name = "Lowercase letters, digits and dashes (start with a letter or digit), at most 63.";
+  if (!REPO.test(f.modelId.trim())) e.modelId = "A HuggingFace model id like owner/name.";
+  if (f.modelRevision && !REV.test(f.modelRevision)) e.modelRevision = "A branch, tag or commit.";
+  const needsData = f.task !== "custom";
+  if (f.datasetKind === "hf") {
+    if ((needsData || f.datasetId) && !REPO.test(f.datasetId.trim())) e.datasetId = "A HuggingFace dataset id like owner/name.";
+    if (f.datasetRevision && !REV.test(f.datasetRevision)) e.datasetRevision = "A branch, tag or commit.";
+  } else if (f.datasetKind === "kaggle") {
+    if ((needsData || f.datasetId) && !KAGGLE.test(f.datasetId.trim())) e.datasetId = "A Kaggle dataset like owner/slug.";
+    if (f.datasetRevision && !/^\d+$/.test(f.datasetRevision)) e.datasetRevision = "A Kaggle version is a number (or leave empty).";
+  } else if (f.datasetKind === "url") {
+    if ((needsData || f.datasetUrl) && !/^https:\/\/[^/\s]+\S*$/.test(f.datasetUrl.trim())) e.datasetUrl = "An https:// URL.";
+  } else if (needsData && !f.uploadUri) {
+    e.uploadUri = "Choose a file and wait for the upload to finish.";
+  }
+  if (f.task === "custom") {
+    if (!f.entrypoint.trim() || f.entrypoint.startsWith("/") || f.entrypoint.split("/").includes(".."))
+      e.entrypoint = "A relative file name, like train.py.";
+    if (!f.script.trim()) e.script = "Paste the training script (it runs under torchrun).";
+  }
+  const bad = packagesOf(f.packages).find((p) => !PACKAGE.test(p) || /[;|&$`]/.test(p));
+  if (bad) e.packages = `Not a package requirement: ${bad}`;
+  if (!Number.isInteger(f.nodes) || f.nodes < 1 || f.nodes > 64) e.nodes = "Between 1 and 64 nodes.";
+  if (f.provider === "ssh") {
+    const hosts = f.hosts.split("\n").map((s) => s.trim()).filter(Boolean);
+    if (hosts.length < f.nodes) e.hosts = `SSH needs ${f.nodes} host(s), one per line: user@address:port.`;
+    else if (hosts.some((h) => !HOST.test(h))) e.hosts = "One host per line: user@address:port.";
+  }
+  if (f.provider === "idc" && !f.instanceType.trim()) e.instanceType = "Pick an instance type, e.g. vm-spr-sml.";
+  if (f.maxHourlyUsd && !positiveNumber(f.maxHourlyUsd, false)) e.maxHourlyUsd = "A positive amount in USD, or empty for no limit.";
+  if (!Number.isInteger(f.autostopMinutes) || f.autostopMinutes < 1) e.autostopMinutes = "At least 1 minute.";
+  if (!positiveNumber(f.epochs, false)) e.epochs = "A positive number.";
+  if (!positiveNumber(f.learningRate, false)) e.learningRate = "A positive number, e.g. 5e-5.";
+  if (!positiveNumber(f.batchSize, true)) e.batchSize = "A positive whole number.";
+  if (f.maxSteps && !positiveNumber(f.maxSteps, true)) e.maxSteps = "A positive whole number, or empty.";
+  if (!positiveNumber(f.checkpointEvery, true)) e.checkpointEvery = "A positive whole number of steps.";
+  return e;
+}
+
+function withRev(base: string, rev: string): string {
+  return rev.trim() ? `${base}@${rev.trim()}` : base;
+}
+
+/** The dataset URI of the form, or null when none is given (custom task). */
+export function datasetUri(f: SpecForm): string | null {
+  switch (f.datasetKind) {
+    case "hf":
+      return f.datasetId.trim() ? withRev(`hf://datasets/${f.datasetId.trim()}`, f.datasetRevision) : null;
+    case "kaggle":
+      return f.datasetId.trim() ? withRev(`kaggle://${f.datasetId.trim()}`, f.datasetRevision) : null;
+    case "url":
+      return f.datasetUrl.trim() || null;
+    case "upload":
+      return f.uploadUri || null;
+  }
+}
+
+/** The project spec (DESIGN §4) the form describes. */
+export function toSpec(f: SpecForm): Record<string, unknown> {
+  const args: Record<string, number> = {
+    epochs: Number(f.epochs),
+    learning_rate: Number(f.learningRate),
+    batch_size: Number(f.batchSize),
+  };
+  if (f.maxSteps) args.max_steps = Number(f.maxSteps);
+  const train: Record<string, unknown> = { args, checkpoint_every: Number(f.checkpointEvery) };
+  if (f.task === "custom") {
+    train.entrypoint = f.entrypoint.trim();
+    train.script = f.script;
+  }
+  const resources: Record<string, unknown> = {
+    provider: f.provider,
+    nodes: f.nodes,
+    accelerator: f.accelerator,
+    autostop_minutes: f.autostopMinutes,
+  };
+  if (f.provider === "idc") resources.instance_type = f.instanceType.trim();
+  if (f.maxHourlyUsd) resources.max_hourly_usd = Number(f.maxHourlyUsd);
+  if (f.provider === "ssh") {
+    resources.hosts = f.hosts
+      .split("\n")
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .map((h) => {
+        const m = HOST.exec(h);
+        const host: Record<string, unknown> = { address: m?.[2] ?? h };
+        if (m?.[1]) host.user = m[1];
+        if (m?.[3]) host.port = Number(m[3]);
+        if (f.hostIdentity) host.identity = f.hostIdentity;
+        return host;
+      });
+  }
+  const spec: Record<string, unknown> = {
+    name: f.name,
+    model: withRev(`hf://${f.modelId.trim()}`, f.modelRevision),
+  };
+  const dataset = datasetUri(f);
+  if (dataset) spec.dataset = dataset;
+  spec.task = f.task;
+  spec.train = train;
+  const packages = packagesOf(f.packages);
+  if (packages.length) spec.environment = { python: "3.11", packages };
+  spec.resources = resources;
+  spec.deploy = { enabled: f.deploy };
+  if (f.secrets.length) spec.secrets = f.secrets;
+  return spec;
+}
+
+export function toYaml(spec: Record<string, unknown>): string {
+  return stringify(spec, { lineWidth: 100 });
+}

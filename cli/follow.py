@@ -240,14 +240,14 @@ class PlainRenderer:
 
     def update(self, view: RunView, notes: list[str], new_logs: list[str]) -> None:
         for note in notes:
-            self.console.print(f"• {note}", highlight=False)
+            self.console.print(f"• {note}", highlight=False, soft_wrap=True)
         if self.show_logs:
             for line in new_logs:
-                self.console.print(f"  │ {line}", highlight=False, markup=False)
+                self.console.print(f"  │ {line}", highlight=False, markup=False, soft_wrap=True)
         line = progress_line(view)
         now = time.monotonic()
         if line and line != self._last_line and (notes or now - self._last >= self.every):
-            self.console.print(f"  {line}", highlight=False)
+            self.console.print(f"  {line}", highlight=False, soft_wrap=True)
             self._last, self._last_line = now, line
 
     def close(self) -> None:

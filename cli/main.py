@@ -282,7 +282,7 @@ def run(
         return
     console.print(
         f"project [bold]{data['name']}[/] ({project_id}) run [bold]{run_id}[/] started\n"
-        f"[dim]UI: {client.server}/projects/{project_id}   logs: aidp logs {run_id} -f[/]",
+        f"[dim]UI: {client.server}/#/projects/{project_id}   logs: aidp logs {run_id} -f[/]",
         highlight=False,
     )
     if follow:
@@ -598,3 +598,7 @@ def share(
     client = _client()
     client.add_member(client.find_project(project)["id"], email, role)
     console.print(f"{email} is now {role} of {project}", highlight=False)
+
+
+if __name__ == "__main__":  # python -m cli.main
+    app()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -29,7 +30,7 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-console = Console()
+console = Console(soft_wrap=not sys.stdout.isatty())
 err_console = Console(stderr=True)
 
 P = ParamSpec("P")

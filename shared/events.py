@@ -3,7 +3,7 @@
 Wire format: one JSON object per message, the :class:`Envelope`, whose ``payload`` holds
 the fields of one event class declared below. Routing key = ``type``.
 
-Versioning rules (enforced by ``tests/unit/test_event_contracts.py`` and its golden files):
+Versioning rules (enforced by ``tests/unit/shared/test_event_contracts.py`` and its goldens):
 
 1. Event names are past tense and never reused. ``version`` starts at 1.
 2. A new payload field is added only with a default, so old producers stay valid.

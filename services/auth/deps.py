@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from services.auth.context import AuthContext
+from services.auth.schemas import TOKEN_PATTERN
 from services.auth.service import Principal, authenticate
 from shared.errors import Forbidden, Unauthenticated
 
 __all__ = ["Admin", "ClientAddress", "Ctx", "CurrentUser", "SessionUser", "bearer_token"]
+
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 
 def _context(request: Request) -> AuthContext:
@@ -26,9 +30,12 @@ Ctx = Annotated[AuthContext, Depends(_context)]
 def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer <token>``; 401 when absent or malformed."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("missing bearer token")
-    return token.strip()
+    if len(token) > 4096 or not _TOKEN.match(token):
+        raise Unauthenticated("malformed bearer token")
+    return token
 
 
 def _current_user(ctx: Ctx, token: Annotated[str, Depends(bearer_token)]) -> Principal:

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Query
 
 from services.auth import service
@@ -20,15 +22,17 @@ __all__ = ["router"]
 router = APIRouter(prefix="/internal", tags=["internal"])
 
 
-@router.post(
-    "/introspect", response_model=IntrospectOut, responses={401: ERROR_RESPONSES[401]}
-)
+def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {code: ERROR_RESPONSES[code] for code in codes}
+
+
+@router.post("/introspect", response_model=IntrospectOut, responses=_errors(401, 422))
 def introspect(body: IntrospectIn, ctx: Ctx) -> IntrospectOut:
     p = service.authenticate(ctx, token=body.token)
     return IntrospectOut(user_id=p.user_id, email=p.email, is_admin=p.is_admin, kind=p.kind)
 
 
-@router.get("/users/lookup", response_model=UserRef, responses={404: ERROR_RESPONSES[404]})
+@router.get("/users/lookup", response_model=UserRef, responses=_errors(404, 422))
 def lookup(ctx: Ctx, email: str = Query(..., max_length=254)) -> UserRef:
     try:
         normalised = normalise_email(email)
@@ -38,6 +42,7 @@ def lookup(ctx: Ctx, email: str = Query(..., max_length=254)) -> UserRef:
     return UserRef(id=user.id, email=user.email)
 
 
-@router.get("/users/{user_id}", response_model=UserOut, responses={404: ERROR_RESPONSES[404]})
-def get_user(user_id: str, ctx: Ctx) -> UserOut:
-    return UserOut.model_validate(service.get_user(ctx, user_id=user_id), from_attributes=True)
+@router.get("/users/{user_id}", response_model=UserOut, responses=_errors(404, 422))
+def get_user(user_id: uuid.UUID, ctx: Ctx) -> UserOut:
+    user = service.get_user(ctx, user_id=str(user_id))
+    return UserOut.model_validate(user, from_attributes=True)

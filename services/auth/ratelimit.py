@@ -41,8 +41,10 @@ class LoginLimiter:
 
     def _buckets(self, address: str, email: str) -> list[tuple[str, int]]:
         digest = hashlib.sha256(email.encode()).hexdigest()[:32]
-        candidates = [(f"addr:{address[:90]}", self._limits["addr"]),
-                      (f"email:{digest}", self._limits["email"])]
+        candidates = [
+            (f"addr:{address[:90]}", self._limits["addr"]),
+            (f"email:{digest}", self._limits["email"]),
+        ]
         return [(bucket, limit) for bucket, limit in candidates if limit > 0]
 
     def acquire(self, *, address: str, email: str, now: float | None = None) -> LoginTicket:

@@ -5,6 +5,8 @@ Handlers are sync functions: argon2 and the database run in FastAPI's thread poo
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Response, status
 
 from services.auth import api_tokens, service
@@ -79,9 +81,7 @@ def me(ctx: Ctx, user: CurrentUser) -> UserOut:
     return UserOut.model_validate(service.get_user(ctx, user_id=user.user_id), from_attributes=True)
 
 
-@router.post(
-    "/password", response_model=PasswordChanged, responses=_errors(401, 403, 422, 429)
-)
+@router.post("/password", response_model=PasswordChanged, responses=_errors(401, 403, 422, 429))
 def change_password(
     body: PasswordChange, ctx: Ctx, user: SessionUser, address: ClientAddress
 ) -> PasswordChanged:
@@ -117,10 +117,10 @@ def list_tokens(ctx: Ctx, user: CurrentUser) -> list[ApiTokenOut]:
     return [ApiTokenOut(**_token_out(row)) for row in rows]  # type: ignore[arg-type]
 
 
-@router.delete("/tokens/{token_id}", status_code=204, responses=_errors(401, 403, 404))
-def delete_token(token_id: str, ctx: Ctx, user: SessionUser) -> Response:
+@router.delete("/tokens/{token_id}", status_code=204, responses=_errors(401, 403, 404, 422))
+def delete_token(token_id: uuid.UUID, ctx: Ctx, user: SessionUser) -> Response:
     with ctx.db.session() as session:
-        api_tokens.revoke_api_token(session, user_id=user.user_id, token_id=token_id)
+        api_tokens.revoke_api_token(session, user_id=user.user_id, token_id=str(token_id))
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

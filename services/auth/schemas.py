@@ -33,7 +33,10 @@ __all__ = [
     "normalise_email",
 ]
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Opaque tokens are URL-safe base64/hex plus the separators "." and "_".
+TOKEN_PATTERN = r"^[A-Za-z0-9._~+/=-]+$"
 
 
 def normalise_email(value: str) -> str:
@@ -44,6 +47,12 @@ def normalise_email(value: str) -> str:
     return email
 
 
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -51,7 +60,8 @@ def _utc(value: datetime) -> datetime:
 Email = Annotated[str, AfterValidator(normalise_email)]
 #: SQLite hands back naive datetimes; everything stored is UTC, so say so on the wire.
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-Password = Annotated[str, Field(min_length=1, max_length=1024)]
+Password = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_no_control)]
+Token = Annotated[str, Field(min_length=1, max_length=4096, pattern=TOKEN_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -64,11 +74,11 @@ class Credentials(_Strict):
 
 
 class RefreshIn(_Strict):
-    refresh_token: str = Field(min_length=1, max_length=512)
+    refresh_token: Token
 
 
 class LogoutIn(_Strict):
-    refresh_token: str | None = Field(None, max_length=512)
+    refresh_token: Token | None = None
 
 
 class PasswordChange(_Strict):
@@ -77,12 +87,12 @@ class PasswordChange(_Strict):
 
 
 class ApiTokenCreate(_Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_control)]
     expires_in_days: int | None = Field(None, ge=1, le=3650)
 
 
 class IntrospectIn(_Strict):
-    token: str = Field(min_length=1, max_length=4096)
+    token: Token
 
 
 class UserOut(BaseModel):

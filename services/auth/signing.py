@@ -65,8 +65,14 @@ class SigningKey:
 
     def jwk(self) -> dict[str, str]:
         x = self.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(x), "kid": self.kid,
-                "alg": "EdDSA", "use": "sig"}
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": _b64url(x),
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
 
     def to_record(self) -> dict[str, str | None]:
         raw = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

@@ -4,6 +4,14 @@ States: ``pending`` → ``done`` | ``failed`` | ``cancelled``. Each transition c
 its event (``ArtifactsCached`` / ``ArtifactsFailed``) through the outbox. Pending jobs are
 resumed when the service starts (a killed download left no recorded artifact, so it is
 simply fetched again).
+
+Replicas share the jobs table, so a job is *claimed* before it runs: a conditional
+``UPDATE`` sets ``claimed_by``/``claim_expires_at`` only where the job is pending and
+unclaimed (or its claim expired), and only the replica whose update changed the row runs
+it. The claim is renewed while the job runs; the final transition is again conditional on
+still holding it, so exactly one replica emits the outcome. A watcher starts pending jobs
+whose claim expired (their replica died) — this is how a killed replica's jobs resume on
+the others without a restart.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlmodel import select
+from sqlalchemy import or_, update
+from sqlmodel import col, select
 
 from services.fetcher.connectors import Credentials
 from services.fetcher.errors import FetchCancelled, FetchFailed
@@ -66,6 +76,7 @@ def read_credentials(
 class _Running:
     task: asyncio.Task[None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False  # the claim was taken over by another replica
 
 
 class JobRunner:
@@ -78,11 +89,14 @@ class JobRunner:
         fetcher: Fetcher,
         attempts: int = 3,
         retry_delay: float = 2.0,
+        claim_seconds: float = 60.0,
     ) -> None:
         self.runtime = runtime
         self.fetcher = fetcher
         self.attempts = attempts
         self.retry_delay = retry_delay
+        self.claim = timedelta(seconds=claim_seconds)
+        self.holder = uuid.uuid4().hex
         self.running: dict[uuid.UUID, _Running] = {}
 
     def start(self, run_id: uuid.UUID) -> None:
@@ -93,11 +107,66 @@ class JobRunner:
         entry.task = self.runtime.spawn(self._run(run_id, entry), name=f"fetch-{run_id}")
 
     async def resume(self) -> None:
-        """Start every pending job (after a restart)."""
+        """Start every pending job no live replica holds (after a restart)."""
+        now = utcnow()
         with self.runtime.db.session() as s:
-            run_ids = list(s.exec(select(FetchJob.run_id).where(FetchJob.status == "pending")))
+            run_ids = list(
+                s.exec(
+                    select(FetchJob.run_id).where(
+                        FetchJob.status == "pending",
+                        or_(
+                            col(FetchJob.claimed_by).is_(None),
+                            col(FetchJob.claimed_by) == self.holder,
+                            col(FetchJob.claim_expires_at) < now,
+                        ),
+                    )
+                )
+            )
         for run_id in run_ids:
             self.start(run_id)
+
+    async def watch(self) -> None:
+        """Forever: take over pending jobs whose replica stopped renewing its claim."""
+        interval = max(self.claim.total_seconds() / 2, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.resume()
+            except Exception:  # the database may be briefly unavailable; try again later
+                log.exception("looking for abandoned fetch jobs failed")
+
+    def try_claim(self, run_id: uuid.UUID) -> bool:
+        """Claim (or renew the claim of) a pending job; True when this replica holds it."""
+        now = utcnow()
+        with self.runtime.db.session() as s:
+            result = s.execute(
+                update(FetchJob)
+                .where(
+                    col(FetchJob.run_id) == run_id,
+                    col(FetchJob.status) == "pending",
+                    or_(
+                        col(FetchJob.claimed_by).is_(None),
+                        col(FetchJob.claimed_by) == self.holder,
+                        col(FetchJob.claim_expires_at) < now,
+                    ),
+                )
+                .values(claimed_by=self.holder, claim_expires_at=now + self.claim)
+            )
+            s.commit()
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _keep_claim(self, run_id: uuid.UUID, entry: _Running) -> None:
+        while True:
+            await asyncio.sleep(max(self.claim.total_seconds() / 3, 0.1))
+            try:
+                held = await asyncio.to_thread(self.try_claim, run_id)
+            except Exception:
+                log.exception("renewing the claim of fetch job %s failed", run_id)
+                continue
+            if not held:  # finished elsewhere, cancelled, or taken over after we stalled
+                entry.lost = True
+                entry.cancelled.set()
+                return
 
     def cancel(self, run_id: uuid.UUID) -> None:
         """Stop the job of ``run_id`` (if running here) and unpin its artifacts."""
@@ -107,11 +176,17 @@ class JobRunner:
         self.fetcher.cache.unpin(run_id)
 
     async def _run(self, run_id: uuid.UUID, entry: _Running) -> None:
+        keeper: asyncio.Task[None] | None = None
         try:
+            if not await asyncio.to_thread(self.try_claim, run_id):
+                return  # done, cancelled, or another replica runs it
+            keeper = asyncio.ensure_future(self._keep_claim(run_id, entry))
             await self._run_job(run_id, entry)
         except Exception:
             log.exception("fetch job %s crashed", run_id)
         finally:
+            if keeper is not None:
+                keeper.cancel()
             self.running.pop(run_id, None)
 
     async def _run_job(self, run_id: uuid.UUID, entry: _Running) -> None:
@@ -132,35 +207,32 @@ class JobRunner:
         for source in sources:
             try:
                 refs.append(await self._fetch_with_retries(source, job, creds, cause, entry, loop))
+                continue
             except FetchCancelled:
-                self._finish(run_id, "cancelled", None, cause)
-                return
+                failure: ArtifactsFailed | None = None
             except FetchFailed as exc:
-                self.fetcher.cache.unpin(run_id)
-                self._finish(
-                    run_id,
-                    "failed",
-                    ArtifactsFailed(source=source.uri, reason=exc.message, retryable=exc.retryable),
-                    cause,
+                failure = ArtifactsFailed(
+                    source=source.uri, reason=exc.message, retryable=exc.retryable
                 )
-                return
             except Exception as exc:  # unexpected: report, never leave the run hanging
                 log.exception("fetching %s for run %s failed", source.uri, run_id)
-                self.fetcher.cache.unpin(run_id)
-                self._finish(
-                    run_id,
-                    "failed",
-                    ArtifactsFailed(
-                        source=source.uri,
-                        reason=f"Unexpected error while fetching {source.uri} "
-                        f"({type(exc).__name__}); try the run again.",
-                        retryable=True,
-                    ),
-                    cause,
+                failure = ArtifactsFailed(
+                    source=source.uri,
+                    reason=f"Unexpected error while fetching {source.uri} "
+                    f"({type(exc).__name__}); try the run again.",
+                    retryable=True,
                 )
-                return
+            if entry.lost:
+                return  # another replica runs (and reports) this job now
+            if failure is None:
+                self._finish(run_id, "cancelled", None, cause)
+            else:
+                self.fetcher.cache.unpin(run_id)
+                self._finish(run_id, "failed", failure, cause)
+            return
         if entry.cancelled.is_set():
-            self._finish(run_id, "cancelled", None, cause)
+            if not entry.lost:
+                self._finish(run_id, "cancelled", None, cause)
             return
         self._finish(run_id, "done", ArtifactsCached(artifacts=refs), cause)
 
@@ -203,13 +275,24 @@ class JobRunner:
     def _finish(
         self, run_id: uuid.UUID, status: str, payload: EventPayload | None, cause: Envelope
     ) -> None:
+        """Move the job out of ``pending`` and stage its event, only while holding its claim
+        (one conditional UPDATE, so two replicas can never both report the job)."""
+        values: dict[str, object] = {"status": status, "updated_at": utcnow()}
+        if isinstance(payload, ArtifactsFailed):
+            values["reason"] = payload.reason
         with self.runtime.db.session() as s:
-            job = s.get(FetchJob, run_id)
-            if job is None or job.status != "pending":
-                return  # cancelled or finished elsewhere meanwhile
-            job.status, job.updated_at = status, utcnow()
-            if isinstance(payload, ArtifactsFailed):
-                job.reason = payload.reason
+            result = s.execute(
+                update(FetchJob)
+                .where(
+                    col(FetchJob.run_id) == run_id,
+                    col(FetchJob.status) == "pending",
+                    col(FetchJob.claimed_by) == self.holder,
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                s.rollback()
+                return  # cancelled, finished or taken over elsewhere meanwhile
             if payload is not None:
                 self.runtime.stage(s, new_event(payload, cause=cause))
             s.commit()

@@ -99,11 +99,13 @@ def create_app(
                 fetcher=fetcher,
                 attempts=settings.fetch_attempts,
                 retry_delay=settings.retry_delay,
+                claim_seconds=settings.lease_seconds,
             )
             handlers.update(build_handlers(runtime, state.runner))
             _app.state.cache, _app.state.runner = state.cache, state.runner
             wired.set()
             await state.runner.resume()
+            runtime.spawn(state.runner.watch(), name="fetch-job-watch")
             yield
 
     app = FastAPI(title="aidp fetcher", lifespan=lifespan)

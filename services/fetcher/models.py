@@ -1,6 +1,7 @@
 """Tables owned by the fetcher service (names prefixed ``fetcher_``).
 
-- ``fetcher_jobs``: one fetch job per run (the state machine resumed after a crash).
+- ``fetcher_jobs``: one fetch job per run (the state machine resumed after a crash), with
+  the claim of the replica running it (``claimed_by`` until ``claim_expires_at``).
 - ``fetcher_artifacts``: one cached manifest per (source, resolved revision).
 - ``fetcher_artifact_files``: the blobs each artifact references (eviction, dedupe counts).
 - ``fetcher_aliases``: provider ids of content (git blob oid, LFS sha256) -> stored digest,
@@ -46,6 +47,8 @@ class FetchJob(SQLModel, table=True):
         default="pending", max_length=16, index=True
     )  # pending|done|failed|cancelled
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    claimed_by: str | None = Field(default=None, max_length=64)  # replica running the job
+    claim_expires_at: datetime | None = None  # renewed while it runs; others take over after
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

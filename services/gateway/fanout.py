@@ -75,6 +75,7 @@ class Connection:
         queue_size: int,
         ping_interval: float,
         on_sent: Callable[[int], None] = lambda n: None,
+        on_drop: Callable[[Connection], None] = lambda conn: None,
     ) -> None:
         self._send = send
         self._close = close
@@ -84,6 +85,7 @@ class Connection:
         self.subs: dict[uuid.UUID, Subscription] = {}
         self.dropped = False
         self._on_sent = on_sent
+        self._on_drop = on_drop
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -125,6 +127,7 @@ class Connection:
             return
         self.dropped = True
         log.info("dropping WebSocket client (code %d)", code)
+        self._on_drop(self)  # no more frames for it, at once
         if self._task is not None:
             self._task.cancel()
         self._closing = asyncio.ensure_future(self._close(code))

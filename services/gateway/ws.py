@@ -172,6 +172,7 @@ async def status_stream(websocket: WebSocket) -> None:
         queue_size=settings.ws_send_queue,
         ping_interval=settings.ws_ping_interval,
         on_sent=metrics.relayed.inc,
+        on_drop=gateway.hub.unwatch_all,
     )
     metrics.ws_clients.inc()
     try:

@@ -95,6 +95,11 @@ class ProvisionerSettings(BaseServiceSettings):
     ssh_package_source: Literal["index", "push"] | None = Field(
         None, description="package_source for ssh nodes (default: package_source)."
     )
+    always_run_playbook: bool = Field(
+        False,
+        description="Run Ansible even when every node already holds the env (re-applies"
+        " node_base and serving; the env itself is still not rebuilt).",
+    )
     ansible_dir: Path = Field(
         Path(__file__).resolve().parents[2] / "deploy" / "ansible",
         description="The Ansible project (roles, playbooks).",

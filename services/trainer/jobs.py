@@ -488,7 +488,8 @@ class JobRunner:
                 ),
                 None,
             )
-            reason = f"training failed (exit {exit_code}): {error or (tail[-1] if tail else 'no output')}"
+            detail = error or (tail[-1] if tail else "no output")
+            reason = f"training failed (exit {exit_code}): {detail}"
         retry = await asyncio.to_thread(
             self._retry_or_fail, run.run_id, reason, exit_code, signalled
         )

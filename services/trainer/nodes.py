@@ -133,7 +133,7 @@ class NodeExecutor(ABC):
         """Where this process reaches ``port`` on the node (SSH: a local forward)."""
         return self.node.address, port
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release locally
         """Release connections."""
 
 
@@ -396,7 +396,10 @@ class SSHExecutor(NodeExecutor):
         wanted = list(paths)
         if not wanted:
             return set()
-        script = "import json,os,sys\nprint(json.dumps([p for p in json.load(sys.stdin) if os.path.exists(p)]))"
+        script = (
+            "import json,os,sys\n"
+            "print(json.dumps([p for p in json.load(sys.stdin) if os.path.exists(p)]))"
+        )
         conn = await self._connection()
         result = await conn.run(
             shlex.join([self.python, "-c", script]), input=_json(wanted), check=True

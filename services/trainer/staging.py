@@ -94,7 +94,7 @@ async def store_tree(
     revision: str,
     meta: dict[str, object],
 ) -> tuple[str, int]:
-    """Encrypt every file under ``root`` on the node into the store; returns (manifest key, bytes)."""
+    """Encrypt every file under ``root`` on the node into the store: (manifest key, bytes)."""
     files: list[ManifestFile] = []
     for rel in await executor.list_files(root):
         if posixpath.basename(rel).startswith("."):

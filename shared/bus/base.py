@@ -1,10 +1,11 @@
 """The bus contract shared by the RabbitMQ and in-memory implementations.
 
-Semantics (both implementations, proven by ``tests/integration/shared/test_bus_contract.py``):
+Semantics (both implementations; ``tests/integration/shared/test_bus_contract.py``):
 
 - ``publish`` returns only once the broker has taken responsibility for the message
   (publisher confirm); it raises :class:`UnroutableError` if no queue is bound for the
-  type, and :class:`PublishTimeout` if no confirm arrives in time. Messages are persistent.
+  type, :class:`PublishTimeout` if no confirm arrives in time, and :class:`PublishFailed`
+  on a nack or a lost connection (all transient). Messages are persistent.
 - ``publish_many`` keeps many confirms in flight and reports one outcome per envelope.
 - A subscription is a durable queue named after the consuming service, bound to the event
   types it names. Each message is acknowledged only after the handler returns.
@@ -12,7 +13,8 @@ Semantics (both implementations, proven by ``tests/integration/shared/test_bus_c
   at most ``max_deliveries`` times in all) or dead-letter at once. Messages past the limit
   or refused go to the ``aidp.dead`` queue; nothing is silently dropped.
 - Messages whose body is not a valid envelope are dead-lettered at once.
-- Delivery is at least once: handlers dedupe on ``envelope.id`` (see ``shared.inbox``).
+- Delivery is at least once: handlers dedupe on ``envelope.id``
+  (:func:`shared.outbox.claim_inbox`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -29,6 +30,11 @@ _TASKS_PER_HOST = 14  # tasks in provision.yml; only for a rough percentage
 
 
 def _failure_text(res: dict[str, Any]) -> str:
+    items = [r for r in res.get("results") or [] if isinstance(r, dict)]
+    failed = [r for r in items if r.get("failed") or r.get("unreachable")]
+    if failed:
+        texts = dict.fromkeys(_failure_text(r) for r in failed)  # unique, in order
+        return "\n".join(texts)[-4000:]
     parts: list[str] = []
     msg = res.get("msg")
     if msg and msg not in ("non-zero return code",):
@@ -50,12 +56,13 @@ def _inventory(
     return {"all": {"hosts": hosts}}
 
 
-def _ansible_env(private_dir: Path) -> dict[str, str]:
+def _ansible_env(private_dir: Path, control_dir: str) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     return {
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
         "ANSIBLE_CONFIG": "",  # set below to the project's ansible.cfg
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private_dir / "cp"),
+        # ssh's ControlPath must stay under 108 bytes: a short directory of its own.
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
         "ANSIBLE_LOCAL_TEMP": str(private_dir / "tmp"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
@@ -79,8 +86,8 @@ async def run_playbook(
     if private_dir.exists():
         shutil.rmtree(private_dir)
     private_dir.mkdir(parents=True, mode=0o700)
-    (private_dir / "cp").mkdir()
     (private_dir / "tmp").mkdir()
+    control_dir = tempfile.mkdtemp(prefix="aidp-cp-")
     loop = asyncio.get_running_loop()
     failures: list[str] = []
     started = 0
@@ -103,7 +110,7 @@ async def run_playbook(
             failures.append(f"{host}: task '{task}' {what}: {_failure_text(data.get('res', {}))}")
         return kind not in ("verbose",)
 
-    envvars = _ansible_env(private_dir)
+    envvars = _ansible_env(private_dir, control_dir)
     envvars["ANSIBLE_CONFIG"] = str(settings.ansible_dir / "ansible.cfg")
     envvars["ANSIBLE_ROLES_PATH"] = str(settings.ansible_dir / "roles")
     inventory = _inventory(nodes, driver, host_vars)
@@ -123,7 +130,10 @@ async def run_playbook(
             timeout=3600,
         )
 
-    result = await asyncio.to_thread(_run)
+    try:
+        result = await asyncio.to_thread(_run)
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
     if cancel.is_set():
         raise asyncio.CancelledError
     if failures:

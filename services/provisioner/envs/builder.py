@@ -131,7 +131,7 @@ class AnsibleEnvBuilder(EnvBuilder):
         cancel: threading.Event,
     ) -> dict[str, Any]:
         markers = await asyncio.gather(*(read_marker(driver, n, lock.lock_hash) for n in nodes))
-        if all(markers):
+        if all(markers) and not self.settings.always_run_playbook:
             await progress("configure", f"environment {lock.lock_hash[:12]} already built", 100)
             return _env(markers[0], spec)
         req = self._request(spec)

@@ -70,10 +70,10 @@ class Model:
             enc = self.tokenizer(inputs, truncation=True, padding=True, return_tensors="pt")
             probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
             scores, ids = probs.max(dim=-1)
-            id2label = self.model.config.id2label or {}
+            id2label: dict[Any, Any] = dict(self.model.config.id2label or {})
             return [
                 {"label": str(id2label.get(int(i), int(i))), "score": float(s)}
-                for i, s in zip(ids.tolist(), scores.tolist())
+                for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
             ]
 
 
@@ -134,7 +134,7 @@ def make_handler(model: Model, name: str) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": str(exc)})
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     return Handler
 

@@ -135,7 +135,8 @@ def split_rows(rows: list[Any], fraction: float, seed: int) -> tuple[list[Any], 
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def _save_checkpoint(model: torch.nn.Module, optimizer: Any, scheduler: Any, step: int) -> None:
@@ -277,7 +278,8 @@ def finish(
     """Rank 0 saves the model (safetensors) and ``extra`` (tokenizer...) and reports done."""
     if ctx.main:
         out = aidp.output_dir()
-        _unwrap(model).save_pretrained(out, safe_serialization=True)
+        inner: Any = _unwrap(model)
+        inner.save_pretrained(out, safe_serialization=True)
         for item in extra:
             item.save_pretrained(out)
         aidp.completed(metrics)

@@ -32,7 +32,9 @@ def test_services_sharing_one_postgres_database_can_migrate_at_once(postgres_url
             db.dispose()
 
 
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+)
 def test_migrating_again_is_a_no_op_and_sessions_roll_back_on_error(
     engine: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -32,9 +32,7 @@ def vault() -> InMemoryVault:
 
 
 @pytest.fixture
-def make_client(
-    tmp_path: Path, vault: InMemoryVault
-) -> Iterator[Callable[..., TestClient]]:
+def make_client(tmp_path: Path, vault: InMemoryVault) -> Iterator[Callable[..., TestClient]]:
     """Start an auth app (lifespan entered) with settings overrides; closed at teardown."""
     clients: list[TestClient] = []
 

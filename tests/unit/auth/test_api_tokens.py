@@ -30,7 +30,10 @@ def test_create_list_use_revoke(client: TestClient) -> None:
     r = client.post("/internal/introspect", json={"token": value})
     assert r.status_code == 200
     assert r.json() == {
-        "user_id": r.json()["user_id"], "email": "ci@example.com", "is_admin": True, "kind": "api"
+        "user_id": r.json()["user_id"],
+        "email": "ci@example.com",
+        "is_admin": True,
+        "kind": "api",
     }
     assert client.get("/api/auth/me", headers=bearer(value)).json()["email"] == "ci@example.com"
     assert client.get("/api/auth/tokens", headers=headers).json()[0]["last_used_at"] is not None
@@ -57,8 +60,13 @@ def test_forged_api_tokens_are_401(client: TestClient) -> None:
     value = client.post("/api/auth/tokens", json={"name": "x"}, headers=headers).json()["token"]
     prefix, _, secret = value.rpartition("_")
     candidates = [
-        "aidp_", "aidp_x", "aidp_" + "0" * 24 + "_" + secret, value[:-1], value + "x",
-        prefix + "_" + secret[::-1], value.replace("aidp_", "aidp-"),
+        "aidp_",
+        "aidp_x",
+        "aidp_" + "0" * 24 + "_" + secret,
+        value[:-1],
+        value + "x",
+        prefix + "_" + secret[::-1],
+        value.replace("aidp_", "aidp-"),
     ]
     for forged in candidates:
         assert client.post("/internal/introspect", json={"token": forged}).status_code == 401
@@ -66,7 +74,8 @@ def test_forged_api_tokens_are_401(client: TestClient) -> None:
 
 def test_api_tokens_cannot_manage_tokens_or_log_out(client: TestClient) -> None:
     headers = _session(client, "limited@example.com")
-    api = bearer(client.post("/api/auth/tokens", json={"name": "x"}, headers=headers).json()["token"])
+    created = client.post("/api/auth/tokens", json={"name": "x"}, headers=headers).json()
+    api = bearer(created["token"])
     assert client.post("/api/auth/tokens", json={"name": "y"}, headers=api).status_code == 403
     assert client.post("/api/auth/logout", headers=api).status_code == 403
     assert client.get("/api/auth/tokens", headers=api).status_code == 200

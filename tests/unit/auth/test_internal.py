@@ -37,7 +37,10 @@ def test_introspect_access_token(client: TestClient) -> None:
     r = client.post("/internal/introspect", json={"token": token})
     assert r.status_code == 200
     assert r.json() == {
-        "user_id": user["id"], "email": "xena@example.com", "is_admin": True, "kind": "access"
+        "user_id": user["id"],
+        "email": "xena@example.com",
+        "is_admin": True,
+        "kind": "access",
     }
 
 

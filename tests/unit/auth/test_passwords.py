@@ -39,7 +39,8 @@ def test_policy_accepts_reasonable_passwords(password: str) -> None:
 
 
 def test_register_reports_the_policy_as_422(client: TestClient) -> None:
-    r = client.post("/api/auth/register", json={"email": "p@example.com", "password": "Password123"})
+    body = {"email": "p@example.com", "password": "Password123"}
+    r = client.post("/api/auth/register", json=body)
     assert r.status_code == 422
     assert r.json()["error"] == {
         "code": "invalid",

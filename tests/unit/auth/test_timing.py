@@ -32,7 +32,9 @@ def test_unknown_user_costs_the_same_as_a_wrong_password(
         known.append(_median_login_seconds(client, "known@example.com", 3))
         unknown.append(_median_login_seconds(client, "ghost@example.com", 3))
     ratio = statistics.median(unknown) / statistics.median(known)
-    print(f"median wrong-password {statistics.median(known) * 1000:.1f} ms, "
-          f"unknown-user {statistics.median(unknown) * 1000:.1f} ms, ratio {ratio:.2f}")
+    print(
+        f"median wrong-password {statistics.median(known) * 1000:.1f} ms, "
+        f"unknown-user {statistics.median(unknown) * 1000:.1f} ms, ratio {ratio:.2f}"
+    )
     assert statistics.median(known) > 0.005  # argon2 really ran
     assert 0.5 < ratio < 2.0

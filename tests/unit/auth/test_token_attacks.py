@@ -39,9 +39,7 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any], sig: str = "") -> 
 
 
 def _hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
-    signing_input = ".".join(
-        [_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode())]
-    )
+    signing_input = ".".join([_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode())])
     mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(mac)}"
 
@@ -81,10 +79,16 @@ ATTACKS: dict[str, Callable[[TestClient, dict[str, Any], dict[str, Any], str], l
         _hs256({**h, "alg": "HS256"}, cl, secret) for secret in _public_key_bytes(c, h["kid"])
     ],
     "tampered_payload": lambda c, h, cl, t: [
-        ".".join([t.split(".")[0], _b64(json.dumps({**cl, "adm": True}).encode()),
-                  t.split(".")[2]]),
-        ".".join([t.split(".")[0], _b64(json.dumps({**cl, "sub": str(uuid.uuid4())}).encode()),
-                  t.split(".")[2]]),
+        ".".join(
+            [t.split(".")[0], _b64(json.dumps({**cl, "adm": True}).encode()), t.split(".")[2]]
+        ),
+        ".".join(
+            [
+                t.split(".")[0],
+                _b64(json.dumps({**cl, "sub": str(uuid.uuid4())}).encode()),
+                t.split(".")[2],
+            ]
+        ),
     ],
     "truncated_signature": lambda c, h, cl, t: [t[:-4], t + "AAAA", t.rsplit(".", 1)[0] + "."],
     "unknown_kid": lambda c, h, cl, t: [_unsigned({**h, "kid": "nope"}, cl, t.split(".")[2])],

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.fetcher.main import create_app
+from services.fetcher.models import FetchJob
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus, create_bus
 from shared.events import Envelope, ProjectCreated, RunCancelled, new_event
@@ -67,6 +70,43 @@ class Fetcher:
 
     async def cancel(self, run_id: uuid.UUID) -> None:
         await self.bus.publish(new_event(RunCancelled(), run_id=run_id))
+
+    def outcomes(self, run_id: uuid.UUID) -> list[Envelope]:
+        """Every distinct ArtifactsCached / ArtifactsFailed of ``run_id`` seen so far."""
+        seen = {
+            e.id: e
+            for e in self.events
+            if e.run_id == run_id and e.type in ("ArtifactsCached", "ArtifactsFailed")
+        }
+        return list(seen.values())
+
+    def add_pending_job(
+        self,
+        body: dict[str, Any],
+        *,
+        owner: str | None = None,
+        claimed_by: str | None = None,
+        claim_expires_at: datetime | None = None,
+    ) -> uuid.UUID:
+        """Write a pending job straight into the database, as a crashed replica leaves it."""
+        run_id, owner_id = uuid.uuid4(), uuid.UUID(owner) if owner else uuid.uuid4()
+        cause = new_event(
+            ProjectCreated(owner_id=owner_id, spec=body), project_id=uuid.uuid4(), run_id=run_id
+        )
+        with self.app.state.runtime.db.session() as s:
+            s.add(
+                FetchJob(
+                    run_id=run_id,
+                    project_id=cause.project_id,
+                    owner_id=str(owner_id),
+                    spec=json.dumps(body),
+                    cause=cause.model_dump_json(),
+                    claimed_by=claimed_by,
+                    claim_expires_at=claim_expires_at,
+                )
+            )
+            s.commit()
+        return run_id
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 import uuid
 
 import pytest
@@ -150,11 +154,10 @@ async def test_slow_client_is_dropped_without_stalling_others(served: Served) ->
     token, headers = _token(served)
     project = await served.create_project(headers)
     pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
-    # the slow client stops reading (its socket fills up), the fast one keeps reading
-    slow = await websockets.connect(served.ws_url, max_queue=1, max_size=None)
-    await slow.send(json.dumps({"type": "auth", "token": token}))
-    await slow.recv()
-    await wsclient.subscribe(slow, project["id"], after=1)
+    # the slow client stops reading (a raw socket with a tiny receive buffer)
+    slow = _RawClient(served.url)
+    slow.send({"type": "auth", "token": token})
+    slow.send({"type": "subscribe", "project_id": project["id"], "after": 1})
     fast = await websockets.connect(served.ws_url, max_size=None)
     await fast.send(json.dumps({"type": "auth", "token": token}))
     await fast.recv()
@@ -170,7 +173,38 @@ async def test_slow_client_is_dropped_without_stalling_others(served: Served) ->
     hub = served.app.state.gateway.hub
     await wait_until(lambda: hub.connections == 1, timeout=10)
     await fast.close()
-    slow.transport.abort()
+    slow.sock.close()
+
+
+class _RawClient:
+    """A WebSocket client on a blocking socket that never reads after the handshake."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no autotuning
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /api/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += self.sock.recv(1)
+        assert b" 101 " in response.split(b"\r\n")[0], response
+
+    def send(self, message: dict[str, object]) -> None:
+        data = json.dumps(message).encode()
+        mask = os.urandom(4)
+        header = (
+            bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(data))
+            if len(data) > 125
+            else bytes([0x81, 0x80 | len(data)])
+        )
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(header + mask + masked)
 
 
 async def test_connection_drops_itself_when_its_queue_is_full() -> None:

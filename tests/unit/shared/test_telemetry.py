@@ -23,7 +23,7 @@ JWT = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiIxMjM0NTY3ODkwIiwiYWRtIjpmY
         (f"token {JWT}", JWT),
         ("refresh_token=r3fr3sh-t0k3n", "r3fr3sh-t0k3n"),
         ("HF_TOKEN is hf_AbCdEfGhIjKlMnOpQrSt", "hf_AbCdEfGhIjKlMnOpQrSt"),
-        ("vault token hvs.CAESIJabcdefghijklmnopqrstuvwxyz", "hvs.CAESIJabcdefghijklmnopqrstuvwxyz"),
+        ("vault hvs.CAESIJabcdefghijklmnopqrstuvwxyz", "hvs.CAESIJabcdefghijklmnopqrstuvwxyz"),
         ("KAGGLE_API_TOKEN=kgat_0123456789", "kgat_0123456789"),
         ("cli uses aidp_Zx81kLmNoPqRsTuV0123", "aidp_Zx81kLmNoPqRsTuV0123"),
         ("bus amqp://aidp:s3cr3t@rabbit:5672/prod", "s3cr3t"),

@@ -21,8 +21,8 @@ from shared.events import (
     STATUS_EVENT_TYPES,
     ArtifactRef,
     ArtifactsCached,
-    EnvInfo,
     Envelope,
+    EnvInfo,
     EventPayload,
     NodeInfo,
     NodesReady,
@@ -60,7 +60,9 @@ class Events:
                 return value
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
-                seen = [(e.type, e.payload.get("reason")) for e in self.items if e.type != "TrainingLog"]
+                seen = [
+                    (e.type, e.payload.get("reason")) for e in self.items if e.type != "TrainingLog"
+                ]
                 raise AssertionError(f"timed out waiting for {what}; saw {seen}")
             self.changed.clear()
             try:
@@ -89,7 +91,9 @@ class Harness:
     model_key: str = ""
     dataset_key: str = ""
 
-    async def publish(self, payload: EventPayload, *, run_id: uuid.UUID, project_id: uuid.UUID) -> Envelope:
+    async def publish(
+        self, payload: EventPayload, *, run_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Envelope:
         envelope = new_event(payload, run_id=run_id, project_id=project_id)
         await self.bus.publish(envelope)
         return envelope
@@ -101,14 +105,25 @@ class Harness:
 
     def artifacts(self, *, model_key: str | None = None, dataset: bool = True) -> ArtifactsCached:
         refs = [
-            ArtifactRef(kind="model", source="hf://tests/tiny-bert", resolved_revision="a" * 40,
-                        digest="0" * 64, size_bytes=1, cache_key=model_key or self.model_key)
+            ArtifactRef(
+                kind="model",
+                source="hf://tests/tiny-bert",
+                resolved_revision="a" * 40,
+                digest="0" * 64,
+                size_bytes=1,
+                cache_key=model_key or self.model_key,
+            )
         ]
         if dataset:
             refs.append(
-                ArtifactRef(kind="dataset", source="hf://datasets/tests/sentiment",
-                            resolved_revision="b" * 40, digest="1" * 64, size_bytes=1,
-                            cache_key=self.dataset_key)
+                ArtifactRef(
+                    kind="dataset",
+                    source="hf://datasets/tests/sentiment",
+                    resolved_revision="b" * 40,
+                    digest="1" * 64,
+                    size_bytes=1,
+                    cache_key=self.dataset_key,
+                )
             )
         return ArtifactsCached(artifacts=refs)
 
@@ -188,8 +203,15 @@ def settings_for(tmp_path: Path, **overrides: Any) -> TrainerSettings:
 class running_trainer:  # noqa: N801 - used as a context manager
     """Start a trainer app (and an observer queue) for a test; reusable across restarts."""
 
-    def __init__(self, tmp_path: Path, tiny: tuple[Path, Path], *, vault: InMemoryVault | None = None,
-                 events: Events | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        tiny: tuple[Path, Path],
+        *,
+        vault: InMemoryVault | None = None,
+        events: Events | None = None,
+        **overrides: Any,
+    ) -> None:
         self.tmp, self.tiny = tmp_path, tiny
         self.vault = vault or InMemoryVault()
         self.events = events or Events()

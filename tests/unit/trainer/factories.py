@@ -30,7 +30,7 @@ def write_sentiment_csv(path: Path, *, rows: int = 64, seed: int = 0) -> Path:
 def build_tiny_bert(dest: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A random BERT encoder (safetensors) with a WordPiece tokenizer, saved like a HF repo."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     dest.mkdir(parents=True, exist_ok=True)
     vocab = dest / "vocab.txt"
@@ -53,7 +53,11 @@ def build_tiny_bert(dest: Path, *, hidden: int = 32, layers: int = 2, seed: int 
 def build_tiny_gpt2(dest: Path, *, seed: int = 0) -> Path:
     """A random GPT-2 (safetensors) sharing the tiny WordPiece vocabulary."""
     import torch
-    from transformers import BertTokenizerFast, GPT2Config, GPT2LMHeadModel
+    from transformers import (  # type: ignore[attr-defined]
+        BertTokenizerFast,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
 
     dest.mkdir(parents=True, exist_ok=True)
     vocab = dest / "vocab.txt"

@@ -36,8 +36,10 @@ async def test_text_classification_trains_deploys_and_predicts(trainer: Harness)
         assert models[0]["lineage"]["model"]["revision"] == "a" * 40
         assert models[0]["lineage"]["env_lock_hash"] == "c" * 64
         assert models[0]["id"] == completed.payload["model_version"]
-        r = await client.post(f"/internal/deployments/{dep_id}/predict",
-                              json={"inputs": ["a good movie", "an awful film", "superb"]})
+        r = await client.post(
+            f"/internal/deployments/{dep_id}/predict",
+            json={"inputs": ["a good movie", "an awful film", "superb"]},
+        )
         assert r.status_code == 200, r.text
         outputs = r.json()["outputs"]
         assert len(outputs) == 3 and all(o["label"] in ("pos", "neg") for o in outputs)

@@ -78,7 +78,9 @@ async def test_custom_script_that_raises_fails_with_traceback(trainer: Harness) 
     failed = await trainer.events.first("TrainingFailed", run_id)
     assert "ValueError: boom at step 1" in failed.payload["reason"]
     assert failed.payload["retryable"] is False and failed.payload["exit_code"] not in (0, None)
-    await trainer.events.wait_for(lambda: any("Traceback" in line for line in trainer.events.logs(run_id)))
+    await trainer.events.wait_for(
+        lambda: any("Traceback" in line for line in trainer.events.logs(run_id))
+    )
     assert len(trainer.events.of("TrainingStarted", run_id)) == 1  # not retried
 
 
@@ -111,7 +113,8 @@ async def test_killed_training_resumes_from_checkpoint(trainer: Harness) -> None
     )
     ws = next(iter(Path(trainer.tmp / "nodes").glob(f"*/aidp-run-{run_id}")))
     workers = [
-        pid for pid in processes_under(ws)
+        pid
+        for pid in processes_under(ws)
         if b"text_classification.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
         and b"torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
@@ -126,8 +129,11 @@ async def test_killed_training_resumes_from_checkpoint(trainer: Harness) -> None
     assert resumed is not None and resumed >= 20
     await ev.first("TrainingCompleted", run_id, timeout=180)
     after = [
-        e.payload["step"] for e in ev.items
-        if e.type == "TrainingProgress" and e.run_id == run_id and e.occurred_at > second[0].occurred_at
+        e.payload["step"]
+        for e in ev.items
+        if e.type == "TrainingProgress"
+        and e.run_id == run_id
+        and e.occurred_at > second[0].occurred_at
     ]
     assert after and after[0] > resumed, (resumed, after[:3])
     assert after[-1] == 400
@@ -156,7 +162,9 @@ async def test_two_local_nodes_train_with_world_size_two(trainer: Harness) -> No
 
 async def test_nodes_failed_fails_the_run_and_duplicates_are_ignored(trainer: Harness) -> None:
     run_id, project_id = uuid.uuid4(), uuid.uuid4()
-    envelope = await trainer.publish(NodesFailed(reason="no capacity"), run_id=run_id, project_id=project_id)
+    envelope = await trainer.publish(
+        NodesFailed(reason="no capacity"), run_id=run_id, project_id=project_id
+    )
     failed = await trainer.events.first("TrainingFailed", run_id, timeout=10)
     assert failed.payload["reason"] == "provisioning failed: no capacity"
     await trainer.bus.publish(envelope)  # a redelivery

@@ -1,0 +1,126 @@
+"""The CLI against a running platform over real HTTP and WebSocket (DESIGN §7)."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.cli.conftest import Cli
+from tests.e2e.cli.harness import Platform, tiny_spec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+PASSWORD = "e2e-Password-123"
+
+
+def _register(cli: Cli, email: str) -> None:
+    result = cli("register", "--server", cli.server, "--email", email, "--password", PASSWORD)
+    assert result.code == 0, result.text
+    assert stat.S_IMODE(cli.config.stat().st_mode) == 0o600
+
+
+def _spec_file(tmp_path: Path, spec: dict[str, object]) -> Path:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_full_flow_run_follow_deploy_predict(
+    cli_for,
+    platform: Platform,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    alice: Cli = cli_for("alice")
+    _register(alice, f"alice-{uuid.uuid4().hex[:6]}@example.com")
+
+    spec = _spec_file(tmp_path, tiny_spec("cli-demo"))
+    run = alice("run", str(spec), "--follow", timeout=600)
+    assert run.code == 0, f"{run.text}\n--- platform log ---\n{platform.log_tail()}"
+    for expected in ("provisioning", "training started", "step", "deployed"):
+        assert expected in run.out, run.out
+    dep_id = re.search(r"aidp predict ([0-9a-f-]{36})", run.out)
+    assert dep_id, run.out
+
+    predicted = alice(
+        "predict",
+        dep_id.group(1),
+        "--input",
+        "a great lovely film",
+        "--input",
+        "an awful ugly movie",
+        "--json",
+    )
+    assert predicted.code == 0, predicted.text
+    assert len(json.loads(predicted.out)) == 2
+
+    projects = json.loads(alice("projects", "--json").out)
+    project = next(p for p in projects if p["name"] == "cli-demo")
+    assert project["status"] == "deployed"
+    runs = json.loads(alice("runs", "cli-demo", "--json").out)
+    assert [r["status"] for r in runs] == ["deployed"]
+    run_id = runs[0]["id"]
+
+    status = alice("status", run_id)
+    assert status.code == 0 and "deployed" in status.out, status.text
+    logs = alice("logs", run_id)
+    assert logs.code == 0 and logs.out.strip(), logs.text
+
+    models = json.loads(alice("models", "cli-demo", "--json").out)
+    assert len(models) == 1 and models[0]["run_id"] == run_id
+    artifacts = json.loads(alice("artifacts", "--json").out)
+    assert {a["kind"] for a in artifacts} >= {"model", "dataset"}
+
+    # a second user sees nothing of alice's
+    bob: Cli = cli_for("bob")
+    _register(bob, f"bob-{uuid.uuid4().hex[:6]}@example.com")
+    assert json.loads(bob("projects", "--json").out) == []
+    stolen = bob("status", run_id)
+    assert stolen.code == 1 and "404" in stolen.text
+    assert bob("predict", dep_id.group(1), "--input", "x").code == 1
+
+    # down removes the project
+    down = alice("down", "cli-demo", "--yes")
+    assert down.code == 0, down.text
+    assert all(p["name"] != "cli-demo" for p in json.loads(alice("projects", "--json").out))
+
+
+def test_failed_run_exits_1_with_reason(cli_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    carol: Cli = cli_for("carol")
+    _register(carol, f"carol-{uuid.uuid4().hex[:6]}@example.com")
+    spec = tiny_spec("cli-missing-data", deploy=False)
+    spec["dataset"] = "hf://datasets/e2e/does-not-exist@main"
+    result = carol("run", str(_spec_file(tmp_path, spec)), "--follow", timeout=300)
+    assert result.code == 1, result.text
+    assert "failed" in result.out and "does-not-exist" in result.out
+
+
+def test_secrets_upload_and_usage_errors(cli_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dave: Cli = cli_for("dave")
+    _register(dave, f"dave-{uuid.uuid4().hex[:6]}@example.com")
+
+    assert dave("secrets", "set", "HF_TOKEN", input="hf_supersecretvalue\n").code == 0
+    listed = dave("secrets", "list", "--json")
+    assert json.loads(listed.out) == ["HF_TOKEN"]
+    assert "supersecret" not in listed.text
+    assert dave("secrets", "delete", "HF_TOKEN").code == 0
+    assert json.loads(dave("secrets", "list", "--json").out) == []
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\ngood film,pos\nbad film,neg\n")
+    uploaded = dave("upload", str(data), "--json")
+    assert uploaded.code == 0, uploaded.text
+    assert json.loads(uploaded.out)["uri"].startswith("upload://")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: hf://a/b\ndataset: hf://datasets/c/d\ntrain: {epochz: 1}\n")
+    invalid = dave("run", str(bad))
+    assert invalid.code == 2 and "train.epochz" in invalid.text
+
+    logged_out = cli_for("nobody")("projects")
+    assert logged_out.code == 2 and "aidp login" in logged_out.text

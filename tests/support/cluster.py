@@ -1,0 +1,162 @@
+"""Run aidp's services as real, separate processes (distributed mode) for e2e tests.
+
+Every process logs to a file under the cluster's directory; ``kill``/``start`` let a test
+SIGKILL a service at a random moment and bring it back, as an operator's supervisor would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.support.infra import free_port
+
+SERVICES = ("auth", "provisioner", "fetcher", "trainer", "gateway")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    replica: int
+    port: int
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # SIGKILL of the group takes children (torchrun, servers)
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the service process itself (its children are left, as in a real crash)."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name}#{self.replica} exited:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"{self.name}#{self.replica} not ready:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Cluster:
+    """Processes of every service (``replicas`` per service) sharing one set of settings."""
+
+    root: Path
+    env: dict[str, str]
+    replicas: int = 1
+    processes: dict[str, list[ServiceProcess]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = {name: [free_port() for _ in range(self.replicas)] for name in SERVICES}
+        urls = {name: f"http://127.0.0.1:{ports[name][0]}" for name in SERVICES}
+        common = {
+            **self.env,
+            "AIDP_MODE": "distributed",
+            "AIDP_AUTH_URL": urls["auth"],
+            "AIDP_FETCHER_URL": urls["fetcher"],
+            "AIDP_TRAINER_URL": urls["trainer"],
+            "AIDP_PROVISIONER_URL": urls["provisioner"],
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in SERVICES:
+            self.processes[name] = []
+            for replica in range(self.replicas):
+                env = {
+                    **common,
+                    "AIDP_PORT": str(ports[name][replica]),
+                    "AIDP_DATA_DIR": str(self.root / f"{name}-{replica}"),
+                }
+                self.processes[name].append(
+                    ServiceProcess(name, replica, ports[name][replica], self.root / f"{name}-{replica}.log", env)
+                )
+
+    @property
+    def gateway_url(self) -> str:
+        return self.processes["gateway"][0].url
+
+    def all(self) -> list[ServiceProcess]:
+        return [p for name in SERVICES for p in self.processes[name]]
+
+    def start(self) -> None:
+        for process in self.all():
+            process.start()
+        for process in self.all():
+            process.wait_ready()
+
+    def stop(self) -> None:
+        for process in reversed(self.all()):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name}#{p.replica}\n{p.tail(60)}" for p in self.all())
+
+
+@contextmanager
+def running_cluster(root: Path, env: dict[str, str], *, replicas: int = 1) -> Iterator[Cluster]:
+    root.mkdir(parents=True, exist_ok=True)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("AIDP_")}
+    cluster = Cluster(root=root, env={**base_env, **env}, replicas=replicas)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

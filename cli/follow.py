@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +37,16 @@ __all__ = [
 
 FINAL_STATUSES = frozenset({"deployed", "succeeded", "failed", "cancelled"})
 _FAILURES = ("ArtifactsFailed", "NodesFailed", "TrainingFailed", "DeploymentFailed")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def source_key(source: str) -> str:
+    """One key per artifact: ``hf://org/name@main`` and the cached ``hf://org/name`` match."""
+    if source.startswith(("hf://", "kaggle://")) and "@" in source:
+        return source.rsplit("@", 1)[0]
+    return source
 
 
 def format_duration(seconds: float | None) -> str:
@@ -132,7 +143,7 @@ class RunView:
 
     def _on_FetchProgress(self, p: dict[str, Any]) -> list[str]:
         self._advance("preparing")
-        state = self.fetch.setdefault(str(p.get("source")), FetchState())
+        state = self.fetch.setdefault(source_key(str(p.get("source"))), FetchState())
         state.done, state.total = int(p.get("bytes_done") or 0), p.get("bytes_total")
         return []
 
@@ -141,7 +152,7 @@ class RunView:
         self.fetched = True
         notes = []
         for a in p.get("artifacts", []):
-            state = self.fetch.setdefault(str(a.get("source")), FetchState())
+            state = self.fetch.setdefault(source_key(str(a.get("source"))), FetchState())
             state.done = state.total = int(a.get("size_bytes") or 0)
             rev = str(a.get("resolved_revision", ""))[:12]
             notes.append(f"cached {a.get('source')} @ {rev} ({_size(a.get('size_bytes'))})")
@@ -181,7 +192,7 @@ class RunView:
         return []
 
     def _on_TrainingLog(self, p: dict[str, Any]) -> list[str]:
-        lines = [str(line) for line in p.get("lines", [])]
+        lines = [_ANSI.sub("", str(line)) for line in p.get("lines", [])]
         self.logs.extend(lines)
         return []
 

@@ -168,3 +168,6 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(_JsonFormatter() if json_lines else text)
     root.addHandler(handler)
+    # Per-request and per-migration chatter drowns the platform's own story at INFO.
+    for noisy in ("httpx", "httpcore", "alembic.runtime.migration", "aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

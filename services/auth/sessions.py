@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from services.auth.models import RefreshToken, aware, utcnow
+from services.auth.models import RefreshToken, User, aware, utcnow
 from services.auth.opaque import new_selector, new_verifier, sha256_hex, verifier_matches
 from shared.errors import Unauthenticated
 
@@ -82,7 +82,8 @@ def revoke_user_families(session: Session, *, user_id: str) -> int:
 
 
 def spend_refresh_token(session: Session, *, token: str) -> RefreshToken:
-    """Mark ``token`` used and return its row; a replay revokes the family (committed).
+    """Mark ``token`` used and return its row. A replay revokes the family and the user's
+    access tokens (committed).
 
     Raises :class:`Unauthenticated` for unknown, expired, revoked or spent tokens.
     """
@@ -99,6 +100,10 @@ def spend_refresh_token(session: Session, *, token: str) -> RefreshToken:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         revoke_family(session, family_id=row.family_id)
+        user = session.get(User, row.user_id)
+        if user is not None:  # whoever replayed it may hold an access token of the family
+            user.token_version += 1
+            session.add(user)
         session.commit()
         raise Unauthenticated("refresh token reused; the session has been revoked")
     return row

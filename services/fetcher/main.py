@@ -85,7 +85,7 @@ def create_app(
                     allow_hosts=settings.fetch_allow_hosts,
                     connect_timeout=settings.connect_timeout,
                     read_timeout=settings.read_timeout,
-                    verify=str(settings.url_ca_bundle) if settings.url_ca_bundle else True,
+                    ca_bundle=settings.url_ca_bundle,
                 ),
             }
             fetcher = Fetcher(
@@ -94,6 +94,7 @@ def create_app(
                 work_dir=settings.resolved_work_dir(),
                 progress_interval=settings.progress_interval,
             )
+            await asyncio.to_thread(fetcher.sweep_scratch)
             state.runner = JobRunner(
                 runtime=runtime,
                 fetcher=fetcher,

@@ -2,11 +2,15 @@
 
 :meth:`Fetcher.fetch` is synchronous (provider clients are) and runs in a worker thread.
 Plaintext exists only in a per-download scratch directory under the work dir (outside the
-store), and each file is deleted as soon as it is encrypted into the store.
+store), and each file is deleted as soon as it is encrypted into the store. Each scratch
+directory holds an exclusive ``flock`` for as long as its download runs, so
+:meth:`Fetcher.sweep_scratch` (run at start) can delete what a killed process left behind
+without touching the live downloads of another process sharing the work dir.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import tempfile
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 ProgressSink = Callable[[str, int, int | None], None]
 
 _POLL = 0.2
+_SCRATCH_PREFIX = "fetch-"
+_LOCK = ".aidp-lock"
 
 
 def source_name(source: Source) -> str:
@@ -88,6 +94,23 @@ class Fetcher:
         self.connectors = connectors
         self.work_dir = work_dir
         self.progress_interval = progress_interval
+
+    def sweep_scratch(self) -> int:
+        """Delete scratch directories no live process holds (left by a killed download)."""
+        removed = 0
+        for path in self.work_dir.glob(f"{_SCRATCH_PREFIX}*"):
+            try:  # no lock file: being created right now (or not ours) -> left alone
+                with (path / _LOCK).open("r") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
+            except BlockingIOError:
+                continue  # a live download in another process
+            except OSError:
+                continue  # no lock file, vanished meanwhile, or not ours to delete
+        if removed:
+            log.info("removed %d scratch directories of interrupted downloads", removed)
+        return removed
 
     def fetch(
         self,
@@ -193,7 +216,9 @@ class Fetcher:
         )
         aliases = {f.path: f.aliases for f in missing}
         if not remote or missing:
-            scratch = Path(tempfile.mkdtemp(prefix="fetch-", dir=self.work_dir))
+            scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=self.work_dir))
+            held = (scratch / _LOCK).open("a")
+            fcntl.flock(held, fcntl.LOCK_EX)  # released by the kernel if this process dies
             try:
                 for path, local in connector.download(
                     source, revision, creds, missing, scratch, throttle
@@ -206,6 +231,7 @@ class Fetcher:
                         raise FetchCancelled()
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+                held.close()
         throttle.final()
         files.sort(key=lambda f: f.path)
         if source.scheme == "https":

@@ -4,6 +4,10 @@ Every address a host resolves to must be public (not private, loopback, link-loc
 multicast, reserved, unspecified or shared/CGNAT), unless the allow-list names the host
 (exact, case-insensitive) or an IP network containing the address. Checked for the first
 URL and for every redirect hop.
+
+:func:`check_url` returns the addresses it checked, and the caller connects to one of
+those (DNS pinning): a second lookup by the HTTP client could answer differently (DNS
+rebinding) and is never made.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from urllib.parse import urlsplit
 
 from services.fetcher.errors import FetchFailed
 
-__all__ = ["check_url"]
+__all__ = ["Address", "check_url"]
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
@@ -51,8 +57,11 @@ def _allowed(
     return False
 
 
-def check_url(url: str, *, allow: Iterable[str], schemes: tuple[str, ...] = ("https",)) -> None:
-    """Raise FetchFailed unless ``url`` may be fetched (scheme and every resolved address)."""
+def check_url(
+    url: str, *, allow: Iterable[str], schemes: tuple[str, ...] = ("https",)
+) -> list[Address]:
+    """Raise FetchFailed unless ``url`` may be fetched (scheme and every resolved address);
+    return the checked addresses (in resolver order, without duplicates) to connect to."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     allow = list(allow)
@@ -64,6 +73,7 @@ def check_url(url: str, *, allow: Iterable[str], schemes: tuple[str, ...] = ("ht
         infos = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise FetchFailed(f"Could not resolve the host of {url}.", retryable=True) from None
+    checked: list[Address] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if _internal(address) and not _allowed(host, address, allow):
@@ -72,3 +82,8 @@ def check_url(url: str, *, allow: Iterable[str], schemes: tuple[str, ...] = ("ht
                 "Only public hosts may be fetched unless an administrator adds the host to "
                 "AIDP_FETCH_ALLOW_HOSTS."
             )
+        if address not in checked:
+            checked.append(address)
+    if not checked:
+        raise FetchFailed(f"Could not resolve the host of {url}.", retryable=True)
+    return checked

@@ -187,6 +187,9 @@ class JobRunner:
         run, ckpt = await asyncio.to_thread(self._load, run_id)
         if run.state not in ACTIVE:
             return False
+        if run.state == "training":  # resumed after a trainer crash or restart
+            if not await asyncio.to_thread(self._back_to_staging, run_id):
+                return False
         spec = ProjectSpec.model_validate(run.spec)
         env = EnvInfo.model_validate(run.env)
         execs = self.executors(run.nodes or [])
@@ -333,6 +336,15 @@ class JobRunner:
             [executor.python, "-c", "import torch;print(torch.cuda.device_count())"]
         )
         return max(1, int(out.strip() or 1)) if code == 0 else 1
+
+    def _back_to_staging(self, run_id: uuid.UUID) -> bool:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.state != "training" or run.owner != self.instance:
+                return False
+            transition(session, run, to="staging", event=None, stage=self.runtime.stage)
+            session.commit()
+        return True
 
     def _to_training(
         self, run_id: uuid.UUID, started: TrainingStarted, pgids: dict[str, int]

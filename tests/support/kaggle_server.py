@@ -1,5 +1,5 @@
 """A local server speaking the Kaggle API v1 that ``kagglesdk`` (and so ``kaggle`` and
-``kagglehub``) calls for datasets.
+``kagglehub``) calls for datasets and models.
 
 ``kagglesdk`` posts JSON to ``{endpoint}/api/v1/{service}/{method}``, where the endpoint
 comes from ``KAGGLE_API_ENVIRONMENT`` and is hard-coded per environment
@@ -20,6 +20,13 @@ HTTP Basic ``username:key``)::
     datasets.DatasetApiService/GetDatasetMetadata  {ownerSlug, datasetSlug} -> {info}
     datasets.DatasetApiService/DownloadDataset     {..., datasetVersionNumber?, fileName?}
                                                    -> 302 to a signed storage URL (zip)
+    models.ModelApiService/GetModelInstance        {ownerSlug, modelSlug, framework,
+                                                    instanceSlug} -> ApiModelInstance
+    models.ModelApiService/DownloadModelInstanceVersion  {..., versionNumber, path?}
+                                                   -> 302 to a signed storage URL (tar.gz)
+
+Model frameworks travel as kagglesdk enum names (``MODEL_FRAMEWORK_PY_TORCH``); the server
+compares them without prefix, underscores or case (``pytorch``, ``PyTorch`` match).
 
 Errors are JSON ``{"code": N, "message": ...}`` with the same HTTP status: 401 without
 credentials, 403 for a dataset the caller may not access, 404 unknown dataset/version.
@@ -32,6 +39,7 @@ import hashlib
 import io
 import json
 import secrets
+import tarfile
 import threading
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -56,6 +64,10 @@ class _Dataset:
     allowed: set[str] | None = None  # None = every authenticated user
 
 
+def _framework_key(name: str) -> str:
+    return name.upper().removeprefix("MODEL_FRAMEWORK_").replace("_", "").replace("-", "").lower()
+
+
 class KaggleServer:
     """An in-memory Kaggle on ``127.0.0.1:<port>``, served from a thread.
 
@@ -69,6 +81,7 @@ class KaggleServer:
         self.requests: list[tuple[str, str]] = []
         self._users: dict[str, tuple[str | None, str | None]] = {}  # name -> (key, token)
         self._datasets: dict[tuple[str, str], _Dataset] = {}
+        self._models: dict[tuple[str, str, str, str], _Dataset] = {}
         self._storage: dict[str, bytes] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
@@ -125,6 +138,15 @@ class KaggleServer:
             dataset.versions.append(dict(files))
             return len(dataset.versions)
 
+    def publish_model(self, handle: str, files: Mapping[str, bytes]) -> int:
+        """Add a version of model ``owner/slug/framework/variation``; returns its number."""
+        owner, slug, framework, variation = handle.split("/")
+        key = (owner, slug, _framework_key(framework), variation)
+        with self._lock:
+            model = self._models.setdefault(key, _Dataset(owner, f"{slug}/{variation}"))
+            model.versions.append(dict(files))
+            return len(model.versions)
+
     def restrict(self, ref: str, *, allowed: Iterable[str]) -> None:
         """Only ``allowed`` users may read ``owner/slug`` (others get 403)."""
         owner, slug = ref.split("/", 1)
@@ -169,6 +191,16 @@ def _zip(files: Mapping[str, bytes]) -> bytes:
             info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _tar(files: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1704067200
+            archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -218,6 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "datasets.DatasetApiService/ListDatasetFiles": self._list_files,
                 "datasets.DatasetApiService/GetDatasetMetadata": self._metadata,
                 "datasets.DatasetApiService/DownloadDataset": self._download,
+                "models.ModelApiService/GetModelInstance": self._get_model_instance,
+                "models.ModelApiService/DownloadModelInstanceVersion": self._download_model,
             }.get(method)
             if handler is None:
                 raise _KaggleError(404, f"Unknown method {method}")
@@ -307,6 +341,40 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             location, data = f"{base}/{dataset.slug}.zip", _zip(files)
         self.kaggle._storage[unquote(location)] = data
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _model(self, body: dict[str, Any]) -> tuple[_Dataset, str]:
+        owner, slug = body.get("ownerSlug", ""), body.get("modelSlug", "")
+        framework, variation = body.get("framework", ""), body.get("instanceSlug", "")
+        model = self.kaggle._models.get((owner, slug, _framework_key(framework), variation))
+        handle = f"{owner}/{slug}/{framework}/{variation}"
+        if model is None or not model.versions:
+            raise _KaggleError(404, f"Model instance {handle} not found")
+        return model, handle
+
+    def _get_model_instance(self, _user: str, body: dict[str, Any]) -> None:
+        model, handle = self._model(body)
+        self._json(
+            {
+                "id": int(hashlib.sha1(handle.encode()).hexdigest()[:8], 16),  # noqa: S324
+                "slug": body.get("instanceSlug", ""),
+                "framework": body.get("framework", ""),
+                "versionNumber": len(model.versions),
+                "url": f"{self.kaggle.endpoint}/models/{handle}",
+                "totalUncompressedBytes": sum(len(d) for d in model.versions[-1].values()),
+            }
+        )
+
+    def _download_model(self, _user: str, body: dict[str, Any]) -> None:
+        model, _handle = self._model(body)
+        number = int(body.get("versionNumber") or 0)
+        if not 1 <= number <= len(model.versions):
+            raise _KaggleError(404, f"Version {number} of model {_handle} not found")
+        location = f"/_storage/models/{secrets.token_hex(8)}/model.tar.gz"
+        self.kaggle._storage[location] = _tar(model.versions[number - 1])
         self.send_response(302)
         self.send_header("Location", location)
         self.send_header("Content-Length", "0")

@@ -67,7 +67,8 @@ class SshHost:
             return
         log = (self.root / "sshd.log").open("ab")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
+            ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e",
+             "-f", str(self.root / "sshd_config")],
             stdout=log,
             stderr=log,
         )  # fmt: skip

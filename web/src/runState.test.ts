@@ -12,13 +12,13 @@ describe("foldRuns", () => {
   it("follows a run from creation to deployment", () => {
     const events = [
       ev("ProjectCreated", { spec: { deploy: { enabled: true } } }),
-      ev("FetchProgress", { source: "hf://a/b", bytes_done: 5, bytes_total: 10 }),
+      ev("FetchProgress", { source: "hf://a/b@main", bytes_done: 5, bytes_total: 10 }),
       ev("ProvisioningProgress", { stage: "packages", percent: 40 }),
       ev("ArtifactsCached", { artifacts: [{ source: "hf://a/b", size_bytes: 10 }] }),
       ev("NodesReady", { nodes: [], env: {} }),
       ev("TrainingStarted", { world_size: 1 }),
       ev("TrainingProgress", { step: 5, total_steps: 10, loss: 0.7 }),
-      ev("TrainingLog", { node: "n0", lines: ["hello"] }),
+      ev("TrainingLog", { node: "n0", lines: ["\u001b[1mhello\u001b[0m \u001b"] }),
       ev("TrainingProgress", { step: 10, total_steps: 10, loss: 0.3 }),
       ev("TrainingCompleted", { model_version: "v1", metrics: { accuracy: 0.9 } }),
       ev("ModelDeployed", { deployment_id: "d1", endpoint: "/api/deployments/d1/predict" }),
@@ -32,7 +32,8 @@ describe("foldRuns", () => {
     expect(r1.stages.provisioning.status).toBe("done");
     expect(r1.stages.training.endedAt! - r1.stages.training.startedAt!).toBe(4000);
     expect(r1.deploymentId).toBe("d1");
-    expect(r1.logs.map((l) => l.text)).toEqual(["hello"]);
+    expect(r1.logs.map((l) => l.text)).toEqual(["hello \u001b"]);
+    expect(Object.keys(r1.fetch)).toEqual(["hf://a/b"]);
     expect(runs.get("r2")!.status).toBe("failed");
   });
 

@@ -79,6 +79,15 @@ export function newRunView(runId: string): RunView {
   };
 }
 
+/** One key per artifact: "hf://org/name@main" and the cached "hf://org/name" are the same. */
+export function sourceKey(source: string): string {
+  return /^(hf|kaggle):\/\//.test(source) ? source.replace(/@[^@/]*$/, "") : source;
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\u001b\[[0-9;?]*[A-Za-z]/g;
+export const stripAnsi = (text: string): string => text.replace(ANSI, "");
+
 function start(stage: Stage, at: number): void {
   if (stage.status === "pending") {
     stage.status = "active";
@@ -117,7 +126,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
     case "FetchProgress": {
       advance(view, "preparing");
       start(s.fetching, at);
-      const src = String(p.source);
+      const src = sourceKey(String(p.source));
       const prev = view.fetch[src];
       view.fetch[src] = { done: num(p.bytes_done) ?? 0, total: num(p.bytes_total), cached: prev?.cached ?? false };
       break;
@@ -125,7 +134,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
     case "ArtifactsCached": {
       advance(view, "preparing");
       for (const a of (p.artifacts ?? []) as { source: string; size_bytes: number }[]) {
-        view.fetch[a.source] = { done: a.size_bytes, total: a.size_bytes, cached: true };
+        view.fetch[sourceKey(a.source)] = { done: a.size_bytes, total: a.size_bytes, cached: true };
       }
       finish(s.fetching, at);
       break;
@@ -166,7 +175,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
     case "TrainingLog": {
       const lines = (p.lines ?? []) as string[];
       for (const text of lines) {
-        view.logs.push({ seq, node: String(p.node ?? ""), stream: String(p.stream ?? "stdout"), text });
+        view.logs.push({ seq, node: String(p.node ?? ""), stream: String(p.stream ?? "stdout"), text: stripAnsi(text) });
       }
       if (view.logs.length > MAX_LOG_LINES) view.logs.splice(0, view.logs.length - MAX_LOG_LINES);
       break;

@@ -1,17 +1,23 @@
-"""Kaggle datasets through the official SDK (``kagglesdk``, which ``kaggle`` and
-``kagglehub`` are built on).
+"""Kaggle datasets and models through the official SDK (``kagglesdk``, which ``kaggle``
+and ``kagglehub`` are built on).
 
-``owner/slug`` resolves to the dataset's current version number (one ``GetDataset``
-call); ``owner/slug@N`` is already pinned. The version's archive is streamed to scratch
-and its members extracted and stored one at a time. Credentials (an API token, or a
-username and key) are passed to the client per call. The environment is the client's own
-switch (``KAGGLE_API_ENVIRONMENT``); ``endpoint`` overrides the URL it maps to.
+``owner/slug`` (a dataset) resolves to its current version number (one ``GetDataset``
+call); ``models/owner/slug/framework/variation`` (a model instance, as kagglehub names
+it) to its current version (one ``GetModelInstance`` call); ``@N`` is already pinned.
+The version's archive (zip for datasets, tar.gz for models) is streamed to scratch and its
+members extracted and stored one at a time. Credentials (an API token, or a username and
+key) are passed to the client per call. The environment is the client's own switch
+(``KAGGLE_API_ENVIRONMENT``); ``endpoint`` overrides the URL it maps to.
 """
 
 from __future__ import annotations
 
+import gzip
+import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +31,39 @@ _NEEDS_CREDENTIALS = (
     "store your Kaggle API token with `aidp secrets set KAGGLE_API_TOKEN` (or KAGGLE_USERNAME "
     "and KAGGLE_KEY) and add its name to the spec's `secrets:` list"
 )
+
+
+@dataclass(frozen=True)
+class _ModelHandle:
+    owner: str
+    model: str
+    framework: Any  # kagglesdk ModelFramework
+    variation: str
+
+    def fill(self, request: Any) -> Any:
+        request.owner_slug, request.model_slug = self.owner, self.model
+        request.framework, request.instance_slug = self.framework, self.variation
+        return request
+
+
+def _framework(name: str, source: Source) -> Any:
+    """kagglesdk's ModelFramework for ``pytorch`` / ``PyTorch`` / ``tensorflow2`` / ..."""
+    from kagglesdk.models.types.model_enums import ModelFramework
+
+    def key(text: str) -> str:
+        return text.upper().removeprefix("MODEL_FRAMEWORK_").replace("_", "").replace("-", "")
+
+    for member in ModelFramework:
+        if member is not ModelFramework.MODEL_FRAMEWORK_UNSPECIFIED and key(member.name) == key(
+            name
+        ):
+            return member
+    known = ", ".join(
+        member.name.removeprefix("MODEL_FRAMEWORK_").lower().replace("_", "")
+        for member in ModelFramework
+        if member is not ModelFramework.MODEL_FRAMEWORK_UNSPECIFIED
+    )
+    raise FetchFailed(f"{source.uri}: unknown Kaggle model framework {name!r} (one of {known}).")
 
 
 class KaggleConnector(Connector):
@@ -65,15 +104,43 @@ class KaggleConnector(Connector):
 
     @staticmethod
     def _slugs(source: Source) -> tuple[str, str]:
-        if source.kind != "dataset" or source.id.count("/") != 1:
-            raise FetchFailed(f"{source.uri}: only Kaggle datasets (owner/slug) are supported yet.")
+        if source.id.count("/") != 1:
+            raise FetchFailed(f"{source.uri}: a Kaggle dataset is named owner/slug.")
         owner, slug = source.id.split("/")
         return owner, slug
+
+    @staticmethod
+    def _model(source: Source) -> _ModelHandle | None:
+        """The model instance a ``models/owner/slug/framework/variation`` id names."""
+        parts = source.id.split("/")
+        if parts[0] != "models":
+            if source.kind == "model":
+                raise FetchFailed(
+                    f"{source.uri}: a Kaggle model is named "
+                    "kaggle://models/owner/slug/framework/variation[@version]."
+                )
+            return None
+        if len(parts) != 5 or not all(parts[1:]):
+            raise FetchFailed(
+                f"{source.uri}: a Kaggle model is named models/owner/slug/framework/variation."
+            )
+        return _ModelHandle(parts[1], parts[2], _framework(parts[3], source), parts[4])
 
     def pinned_revision(self, source: Source) -> str | None:
         return source.revision if source.revision and source.revision.isdigit() else None
 
     def resolve(self, source: Source, creds: Credentials) -> str:
+        model = self._model(source)
+        if model is not None:
+            from kagglesdk.models.types.model_api_service import ApiGetModelInstanceRequest
+
+            with self._client(creds) as client, _KaggleErrors(source):
+                instance = client.models.model_api_client.get_model_instance(
+                    model.fill(ApiGetModelInstanceRequest())
+                )
+            if not instance.version_number:
+                raise FetchFailed(f"Kaggle model '{source.id}' has no version yet.")
+            return str(instance.version_number)
         from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
 
         owner, slug = self._slugs(source)
@@ -97,38 +164,76 @@ class KaggleConnector(Connector):
         workdir: Path,
         progress: Progress,
     ) -> Iterator[tuple[str, Path]]:
-        from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
-
-        owner, slug = self._slugs(source)
-        request = ApiDownloadDatasetRequest()
-        request.owner_slug, request.dataset_slug = owner, slug
-        request.dataset_version_number = int(revision)
-        archive = workdir / f"{slug}.zip"
+        archive = workdir / "archive"
         with self._client(creds) as client, _KaggleErrors(source):
-            response = client.datasets.dataset_api_client.download_dataset(request)
+            response = self._request_archive(client, source, int(revision))
             with archive.open("wb") as out:
                 for chunk in response.iter_content(1 << 20):
                     out.write(chunk)
                     progress(len(chunk))
         try:
+            yield from _extract(archive, workdir / "files", source)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def _request_archive(self, client: Any, source: Source, version: int) -> Any:
+        model = self._model(source)
+        if model is not None:
+            from kagglesdk.models.types.model_api_service import (
+                ApiDownloadModelInstanceVersionRequest,
+            )
+
+            request = model.fill(ApiDownloadModelInstanceVersionRequest())
+            request.version_number = version
+            return client.models.model_api_client.download_model_instance_version(request)
+        from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
+
+        owner, slug = self._slugs(source)
+        request = ApiDownloadDatasetRequest()
+        request.owner_slug, request.dataset_slug = owner, slug
+        request.dataset_version_number = version
+        return client.datasets.dataset_api_client.download_dataset(request)
+
+
+def _extract(archive: Path, root: Path, source: Source) -> Iterator[tuple[str, Path]]:
+    """Yield ``(path, file)`` for each regular member of a zip or tar archive, one at a time
+    (each is stored and deleted by the caller before the next is written)."""
+
+    def target(name: str) -> Path:
+        path = root / name
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise FetchFailed(f"Kaggle archive of '{source.id}' has an unsafe path: {name!r}.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    try:
+        if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zipped:
                 for info in zipped.infolist():
                     if info.is_dir():
                         continue
-                    target = workdir / "files" / info.filename
-                    if not target.resolve().is_relative_to((workdir / "files").resolve()):
-                        raise FetchFailed(f"Kaggle archive of '{source.id}' has an unsafe path.")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zipped.open(info) as member, target.open("wb") as out:
+                    local = target(info.filename)
+                    with zipped.open(info) as member, local.open("wb") as out:
                         while chunk := member.read(1 << 20):
                             out.write(chunk)
-                    yield info.filename, target
-        except zipfile.BadZipFile:
-            raise FetchFailed(
-                f"Kaggle sent a damaged archive for '{source.id}'.", retryable=True
-            ) from None
-        finally:
-            archive.unlink(missing_ok=True)
+                    yield info.filename, local
+            return
+        with tarfile.open(archive) as tarred:
+            for entry in tarred:
+                if not entry.isfile():
+                    continue  # directories; links and devices are never materialised
+                local = target(entry.name)
+                stream = tarred.extractfile(entry)
+                if stream is None:
+                    continue
+                with stream, local.open("wb") as out:
+                    while chunk := stream.read(1 << 20):
+                        out.write(chunk)
+                yield entry.name.removeprefix("./"), local
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError):
+        raise FetchFailed(
+            f"Kaggle sent a damaged archive for '{source.id}'.", retryable=True
+        ) from None
 
 
 class _KaggleErrors:
@@ -143,7 +248,8 @@ class _KaggleErrors:
             return False
         import requests
 
-        ref = self.source.id
+        ref = self.source.id.removeprefix("models/")
+        what = "model" if self.source.id.startswith("models/") else "dataset"
         if isinstance(exc, requests.HTTPError):
             status = exc.response.status_code if exc.response is not None else 0
             if status == 401:
@@ -152,12 +258,12 @@ class _KaggleErrors:
                 ) from None
             if status == 403:
                 raise FetchFailed(
-                    f"Kaggle denied access to dataset '{ref}' (403): it is private or you have not "
+                    f"Kaggle denied access to {what} '{ref}' (403): it is private or you have not "
                     "accepted its rules on kaggle.com with the account of your KAGGLE token."
                 ) from None
             if status == 404:
                 version = f" version {self.source.revision}" if self.source.revision else ""
-                raise FetchFailed(f"Kaggle dataset '{ref}'{version} was not found.") from None
+                raise FetchFailed(f"Kaggle {what} '{ref}'{version} was not found.") from None
             raise FetchFailed(
                 f"Kaggle answered HTTP {status} for '{ref}'.",
                 retryable=status >= 500 or status == 429,

@@ -174,7 +174,11 @@ class IdcClient:
     async def ensure_ssh_key(self, name: str, public_key: str) -> None:
         if await self.get_or_none(f"/sshpublickeys/name/{name}") is None:
             body = {"metadata": {"name": name}, "spec": {"sshPublicKey": public_key}}
-            await self.request("POST", "/sshpublickeys", json=body)
+            try:
+                await self.request("POST", "/sshpublickeys", json=body)
+            except ProviderError as exc:
+                if exc.code != "idc_409":  # registered meanwhile by a sibling node: fine
+                    raise
 
     async def delete_ssh_key(self, name: str) -> None:
         try:

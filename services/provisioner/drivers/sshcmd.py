@@ -83,6 +83,8 @@ def ansible_ssh_vars(node: Node, *, connect_timeout: int = 10) -> dict[str, Any]
         "ansible_user": node.ssh_user,
         "ansible_ssh_common_args": shlex.join(opts),
         "ansible_ssh_pipelining": True,
+        # Discovery could pick a broken shim (pyenv); the probe's python3 is known to work.
+        "ansible_python_interpreter": node.extra.get("python3", "/usr/bin/python3"),
     }
 
 
@@ -155,7 +157,7 @@ def probe_script(workdir: str) -> str:
         "cd || exit 4\n"
         "command -v python3 >/dev/null 2>&1 || { echo 'python3 not found on PATH' >&2; exit 3; }\n"
         f"mkdir -p {shlex.quote(workdir)} && python3 -c 'import sys; print(sys.version.split()[0])'"
-        ' && printf "%s\\n" "$HOME"'
+        ' && command -v python3 && printf "%s\\n" "$HOME"'
     )
 
 
@@ -183,13 +185,14 @@ async def probe(node: Node, *, connect_timeout: int = 10) -> Node:
             code="python_missing",
         )
     lines = out.split()
-    if rc != 0 or len(lines) < 2:
+    if rc != 0 or len(lines) < 3:
         raise ProviderError(
             f"node {node.name} ({node.address}): check failed (exit {rc}): {err.strip()}"
         )
-    home = lines[-1]
+    home, python3 = lines[-1], lines[-2]
     return replace(
         node,
+        extra={**node.extra, "python3": python3},
         workdir=absolute(node.workdir, home),
         env_root=absolute(node.env_root, home),
         tools_dir=absolute(node.tools_dir, home),

@@ -65,6 +65,9 @@ def _ansible_env(private_dir: Path, control_dir: str) -> dict[str, str]:
         "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
         "ANSIBLE_LOCAL_TEMP": str(private_dir / "tmp"),
         "ANSIBLE_NOCOLOR": "1",
+        # ansible-runner turns host key checking off by default; ours is on (accept-new
+        # into the user's known_hosts, a changed key fails).
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
     }

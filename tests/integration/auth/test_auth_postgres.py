@@ -39,6 +39,9 @@ def test_full_flow_on_postgres_and_openbao(make_pg_client: Callable[..., TestCli
     for spent_or_revoked in (tokens["refresh_token"], rotated.json()["refresh_token"]):
         r = client.post("/api/auth/refresh", json={"refresh_token": spent_or_revoked})
         assert r.status_code == 401
+    # The replay also revoked the access tokens issued so far.
+    assert client.get("/api/auth/me", headers=headers).status_code == 401
+    headers = bearer(login(client, "pat@example.com")["access_token"])
 
     api = client.post("/api/auth/tokens", json={"name": "ci"}, headers=headers).json()
     r = client.post("/internal/introspect", json={"token": api["token"]})
@@ -168,3 +171,28 @@ def test_hostile_input_on_postgres(make_pg_client: Callable[..., TestClient]) ->
     from tests.unit.auth.test_hostile_input import check_hostile
 
     check_hostile(make_pg_client())
+
+
+def test_cli_rotation_with_vault_from_settings(
+    postgres_url: str, bao_server: tuple[str, str], tmp_path: Any
+) -> None:
+    """The real wiring: Vault reached through AIDP_VAULT_ADDR/TOKEN, then the CLI rotates."""
+    from services.auth.__main__ import rotate_key
+    from services.auth.main import create_app
+    from services.auth.settings import AuthSettings
+
+    addr, token = bao_server
+    settings = AuthSettings(
+        data_dir=tmp_path,
+        database_url=postgres_url,
+        vault_addr=addr,
+        vault_token=token,
+        keyring_reload_seconds=1,
+    )
+    with TestClient(create_app(settings)) as client:
+        before = [k["kid"] for k in client.get("/api/auth/jwks").json()["keys"]]
+        new_kid = rotate_key(settings)
+        time.sleep(1.1)
+        after = [k["kid"] for k in client.get("/api/auth/jwks").json()["keys"]]
+    assert after[0] == new_kid
+    assert before[0] in after

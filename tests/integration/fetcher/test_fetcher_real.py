@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ async def test_two_replicas_single_flight_and_offline(
         hub.gate("org/gated", token="hf_real")
         sha = hub.commit("org/gated", {"model.bin": os.urandom(2 << 20), "config.json": b"{}"})
         hub.bytes_per_second = 8 << 20
-        common = {
+        common: dict[str, Any] = {
             "bus_url": amqp_url,
             "database_url": postgres_url,
             "hf_endpoint": hub.url,

@@ -35,10 +35,10 @@ async def test_full_build_then_warm_rerun(real_settings: ProvisionerSettings) ->
         env = ready.payload["env"]
         node = ready.payload["nodes"][0]
         assert env["torch_version"].startswith("2.13.0") and node["python"] == env["python"]
+        code = "import torch, six, transformers, safetensors; print(torch.__version__)"
         check = subprocess.run(
-            [env["python"], "-c", "import torch, six, transformers, safetensors; print(torch.__version__)"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [env["python"], "-c", code], capture_output=True, text=True, check=True
+        )
         assert check.stdout.strip() == env["torch_version"]
         lock_path = f"{env['python'].rsplit('/venv/', 1)[0]}/requirements.lock"
         with open(lock_path) as handle:

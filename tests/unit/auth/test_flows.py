@@ -86,9 +86,11 @@ def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient) -> Non
     replay = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert replay.status_code == 401
     assert "reused" in replay.json()["error"]["message"]
-    # The whole family is gone: the token handed out by the legitimate rotation too.
+    # The whole family is gone: the token handed out by the legitimate rotation too,
+    # and the access tokens issued so far.
     again = client.post("/api/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
     assert again.status_code == 401
+    assert client.get("/api/auth/me", headers=bearer(rotated["access_token"])).status_code == 401
 
 
 def test_reuse_does_not_touch_other_sessions(client: TestClient) -> None:

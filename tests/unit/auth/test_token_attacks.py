@@ -8,7 +8,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 
-from tests.unit.auth.conftest import bearer, login, register
+from services.auth.main import create_app
+from shared.secrets import InMemoryVault
+from tests.unit.auth.conftest import bearer, login, make_settings, register
 
 
 def _b64(data: bytes) -> str:
@@ -44,9 +46,18 @@ def _hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str
     return f"{signing_input}.{_b64(mac)}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One app for the module: the attacks only read, so they can share it."""
+    vault = InMemoryVault()
+    settings = make_settings(tmp_path_factory.mktemp("attacks"))
+    with TestClient(create_app(settings, vault=(vault, vault))) as client:
+        register(client, "victim@example.com")
+        yield client
+
+
+@pytest.fixture(scope="module")
 def genuine(client: TestClient) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    register(client, "victim@example.com")
     token = login(client, "victim@example.com")["access_token"]
     header, claims, _ = _segments(token)
     return token, header, claims

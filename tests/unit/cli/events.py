@@ -38,7 +38,7 @@ def happy_run(*, deploy: bool = True) -> list[dict[str, Any]]:
     spec = {"name": "demo", "model": "hf://a/b", "deploy": {"enabled": deploy}}
     events = [
         env(ProjectCreated(owner_id=uuid.uuid4(), spec=spec)),
-        env(FetchProgress(source="hf://a/b", bytes_done=500_000, bytes_total=1_000_000)),
+        env(FetchProgress(source="hf://a/b@main", bytes_done=500_000, bytes_total=1_000_000)),
         env(ProvisioningProgress(stage="packages", message="pip install", percent=40)),
         env(FetchProgress(source="hf://a/b", bytes_done=1_000_000, bytes_total=1_000_000)),
         env(
@@ -67,7 +67,7 @@ def happy_run(*, deploy: bool = True) -> list[dict[str, Any]]:
                 step=10, total_steps=20, loss=0.9, samples_per_sec=12.5, eta_seconds=30
             )
         ),
-        env(TrainingLog(node="local-0", lines=["epoch 1 done"])),
+        env(TrainingLog(node="local-0", lines=["\x1b[1mepoch 1 done\x1b[0m"])),
         env(TrainingProgress(step=20, total_steps=20, loss=0.4, eta_seconds=0)),
         env(TrainingCompleted(model_version="v1", metrics={"accuracy": 0.91}, digest="e" * 64)),
     ]

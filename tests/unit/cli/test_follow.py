@@ -25,7 +25,8 @@ def test_happy_run_ends_deployed() -> None:
     assert view.losses == [(10, 0.9), (20, 0.4)]
     assert view.step == view.total_steps == 20
     assert view.fetched and view.nodes_ready
-    assert view.logs == ["epoch 1 done"]
+    assert view.logs == ["epoch 1 done"]  # ANSI colour codes stripped
+    assert list(view.fetch) == ["hf://a/b"]  # "@main" progress and the cached ref are one
     assert view.last_seq == len(happy_run())
     joined = "\n".join(notes)
     for expected in (

@@ -30,7 +30,7 @@ class Fetcher:
     app: FastAPI
     bus: Bus
     settings: FetcherSettings
-    vault: InMemoryVault
+    vault: Any  # InMemoryVault or VaultClient
     events: list[Envelope] = field(default_factory=list)
 
     @property
@@ -133,7 +133,7 @@ def spec(
 async def running_fetcher(
     tmp_path: Path,
     *,
-    vault: InMemoryVault | None = None,
+    vault: Any = None,  # a SecretStore + KeyService: InMemoryVault or a real VaultClient
     bus_url: str = "memory://",
     database_url: str | None = None,
     **overrides: Any,

@@ -236,3 +236,31 @@ async def test_unfinished_jobs_resume_at_start(harness: Harness, cloud: FakeClou
     await harness.start()
     await harness.wait_for("NodesReady", run)
     assert cloud.created == [(run, 0)]
+
+
+async def test_local_driver_limits_concurrent_runs(tmp_path) -> None:
+    from services.provisioner.drivers.base import RunContext
+    from services.provisioner.drivers.local import LocalDriver
+    from services.provisioner.settings import ProvisionerSettings
+    from shared.errors import TransientError
+    from shared.spec import ProjectSpec
+
+    settings = ProvisionerSettings(data_dir=tmp_path, env_dir=tmp_path / "envs", local_max_runs=1)
+    busy = {uuid.uuid4()}
+    driver = LocalDriver(settings, runs_holding_node=lambda: busy)
+    spec = ProjectSpec.model_validate(spec_dict(provider="local"))
+    ctx = RunContext(uuid.uuid4(), uuid.uuid4(), None, spec, tmp_path / "state")
+    try:
+        await driver.create_node(ctx, 0)
+    except TransientError as exc:
+        assert "AIDP_LOCAL_MAX_RUNS=1" in exc.message
+    else:
+        raise AssertionError("a second local run must wait")
+    busy.clear()
+    node = await driver.create_node(ctx, 0)
+    node = await driver.check_node(ctx, node)
+    assert node.workdir == str(tmp_path / "workspaces" / str(ctx.run_id))
+    assert node.extra["python3"]
+    await driver.terminate_node(ctx, node)
+    await driver.terminate_node(ctx, node)  # a missing node is not an error
+    assert not (tmp_path / "workspaces" / str(ctx.run_id)).exists()

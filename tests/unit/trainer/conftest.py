@@ -15,8 +15,7 @@ from fastapi import FastAPI
 
 from services.trainer.main import create_app
 from services.trainer.settings import TrainerSettings
-from shared.bus import Bus
-from shared.bus.memory import MemoryBus
+from shared.bus import Bus, create_bus
 from shared.events import (
     STATUS_EVENT_TYPES,
     ArtifactRef,
@@ -87,7 +86,7 @@ class Harness:
     store: ArtifactStore
     events: Events
     tmp: Path
-    vault: InMemoryVault
+    vault: InMemoryVault | None
     model_key: str = ""
     dataset_key: str = ""
 
@@ -201,7 +200,11 @@ def settings_for(tmp_path: Path, **overrides: Any) -> TrainerSettings:
 
 
 class running_trainer:  # noqa: N801 - used as a context manager
-    """Start a trainer app (and an observer queue) for a test; reusable across restarts."""
+    """Start a trainer app (and an observer queue) for a test; reusable across restarts.
+
+    ``vault=None`` with ``real_vault=True`` lets the service connect to the Vault named in
+    the settings (integration tests); otherwise an :class:`InMemoryVault` is injected.
+    """
 
     def __init__(
         self,
@@ -209,20 +212,23 @@ class running_trainer:  # noqa: N801 - used as a context manager
         tiny: tuple[Path, Path],
         *,
         vault: InMemoryVault | None = None,
+        real_vault: bool = False,
         events: Events | None = None,
         **overrides: Any,
     ) -> None:
         self.tmp, self.tiny = tmp_path, tiny
-        self.vault = vault or InMemoryVault()
+        self.vault = None if real_vault else (vault or InMemoryVault())
         self.events = events or Events()
         self.overrides = overrides
 
     async def __aenter__(self) -> Harness:
         settings = settings_for(self.tmp, **self.overrides)
-        self.bus = MemoryBus(settings.bus_url)
+        self.bus = create_bus(settings.bus_url)
         await self.bus.connect()
         await self.bus.subscribe("observer", list(STATUS_EVENT_TYPES), self.events.handle)
-        self.app = create_app(settings, bus=self.bus, vault=(self.vault, self.vault))
+        shared_bus = self.bus if settings.bus_url.startswith("memory") else None
+        vault = (self.vault, self.vault) if self.vault is not None else None
+        self.app = create_app(settings, bus=shared_bus, vault=vault)
         self.ctx = self.app.router.lifespan_context(self.app)
         await self.ctx.__aenter__()
         store = self.app.state.trainer.jobs.store

@@ -170,3 +170,27 @@ async def test_nodes_failed_fails_the_run_and_duplicates_are_ignored(trainer: Ha
     await trainer.bus.publish(envelope)  # a redelivery
     await asyncio.sleep(0.5)
     assert len(trainer.events.of("TrainingFailed", run_id)) == 1
+
+
+async def test_trainer_restart_resumes_the_run_from_its_checkpoint(
+    tmp_path: Path, tiny_files: tuple[Path, Path]
+) -> None:
+    from shared.secrets import InMemoryVault
+    from tests.unit.trainer.conftest import Events, running_trainer
+
+    vault, events = InMemoryVault(), Events()
+    spec = text_spec(args={"max_steps": 300, "batch_size": 4}, checkpoint_every=20)
+    async with running_trainer(tmp_path, tiny_files, vault=vault, events=events) as first:
+        run_id = await first.start_run(spec=spec)
+        await events.wait_for(
+            lambda: any(e.payload["step"] >= 50 for e in events.of("TrainingProgress", run_id)),
+            what="step 50",
+        )
+    # the first trainer is gone (its processes too); a new one takes the run over
+    async with running_trainer(tmp_path, tiny_files, vault=vault, events=events):
+        second = await events.wait_for(
+            lambda: [e for e in events.of("TrainingStarted", run_id) if e.payload["attempt"] == 2],
+            what="attempt 2",
+        )
+        assert (second[0].payload["resumed_from_step"] or 0) >= 20
+        await events.first("TrainingCompleted", run_id, timeout=180)

@@ -173,7 +173,10 @@ export function ProjectPage({ projectId }: { projectId: string }) {
 
       <div className="grid-2">
         <RunHistory
-          runs={runs}
+          runs={runs.map((r) => {
+            const v = views.get(r.id);
+            return v && !isFinal(r.status) && v.lastSeq > 0 ? { ...r, status: v.status } : r;
+          })}
           selected={runId}
           onSelect={setSelected}
           canEdit={canEdit}

@@ -210,7 +210,11 @@ export function DeploymentPanel({ deploymentId, canEdit }: { deploymentId: strin
     <section className="card" aria-labelledby="deploy-title" data-testid="deployment">
       <div className="page-head">
         <h2 id="deploy-title">Deployment</h2>
-        {dep && <span className={`badge badge-${dep.status === "ready" || dep.status === "deployed" ? "deployed" : dep.status}`}>{dep.status}</span>}
+        {dep && (
+          <span className={`badge badge-${dep.status}`} data-status={dep.status}>
+            {dep.status}
+          </span>
+        )}
       </div>
       <p className="small">
         Endpoint: <code className="break">{endpoint}</code>

@@ -1,0 +1,375 @@
+"""The idc driver: Intel Tiber AI Cloud VMs over the compute REST API (or Terraform).
+
+Per run: an SSH key pair generated on the controller and registered as ``aidp-<run id>``;
+node ``i`` is the instance ``aidp-<run id 12 hex>-<i>`` labelled ``aidp-run=<run id>`` and
+``aidp-managed=true``, booted with cloud-init user data, polled until ``Ready`` (``Failed``
+fails fast with the API's message, after deleting the instance) and reached through the
+instance's ``sshProxy`` jump host. Teardown deletes the run's instances by label, so an
+instance created just before a crash is found too; the reaper deletes instances labelled for
+runs that have ended.
+
+Credentials: the owner's Vault secrets ``ITAC_CLIENT_ID``, ``ITAC_CLIENT_SECRET`` and
+``ITAC_CLOUDACCOUNT`` when all three are stored, else the platform's settings
+(``ITAC_*`` / ``AIDP_IDC_*``) or its platform secret ``idc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
+from services.provisioner.drivers.idc_api import IdcClient, IdcCredentials
+from services.provisioner.drivers.sshcmd import ansible_ssh_vars, probe, run_ssh
+from services.provisioner.drivers.terraform import TerraformRun, terraform_binary
+from services.provisioner.settings import ProvisionerSettings
+from shared.errors import ProviderError
+from shared.secrets import SecretStore
+
+__all__ = ["TF_INSTANCE_FIELDS", "IdcDriver", "instance_name", "key_name"]
+
+#: Fields of each item of the Terraform module's ``instances`` output that the driver reads.
+TF_INSTANCE_FIELDS = (
+    "id", "name", "private_ip", "user_name", "proxy_user", "proxy_address", "proxy_port",
+)  # fmt: skip
+
+RUN_LABEL = "aidp-run"
+MANAGED_LABEL = "aidp-managed"
+
+_USER_DATA = """#cloud-config
+package_update: false
+packages: [python3, python3-venv]
+runcmd:
+  - [sh, -c, "mkdir -p /opt/aidp && chmod 0777 /opt/aidp"]
+"""
+
+
+def instance_name(run_id: uuid.UUID, index: int) -> str:
+    return f"aidp-{run_id.hex[:12]}-{index}"
+
+
+def key_name(run_id: uuid.UUID) -> str:
+    return f"aidp-{run_id}"
+
+
+class IdcDriver(NodeDriver):
+    name: ClassVar[str] = "idc"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        accelerators=frozenset({"cpu", "gaudi", "xpu"}), max_nodes=16, billed=True
+    )
+
+    def __init__(
+        self,
+        settings: ProvisionerSettings,
+        *,
+        secrets: SecretStore,
+        owner_id: uuid.UUID | None,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.owner_id = owner_id
+
+    # -- credentials and client --------------------------------------------------------------
+
+    def credentials(self) -> IdcCredentials:
+        """The owner's stored credentials, else the platform's; ProviderError if neither."""
+        if self.owner_id is not None:
+            names = ("ITAC_CLIENT_ID", "ITAC_CLIENT_SECRET", "ITAC_CLOUDACCOUNT")
+            values = [self.secrets.get_user_secret(str(self.owner_id), n) for n in names]
+            if all(v is not None for v in values):
+                cid, secret, account = (v.reveal() for v in values if v is not None)
+                return IdcCredentials(cid, secret, account, source="user")
+        s = self.settings
+        if s.idc_client_id and s.idc_client_secret and s.idc_cloudaccount:
+            return IdcCredentials(
+                s.idc_client_id,
+                s.idc_client_secret.get_secret_value(),
+                s.idc_cloudaccount,
+                source="platform",
+            )
+        stored = self.secrets.get_platform_secret("idc") or {}
+        if all(stored.get(k) for k in ("client_id", "client_secret", "cloudaccount")):
+            return IdcCredentials(
+                stored["client_id"], stored["client_secret"], stored["cloudaccount"], "platform"
+            )
+        raise ProviderError(
+            "no Intel Tiber AI Cloud credentials: store ITAC_CLIENT_ID, ITAC_CLIENT_SECRET and"
+            " ITAC_CLOUDACCOUNT as secrets (aidp secrets set ...), or configure the platform's",
+            code="idc_credentials_missing",
+        )
+
+    def client(self) -> IdcClient:
+        return IdcClient(
+            api_url=self.settings.idc_api_url,
+            token_url=self.settings.idc_token_url,
+            credentials=self.credentials(),
+            max_retries=self.settings.idc_max_retries,
+            backoff=self.settings.idc_backoff,
+        )
+
+    def use_terraform(self) -> str | None:
+        """The terraform/tofu binary to use, or None for direct API calls."""
+        return terraform_binary() if self.settings.idc_use_terraform else None
+
+    # -- contract ------------------------------------------------------------------------------
+
+    def _instance_type(self, ctx: RunContext) -> str:
+        return ctx.spec.resources.instance_type or self.settings.idc_default_instance_type
+
+    async def check_request(self, ctx: RunContext) -> None:
+        await super().check_request(ctx)
+        limit = ctx.spec.resources.max_hourly_usd
+        itype = self._instance_type(ctx)
+        if limit is not None:
+            price = self.settings.idc_prices.get(itype)
+            if price is None:
+                raise ProviderError(
+                    f"no price known for instance type {itype!r}, so max_hourly_usd={limit}"
+                    " cannot be checked; add it to AIDP_IDC_PRICES",
+                    code="price_unknown",
+                )
+            total = price * ctx.spec.resources.nodes
+            if total > limit:
+                raise ProviderError(
+                    f"{ctx.spec.resources.nodes} x {itype} costs ${total:.2f}/hour, over the"
+                    f" spec's max_hourly_usd of ${limit:.2f}; nothing was created",
+                    code="over_budget",
+                )
+        self.credentials()
+
+    async def _run_key(self, ctx: RunContext, api: IdcClient) -> tuple[str, str]:
+        """The run's key pair (made once) registered with the cloud: (private path, name)."""
+        keys = ctx.state_dir / "keys"
+        keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = keys / "idc_ed25519"
+        if not private.exists():
+            await asyncio.to_thread(
+                subprocess.run,
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key_name(ctx.run_id),
+                 "-f", str(private)],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+        public = private.with_name("idc_ed25519.pub").read_text().strip()
+        await api.ensure_ssh_key(key_name(ctx.run_id), public)
+        return str(private), key_name(ctx.run_id)
+
+    def _create_body(self, ctx: RunContext, index: int, ssh_key: str) -> dict[str, Any]:
+        zone = f"{self.settings.idc_region}a"
+        return {
+            "metadata": {
+                "name": instance_name(ctx.run_id, index),
+                "labels": {
+                    RUN_LABEL: str(ctx.run_id),
+                    MANAGED_LABEL: "true",
+                    "aidp-project": str(ctx.project_id),
+                },
+            },
+            "spec": {
+                "availabilityZone": zone,
+                "instanceType": self._instance_type(ctx),
+                "machineImage": self.settings.idc_machine_image,
+                "runStrategy": "RerunOnFailure",
+                "sshPublicKeyNames": [ssh_key],
+                "interfaces": [{"name": "eth0", "vNet": f"{zone}-default"}],
+                "userData": _USER_DATA,
+            },
+        }
+
+    def _terraform(self, ctx: RunContext, binary: str) -> TerraformRun:
+        creds = self.credentials()
+        return TerraformRun(
+            binary=binary,
+            module=self.settings.terraform_dir,
+            workdir=ctx.state_dir / "terraform",
+            env={
+                "ITAC_REGION": self.settings.idc_region,
+                "ITAC_CLOUDACCOUNT": creds.cloudaccount,
+                "ITAC_CLIENT_ID": creds.client_id,
+                "ITAC_CLIENT_SECRET": creds.client_secret,
+            },
+        )
+
+    def terraform_variables(self, ctx: RunContext, ssh_key: str) -> dict[str, Any]:
+        """The module's input variables for a run (deploy/terraform/idc/variables.tf)."""
+        return {
+            "region": self.settings.idc_region,
+            "availability_zone": f"{self.settings.idc_region}a",
+            "run_id": str(ctx.run_id),
+            "project_id": str(ctx.project_id),
+            "node_count": ctx.spec.resources.nodes,
+            "instance_type": self._instance_type(ctx),
+            "machine_image": self.settings.idc_machine_image,
+            "ssh_key_name": ssh_key,
+            "user_data": _USER_DATA,
+        }
+
+    async def _create_with_terraform(self, ctx: RunContext, index: int, binary: str) -> Node:
+        """All of the run's nodes in one apply (idempotent); node ``index`` from the outputs."""
+        async with self.client() as api:
+            identity, ssh_key = await self._run_key(ctx, api)
+        outputs = await self._terraform(ctx, binary).apply(self.terraform_variables(ctx, ssh_key))
+        item = outputs["instances"][index]
+        instance = {
+            "metadata": {"resourceId": item["id"], "name": item["name"]},
+            "status": {
+                "phase": "Ready",
+                "interfaces": [{"addresses": [item["private_ip"]]}],
+                "userName": item["user_name"],
+                "sshProxy": {
+                    "proxyUser": item["proxy_user"],
+                    "proxyAddress": item["proxy_address"],
+                    "proxyPort": item["proxy_port"],
+                },
+            },
+        }
+        return self._node(ctx, index, instance, identity)
+
+    async def create_node(self, ctx: RunContext, index: int) -> Node:
+        binary = self.use_terraform()
+        if binary is not None:
+            return await self._create_with_terraform(ctx, index, binary)
+        async with self.client() as api:
+            identity, ssh_key = await self._run_key(ctx, api)
+            name = instance_name(ctx.run_id, index)
+            instance = await api.instance_by_name(name)
+            if instance is None:
+                await ctx.report("nodes", f"creating {name} ({self._instance_type(ctx)})")
+                instance = await api.create_instance(self._create_body(ctx, index, ssh_key))
+            instance = await self._wait_ready(ctx, api, instance)
+        return self._node(ctx, index, instance, identity)
+
+    async def _wait_ready(
+        self, ctx: RunContext, api: IdcClient, instance: dict[str, Any]
+    ) -> dict[str, Any]:
+        resource_id = instance["metadata"]["resourceId"]
+        name = instance["metadata"].get("name", resource_id)
+        deadline = time.monotonic() + self.settings.idc_ready_timeout
+        last_phase = ""
+        while True:
+            status = instance.get("status") or {}
+            phase = status.get("phase", "")
+            if phase != last_phase:
+                await ctx.report("nodes", f"{name}: {phase or 'submitted'}")
+                last_phase = phase
+            if phase == "Ready":
+                return instance
+            if phase == "Failed":
+                message = status.get("message") or "no message"
+                await api.delete_instance(resource_id)
+                raise ProviderError(
+                    f"instance {name} failed to provision: {message}", code="instance_failed"
+                )
+            if time.monotonic() > deadline:
+                await api.delete_instance(resource_id)
+                raise ProviderError(
+                    f"instance {name} not Ready after {self.settings.idc_ready_timeout:.0f} s"
+                    f" (last phase {phase!r}); deleted it",
+                    retryable=True,
+                )
+            await asyncio.sleep(self.settings.idc_poll_interval)
+            found = await api.instance(resource_id)
+            if found is None:
+                raise ProviderError(f"instance {name} disappeared while provisioning")
+            instance = found
+
+    def _node(self, ctx: RunContext, index: int, instance: dict[str, Any], identity: str) -> Node:
+        status = instance.get("status") or {}
+        try:
+            address = status["interfaces"][0]["addresses"][0]
+        except (KeyError, IndexError) as exc:
+            raise ProviderError(f"instance {instance['metadata']} is Ready without an IP") from exc
+        proxy = status.get("sshProxy") or {}
+        jump = None
+        if proxy.get("proxyAddress"):
+            jump = (
+                f"{proxy.get('proxyUser', 'guest')}@{proxy['proxyAddress']}"
+                f":{proxy.get('proxyPort', 22)}"
+            )
+        root = self.settings.ssh_node_root
+        known_hosts = ctx.state_dir / "known_hosts"  # fresh VMs: pinned for this run only
+        known_hosts.touch(mode=0o600, exist_ok=True)
+        return Node(
+            name=f"idc-{index}",
+            index=index,
+            provider=self.name,
+            address=address,
+            workdir=f"{root}/runs/{ctx.run_id}",
+            env_root=f"{root}/envs",
+            tools_dir=f"{root}/bin",
+            accelerator=ctx.spec.resources.accelerator,
+            ssh_user=status.get("userName") or "ubuntu",
+            ssh_port=22,
+            proxy=jump,
+            identity_file=identity,
+            known_hosts=str(known_hosts),
+            resource_id=instance["metadata"]["resourceId"],
+        )
+
+    async def check_node(self, ctx: RunContext, node: Node) -> Node:
+        """A Ready VM may still be booting sshd: retry connection failures for a while."""
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                return await probe(node, connect_timeout=self.settings.ssh_connect_timeout)
+            except ProviderError as exc:
+                if not exc.retryable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(3)
+
+    async def run(self, node: Node, script: str, *, timeout: float = 60) -> tuple[int, str, str]:
+        return await run_ssh(
+            node, script, timeout=timeout, connect_timeout=self.settings.ssh_connect_timeout
+        )
+
+    async def terminate_node(self, ctx: RunContext, node: Node) -> None:
+        if node.resource_id is None:
+            return
+        async with self.client() as api:
+            await api.delete_instance(node.resource_id)
+
+    async def release_run(self, ctx: RunContext) -> None:
+        """Delete every instance labelled for the run (also ones never recorded) and its key."""
+        binary = self.use_terraform()
+        if binary is not None and (ctx.state_dir / "terraform").exists():
+            await self._terraform(ctx, binary).destroy()
+        async with self.client() as api:
+            for instance in await api.instances({RUN_LABEL: str(ctx.run_id)}):
+                await api.delete_instance(instance["metadata"]["resourceId"])
+            await api.delete_ssh_key(key_name(ctx.run_id))
+        shutil.rmtree(ctx.state_dir / "keys", ignore_errors=True)
+
+    async def reap(self, *, active_run_ids: Iterable[uuid.UUID]) -> list[str]:
+        active = {str(r) for r in active_run_ids}
+        removed: list[str] = []
+        async with self.client() as api:
+            for instance in await api.instances({MANAGED_LABEL: "true"}):
+                meta = instance["metadata"]
+                run = (meta.get("labels") or {}).get(RUN_LABEL)
+                if run and run not in active:
+                    await api.delete_instance(meta["resourceId"])
+                    removed.append(meta.get("name", meta["resourceId"]))
+            for key in await api.list_ssh_keys():
+                name = key["metadata"]["name"]
+                if name.startswith("aidp-") and name.removeprefix("aidp-") not in active:
+                    if _is_uuid(name.removeprefix("aidp-")):
+                        await api.delete_ssh_key(name)
+        return removed
+
+    def ansible_vars(self, node: Node) -> dict[str, Any]:
+        values = ansible_ssh_vars(node, connect_timeout=self.settings.ssh_connect_timeout)
+        values["ansible_ssh_private_key_file"] = node.identity_file
+        return values
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

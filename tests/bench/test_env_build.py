@@ -28,7 +28,11 @@ SHARED = Path(os.environ.get("AIDP_TEST_ENV_DIR", Path.home() / ".cache" / "aidp
 
 def _settings(data: Path, env: Path) -> ProvisionerSettings:
     return ProvisionerSettings(
-        data_dir=data, env_dir=env, bus_url="memory://bench", reaper_interval=3600
+        data_dir=data,
+        env_dir=env,
+        bus_url="memory://bench",
+        reaper_interval=3600,
+        local_max_runs=10,  # runs are never released here: let them share the node
     )
 
 

@@ -155,9 +155,12 @@ async def test_slow_client_is_dropped_without_stalling_others(served: Served) ->
     project = await served.create_project(headers)
     pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
     # the slow client stops reading (a raw socket with a tiny receive buffer)
-    slow = _RawClient(served.url)
-    slow.send({"type": "auth", "token": token})
-    slow.send({"type": "subscribe", "project_id": project["id"], "after": 1})
+    # (blocking socket calls run in a thread: the server shares this event loop)
+    slow = await asyncio.to_thread(_RawClient, served.url)
+    await asyncio.to_thread(slow.send, {"type": "auth", "token": token})
+    await asyncio.to_thread(
+        slow.send, {"type": "subscribe", "project_id": project["id"], "after": 1}
+    )
     fast = await websockets.connect(served.ws_url, max_size=None)
     await fast.send(json.dumps({"type": "auth", "token": token}))
     await fast.recv()
@@ -183,6 +186,7 @@ class _RawClient:
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no autotuning
+        self.sock.settimeout(10)
         self.sock.connect((host, int(port)))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(

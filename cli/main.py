@@ -144,7 +144,7 @@ def login(
         me = client.me()
         _save_login(config, client, me.get("email"))
         return
-    email = email or (config.email if not sys.stdin.isatty() else None) or typer.prompt("Email")
+    email = email or str(typer.prompt("Email", default=config.email))
     client = Client(server)
     client.sign_in(email, _ask_password(password))
     _save_login(config, client, email)

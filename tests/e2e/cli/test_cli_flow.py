@@ -76,6 +76,15 @@ def test_full_flow_run_follow_deploy_predict(
     artifacts = json.loads(alice("artifacts", "--json").out)
     assert {a["kind"] for a in artifacts} >= {"model", "dataset"}
 
+    # `aidp run` on an existing name starts a new run of that project; cancel it
+    again = alice("run", str(spec), "--json")
+    assert again.code == 0, again.text
+    run2 = json.loads(again.out)["run_id"]
+    assert run2 != run_id
+    assert alice("cancel", run2).code == 0
+    followed = alice("logs", run2, "-f", timeout=180)
+    assert followed.code == 1 and "cancelled" in followed.out, followed.text
+
     # a second user sees nothing of alice's
     bob: Cli = cli_for("bob")
     _register(bob, f"bob-{uuid.uuid4().hex[:6]}@example.com")

@@ -77,6 +77,14 @@ try {
     await page.getByLabel("Project name").fill("bad name!");
     await page.getByText("Lowercase letters, digits and dashes (start").waitFor(); // validated as you type
     const f = scenario.form;
+    // a dataset file upload shows its progress and yields an upload:// URI
+    await page.getByText("Upload a file").click();
+    await page.getByLabel("Dataset file").setInputFiles({
+      name: "reviews.csv", mimeType: "text/csv", buffer: Buffer.from("text,label\ngood film,pos\nbad film,neg\n"),
+    });
+    await page.getByText(/uploaded · upload:\/\//).waitFor({ timeout: 30_000 });
+    seen.upload_yaml = (await page.getByTestId("yaml-preview").innerText()).match(/dataset: (upload:\/\/\S+)/)?.[1];
+    await page.getByText("HuggingFace", { exact: true }).click();
     await page.getByLabel("Project name").fill(f.name);
     await page.getByLabel("HuggingFace model id").fill(f.model);
     await page.getByLabel("Revision").first().fill("main");
@@ -126,6 +134,17 @@ try {
     await shot(page, "08-projects");
   });
 
+  await step("secrets", page, async () => {
+    await page.getByRole("link", { name: "Secrets" }).click();
+    await page.getByLabel("Name").fill("HF_TOKEN");
+    await page.getByLabel("Value").fill("hf_e2e_very_secret_value");
+    await page.getByRole("button", { name: "Save secret" }).click();
+    await page.getByText("HF_TOKEN saved.").waitFor();
+    await page.getByRole("button", { name: "Delete HF_TOKEN" }).waitFor();
+    seen.secret_value_shown = (await page.content()).includes("hf_e2e_very_secret_value");
+    await shot(page, "09-secrets");
+  });
+
   // --- user 2: cannot see user 1's project ------------------------------------------------
   const b = await newUser("bob", { width: 390, height: 844 }); // a phone: responsive layout
   await step("second user", b.page, async () => {
@@ -135,7 +154,7 @@ try {
     await b.page.goto(`${base}/#/projects/${seen.project_id}`);
     await b.page.getByRole("alert").first().waitFor();
     seen.bob_error = await b.page.getByRole("alert").first().innerText();
-    await shot(b.page, "09-other-user-404");
+    await shot(b.page, "10-other-user-404");
   });
   await step("logout", page, async () => {
     await page.getByRole("button", { name: "Log out" }).click();

@@ -80,6 +80,8 @@ def test_newcomer_flow_in_the_browser(platform: Platform) -> None:
         f"--- platform log ---\n{platform.log_tail()}"
     )
     assert seen["predictions"] == 2
+    assert str(seen["upload_yaml"]).startswith("upload://")
+    assert seen["secret_value_shown"] is False
     assert seen["bob_projects"] == 0
     assert "not found" in seen["bob_error"].lower()
     assert seen["loss_points"] == 1

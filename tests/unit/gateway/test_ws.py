@@ -242,13 +242,19 @@ async def test_several_subscriptions_on_one_connection(served: Served) -> None:
     a = await served.create_project(headers)
     b = await served.create_project(headers)
     ws = await wsclient.authed(served.ws_url, token)
-    await wsclient.subscribe(ws, a["id"])
-    await wsclient.subscribe(ws, b["id"])
+    for project in (a, b):
+        await ws.send(json.dumps({"type": "subscribe", "project_id": project["id"], "after": 0}))
     await _progress(served, a, range(3))
     await _progress(served, b, range(3))
-    frames = await wsclient.events(ws, 8)
-    per = {a["id"]: [], b["id"]: []}  # type: dict[str, list[int]]
-    for f in frames:
-        per[f["event"]["project_id"]].append(f["seq"])
+    per: dict[str, list[int]] = {a["id"]: [], b["id"]: []}
+    subscribed = 0
+    async with asyncio.timeout(10):
+        while sum(map(len, per.values())) < 8:
+            message = json.loads(await ws.recv())
+            if message["type"] == "subscribed":
+                subscribed += 1
+            elif message["type"] == "event":
+                per[message["event"]["project_id"]].append(message["seq"])
+    assert subscribed == 2
     assert per == {a["id"]: [1, 2, 3, 4], b["id"]: [1, 2, 3, 4]}
     await ws.close()

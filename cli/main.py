@@ -7,13 +7,13 @@ invalid spec, not logged in).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from cli.config import DEFAULT_SERVER, Config, load_config, save_config
+from cli import account, serving
 from cli.follow import (
     LiveRenderer,
     PlainRenderer,
@@ -26,6 +26,7 @@ from cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    JsonOpt,
     console,
     err_console,
     fail,
@@ -45,15 +46,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-secrets_app = typer.Typer(
-    help="Store secrets (HF/Kaggle tokens, SSH keys): values go in, names come out.",
-    no_args_is_help=True,
-)
-tokens_app = typer.Typer(help="API tokens for CI (use with AIDP_TOKEN).", no_args_is_help=True)
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(tokens_app, name="tokens")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _client() -> Client:
@@ -94,168 +86,6 @@ def up(
 # --- account ---------------------------------------------------------------------------
 
 
-def _ask_password(password: str | None, *, confirm: bool = False) -> str:
-    if password is not None:
-        return password
-    if not sys.stdin.isatty():
-        line = sys.stdin.readline().rstrip("\n")
-        if line:
-            return line
-        raise fail("no password given: use --password or type it at the prompt", EXIT_USAGE)
-    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=confirm))
-
-
-def _save_login(config: Config, client: Client, email: str | None) -> None:
-    config.server, config.email = client.server, email
-    config.access_token, config.refresh_token = client.access_token, client.refresh_token
-    config.api_token = client.api_token
-    path = save_config(config)
-    console.print(
-        f"logged in to {client.server} as {email or 'API token'} [dim](saved to {path})[/]",
-        highlight=False,
-    )
-
-
-ServerOpt = Annotated[
-    str | None, typer.Option("--server", envvar="AIDP_SERVER", help="aidp server URL.")
-]
-
-
-@app.command()
-@handle_errors
-def login(
-    server: ServerOpt = None,
-    email: Annotated[str | None, typer.Option(help="Your account email.")] = None,
-    password: Annotated[str | None, typer.Option(help="Omit to be prompted.")] = None,
-    token: Annotated[
-        str | None, typer.Option(help="An API token (aidp_…) instead of a password.")
-    ] = None,
-) -> None:
-    """Log in and remember the server and tokens in ~/.aidp/config (mode 0600)."""
-    config = load_config()
-    server = server or config.server or DEFAULT_SERVER
-    if token:
-        if not token.startswith("aidp_"):
-            raise fail(
-                "an API token starts with 'aidp_' (create one with `aidp tokens create`)",
-                EXIT_USAGE,
-            )
-        client = Client(server, api_token=token)
-        me = client.me()
-        _save_login(config, client, me.get("email"))
-        return
-    email = email or str(typer.prompt("Email", default=config.email))
-    client = Client(server)
-    client.sign_in(email, _ask_password(password))
-    _save_login(config, client, email)
-
-
-@app.command()
-@handle_errors
-def register(
-    server: ServerOpt = None,
-    email: Annotated[str | None, typer.Option(help="Your email.")] = None,
-    password: Annotated[str | None, typer.Option(help="Omit to be prompted.")] = None,
-) -> None:
-    """Create an account, then log in with it."""
-    config = load_config()
-    server = server or config.server or DEFAULT_SERVER
-    email = email or typer.prompt("Email")
-    secret = _ask_password(password, confirm=True)
-    client = Client(server)
-    client.register(email, secret)
-    client.sign_in(email, secret)
-    _save_login(config, client, email)
-
-
-@app.command()
-@handle_errors
-def logout() -> None:
-    """Revoke this session and forget the tokens."""
-    config = load_config()
-    client = Client.from_config()
-    client.logout()
-    config.access_token = config.refresh_token = config.api_token = None
-    save_config(config)
-    console.print("logged out")
-
-
-@app.command()
-@handle_errors
-def whoami(as_json: JsonOpt = False) -> None:
-    """Show who you are logged in as, and where."""
-    client = _client()
-    me = client.me()
-    if as_json:
-        print_json(me)
-    else:
-        console.print(f"{me.get('email')} on {client.server}", highlight=False)
-
-
-@tokens_app.command("create")
-@handle_errors
-def tokens_create(name: str) -> None:
-    """Create an API token; it is shown once."""
-    body = _client().create_api_token(name)
-    token = body.get("token") or body.get("value") or body.get("api_token")
-    console.print(f"API token {name!r} (shown once): {token}", highlight=False, markup=False)
-
-
-@tokens_app.command("list")
-@handle_errors
-def tokens_list(as_json: JsonOpt = False) -> None:
-    """List your API tokens (never their values)."""
-    rows = _client().list_api_tokens()
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, [("id", "id"), ("name", "name"), ("created", "created_at")])
-
-
-# --- secrets ---------------------------------------------------------------------------
-
-
-@secrets_app.command("set")
-@handle_errors
-def secrets_set(
-    name: str,
-    value: Annotated[str | None, typer.Option(help="Omit to read stdin or be prompted.")] = None,
-) -> None:
-    """Store a secret (e.g. HF_TOKEN); the value is never shown again."""
-    if value is None:
-        value = (
-            typer.prompt(f"Value of {name}", hide_input=True)
-            if sys.stdin.isatty()
-            else sys.stdin.read().rstrip("\n")
-        )
-    if not value:
-        raise fail("empty secret value", EXIT_USAGE)
-    _client().set_secret(name, value)
-    console.print(f"secret {name} stored", highlight=False)
-
-
-@secrets_app.command("list")
-@handle_errors
-def secrets_list(as_json: JsonOpt = False) -> None:
-    """List the names of your secrets."""
-    names = [s if isinstance(s, str) else s.get("name") for s in _client().list_secrets()]
-    if as_json:
-        print_json(names)
-    elif not names:
-        console.print("[dim]no secrets yet: aidp secrets set HF_TOKEN[/]")
-    else:
-        for n in names:
-            console.print(n, highlight=False)
-
-
-@secrets_app.command("delete")
-@handle_errors
-def secrets_delete(name: str) -> None:
-    """Delete a secret."""
-    _client().delete_secret(name)
-    console.print(f"secret {name} deleted", highlight=False)
-
-
 # --- projects and runs -----------------------------------------------------------------
 
 
@@ -288,14 +118,19 @@ def run(
     if follow:
         deploy = bool((data.get("deploy") or {}).get("enabled", False))
         view = RunView(run_id=run_id, deploy_enabled=deploy)
+        raise typer.Exit(_follow(client, project_id, run_id, view))
+
+
+def _follow(client: Client, project_id: str, run_id: str, view: RunView) -> int:
+    """Show live progress until the run ends; return the exit code. Ctrl-C only detaches."""
+    try:
         view = follow_run(
-            client,
-            project_id=project_id,
-            run_id=run_id,
-            renderer=_renderer(show_logs=True),
-            view=view,
+            client, project_id=project_id, run_id=run_id, renderer=_renderer(True), view=view
         )
-        raise typer.Exit(_outcome(client, view))
+    except KeyboardInterrupt:
+        err_console.print(f"stopped following; the run goes on (aidp logs {run_id} -f)")
+        return EXIT_FAILED
+    return _outcome(client, view)
 
 
 def _outcome(client: Client, view: RunView) -> int:
@@ -421,13 +256,7 @@ def logs(
             typer.echo(line)
         return
     run_body = client.get_run(run_id)
-    view = follow_run(
-        client,
-        project_id=str(run_body["project_id"]),
-        run_id=run_id,
-        renderer=_renderer(show_logs=True),
-    )
-    raise typer.Exit(_outcome(client, view))
+    raise typer.Exit(_follow(client, str(run_body["project_id"]), run_id, RunView(run_id=run_id)))
 
 
 @app.command()
@@ -455,149 +284,22 @@ def down(
     console.print(f"project {found.get('name')} deleted", highlight=False)
 
 
-@app.command()
-@handle_errors
-def models(
-    project: Annotated[str, typer.Argument(help="Project id or name.")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Model versions of a project, with their lineage."""
-    client = _client()
-    rows = client.list_models(client.find_project(project)["id"])
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(
-            rows,
-            [
-                ("version", "version"),
-                ("id", "id"),
-                ("run", "run_id"),
-                ("metrics", "metrics"),
-                ("base model", "lineage.model"),
-                ("dataset", "lineage.dataset"),
-                ("created", "created_at"),
-            ],
-            empty="no model versions yet",
-        )
-
-
-@app.command()
-@handle_errors
-def artifacts(as_json: JsonOpt = False) -> None:
-    """Cached models and datasets (content-addressed, encrypted at rest)."""
-    rows = _client().list_artifacts()
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(
-            rows,
-            [
-                ("kind", "kind"),
-                ("source", "source"),
-                ("revision", "resolved_revision"),
-                ("size", "size_bytes"),
-                ("digest", "digest"),
-                ("last used", "last_used_at"),
-            ],
-            empty="no cached artifacts yet",
-        )
-
-
-@app.command()
-@handle_errors
-def upload(
-    file: Annotated[Path, typer.Argument(help="A dataset file (csv, jsonl, zip…).")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Upload a dataset file; prints the upload:// URI to use as the spec's dataset."""
-    if not file.is_file():
-        raise fail(f"{file}: no such file", EXIT_USAGE)
-    client = _client()
-    with Progress(
-        TextColumn("upload"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("upload", total=file.stat().st_size)
-        body = client.upload(file, progress=lambda done, _t: bar.update(task, completed=done))
-    if as_json:
-        print_json(body)
-    else:
-        console.print(f"uploaded {file.name}: dataset: {body.get('uri')}", highlight=False)
-
-
-# --- serving ---------------------------------------------------------------------------
-
-
-@app.command()
-@handle_errors
-def deploy(
-    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="A model version id.")],
-    wait: Annotated[bool, typer.Option(help="Wait until the deployment is serving.")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 300.0,
-) -> None:
-    """Deploy a model version behind an authenticated endpoint."""
-    import time
-
-    client = _client()
-    body = client.deploy(model_id)
-    dep_id = str(body.get("deployment_id") or body.get("id"))
-    console.print(f"deployment {dep_id} requested", highlight=False)
-    deadline = time.monotonic() + timeout
-    info: dict[str, Any] = body
-    while wait and time.monotonic() < deadline:
-        info = client.get_deployment(dep_id)
-        if info.get("status") in ("failed", "deleted"):
-            raise fail(f"deployment {dep_id} {info.get('status')}: {info.get('reason', '')}")
-        if info.get("status") in ("ready", "deployed", "running", "serving"):
-            break
-        time.sleep(1.0)
-    endpoint = info.get("endpoint") or f"/api/deployments/{dep_id}/predict"
-    console.print(
-        f"endpoint: {client.server}{endpoint}  (status {info.get('status')})", highlight=False
-    )
-
-
-@app.command()
-@handle_errors
-def predict(
-    deployment_id: Annotated[str, typer.Argument(metavar="DEPLOYMENT")],
-    inputs: Annotated[list[str], typer.Option("--input", "-i", help="Input text (repeatable).")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Send inputs to a deployed model and print its predictions."""
-    outputs = _client().predict(deployment_id, list(inputs))
-    if as_json:
-        print_json(outputs)
-        return
-    for text, out in zip(inputs, outputs, strict=False):
-        console.print(f"{text!r} → {_render_output(out)}", highlight=False, markup=False)
-
-
-def _render_output(out: Any) -> str:
-    if isinstance(out, dict) and "label" in out:
-        score = out.get("score")
-        return f"{out['label']}" + (f" ({score:.3f})" if isinstance(score, float) else "")
-    return str(out)
-
-
-@app.command()
-@handle_errors
-def share(
-    project: Annotated[str, typer.Argument(help="Project id or name.")],
-    email: Annotated[str, typer.Argument(help="Who to add.")],
-    role: Annotated[str, typer.Option(help="viewer, editor or owner.")] = "viewer",
-) -> None:
-    """Give another user a role on a project."""
-    if role not in ("viewer", "editor", "owner"):
-        raise fail("--role is viewer, editor or owner", EXIT_USAGE)
-    client = _client()
-    client.add_member(client.find_project(project)["id"], email, role)
-    console.print(f"{email} is now {role} of {project}", highlight=False)
+_COMMANDS: tuple[Callable[..., None], ...] = (
+    account.login,
+    account.register,
+    account.logout,
+    account.whoami,
+    serving.models,
+    serving.artifacts,
+    serving.upload,
+    serving.deploy,
+    serving.predict,
+    serving.share,
+)
+for _command in _COMMANDS:
+    app.command()(_command)
+app.add_typer(account.secrets_app, name="secrets")
+app.add_typer(account.tokens_app, name="tokens")
 
 
 if __name__ == "__main__":  # python -m cli.main

@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "JsonOpt",
     "console",
     "err_console",
     "fail",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: The ``--json`` flag of listing commands.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 console = Console(soft_wrap=not sys.stdout.isatty())
 err_console = Console(stderr=True)

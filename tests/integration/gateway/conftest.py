@@ -7,6 +7,9 @@ Each server runs under uvicorn in its own thread (its own event loop), so sync t
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,6 +30,8 @@ from services.gateway.settings import GatewaySettings
 from tests.support.infra import free_port
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
 
 PASSWORD = "correct-Horse-battery-9"
 SPEC: dict[str, Any] = {
@@ -156,6 +161,51 @@ def platform(
         )
         with server_thread(gateway_app) as url, httpx.Client(base_url=url, timeout=30) as client:
             yield Platform(url, auth_url, amqp_url, postgres_url, client)
+
+
+def gateway_process(
+    tmp_path: Path,
+    *,
+    postgres_url: str,
+    amqp_url: str,
+    auth_url: str,
+    bao: tuple[str, str],
+    env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``python -m services.gateway`` (or ``argv``) and wait until it is ready."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "AIDP_PORT": str(port),
+        "AIDP_DATA_DIR": str(tmp_path / f"gw-{port}"),
+        "AIDP_DATABASE_URL": postgres_url,
+        "AIDP_BUS_URL": amqp_url,
+        "AIDP_AUTH_URL": auth_url,
+        "AIDP_FETCHER_URL": "http://127.0.0.1:9",
+        "AIDP_TRAINER_URL": "http://127.0.0.1:9",
+        "AIDP_PROVISIONER_URL": "http://127.0.0.1:9",
+        "AIDP_VAULT_ADDR": bao[0],
+        "AIDP_VAULT_TOKEN": bao[1],
+        "AIDP_WS_POLL_INTERVAL": "0.1",
+        "AIDP_WEB_DIST": str(tmp_path / "no-web"),
+        "AIDP_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    command = argv or [sys.executable, "-m", "services.gateway"]
+    proc = subprocess.Popen(command, cwd=REPO, env=environ)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("gateway process did not become ready")
+        time.sleep(0.2)
 
 
 async def publish_all(amqp_url: str, envelopes: list[Any]) -> None:

@@ -65,6 +65,14 @@ function StageBox({ name, view, now }: { name: StageName; view: RunView; now: nu
           <ProgressBar value={view.step} max={view.totalSteps} label="Training steps" />
         </div>
       )}
+      {name === "deploying" && view.endpoint && (
+        <div className="stage-detail">
+          <span className="mono ellipsis" title={view.endpoint}>
+            {view.endpoint}
+          </span>
+        </div>
+      )}
+      {name === "training" && view.modelVersion && <div className="stage-detail">model {view.modelVersion}</div>}
     </li>
   );
 }

@@ -12,7 +12,6 @@ was killed or a node was lost), or failed (an error in the script).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import posixpath
 import re
@@ -26,6 +25,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from services.trainer.launch import launch_env, plan_launch
 from services.trainer.models import Checkpoint, Deployment, Run, now
 from services.trainer.nodes import NodeExecutor, NodeProcess, executor_for
 from services.trainer.registry import latest_checkpoint, register_model
@@ -43,11 +43,6 @@ __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
 
-TASK_SCRIPTS = {
-    "text-classification": "src/text_classification.py",
-    "image-classification": "src/image_classification.py",
-    "causal-lm": "src/causal_lm.py",
-}
 _SIGNALLED = re.compile(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG\w+\) received")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*)$")
 
@@ -281,52 +276,27 @@ class JobRunner:
         procs = []
         for rank, executor in enumerate(execs):
             ws = workspace_of(executor, run.run_id)
-            script = (
-                posixpath.join("src", "user", spec.train.entrypoint or "train.py")
-                if spec.task == "custom"
-                else TASK_SCRIPTS[spec.task]
+            variables = launch_env(
+                workspace=ws,
+                spec=spec,
+                accelerator=accel,
+                run_id=run.run_id,
+                resume_step=ckpt.step if ckpt is not None else None,
             )
-            argv = [executor.python, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
-            if rdzv is None:
-                argv += ["--standalone", "--nnodes", "1"]
-            else:
-                argv += [
-                    "--nnodes",
-                    str(n),
-                    "--node-rank",
-                    str(rank),
-                    "--rdzv-backend",
-                    "c10d",
-                    "--rdzv-endpoint",
-                    rdzv,
-                    "--rdzv-id",
-                    str(run.run_id),
-                ]
-            argv.append(posixpath.join(ws, script))
-            variables = {
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": posixpath.join(ws, "src"),
-                "AIDP_WORKSPACE": ws,
-                "AIDP_MODEL_DIR": posixpath.join(ws, "model"),
-                "AIDP_DATA_DIR": posixpath.join(ws, "data"),
-                "AIDP_OUTPUT_DIR": posixpath.join(ws, "output", "model"),
-                "AIDP_CHECKPOINT_ROOT": posixpath.join(ws, "checkpoints"),
-                "AIDP_TRAIN_ARGS": json.dumps(spec.train.args),
-                "AIDP_CHECKPOINT_EVERY": str(spec.train.checkpoint_every),
-                "AIDP_ACCELERATOR": accel,
-                "AIDP_RUN_ID": str(run.run_id),
-                "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1",
-                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                "TRANSFORMERS_VERBOSITY": "warning",
-                "TOKENIZERS_PARALLELISM": "false",
-            }
-            if ckpt is not None:
-                variables["AIDP_RESUME_DIR"] = posixpath.join(ws, "resume")
-                variables["AIDP_RESUME_STEP"] = str(ckpt.step)
             if n > 1 and executor.node.address in ("127.0.0.1", "localhost"):
                 variables["GLOO_SOCKET_IFNAME"] = "lo"
-            procs.append(await executor.start(argv, cwd=ws, env=variables))
+            plan = plan_launch(
+                python=executor.python,
+                workspace=ws,
+                spec=spec,
+                nnodes=n,
+                node_rank=rank,
+                nproc=nproc,
+                rdzv=rdzv,
+                run_id=run.run_id,
+                env=variables,
+            )
+            procs.append(await executor.start(plan.argv, cwd=ws, env=plan.env))
         return procs, n * nproc
 
     async def _procs_per_node(self, executor: NodeExecutor, accel: str) -> int:

@@ -126,7 +126,13 @@ class Cluster:
                     "AIDP_DATA_DIR": str(self.root / f"{name}-{replica}"),
                 }
                 self.processes[name].append(
-                    ServiceProcess(name, replica, ports[name][replica], self.root / f"{name}-{replica}.log", env)
+                    ServiceProcess(
+                        name,
+                        replica,
+                        ports[name][replica],
+                        self.root / f"{name}-{replica}.log",
+                        env,
+                    )
                 )
 
     @property

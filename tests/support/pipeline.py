@@ -27,7 +27,9 @@ def publish_tiny_project(hub: HubServer, workdir: Path) -> None:
     hub.commit(TINY_DATASET, {"train.csv": csv.read_bytes()}, repo_type="dataset")
 
 
-def tiny_spec(name: str | None = None, *, deploy: bool = True, max_steps: int = 12) -> dict[str, Any]:
+def tiny_spec(
+    name: str | None = None, *, deploy: bool = True, max_steps: int = 12
+) -> dict[str, Any]:
     return {
         "name": name or f"e2e-{uuid.uuid4().hex[:8]}",
         "model": f"hf://{TINY_MODEL}@main",
@@ -46,7 +48,9 @@ def tiny_spec(name: str | None = None, *, deploy: bool = True, max_steps: int = 
 class ApiUser:
     """One registered, logged-in user of a running gateway."""
 
-    def __init__(self, base_url: str, email: str | None = None, password: str = "Correct-horse-42!") -> None:
+    def __init__(
+        self, base_url: str, email: str | None = None, password: str = "Correct-horse-42!"
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
         self.http = httpx.Client(base_url=self.base_url, timeout=60)
@@ -82,7 +86,9 @@ class ApiUser:
             out.extend(page)
             after = page[-1]["seq"]
 
-    def wait_for_run(self, run_id: str, *, timeout: float = 600, until: set[str] = TERMINAL) -> dict[str, Any]:
+    def wait_for_run(
+        self, run_id: str, *, timeout: float = 600, until: set[str] = TERMINAL
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         run: dict[str, Any] = {}
         while time.monotonic() < deadline:

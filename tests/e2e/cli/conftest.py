@@ -38,10 +38,15 @@ class Cli:
     config: Path
     server: str
 
-    def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> Result:
-        env = {**os.environ, "AIDP_CONFIG": str(self.config), "COLUMNS": "200"}
-        env.pop("AIDP_TOKEN", None)
-        env.pop("AIDP_SERVER", None)
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        base = {k: v for k, v in os.environ.items() if k not in ("AIDP_TOKEN", "AIDP_SERVER")}
+        env = {**base, "AIDP_CONFIG": str(self.config), "COLUMNS": "200", **(env or {})}
         proc = subprocess.run(
             [sys.executable, "-m", "cli.main", *args],
             cwd=ROOT,

@@ -108,6 +108,16 @@ def test_failed_run_exits_1_with_reason(cli_for, tmp_path: Path) -> None:  # typ
     assert result.code == 1, result.text
     assert "failed" in result.out and "does-not-exist" in result.out
 
+    # CI style: an API token in AIDP_TOKEN, for REST and the WebSocket stream alike
+    created = carol("tokens", "create", "ci")
+    token = re.search(r"(aidp_\S+)", created.out)
+    assert created.code == 0 and token, created.text
+    ci = {"AIDP_TOKEN": token.group(1), "AIDP_SERVER": carol.server}
+    stranger: Cli = cli_for("ci-runner")  # no config file at all
+    run_id = json.loads(stranger("runs", "--json", env=ci).out)[0]["id"]
+    followed = stranger("logs", run_id, "-f", env=ci, timeout=120)
+    assert followed.code == 1 and "failed" in followed.out, followed.text
+
 
 def test_secrets_upload_and_usage_errors(cli_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dave: Cli = cli_for("dave")

@@ -13,24 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.platform.conftest import shared_env_dir
 from tests.support.hf_server import HubServer
 from tests.support.infra import free_port
-from tests.support.pipeline import ApiUser, publish_tiny_project, tiny_spec
+from tests.support.pipeline import ApiUser, tiny_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def shared_env_dir() -> str:
-    return os.environ.get("AIDP_TEST_ENV_DIR", str(Path.home() / ".cache" / "aidp-test-envs"))
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    with HubServer() as server:
-        publish_tiny_project(server, tmp_path / "mirror-src")
-        yield server
 
 
 @pytest.fixture
@@ -46,7 +36,11 @@ def embedded(tmp_path: Path, hub: HubServer) -> Iterator[str]:
     )
     log = (tmp_path / "aidp.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "services"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -79,17 +73,29 @@ def test_project_runs_to_deployed_and_predicts(embedded: str, tmp_path: Path) ->
     assert run["status"] == "deployed", log_tail
 
     types = [e["event"]["type"] for e in alice.events(run["id"])]
-    for expected in ("ProjectCreated", "NodesReady", "ArtifactsCached", "TrainingStarted",
-                     "TrainingProgress", "TrainingCompleted", "ModelDeployed"):
+    for expected in (
+        "ProjectCreated",
+        "NodesReady",
+        "ArtifactsCached",
+        "TrainingStarted",
+        "TrainingProgress",
+        "TrainingCompleted",
+        "ModelDeployed",
+    ):
         assert expected in types, (expected, types)
-    steps = [e["event"]["payload"]["step"] for e in alice.events(run["id"])
-             if e["event"]["type"] == "TrainingProgress"]
+    steps = [
+        e["event"]["payload"]["step"]
+        for e in alice.events(run["id"])
+        if e["event"]["type"] == "TrainingProgress"
+    ]
     assert steps == sorted(steps) and steps[-1] > 0
 
     deployed = next(e for e in alice.events(run["id"]) if e["event"]["type"] == "ModelDeployed")
     deployment_id = deployed["event"]["payload"]["deployment_id"]
-    r = alice.http.post(f"/api/deployments/{deployment_id}/predict",
-                        json={"inputs": ["a great and lovely film", "an awful dreadful plot"]})
+    r = alice.http.post(
+        f"/api/deployments/{deployment_id}/predict",
+        json={"inputs": ["a great and lovely film", "an awful dreadful plot"]},
+    )
     assert r.status_code == 200, r.text
     outputs = r.json()["outputs"]
     assert len(outputs) == 2 and all("label" in o for o in outputs)
@@ -97,5 +103,9 @@ def test_project_runs_to_deployed_and_predicts(embedded: str, tmp_path: Path) ->
     # Another user sees none of it.
     mallory = ApiUser(embedded)
     assert mallory.http.get(f"/api/projects/{project['id']}").status_code == 404
-    assert mallory.http.post(f"/api/deployments/{deployment_id}/predict",
-                             json={"inputs": ["x"]}).status_code == 404
+    assert (
+        mallory.http.post(
+            f"/api/deployments/{deployment_id}/predict", json={"inputs": ["x"]}
+        ).status_code
+        == 404
+    )

@@ -23,7 +23,7 @@ from services.gateway.status import derive
 from shared.db import Database
 from shared.events import Envelope
 
-__all__ = ["Frame", "append", "events_after", "frame_text", "latest_seqs"]
+__all__ = ["Frame", "append", "append_many", "events_after", "frame_text", "latest_seqs"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,133 @@ def append(db: Database, envelope: Envelope) -> Frame | None:
         except IntegrityError:
             session.rollback()
             return None
+    return Frame(project_id=project_id, seq=seq, text=frame_text(seq, body))
+
+
+def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | None]:
+    """Append several events, in order, in ONE transaction with a handful of statements
+    (the group commit of :class:`services.gateway.writer.LogWriter`): per project one
+    counter increment by the batch's count, one multi-row insert, one update per run.
+
+    Returns one entry per envelope, None where it was dropped. Should a concurrent writer
+    store one of them first (the unique event id fails), the batch is redone one by one.
+    """
+    now = datetime.now(UTC)
+    with db.session() as session:
+        seen = set(
+            session.execute(
+                select(col(Event.event_id)).where(
+                    col(Event.event_id).in_([e.id for e in envelopes])
+                )
+            ).scalars()
+        )
+        wanted: list[Envelope | None] = []
+        counts: dict[uuid.UUID, int] = {}
+        for envelope in envelopes:
+            if envelope.project_id is None or envelope.id in seen:
+                wanted.append(None)
+                continue
+            seen.add(envelope.id)
+            wanted.append(envelope)
+            counts[envelope.project_id] = counts.get(envelope.project_id, 0) + 1
+        next_seq: dict[uuid.UUID, int] = {}
+        for project_id in sorted(counts):  # a fixed lock order: no deadlock between writers
+            last = session.execute(
+                update(Project)
+                .where(col(Project.id) == project_id)
+                .values(last_seq=col(Project.last_seq) + counts[project_id])
+                .returning(col(Project.last_seq))
+            ).scalar_one_or_none()
+            if last is not None:
+                next_seq[project_id] = last - counts[project_id] + 1
+        frames: list[Frame | None] = []
+        rows: list[dict[str, object]] = []
+        for item in wanted:
+            if item is None or item.project_id not in next_seq:
+                frames.append(None)
+                continue
+            seq = next_seq[item.project_id]
+            next_seq[item.project_id] = seq + 1
+            body = item.model_dump_json()
+            rows.append(
+                {
+                    "project_id": item.project_id,
+                    "seq": seq,
+                    "event_id": item.id,
+                    "run_id": item.run_id,
+                    "type": item.type,
+                    "body": body,
+                    "stored_at": now,
+                }
+            )
+            frames.append(Frame(project_id=item.project_id, seq=seq, text=frame_text(seq, body)))
+        if rows:
+            session.execute(insert(Event), rows)
+            stored = [
+                e for e, f in zip(wanted, frames, strict=True) if e is not None and f is not None
+            ]
+            _update_runs(session, stored, now=now)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return [append(db, envelope) for envelope in envelopes]
+    return frames
+
+
+def _update_runs(session: Session, envelopes: list[Envelope], *, now: datetime) -> None:
+    """Fold the batch's events into the status of each run they name (one update per run)."""
+    run_ids = {e.run_id for e in envelopes if e.run_id is not None}
+    if not run_ids:
+        return
+    runs = {
+        run_id: (project_id, status, spec)
+        for run_id, project_id, status, spec in session.execute(
+            select(col(Run.id), col(Run.project_id), col(Run.status), col(Run.spec)).where(
+                col(Run.id).in_(list(run_ids))
+            )
+        ).all()
+    }
+    changes: dict[uuid.UUID, dict[str, object]] = {}
+    for envelope in envelopes:
+        known = runs.get(envelope.run_id)  # type: ignore[arg-type]
+        if known is None or known[0] != envelope.project_id:
+            continue
+        project_id, status, spec = known
+        deploy_enabled = bool((spec or {}).get("deploy", {}).get("enabled", False))
+        change = derive(envelope, status=status, deploy_enabled=deploy_enabled, now=now).values
+        if change:
+            changes.setdefault(envelope.run_id, {}).update(change)  # type: ignore[arg-type]
+            runs[envelope.run_id] = (project_id, str(change.get("status", status)), spec)  # type: ignore[index]
+    for run_id, values in changes.items():
+        session.execute(update(Run).where(col(Run.id) == run_id).values(**values))
+
+
+def _append_in(
+    session: Session, envelope: Envelope, *, project_id: uuid.UUID, now: datetime
+) -> Frame | None:
+    seq = session.execute(
+        update(Project)
+        .where(col(Project.id) == project_id)
+        .values(last_seq=col(Project.last_seq) + 1)
+        .returning(col(Project.last_seq))
+    ).scalar_one_or_none()
+    if seq is None:
+        return None
+    body = envelope.model_dump_json()
+    session.execute(
+        insert(Event).values(
+            project_id=project_id,
+            seq=seq,
+            event_id=envelope.id,
+            run_id=envelope.run_id,
+            type=envelope.type,
+            body=body,
+            stored_at=now,
+        )
+    )
+    if envelope.run_id is not None:
+        _update_run(session, envelope, project_id=project_id, now=now)
     return Frame(project_id=project_id, seq=seq, text=frame_text(seq, body))
 
 

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.gateway.deps import Gateway
 from services.gateway.downstream import Downstreams
 from services.gateway.errors import install_http_error_handler, install_validation_handler
+from services.gateway.eventlog import Frame
 from services.gateway.fanout import Hub
 from services.gateway.handlers import build_handlers
 from services.gateway.identity import TokenVerifier
@@ -19,6 +20,7 @@ from services.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from services.gateway.routes import artifacts, auth_proxy, ops, projects, runs, secrets, serving
 from services.gateway.routes.web import WebUI
 from services.gateway.settings import GatewaySettings
+from services.gateway.writer import LogWriter
 from services.gateway.ws import router as ws_router
 from shared.bus import Bus
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
@@ -37,10 +39,19 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway service's ASGI app; resources open in its lifespan."""
     settings = settings or GatewaySettings()
-    # prefetch 1: the event log stores events in the order the bus delivers them
-    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault, prefetch=1)
+    # events are stored in delivery order by the group-committing LogWriter; the prefetch
+    # bounds how many wait in one batch (see services/gateway/writer.py)
+    runtime = ServiceRuntime(
+        settings, migrations=[MIGRATIONS], bus=bus, vault=vault, prefetch=settings.event_prefetch
+    )
     metrics = GatewayMetrics()
     hub = Hub(runtime.db, poll_interval=settings.ws_poll_interval)
+
+    def stored(frame: Frame) -> None:
+        metrics.stored.inc()
+        hub.dispatch(frame)
+
+    writer = LogWriter(runtime.db, on_stored=stored)
     downstream = Downstreams(
         auth=settings.auth_url,
         fetcher=settings.fetcher_url,
@@ -63,7 +74,7 @@ def create_app(
         hub=hub,
         metrics=metrics,
     )
-    runtime.on(build_handlers(runtime, hub=hub, metrics=metrics))
+    runtime.on(build_handlers(writer))
 
     async def auth_reachable() -> bool:
         response = await downstream.auth.request("GET", "/api/auth/jwks")
@@ -74,6 +85,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
+            runtime.spawn(writer.run(), name="event-log-writer")
             runtime.spawn(hub.poll_forever(), name="ws-poll")
             try:
                 yield

@@ -61,6 +61,13 @@ class GatewaySettings(BaseServiceSettings):
         5.0, ge=0, description="How long an introspected API token is trusted (revocation lag)."
     )
 
+    event_prefetch: int = Field(
+        256,
+        ge=1,
+        description="Status events taken from the bus at once; they are stored in delivery "
+        "order, many per transaction (group commit). 1 = one event per commit.",
+    )
+
     ws_ping_interval: float = Field(20.0, gt=0, description="Seconds between server pings.")
     ws_auth_timeout: float = Field(5.0, gt=0, description="Seconds to send the auth message.")
     ws_send_queue: int = Field(

@@ -26,6 +26,7 @@ class TrainerState:
         self.settings = settings
         self._jobs: JobRunner | None = None
         self._deployments: DeploymentManager | None = None
+        self.deploy_supervisor: asyncio.Task[None] | None = None
 
     @property
     def jobs(self) -> JobRunner:
@@ -50,7 +51,9 @@ class TrainerState:
         self._deployments = DeploymentManager(self.runtime, self.settings, store)
         self._jobs.on_deploy = self._deploy
         self.runtime.spawn(self._jobs.supervise(), name="supervisor")
-        await self._deployments.resume_all()
+        self.deploy_supervisor = self.runtime.spawn(
+            self._deployments.supervise(), name="deployments"
+        )
 
     async def stop(self) -> None:
         if self._deployments is not None:

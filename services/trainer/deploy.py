@@ -3,9 +3,14 @@
 Starting: stage the model (decrypted) into the deployment's workspace, start
 ``serving/server.py`` with the node's python, wait for its port file and for
 ``/v2/health/ready``, then emit ``ModelDeployed`` (``DeploymentFailed`` otherwise). A
-watcher polls health; a server that stops answering is restarted up to
-``trainer_serving_restarts`` times, then reported with ``DeploymentFailed``. After a trainer
-restart, running deployments are watched again (adopted) the same way.
+watcher polls health; a server failing ``trainer_health_failures`` checks in a row is
+restarted up to ``trainer_serving_restarts`` times, then reported with ``DeploymentFailed``.
+
+Several trainer replicas: each live deployment is watched by exactly one of them, the
+holder of its lease (``owner``/``lease_until`` in ``trainer_deployments``, renewed every
+third of ``trainer_lease_seconds``). Only the holder restarts a crashed server; when a
+replica dies or stops, its leases expire (or are released) and another replica's
+supervisor adopts the running servers (health check) or restarts them.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import logging
 import posixpath
 import signal
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from services.trainer.models import Deployment, ModelVersion, Run, now
-from services.trainer.nodes import NodeExecutor, executor_for
+from services.trainer.nodes import NodeExecutor, node_executor
 from services.trainer.runs import transition
 from services.trainer.settings import TrainerSettings
 from services.trainer.staging import stage_manifest, stage_sources
@@ -34,6 +41,9 @@ from shared.store import ArtifactStore
 __all__ = ["DeploymentManager", "deployment_view"]
 
 log = logging.getLogger(__name__)
+
+#: Deployment states in which a server should be up (and watched).
+LIVE = ("starting", "running", "restarting")
 
 
 def deployment_view(dep: Deployment) -> dict[str, Any]:
@@ -60,6 +70,7 @@ class DeploymentManager:
         self.runtime = runtime
         self.settings = settings
         self.store = store
+        self.instance = uuid.uuid4().hex
         self._executors: dict[uuid.UUID, NodeExecutor] = {}
         self._watchers: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient(timeout=60)
@@ -67,15 +78,7 @@ class DeploymentManager:
     def _executor(self, dep: Deployment) -> NodeExecutor:
         executor = self._executors.get(dep.id)
         if executor is None:
-            keys = [str(p) for p in self.settings.trainer_ssh_keys]
-            known = (
-                str(self.settings.trainer_known_hosts)
-                if self.settings.trainer_known_hosts
-                else None
-            )
-            executor = executor_for(
-                NodeInfo.model_validate(dep.node), ssh_keys=keys, known_hosts=known
-            )
+            executor = node_executor(dep.node or {}, self.settings)
             self._executors[dep.id] = executor
         return executor
 
@@ -113,29 +116,102 @@ class DeploymentManager:
             return dep
 
     def start(self, deployment_id: uuid.UUID) -> None:
-        """Start (or restart) the server in the background."""
+        """Start (or restart) the server in the background, if this replica gets the lease."""
         old = self._watchers.pop(deployment_id, None)
         if old is not None:
             old.cancel()
         self._watchers[deployment_id] = self.runtime.spawn(
-            self._run(deployment_id), name=f"deployment-{deployment_id}"
+            self._leased(deployment_id), name=f"deployment-{deployment_id}"
         )
 
     async def resume_all(self) -> None:
-        """At start: watch deployments that were running or starting before a restart."""
+        """One pass of :meth:`supervise`: take over deployments nobody watches."""
+        for dep_id in await asyncio.to_thread(self._unwatched):
+            if dep_id not in self._watchers:
+                self.start(dep_id)
 
-        def pending() -> list[uuid.UUID]:
-            with self.runtime.db.session() as session:
-                return list(
-                    session.exec(
-                        select(Deployment.id).where(
-                            col(Deployment.status).in_(("starting", "running"))
-                        )
-                    ).all()
+    async def supervise(self) -> None:
+        """Until cancelled: adopt deployments whose watcher lease expired (a replica died)."""
+        while True:
+            try:
+                await self.resume_all()
+            except Exception:
+                log.exception("deployment supervisor pass failed")
+            await asyncio.sleep(self.settings.trainer_lease_seconds / 2)
+
+    # -- the watch lease (one replica per deployment) ------------------------------------
+
+    def _unwatched(self) -> list[uuid.UUID]:
+        with self.runtime.db.session() as session:
+            return list(
+                session.exec(
+                    select(Deployment.id).where(
+                        col(Deployment.status).in_(LIVE),
+                        or_(
+                            col(Deployment.owner).is_(None),
+                            col(Deployment.lease_until) < now(),
+                            col(Deployment.owner) == self.instance,
+                        ),
+                    )
+                ).all()
+            )
+
+    def _claim(self, dep_id: uuid.UUID) -> bool:
+        """Take (or extend) the lease; False while another replica holds a live one."""
+        with self.runtime.db.session() as session:
+            result = session.execute(
+                update(Deployment)
+                .where(
+                    col(Deployment.id) == dep_id,
+                    col(Deployment.status).in_(LIVE),
+                    or_(
+                        col(Deployment.owner).is_(None),
+                        col(Deployment.lease_until) < now(),
+                        col(Deployment.owner) == self.instance,
+                    ),
                 )
+                .values(
+                    owner=self.instance,
+                    lease_until=now() + timedelta(seconds=self.settings.trainer_lease_seconds),
+                )
+            )
+            session.commit()
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-        for dep_id in await asyncio.to_thread(pending):
-            self.start(dep_id)
+    def _release(self, dep_id: uuid.UUID) -> None:
+        with self.runtime.db.session() as session:
+            session.execute(
+                update(Deployment)
+                .where(col(Deployment.id) == dep_id, col(Deployment.owner) == self.instance)
+                .values(owner=None, lease_until=None)
+            )
+            session.commit()
+
+    async def _leased(self, dep_id: uuid.UUID) -> None:
+        """Run the deployment's lifecycle while holding its lease; stop if the lease is lost
+        (another replica took over: it restarts or adopts the server, never both)."""
+        if not await asyncio.to_thread(self._claim, dep_id):
+            self._watchers.pop(dep_id, None)
+            return
+        worker = asyncio.ensure_future(self._run(dep_id))
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {worker}, timeout=self.settings.trainer_lease_seconds / 3
+                )
+                if done:
+                    break
+                if not await asyncio.to_thread(self._claim, dep_id):
+                    log.warning("deployment %s: watch lease lost to another replica", dep_id)
+                    worker.cancel()
+                    break
+            await asyncio.gather(worker, return_exceptions=True)
+        finally:
+            if not worker.done():
+                worker.cancel()
+            await asyncio.shield(asyncio.to_thread(self._release, dep_id))
+            if self._watchers.get(dep_id) is asyncio.current_task():
+                self._watchers.pop(dep_id, None)
 
     # -- the lifecycle of one server -----------------------------------------------------
 
@@ -152,12 +228,16 @@ class DeploymentManager:
     async def _run(self, dep_id: uuid.UUID) -> None:
         try:
             dep, model = await asyncio.to_thread(self._load, dep_id)
-            if dep.status == "running" and await self._healthy(dep):
-                await self._watch(dep_id)  # adopted after a trainer restart
-                return
+            if dep.status == "running":  # adopted: after a restart or from another replica
+                if await self._healthy(dep):
+                    await self._watch(dep_id)
+                if not await asyncio.to_thread(
+                    self._count_restart, dep_id, "inference server stopped answering"
+                ):
+                    return
             while True:
                 dep, model = await asyncio.to_thread(self._load, dep_id)
-                if dep.status not in ("starting", "running"):
+                if dep.status not in LIVE:
                     return
                 try:
                     await self._start_server(dep, model)
@@ -254,10 +334,11 @@ class DeploymentManager:
             return False
 
     async def _watch(self, dep_id: uuid.UUID) -> None:
-        """Return when the server failed three health checks in a row (or was stopped)."""
+        """Return when the server failed ``trainer_health_failures`` checks in a row (or the
+        deployment was stopped)."""
         failures = 0
-        while failures < 3:
-            await asyncio.sleep(2.0)
+        while failures < self.settings.trainer_health_failures:
+            await asyncio.sleep(self.settings.trainer_health_seconds)
             dep, _ = await asyncio.to_thread(self._load, dep_id)
             if dep.status != "running":
                 return
@@ -278,7 +359,7 @@ class DeploymentManager:
     def _mark_running(self, dep_id: uuid.UUID, model_version: str) -> None:
         with self.runtime.db.session() as session:
             dep = session.get(Deployment, dep_id)
-            if dep is None or dep.status not in ("starting", "running"):
+            if dep is None or dep.status not in LIVE:
                 return
             first = dep.status == "starting"
             dep.status, dep.reason, dep.updated_at = "running", None, now()
@@ -310,11 +391,14 @@ class DeploymentManager:
         """Record a crash; True when another start is allowed, else the deployment fails."""
         with self.runtime.db.session() as session:
             dep = session.get(Deployment, dep_id)
-            if dep is None or dep.status not in ("starting", "running"):
+            if dep is None or dep.status not in LIVE:
                 return False
             if dep.restarts < self.settings.trainer_serving_restarts:
                 dep.restarts += 1
                 dep.reason = reason
+                if dep.status == "running":  # predict answers 409 until it is back
+                    dep.status = "restarting"
+                dep.updated_at = now()
                 session.add(dep)
                 session.commit()
                 return True
@@ -390,6 +474,11 @@ class DeploymentManager:
         return dep
 
     async def close(self) -> None:
+        """Stop watching (servers keep running; a replica adopts them) and disconnect."""
+        watchers = list(self._watchers.values())
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         for executor in self._executors.values():
             await executor.close()
         self._executors.clear()

@@ -27,14 +27,22 @@ from sqlmodel import col, select
 
 from services.trainer.launch import launch_env, plan_launch
 from services.trainer.models import Checkpoint, Deployment, Run, now
-from services.trainer.nodes import NodeExecutor, NodeProcess, executor_for
+from services.trainer.nodes import NodeExecutor, NodeProcess, node_executor
 from services.trainer.registry import latest_checkpoint, register_model
 from services.trainer.relay import EventRelay, parse_marker
+from services.trainer.retention import prune_checkpoints, record_created
 from services.trainer.runs import ACTIVE, transition
 from services.trainer.settings import TrainerSettings
-from services.trainer.staging import stage_manifest, stage_sources, store_tree, workspace_of
+from services.trainer.staging import (
+    StoredTree,
+    restore_missing,
+    stage_manifest,
+    stage_sources,
+    store_tree,
+    workspace_of,
+)
 from shared.errors import Conflict
-from shared.events import EnvInfo, NodeInfo, TrainingCompleted, TrainingFailed, TrainingStarted
+from shared.events import EnvInfo, TrainingCompleted, TrainingFailed, TrainingStarted
 from shared.runtime import ServiceRuntime
 from shared.spec import ProjectSpec
 from shared.store import ArtifactStore
@@ -146,14 +154,7 @@ class JobRunner:
     # -- one job -------------------------------------------------------------------------
 
     def executors(self, nodes: list[dict[str, Any]]) -> list[NodeExecutor]:
-        keys = [str(p) for p in self.settings.trainer_ssh_keys]
-        known = (
-            str(self.settings.trainer_known_hosts) if self.settings.trainer_known_hosts else None
-        )
-        return [
-            executor_for(NodeInfo.model_validate(n), ssh_keys=keys, known_hosts=known)
-            for n in nodes
-        ]
+        return [node_executor(n, self.settings) for n in nodes]
 
     async def _job(self, run_id: uuid.UUID) -> None:
         try:
@@ -416,7 +417,7 @@ class JobRunner:
     ) -> None:
         ws = workspace_of(executor, run.run_id)
         root = posixpath.join(ws, path)
-        key, size = await store_tree(
+        tree = await store_tree(
             executor=executor,
             store=self.store,
             root=root,
@@ -424,16 +425,30 @@ class JobRunner:
             revision=f"step-{step}",
             meta={"kind": "checkpoint", "run_id": str(run.run_id), "step": step},
         )
-        await asyncio.to_thread(self._record_checkpoint, run.run_id, step, key, size)
+        await asyncio.to_thread(self._record_checkpoint, run.run_id, step, tree)
+        await restore_missing(executor=executor, store=self.store, root=root, tree=tree)
         await executor.remove_tree(root)
+        await asyncio.to_thread(
+            prune_checkpoints,
+            self.runtime.db,
+            self.store,
+            run_id=run.run_id,
+            keep=self.settings.trainer_keep_checkpoints,
+        )
 
-    def _record_checkpoint(self, run_id: uuid.UUID, step: int, key: str, size: int) -> None:
+    def _record_checkpoint(self, run_id: uuid.UUID, step: int, tree: StoredTree) -> None:
         with self.runtime.db.session() as session:
-            session.add(Checkpoint(run_id=run_id, step=step, manifest_key=key, size_bytes=size))
+            session.add(
+                Checkpoint(run_id=run_id, step=step, manifest_key=tree.key, size_bytes=tree.size)
+            )
+            record_created(session, tree.created)
             try:
                 session.commit()
             except IntegrityError:
                 session.rollback()
+                with self.runtime.db.session() as again:  # the step was stored before
+                    record_created(again, tree.created)
+                    again.commit()
 
     # -- outcome -------------------------------------------------------------------------
 
@@ -549,18 +564,24 @@ class JobRunner:
         index, metrics = outcome.completed or (0, {})
         executor = execs[index]
         ws = workspace_of(executor, run.run_id)
-        key, size = await store_tree(
+        root = posixpath.join(ws, "output", "model")
+        tree = await store_tree(
             executor=executor,
             store=self.store,
-            root=posixpath.join(ws, "output", "model"),
+            root=root,
             source=f"aidp://models/{run.project_id}",
             revision=str(run.run_id),
             meta={"kind": "model", "run_id": str(run.run_id), "task": spec.task},
         )
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         deployment_id = await asyncio.to_thread(
-            self._record_completion, run.run_id, key, size, clean, spec.deploy.enabled, index
+            self._record_completion, run.run_id, tree, clean, spec.deploy.enabled, index
         )
+        await restore_missing(executor=executor, store=self.store, root=root, tree=tree)
+        if self.settings.trainer_drop_checkpoints_on_register:
+            await asyncio.to_thread(
+                prune_checkpoints, self.runtime.db, self.store, run_id=run.run_id, keep=0
+            )
         if deployment_id is None:
             await self.cleanup(run.run_id, execs)
         elif self.on_deploy is not None:
@@ -569,18 +590,19 @@ class JobRunner:
     def _record_completion(
         self,
         run_id: uuid.UUID,
-        key: str,
-        size: int,
+        tree: StoredTree,
         metrics: dict[str, float],
         deploy: bool,
         node_index: int,
     ) -> uuid.UUID | None:
+        key = tree.key
         with self.runtime.db.session() as session:
             run = session.get(Run, run_id)
             if run is None or run.state != "training":
                 return None
+            record_created(session, tree.created)
             model = register_model(
-                session, run=run, manifest_key=key, size_bytes=size, metrics=metrics
+                session, run=run, manifest_key=key, size_bytes=tree.size, metrics=metrics
             )
             transition(
                 session,

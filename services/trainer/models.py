@@ -2,8 +2,10 @@
 
 ``trainer_runs`` is the per-run state machine (see :mod:`services.trainer.runs`);
 ``trainer_checkpoints`` the stored checkpoints of a run; ``trainer_models`` the model
-registry; ``trainer_deployments`` the inference servers. Plaintext never lands here:
-artifacts are referenced by their manifest key in the encrypted store.
+registry; ``trainer_deployments`` the inference servers (watched under a lease);
+``trainer_blobs`` the store blobs the trainer created (see
+:mod:`services.trainer.retention`). Plaintext never lands here: artifacts are referenced by
+their manifest key in the encrypted store.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Checkpoint", "Deployment", "ModelVersion", "Run"]
+__all__ = ["Checkpoint", "CreatedBlob", "Deployment", "ModelVersion", "Run"]
 
 
 def now() -> datetime:
@@ -97,5 +99,20 @@ class Deployment(SQLModel, table=True):
     restarts: int = 0
     reason: str | None = Field(default=None, max_length=2000)
     endpoint: str | None = Field(default=None, max_length=300)
+    owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = None
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
+
+
+class CreatedBlob(SQLModel, table=True):
+    """A store blob this trainer created (absent before it stored a checkpoint or model).
+
+    Only such blobs may be deleted when checkpoints are pruned: a blob that was already in
+    the store belongs to someone else too (a fetched artifact, another manifest).
+    """
+
+    __tablename__ = "trainer_blobs"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=now)

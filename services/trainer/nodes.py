@@ -10,6 +10,8 @@ tree, even one left over by a crashed trainer (its group id is kept in the datab
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import shlex
 import shutil
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.trainer.settings import TrainerSettings
 from shared.errors import ProviderError
 from shared.events import NodeInfo
 
@@ -30,6 +33,7 @@ __all__ = [
     "NodeProcess",
     "SSHExecutor",
     "executor_for",
+    "node_executor",
     "safe_env",
 ]
 
@@ -103,6 +107,10 @@ class NodeExecutor(ABC):
     async def existing(self, paths: Iterable[str]) -> set[str]:
         """Those of ``paths`` that exist."""
 
+    @abstractmethod
+    async def hash_files(self, paths: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """``path -> (sha256 hex, size)`` of each file, computed on the node."""
+
     async def link_files(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Hard-link (or copy) each ``(source, dest)``; dest folders are created."""
         script = (
@@ -141,6 +149,40 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value)
+
+
+def _remove(path: str) -> None:
+    """``rm -rf``: a folder with its content, or a single file; no error if missing."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _sha256_file(path: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+#: Run by the node's python: JSON list of paths on stdin -> {path: [sha256, size]}.
+_HASH_SCRIPT = (
+    "import hashlib,json,sys\n"
+    "out={}\n"
+    "for p in json.load(sys.stdin):\n"
+    " h=hashlib.sha256();n=0\n"
+    " with open(p,'rb') as f:\n"
+    "  while True:\n"
+    "   b=f.read(1<<20)\n"
+    "   if not b: break\n"
+    "   h.update(b);n+=len(b)\n"
+    " out[p]=[h.hexdigest(),n]\n"
+    "print(json.dumps(out))"
+)
 
 
 # -- local --------------------------------------------------------------------------------
@@ -234,6 +276,10 @@ class LocalExecutor(NodeExecutor):
     async def existing(self, paths: Iterable[str]) -> set[str]:
         return {p for p in paths if os.path.exists(p)}
 
+    async def hash_files(self, paths: Iterable[str]) -> dict[str, tuple[str, int]]:
+        wanted = list(paths)
+        return await asyncio.to_thread(lambda: {p: _sha256_file(p) for p in wanted})
+
     async def list_files(self, root: str) -> list[str]:
         base = Path(root)
         if not base.is_dir():
@@ -241,7 +287,7 @@ class LocalExecutor(NodeExecutor):
         return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
 
     async def remove_tree(self, path: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, path, True)
+        await asyncio.to_thread(_remove, path)
 
     async def free_port(self) -> int:
         with socket.socket() as sock:
@@ -297,8 +343,9 @@ class _SSHProcess(NodeProcess):
 class SSHExecutor(NodeExecutor):
     """A remote node reached with asyncssh (``ssh_user@address:ssh_port``, optional jump).
 
-    ``client_keys`` are private key paths of the platform; ``known_hosts`` None accepts
-    any host key (nodes are provisioned by aidp itself; set a file to pin them).
+    ``client_keys`` are private key paths of the platform. Host keys are checked against
+    ``known_hosts`` (a file; None: ``~/.ssh/known_hosts``, and no file means no host is
+    trusted); only ``accept_unknown_host_keys=True`` (an explicit opt-in) skips the check.
     """
 
     def __init__(
@@ -307,11 +354,13 @@ class SSHExecutor(NodeExecutor):
         *,
         client_keys: Sequence[str] = (),
         known_hosts: str | None = None,
+        accept_unknown_host_keys: bool = False,
         connect_timeout: float = 15,
     ) -> None:
         super().__init__(node)
         self.client_keys = list(client_keys)
-        self.known_hosts = known_hosts
+        # asyncssh: None = no check, () = the default known_hosts file, a path = that file
+        self.known_hosts: Any = None if accept_unknown_host_keys else (known_hosts or ())
         self.connect_timeout = connect_timeout
         self._conn: Any = None
         self._tunnel: Any = None
@@ -408,6 +457,22 @@ class SSHExecutor(NodeExecutor):
 
         return set(json.loads(str(result.stdout)))
 
+    async def hash_files(self, paths: Iterable[str]) -> dict[str, tuple[str, int]]:
+        wanted = list(paths)
+        if not wanted:
+            return {}
+        conn = await self._connection()
+        result = await conn.run(
+            shlex.join([self.python, "-c", _HASH_SCRIPT]), input=_json(wanted), check=False
+        )
+        if result.exit_status:
+            raise ProviderError(
+                f"hashing files on {self.node.name} failed: {str(result.stderr)[-500:]}"
+            )
+        import json
+
+        return {p: (d, int(n)) for p, (d, n) in json.loads(str(result.stdout)).items()}
+
     async def list_files(self, root: str) -> list[str]:
         code, out, _ = await self.run(
             ["sh", "-c", f"cd {shlex.quote(root)} 2>/dev/null && find . -type f"], timeout=60
@@ -446,9 +511,30 @@ class SSHExecutor(NodeExecutor):
 
 
 def executor_for(
-    node: NodeInfo, *, ssh_keys: Sequence[str] = (), known_hosts: str | None = None
+    node: NodeInfo,
+    *,
+    ssh_keys: Sequence[str] = (),
+    known_hosts: str | None = None,
+    accept_unknown_host_keys: bool = False,
 ) -> NodeExecutor:
     """The executor for a node: local for provider ``local``, SSH otherwise."""
     if node.provider == "local" and node.ssh_user is None:
         return LocalExecutor(node)
-    return SSHExecutor(node, client_keys=ssh_keys, known_hosts=known_hosts)
+    return SSHExecutor(
+        node,
+        client_keys=ssh_keys,
+        known_hosts=known_hosts,
+        accept_unknown_host_keys=accept_unknown_host_keys,
+    )
+
+
+def node_executor(node: NodeInfo | Mapping[str, Any], settings: TrainerSettings) -> NodeExecutor:
+    """:func:`executor_for` with the trainer's SSH settings (keys, known_hosts, opt-in)."""
+    info = node if isinstance(node, NodeInfo) else NodeInfo.model_validate(node)
+    known = settings.trainer_known_hosts
+    return executor_for(
+        info,
+        ssh_keys=[str(p) for p in settings.trainer_ssh_keys],
+        known_hosts=str(known) if known else None,
+        accept_unknown_host_keys=settings.trainer_accept_unknown_host_keys,
+    )

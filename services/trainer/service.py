@@ -135,7 +135,8 @@ def release_nodes(session: Session, *, run_id: uuid.UUID, nodes: list[str]) -> l
     session.add(run)
     deployments = session.exec(
         select(Deployment).where(
-            Deployment.run_id == run_id, col(Deployment.status).in_(("starting", "running"))
+            Deployment.run_id == run_id,
+            col(Deployment.status).in_(("starting", "running", "restarting")),
         )
     ).all()
     names = set(nodes)

@@ -40,11 +40,28 @@ class TrainerSettings(BaseServiceSettings):
     trainer_kill_grace_seconds: float = Field(
         3.0, ge=0, description="Time between SIGTERM and SIGKILL when stopping training."
     )
+    trainer_keep_checkpoints: int = Field(
+        2, ge=1, description="Checkpoints kept per run; older ones (and their blobs) are deleted."
+    )
+    trainer_drop_checkpoints_on_register: bool = Field(
+        True, description="Delete all of a run's checkpoints once its model version is registered."
+    )
     trainer_ssh_keys: list[Path] = Field(
         default_factory=list, description="Private key files used to reach SSH nodes."
     )
     trainer_known_hosts: Path | None = Field(
-        None, description="known_hosts file pinning node host keys (None: accept any)."
+        None,
+        description="known_hosts file pinning node host keys (None: ~/.ssh/known_hosts).",
+    )
+    trainer_accept_unknown_host_keys: bool = Field(
+        False,
+        description="Opt-in: connect to SSH nodes without checking their host key (unsafe).",
+    )
+    trainer_health_seconds: float = Field(
+        2.0, gt=0, description="Interval of inference-server health checks."
+    )
+    trainer_health_failures: int = Field(
+        3, ge=1, description="Failed health checks in a row after which a server is restarted."
     )
     trainer_serving_python: str = Field(
         sys.executable,

@@ -15,14 +15,25 @@ workspace (when the run's nodes are released or the run ends undeployed) removes
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import posixpath
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.trainer.nodes import NodeExecutor
+from shared.errors import ProviderError
 from shared.store import ArtifactStore, Manifest, ManifestFile
 
-__all__ = ["TASKS_DIR", "stage_manifest", "stage_sources", "store_tree", "workspace_of"]
+__all__ = [
+    "TASKS_DIR",
+    "StoredTree",
+    "restore_missing",
+    "stage_manifest",
+    "stage_sources",
+    "store_tree",
+    "workspace_of",
+]
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 PROGRESS_CLIENT = Path(__file__).parent / "progress_client.py"
@@ -85,6 +96,17 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+@dataclass(frozen=True)
+class StoredTree:
+    """A node folder stored as a manifest."""
+
+    key: str  #: the manifest key
+    size: int  #: plaintext bytes of its files
+    files: tuple[ManifestFile, ...]
+    created: frozenset[str]  #: blobs (the manifest's too) that were not in the store before
+    sent: int  #: bytes actually transferred (files already in the store are not re-sent)
+
+
 async def store_tree(
     *,
     executor: NodeExecutor,
@@ -93,20 +115,60 @@ async def store_tree(
     source: str,
     revision: str,
     meta: dict[str, object],
-) -> tuple[str, int]:
-    """Encrypt every file under ``root`` on the node into the store: (manifest key, bytes)."""
+) -> StoredTree:
+    """Encrypt every file under ``root`` on the node into the store.
+
+    Files are hashed on the node first: one already in the store is referenced, not sent
+    again (a checkpoint's unchanged files, a tokenizer equal to the base model's).
+    """
+    rels = [r for r in await executor.list_files(root) if not posixpath.basename(r).startswith(".")]
+    paths = {rel: posixpath.join(root, rel) for rel in rels}
+    hashes = await executor.hash_files(paths.values())
     files: list[ManifestFile] = []
-    for rel in await executor.list_files(root):
-        if posixpath.basename(rel).startswith("."):
-            continue
-        digest, size = await _put_remote(executor, store, posixpath.join(root, rel))
+    created: set[str] = set()
+    sent = 0
+    for rel in rels:
+        digest, size = hashes[paths[rel]]
+        if not await asyncio.to_thread(store.has, digest):
+            digest, size = await _put_remote(executor, store, paths[rel], expect=digest)
+            created.add(digest)
+            sent += size
         files.append(ManifestFile(path=rel, digest=digest, size=size))
     manifest = Manifest(source=source, revision=revision, files=files, meta=dict(meta))
-    key = await asyncio.to_thread(store.put_manifest, manifest)
-    return key, sum(f.size for f in files)
+    key = await asyncio.to_thread(_put_manifest, store, manifest, created)
+    return StoredTree(key, sum(f.size for f in files), tuple(files), frozenset(created), sent)
 
 
-async def _put_remote(executor: NodeExecutor, store: ArtifactStore, path: str) -> tuple[str, int]:
+def _put_manifest(store: ArtifactStore, manifest: Manifest, created: set[str]) -> str:
+    existed = store.has(_manifest_key(manifest))
+    key = store.put_manifest(manifest)
+    if not existed:
+        created.add(key)
+    return key
+
+
+def _manifest_key(manifest: Manifest) -> str:
+    return hashlib.sha256(manifest.to_json()).hexdigest()
+
+
+async def restore_missing(
+    *, executor: NodeExecutor, store: ArtifactStore, root: str, tree: StoredTree
+) -> int:
+    """Store again any of ``tree``'s blobs that vanished (a concurrent prune by another
+    replica deleted a blob this tree shares); returns how many were restored."""
+    restored = 0
+    for f in tree.files:
+        if not await asyncio.to_thread(store.has, f.digest):
+            await _put_remote(executor, store, posixpath.join(root, f.path), expect=f.digest)
+            restored += 1
+    if not await asyncio.to_thread(store.has, tree.key):
+        raise ProviderError(f"manifest {tree.key} vanished from the store", retryable=True)
+    return restored
+
+
+async def _put_remote(
+    executor: NodeExecutor, store: ArtifactStore, path: str, *, expect: str | None = None
+) -> tuple[str, int]:
     """Stream one node file into the store (a thread encrypts; this task feeds it)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
@@ -124,4 +186,7 @@ async def _put_remote(executor: NodeExecutor, store: ArtifactStore, path: str) -
             await queue.put(chunk)
     finally:
         await queue.put(None)
-    return await worker
+    digest, size = await worker
+    if expect is not None and digest != expect:
+        raise ProviderError(f"{path} changed on the node while it was stored", retryable=True)
+    return digest, size

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import time
 import uuid
@@ -64,34 +65,54 @@ class Subscriber:
         self.latencies: list[float] = []
 
     async def run(
-        self,
-        ws_url: str,
-        token: str,
-        project_id: str,
-        expected: int,
-        ready: asyncio.Event,
-        counter: list[int],
+        self, ws_url: str, token: str, project_id: str, expected: int, subscribed: list[int]
     ) -> None:
         async with websockets.connect(ws_url, max_queue=None, max_size=None) as ws:
             await ws.send(json.dumps({"type": "auth", "token": token}))
             await ws.send(json.dumps({"type": "subscribe", "project_id": project_id, "after": 1}))
             while json.loads(await ws.recv())["type"] != "subscribed":
                 pass
-            counter[0] += 1
-            if counter[0] == SUBSCRIBERS:
-                ready.set()
+            subscribed[0] += 1
             while self.count < expected:
-                raw = await ws.recv()
+                message = json.loads(await ws.recv())
                 now = time.time()
-                message = json.loads(raw)
                 if message["type"] != "event":
                     continue
                 seq = message["seq"]
-                if seq != self.last_seq + 1 and self.last_seq:
+                if self.last_seq and seq != self.last_seq + 1:
                     self.out_of_order += 1
                 self.last_seq = seq
                 self.count += 1
                 self.latencies.append(now - message["event"]["payload"]["metrics"]["t"])
+
+
+def _subscribers_main(
+    ws_url: str, token: str, project_id: str, expected: int, timeout: float, pipe: Any
+) -> None:
+    """Child process: run every subscriber, say when all are subscribed, report stats."""
+
+    async def main() -> dict[str, Any]:
+        subscribers = [Subscriber() for _ in range(SUBSCRIBERS)]
+        subscribed = [0]
+        tasks = [
+            asyncio.create_task(s.run(ws_url, token, project_id, expected, subscribed))
+            for s in subscribers
+        ]
+        while subscribed[0] < SUBSCRIBERS:
+            await asyncio.sleep(0.05)
+        pipe.send("ready")
+        first = time.time()
+        await asyncio.wait(tasks, timeout=timeout)
+        latencies = sorted(x for s in subscribers for x in s.latencies)
+        return {
+            "delivered": sum(s.count for s in subscribers),
+            "out_of_order": sum(s.out_of_order for s in subscribers),
+            "elapsed": time.time() - first,
+            "p50": latencies[len(latencies) // 2] if latencies else None,
+            "p99": latencies[int(len(latencies) * 0.99)] if latencies else None,
+        }
+
+    pipe.send(asyncio.run(main()))
 
 
 async def _publish(amqp_url: str, project: dict[str, Any], total: int) -> float:
@@ -123,11 +144,6 @@ async def _publish(amqp_url: str, project: dict[str, Any], total: int) -> float:
     return time.monotonic() - start
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def test_ws_fanout(gateway: tuple[str, AuthStub], amqp_url: str) -> None:
     url, stub = gateway
     user_id, email = stub.user()
@@ -142,32 +158,30 @@ async def test_ws_fanout(gateway: tuple[str, AuthStub], amqp_url: str) -> None:
         project = r.json()
     total = int(RATE * SECONDS)
     ws_url = url.replace("http", "ws") + "/api/ws"
-    subscribers = [Subscriber() for _ in range(SUBSCRIBERS)]
-    ready, counter = asyncio.Event(), [0]
-    tasks = [
-        asyncio.create_task(s.run(ws_url, token, project["id"], total, ready, counter))
-        for s in subscribers
-    ]
-    await asyncio.wait_for(ready.wait(), 60)
-    start = time.monotonic()
-    publish_seconds = await _publish(amqp_url, project, total)
-    drain_deadline = 120 + SECONDS * 3
-    done, pending = await asyncio.wait(tasks, timeout=drain_deadline)
-    elapsed = time.monotonic() - start
-    for task in pending:
-        task.cancel()
-    for task in done:
-        task.result()
-    delivered = sum(s.count for s in subscribers)
+    drain = 60 + SECONDS * 4
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_subscribers_main, args=(ws_url, token, project["id"], total, drain, child)
+    )
+    proc.start()
+    try:
+        assert await asyncio.to_thread(parent.poll, 60) and parent.recv() == "ready"
+        publish_seconds = await _publish(amqp_url, project, total)
+        assert await asyncio.to_thread(parent.poll, drain + 30)
+        stats = parent.recv()
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    delivered = stats["delivered"]
     lost = total * SUBSCRIBERS - delivered
-    latencies = [x for s in subscribers for x in s.latencies]
     print(
         f"\nWS fan-out: {SUBSCRIBERS} subscribers, {total} TrainingProgress events published at "
         f"{total / publish_seconds:.0f}/s over {publish_seconds:.1f}s on RabbitMQ\n"
-        f"  delivered {delivered} messages in {elapsed:.1f}s = {delivered / elapsed:,.0f} msgs/s\n"
-        f"  latency publish->receipt p50 {_pct(latencies, 0.50) * 1000:.0f} ms, "
-        f"p99 {_pct(latencies, 0.99) * 1000:.0f} ms\n"
-        f"  lost {lost}, out of order {sum(s.out_of_order for s in subscribers)}"
+        f"  delivered {delivered} messages in {stats['elapsed']:.1f}s = "
+        f"{delivered / stats['elapsed']:,.0f} msgs/s\n"
+        f"  latency publish->receipt p50 {stats['p50'] * 1000:.0f} ms, p99 {stats['p99'] * 1000:.0f} ms\n"
+        f"  lost {lost}, out of order {stats['out_of_order']}"
     )
     assert lost == 0
-    assert all(s.out_of_order == 0 for s in subscribers)
+    assert stats["out_of_order"] == 0

@@ -28,6 +28,9 @@ __all__ = ["TrainConfig", "Distributed", "find_files", "read_table", "run_traini
 
 Batch = dict[str, torch.Tensor]
 
+#: Steps (at most a fifth of the run) left out of ``train_steady_samples_per_second``.
+WARMUP_STEPS = 10
+
 
 @dataclass
 class TrainConfig:
@@ -214,6 +217,9 @@ def run_training(
     )
     model.train()
     step, losses, samples, began = start, [], 0, time.perf_counter()
+    # the steady rate leaves out the first steps (allocator and kernel warm-up)
+    warm_until = start + min(WARMUP_STEPS, (total - start) // 5)
+    steady = (began, time.process_time(), 0)
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(cfg.seed + epoch))
@@ -228,6 +234,8 @@ def run_training(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             samples += len(idx) * ctx.world_size
+            if step == warm_until:
+                steady = (time.perf_counter(), time.process_time(), samples)
             if report and ctx.main:
                 loss_value = float(loss.detach())
                 losses.append(loss_value)
@@ -244,11 +252,17 @@ def run_training(
                 losses.append(float(loss.detach()))
             if step >= total:
                 break
-    runtime = time.perf_counter() - began
+    ended, cpu_ended = time.perf_counter(), time.process_time()
+    runtime = ended - began
+    steady_wall = max(ended - steady[0], 1e-9)
     metrics = {
         "train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "train_runtime": runtime,
         "train_samples_per_second": samples / max(runtime, 1e-9),
+        "train_steady_samples_per_second": (samples - steady[2]) / steady_wall,
+        # CPU seconds of this process per wall second after warm-up: below num_threads
+        # means it waited for a core (a busy machine), the figure to judge a timing by
+        "train_steady_cpu_per_second": (cpu_ended - steady[1]) / steady_wall,
         "steps": float(step),
     }
     if evaluate is not None and ctx.main:

@@ -156,6 +156,20 @@ try {
     seen.bob_error = await b.page.getByRole("alert").first().innerText();
     await shot(b.page, "10-other-user-404");
   });
+  await step("share as viewer", page, async () => {
+    await page.goto(`${base}/#/projects/${seen.project_id}`);
+    await page.getByLabel("Email").fill(scenario.bob);
+    await page.getByLabel("Role").selectOption("viewer");
+    await page.getByRole("button", { name: "Add", exact: true }).click();
+    await page.getByText(`${scenario.bob} is now viewer.`).waitFor();
+    await b.page.goto(`${base}/#/`);
+    await b.page.locator(`[data-project="${scenario.form.name}"]`).click();
+    await b.page.getByRole("heading", { name: "Pipeline" }).waitFor();
+    await b.page.getByText("You are viewer").waitFor();
+    seen.viewer_can_delete = await b.page.getByRole("button", { name: /Delete this project/ }).count();
+    seen.viewer_can_rerun = await b.page.getByRole("button", { name: /Re-run/ }).count();
+    await shot(b.page, "11-viewer");
+  });
   await step("logout", page, async () => {
     await page.getByRole("button", { name: "Log out" }).click();
     await page.getByRole("tab", { name: "Log in" }).waitFor();

@@ -82,6 +82,7 @@ def test_newcomer_flow_in_the_browser(platform: Platform) -> None:
     assert seen["predictions"] == 2
     assert str(seen["upload_yaml"]).startswith("upload://")
     assert seen["secret_value_shown"] is False
+    assert seen["viewer_can_delete"] == 0 and seen["viewer_can_rerun"] == 0
     assert seen["bob_projects"] == 0
     assert "not found" in seen["bob_error"].lower()
     assert seen["loss_points"] == 1

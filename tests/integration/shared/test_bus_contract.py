@@ -97,18 +97,21 @@ async def test_a_transient_error_is_retried_then_succeeds(harness: BusHarness) -
     assert await harness.dead(at_least=0, timeout=0) == []
 
 
-async def test_a_poison_message_is_dead_lettered_after_the_limit(harness: BusHarness) -> None:
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_a_poison_message_is_dead_lettered_after_the_limit(
+    harness: BusHarness, limit: int
+) -> None:
     poison, fine = created(0), created(1)
     handler = Recorder({poison.id: [TransientError(f"fail {i}") for i in range(100)]})
-    bus = await subscribed(harness, handler, max_deliveries=3, prefetch=1)
+    bus = await subscribed(harness, handler, max_deliveries=limit, prefetch=1)
     await bus.publish(poison)
     dead = await harness.dead(at_least=1)
     assert [Envelope.from_bytes(body).id for body in dead] == [poison.id]
-    assert handler.calls(poison) == 3
+    assert handler.calls(poison) == limit
 
     await bus.publish(fine)  # the consumer keeps serving
     await eventually(lambda: handler.calls(fine) == 1, what="the next message")
-    assert handler.calls(poison) == 3
+    assert handler.calls(poison) == limit
 
 
 async def test_a_client_error_is_dead_lettered_at_once(harness: BusHarness) -> None:

@@ -137,6 +137,14 @@ def delivered(queue: dict[str, Any]) -> int:
 async def test_an_event_published_on_the_bus_reaches_every_service_process(
     services: dict[str, ServiceProcess], amqp_url: str
 ) -> None:
+    try:
+        await _publish_and_observe(services, amqp_url)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {name}:\n{s.tail(15)}" for name, s in services.items())
+        raise AssertionError(f"{exc}\n{logs}") from exc
+
+
+async def _publish_and_observe(services: dict[str, ServiceProcess], amqp_url: str) -> None:
     wait_ready(services)
 
     consuming = {name: q for name, q in queues(amqp_url).items() if name in SERVICES}

@@ -150,7 +150,8 @@ async def test_server_pings(served: Served) -> None:
 
 
 async def test_slow_client_is_dropped_without_stalling_others(served: Served) -> None:
-    served.app.state.gateway.settings.ws_send_queue = 4
+    # the queue holds more than one log-writer batch (500), so a reading client keeps up
+    served.app.state.gateway.settings.ws_send_queue = 600
     token, headers = _token(served)
     project = await served.create_project(headers)
     pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
@@ -165,14 +166,14 @@ async def test_slow_client_is_dropped_without_stalling_others(served: Served) ->
     await fast.send(json.dumps({"type": "auth", "token": token}))
     await fast.recv()
     await wsclient.subscribe(fast, project["id"], after=1)
-    reader = asyncio.create_task(wsclient.events(fast, 150, timeout=30))
-    big = ["x" * 65_536]
-    for _ in range(150):  # ~10 MB: more than the socket buffers hold
+    reader = asyncio.create_task(wsclient.events(fast, 1000, timeout=60))
+    big = ["x" * 16_384]
+    for _ in range(1000):  # 16 MB: more than the socket buffers and the queue hold
         await served.publish(
             new_event(TrainingLog(node="n", lines=big), project_id=pid, run_id=rid)
         )
     frames = await reader
-    assert [f["seq"] for f in frames] == list(range(2, 152))
+    assert [f["seq"] for f in frames] == list(range(2, 1002))
     hub = served.app.state.gateway.hub
     await wait_until(lambda: hub.connections == 1, timeout=10)
     await fast.close()

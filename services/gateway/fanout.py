@@ -74,14 +74,16 @@ class Connection:
         db: Database,
         queue_size: int,
         ping_interval: float,
+        send_timeout: float = 10.0,
         on_sent: Callable[[int], None] = lambda n: None,
         on_drop: Callable[[Connection], None] = lambda conn: None,
     ) -> None:
-        self._send = send
+        self._raw_send = send
         self._close = close
         self._db = db
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self.ping_interval = ping_interval
+        self.send_timeout = send_timeout
         self.subs: dict[uuid.UUID, Subscription] = {}
         self.dropped = False
         self._on_sent = on_sent
@@ -176,6 +178,14 @@ class Connection:
             if time.monotonic() >= next_ping:
                 await self._send('{"type":"ping"}')
                 next_ping = time.monotonic() + self.ping_interval
+
+    async def _send(self, text: str) -> None:
+        """Send one frame; a client that does not take it within ``send_timeout`` is slow."""
+        try:
+            await asyncio.wait_for(self._raw_send(text), self.send_timeout)
+        except TimeoutError:
+            self.drop(CLOSE_SLOW)
+            raise asyncio.CancelledError from None
 
     async def _catch_up(self, sub: Subscription, until: int) -> None:
         """Send stored events ``last_sent < seq <= until`` of ``sub`` from the log."""

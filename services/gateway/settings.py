@@ -71,7 +71,13 @@ class GatewaySettings(BaseServiceSettings):
     ws_ping_interval: float = Field(20.0, gt=0, description="Seconds between server pings.")
     ws_auth_timeout: float = Field(5.0, gt=0, description="Seconds to send the auth message.")
     ws_send_queue: int = Field(
-        2000, ge=1, description="Frames queued per client before it is dropped as slow."
+        10_000, ge=1, description="Frames queued per client (memory cap) before it is dropped."
+    )
+    ws_send_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds one frame may wait for a client's socket before the "
+        "client is dropped as slow.",
     )
     ws_poll_interval: float = Field(
         0.2,

@@ -171,6 +171,7 @@ async def status_stream(websocket: WebSocket) -> None:
         db=gateway.db,
         queue_size=settings.ws_send_queue,
         ping_interval=settings.ws_ping_interval,
+        send_timeout=settings.ws_send_timeout,
         on_sent=metrics.relayed.inc,
         on_drop=gateway.hub.unwatch_all,
     )

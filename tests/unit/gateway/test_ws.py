@@ -150,8 +150,7 @@ async def test_server_pings(served: Served) -> None:
 
 
 async def test_slow_client_is_dropped_without_stalling_others(served: Served) -> None:
-    # the queue holds more than one log-writer batch (500), so a reading client keeps up
-    served.app.state.gateway.settings.ws_send_queue = 600
+    served.app.state.gateway.settings.ws_send_timeout = 0.5
     token, headers = _token(served)
     project = await served.create_project(headers)
     pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])

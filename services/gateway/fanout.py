@@ -182,7 +182,8 @@ class Connection:
     async def _send(self, text: str) -> None:
         """Send one frame; a client that does not take it within ``send_timeout`` is slow."""
         try:
-            await asyncio.wait_for(self._raw_send(text), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):  # no extra task, unlike wait_for
+                await self._raw_send(text)
         except TimeoutError:
             self.drop(CLOSE_SLOW)
             raise asyncio.CancelledError from None

@@ -142,12 +142,15 @@ class Provisioner:
         return True
 
     def run_ids_holding(self, provider: str) -> set[uuid.UUID]:
-        """Runs of ``provider`` whose nodes exist or are being made."""
+        """Runs of ``provider`` whose nodes exist or are being made, for work other than
+        serving: nodes kept only for a deployment's inference server hold no training slot,
+        or deployed runs would block every later run."""
         with self.runtime.db.session() as s:
             rows = s.exec(
                 select(RunNodes.run_id).where(
                     RunNodes.provider == provider,
                     col(RunNodes.state).in_(["provisioning", "ready", "releasing"]),
+                    col(RunNodes.serving).is_not(True),
                 )
             ).all()
         return set(rows)
@@ -236,12 +239,18 @@ class Provisioner:
             s.commit()
 
     async def _retrying(self, run_id: uuid.UUID, make: Callable[[], Awaitable[Node]]) -> Node:
-        """Call ``make`` until it stops raising TransientError (the driver contract)."""
+        """Call ``make`` until it stops raising TransientError (the driver contract).
+
+        Each distinct wait reason is reported once, not once per try, so a long wait does
+        not flood the run's event log."""
+        reported: str | None = None
         while True:
             try:
                 return await make()
             except TransientError as exc:
-                await self._progress(run_id, "waiting", exc.message, None)
+                if exc.message != reported:
+                    await self._progress(run_id, "waiting", exc.message, None)
+                    reported = exc.message
                 await asyncio.sleep(self.settings.retry_delay)
 
     # -- provision ---------------------------------------------------------------------

@@ -47,7 +47,7 @@ def gateway(
             auth_url=auth_url,
             bao=bao_server,
             # measure delivery, not the slow-client policy: a deep per-client queue
-            env={"AIDP_WS_SEND_QUEUE": "200000", "AIDP_WS_PING_INTERVAL": "30"},
+            env={"AIDP_WS_SEND_QUEUE": "200000", "AIDP_WS_SEND_TIMEOUT": "60"},
         )
         try:
             yield url, stub
@@ -180,7 +180,8 @@ async def test_ws_fanout(gateway: tuple[str, AuthStub], amqp_url: str) -> None:
         f"{total / publish_seconds:.0f}/s over {publish_seconds:.1f}s on RabbitMQ\n"
         f"  delivered {delivered} messages in {stats['elapsed']:.1f}s = "
         f"{delivered / stats['elapsed']:,.0f} msgs/s\n"
-        f"  latency publish->receipt p50 {stats['p50'] * 1000:.0f} ms, p99 {stats['p99'] * 1000:.0f} ms\n"
+        f"  latency publish->receipt p50 {stats['p50'] * 1000:.0f} ms, "
+        f"p99 {stats['p99'] * 1000:.0f} ms\n"
         f"  lost {lost}, out of order {stats['out_of_order']}"
     )
     assert lost == 0

@@ -1,8 +1,9 @@
 """The local driver (the embedded default): this machine is the one node.
 
 Each run gets a workspace ``data_dir/workspaces/<run_id>``; environments live in the
-shared env dir (``AIDP_ENV_DIR``). At most ``local_max_runs`` runs hold the node at once;
-another run waits (TransientError) until one is released.
+shared env dir (``AIDP_ENV_DIR``). At most ``local_max_runs`` runs hold the node at once
+(nodes kept only to serve a deployment do not count); another run waits (TransientError)
+until one is released.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""aidp's common library: events, bus, db, outbox/inbox, settings, secrets, crypto, telemetry, errors."""
+"""aidp's common library: events, bus, db, outbox/inbox, settings, secrets, crypto, telemetry,
+errors."""

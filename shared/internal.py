@@ -31,5 +31,7 @@ def internal_client(url: str, *, timeout: float = 30.0, **kwargs: Any) -> httpx.
         if app is None:
             raise RuntimeError(f"no in-process service registered as {name!r}")
         transport = httpx.ASGITransport(app=app)
-        return httpx.AsyncClient(transport=transport, base_url=f"http://{name}", timeout=timeout, **kwargs)
+        return httpx.AsyncClient(
+            transport=transport, base_url=f"http://{name}", timeout=timeout, **kwargs
+        )
     return httpx.AsyncClient(base_url=url, timeout=timeout, **kwargs)

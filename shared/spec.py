@@ -91,7 +91,9 @@ def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
         if path.startswith("models/"):
             kind = "model"
             if len(path.split("/")) != 5:
-                raise ValueError(f"{uri!r}: a Kaggle model is models/owner/slug/framework/variation")
+                raise ValueError(
+                    f"{uri!r}: a Kaggle model is models/owner/slug/framework/variation"
+                )
         elif path.startswith("datasets/"):
             path = path.removeprefix("datasets/")
         if kind == "dataset" and not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+", path):

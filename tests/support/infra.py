@@ -59,7 +59,10 @@ def amqp_base_url() -> Iterator[str]:
 
 def _mgmt(base: str) -> tuple[str, tuple[str, str]]:
     parts = urlsplit(base)
-    return f"http://{parts.hostname}:15672/api", (parts.username or "guest", parts.password or "guest")
+    return f"http://{parts.hostname}:15672/api", (
+        parts.username or "guest",
+        parts.password or "guest",
+    )
 
 
 def create_vhost(base: str) -> tuple[str, str]:

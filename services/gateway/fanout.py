@@ -155,9 +155,11 @@ class Connection:
         next_ping = time.monotonic() + self.ping_interval
         while True:
             try:
-                item = await asyncio.wait_for(
-                    self.queue.get(), timeout=max(0.0, next_ping - time.monotonic())
-                )
+                if self.queue.empty():  # only an idle wait pays for a timeout
+                    async with asyncio.timeout(max(0.0, next_ping - time.monotonic())):
+                        item = await self.queue.get()
+                else:
+                    item = self.queue.get_nowait()
             except TimeoutError:
                 await self._send('{"type":"ping"}')
                 next_ping = time.monotonic() + self.ping_interval

@@ -74,7 +74,12 @@ def direct_run(tiny: tuple[Path, Path], ws: Path) -> dict[str, float]:
     first: float | None = None
     metrics: dict[str, float] = {}
     with subprocess.Popen(
-        plan.argv, env=safe_env(plan.env), cwd=ws, stdout=subprocess.PIPE, text=True
+        plan.argv,
+        env=safe_env(plan.env),
+        cwd=ws,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:

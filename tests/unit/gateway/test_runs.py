@@ -7,8 +7,8 @@ from typing import Any
 
 from shared.bus.memory import MemoryBus
 from shared.events import (
-    EnvInfo,
     Envelope,
+    EnvInfo,
     FetchProgress,
     NodeInfo,
     NodesReady,

@@ -17,6 +17,8 @@ from shared.events import TrainingLog, TrainingProgress, new_event
 from tests.unit.gateway import wsclient
 from tests.unit.gateway.conftest import Served, wait_until
 
+pytestmark = pytest.mark.timeout(120)
+
 
 def _token(served: Served, email: str | None = None) -> tuple[str, dict[str, str]]:
     user_id, email = served.auth.user(email)

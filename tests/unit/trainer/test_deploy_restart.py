@@ -96,9 +96,11 @@ async def test_crashed_server_is_restarted_and_predicts_again(
     assert first.owner == trainer.app.state.trainer.deployments.instance  # this replica's lease
     kill_server(first)
     await trainer.events.wait_for(
-        lambda: (d := deployment(trainer, dep_id)).restarts == 1
-        and d.status == "running"
-        and d.pid != first.pid,
+        lambda: (
+            (d := deployment(trainer, dep_id)).restarts == 1
+            and d.status == "running"
+            and d.pid != first.pid
+        ),
         timeout=120,
         what="restarted server",
     )

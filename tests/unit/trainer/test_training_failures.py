@@ -137,6 +137,19 @@ async def test_killed_training_resumes_from_checkpoint(trainer: Harness) -> None
     ]
     assert after and after[0] > resumed, (resumed, after[:3])
     assert after[-1] == 400
+    # checkpoints were pruned to the latest ones while training, then dropped on registration
+    from sqlmodel import select
+
+    from services.trainer.models import Checkpoint, CreatedBlob
+
+    def checkpoints_left() -> int:
+        with trainer.app.state.runtime.db.session() as session:
+            return len(session.exec(select(Checkpoint).where(Checkpoint.run_id == run_id)).all())
+
+    await ev.wait_for(lambda: checkpoints_left() == 0, timeout=30, what="checkpoints dropped")
+    with trainer.app.state.runtime.db.session() as session:
+        created = session.exec(select(CreatedBlob.digest)).all()
+    assert created and all(trainer.store.has(d) for d in created)  # the model's blobs only
 
 
 async def test_two_local_nodes_train_with_world_size_two(trainer: Harness) -> None:

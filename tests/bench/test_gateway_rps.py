@@ -1,0 +1,118 @@
+"""``GET /api/projects`` with a valid token, as requests per second and as a ratio to a
+bare FastAPI route (``GET /bench/bare``) on the same server process in the same run.
+
+The gateway runs in its own process on PostgreSQL (uvicorn, one worker); the load comes
+from a minimal keep-alive HTTP/1.1 client (raw asyncio streams, so the client is cheap
+next to the server) with 16 connections, each route measured twice in alternation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.gateway.conftest import SPEC, gateway_process, server_thread
+from tests.unit.gateway.authstub import AuthStub
+
+pytestmark = [pytest.mark.bench, pytest.mark.integration]
+
+SECONDS = float(os.environ.get("AIDP_BENCH_RPS_SECONDS", "5"))
+CONNECTIONS = 16
+
+# the gateway app plus one bare route, served exactly like ``python -m services.gateway``
+_SERVER = """
+import uvicorn
+from services.gateway.main import create_app
+from services.gateway.settings import GatewaySettings
+settings = GatewaySettings()
+app = create_app(settings)
+@app.get("/bench/bare", include_in_schema=False)
+async def bare() -> dict[str, bool]:
+    return {"ok": True}
+uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+"""
+
+
+@pytest.fixture
+def gateway(
+    tmp_path: Path, postgres_url: str, amqp_url: str, bao_server: tuple[str, str]
+) -> Iterator[tuple[str, AuthStub]]:
+    stub = AuthStub()
+    with server_thread(stub.app) as auth_url:
+        proc, url = gateway_process(
+            tmp_path,
+            postgres_url=postgres_url,
+            amqp_url=amqp_url,
+            auth_url=auth_url,
+            bao=bao_server,
+            argv=[sys.executable, "-c", _SERVER],
+        )
+        try:
+            yield url, stub
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+async def _load(url: str, path: str, headers: dict[str, str], seconds: float) -> int:
+    host, port = url.removeprefix("http://").split(":")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.monotonic() < deadline:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head[:60]
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                done += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    return done
+
+
+async def test_projects_rps_vs_bare_route(gateway: tuple[str, AuthStub]) -> None:
+    url, stub = gateway
+    user_id, email = stub.user()
+    token = stub.token(user_id, email, exp=int(time.time()) + 3600)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(5):
+            r = await http.post(
+                f"{url}/api/projects", json={"name": f"p{i}", "spec": SPEC}, headers=headers
+            )
+            assert r.status_code == 201, r.text
+        assert len((await http.get(f"{url}/api/projects", headers=headers)).json()) == 5
+    await _load(url, "/bench/bare", {}, 1)  # warm up
+    await _load(url, "/api/projects", headers, 1)
+    rates: dict[str, list[float]] = {"bare": [], "projects": []}
+    for _ in range(2):
+        rates["bare"].append(await _load(url, "/bench/bare", {}, SECONDS) / SECONDS)
+        rates["projects"].append(await _load(url, "/api/projects", headers, SECONDS) / SECONDS)
+    bare, projects = max(rates["bare"]), max(rates["projects"])
+    print(
+        f"\nGET /api/projects (5 projects, valid JWT, PostgreSQL): {projects:,.0f} req/s; "
+        f"bare FastAPI route on the same server: {bare:,.0f} req/s; "
+        f"ratio {projects / bare:.2f} "
+        f"({CONNECTIONS} keep-alive connections, best of 2 x {SECONDS:.0f}s)"
+    )
+    assert projects > 0

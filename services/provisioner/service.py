@@ -142,18 +142,20 @@ class Provisioner:
         return True
 
     def run_ids_holding(self, provider: str) -> set[uuid.UUID]:
-        """Runs of ``provider`` whose nodes exist or are being made, for work other than
-        serving: nodes kept only for a deployment's inference server hold no training slot,
-        or deployed runs would block every later run."""
+        """Runs of ``provider`` whose nodes exist, for work other than serving.
+
+        Runs still waiting for a node hold nothing (else waiting runs would block each
+        other forever), and nodes kept only for a deployment's inference server hold no
+        training slot (else deployed runs would block every later run)."""
         with self.runtime.db.session() as s:
             rows = s.exec(
-                select(RunNodes.run_id).where(
+                select(RunNodes.run_id, RunNodes.nodes).where(
                     RunNodes.provider == provider,
                     col(RunNodes.state).in_(["provisioning", "ready", "releasing"]),
                     col(RunNodes.serving).is_not(True),
                 )
             ).all()
-        return set(rows)
+        return {run_id for run_id, nodes in rows if nodes}
 
     # -- scheduling --------------------------------------------------------------------
 

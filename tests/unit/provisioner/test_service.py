@@ -266,3 +266,52 @@ async def test_local_driver_limits_concurrent_runs(tmp_path) -> None:
     await driver.terminate_node(ctx, node)
     await driver.terminate_node(ctx, node)  # a missing node is not an error
     assert not (tmp_path / "workspaces" / str(ctx.run_id)).exists()
+
+
+async def test_only_runs_with_nodes_and_no_deployment_hold_a_local_slot(harness: Harness) -> None:
+    """Waiting runs hold nothing (or they would block each other forever) and nodes kept
+    only to serve a deployment hold no training slot."""
+    from services.provisioner.models import RunNodes
+
+    provisioner = harness.provisioner
+    with provisioner.runtime.db.session() as s:
+        rows = {
+            "training": RunNodes(
+                run_id=uuid.uuid4(),
+                project_id=uuid.uuid4(),
+                provider="local",
+                spec={},
+                state="ready",
+                nodes=[{"index": 0}],
+                training=True,
+            ),
+            "waiting": RunNodes(
+                run_id=uuid.uuid4(),
+                project_id=uuid.uuid4(),
+                provider="local",
+                spec={},
+                state="provisioning",
+                nodes=[],
+            ),
+            "serving": RunNodes(
+                run_id=uuid.uuid4(),
+                project_id=uuid.uuid4(),
+                provider="local",
+                spec={},
+                state="ready",
+                nodes=[{"index": 0}],
+                serving=True,
+            ),
+            "released": RunNodes(
+                run_id=uuid.uuid4(),
+                project_id=uuid.uuid4(),
+                provider="local",
+                spec={},
+                state="released",
+                nodes=[{"index": 0}],
+            ),
+        }
+        ids = {name: row.run_id for name, row in rows.items()}
+        s.add_all(rows.values())
+        s.commit()
+    assert provisioner.run_ids_holding("local") == {ids["training"]}

@@ -83,6 +83,25 @@ def up(
     serve(host=host, port=port, data_dir=data_dir)
 
 
+SERVICES = ("auth", "gateway", "provisioner", "fetcher", "trainer")
+
+
+@app.command("serve")
+def serve_one(
+    service: Annotated[str, typer.Argument(help="One of: " + ", ".join(SERVICES) + ".")],
+) -> None:
+    """Run ONE service as its own process (distributed mode; settings from AIDP_*)."""
+    if service not in SERVICES:
+        raise fail(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}", EXIT_USAGE)
+    import importlib
+
+    entry = importlib.import_module(f"services.{service}.__main__").main
+    if service == "auth":
+        entry([])  # auth's main also takes admin subcommands: run the server only
+    else:
+        entry()
+
+
 # --- account ---------------------------------------------------------------------------
 
 

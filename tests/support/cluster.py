@@ -40,7 +40,8 @@ class ServiceProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            # `aidp serve <name>`, as an operator runs one service (= python -m services.<name>)
+            [sys.executable, "-m", "cli.main", "serve", self.name],
             cwd=REPO,
             env=self.env,
             stdout=log,
@@ -54,8 +55,7 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL the service process itself (its children are left, as in a real crash)."""
-        if self.alive():
-            assert self.proc is not None
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
 

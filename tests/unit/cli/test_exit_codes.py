@@ -68,3 +68,8 @@ def test_bad_api_token_format(config_file: Path) -> None:
 def test_share_role_validated(logged_in_nowhere: Path) -> None:
     code, out = _run("share", "p", "a@b.c", "--role", "admin")
     assert code == 2 and "viewer, editor or owner" in out
+
+
+def test_serve_refuses_an_unknown_service(config_file: Path) -> None:
+    code, out = _run("serve", "scheduler")
+    assert code == 2 and "unknown service 'scheduler'" in out and "gateway" in out

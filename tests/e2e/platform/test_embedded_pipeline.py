@@ -1,68 +1,25 @@
-"""The whole platform in one process (``python -m services``), a real project end to end:
-fetch → provision → train → deploy → predict, over real HTTP."""
+"""The whole platform in one process (``aidp up``), a real project end to end:
+fetch → provision → train → deploy → predict over real HTTP; then a restart that keeps
+every project, secret and cached artifact."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.platform.conftest import shared_env_dir
+from tests.e2e.platform.conftest import embedded_platform
 from tests.support.hf_server import HubServer
-from tests.support.infra import free_port
 from tests.support.pipeline import ApiUser, tiny_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 @pytest.fixture
 def embedded(tmp_path: Path, hub: HubServer) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIDP_")}
-    env.update(
-        AIDP_DATA_DIR=str(tmp_path / "data"),
-        AIDP_PORT=str(port),
-        AIDP_ENV_DIR=shared_env_dir(),
-        HF_ENDPOINT=hub.url,
-        PYTHONUNBUFFERED="1",
-    )
-    log = (tmp_path / "aidp.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "aidp.log").read_text()[-4000:])
-            time.sleep(0.5)
+    with embedded_platform(tmp_path / "data", hub, tmp_path / "aidp.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_project_runs_to_deployed_and_predicts(embedded: str, tmp_path: Path) -> None:
@@ -109,3 +66,34 @@ def test_project_runs_to_deployed_and_predicts(embedded: str, tmp_path: Path) ->
         ).status_code
         == 404
     )
+
+
+def test_restart_keeps_projects_secrets_and_artifacts(tmp_path: Path, hub: HubServer) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "aidp.log"
+    with embedded_platform(data_dir, hub, log) as url:
+        alice = ApiUser(url)
+        assert alice.http.put(
+            "/api/secrets/HF_TOKEN", json={"value": "hf_kept_secret_1"}
+        ).status_code == 204
+        project = alice.create_project(tiny_spec(deploy=False, max_steps=4))
+        run = alice.wait_for_run(project["current_run_id"], timeout=600)
+        assert run["status"] == "succeeded", log.read_text()[-4000:]
+        artifacts = alice.http.get("/api/artifacts").json()
+        models = alice.http.get(f"/api/projects/{project['id']}/models").json()
+        assert artifacts and len(models) == 1
+
+    with embedded_platform(data_dir, hub, log) as url:
+        again = ApiUser(url, email=alice.email)  # same account: register answers 409, login works
+        assert again.http.get(f"/api/projects/{project['id']}").json()["name"] == project["name"]
+        assert again.run(run["id"])["status"] == "succeeded"
+        secrets = again.http.get("/api/secrets")
+        assert secrets.json() == {"names": ["HF_TOKEN"]} and "hf_kept_secret_1" not in secrets.text
+        assert {a["digest"] for a in again.http.get("/api/artifacts").json()} == {
+            a["digest"] for a in artifacts
+        }
+        assert [
+            m["id"] for m in again.http.get(f"/api/projects/{project['id']}/models").json()
+        ] == [models[0]["id"]]
+        # The kept model still decrypts: its download streams from the encrypted store.
+        download = again.http.get(f"/api/models/{models[0]['id']}/download")
+        assert download.status_code == 200 and len(download.content) > 1000

@@ -114,13 +114,17 @@ class ServiceRuntime:
         log.info("%s started (bus=%s)", self.name, type(self.bus).__name__)
 
     async def stop(self) -> None:
-        self.ready = False  # readiness goes false before anything closes
+        """Graceful shutdown: readiness goes false first; the bus stops delivering and lets
+        running handlers finish (or hands their messages back); then background jobs are
+        cancelled — their state is in the database, so a replica or the next start resumes
+        them — and the database is closed."""
+        self.ready = False
+        if self._injected_bus is None:
+            await self.bus.close()
         for task in reversed(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._injected_bus is None:
-            await self.bus.close()
         self.db.dispose()
         log.info("%s stopped", self.name)
 

@@ -17,6 +17,7 @@ from services.gateway.fanout import Hub
 from services.gateway.handlers import build_handlers
 from services.gateway.identity import TokenVerifier
 from services.gateway.metrics import GatewayMetrics, MetricsMiddleware
+from services.gateway.openapi import install_openapi, load_auth_document
 from services.gateway.routes import artifacts, auth_proxy, ops, projects, runs, secrets, serving
 from services.gateway.routes.web import WebUI
 from services.gateway.settings import GatewaySettings
@@ -83,9 +84,10 @@ def create_app(
     runtime.extra_checks["auth"] = auth_reachable
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
             runtime.spawn(writer.run(), name="event-log-writer")
+            runtime.spawn(load_auth_document(app, downstream.auth), name="auth-openapi")
             runtime.spawn(hub.poll_forever(), name="ws-poll")
             try:
                 yield
@@ -118,6 +120,7 @@ def create_app(
     app.include_router(health_router(lambda request: request.app.state.runtime))
     install_error_handlers(app)
     install_validation_handler(app)
+    install_openapi(app)
     web = WebUI.load(settings.web_dist)
     install_http_error_handler(app, fallback=web.response if web else None)
     return app

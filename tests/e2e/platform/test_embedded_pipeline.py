@@ -57,6 +57,12 @@ def test_project_runs_to_deployed_and_predicts(embedded: str, tmp_path: Path) ->
     outputs = r.json()["outputs"]
     assert len(outputs) == 2 and all("label" in o for o in outputs)
 
+    # The public API document lists the auth service's real routes and their statuses.
+    document = alice.http.get("/api/openapi.json").json()
+    assert "/api/auth/{path}" not in document["paths"]
+    login = document["paths"]["/api/auth/login"]["post"]
+    assert {"401", "422", "429"} <= set(login["responses"])
+
     # Another user sees none of it.
     mallory = ApiUser(embedded)
     assert mallory.http.get(f"/api/projects/{project['id']}").status_code == 404
@@ -72,9 +78,10 @@ def test_restart_keeps_projects_secrets_and_artifacts(tmp_path: Path, hub: HubSe
     data_dir, log = tmp_path / "data", tmp_path / "aidp.log"
     with embedded_platform(data_dir, hub, log) as url:
         alice = ApiUser(url)
-        assert alice.http.put(
-            "/api/secrets/HF_TOKEN", json={"value": "hf_kept_secret_1"}
-        ).status_code == 204
+        assert (
+            alice.http.put("/api/secrets/HF_TOKEN", json={"value": "hf_kept_secret_1"}).status_code
+            == 204
+        )
         project = alice.create_project(tiny_spec(deploy=False, max_steps=4))
         run = alice.wait_for_run(project["current_run_id"], timeout=600)
         assert run["status"] == "succeeded", log.read_text()[-4000:]

@@ -53,7 +53,12 @@ def test_api_conforms(platform: Platform) -> None:
     tested = []
     for result in schema.get_all_operations():
         operation = result.ok()
-        if DOWNSTREAM.match(operation.path) or not operation.path.startswith("/api/"):
+        # /api/auth/* is the auth service's own document, fuzzed by its own tests.
+        if (
+            DOWNSTREAM.match(operation.path)
+            or not operation.path.startswith("/api/")
+            or operation.path.startswith("/api/auth/")
+        ):
             continue
 
         @settings(

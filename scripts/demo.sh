@@ -23,7 +23,7 @@ say "starting a local HuggingFace-compatible mirror on :$MIRROR_PORT"
 if ! curl -sf "http://127.0.0.1:$MIRROR_PORT/api/models/sentence-transformers/all-MiniLM-L6-v2" >/dev/null; then
   nohup $PY -m tests.support.hf_server --port "$MIRROR_PORT" \
     --repo "sentence-transformers/all-MiniLM-L6-v2=$MODEL_DIR" \
-    --dataset "aidp-examples/sentiment-demo=$ROOT/examples/sentiment/data" \
+    --repo "datasets/aidp-examples/sentiment-demo=$ROOT/examples/sentiment/data" \
     >"$DEMO_DIR/mirror.log" 2>&1 &
   echo $! >"$DEMO_DIR/mirror.pid"
   for _ in $(seq 60); do curl -sf "http://127.0.0.1:$MIRROR_PORT/api/models/sentence-transformers/all-MiniLM-L6-v2" >/dev/null && break; sleep 0.5; done
@@ -44,7 +44,8 @@ $AIDP login --server "http://127.0.0.1:$PORT" --email demo@aidp.local --password
 
 say "running examples/sentiment (fetch -> provision -> train -> deploy)"
 $AIDP run examples/sentiment/spec.yaml --follow | tee "$DEMO_DIR/run.log"
-DEPLOYMENT=$(grep -oE 'deployment [0-9a-f-]{36}' "$DEMO_DIR/run.log" | tail -1 | cut -d' ' -f2)
+DEPLOYMENT=$(grep -oE 'aidp predict [0-9a-f-]{36}' "$DEMO_DIR/run.log" | tail -1 | cut -d' ' -f3)
+[ -n "$DEPLOYMENT" ] || { echo "the run did not end deployed; see $DEMO_DIR/run.log and $DEMO_DIR/aidp.log"; exit 1; }
 
 say "asking the deployed model"
 $AIDP predict "$DEPLOYMENT" --input "What a wonderful, touching film." --input "A dull and painfully boring waste of time."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -73,11 +74,21 @@ async def platform(data_dir: Path, *, bus_url: str = "memory://aidp") -> AsyncIt
     data_dir.mkdir(parents=True, exist_ok=True)
     base = BaseServiceSettings(data_dir=data_dir, mode="embedded", service_name="embedded")
     setup_logging(base.log_level, json_lines=base.log_json)
+    local_bao = None
+    if base.vault_addr is None:
+        from shared.secrets.local import LocalOpenBao
+
+        local_bao = LocalOpenBao(data_dir / "openbao")
+        if local_bao.is_running():
+            local_bao = None  # someone else's server on this data dir: attach, leave it be
     vault = await asyncio.to_thread(connect_vault, base)
     bus = create_bus(bus_url)
     await bus.connect()
     apps: dict[str, FastAPI] = {}
     async with AsyncExitStack() as stack:
+        if local_bao is not None:
+            # The OpenBao this platform started stops with it; its state stays on disk.
+            stack.callback(local_bao.stop)
         stack.push_async_callback(bus.close)
         for name in SERVICE_ORDER:
             app = _create_app(name, _settings_for(name, data_dir, bus_url), bus, vault)
@@ -126,10 +137,19 @@ async def run_platform(
                     await result
 
         announcer = asyncio.create_task(announce())
+        # uvicorn re-raises a captured SIGTERM once it has stopped serving; with the default
+        # handler that would kill the process before the services' lifespans (and the local
+        # OpenBao) are shut down, so turn it into KeyboardInterrupt and unwind normally.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             await server.serve()
         finally:
+            signal.signal(signal.SIGTERM, previous)
             announcer.cancel()
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:

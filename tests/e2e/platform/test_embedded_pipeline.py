@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.secrets.local import LocalOpenBao
 from tests.e2e.platform.conftest import embedded_platform
 from tests.support.hf_server import HubServer
 from tests.support.pipeline import ApiUser, tiny_spec
@@ -88,6 +89,10 @@ def test_restart_keeps_projects_secrets_and_artifacts(tmp_path: Path, hub: HubSe
         artifacts = alice.http.get("/api/artifacts").json()
         models = alice.http.get(f"/api/projects/{project['id']}/models").json()
         assert artifacts and len(models) == 1
+
+    # A clean stop (SIGTERM) shut every service down, and the OpenBao it started with them.
+    assert "auth stopped" in log.read_text()
+    assert not LocalOpenBao(data_dir / "openbao").is_running()
 
     with embedded_platform(data_dir, hub, log) as url:
         again = ApiUser(url, email=alice.email)  # same account: register answers 409, login works

@@ -106,11 +106,20 @@ def test_kill_each_service_while_runs_are_in_flight(cluster: Cluster) -> None:
         _one_model_one_deployment(user, project["id"], deployed=True)
 
 
-def _close_vhost_connections(amqp_url: str) -> int:
+def _close_vhost_connections(amqp_url: str, *, at_least: int) -> int:
+    """Close every connection of this test's vhost through the management API.
+
+    The API lists a new connection only after its next statistics tick (a few seconds),
+    so wait until every service's connection shows before closing them all."""
     vhost = httpx.URL(amqp_url).path.lstrip("/")
     api = "http://127.0.0.1:15672/api"
     auth = ("guest", "guest")
-    connections = httpx.get(f"{api}/vhosts/{vhost}/connections", auth=auth, timeout=10).json()
+    deadline = time.monotonic() + 60
+    while True:
+        connections = httpx.get(f"{api}/vhosts/{vhost}/connections", auth=auth, timeout=10).json()
+        if len(connections) >= at_least or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     for connection in connections:
         httpx.delete(f"{api}/connections/{connection['name']}", auth=auth, timeout=10)
     return len(connections)
@@ -126,7 +135,7 @@ def test_broker_connections_dropped_and_broker_restarted(cluster: Cluster, amqp_
     user = ApiUser(cluster.gateway_url)
     projects = [user.create_project(tiny_spec(max_steps=16)) for _ in range(2)]
     time.sleep(3)
-    assert _close_vhost_connections(amqp_url) >= 5
+    assert _close_vhost_connections(amqp_url, at_least=5) >= 5  # one per service
     time.sleep(5)
     _restart_broker()
     for project in projects:

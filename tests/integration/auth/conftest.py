@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 
 from services.auth.main import create_app
 from services.auth.settings import AuthSettings
+from shared.secrets.vault import VaultClient
 
 
 @pytest.fixture
 def vault_client(bao_server: tuple[str, str]) -> Any:
-    vault = pytest.importorskip("shared.secrets.vault")
     addr, token = bao_server
-    client = vault.VaultClient(addr, token=token, prefix=f"test-{uuid.uuid4().hex[:12]}")
+    client = VaultClient(addr, token=token, prefix=f"test-{uuid.uuid4().hex[:12]}")
     client.ensure_mounts()
     return client
 

@@ -50,3 +50,14 @@ def _fresh_memory_broker() -> Iterator[None]:
     MemoryBroker.reset()
     yield
     MemoryBroker.reset()
+
+
+@pytest.fixture(scope="session")
+def namespaced_hosts() -> None:
+    """sshd hosts in network namespaces must be possible here (root, sshd, ip): a missing
+    prerequisite is a broken install (scripts/bootstrap.sh provides them), not a skip."""
+    from tests.support.sshd_hosts import available
+
+    reason = available()
+    if reason is not None:
+        pytest.fail(f"cannot create sshd hosts: {reason}")

@@ -28,7 +28,7 @@ WEB = ROOT / "web"
 def _ensure_ui_built() -> None:
     node = shutil.which("node")
     if node is None or not CHROMIUM.exists():
-        pytest.skip("needs node and /usr/bin/chromium (scripts/bootstrap.sh installs them)")
+        pytest.fail("needs node and /usr/bin/chromium (scripts/bootstrap.sh installs them)")
     if not (WEB / "node_modules" / "playwright-core").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
     if not (WEB / "dist" / "index.html").is_file():

@@ -19,7 +19,7 @@ WEB = ROOT / "web"
 def npx() -> str:
     path = shutil.which("npx")
     if path is None or not (WEB / "node_modules").is_dir():
-        pytest.skip("needs node and web/node_modules (scripts/bootstrap.sh installs them)")
+        pytest.fail("needs node and web/node_modules (scripts/bootstrap.sh installs them)")
     return path
 
 

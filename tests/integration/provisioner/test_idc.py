@@ -15,12 +15,12 @@ from services.provisioner.settings import ProvisionerSettings
 from shared.events import ProjectCreated, RunCancelled
 from shared.secrets import InMemoryVault
 from tests.support.idc_server import IdcCloud, NodeSlot, idc_server
-from tests.support.sshd_hosts import SshHost, available, private_link, sshd_hosts
+from tests.support.sshd_hosts import SshHost, private_link, sshd_hosts
 from tests.unit.provisioner.harness import Harness, spec_dict
 
 pytestmark = [
     pytest.mark.timeout(600),
-    pytest.mark.skipif(available() is not None, reason=str(available())),
+    pytest.mark.usefixtures("namespaced_hosts"),
 ]
 
 

@@ -12,12 +12,12 @@ import pytest
 from services.provisioner.settings import ProvisionerSettings
 from shared.events import ProjectCreated
 from shared.secrets import InMemoryVault
-from tests.support.sshd_hosts import SshHost, available, generate_key, sshd_hosts
+from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
 from tests.unit.provisioner.harness import Harness, spec_dict
 
 pytestmark = [
     pytest.mark.timeout(900),
-    pytest.mark.skipif(available() is not None, reason=str(available())),
+    pytest.mark.usefixtures("namespaced_hosts"),
 ]
 
 KEY = "NODE_KEY"

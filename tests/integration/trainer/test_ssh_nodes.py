@@ -22,13 +22,13 @@ from shared.errors import ProviderError
 from shared.events import ArtifactsCached, EnvInfo, NodeInfo, NodesReady, ProjectCreated
 from shared.secrets import InMemoryVault
 from shared.store import ArtifactStore
-from tests.support.sshd_hosts import SshHost, available, generate_key, sshd_hosts
+from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
 from tests.unit.trainer.conftest import put_dir, running_trainer, text_spec
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(available() is not None, reason=str(available())),
+    pytest.mark.usefixtures("namespaced_hosts"),
 ]
 
 

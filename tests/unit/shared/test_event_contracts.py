@@ -109,13 +109,15 @@ def test_a_golden_payload_still_parses_as_the_current_class(
     assert isinstance(parsed, EVENT_TYPES[event_type])
 
 
-@pytest.mark.parametrize(("event_type", "version", "path"), goldens())
+# Older versions reach the current class through their upcaster (checked above).
+@pytest.mark.parametrize(
+    ("event_type", "version", "path"),
+    [g for g in goldens() if g.values[1] == EVENT_TYPES[g.values[0]].__version__],
+)
 def test_fields_added_since_a_golden_have_defaults(
     event_type: str, version: int, path: Path
 ) -> None:
     cls = EVENT_TYPES[event_type]
-    if version != cls.__version__:
-        pytest.skip("an older version reaches the current class through its upcaster")
     golden = json.loads(path.read_text())
     missing = sorted(required_fields(cls) - set(golden))
     for prefix, model, value in _nested(cls, golden):

@@ -185,6 +185,32 @@ _HASH_SCRIPT = (
 )
 
 
+async def _merged(stdout: AsyncIterator[str], stderr: AsyncIterator[str]) -> AsyncIterator[Line]:
+    """Lines of both streams as they arrive, tagged with their stream, until both end."""
+    queue: asyncio.Queue[Line | None] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[str], name: str) -> None:
+        async for raw in stream:
+            await queue.put(Line(name, raw.rstrip("\r\n")))
+        await queue.put(None)
+
+    tasks = [
+        asyncio.ensure_future(pump(stdout, "stdout")),
+        asyncio.ensure_future(pump(stderr, "stderr")),
+    ]
+    open_streams = len(tasks)
+    try:
+        while open_streams:
+            item = await queue.get()
+            if item is None:
+                open_streams -= 1
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 # -- local --------------------------------------------------------------------------------
 
 
@@ -194,29 +220,13 @@ class _LocalProcess(NodeProcess):
         self.pgid = proc.pid
 
     async def lines(self) -> AsyncIterator[Line]:
-        queue: asyncio.Queue[Line | None] = asyncio.Queue()
-
-        async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
+        async def read(stream: asyncio.StreamReader | None) -> AsyncIterator[str]:
             if stream is not None:
                 while raw := await stream.readline():
-                    await queue.put(Line(name, raw.decode(errors="replace").rstrip("\r\n")))
-            await queue.put(None)
+                    yield raw.decode(errors="replace")
 
-        tasks = [
-            asyncio.ensure_future(pump(self.proc.stdout, "stdout")),
-            asyncio.ensure_future(pump(self.proc.stderr, "stderr")),
-        ]
-        open_streams = 2
-        try:
-            while open_streams:
-                item = await queue.get()
-                if item is None:
-                    open_streams -= 1
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
+        async for line in _merged(read(self.proc.stdout), read(self.proc.stderr)):
+            yield line
 
     async def wait(self) -> int | None:
         return await self.proc.wait()
@@ -304,31 +314,15 @@ class _SSHProcess(NodeProcess):
         self.pgid = pgid
 
     async def lines(self) -> AsyncIterator[Line]:
-        queue: asyncio.Queue[Line | None] = asyncio.Queue()
-
-        async def pump(stream: Any, name: str) -> None:
+        async def read(stream: Any) -> AsyncIterator[str]:
             try:
                 async for raw in stream:
-                    await queue.put(Line(name, raw.rstrip("\r\n")))
+                    yield raw
             except Exception:  # connection lost: the stream just ends
-                pass
-            await queue.put(None)
+                return
 
-        tasks = [
-            asyncio.ensure_future(pump(self.proc.stdout, "stdout")),
-            asyncio.ensure_future(pump(self.proc.stderr, "stderr")),
-        ]
-        open_streams = 2
-        try:
-            while open_streams:
-                item = await queue.get()
-                if item is None:
-                    open_streams -= 1
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
+        async for line in _merged(read(self.proc.stdout), read(self.proc.stderr)):
+            yield line
 
     async def wait(self) -> int | None:
         try:

@@ -170,9 +170,7 @@ class OutboxRelay:
             envelopes = [Envelope.from_bytes(row.body) for row in rows]
             results = await self.bus.publish_many(envelopes)
             confirmed = [row.seq for row, err in zip(rows, results, strict=True) if err is None]
-            failed = [
-                (row, err) for row, err in zip(rows, results, strict=True) if err is not None
-            ]
+            failed = [(row, err) for row, err in zip(rows, results, strict=True) if err is not None]
             given_up = [row.seq for row, err in failed if self._give_up(row, err)]
             retry = [row.seq for row, _ in failed if row.seq not in given_up]
             self._mark(session, sent=confirmed + given_up, retry=retry)
@@ -180,7 +178,9 @@ class OutboxRelay:
         if given_up:
             log.error(
                 "dropped %d outbox events of %s: no queue bound after %.0fs",
-                len(given_up), self.service, self.unroutable_grace,
+                len(given_up),
+                self.service,
+                self.unroutable_grace,
             )
         if retry:
             first_error = next(err for _, err in failed)

@@ -27,13 +27,21 @@ The connection is robust: after a broker-side close or a network failure aio-pik
 reconnects, re-declares the exchanges, queues and bindings and restarts the consumers.
 Deliveries unacked when the connection died are redelivered by the broker; publishes in
 flight fail with :class:`PublishFailed` (the outbox relay retries them).
+
+A watchdog backs that up, because a consumer that silently stays gone stalls a service
+while every publish still succeeds: every ``watch_interval`` seconds it asks the broker
+(a passive declare) whether each subscribed queue has a consumer. When the connection is
+down or a queue has none for ``stall_seconds`` in a row, it drops the connection and
+connects and subscribes again from scratch. :meth:`RabbitBus.healthy` is false meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -83,6 +91,17 @@ def _retry_backoff(deliveries: int) -> float:
     return min(0.05 * 2 ** (deliveries - 1), 2.0)
 
 
+@dataclass(frozen=True)
+class _Subscription:
+    """What :meth:`RabbitBus.subscribe` was asked for, kept to subscribe again after a reset."""
+
+    queue: str
+    event_types: tuple[str, ...]
+    handler: Handler
+    prefetch: int
+    max_deliveries: int
+
+
 class RabbitBus(Bus):
     """A :class:`Bus` on RabbitMQ ≥ 3.10 through one robust aio-pika connection."""
 
@@ -94,19 +113,27 @@ class RabbitBus(Bus):
         prefetch: int = 16,
         reconnect_interval: float = 1.0,
         close_grace: float = 10.0,
+        watch_interval: float = 5.0,
+        stall_seconds: float = 30.0,
     ) -> None:
         self.url = url
         self.close_grace = close_grace
         self.publish_timeout = publish_timeout
         self.prefetch = prefetch
         self.reconnect_interval = reconnect_interval
+        self.watch_interval = watch_interval
+        self.stall_seconds = stall_seconds
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = []
+        self._subscriptions: list[_Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._connect_lock = asyncio.Lock()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stalled_since: float | None = None
         self.reconnects = 0  # how often the robust connection came back (metrics, tests)
+        self.resets = 0  # how often the watchdog rebuilt the connection (metrics, tests)
 
     def __repr__(self) -> str:
         return f"RabbitBus({scrub(self.url)!r})"
@@ -115,21 +142,27 @@ class RabbitBus(Bus):
 
     async def connect(self) -> None:
         async with self._connect_lock:
-            if self._connection is not None:
-                return
-            connection = await aio_pika.connect_robust(
-                self.url,
-                reconnect_interval=self.reconnect_interval,
-                client_properties={"connection_name": "aidp"},
-            )
-            try:
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchange = await self._declare_topology(channel)
-            except BaseException:
-                await connection.close()
-                raise
-            connection.reconnect_callbacks.add(self._on_reconnect)
-            self._connection, self._publish_channel = connection, channel
+            await self._open()
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch(), name="rabbit-bus-watchdog")
+
+    async def _open(self) -> None:
+        """Connect and declare the topology (the caller holds ``_connect_lock``)."""
+        if self._connection is not None:
+            return
+        connection = await aio_pika.connect_robust(
+            self.url,
+            reconnect_interval=self.reconnect_interval,
+            client_properties={"connection_name": "aidp"},
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._exchange = await self._declare_topology(channel)
+        except BaseException:
+            await connection.close()
+            raise
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connection, self._publish_channel = connection, channel
 
     def _on_reconnect(self, *_args: object) -> None:
         self.reconnects += 1
@@ -149,6 +182,16 @@ class RabbitBus(Bus):
         return exchange
 
     async def close(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+        async with self._connect_lock:
+            await self._shutdown(grace=self.close_grace)
+        self._subscriptions.clear()
+
+    async def _shutdown(self, *, grace: float) -> None:
+        """Cancel consumers, let in-flight handlers finish for ``grace`` seconds, close."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -161,7 +204,7 @@ class RabbitBus(Bus):
             # Running handlers may finish (and ack) for close_grace seconds; the rest are
             # cancelled, which hands their messages back to the broker.
             inflight = list(self._inflight)
-            _done, pending = await asyncio.wait(inflight, timeout=self.close_grace)
+            _done, pending = await asyncio.wait(inflight, timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*inflight, return_exceptions=True)
@@ -177,7 +220,68 @@ class RabbitBus(Bus):
             and connection.connected.is_set()
             and channel is not None
             and not channel.is_closed
+            and self._stalled_since is None
         )
+
+    # -- watchdog ------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Rebuild the connection when consuming has stalled for ``stall_seconds``."""
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            try:
+                ok = await asyncio.wait_for(self._consuming(), self.watch_interval * 2)
+            except Exception as exc:  # includes the timeout: the broker did not answer
+                log.debug("RabbitMQ watchdog probe failed: %r", exc)
+                ok = False
+            if ok:
+                self._stalled_since = None
+                continue
+            clock = time.monotonic()
+            if self._stalled_since is None:
+                self._stalled_since = clock
+            if clock - self._stalled_since >= self.stall_seconds:
+                log.error(
+                    "RabbitMQ consuming stalled for %.0fs; reconnecting from scratch",
+                    clock - self._stalled_since,
+                )
+                try:
+                    await self._reset()
+                except Exception as exc:  # the broker is still away: try again next tick
+                    log.warning("RabbitMQ reset failed (will retry): %r", exc)
+                else:
+                    self._stalled_since = None
+
+    async def _consuming(self) -> bool:
+        """Whether the connection is up and the broker sees a consumer on every queue."""
+        connection = self._connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return False
+        if not self._subscriptions:
+            return True
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            raw = await channel.get_underlay_channel()
+            for subscription in self._subscriptions:
+                declared = await raw.queue_declare(subscription.queue, passive=True)
+                if not declared.consumer_count:
+                    log.warning("RabbitMQ queue %s has no consumer", subscription.queue)
+                    return False
+            return True
+        finally:
+            await channel.close()
+
+    async def _reset(self) -> None:
+        """Drop the connection (unacked deliveries go back to the queues) and connect and
+        subscribe again."""
+        async with self._connect_lock:
+            # Handlers still running would ack on a dead channel: give them little time.
+            await self._shutdown(grace=min(self.close_grace, 2.0))
+            await self._open()
+            for subscription in self._subscriptions:
+                await self._consume(subscription)
+        self.resets += 1
+        log.warning("RabbitMQ connection rebuilt (%d resets)", self.resets)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -261,9 +365,23 @@ class RabbitBus(Bus):
     ) -> None:
         if self._connection is None:
             raise PublishFailed("RabbitMQ bus is not connected")
+        subscription = _Subscription(
+            queue, tuple(event_types), handler, prefetch or self.prefetch, max_deliveries
+        )
+        async with self._connect_lock:
+            await self._consume(subscription)
+        self._subscriptions.append(subscription)
+
+    async def _consume(self, subscription: _Subscription) -> None:
+        """Open a channel for ``subscription``, declare its queue and start consuming."""
+        if self._connection is None:
+            raise PublishFailed("RabbitMQ bus is not connected")
+        queue, handler = subscription.queue, subscription.handler
         channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=prefetch or self.prefetch)
-        declared = await self._declare_queue(channel, queue, event_types, max_deliveries)
+        await channel.set_qos(prefetch_count=subscription.prefetch)
+        declared = await self._declare_queue(
+            channel, queue, subscription.event_types, subscription.max_deliveries
+        )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()

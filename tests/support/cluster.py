@@ -155,6 +155,51 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(f"===== {p.name}#{p.replica}\n{p.tail(60)}" for p in self.all())
 
+    def diagnosis(self, amqp_url: str | None = None) -> str:
+        """What to read when a run stalls: each service's warnings and errors (reconnect
+        noise and health probes left out) and, on RabbitMQ, every queue's depth and
+        consumers, which tells a stalled consumer from a stalled producer."""
+        parts = []
+        if amqp_url is not None:
+            parts.append(_queue_states(amqp_url))
+        for process in self.all():
+            try:
+                lines = process.log_path.read_text(errors="replace").splitlines()
+            except OSError:
+                lines = []
+            notable = [
+                line[:400]
+                for line in lines
+                if any(level in line for level in (" WARNING ", " ERROR ", " CRITICAL "))
+                and not any(noise in line for noise in _RECONNECT_NOISE)
+            ]
+            parts.append(
+                f"===== {process.name}#{process.replica} (alive={process.alive()})\n"
+                + "\n".join(notable[-40:] + ["-- last lines --"] + lines[-15:])
+            )
+        return "\n".join(parts)
+
+
+_RECONNECT_NOISE = ("Reconnecting after", "error when creating transport", "readyz")
+
+
+def _queue_states(amqp_url: str) -> str:
+    vhost = httpx.URL(amqp_url).path.lstrip("/")
+    try:
+        queues = httpx.get(
+            f"http://127.0.0.1:15672/api/queues/{vhost}", auth=("guest", "guest"), timeout=10
+        ).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"===== queues: management API unavailable ({exc!r})"
+    rows = [
+        f"{q.get('name')}: ready={q.get('messages_ready')} "
+        f"unacked={q.get('messages_unacknowledged')} consumers={q.get('consumers')} "
+        f"state={q.get('state')}"
+        for q in queues
+        if isinstance(q, dict)
+    ]
+    return "===== queues\n" + "\n".join(rows)
+
 
 @contextmanager
 def running_cluster(root: Path, env: dict[str, str], *, replicas: int = 1) -> Iterator[Cluster]:

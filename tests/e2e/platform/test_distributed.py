@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.platform.conftest import shared_env_dir
 from tests.support.cluster import Cluster, running_cluster
 from tests.support.hf_server import HubServer
-from tests.support.pipeline import ApiUser, tiny_spec
+from tests.support.pipeline import TERMINAL, ApiUser, tiny_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 
@@ -59,6 +59,22 @@ def _assert_event_log_sound(user: ApiUser, run: dict[str, Any]) -> list[dict[str
     return events
 
 
+def _wait(
+    user: ApiUser,
+    cluster: Cluster,
+    run_id: str,
+    *,
+    timeout: float,
+    amqp_url: str | None = None,
+    until: set[str] = TERMINAL,
+) -> dict[str, Any]:
+    """``wait_for_run``, failing with the cluster's diagnosis when the run stalls."""
+    try:
+        return user.wait_for_run(run_id, timeout=timeout, until=until)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n{cluster.diagnosis(amqp_url)}")
+
+
 def _one_model_one_deployment(user: ApiUser, project_id: str, *, deployed: bool) -> None:
     models = user.http.get(f"/api/projects/{project_id}/models").json()
     assert len(models) == 1, models
@@ -75,7 +91,7 @@ def _one_model_one_deployment(user: ApiUser, project_id: str, *, deployed: bool)
 def test_full_project_on_separate_processes(cluster: Cluster) -> None:
     user = ApiUser(cluster.gateway_url)
     project = user.create_project(tiny_spec())
-    run = user.wait_for_run(project["current_run_id"], timeout=600)
+    run = _wait(user, cluster, project["current_run_id"], timeout=600)
     assert run["status"] == "deployed", cluster.logs()
     events = _assert_event_log_sound(user, run)
     deployment = next(e for e in events if e["event"]["type"] == "ModelDeployed")["event"][
@@ -100,7 +116,7 @@ def test_kill_each_service_while_runs_are_in_flight(cluster: Cluster) -> None:
         process.start()
         process.wait_ready()
     for project in projects:
-        run = user.wait_for_run(project["current_run_id"], timeout=900)
+        run = _wait(user, cluster, project["current_run_id"], timeout=900)
         assert run["status"] == "deployed", (run, cluster.logs())
         _assert_event_log_sound(user, run)
         _one_model_one_deployment(user, project["id"], deployed=True)
@@ -135,11 +151,13 @@ def test_broker_connections_dropped_and_broker_restarted(cluster: Cluster, amqp_
     user = ApiUser(cluster.gateway_url)
     projects = [user.create_project(tiny_spec(max_steps=16)) for _ in range(2)]
     time.sleep(3)
+    # Connections dropped while artifacts are fetched and nodes provisioned ...
     assert _close_vhost_connections(amqp_url, at_least=5) >= 5  # one per service
-    time.sleep(5)
+    # ... and the broker restarted while the first run trains (progress is flowing).
+    _wait(user, cluster, projects[0]["current_run_id"], timeout=600, until={"training", *TERMINAL})
     _restart_broker()
     for project in projects:
-        run = user.wait_for_run(project["current_run_id"], timeout=900)
+        run = _wait(user, cluster, project["current_run_id"], timeout=600, amqp_url=amqp_url)
         assert run["status"] == "deployed", (run, cluster.logs())
         _assert_event_log_sound(user, run)
         _one_model_one_deployment(user, project["id"], deployed=True)
@@ -173,7 +191,7 @@ def test_ten_projects_with_two_replicas_of_every_service(
         )
         assert {p["id"] for p in other.json()} == {p["id"] for p in projects}
         for project in projects:
-            run = user.wait_for_run(project["current_run_id"], timeout=1200)
+            run = _wait(user, cluster, project["current_run_id"], timeout=1200, amqp_url=amqp_url)
             assert run["status"] == "succeeded", (run, cluster.logs())
             _assert_event_log_sound(user, run)
             _one_model_one_deployment(user, project["id"], deployed=False)

@@ -193,3 +193,53 @@ async def test_connections_closed_by_the_broker_are_recovered_with_nothing_lost(
     duplicates = sum(received.values()) - len(sent)
     print(f"\n{len(sent)} messages, {retries} publish retries, {duplicates} duplicates")
     assert await consumer.healthy() and await publisher.healthy()
+
+
+async def test_a_consumer_lost_without_notice_is_rebuilt_by_the_watchdog(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    """The broker forgets the consumer while aio-pika still believes in it (no Basic.Cancel
+    reaches the client): robust reconnection has nothing to react to, the watchdog does."""
+    received: list[uuid.UUID] = []
+
+    async def record(envelope: Envelope) -> None:
+        received.append(envelope.id)
+
+    bus = await connected(amqp_url, buses, watch_interval=0.3, stall_seconds=1.5)
+    await bus.subscribe("lost", ["ProjectCreated"], record)
+    channel, _queue, tag = bus._consumers[0]
+    raw = await channel.get_underlay_channel()
+    await raw.basic_cancel(tag)  # behind aio-pika's back: it keeps the consumer on its books
+
+    before = created(1)
+    await bus.publish(before)
+    await asyncio.sleep(0.6)
+    assert received == [], "the cancelled consumer still received messages"
+    await eventually(lambda: bus._stalled_since is not None, what="the stall to be seen")
+    assert not await bus.healthy()
+
+    await eventually(lambda: bus.resets == 1, timeout=20, what="the connection to be rebuilt")
+    await eventually(lambda: received == [before.id], what="the stalled message")
+    after = created(2)
+    await bus.publish(after)
+    await eventually(lambda: received == [before.id, after.id], what="a message after the reset")
+    assert await bus.healthy()
+
+
+async def test_the_watchdog_leaves_a_healthy_consumer_alone(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    received: list[uuid.UUID] = []
+
+    async def record(envelope: Envelope) -> None:
+        received.append(envelope.id)
+
+    bus = await connected(amqp_url, buses, watch_interval=0.2, stall_seconds=0.5)
+    await bus.subscribe("calm", ["ProjectCreated"], record)
+    sent = [created(n) for n in range(5)]
+    for envelope in sent:
+        await bus.publish(envelope)
+        await asyncio.sleep(0.3)
+    await eventually(lambda: received == [e.id for e in sent], what="every message")
+    assert bus.resets == 0 and bus._stalled_since is None
+    assert await bus.healthy()

@@ -50,7 +50,12 @@ async def test_token_attacks_are_401(harness: Harness) -> None:
     now = int(time.time())
     claims = {"iss": "aidp", "aud": "aidp-api", "sub": str(user_id), "exp": now + 600}
 
-    none_alg = jwt.encode(claims, key=None, algorithm="none", headers={"kid": auth.active})
+    none_alg = jwt.encode(
+        claims,
+        key=None,  # type: ignore[arg-type]
+        algorithm="none",
+        headers={"kid": auth.active},
+    )
     other_key = jwt.encode(
         claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": auth.active}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from services.gateway.models import Event, Member, Project, Run
 from shared.bus.memory import MemoryBus
@@ -54,7 +54,9 @@ async def test_create_project_stores_run_and_emits_project_created(harness: Harn
 
 def _events(harness: Harness, project_id: uuid.UUID) -> list[Event]:
     with harness.app.state.runtime.db.session() as s:
-        return list(s.exec(select(Event).where(Event.project_id == project_id).order_by(Event.seq)))
+        return list(
+            s.exec(select(Event).where(Event.project_id == project_id).order_by(col(Event.seq)))
+        )
 
 
 async def test_unknown_field_is_422_naming_it(harness: Harness) -> None:

@@ -13,9 +13,8 @@ async def test_put_list_delete(harness: Harness) -> None:
         "/api/secrets/HF_TOKEN", json={"value": "hf_supersecretvalue123"}, headers=headers
     )
     assert r.status_code == 204 and r.content == b""
-    assert (
-        harness.vault.get_user_secret(str(user_id), "HF_TOKEN").reveal() == "hf_supersecretvalue123"
-    )  # type: ignore[union-attr]
+    stored = harness.vault.get_user_secret(str(user_id), "HF_TOKEN")
+    assert stored is not None and stored.reveal() == "hf_supersecretvalue123"
     listed = await c.get("/api/secrets", headers=headers)
     assert listed.json() == {"names": ["HF_TOKEN"]} and "supersecret" not in listed.text
     assert (await c.get("/api/secrets", headers=other)).json() == {"names": []}
@@ -42,7 +41,7 @@ async def test_store_failure_is_503_without_the_value(harness: Harness) -> None:
     def broken(*_args: object) -> None:
         raise ConnectionError("vault down: hf_secretvalue")
 
-    harness.vault.put_user_secret = broken  # type: ignore[method-assign]
+    harness.vault.put_user_secret = broken  # type: ignore[method-assign,assignment]
     r = await harness.client.put(
         "/api/secrets/A", json={"value": "hf_secretvalue"}, headers=headers
     )

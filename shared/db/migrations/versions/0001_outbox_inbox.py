@@ -20,8 +20,12 @@ def upgrade() -> None:
     if not inspector.has_table("outbox"):
         op.create_table(
             "outbox",
-            sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                      primary_key=True, autoincrement=True),
+            sa.Column(
+                "seq",
+                sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                primary_key=True,
+                autoincrement=True,
+            ),
             sa.Column("event_id", sa.Uuid(), nullable=False, unique=True),
             sa.Column("service", sa.String(64), nullable=False),
             sa.Column("event_type", sa.String(128), nullable=False),

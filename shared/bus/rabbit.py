@@ -40,9 +40,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import aiormq
@@ -74,6 +74,9 @@ __all__ = ["RabbitBus", "queue_arguments"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+_SETTLE_TIMEOUT = 10.0  # an ack that takes longer is on a dead channel: redelivered anyway
+
 
 def queue_arguments(max_deliveries: int) -> dict[str, Any]:
     """Arguments of a service queue: quorum, bounded redelivery, dead-letter to aidp.dead."""
@@ -84,6 +87,28 @@ def queue_arguments(max_deliveries: int) -> dict[str, Any]:
         "x-delivery-limit": max_deliveries - 1,
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
     }
+
+
+async def _bounded(awaitable: Awaitable[_T], timeout: float) -> _T:
+    """Await ``awaitable`` for at most ``timeout`` seconds, whatever it does with a cancel.
+
+    ``asyncio.timeout`` and ``wait_for`` wait for the cancelled work to unwind; network
+    code that catches the cancellation (a half-closed channel awaiting a frame) would then
+    hold the caller forever. Here the work runs as its own task that is abandoned (and
+    cancelled) at the deadline, so the caller always gets control back."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume_outcome)
+        raise TimeoutError(f"no answer in {timeout}s")
+    return task.result()
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's outcome so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _retry_backoff(deliveries: int) -> float:
@@ -132,6 +157,7 @@ class RabbitBus(Bus):
         self._connect_lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
         self._stalled_since: float | None = None
+        self._activity: dict[str, float] = {}  # queue -> last delivery started or settled
         self.reconnects = 0  # how often the robust connection came back (metrics, tests)
         self.resets = 0  # how often the watchdog rebuilt the connection (metrics, tests)
 
@@ -197,7 +223,7 @@ class RabbitBus(Bus):
             return
         for _channel, queue, tag in self._consumers:
             try:
-                await queue.cancel(tag)
+                await _bounded(queue.cancel(tag), _SETTLE_TIMEOUT)
             except Exception as exc:  # the channel may be gone already
                 log.debug("cancelling consumer on %s: %r", queue.name, exc)
         if self._inflight:
@@ -207,10 +233,14 @@ class RabbitBus(Bus):
             _done, pending = await asyncio.wait(inflight, timeout=grace)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*inflight, return_exceptions=True)
+            if pending:
+                await asyncio.wait(pending, timeout=_SETTLE_TIMEOUT)
         self._consumers.clear()
         self._publish_channel = self._exchange = None
-        await connection.close()
+        try:
+            await _bounded(connection.close(), _SETTLE_TIMEOUT)
+        except Exception as exc:  # a connection that cannot even close is left behind
+            log.warning("closing the RabbitMQ connection: %r", exc)
 
     async def healthy(self) -> bool:
         connection, channel = self._connection, self._publish_channel
@@ -230,7 +260,7 @@ class RabbitBus(Bus):
         while True:
             await asyncio.sleep(self.watch_interval)
             try:
-                ok = await asyncio.wait_for(self._consuming(), self.watch_interval * 2)
+                ok = await _bounded(self._consuming(), self.watch_interval * 2)
             except Exception as exc:  # includes the timeout: the broker did not answer
                 log.debug("RabbitMQ watchdog probe failed: %r", exc)
                 ok = False
@@ -263,9 +293,21 @@ class RabbitBus(Bus):
         try:
             raw = await channel.get_underlay_channel()
             for subscription in self._subscriptions:
-                declared = await raw.queue_declare(subscription.queue, passive=True)
+                queue = subscription.queue
+                declared = await raw.queue_declare(queue, passive=True)
                 if not declared.consumer_count:
-                    log.warning("RabbitMQ queue %s has no consumer", subscription.queue)
+                    log.warning("RabbitMQ queue %s has no consumer", queue)
+                    return False
+                idle = time.monotonic() - self._activity.get(queue, 0.0)
+                if declared.message_count and idle > self.stall_seconds:
+                    # Messages wait, yet nothing was delivered to (or settled by) this
+                    # consumer for a while: it is registered but not consuming.
+                    log.warning(
+                        "RabbitMQ queue %s: %d messages ready, no delivery for %.0fs",
+                        queue,
+                        declared.message_count,
+                        idle,
+                    )
                     return False
             return True
         finally:
@@ -277,7 +319,7 @@ class RabbitBus(Bus):
         async with self._connect_lock:
             # Handlers still running would ack on a dead channel: give them little time.
             await self._shutdown(grace=min(self.close_grace, 2.0))
-            await self._open()
+            await _bounded(self._open(), 30.0)
             for subscription in self._subscriptions:
                 await self._consume(subscription)
         self.resets += 1
@@ -306,10 +348,10 @@ class RabbitBus(Bus):
             raise PublishFailed("RabbitMQ bus is not connected")
         try:
             with producer_span(f"publish {envelope.type}", envelope.traceparent, bus="rabbitmq"):
-                async with asyncio.timeout(self.publish_timeout):  # no extra task per publish
-                    result = await exchange.publish(
-                        self._message(envelope), envelope.type, mandatory=True
-                    )
+                result = await _bounded(
+                    exchange.publish(self._message(envelope), envelope.type, mandatory=True),
+                    self.publish_timeout,
+                )
         except TimeoutError as exc:
             raise PublishTimeout(
                 f"no confirm for {envelope.type} {envelope.id} in {self.publish_timeout}s"
@@ -387,13 +429,16 @@ class RabbitBus(Bus):
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.add(task)
+            self._activity[queue] = time.monotonic()
             try:
                 await self._deliver(queue, message, handler)
             finally:
+                self._activity[queue] = time.monotonic()
                 if task is not None:
                     self._inflight.discard(task)
 
         tag = await declared.consume(on_message, no_ack=False)
+        self._activity[queue] = time.monotonic()
         self._consumers.append((channel, declared, tag))
 
     async def _deliver(
@@ -433,7 +478,7 @@ class RabbitBus(Bus):
     async def _settle(result: Any) -> None:
         """Await an ack/nack/reject; a dead channel means the broker redelivers anyway."""
         try:
-            await result
+            await _bounded(result, _SETTLE_TIMEOUT)
         except Exception as exc:
             log.warning("could not settle a delivery (it will be redelivered): %r", exc)
 

@@ -243,3 +243,30 @@ async def test_the_watchdog_leaves_a_healthy_consumer_alone(
     await eventually(lambda: received == [e.id for e in sent], what="every message")
     assert bus.resets == 0 and bus._stalled_since is None
     assert await bus.healthy()
+
+
+async def test_a_consumer_wedged_by_a_hung_handler_is_rebuilt(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    """prefetch=1 and a handler that never returns: later messages wait on the queue with a
+    consumer registered. The watchdog sees them wait with no delivery and rebuilds; the
+    hung delivery goes back to the queue and is handled on the new connection."""
+    hung = asyncio.Event()
+    received: list[uuid.UUID] = []
+
+    async def handler(envelope: Envelope) -> None:
+        if not hung.is_set():
+            hung.set()
+            await asyncio.Event().wait()  # never returns (until the reset cancels it)
+        received.append(envelope.id)
+
+    bus = await connected(amqp_url, buses, watch_interval=0.3, stall_seconds=1.5)
+    await bus.subscribe("wedged", ["ProjectCreated"], handler, prefetch=1)
+    sent = [created(n) for n in range(3)]
+    for envelope in sent:
+        await bus.publish(envelope)
+    await eventually(hung.is_set, what="the first delivery")
+    await eventually(lambda: bus.resets == 1, timeout=20, what="the connection to be rebuilt")
+    await eventually(
+        lambda: set(received) == {e.id for e in sent}, timeout=20, what="every message"
+    )

@@ -14,6 +14,7 @@ An event is acknowledged only after the transaction holding it committed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from services.gateway.eventlog import Frame, append_many
@@ -21,6 +22,8 @@ from shared.db import Database
 from shared.events import Envelope
 
 __all__ = ["LogWriter"]
+
+log = logging.getLogger(__name__)
 
 
 class LogWriter:
@@ -62,7 +65,10 @@ class LogWriter:
         self.batches += 1
         for frame in frames:
             if frame is not None:
-                self._on_stored(frame)
+                try:
+                    self._on_stored(frame)
+                except Exception:  # live fan-out is best effort: clients backfill from the log
+                    log.exception("fan-out of event seq %s failed", frame.seq)
         for _, future in batch:
             if not future.done():
                 future.set_result(None)

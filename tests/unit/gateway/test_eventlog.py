@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.eventlog import append, events_after, latest_seqs
+from services.gateway.eventlog import Frame, append, events_after, latest_seqs
 from services.gateway.main import MIGRATIONS
 from services.gateway.models import Project, Run
 from services.gateway.status import derive
@@ -114,3 +114,31 @@ def test_failures_fail_unless_retryable() -> None:
         ArtifactsFailed(source="hf://x", reason="timeout", retryable=True), "preparing"
     )
     assert "status" not in retrying and retrying["error"] == "timeout"
+
+
+async def test_a_failing_fan_out_neither_loses_events_nor_wedges_the_writer(db: Database) -> None:
+    """Live fan-out errors are logged; the events are stored, their handlers released, and
+    later batches still go through."""
+    import asyncio
+
+    from services.gateway.writer import LogWriter
+
+    project, run = _project(db)
+    delivered: list[int] = []
+
+    def on_stored(frame: Frame) -> None:
+        if frame.seq == 1:
+            raise RuntimeError("a broken subscriber")
+        delivered.append(frame.seq)
+
+    writer = LogWriter(db, on_stored=on_stored)
+    task = asyncio.create_task(writer.run())
+    try:
+        first = new_event(TrainingProgress(step=1), project_id=project, run_id=run)
+        await asyncio.wait_for(writer.submit(first), 10)
+        second = new_event(TrainingProgress(step=2), project_id=project, run_id=run)
+        await asyncio.wait_for(writer.submit(second), 10)
+    finally:
+        task.cancel()
+    assert delivered == [2]
+    assert [seq for seq, _ in events_after(db, project, after=0, limit=10)] == [1, 2]

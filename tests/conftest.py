@@ -8,6 +8,7 @@ import pytest
 
 from shared.bus.memory import MemoryBroker
 from tests.support import infra
+from tests.support.processes import kill_processes_under
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,14 @@ def bao_server() -> Iterator[tuple[str, str]]:
     """A real OpenBao dev server for the session: (address, root token)."""
     with infra.bao_dev_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Model servers and training processes started by any test (in sessions of their own,
+    so a test's teardown may miss them) do not outlive the test session."""
+    yield
+    kill_processes_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(autouse=True)

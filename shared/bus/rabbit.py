@@ -32,7 +32,8 @@ A watchdog backs that up, because a consumer that silently stays gone stalls a s
 while every publish still succeeds: every ``watch_interval`` seconds it asks the broker
 (a passive declare) whether each subscribed queue has a consumer. When the connection is
 down or a queue has none for ``stall_seconds`` in a row, it drops the connection and
-connects and subscribes again from scratch. :meth:`RabbitBus.healthy` is false meanwhile.
+connects and subscribes again from scratch; publishes that keep failing on a connection
+that looks up count as a stall too. :meth:`RabbitBus.healthy` is false meanwhile.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class RabbitBus(Bus):
         self._connect_lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
         self._stalled_since: float | None = None
+        self._publish_failing_since: float | None = None  # first failure of the current streak
         self._activity: dict[str, float] = {}  # queue -> last delivery started or settled
         self.reconnects = 0  # how often the robust connection came back (metrics, tests)
         self.resets = 0  # how often the watchdog rebuilt the connection (metrics, tests)
@@ -283,9 +285,14 @@ class RabbitBus(Bus):
                     self._stalled_since = None
 
     async def _consuming(self) -> bool:
-        """Whether the connection is up and the broker sees a consumer on every queue."""
+        """Whether the connection is up, publishing works and the broker sees a consumer
+        (receiving what waits) on every queue."""
         connection = self._connection
         if connection is None or connection.is_closed or not connection.connected.is_set():
+            return False
+        failing = self._publish_failing_since
+        if failing is not None and time.monotonic() - failing >= self.watch_interval:
+            log.warning("RabbitMQ publishes failing for %.0fs", time.monotonic() - failing)
             return False
         if not self._subscriptions:
             return True
@@ -320,6 +327,7 @@ class RabbitBus(Bus):
             # Handlers still running would ack on a dead channel: give them little time.
             await self._shutdown(grace=min(self.close_grace, 2.0))
             await _bounded(self._open(), 30.0)
+            self._publish_failing_since = None
             for subscription in self._subscriptions:
                 await self._consume(subscription)
         self.resets += 1
@@ -343,6 +351,18 @@ class RabbitBus(Bus):
         )
 
     async def publish(self, envelope: Envelope) -> None:
+        try:
+            await self._publish_once(envelope)
+        except UnroutableError:
+            self._publish_failing_since = None  # the broker answered: the channel works
+            raise
+        except Exception:
+            if self._publish_failing_since is None:
+                self._publish_failing_since = time.monotonic()
+            raise
+        self._publish_failing_since = None
+
+    async def _publish_once(self, envelope: Envelope) -> None:
         exchange = self._exchange
         if exchange is None:
             raise PublishFailed("RabbitMQ bus is not connected")

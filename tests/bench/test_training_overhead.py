@@ -40,8 +40,8 @@ from tests.unit.trainer.factories import build_tiny_bert, write_sentiment_csv
 
 pytestmark = pytest.mark.bench
 
-ARGS = {"max_steps": 400, "batch_size": 16, "learning_rate": 0.001, "num_threads": 1}
-ROUNDS = 3
+ARGS = {"max_steps": 1000, "batch_size": 16, "learning_rate": 0.001, "num_threads": 1}
+ROUNDS = 6
 
 
 def spec() -> dict[str, Any]:
@@ -99,12 +99,17 @@ async def aidp_run(trainer: Harness) -> dict[str, float]:
     t0 = time.time()  # NodesReady and ArtifactsCached are both out
     started = await trainer.events.first("TrainingStarted", run_id, timeout=300)
     first = await trainer.events.first("TrainingProgress", run_id, timeout=300)
+    cpu0, wall0 = time.process_time(), time.monotonic()
     done = await trainer.events.first("TrainingCompleted", run_id, timeout=600)
+    # CPU of this process (the trainer service, its relay and bus; not the training
+    # process) per wall second while the model trained: what aidp takes from the machine.
+    trainer_cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
     metrics = {k: float(v) for k, v in done.payload["metrics"].items()}
     return {
         **metrics,
         "started_s": started.occurred_at.timestamp() - t0,
         "first_progress_s": first.occurred_at.timestamp() - t0,
+        "trainer_cpu_per_s": trainer_cpu,
     }
 
 
@@ -124,7 +129,10 @@ async def test_training_overhead(tmp_path: Path) -> None:
     )
     direct: list[dict[str, float]] = []
     via: list[dict[str, float]] = []
-    async with running_trainer(tmp_path, tiny) as trainer:
+    # the trainer's production timings (the unit-test harness polls faster)
+    async with running_trainer(
+        tmp_path, tiny, trainer_poll_seconds=1.0, trainer_lease_seconds=15.0
+    ) as trainer:
         direct_run(tiny, tmp_path / "direct")  # warm-up, discarded
         await aidp_run(trainer)
         for i in range(ROUNDS):
@@ -141,13 +149,18 @@ async def test_training_overhead(tmp_path: Path) -> None:
         for r in runs:
             r["per_cpu_s"] = r[rate] / max(r[cpu], 1e-9)
     ratio = _median(via, rate) / _median(direct, rate)
+    # Each round's two runs are back to back: their ratio cancels slow drifts of the
+    # shared machine that a ratio of medians over the whole session does not.
+    paired = statistics.median(v[rate] / d[rate] for v, d in zip(via, direct, strict=True))
     cpu_ratio = _median(via, "per_cpu_s") / _median(direct, "per_cpu_s")
     print(
         f"\ntext-classification steady samples/s ({ROUNDS} alternating rounds, medians):\n"
         f"  direct {_fmt(direct, rate)} (cpu/s {_fmt(direct, cpu, 2)})\n"
         f"  aidp   {_fmt(via, rate)} (cpu/s {_fmt(via, cpu, 2)})\n"
-        f"  ratio aidp/direct {ratio:.3f} (target >= 0.97); "
-        f"per CPU second {cpu_ratio:.3f}"
+        f"  ratio aidp/direct {ratio:.3f} (target >= 0.97); median of per-round ratios "
+        f"{paired:.3f}; per CPU second {cpu_ratio:.3f}\n"
+        f"  trainer service CPU while training: {_fmt(via, 'trainer_cpu_per_s', 3)} "
+        f"CPU s per s"
     )
     print(
         f"overhead NodesReady+ArtifactsCached -> first TrainingProgress: "

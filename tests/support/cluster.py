@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.infra import free_port
+from tests.support.processes import kill_processes_under
 
 SERVICES = ("auth", "provisioner", "fetcher", "trainer", "gateway")
 REPO = Path(__file__).resolve().parents[2]
@@ -151,6 +152,8 @@ class Cluster:
     def stop(self) -> None:
         for process in reversed(self.all()):
             process.stop()
+        # Model servers and training processes run in sessions of their own: remove them.
+        kill_processes_under(self.root)
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name}#{p.replica}\n{p.tail(60)}" for p in self.all())

@@ -21,6 +21,7 @@ import httpx
 
 from tests.support.hf_server import HubServer
 from tests.support.infra import free_port
+from tests.support.processes import kill_processes_under
 
 __all__ = ["MODEL_REPO", "DATASET_REPO", "Platform", "running_platform", "tiny_spec"]
 
@@ -133,3 +134,4 @@ def running_platform(work: Path, *, timeout: float = 120) -> Iterator[Platform]:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait(10)
+                kill_processes_under(data_dir)  # model servers run in sessions of their own

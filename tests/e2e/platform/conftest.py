@@ -16,6 +16,7 @@ import pytest
 from tests.support.hf_server import HubServer
 from tests.support.infra import free_port
 from tests.support.pipeline import publish_tiny_project
+from tests.support.processes import kill_processes_under
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -72,3 +73,4 @@ def embedded_platform(data_dir: Path, hub: HubServer, log_path: Path) -> Iterato
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        kill_processes_under(data_dir)  # its model servers run in sessions of their own

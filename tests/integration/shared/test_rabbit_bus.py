@@ -270,3 +270,32 @@ async def test_a_consumer_wedged_by_a_hung_handler_is_rebuilt(
     await eventually(
         lambda: set(received) == {e.id for e in sent}, timeout=20, what="every message"
     )
+
+
+async def test_a_publish_channel_that_keeps_failing_is_rebuilt(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    """The bus's exchange handle is swapped for one on a channel closed behind its back:
+    every publish fails although the connection is up, until the watchdog rebuilds it."""
+    bus = await connected(amqp_url, buses, watch_interval=0.3, stall_seconds=1.5)
+    await bus.declare("sink", ["ProjectCreated"])
+    assert bus._connection is not None
+    dead = await bus._connection.channel(publisher_confirms=True)
+    bus._exchange = await dead.get_exchange(EXCHANGE)
+    await dead.close()
+    with pytest.raises(TransientError):
+        await bus.publish(created())
+
+    async def publish_until_confirmed() -> int:
+        failures = 0
+        while True:
+            try:
+                await bus.publish(created())
+                return failures
+            except TransientError:
+                failures += 1
+                await asyncio.sleep(0.1)
+
+    failures = await asyncio.wait_for(publish_until_confirmed(), 20)
+    assert failures > 0 and bus.resets == 1
+    assert await bus.healthy()

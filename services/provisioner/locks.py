@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
+
 from services.provisioner.envs.builder import LockResult
 from services.provisioner.models import EnvLock
 from shared.db import Database
@@ -21,8 +23,16 @@ class LockStore:
             return LockResult(input_key=row.input_key, lock_hash=row.lock_hash, text=row.lock)
 
     def save(self, lock: LockResult) -> None:
-        """Keep the first lock stored for a key (a concurrent second resolution is dropped)."""
+        """Keep the first lock stored for a key (a concurrent second resolution is dropped).
+
+        Two replicas (or two runs of one) may resolve the same input at once and both find
+        no row; the slower insert then violates the primary key, which means "already
+        stored", not an error."""
         with self.db.session() as s:
-            if s.get(EnvLock, lock.input_key) is None:
-                s.add(EnvLock(input_key=lock.input_key, lock_hash=lock.lock_hash, lock=lock.text))
+            if s.get(EnvLock, lock.input_key) is not None:
+                return
+            s.add(EnvLock(input_key=lock.input_key, lock_hash=lock.lock_hash, lock=lock.text))
+            try:
                 s.commit()
+            except IntegrityError:
+                s.rollback()

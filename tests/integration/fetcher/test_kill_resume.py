@@ -32,7 +32,9 @@ from tests.unit.fetcher.harness import running_fetcher, spec
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-WEIGHTS = os.urandom(6 << 20)
+# Larger than huggingface_hub's read chunk (10 MiB in 2.x; progress is reported per chunk),
+# so a progress report arrives while most of the file is still to come.
+WEIGHTS = os.urandom(40 << 20)
 LEASE = 1.5
 
 
@@ -74,7 +76,7 @@ async def test_killed_download_leaves_nothing_and_resumes(
 ) -> None:
     addr, token = bao_server
     sha = hub.commit("org/model", {"config.json": b'{"a": 1}', "model.bin": WEIGHTS})
-    hub.bytes_per_second = 2 << 20  # ~3 s for the weights: time to kill it midway
+    hub.bytes_per_second = 8 << 20  # ~5 s for the weights: time to kill it midway
     work, store, transit = tmp_path / "work", tmp_path / "store", f"t-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {

@@ -36,6 +36,7 @@ from cli.output import (
 )
 from cli.sdk import Client
 from cli.specfile import load_spec
+from services import SERVICES
 
 __all__ = ["app"]
 
@@ -81,9 +82,6 @@ def up(
         highlight=False,
     )
     serve(host=host, port=port, data_dir=data_dir)
-
-
-SERVICES = ("auth", "gateway", "provisioner", "fetcher", "trainer")
 
 
 @app.command("serve")

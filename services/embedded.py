@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from services import SERVICES
 from shared.bus import Bus, create_bus
 from shared.internal import register_inproc, unregister_inproc
 from shared.secrets import KeyService, SecretStore, connect_vault
@@ -30,9 +31,6 @@ from shared.telemetry import setup_logging
 __all__ = ["Platform", "run_platform", "serve"]
 
 log = logging.getLogger("aidp.embedded")
-
-# Start order: the services the gateway calls first, the gateway last (it serves users).
-SERVICE_ORDER = ("auth", "provisioner", "fetcher", "trainer", "gateway")
 
 
 @dataclass
@@ -90,12 +88,12 @@ async def platform(data_dir: Path, *, bus_url: str = "memory://aidp") -> AsyncIt
             # The OpenBao this platform started stops with it; its state stays on disk.
             stack.callback(local_bao.stop)
         stack.push_async_callback(bus.close)
-        for name in SERVICE_ORDER:
+        for name in SERVICES:
             app = _create_app(name, _settings_for(name, data_dir, bus_url), bus, vault)
             apps[name] = app
             register_inproc(name, app)
             stack.callback(unregister_inproc, name)
-        for name in SERVICE_ORDER:
+        for name in SERVICES:
             await stack.enter_async_context(apps[name].router.lifespan_context(apps[name]))
             log.info("service %s is up", name)
         yield Platform(apps=apps, bus=bus, vault=vault, data_dir=data_dir)

@@ -30,10 +30,11 @@ flight fail with :class:`PublishFailed` (the outbox relay retries them).
 
 A watchdog backs that up, because a consumer that silently stays gone stalls a service
 while every publish still succeeds: every ``watch_interval`` seconds it asks the broker
-(a passive declare) whether each subscribed queue has a consumer. When the connection is
-down or a queue has none for ``stall_seconds`` in a row, it drops the connection and
-connects and subscribes again from scratch; publishes that keep failing on a connection
-that looks up count as a stall too. :meth:`RabbitBus.healthy` is false meanwhile.
+(a passive declare) whether each subscribed queue has a consumer and, when messages wait
+there, whether any was delivered lately. When the connection is down, a queue has no
+(working) consumer, or publishes keep failing, for ``stall_seconds`` in a row, it drops the
+connection and connects and subscribes again from scratch. :meth:`RabbitBus.healthy` is
+false meanwhile.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ class RabbitBus(Bus):
         while True:
             await asyncio.sleep(self.watch_interval)
             try:
-                ok = await _bounded(self._consuming(), self.watch_interval * 2)
+                ok = await _bounded(self._working(), self.watch_interval * 2)
             except Exception as exc:  # includes the timeout: the broker did not answer
                 log.debug("RabbitMQ watchdog probe failed: %r", exc)
                 ok = False
@@ -284,7 +285,7 @@ class RabbitBus(Bus):
                 else:
                     self._stalled_since = None
 
-    async def _consuming(self) -> bool:
+    async def _working(self) -> bool:
         """Whether the connection is up, publishing works and the broker sees a consumer
         (receiving what waits) on every queue."""
         connection = self._connection

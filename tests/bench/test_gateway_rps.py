@@ -46,19 +46,15 @@ def gateway(
 ) -> Iterator[tuple[str, AuthStub]]:
     stub = AuthStub()
     with server_thread(stub.app) as auth_url:
-        proc, url = gateway_process(
+        with gateway_process(
             tmp_path,
             postgres_url=postgres_url,
             amqp_url=amqp_url,
             auth_url=auth_url,
             bao=bao_server,
             argv=[sys.executable, "-c", _SERVER],
-        )
-        try:
+        ) as url:
             yield url, stub
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 async def _load(url: str, path: str, headers: dict[str, str], seconds: float) -> int:

@@ -40,7 +40,7 @@ def gateway(
     name = f"bench-auth-{uuid.uuid4().hex[:6]}"
     register_inproc(name, stub.app)
     with server_thread(stub.app) as auth_url:
-        proc, url = gateway_process(
+        with gateway_process(
             tmp_path,
             postgres_url=postgres_url,
             amqp_url=amqp_url,
@@ -48,12 +48,8 @@ def gateway(
             bao=bao_server,
             # measure delivery, not the slow-client policy: a deep per-client queue
             env={"AIDP_WS_SEND_QUEUE": "200000", "AIDP_WS_SEND_TIMEOUT": "60"},
-        )
-        try:
+        ) as url:
             yield url, stub
-        finally:
-            proc.terminate()
-            proc.wait(30)
     unregister_inproc(name)
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.infra import free_port
+from services import SERVICES
+from tests.support.infra import free_port, management, wait_http_ready
 from tests.support.processes import kill_processes_under
 
-SERVICES = ("auth", "provisioner", "fetcher", "trainer", "gateway")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -78,16 +77,10 @@ class ServiceProcess:
             pass
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name}#{self.replica} exited:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        if wait_http_ready(f"{self.url}/readyz", timeout=timeout, proc=self.proc, interval=0.3):
+            return
+        if not self.alive():
+            raise RuntimeError(f"{self.name}#{self.replica} exited:\n{self.tail()}")
         raise TimeoutError(f"{self.name}#{self.replica} not ready:\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:
@@ -188,10 +181,9 @@ _RECONNECT_NOISE = ("Reconnecting after", "error when creating transport", "read
 
 def _queue_states(amqp_url: str) -> str:
     vhost = httpx.URL(amqp_url).path.lstrip("/")
+    api, auth = management(amqp_url)
     try:
-        queues = httpx.get(
-            f"http://127.0.0.1:15672/api/queues/{vhost}", auth=("guest", "guest"), timeout=10
-        ).json()
+        queues = httpx.get(f"{api}/queues/{vhost}", auth=auth, timeout=10).json()
     except (httpx.HTTPError, ValueError) as exc:
         return f"===== queues: management API unavailable ({exc!r})"
     rows = [

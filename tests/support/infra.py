@@ -25,6 +25,26 @@ LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 LOCAL_POSTGRES = "postgresql+psycopg://aidp:aidp@127.0.0.1:5432/aidp_test"
 
 
+def wait_http_ready(
+    url: str,
+    *,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    interval: float = 0.2,
+) -> bool:
+    """Poll ``url`` until it answers 200; False once ``timeout`` passes or ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,8 +77,9 @@ def amqp_base_url() -> Iterator[str]:
     yield LOCAL_AMQP
 
 
-def _mgmt(base: str) -> tuple[str, tuple[str, str]]:
-    parts = urlsplit(base)
+def management(amqp_url: str) -> tuple[str, tuple[str, str]]:
+    """(management API base, credentials) of the broker behind ``amqp_url``."""
+    parts = urlsplit(amqp_url)
     return f"http://{parts.hostname}:15672/api", (
         parts.username or "guest",
         parts.password or "guest",
@@ -68,7 +89,7 @@ def _mgmt(base: str) -> tuple[str, tuple[str, str]]:
 def create_vhost(base: str) -> tuple[str, str]:
     """Create a fresh vhost; returns (amqp URL on it, vhost name)."""
     vhost = f"test-{uuid.uuid4().hex[:12]}"
-    api, auth = _mgmt(base)
+    api, auth = management(base)
     try:
         r = httpx.put(f"{api}/vhosts/{vhost}", auth=auth, timeout=10)
         r.raise_for_status()
@@ -91,7 +112,7 @@ def create_vhost(base: str) -> tuple[str, str]:
 
 
 def delete_vhost(base: str, vhost: str) -> None:
-    api, auth = _mgmt(base)
+    api, auth = management(base)
     try:
         httpx.delete(f"{api}/vhosts/{vhost}", auth=auth, timeout=10)
     except httpx.HTTPError:
@@ -166,16 +187,8 @@ def bao_dev_server() -> Iterator[tuple[str, str]]:
         env={**os.environ, "BAO_ADDR": addr},
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{addr}/v1/sys/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("OpenBao dev server did not start")
-            time.sleep(0.1)
+        if not wait_http_ready(f"{addr}/v1/sys/health", timeout=30, proc=proc, interval=0.1):
+            raise RuntimeError("OpenBao dev server did not start")
         yield addr, token
     finally:
         proc.terminate()

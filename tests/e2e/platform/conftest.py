@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.hf_server import HubServer
-from tests.support.infra import free_port
+from tests.support.infra import free_port, wait_http_ready
 from tests.support.pipeline import publish_tiny_project
 from tests.support.processes import kill_processes_under
 
@@ -56,16 +54,8 @@ def embedded_platform(data_dir: Path, hub: HubServer, log_path: Path) -> Iterato
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log_path.read_text()[-4000:])
-            time.sleep(0.5)
+        if not wait_http_ready(f"{url}/readyz", timeout=120, proc=proc, interval=0.5):
+            raise RuntimeError(log_path.read_text()[-4000:])
         yield url
     finally:
         proc.terminate()

@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.platform.conftest import shared_env_dir
 from tests.support.cluster import Cluster, running_cluster
 from tests.support.hf_server import HubServer
+from tests.support.infra import management
 from tests.support.pipeline import TERMINAL, ApiUser, tiny_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
@@ -128,8 +129,7 @@ def _close_vhost_connections(amqp_url: str, *, at_least: int) -> int:
     The API lists a new connection only after its next statistics tick (a few seconds),
     so wait until every service's connection shows before closing them all."""
     vhost = httpx.URL(amqp_url).path.lstrip("/")
-    api = "http://127.0.0.1:15672/api"
-    auth = ("guest", "guest")
+    api, auth = management(amqp_url)
     deadline = time.monotonic() + 60
     while True:
         connections = httpx.get(f"{api}/vhosts/{vhost}/connections", auth=auth, timeout=10).json()

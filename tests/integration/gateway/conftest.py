@@ -27,7 +27,7 @@ from services.auth.main import create_app as create_auth_app
 from services.auth.settings import AuthSettings
 from services.gateway.main import create_app as create_gateway_app
 from services.gateway.settings import GatewaySettings
-from tests.support.infra import free_port
+from tests.support.infra import free_port, wait_http_ready
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +163,7 @@ def platform(
             yield Platform(url, auth_url, amqp_url, postgres_url, client)
 
 
+@contextmanager
 def gateway_process(
     tmp_path: Path,
     *,
@@ -172,8 +173,9 @@ def gateway_process(
     bao: tuple[str, str],
     env: dict[str, str] | None = None,
     argv: list[str] | None = None,
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``python -m services.gateway`` (or ``argv``) and wait until it is ready."""
+) -> Iterator[str]:
+    """Run ``python -m services.gateway`` (or ``argv``): yields its URL once ready, then
+    stops it (SIGTERM, SIGKILL after 20 s)."""
     port = free_port()
     environ = {
         **os.environ,
@@ -195,17 +197,17 @@ def gateway_process(
     command = argv or [sys.executable, "-m", "services.gateway"]
     proc = subprocess.Popen(command, cwd=REPO, env=environ)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+    try:
+        if not wait_http_ready(f"{url}/readyz", timeout=90, proc=proc):
             raise RuntimeError("gateway process did not become ready")
-        time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 async def publish_all(amqp_url: str, envelopes: list[Any]) -> None:

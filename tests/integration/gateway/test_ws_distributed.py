@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,27 +37,20 @@ def two_gateways(
     auth_app = create_auth_app(
         auth_settings(tmp_path, postgres_url, amqp_url), vault=(vault_client, vault_client)
     )
-    procs = []
-    with server_thread(auth_app) as auth_url:
-        try:
-            for _ in range(2):  # one after the other: the first one migrates the database
-                proc, url = gateway_process(
+    with server_thread(auth_app) as auth_url, ExitStack() as stack:
+        urls = [  # one after the other: the first one migrates the database
+            stack.enter_context(
+                gateway_process(
                     tmp_path,
                     postgres_url=postgres_url,
                     amqp_url=amqp_url,
                     auth_url=auth_url,
                     bao=bao_server,
                 )
-                procs.append((proc, url))
-            yield procs[0][1], procs[1][1]
-        finally:
-            for proc, _ in procs:
-                proc.terminate()
-            for proc, _ in procs:
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            )
+            for _ in range(2)
+        ]
+        yield urls[0], urls[1]
 
 
 def _login(url: str) -> str:

@@ -20,6 +20,7 @@ import httpx
 
 from shared.bus import DEAD_LETTER_QUEUE, EXCHANGE, Bus, create_bus
 from shared.bus.memory import MemoryBroker
+from tests.support.infra import management
 
 __all__ = ["BusHarness", "close_vhost_connections", "eventually", "management", "vhost_of"]
 
@@ -37,15 +38,6 @@ async def eventually(
 
 def vhost_of(amqp_url: str) -> str:
     return unquote(urlsplit(amqp_url).path.lstrip("/")) or "/"
-
-
-def management(amqp_url: str) -> tuple[str, tuple[str, str]]:
-    """(management API base, credentials) of the broker behind ``amqp_url``."""
-    parts = urlsplit(amqp_url)
-    return (
-        f"http://{parts.hostname}:15672/api",
-        (parts.username or "guest", parts.password or "guest"),
-    )
 
 
 def close_vhost_connections(amqp_url: str, *, expect: int = 1, timeout: float = 15.0) -> int:

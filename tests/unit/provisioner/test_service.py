@@ -273,43 +273,27 @@ async def test_only_runs_with_nodes_and_no_deployment_hold_a_local_slot(harness:
     only to serve a deployment hold no training slot."""
     from services.provisioner.models import RunNodes
 
+    def local_run(
+        state: str, nodes: list[dict[str, int]], *, training: bool = False, serving: bool = False
+    ) -> RunNodes:
+        return RunNodes(
+            run_id=uuid.uuid4(),
+            project_id=uuid.uuid4(),
+            provider="local",
+            spec={},
+            state=state,
+            nodes=nodes,
+            training=training,
+            serving=serving,
+        )
+
     provisioner = harness.provisioner
     with provisioner.runtime.db.session() as s:
         rows = {
-            "training": RunNodes(
-                run_id=uuid.uuid4(),
-                project_id=uuid.uuid4(),
-                provider="local",
-                spec={},
-                state="ready",
-                nodes=[{"index": 0}],
-                training=True,
-            ),
-            "waiting": RunNodes(
-                run_id=uuid.uuid4(),
-                project_id=uuid.uuid4(),
-                provider="local",
-                spec={},
-                state="provisioning",
-                nodes=[],
-            ),
-            "serving": RunNodes(
-                run_id=uuid.uuid4(),
-                project_id=uuid.uuid4(),
-                provider="local",
-                spec={},
-                state="ready",
-                nodes=[{"index": 0}],
-                serving=True,
-            ),
-            "released": RunNodes(
-                run_id=uuid.uuid4(),
-                project_id=uuid.uuid4(),
-                provider="local",
-                spec={},
-                state="released",
-                nodes=[{"index": 0}],
-            ),
+            "training": local_run("ready", [{"index": 0}], training=True),
+            "waiting": local_run("provisioning", []),
+            "serving": local_run("ready", [{"index": 0}], serving=True),
+            "released": local_run("released", [{"index": 0}]),
         }
         ids = {name: row.run_id for name, row in rows.items()}
         s.add_all(rows.values())

@@ -16,6 +16,8 @@ command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
+command -v bwrap >/dev/null || need+=(bubblewrap)   # the run sandbox
+command -v setpriv >/dev/null || need+=(util-linux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then

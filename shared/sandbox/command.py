@@ -1,0 +1,142 @@
+"""The command line that starts a process inside a sandbox.
+
+``nsenter`` (the run's shared network namespace, when it has one) → ``prlimit`` (open
+files, processes, no core dumps) → ``bwrap`` (namespaces and mounts, as root, without a user
+namespace) → ``setpriv`` (drop to the run's uid, no capabilities, no groups) → the program.
+A shell in front joins the memory cgroup first when there is one. bubblewrap's own
+``--die-with-parent`` and pid namespace make sure nothing of the run outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+__all__ = ["SYSTEM_DIRS", "SandboxSpec", "sandbox_argv"]
+
+#: Host directories every sandbox sees read-only (a symlink stays a symlink).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: Files of /etc a program needs (dynamic loader, TLS roots, time zone); never passwd/shadow.
+ETC_FILES = (
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+    "/etc/ssl", "/etc/ca-certificates", "/etc/localtime", "/etc/nsswitch.conf",
+    "/etc/hosts", "/etc/host.conf", "/etc/mime.types",
+)  # fmt: skip
+#: Device nodes an accelerator needs, bound when present.
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/dri")
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """One sandboxed process: who it runs as and what it sees."""
+
+    uid: int
+    workspace: str  #: bound read-write at the same path; the working directory
+    readonly: Sequence[str] = ()  #: environment, interpreter: bound read-only, same path
+    protected: Sequence[str] = ()  #: folders of the workspace bound read-only on top
+    passwd_dir: str | None = None  #: holds the generated passwd and group files
+    netns: str | None = None  #: a named namespace to join; None: a fresh empty one
+    cgroup: Path | None = None  #: memory cgroup to join
+    gpu: bool = False
+    max_open_files: int = 65_536
+    max_processes: int = 4_096
+    tools: Mapping[str, str] = field(default_factory=dict)  #: bwrap/setpriv/prlimit paths
+
+
+def _parents(path: str) -> list[str]:
+    parts = PurePosixPath(path).parents
+    return [str(p) for p in reversed(list(parts)) if str(p) != "/"]
+
+
+def _dirs_for(path: str, made: set[str]) -> list[str]:
+    """``--dir`` arguments making ``path``'s parents traversable (bwrap makes them 0700)."""
+    args: list[str] = []
+    for parent in _parents(path):
+        if parent not in made:
+            made.add(parent)
+            args += ["--perms", "0755", "--dir", parent]
+    return args
+
+
+def _system_mounts() -> list[str]:
+    args: list[str] = ["--perms", "0755", "--dir", "/etc"]
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in ETC_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _within_hard_limit(which: int, wanted: int) -> int:
+    """``wanted``, lowered to the platform's own hard limit (a container may forbid raising
+    it, even to root)."""
+    hard = resource.getrlimit(which)[1]
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+
+
+def sandbox_argv(spec: SandboxSpec, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """The full command line running ``argv`` in ``spec``'s sandbox with exactly ``env``."""
+    tool = {"bwrap": "bwrap", "setpriv": "setpriv", "prlimit": "prlimit", **spec.tools}
+    made: set[str] = set()
+    bwrap = [
+        tool["bwrap"], "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
+        "--hostname", "aidp-run",
+    ]  # fmt: skip
+    if spec.netns is None:
+        bwrap.append("--unshare-net")
+    bwrap += _system_mounts()
+    if spec.passwd_dir:
+        bwrap += [
+            "--ro-bind", f"{spec.passwd_dir}/passwd", "/etc/passwd",
+            "--ro-bind", f"{spec.passwd_dir}/group", "/etc/group",
+        ]  # fmt: skip
+    bwrap += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
+    if spec.gpu:
+        for dev in GPU_DEVICES + tuple(f"/dev/nvidia{i}" for i in range(16)):
+            if os.path.exists(dev):
+                bwrap += ["--dev-bind", dev, dev]
+        if os.path.isdir("/sys"):
+            bwrap += ["--ro-bind", "/sys", "/sys"]
+    for path in spec.readonly:
+        bwrap += [*_dirs_for(path, made), "--ro-bind", path, path]
+    made.add("/tmp")  # the private tmpfs above
+    bwrap += [*_dirs_for(spec.workspace, made), "--bind", spec.workspace, spec.workspace]
+    for path in spec.protected:
+        bwrap += ["--ro-bind", path, path]
+    for key, value in env.items():
+        bwrap += ["--setenv", key, value]
+    bwrap += ["--chdir", spec.workspace, "--"]
+    uid = str(spec.uid)
+    drop = [
+        tool["setpriv"], f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+    nofile = _within_hard_limit(resource.RLIMIT_NOFILE, spec.max_open_files)
+    nproc = _within_hard_limit(resource.RLIMIT_NPROC, spec.max_processes)
+    limits = [
+        tool["prlimit"], f"--nofile={nofile}:{nofile}", f"--nproc={nproc}:{nproc}",
+        "--core=0:0", "--",
+    ]  # fmt: skip
+    # the limits are set outside bwrap: it drops CAP_SYS_RESOURCE before its child runs
+    command = [*limits, *bwrap, *drop, *argv]
+    if spec.netns is not None:
+        command = ["nsenter", f"--net={spec.netns}", "--", *command]
+    if spec.cgroup is not None:
+        procs = str(spec.cgroup / "cgroup.procs")
+        join = 'echo $$ > "$0" && exec "$@"'
+        command = ["/bin/sh", "-c", join, procs, *command]
+    return command
+
+
+def describe(command: Sequence[str]) -> str:
+    """The command as one shell line (for logs)."""
+    return shlex.join(command)

@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
+from services.trainer.endpoints import ServerEndpoints
 from services.trainer.models import Deployment, ModelVersion, Run, now
 from services.trainer.nodes import NodeExecutor, node_executor
 from services.trainer.runs import transition
@@ -73,12 +74,14 @@ class DeploymentManager:
         self.instance = uuid.uuid4().hex
         self._executors: dict[uuid.UUID, NodeExecutor] = {}
         self._watchers: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._http = httpx.AsyncClient(timeout=60)
+        self._endpoints = ServerEndpoints(timeout=60)
 
     def _executor(self, dep: Deployment) -> NodeExecutor:
         executor = self._executors.get(dep.id)
         if executor is None:
-            executor = node_executor(dep.node or {}, self.settings)
+            executor = node_executor(
+                dep.node or {}, self.settings, tenant=dep.run_id or dep.model_id
+            )
             self._executors[dep.id] = executor
         return executor
 
@@ -272,6 +275,9 @@ class DeploymentManager:
         )
         port_file = posixpath.join(ws, "serve", "server.json")
         await executor.remove_tree(port_file)
+        await self._endpoints.forget(dep.id)
+        await executor.write_chunks(posixpath.join(ws, "serve", ".keep"), _empty())
+        reach = await self._endpoints.server_args(dep.id, executor, ws)
         argv = [
             executor.python,
             posixpath.join(ws, "src", "serving_server.py"),
@@ -287,8 +293,8 @@ class DeploymentManager:
             port_file,
             "--log-file",
             posixpath.join(ws, "serve", "server.log"),
+            *reach,
         ]
-        await executor.write_chunks(posixpath.join(ws, "serve", ".keep"), _empty())
         proc = await executor.start(
             argv,
             cwd=ws,
@@ -309,7 +315,7 @@ class DeploymentManager:
                 raise ProviderError("inference server did not start in time", retryable=True)
             if port_file in await executor.existing([port_file]):
                 raw = b"".join([c async for c in executor.read_chunks(port_file)])
-                port = int(json.loads(raw)["port"])
+                port = int(json.loads(raw).get("port") or 0)  # 0: a Unix socket
             else:
                 await asyncio.sleep(0.3)
         await asyncio.to_thread(self._update, dep.id, port=port)
@@ -323,12 +329,31 @@ class DeploymentManager:
             raise ProviderError("inference server never became ready", retryable=True)
         await asyncio.to_thread(self._mark_running, dep.id, str(model.id))
 
+    async def _call(
+        self,
+        dep: Deployment,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        return await self._endpoints.request(
+            method,
+            path,
+            dep_id=dep.id,
+            executor=self._executor(dep),
+            workspace=dep.workdir or "",
+            port=dep.port,
+            json=json,
+            timeout=timeout,
+        )
+
     async def _healthy(self, dep: Deployment) -> bool:
         if dep.port is None:
             return False
         try:
-            host, port = await self._executor(dep).connect_address(dep.port)
-            response = await self._http.get(f"http://{host}:{port}/v2/health/ready", timeout=5)
+            response = await self._call(dep, "GET", "/v2/health/ready", timeout=5)
             return response.status_code == 200
         except (httpx.HTTPError, OSError, ProviderError):
             return False
@@ -434,9 +459,8 @@ class DeploymentManager:
         dep = await asyncio.to_thread(self.get, dep_id)
         if dep.status != "running" or dep.port is None:
             raise Conflict(f"deployment {dep_id} is {dep.status}, not running")
-        host, port = await self._executor(dep).connect_address(dep.port)
         try:
-            response = await self._http.post(f"http://{host}:{port}/predict", json=body)
+            response = await self._call(dep, "POST", "/predict", json=body)
         except httpx.HTTPError as exc:
             raise ProviderError(f"inference server unreachable: {exc}", retryable=True) from exc
         if response.status_code == 400:
@@ -470,6 +494,7 @@ class DeploymentManager:
         finally:
             await executor.close()
             self._executors.pop(dep_id, None)
+            await self._endpoints.forget(dep_id)
         dep.status = "stopped"
         return dep
 
@@ -482,7 +507,7 @@ class DeploymentManager:
         for executor in self._executors.values():
             await executor.close()
         self._executors.clear()
-        await self._http.aclose()
+        await self._endpoints.close()
 
 
 async def _empty() -> Any:

@@ -25,9 +25,11 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from services.trainer.checkpoint_paths import checkpoint_path_problem, ensure_inside
 from services.trainer.launch import launch_env, plan_launch
 from services.trainer.models import Checkpoint, Deployment, Run, now
 from services.trainer.nodes import NodeExecutor, NodeProcess, node_executor
+from services.trainer.redaction import RunSecrets, read_run_secrets
 from services.trainer.registry import latest_checkpoint, register_model
 from services.trainer.relay import EventRelay, parse_marker
 from services.trainer.retention import prune_checkpoints, record_created
@@ -41,7 +43,7 @@ from services.trainer.staging import (
     store_tree,
     workspace_of,
 )
-from shared.errors import Conflict
+from shared.errors import Conflict, ProviderError
 from shared.events import EnvInfo, TrainingCompleted, TrainingFailed, TrainingStarted
 from shared.runtime import ServiceRuntime
 from shared.spec import ProjectSpec
@@ -78,6 +80,7 @@ class JobRunner:
         self.jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self.on_deploy: Any = None  # set by the service: async (deployment_id) -> None
+        self._secrets: dict[uuid.UUID, RunSecrets] = {}  # launched, until monitored
 
     # -- supervisor ----------------------------------------------------------------------
 
@@ -153,8 +156,10 @@ class JobRunner:
 
     # -- one job -------------------------------------------------------------------------
 
-    def executors(self, nodes: list[dict[str, Any]]) -> list[NodeExecutor]:
-        return [node_executor(n, self.settings) for n in nodes]
+    def executors(self, nodes: list[dict[str, Any]], run_id: uuid.UUID) -> list[NodeExecutor]:
+        """Executors of the run's nodes; local ones sandbox the run, its ranks in one
+        network namespace."""
+        return [node_executor(n, self.settings, tenant=run_id, shared_network=True) for n in nodes]
 
     async def _job(self, run_id: uuid.UUID) -> None:
         try:
@@ -188,7 +193,7 @@ class JobRunner:
                 return False
         spec = ProjectSpec.model_validate(run.spec)
         env = EnvInfo.model_validate(run.env)
-        execs = self.executors(run.nodes or [])
+        execs = self.executors(run.nodes or [], run_id)
         try:
             await self._kill_previous(run, execs)
             try:
@@ -274,6 +279,7 @@ class JobRunner:
         rdzv = None
         if n > 1:
             rdzv = f"{execs[0].node.address}:{await execs[0].free_port()}"
+        secrets: RunSecrets | None = None
         procs = []
         for rank, executor in enumerate(execs):
             ws = workspace_of(executor, run.run_id)
@@ -286,6 +292,18 @@ class JobRunner:
             )
             if n > 1 and executor.node.address in ("127.0.0.1", "localhost"):
                 variables["GLOO_SOCKET_IFNAME"] = "lo"
+            if secrets is None:  # the owner's secrets the spec lists: environment only
+                secrets = await asyncio.to_thread(
+                    read_run_secrets,
+                    self.runtime.secrets,
+                    owner_id=run.owner_id,
+                    names=spec.secrets,
+                    reserved=set(variables),
+                    run_id=run.run_id,
+                )
+                self._secrets = {k: v for k, v in self._secrets.items() if k in self.jobs}
+                self._secrets[run.run_id] = secrets
+            variables = {**secrets.env, **variables}
             plan = plan_launch(
                 python=executor.python,
                 workspace=ws,
@@ -297,7 +315,13 @@ class JobRunner:
                 run_id=run.run_id,
                 env=variables,
             )
-            procs.append(await executor.start(plan.argv, cwd=ws, env=plan.env))
+            try:
+                procs.append(await executor.start(plan.argv, cwd=ws, env=plan.env))
+            except Exception as exc:  # its message becomes the run's reason: no values
+                message = secrets.redactor.redact(str(exc))
+                if message != str(exc):
+                    raise OSError(f"{type(exc).__name__}: {message}") from None
+                raise
         return procs, n * nproc
 
     async def _procs_per_node(self, executor: NodeExecutor, accel: str) -> int:
@@ -341,13 +365,17 @@ class JobRunner:
     async def _monitor(
         self, run: Run, execs: list[NodeExecutor], procs: list[NodeProcess]
     ) -> tuple[_Attempt, EventRelay]:
+        secrets = self._secrets.pop(run.run_id, None) or RunSecrets()
         relay = EventRelay(
             self.runtime,
             run_id=run.run_id,
             project_id=run.project_id,
             progress_interval=self.settings.trainer_progress_interval,
             flush_seconds=self.settings.trainer_log_flush_seconds,
+            redactor=secrets.redactor,
         )
+        for note in secrets.notes:
+            relay.note(note)
         outcome = _Attempt()
         checkpoints: asyncio.Queue[tuple[NodeExecutor, int, str] | None] = asyncio.Queue()
 
@@ -359,15 +387,31 @@ class JobRunner:
                 elif msg.get("event") == "progress":
                     relay.progress(msg)
                 elif msg.get("event") == "checkpoint":
-                    await checkpoints.put((executor, int(msg["step"]), str(msg["path"])))
+                    step, path = msg.get("step"), msg.get("path")
+                    problem = checkpoint_path_problem(path)
+                    if problem is None and isinstance(step, int):
+                        await checkpoints.put((executor, step, str(path)))
+                    else:
+                        relay.log(
+                            executor.node.name,
+                            "stderr",
+                            f"aidp: checkpoint of step {step!r} refused: {problem or 'bad step'}",
+                        )
                 elif msg.get("event") == "completed":
-                    outcome.completed = (execs.index(executor), dict(msg.get("metrics") or {}))
+                    metrics = relay.redact(dict(msg.get("metrics") or {}))
+                    outcome.completed = (execs.index(executor), metrics)
             return await proc.wait()
 
         async def store_checkpoints() -> None:
             while (item := await checkpoints.get()) is not None:
                 try:
                     await self._store_checkpoint(run, *item)
+                except ProviderError as exc:  # refused (a symlink out) or node trouble
+                    relay.log(
+                        item[0].node.name,
+                        "stderr",
+                        f"aidp: checkpoint of step {item[1]} not stored: {exc}",
+                    )
                 except Exception:
                     log.exception("storing a checkpoint of run %s failed", run.run_id)
 
@@ -417,6 +461,7 @@ class JobRunner:
     ) -> None:
         ws = workspace_of(executor, run.run_id)
         root = posixpath.join(ws, path)
+        await ensure_inside(executor, root, posixpath.join(ws, "checkpoints"))
         tree = await store_tree(
             executor=executor,
             store=self.store,
@@ -635,11 +680,12 @@ class JobRunner:
         """Remove the run's workspace (all plaintext) from its nodes. Best effort."""
         run, _ = await asyncio.to_thread(self._load, run_id)
         own = execs is None
-        execs = execs if execs is not None else self.executors(run.nodes or [])
+        execs = execs if execs is not None else self.executors(run.nodes or [], run_id)
         try:
             for executor in execs:
                 try:
                     await executor.remove_tree(workspace_of(executor, run_id))
+                    await executor.release()
                 except Exception:
                     log.warning(
                         "could not clean the workspace of run %s on %s", run_id, executor.node.name

@@ -10,25 +10,39 @@ tree, even one left over by a crashed trainer (its group id is kept in the datab
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import hashlib
 import os
+import posixpath
 import shlex
-import shutil
 import signal
 import socket
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from services.trainer.settings import TrainerSettings
 from shared.errors import ProviderError
 from shared.events import NodeInfo
+from shared.sandbox import Sandboxes, SandboxPolicy, sandbox_argv
+from shared.sandbox.confined import (
+    ConfinementError,
+    PendingWrite,
+    confined_exists,
+    confined_files,
+    confined_link,
+    confined_open,
+    confined_remove,
+    relative_to_root,
+)
+from shared.sandbox.netns import remove_netns
+from shared.sandbox.sandboxes import RUN_USER
 
 __all__ = [
     "LocalExecutor",
+    "LocalSandbox",
     "NodeExecutor",
     "NodeProcess",
     "SSHExecutor",
@@ -144,6 +158,9 @@ class NodeExecutor(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release locally
         """Release connections."""
 
+    async def release(self) -> None:  # noqa: B027 - optional hook
+        """Release what the node held for the run once its processes are gone."""
+
 
 def _json(value: Any) -> str:
     import json
@@ -151,21 +168,11 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-def _remove(path: str) -> None:
-    """``rm -rf``: a folder with its content, or a single file; no error if missing."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _sha256_file(path: str) -> tuple[str, int]:
+def _sha256_handle(fh: Any) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+    while chunk := fh.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
     return digest.hexdigest(), size
 
 
@@ -232,29 +239,107 @@ class _LocalProcess(NodeProcess):
         return await self.proc.wait()
 
 
+@dataclass(frozen=True)
+class LocalSandbox:
+    """How a local executor sandboxes what it starts: whose run (``tenant``), and whether
+    the run's processes share one network namespace (training ranks) or each get an empty
+    one (model servers)."""
+
+    sandboxes: Sandboxes
+    tenant: str
+    shared_network: bool = False
+    #: workspace folders the platform staged: read-only inside the sandbox
+    protected: tuple[str, ...] = ("src", "model", "data", "resume", "cache", "serve-model")
+
+
 class LocalExecutor(NodeExecutor):
-    """The trainer's own machine (provider ``local``)."""
+    """The trainer's own machine (provider ``local``).
+
+    Processes from tenant input start inside :class:`LocalSandbox`'s sandbox. Files are
+    read and written in-process, confined to the node's workdir: no operation follows a
+    symlink a tenant planted there (:mod:`shared.sandbox.confined`).
+    """
+
+    def __init__(self, node: NodeInfo, *, sandbox: LocalSandbox | None = None) -> None:
+        super().__init__(node)
+        self.sandbox = sandbox
+
+    @property
+    def root(self) -> str:
+        return self.node.workdir
+
+    def _confined(self, path: str) -> str:
+        try:
+            relative_to_root(self.root, path)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused: {exc}") from exc
+        return path
+
+    async def _sandboxed(
+        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], purpose: str
+    ) -> tuple[list[str], dict[str, str]]:
+        """``argv`` wrapped in the sandbox, and the environment to start the wrapper with."""
+        if self.sandbox is None:
+            return list(argv), safe_env(env)
+        box = self.sandbox
+        spec = await asyncio.to_thread(
+            box.sandboxes.prepare,
+            tenant=box.tenant,
+            workspace=cwd,
+            python=argv[0],
+            protected=[posixpath.join(cwd, p) for p in box.protected],
+            shared_network=box.shared_network,
+            gpu=(self.node.accelerator or "") == "cuda",
+            cgroup_name=f"{box.tenant[:12]}-{purpose}-{uuid.uuid4().hex[:8]}",
+        )
+        inner = {
+            **{k: os.environ[k] for k in ("LANG", "LC_ALL") if k in os.environ},
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": posixpath.join(cwd, "home"),
+            "USER": RUN_USER,
+            "LOGNAME": RUN_USER,
+            "TMPDIR": "/tmp",
+            **({"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}
+               if "CUDA_VISIBLE_DEVICES" in os.environ else {}),
+            **env,
+        }  # fmt: skip
+        outer = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        return sandbox_argv(spec, argv, inner), outer
 
     async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:
+        if self.sandbox is not None:
+            scratch = posixpath.join(self.root, ".aidp-probe")
+            await asyncio.to_thread(os.makedirs, scratch, exist_ok=True)
+            argv, env = await self._sandboxed(argv, cwd=scratch, env={}, purpose="probe")
+        else:
+            env = safe_env({})
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=safe_env({})
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def _run_stdin(self, argv: Sequence[str], data: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=safe_env({})
-        )
-        _, err = await proc.communicate(data.encode())
-        if proc.returncode:
-            raise ProviderError(f"command failed on {self.node.name}: {err.decode()[-500:]}")
+        raise NotImplementedError("local file operations run in-process")
+
+    async def link_files(self, pairs: Sequence[tuple[str, str]]) -> None:
+        def link_all() -> None:
+            for source, dest in pairs:
+                confined_link(self.root, source, dest)
+
+        try:
+            await asyncio.to_thread(link_all)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused to stage into {self.node.name}: {exc}") from exc
 
     async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
+        command, outer = await self._sandboxed(
+            argv, cwd=self._confined(cwd), env=env, purpose="proc"
+        )
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             cwd=cwd,
-            env=safe_env(env),
+            env=outer,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -270,39 +355,67 @@ class LocalExecutor(NodeExecutor):
             pass
 
     async def write_chunks(self, path: str, chunks: AsyncIterator[bytes]) -> None:
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
+        try:
+            pending = await asyncio.to_thread(PendingWrite, self.root, path)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused to write {path}: {exc}") from exc
+        try:
             async for chunk in chunks:
-                fh.write(chunk)
-        tmp.replace(dest)
+                await asyncio.to_thread(pending.write, chunk)
+        except BaseException:
+            pending.abort()
+            raise
+        await asyncio.to_thread(pending.commit)
 
     async def read_chunks(self, path: str) -> AsyncIterator[bytes]:
-        with open(path, "rb") as fh:
+        try:
+            fd = await asyncio.to_thread(confined_open, self.root, path)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused to read {path}: {exc}") from exc
+        with os.fdopen(fd, "rb") as fh:
             while chunk := await asyncio.to_thread(fh.read, 1 << 20):
                 yield chunk
 
     async def existing(self, paths: Iterable[str]) -> set[str]:
-        return {p for p in paths if os.path.exists(p)}
+        wanted = list(paths)
+        return await asyncio.to_thread(lambda: {p for p in wanted if confined_exists(self.root, p)})
 
     async def hash_files(self, paths: Iterable[str]) -> dict[str, tuple[str, int]]:
         wanted = list(paths)
-        return await asyncio.to_thread(lambda: {p: _sha256_file(p) for p in wanted})
+
+        def digest_all() -> dict[str, tuple[str, int]]:
+            out = {}
+            for path in wanted:
+                with os.fdopen(confined_open(self.root, path), "rb") as fh:
+                    out[path] = _sha256_handle(fh)
+            return out
+
+        try:
+            return await asyncio.to_thread(digest_all)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused to read from {self.node.name}: {exc}") from exc
 
     async def list_files(self, root: str) -> list[str]:
-        base = Path(root)
-        if not base.is_dir():
-            return []
-        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+        try:
+            return await asyncio.to_thread(confined_files, self.root, root)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused to list {root}: {exc}") from exc
 
     async def remove_tree(self, path: str) -> None:
-        await asyncio.to_thread(_remove, path)
+        try:
+            await asyncio.to_thread(confined_remove, self.root, path)
+        except ConfinementError as exc:
+            raise ProviderError(f"refused to remove {path}: {exc}") from exc
 
     async def free_port(self) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
+
+    async def release(self) -> None:
+        """Drop the run's network namespace (its processes are gone)."""
+        if self.sandbox is not None and self.sandbox.shared_network:
+            await asyncio.to_thread(remove_netns, self.sandbox.tenant)
 
 
 # -- ssh ----------------------------------------------------------------------------------
@@ -510,10 +623,11 @@ def executor_for(
     ssh_keys: Sequence[str] = (),
     known_hosts: str | None = None,
     accept_unknown_host_keys: bool = False,
+    sandbox: LocalSandbox | None = None,
 ) -> NodeExecutor:
     """The executor for a node: local for provider ``local``, SSH otherwise."""
     if node.provider == "local" and node.ssh_user is None:
-        return LocalExecutor(node)
+        return LocalExecutor(node, sandbox=sandbox)
     return SSHExecutor(
         node,
         client_keys=ssh_keys,
@@ -522,8 +636,16 @@ def executor_for(
     )
 
 
-def node_executor(node: NodeInfo | Mapping[str, Any], settings: TrainerSettings) -> NodeExecutor:
-    """:func:`executor_for` with the trainer's SSH settings (keys, known_hosts, opt-in)."""
+def node_executor(
+    node: NodeInfo | Mapping[str, Any],
+    settings: TrainerSettings,
+    *,
+    tenant: uuid.UUID | str,
+    shared_network: bool = False,
+) -> NodeExecutor:
+    """:func:`executor_for` with the trainer's SSH settings (keys, known_hosts, opt-in) and,
+    for a local node, the sandbox of run ``tenant`` (``shared_network``: the run's ranks
+    share one network namespace)."""
     info = node if isinstance(node, NodeInfo) else NodeInfo.model_validate(node)
     known = settings.trainer_known_hosts
     return executor_for(
@@ -531,4 +653,15 @@ def node_executor(node: NodeInfo | Mapping[str, Any], settings: TrainerSettings)
         ssh_keys=[str(p) for p in settings.trainer_ssh_keys],
         known_hosts=str(known) if known else None,
         accept_unknown_host_keys=settings.trainer_accept_unknown_host_keys,
+        sandbox=LocalSandbox(
+            sandboxes_for(settings.sandbox_policy()),
+            tenant=str(tenant),
+            shared_network=shared_network,
+        ),
     )
+
+
+@functools.cache
+def sandboxes_for(policy: SandboxPolicy) -> Sandboxes:
+    """One :class:`Sandboxes` per policy (it remembers the host check)."""
+    return Sandboxes(policy)

@@ -31,8 +31,8 @@ def _own_memory_cgroup() -> tuple[Path, str] | None:
     for line in lines:
         if line.startswith("0::"):
             base = _ROOT / "unified" if (_ROOT / "unified").is_dir() else _ROOT
-            controllers = base / "cgroup.controllers"
-            if controllers.exists() and "memory" in controllers.read_text().split():
+            available = base / "cgroup.controllers"
+            if available.exists() and "memory" in available.read_text().split():
                 return base / line[3:].lstrip("/"), "v2"
     return None
 

@@ -9,15 +9,23 @@ Standard library HTTP (no web framework on the node) plus torch + transformers:
   (causal-lm: ``[{"generated_text"}]``)
 
 Usage: ``server.py --model-dir DIR --name NAME --task TASK --port 0 --port-file FILE
---log-file FILE``. With port 0 the OS picks one; the chosen port and the pid are written to
-``--port-file`` (JSON) once the model is loaded and the socket listens.
+--log-file FILE [--unix-socket PATH] [--token-file FILE]``. With port 0 the OS picks one;
+the chosen port (or the socket) and the pid are written to ``--port-file`` (JSON) once the
+model is loaded and the socket listens.
+
+Only the platform may call it: in a local sandbox it listens on a Unix socket in the
+deployment's workspace (its network namespace has no route out, and no other tenant sees the
+folder); on a remote node it listens on loopback and every request must carry
+``Authorization: Bearer <the token in --token-file>`` (compared in constant time).
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,9 +85,27 @@ class Model:
             ]
 
 
-def make_handler(model: Model, name: str) -> type[BaseHTTPRequestHandler]:
+class UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    """The HTTP server on a Unix socket (the local sandbox's only way in)."""
+
+    daemon_threads = True
+
+
+def make_handler(model: Model, name: str, token: str | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def address_string(self) -> str:  # a Unix socket's peer has no address
+            return str(self.client_address[0]) if self.client_address else "unix"
+
+        def _authorised(self) -> bool:
+            if token is None:
+                return True
+            sent = self.headers.get("Authorization") or ""
+            if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return True
+            self._send(401, {"error": "unauthorised"})
+            return False
 
         def _send(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
@@ -96,6 +122,8 @@ def make_handler(model: Model, name: str) -> type[BaseHTTPRequestHandler]:
             return json.loads(self.rfile.read(length) or b"{}")
 
         def do_GET(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
             path = self.path.split("?")[0].rstrip("/")
             if path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{name}/ready"):
                 self._send(200, {"ready": True})
@@ -115,6 +143,8 @@ def make_handler(model: Model, name: str) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": f"no route {path}"})
 
         def do_POST(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
             path = self.path.split("?")[0].rstrip("/")
             try:
                 body = self._body()
@@ -188,16 +218,34 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--log-file")
+    parser.add_argument("--unix-socket", help="listen here instead of host:port")
+    parser.add_argument("--token-file", help="require this bearer token on every request")
     args = parser.parse_args()
     if args.log_file:  # output must not depend on a pipe the trainer may stop reading
         log = open(args.log_file, "a", buffering=1)  # noqa: SIM115
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+    token = None
+    if args.token_file:
+        with open(args.token_file) as fh:
+            token = fh.read().strip()
     model = Model(args.model_dir, args.task)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(model, args.name))
+    handler = make_handler(model, args.name, token)
+    server: socketserver.BaseServer
+    if args.unix_socket:
+        # bind relative to the socket's folder: sun_path holds only 107 bytes
+        folder, sock_name = os.path.split(os.path.abspath(args.unix_socket))
+        os.chdir(folder)
+        if os.path.lexists(sock_name):
+            os.unlink(sock_name)
+        server = UnixHTTPServer(sock_name, handler)
+        address: dict[str, Any] = {"socket": sock_name}
+    else:
+        tcp = ThreadingHTTPServer((args.host, args.port), handler)
+        server, address = tcp, {"port": tcp.server_address[1]}
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump({"port": server.server_address[1], "pid": os.getpid()}, fh)
+        json.dump({**address, "pid": os.getpid()}, fh)
     os.replace(tmp, args.port_file)
     server.serve_forever()
 

@@ -50,7 +50,9 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
     ids = lambda e: {"run_id": e.run_id, "project_id": e.project_id}  # noqa: E731
 
     def on_spec(s: Any, e: Envelope, p: Any) -> Any:
-        if service.record_spec(s, spec=p.spec, stage=runtime.stage, **ids(e)):
+        owner = getattr(p, "owner_id", None) or getattr(p, "requested_by", None)
+        owner_id = str(owner) if owner is not None else None
+        if service.record_spec(s, spec=p.spec, owner_id=owner_id, stage=runtime.stage, **ids(e)):
             return _kick(state)
         return None
 

@@ -31,6 +31,8 @@ class Run(SQLModel, table=True):
 
     run_id: uuid.UUID = Field(primary_key=True)
     project_id: uuid.UUID | None = None
+    #: the user whose secrets the run gets (ProjectCreated.owner_id / RunRequested.requested_by)
+    owner_id: str | None = Field(default=None, max_length=64)
     state: str = Field(default="waiting", max_length=32, index=True)
     spec: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     spec_hash: str | None = Field(default=None, max_length=64)

@@ -4,7 +4,9 @@ Protocol lines (``@@aidp@@ {json}``, see ``progress_client.py``) are parsed by t
 this module turns progress messages and plain log lines into ``TrainingProgress`` (at most
 one per ``progress_interval``; the newest is kept and the last one is always sent) and
 ``TrainingLog`` batches (per node and stream), written to the outbox in one transaction
-per flush.
+per flush. Every line and progress message first passes through the run's
+:class:`~services.trainer.redaction.Redactor` (its secret values become
+``[redacted:NAME]``), and so does the stderr tail a failure reason is taken from.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from typing import Any
 
 from services.trainer.models import Run
 from services.trainer.progress_client import MARKER
+from services.trainer.redaction import Redactor
 from shared.events import EventPayload, TrainingLog, TrainingProgress, new_event
 from shared.runtime import ServiceRuntime
 
-__all__ = ["EventRelay", "parse_marker"]
+__all__ = ["PLATFORM_NODE", "EventRelay", "parse_marker"]
 
 _MAX_LINE = 4000
 _MAX_BATCH = 500
+#: ``node`` of the lines the platform itself adds to a run's log.
+PLATFORM_NODE = "aidp"
 
 
 def parse_marker(text: str) -> dict[str, Any] | None:
@@ -49,8 +54,10 @@ class EventRelay:
         project_id: uuid.UUID | None,
         progress_interval: float,
         flush_seconds: float,
+        redactor: Redactor | None = None,
     ) -> None:
         self.runtime = runtime
+        self.redactor = redactor or Redactor()
         self.run_id = run_id
         self.project_id = project_id
         self.progress_interval = progress_interval
@@ -65,11 +72,23 @@ class EventRelay:
         self._lock = asyncio.Lock()
 
     def log(self, node: str, stream: str, text: str) -> None:
+        text = self.redactor.redact(text)  # before truncation: no secret is cut in two
         if stream == "stderr":
             self.stderr_tail.append(text)
         self._logs.setdefault((node, stream), []).append(text[:_MAX_LINE])
 
+    def note(self, text: str) -> None:
+        """A line of the platform's own in the run's log (not part of the stderr tail)."""
+        self._logs.setdefault((PLATFORM_NODE, "stderr"), []).append(
+            self.redactor.redact(text)[:_MAX_LINE]
+        )
+
+    def redact(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A protocol message with its secret values redacted (keys included)."""
+        return self.redactor.redact_obj(message)  # type: ignore[no-any-return]
+
     def progress(self, message: dict[str, Any]) -> None:
+        message = self.redact(message)
         fields = {k: v for k, v in message.items() if k != "event" and v is not None}
         try:
             progress = TrainingProgress.model_validate(fields)

@@ -52,11 +52,24 @@ def record_spec(
     project_id: uuid.UUID | None,
     spec: dict[str, Any],
     stage: Any,
+    owner_id: str | None = None,
 ) -> bool:
-    """The run's spec arrived (ProjectCreated / RunRequested)."""
+    """The run's spec arrived (ProjectCreated / RunRequested).
+
+    ``owner_id``: whose secrets the run gets (the project's owner, or who requested the
+    run); unknown, like the fetcher, it falls back to an earlier run of the project's.
+    """
     run = get_or_create_run(session, run_id=run_id, project_id=project_id)
     if run.spec is None:
         run.spec, run.spec_hash = spec, spec_hash(spec)
+    if run.owner_id is None:
+        if owner_id is None and project_id is not None:
+            owner_id = session.exec(
+                select(Run.owner_id).where(
+                    Run.project_id == project_id, col(Run.owner_id).is_not(None)
+                )
+            ).first()
+        run.owner_id = owner_id
     return _maybe_start(session, run, stage=stage)
 
 

@@ -4,13 +4,20 @@ API bodies and YAML files are validated with :meth:`ProjectSpec.model_validate`;
 fields are refused with the field named. Sources are URIs parsed by :func:`parse_source`:
 ``hf://owner/name[@rev]``, ``hf://datasets/owner/name[@rev]``, ``kaggle://owner/slug[@version]``,
 ``kaggle://models/owner/slug/framework/variation[@version]``, ``https://…``, ``upload://<id>``.
+
+Values that later reach a shell, ssh or Ansible are held to strict patterns here:
+``environment.packages`` entries are plain PEP 508 requirements (a name, extras and version
+specifiers; no URL, option, marker, direct reference or template syntax) and
+``HostSpec.address`` is a hostname or an IP literal (:func:`is_host_address`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
@@ -21,13 +28,16 @@ __all__ = [
     "ResourcesSpec",
     "Source",
     "TrainSpec",
+    "check_requirement",
+    "is_host_address",
     "parse_source",
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],]*\s*([<>=!~]=?.*)?$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_TEMPLATE_MARKS = ("{{", "{%", "{#", "}}", "%}", "#}")
 _REV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
 Task = Literal["text-classification", "image-classification", "causal-lm", "custom"]
@@ -103,6 +113,52 @@ def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
     return Source(scheme=scheme, kind=kind, id=path, revision=revision or None, uri=uri)  # type: ignore[arg-type]
 
 
+def is_host_address(value: str) -> bool:
+    """True for an IPv4/IPv6 literal (no zone id) or an RFC 1123 hostname: dot-separated
+    labels of letters, digits and inner dashes, at most 253 characters, not all-numeric."""
+    if not isinstance(value, str) or not value or "%" in value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    if len(value) > 253:
+        return False
+    labels = value.removesuffix(".").split(".")
+    return all(_HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
+
+def check_requirement(text: str) -> Requirement:
+    """Parse one ``environment.packages`` entry; raises ``ValueError`` naming what is refused.
+
+    Only ``name[extras] <specifiers>`` passes: options (``-…``), URLs, paths, direct
+    references (``name @ url``), environment markers and template syntax are refused.
+    """
+    raw = text.strip() if isinstance(text, str) else ""
+    if not raw or len(raw) > 200:
+        raise ValueError(f"invalid package requirement {text!r}: 1 to 200 characters")
+    if raw.startswith("-"):
+        raise ValueError(f"invalid package requirement {text!r}: options are not allowed")
+    if any(mark in raw for mark in _TEMPLATE_MARKS):
+        raise ValueError(f"invalid package requirement {text!r}: template syntax is not allowed")
+    if any(not (c.isprintable() and c.isascii()) for c in raw):
+        raise ValueError(f"invalid package requirement {text!r}: control or non-ASCII characters")
+    try:
+        req = Requirement(raw)
+    except InvalidRequirement as exc:
+        raise ValueError(
+            f"invalid package requirement {text!r}: not a name with version specifiers ({exc})"
+        ) from None
+    if req.url is not None:
+        raise ValueError(
+            f"invalid package requirement {text!r}: direct references (name @ URL) are not allowed"
+        )
+    if req.marker is not None:
+        raise ValueError(f"invalid package requirement {text!r}: markers are not allowed")
+    return req
+
+
 class TrainSpec(_Strict):
     entrypoint: str | None = Field(None, description="custom task only: script run by torchrun")
     script: str | None = Field(
@@ -129,16 +185,26 @@ class EnvironmentSpec(_Strict):
     @classmethod
     def _valid_packages(cls, value: list[str]) -> list[str]:
         for package in value:
-            if not _PACKAGE.fullmatch(package.strip()) or any(c in package for c in ";|&$`\n"):
-                raise ValueError(f"invalid package requirement {package!r}")
+            check_requirement(package)
         return value
 
 
 class HostSpec(_Strict):
-    address: str = Field(min_length=1, max_length=255)
+    address: str = Field(min_length=1, max_length=253, description="hostname or IP literal")
     user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     port: int = Field(22, ge=1, le=65535)
-    identity: str | None = Field(None, description="name of a stored secret holding the key")
+    identity: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$",
+        description="name of a stored secret holding the key",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        if not is_host_address(value):
+            raise ValueError(f"{value!r} is not a hostname or an IP address")
+        return value
 
 
 class ResourcesSpec(_Strict):

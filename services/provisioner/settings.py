@@ -84,6 +84,12 @@ class ProvisionerSettings(BaseServiceSettings):
         " needs them).",
     )
     uv_binary: str = Field(default_factory=_default_uv, description="uv on the controller.")
+    allow_source_builds: bool = Field(
+        False,
+        description="Let uv build source distributions (run their PEP 517 build hooks) when"
+        " resolving a lock and installing it on nodes. Off: wheels only, and a package"
+        " without a wheel fails the run with 'no wheel for <package>'.",
+    )
     python_downloads: Literal["never", "automatic"] = Field(
         "never", description="May uv download a missing Python on a node?"
     )

@@ -1,4 +1,12 @@
-"""``/api/auth/*``: forwarded verbatim to the auth service, bodies streamed both ways.
+"""``/api/auth/*``: the auth service's public routes, forwarded with bodies streamed both ways.
+
+Only an allow-list of public routes (method and path) is forwarded: register, login,
+refresh, logout, me, password, tokens, tokens/{id}, jwks, keys/rotate. Anything else
+answers 404 here, with or without a token, and never reaches the auth service: its
+``/internal/*`` API and its own ``openapi.json`` are not reachable through the gateway.
+The path must arrive literally (no percent-encoding, dot segments or backslashes: the
+request's raw path is compared with the decoded one), so no encoded form of ``../`` can
+name another route upstream.
 
 ``X-Forwarded-For`` is set to the caller's address as this gateway sees it (uvicorn
 resolves trusted proxies first, see ``forwarded_allow_ips``), never taken from the
@@ -7,13 +15,34 @@ client, so the auth service's per-address login limit cannot be dodged.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.gateway.deps import GatewayDep
+from shared.errors import NotFound
 
-__all__ = ["router"]
+__all__ = ["PUBLIC_ROUTES", "public_route", "router"]
+
+#: The auth service's public routes (path below /api/auth/ → methods); nothing else passes.
+PUBLIC_ROUTES: dict[str, frozenset[str]] = {
+    "register": frozenset({"POST"}),
+    "login": frozenset({"POST"}),
+    "refresh": frozenset({"POST"}),
+    "logout": frozenset({"POST"}),
+    "me": frozenset({"GET"}),
+    "password": frozenset({"POST"}),
+    "tokens": frozenset({"GET", "POST"}),
+    "tokens/{id}": frozenset({"DELETE"}),
+    "jwks": frozenset({"GET"}),
+    "keys/rotate": frozenset({"POST"}),
+}
+_TOKEN_ID = re.compile(r"^tokens/[0-9A-Fa-f-]{32,36}$")
+_PREFIX = "/api/auth/"
 
 router = APIRouter(tags=["auth"])
 
@@ -41,6 +70,8 @@ _HOP_BY_HOP = frozenset(
     include_in_schema=False,
 )
 async def auth_proxy(path: str, request: Request, gateway: GatewayDep) -> StreamingResponse:
+    if not public_route(request.method, path, request.scope):
+        raise NotFound("not found")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     headers["X-Forwarded-For"] = request.client.host if request.client else "unknown"
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
@@ -63,3 +94,17 @@ async def auth_proxy(path: str, request: Request, gateway: GatewayDep) -> Stream
         if k.lower() not in _HOP_BY_HOP
     ]
     return response
+
+
+def public_route(method: str, path: str, scope: Mapping[str, Any]) -> bool:
+    """True when ``method`` on ``/api/auth/<path>`` is a public auth route, sent literally.
+
+    ``path`` is the decoded remainder; the request's raw path (when the server gives one)
+    must end with exactly the same text, so any percent-encoded character refuses it.
+    """
+    key = "tokens/{id}" if _TOKEN_ID.fullmatch(path) else path
+    if method not in PUBLIC_ROUTES.get(key, frozenset()):
+        return False
+    raw = scope.get("raw_path")
+    literal = (_PREFIX + path).encode("ascii")
+    return not isinstance(raw, bytes) or raw.split(b"?", 1)[0].endswith(literal)

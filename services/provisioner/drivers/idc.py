@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.idc_api import IdcClient, IdcCredentials
+from services.provisioner.drivers.nodevalues import check_host, check_proxy, check_user
 from services.provisioner.drivers.sshcmd import ansible_ssh_vars, probe, run_ssh
 from services.provisioner.drivers.terraform import TerraformRun, terraform_binary
 from services.provisioner.settings import ProvisionerSettings
@@ -284,12 +285,18 @@ class IdcDriver(NodeDriver):
             address = status["interfaces"][0]["addresses"][0]
         except (KeyError, IndexError) as exc:
             raise ProviderError(f"instance {instance['metadata']} is Ready without an IP") from exc
+        # The cloud API's answers reach ssh and Ansible: each one is checked strictly.
+        name = instance_name(ctx.run_id, index)
+        address = check_host(address, what=f"instance {name} address")
+        user = check_user(status.get("userName") or "ubuntu", what=f"instance {name} user")
         proxy = status.get("sshProxy") or {}
         jump = None
         if proxy.get("proxyAddress"):
-            jump = (
-                f"{proxy.get('proxyUser', 'guest')}@{proxy['proxyAddress']}"
-                f":{proxy.get('proxyPort', 22)}"
+            jump = check_proxy(
+                proxy.get("proxyUser", "guest"),
+                proxy["proxyAddress"],
+                proxy.get("proxyPort", 22),
+                what=f"instance {name} ssh proxy",
             )
         root = self.settings.ssh_node_root
         known_hosts = ctx.state_dir / "known_hosts"  # fresh VMs: pinned for this run only
@@ -303,7 +310,7 @@ class IdcDriver(NodeDriver):
             env_root=f"{root}/envs",
             tools_dir=f"{root}/bin",
             accelerator=ctx.spec.resources.accelerator,
-            ssh_user=status.get("userName") or "ubuntu",
+            ssh_user=user,
             ssh_port=22,
             proxy=jump,
             identity_file=identity,

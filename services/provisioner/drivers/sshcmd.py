@@ -1,6 +1,10 @@
 """OpenSSH plumbing shared by the ssh and idc drivers: one set of options for probes and for
 Ansible, a jump host through ``ProxyCommand`` (``-J`` would not pass our key and
-known_hosts to the jump), and readable errors from ssh's own output."""
+known_hosts to the jump), and readable errors from ssh's own output.
+
+What a node answers is untrusted: the probe's answer is parsed strictly
+(:func:`~services.provisioner.drivers.nodevalues.parse_probe_answer`) and the connection
+values handed to Ansible are checked again in :func:`ansible_ssh_vars`."""
 
 from __future__ import annotations
 
@@ -12,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from services.provisioner.drivers.base import Node
+from services.provisioner.drivers.nodevalues import (
+    check_host,
+    check_path,
+    check_port,
+    check_user,
+    parse_probe_answer,
+)
 from shared.errors import ProviderError
 
 __all__ = [
@@ -74,17 +85,20 @@ def node_ssh_options(node: Node, *, connect_timeout: int = 10) -> list[str]:
 
 
 def ansible_ssh_vars(node: Node, *, connect_timeout: int = 10) -> dict[str, Any]:
-    """Inventory variables for Ansible's ssh connection to ``node``."""
+    """Inventory variables for Ansible's ssh connection to ``node`` (each node-derived value
+    checked against its pattern; ProviderError when one does not fit)."""
     opts = node_ssh_options(node, connect_timeout=connect_timeout)
+    where = f"node {node.name}"
+    python3 = node.extra.get("python3", "/usr/bin/python3")
     return {
         "ansible_connection": "ssh",
-        "ansible_host": node.address,
-        "ansible_port": node.ssh_port,
-        "ansible_user": node.ssh_user,
+        "ansible_host": check_host(node.address, what=f"{where} address"),
+        "ansible_port": check_port(node.ssh_port, what=f"{where} port"),
+        "ansible_user": check_user(node.ssh_user, what=f"{where} user"),
         "ansible_ssh_common_args": shlex.join(opts),
         "ansible_ssh_pipelining": True,
         # Discovery could pick a broken shim (pyenv); the probe's python3 is known to work.
-        "ansible_python_interpreter": node.extra.get("python3", "/usr/bin/python3"),
+        "ansible_python_interpreter": check_path(python3, what=f"{where} python3"),
     }
 
 
@@ -166,7 +180,10 @@ def absolute(path: str, home: str) -> str:
 
 
 async def probe(node: Node, *, connect_timeout: int = 10) -> Node:
-    """Connect, check Python and create the workdir; returns the node with absolute paths."""
+    """Connect, check Python and create the workdir; returns the node with absolute paths.
+
+    Raises ProviderError "invalid probe answer" when the node's answer (Python version,
+    python3 path, home) does not fit its strict pattern."""
     if node.connection == "local":
         rc, out, err = await run_local(probe_script(node.workdir))
     else:
@@ -184,16 +201,22 @@ async def probe(node: Node, *, connect_timeout: int = 10) -> Node:
             " need Python 3.8 or newer on every node",
             code="python_missing",
         )
-    lines = out.split()
-    if rc != 0 or len(lines) < 3:
+    if rc != 0:
         raise ProviderError(
             f"node {node.name} ({node.address}): check failed (exit {rc}): {err.strip()}"
         )
-    home, python3 = lines[-1], lines[-2]
+    # The local node is this machine (the operator's own paths); every other node is not.
+    remote = node.connection != "local"
+    answer = parse_probe_answer(out, node=node.name, strict=remote)
+
+    def path(value: str, what: str) -> str:
+        value = absolute(value, answer.home)
+        return check_path(value, what=f"node {node.name} {what}") if remote else value
+
     return replace(
         node,
-        extra={**node.extra, "python3": python3},
-        workdir=absolute(node.workdir, home),
-        env_root=absolute(node.env_root, home),
-        tools_dir=absolute(node.tools_dir, home),
+        extra={**node.extra, "python3": answer.python3},
+        workdir=path(node.workdir, "workdir"),
+        env_root=path(node.env_root, "env root"),
+        tools_dir=path(node.tools_dir, "tools dir"),
     )

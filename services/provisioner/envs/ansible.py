@@ -2,13 +2,14 @@
 
 Ansible's task events stream out through ``progress`` (→ ``ProvisioningProgress``). A
 failed or unreachable host becomes one :class:`ProviderError` naming the host and the task
-and quoting the tool's own output (pip's/uv's message for a misspelt package).
+and quoting the tool's own output (pip's/uv's message for a misspelt package). The
+inventory hands every value to Ansible as unsafe data (:mod:`.inventory`): nothing a spec or
+a node supplied is ever rendered as a template on the controller.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from services.provisioner.drivers.base import Node, NodeDriver
+from services.provisioner.envs.inventory import build_inventory, write_inventory
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
 
@@ -47,13 +49,6 @@ def _failure_text(res: dict[str, Any]) -> str:
         parts.append(str(msg))
     text = "\n".join(parts)
     return text[-4000:]
-
-
-def _inventory(
-    nodes: list[Node], driver: NodeDriver, host_vars: Callable[[Node], dict[str, Any]]
-) -> dict[str, Any]:
-    hosts = {node.name: {**driver.ansible_vars(node), **host_vars(node)} for node in nodes}
-    return {"all": {"hosts": hosts}}
 
 
 def _ansible_env(private_dir: Path, control_dir: str) -> dict[str, str]:
@@ -116,15 +111,17 @@ async def run_playbook(
     envvars = _ansible_env(private_dir, control_dir)
     envvars["ANSIBLE_CONFIG"] = str(settings.ansible_dir / "ansible.cfg")
     envvars["ANSIBLE_ROLES_PATH"] = str(settings.ansible_dir / "roles")
-    inventory = _inventory(nodes, driver, host_vars)
-    (private_dir / "inventory.json").write_text(json.dumps(inventory, indent=1))
+    # Every value is unsafe data to Ansible (never rendered): see envs/inventory.py.
+    inventory = write_inventory(
+        private_dir / "inventory.yml", build_inventory(nodes, driver, host_vars)
+    )
 
     def _run() -> Any:
         return ansible_runner.run(
             private_data_dir=str(private_dir),
             project_dir=str(settings.ansible_dir),
             playbook="provision.yml",
-            inventory=inventory,
+            inventory=str(inventory),
             envvars=envvars,
             event_handler=on_event,
             cancel_callback=cancel.is_set,

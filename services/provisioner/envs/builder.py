@@ -156,6 +156,7 @@ class AnsibleEnvBuilder(EnvBuilder):
                 "aidp_accelerator": spec.resources.accelerator,
                 "aidp_uv_src": self.settings.uv_binary,
                 "aidp_package_source": source,
+                "aidp_allow_source_builds": self.settings.allow_source_builds,
                 "aidp_wheelhouse_src": wheelhouse,
                 "aidp_find_links": list(req.find_links),
                 "aidp_index_url": req.index_url or "",

@@ -5,6 +5,12 @@ and de-duplicated, where packages come from) has a key; the lock resolved for a 
 (in the provisioner's DB and in the env dir) and reused, so every run of the same spec gets
 a byte-identical lock. ``uv pip compile --generate-hashes --no-header`` is run from a fixed
 file name, so the text holds no timestamp, command line or temporary path.
+
+Resolution never runs a package's code: ``--no-build`` (wheels only) unless the operator
+sets ``AIDP_ALLOW_SOURCE_BUILDS``; a package without a wheel fails with "no wheel for
+<package>". uv runs with a minimal environment (``PATH``, ``HOME`` in a private temporary
+directory, ``UV_CACHE_DIR``), never the service's own (no Vault token, database URL or
+cloud credentials reach it or a build hook).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +30,15 @@ from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
 from shared.spec import ProjectSpec
 
-__all__ = ["EnvLockText", "EnvRequest", "ensure_wheelhouse", "env_request", "resolve_lock"]
+__all__ = [
+    "EnvLockText",
+    "EnvRequest",
+    "ensure_wheelhouse",
+    "env_request",
+    "lock_failure",
+    "resolve_lock",
+    "resolver_env",
+]
 
 _INPUT_NAME = "requirements.in"
 
@@ -40,9 +55,13 @@ class EnvRequest:
     index_url: str | None
     extra_index_urls: tuple[str, ...]
     platform: str = "x86_64-manylinux_2_28"
+    source_builds: bool = False  # AIDP_ALLOW_SOURCE_BUILDS: a lock may then name sdists
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if not self.source_builds:
+            del fields["source_builds"]  # keys of wheel-only locks are unchanged
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def requirements(self) -> str:
@@ -81,6 +100,7 @@ def env_request(spec: ProjectSpec, settings: ProvisionerSettings) -> EnvRequest:
         find_links=tuple(settings.torch_find_links),
         index_url=settings.index_url,
         extra_index_urls=(index,) if index else (),
+        source_builds=settings.allow_source_builds,
     )
 
 
@@ -110,36 +130,79 @@ def uv_compile_argv(req: EnvRequest, settings: ProvisionerSettings) -> list[str]
         argv += ["--index-url", req.index_url]
     for url in req.extra_index_urls:
         argv += ["--extra-index-url", url]
+    if not req.source_builds:
+        argv.append("--no-build")
     return argv
+
+
+#: How the controller reaches a package index (proxy, CA bundle): passed on when set.
+_NETWORK_VARS = (
+    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
+)  # fmt: skip
+
+
+def resolver_env(home: Path, settings: ProvisionerSettings) -> dict[str, str]:
+    """The whole environment of the resolver process: ``PATH``, a private ``HOME``, uv's
+    cache dir and the controller's proxy/CA settings; nothing else of the service's own."""
+    env = {name: os.environ[name] for name in _NETWORK_VARS if os.environ.get(name)}
+    env.update(
+        PATH=os.environ.get("PATH") or os.defpath,
+        HOME=str(home),
+        UV_CACHE_DIR=str(settings.resolved_env_dir() / ".uv-cache"),
+        UV_NO_CONFIG="1",
+        UV_NO_PROGRESS="1",
+    )
+    return env
+
+
+_NO_WHEEL = (
+    re.compile(r"Wheels are required for `([^`]+)`"),
+    re.compile(r"\b([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? has no usable wheels"),
+    re.compile(r"versions of ([A-Za-z0-9][A-Za-z0-9._-]*) have no usable wheels"),
+)
+
+
+def lock_failure(stderr: str, returncode: int) -> ProviderError:
+    """uv's failure as a ProviderError; a wheel-less package says "no wheel for <pkg>"."""
+    text = stderr.strip() or f"uv exited {returncode}"
+    missing = list(dict.fromkeys(m for rx in _NO_WHEEL for m in rx.findall(text)))
+    if missing:
+        return ProviderError(
+            f"no wheel for {', '.join(missing)}: the platform installs wheels only (building"
+            " a source distribution would run its code; an operator may allow it with"
+            f" AIDP_ALLOW_SOURCE_BUILDS). uv said: {text}",
+            code="no_wheel",
+        )
+    return ProviderError("resolving the environment's packages failed: " + text, code="lock_failed")
 
 
 async def resolve_lock(req: EnvRequest, settings: ProvisionerSettings) -> EnvLockText:
     """The lock for ``req``: from the env dir's cache, else resolved with uv now (once).
 
-    Raises ProviderError carrying uv's own message (e.g. a misspelt package).
+    Raises ProviderError carrying uv's own message (e.g. a misspelt package); code
+    ``no_wheel`` and "no wheel for <package>" when builds are off and one has no wheel.
     """
     cached = _locks_dir(settings) / f"{req.key()}.lock"
     if cached.exists():
         return EnvLockText(cached.read_text())
     with tempfile.TemporaryDirectory(prefix="aidp-lock-") as tmp:
-        (Path(tmp) / _INPUT_NAME).write_text(req.requirements())
-        env = {**os.environ, "UV_CACHE_DIR": str(settings.resolved_env_dir() / ".uv-cache")}
-        env.pop("VIRTUAL_ENV", None)
+        work, home = Path(tmp) / "work", Path(tmp) / "home"
+        work.mkdir()
+        home.mkdir(mode=0o700)
+        (work / _INPUT_NAME).write_text(req.requirements())
         proc = await asyncio.create_subprocess_exec(
             *uv_compile_argv(req, settings),
-            cwd=tmp,
-            env=env,
+            cwd=work,
+            env=resolver_env(home, settings),
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            raise ProviderError(
-                "resolving the environment's packages failed: "
-                + (err.decode(errors="replace").strip() or f"uv exited {proc.returncode}"),
-                code="lock_failed",
-            )
-        text = (Path(tmp) / "requirements.lock").read_text()
+            raise lock_failure(err.decode(errors="replace"), proc.returncode or 1)
+        text = (work / "requirements.lock").read_text()
     _atomic_write(cached, text)
     return EnvLockText(text)
 

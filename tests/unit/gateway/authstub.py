@@ -27,6 +27,18 @@ class _Token(BaseModel):
     token: str
 
 
+class _Recorder:
+    """Pure ASGI middleware noting each HTTP request's path (no per-request overhead)."""
+
+    def __init__(self, app: Any, seen: list[str]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.seen.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
 class AuthStub:
     """Users by email, Ed25519 keys by kid, API tokens by value."""
 
@@ -36,6 +48,7 @@ class AuthStub:
         self.users: dict[str, uuid.UUID] = {}
         self.api_tokens: dict[str, uuid.UUID] = {}
         self.jwks_fetches = 0
+        self.seen: list[str] = []  # every path the stub was asked for, in order
         self.app = self._build()
 
     def rotate(self) -> str:
@@ -79,6 +92,7 @@ class AuthStub:
 
     def _build(self) -> FastAPI:
         app = FastAPI()
+        app.add_middleware(_Recorder, seen=self.seen)
 
         @app.get("/api/auth/jwks")
         def jwks() -> dict[str, Any]:
@@ -98,7 +112,7 @@ class AuthStub:
             response.set_cookie("b", "2")
             return response
 
-        @app.get("/api/auth/echo")
+        @app.get("/api/auth/me")
         def echo(request: Request) -> dict[str, Any]:
             return {"headers": dict(request.headers), "query": str(request.query_params)}
 

@@ -208,7 +208,7 @@ async def test_auth_routes_are_proxied_verbatim(harness: Harness) -> None:
     assert r.status_code == 200 and r.json() == {"echo": {"email": "a@b.c", "password": "x"}}
     assert r.headers["x-stub"] == "yes"
     assert len(r.headers.get_list("set-cookie")) == 2
-    r = await harness.client.get("/api/auth/echo?x=1", headers={"X-Forwarded-For": "6.6.6.6"})
+    r = await harness.client.get("/api/auth/me?x=1", headers={"X-Forwarded-For": "6.6.6.6"})
     seen = r.json()
     assert seen["query"] == "x=1"
     assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"  # the peer, never the client's claim

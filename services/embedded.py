@@ -4,12 +4,15 @@ This is the composition root, not a service: it builds each service's app with t
 settings (SQLite files under the data dir, the ``memory://`` bus, one local OpenBao that it
 starts and unseals itself, the local node driver), registers the internal APIs in process
 (``inproc://<name>``), runs every lifespan, and serves the gateway on ``host:port``.
+Each service talks to the local OpenBao with a token of its own least-privilege policy
+(``shared.secrets.policies``), renewed hourly; no root token exists at run time.
 A restart on the same data dir keeps every project, secret and cached artifact.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,13 +36,18 @@ __all__ = ["Platform", "run_platform", "serve"]
 log = logging.getLogger("aidp.embedded")
 
 
+#: How often the embedded platform renews the services' periodic Vault tokens.
+TOKEN_RENEW_SECONDS = 3600.0
+
+
 @dataclass
 class Platform:
-    """The running embedded platform: every service's app, sharing one bus and vault."""
+    """The running embedded platform: every service's app, sharing one bus; each service
+    has its own Vault client (``vaults[name]``), scoped to its policy."""
 
     apps: dict[str, FastAPI]
     bus: Bus
-    vault: tuple[SecretStore, KeyService]
+    vaults: dict[str, tuple[SecretStore, KeyService]]
     data_dir: Path
 
     @property
@@ -72,31 +80,71 @@ async def platform(data_dir: Path, *, bus_url: str = "memory://aidp") -> AsyncIt
     data_dir.mkdir(parents=True, exist_ok=True)
     base = BaseServiceSettings(data_dir=data_dir, mode="embedded", service_name="embedded")
     setup_logging(base.log_level, json_lines=base.log_json)
-    local_bao = None
-    if base.vault_addr is None:
-        from shared.secrets.local import LocalOpenBao
-
-        local_bao = LocalOpenBao(data_dir / "openbao")
-        if local_bao.is_running():
-            local_bao = None  # someone else's server on this data dir: attach, leave it be
-    vault = await asyncio.to_thread(connect_vault, base)
-    bus = create_bus(bus_url)
-    await bus.connect()
-    apps: dict[str, FastAPI] = {}
+    settings = {name: _settings_for(name, data_dir, bus_url) for name in SERVICES}
     async with AsyncExitStack() as stack:
-        if local_bao is not None:
-            # The OpenBao this platform started stops with it; its state stays on disk.
-            stack.callback(local_bao.stop)
+        if base.vault_addr is None:
+            vaults = await _local_vaults(stack, data_dir, base, settings)
+        else:  # an external Vault named in the settings: its credentials serve every service
+            shared_vault = await asyncio.to_thread(connect_vault, base)
+            vaults = dict.fromkeys(SERVICES, shared_vault)
+        bus = create_bus(bus_url)
+        await bus.connect()
         stack.push_async_callback(bus.close)
+        apps: dict[str, FastAPI] = {}
         for name in SERVICES:
-            app = _create_app(name, _settings_for(name, data_dir, bus_url), bus, vault)
+            app = _create_app(name, settings[name], bus, vaults[name])
             apps[name] = app
             register_inproc(name, app)
             stack.callback(unregister_inproc, name)
         for name in SERVICES:
             await stack.enter_async_context(apps[name].router.lifespan_context(apps[name]))
             log.info("service %s is up", name)
-        yield Platform(apps=apps, bus=bus, vault=vault, data_dir=data_dir)
+        yield Platform(apps=apps, bus=bus, vaults=vaults, data_dir=data_dir)
+
+
+async def _local_vaults(
+    stack: AsyncExitStack,
+    data_dir: Path,
+    base: BaseServiceSettings,
+    settings: dict[str, BaseServiceSettings],
+) -> dict[str, tuple[SecretStore, KeyService]]:
+    """Start (or attach to) the local OpenBao; one client per service with its own token."""
+    from shared.secrets.local import LocalOpenBao
+    from shared.secrets.policies import PolicyParams
+    from shared.secrets.vault import VaultClient
+
+    local_bao = LocalOpenBao(data_dir / "openbao")
+    if not local_bao.is_running():
+        # The OpenBao this platform starts stops with it; its state stays on disk. (Someone
+        # else's server on this data dir is attached to and left running.)
+        stack.callback(local_bao.stop)
+    params = PolicyParams(
+        transit_key=base.transit_key,
+        signing_secret=str(getattr(settings["auth"], "signing_secret_name", "auth-signing-keys")),
+    )
+    local = await asyncio.to_thread(local_bao.ensure_running, params)
+    vaults: dict[str, tuple[SecretStore, KeyService]] = {}
+    for name in SERVICES:
+        client = VaultClient(local.addr, token=local.token_for(name))
+        vaults[name] = (client, client)
+
+    async def renew_forever() -> None:
+        while True:
+            await asyncio.sleep(TOKEN_RENEW_SECONDS)
+            try:
+                await asyncio.to_thread(local.renew)
+            except Exception:  # the vault is down for a moment: the next round tries again
+                log.warning("vault: renewing the service tokens failed", exc_info=True)
+
+    renewer = asyncio.create_task(renew_forever(), name="vault-token-renewal")
+
+    async def stop_renewing() -> None:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+
+    stack.push_async_callback(stop_renewing)
+    return vaults
 
 
 async def run_platform(

@@ -33,7 +33,7 @@ from shared.secrets.base import DataKey, KeyService, SecretStore, SecretValue
 if TYPE_CHECKING:
     from shared.settings import BaseServiceSettings
 
-__all__ = ["VaultClient", "VaultError"]
+__all__ = ["VaultClient", "VaultDenied", "VaultError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +53,10 @@ class VaultError(AidpError):
 
     code = "vault_error"
     status = 502
+
+
+class VaultDenied(VaultError):
+    """Vault answered 403: the token is invalid or its policy does not allow the request."""
 
 
 def _segment(value: str, what: str) -> str:
@@ -101,7 +105,10 @@ class VaultClient(SecretStore, KeyService):
 
     @classmethod
     def from_settings(cls, settings: BaseServiceSettings) -> VaultClient:
-        """External Vault at ``vault_addr`` (token or AppRole), else the local OpenBao."""
+        """External Vault at ``vault_addr`` (token or AppRole), else the local OpenBao.
+
+        Embedded (no ``vault_addr``): the local OpenBao under ``<data_dir>/openbao`` with
+        the scoped token of ``settings.service_name`` (never the root token)."""
         if settings.vault_addr:
             client = cls(
                 settings.vault_addr,
@@ -121,9 +128,12 @@ class VaultClient(SecretStore, KeyService):
         else:
             from shared.secrets.local import LocalOpenBao
 
-            addr, token = LocalOpenBao(settings.data_dir / "openbao").ensure_running()
-            client = cls(addr, token=token)
-        client.ensure_key(settings.transit_key)
+            local = LocalOpenBao(settings.data_dir / "openbao").ensure_running()
+            client = cls(local.addr, token=local.token_for(settings.service_name))
+        try:
+            client.ensure_key(settings.transit_key)
+        except VaultDenied:  # a service whose policy has no use for the artifact key
+            log.info("vault: %s may not manage transit keys; skipped", settings.service_name)
         return client
 
     # -- plumbing ------------------------------------------------------------------------
@@ -148,7 +158,7 @@ class VaultClient(SecretStore, KeyService):
                 if relogin and attempt == 1:
                     self._logged_in = False
                     continue
-                raise VaultError(f"vault denied {what}: check the token or policy") from exc
+                raise VaultDenied(f"vault denied {what}: check the token or policy") from exc
             except _TRANSIENT as exc:
                 raise TransientError(f"vault at {self.addr} is unavailable ({what})") from exc
             except (requests.ConnectionError, requests.Timeout) as exc:

@@ -1,0 +1,14 @@
+# aidp fetcher: reads the run owner's HF / Kaggle tokens; encrypts what it caches (one data
+# key per blob, wrapped by the artifact key) and decrypts cached blobs to verify them.
+path "secret/data/aidp/users/*" {
+  capabilities = ["read"]
+}
+path "transit/keys/aidp-artifacts" {
+  capabilities = ["read"]
+}
+path "transit/datakey/plaintext/aidp-artifacts" {
+  capabilities = ["update"]
+}
+path "transit/decrypt/aidp-artifacts" {
+  capabilities = ["update"]
+}

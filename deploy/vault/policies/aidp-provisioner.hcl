@@ -1,0 +1,8 @@
+# aidp provisioner: reads the run owner's SSH identities and Intel Tiber AI Cloud
+# credentials, and the platform's own IDC credentials.
+path "secret/data/aidp/users/*" {
+  capabilities = ["read"]
+}
+path "secret/data/aidp/platform/idc" {
+  capabilities = ["read"]
+}

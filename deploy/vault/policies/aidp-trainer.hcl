@@ -1,0 +1,14 @@
+# aidp trainer: reads the run owner's secrets named in the spec; decrypts staged artifacts
+# and encrypts checkpoints and trained models with the artifact key.
+path "secret/data/aidp/users/*" {
+  capabilities = ["read"]
+}
+path "transit/keys/aidp-artifacts" {
+  capabilities = ["read"]
+}
+path "transit/datakey/plaintext/aidp-artifacts" {
+  capabilities = ["update"]
+}
+path "transit/decrypt/aidp-artifacts" {
+  capabilities = ["update"]
+}

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from services import SERVICES
 from shared.bus import Bus, create_bus
+from shared.hardening import harden_process
 from shared.internal import register_inproc, unregister_inproc
 from shared.secrets import KeyService, SecretStore, connect_vault
 from shared.settings import BaseServiceSettings
@@ -201,6 +202,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 def serve(*, host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:
     """Blocking entry point of ``aidp up``."""
     data_dir = data_dir or Path(os.environ.get("AIDP_DATA_DIR", str(Path.home() / ".aidp")))
+    harden_process(data_dir)
     try:
         asyncio.run(run_platform(host=host, port=port, data_dir=data_dir))
     except KeyboardInterrupt:

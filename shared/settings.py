@@ -45,6 +45,12 @@ class BaseServiceSettings(BaseSettings):
     transit_key: str = Field("aidp-artifacts", description="Transit key wrapping data keys.")
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(False, description="JSON log lines instead of text.")
+    allow_local_provider: bool = Field(
+        False,
+        description="Distributed mode only: allow `provider: local` (runs on the service's own"
+        " machine, sandboxed). Off by default: a production control plane runs no tenant code."
+        " Embedded mode always allows it.",
+    )
     otel_exporter: Literal["none", "console", "memory"] = Field(
         "none", description="Where spans go (an OTLP exporter can be added by deployment)."
     )
@@ -66,6 +72,10 @@ class BaseServiceSettings(BaseSettings):
                 "distributed mode needs AIDP_VAULT_TOKEN or AIDP_VAULT_ROLE_ID/SECRET_ID"
             )
         return self
+
+    def local_provider_allowed(self) -> bool:
+        """May runs use ``provider: local`` here (embedded, or distributed with the opt-in)?"""
+        return self.mode == "embedded" or self.allow_local_provider
 
     def resolved_database_url(self) -> str:
         if self.database_url:

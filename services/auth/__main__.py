@@ -12,6 +12,7 @@ import uvicorn
 
 from services.auth.main import create_app
 from services.auth.settings import AuthSettings
+from shared.hardening import harden_process
 
 
 def rotate_key(settings: AuthSettings) -> str:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     if args:
         print("usage: python -m services.auth [rotate-key]", file=sys.stderr)
         raise SystemExit(2)
+    harden_process(settings.data_dir)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 

@@ -7,10 +7,12 @@ import uvicorn
 
 from services.gateway.main import create_app
 from services.gateway.settings import GatewaySettings
+from shared.hardening import harden_process
 
 
 def main() -> None:
     settings = GatewaySettings()
+    harden_process(settings.data_dir)
     tls = (
         {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
         if settings.tls_cert and settings.tls_key

@@ -26,7 +26,7 @@ from typing import Any
 from services.trainer.settings import TrainerSettings
 from shared.errors import ProviderError
 from shared.events import NodeInfo
-from shared.sandbox import Sandboxes, SandboxPolicy, sandbox_argv
+from shared.sandbox import Sandboxes, SandboxPolicy, sandbox_argv, sandbox_env
 from shared.sandbox.confined import (
     ConfinementError,
     PendingWrite,
@@ -248,6 +248,8 @@ class LocalSandbox:
     sandboxes: Sandboxes
     tenant: str
     shared_network: bool = False
+    #: host names of the run's other nodes (reachable on the shared loopback)
+    peers: tuple[str, ...] = ()
     #: workspace folders the platform staged: read-only inside the sandbox
     protected: tuple[str, ...] = ("src", "model", "data", "resume", "cache", "serve-model")
 
@@ -291,6 +293,8 @@ class LocalExecutor(NodeExecutor):
             shared_network=box.shared_network,
             gpu=(self.node.accelerator or "") == "cuda",
             cgroup_name=f"{box.tenant[:12]}-{purpose}-{uuid.uuid4().hex[:8]}",
+            hostname=host_name(self.node.name),  # torchrun tells nodes apart by host name
+            peers=box.peers,
         )
         inner = {
             **{k: os.environ[k] for k in ("LANG", "LC_ALL") if k in os.environ},
@@ -303,8 +307,9 @@ class LocalExecutor(NodeExecutor):
                if "CUDA_VISIBLE_DEVICES" in os.environ else {}),
             **env,
         }  # fmt: skip
-        outer = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        return sandbox_argv(spec, argv, inner), outer
+        # bwrap's own PATH finds nsenter/prlimit; the program inherits the same variables
+        inner.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        return sandbox_argv(spec, argv), sandbox_env(inner)
 
     async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:
         if self.sandbox is not None:
@@ -636,17 +641,28 @@ def executor_for(
     )
 
 
+def host_name(node_name: str) -> str:
+    """A local node's host name inside its sandbox."""
+    return f"aidp-{node_name}"
+
+
 def node_executor(
     node: NodeInfo | Mapping[str, Any],
     settings: TrainerSettings,
     *,
     tenant: uuid.UUID | str,
     shared_network: bool = False,
+    peers: Sequence[str] = (),
 ) -> NodeExecutor:
     """:func:`executor_for` with the trainer's SSH settings (keys, known_hosts, opt-in) and,
     for a local node, the sandbox of run ``tenant`` (``shared_network``: the run's ranks
     share one network namespace)."""
     info = node if isinstance(node, NodeInfo) else NodeInfo.model_validate(node)
+    if info.provider == "local" and info.ssh_user is None and not settings.local_provider_allowed():
+        raise ProviderError(
+            "provider local is disabled in distributed mode (AIDP_ALLOW_LOCAL_PROVIDER=true"
+            " allows it)"
+        )
     known = settings.trainer_known_hosts
     return executor_for(
         info,
@@ -657,6 +673,7 @@ def node_executor(
             sandboxes_for(settings.sandbox_policy()),
             tenant=str(tenant),
             shared_network=shared_network,
+            peers=tuple(host_name(p) for p in peers),
         ),
     )
 

@@ -17,7 +17,7 @@ A sandbox that cannot be set up raises :class:`SandboxError` naming the cause an
 nothing ever falls back to running unsandboxed.
 """
 
-from shared.sandbox.command import SandboxSpec, sandbox_argv
+from shared.sandbox.command import SandboxSpec, sandbox_argv, sandbox_env
 from shared.sandbox.errors import SandboxError
 from shared.sandbox.policy import SandboxPolicy, check_host
 from shared.sandbox.sandboxes import Sandboxes
@@ -31,4 +31,5 @@ __all__ = [
     "UidLeases",
     "check_host",
     "sandbox_argv",
+    "sandbox_env",
 ]

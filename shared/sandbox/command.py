@@ -16,15 +16,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-__all__ = ["SYSTEM_DIRS", "SandboxSpec", "sandbox_argv"]
+__all__ = ["HOSTNAME", "SYSTEM_DIRS", "SandboxSpec", "sandbox_argv", "sandbox_env"]
 
+#: The sandbox's default host name; its /etc/hosts maps it to loopback (torchrun's
+#: rendezvous publishes it to the other ranks, so each node of a run needs its own).
+HOSTNAME = "aidp-run"
 #: Host directories every sandbox sees read-only (a symlink stays a symlink).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 #: Files of /etc a program needs (dynamic loader, TLS roots, time zone); never passwd/shadow.
 ETC_FILES = (
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
     "/etc/ssl", "/etc/ca-certificates", "/etc/localtime", "/etc/nsswitch.conf",
-    "/etc/hosts", "/etc/host.conf", "/etc/mime.types",
+    "/etc/host.conf", "/etc/mime.types",
 )  # fmt: skip
 #: Device nodes an accelerator needs, bound when present.
 GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/dri")
@@ -38,7 +41,8 @@ class SandboxSpec:
     workspace: str  #: bound read-write at the same path; the working directory
     readonly: Sequence[str] = ()  #: environment, interpreter: bound read-only, same path
     protected: Sequence[str] = ()  #: folders of the workspace bound read-only on top
-    passwd_dir: str | None = None  #: holds the generated passwd and group files
+    passwd_dir: str | None = None  #: holds the generated passwd, group and hosts files
+    hostname: str = HOSTNAME
     netns: str | None = None  #: a named namespace to join; None: a fresh empty one
     cgroup: Path | None = None  #: memory cgroup to join
     gpu: bool = False
@@ -75,6 +79,9 @@ def _system_mounts() -> list[str]:
     return args
 
 
+_LOADER_PREFIXES = ("LD_", "GCONV_PATH", "GLIBC_TUNABLES", "MALLOC_", "NLSPATH", "LOCPATH")
+
+
 def _within_hard_limit(which: int, wanted: int) -> int:
     """``wanted``, lowered to the platform's own hard limit (a container may forbid raising
     it, even to root)."""
@@ -82,14 +89,27 @@ def _within_hard_limit(which: int, wanted: int) -> int:
     return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
-def sandbox_argv(spec: SandboxSpec, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """The full command line running ``argv`` in ``spec``'s sandbox with exactly ``env``."""
-    tool = {"bwrap": "bwrap", "setpriv": "setpriv", "prlimit": "prlimit", **spec.tools}
+def sandbox_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment to start :func:`sandbox_argv`'s command with: exactly ``env``, less
+    the variables that would steer the privileged tools in front (the dynamic loader's).
+
+    The environment travels as the process environment, never as ``--setenv`` arguments:
+    a command line is readable by every local user for as long as the run lives."""
+    return {k: v for k, v in env.items() if not k.startswith(_LOADER_PREFIXES)}
+
+
+def sandbox_argv(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
+    """The full command line running ``argv`` in ``spec``'s sandbox; start it with the
+    environment :func:`sandbox_env` gives."""
+    tool = {
+        "bwrap": "bwrap", "setpriv": "setpriv", "prlimit": "prlimit", "nsenter": "nsenter",
+        **spec.tools,
+    }  # fmt: skip
     made: set[str] = set()
     bwrap = [
         tool["bwrap"], "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
-        "--hostname", "aidp-run",
+        "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+        "--hostname", spec.hostname,
     ]  # fmt: skip
     if spec.netns is None:
         bwrap.append("--unshare-net")
@@ -98,6 +118,7 @@ def sandbox_argv(spec: SandboxSpec, argv: Sequence[str], env: Mapping[str, str])
         bwrap += [
             "--ro-bind", f"{spec.passwd_dir}/passwd", "/etc/passwd",
             "--ro-bind", f"{spec.passwd_dir}/group", "/etc/group",
+            "--ro-bind", f"{spec.passwd_dir}/hosts", "/etc/hosts",
         ]  # fmt: skip
     bwrap += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
     if spec.gpu:
@@ -112,8 +133,6 @@ def sandbox_argv(spec: SandboxSpec, argv: Sequence[str], env: Mapping[str, str])
     bwrap += [*_dirs_for(spec.workspace, made), "--bind", spec.workspace, spec.workspace]
     for path in spec.protected:
         bwrap += ["--ro-bind", path, path]
-    for key, value in env.items():
-        bwrap += ["--setenv", key, value]
     bwrap += ["--chdir", spec.workspace, "--"]
     uid = str(spec.uid)
     drop = [
@@ -129,7 +148,7 @@ def sandbox_argv(spec: SandboxSpec, argv: Sequence[str], env: Mapping[str, str])
     # the limits are set outside bwrap: it drops CAP_SYS_RESOURCE before its child runs
     command = [*limits, *bwrap, *drop, *argv]
     if spec.netns is not None:
-        command = ["nsenter", f"--net={spec.netns}", "--", *command]
+        command = [tool["nsenter"], f"--net={spec.netns}", "--", *command]
     if spec.cgroup is not None:
         procs = str(spec.cgroup / "cgroup.procs")
         join = 'echo $$ > "$0" && exec "$@"'

@@ -43,7 +43,7 @@ def _which(name: str) -> str | None:
 
 
 def check_host(policy: SandboxPolicy) -> dict[str, str]:
-    """The absolute paths of bwrap, setpriv and prlimit; :class:`SandboxError` when the
+    """The absolute paths of bwrap, setpriv, prlimit, nsenter and ip; :class:`SandboxError` when the
     host cannot give each run its own uid (not root, a tool missing)."""
     if os.geteuid() != 0:
         raise SandboxError(
@@ -56,6 +56,8 @@ def check_host(policy: SandboxPolicy) -> dict[str, str]:
         (policy.bwrap, "bubblewrap"),
         (policy.setpriv, "util-linux"),
         (policy.prlimit, "util-linux"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
     ):
         path = tool if os.path.isabs(tool) and os.access(tool, os.X_OK) else _which(tool)
         if path is None:

@@ -9,12 +9,13 @@ namespace and a memory cgroup made when asked.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from shared.sandbox.cgroups import memory_cgroup
-from shared.sandbox.command import SYSTEM_DIRS, SandboxSpec
+from shared.sandbox.command import HOSTNAME, SYSTEM_DIRS, SandboxSpec
 from shared.sandbox.errors import SandboxError
 from shared.sandbox.netns import ensure_netns
 from shared.sandbox.policy import SandboxPolicy, check_host
@@ -67,6 +68,12 @@ def hand_over(workspace: str, uid: int) -> None:
         os.close(top)
 
 
+def _hostname(name: str) -> str:
+    """``name`` as a valid host name (RFC 1123 label)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]
+    return label or HOSTNAME
+
+
 class Sandboxes:
     """Prepares sandboxes under one :class:`SandboxPolicy` (blocking calls: use a thread)."""
 
@@ -80,14 +87,16 @@ class Sandboxes:
             self._tools = check_host(self.policy)
         return self._tools
 
-    def _passwd(self, uid: int, home: str) -> str:
-        folder = self.policy.state_dir / "passwd" / str(uid)
+    def _passwd(self, uid: int, home: str, hostname: str, peers: Sequence[str]) -> str:
+        folder = self.policy.state_dir / "etc" / f"{uid}-{hostname}"
+        names = " ".join(dict.fromkeys([hostname, "localhost", *peers]))
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o755)
         for name, text in (
             ("passwd", f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
                        f"{RUN_USER}:x:{uid}:{uid}:aidp run:{home}:/bin/sh\n"),
             ("group", f"root:x:0:\n{RUN_USER}:x:{uid}:\n"),
+            ("hosts", f"127.0.0.1 {names}\n::1 localhost ip6-localhost\n"),
         ):  # fmt: skip
             path = folder / name
             path.write_text(text)
@@ -104,8 +113,14 @@ class Sandboxes:
         shared_network: bool = False,
         gpu: bool = False,
         cgroup_name: str | None = None,
+        hostname: str = HOSTNAME,
+        peers: Sequence[str] = (),
     ) -> SandboxSpec:
-        """The spec for one process of ``tenant`` in ``workspace`` (which must exist)."""
+        """The spec for one process of ``tenant`` in ``workspace`` (which must exist).
+
+        ``hostname`` must differ between the nodes of one run (torchrun names a node by
+        host name and pid, and every sandbox's first process has the same pid); ``peers``
+        are the other nodes' host names, all on the shared loopback."""
         tools = self.tools()
         if not os.path.isdir(workspace) or os.path.islink(workspace):
             raise SandboxError(f"the sandbox workspace {workspace} is missing")
@@ -113,6 +128,7 @@ class Sandboxes:
         home = os.path.join(workspace, "home")
         os.makedirs(home, exist_ok=True)
         hand_over(workspace, uid)
+        hostname = _hostname(hostname)
         cgroup = None
         if self.policy.memory_mb and cgroup_name:
             cgroup = memory_cgroup(f"aidp-{cgroup_name}", self.policy.memory_mb)
@@ -121,7 +137,8 @@ class Sandboxes:
             workspace=workspace,
             readonly=environment_paths(python),
             protected=[p for p in protected if os.path.isdir(p) and not os.path.islink(p)],
-            passwd_dir=self._passwd(uid, home),
+            passwd_dir=self._passwd(uid, home, hostname, [_hostname(p) for p in peers]),
+            hostname=hostname,
             netns=ensure_netns(tenant) if shared_network else None,
             cgroup=cgroup,
             gpu=gpu,

@@ -105,6 +105,7 @@ class Cluster:
         common = {
             **self.env,
             "AIDP_MODE": "distributed",
+            "AIDP_ALLOW_LOCAL_PROVIDER": "true",  # the cluster's runs use the local node
             "AIDP_AUTH_URL": urls["auth"],
             "AIDP_FETCHER_URL": urls["fetcher"],
             "AIDP_TRAINER_URL": urls["trainer"],

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import probe, run_local
 from services.provisioner.settings import ProvisionerSettings
-from shared.errors import TransientError
+from shared.errors import ProviderError, TransientError
 
 __all__ = ["LocalDriver"]
 
@@ -43,6 +43,13 @@ class LocalDriver(NodeDriver):
         return self.settings.workspaces_dir() / str(run_id)
 
     async def create_node(self, ctx: RunContext, index: int) -> Node:
+        if not self.settings.local_provider_allowed():
+            raise ProviderError(
+                "provider local is disabled in distributed mode: runs would execute on the"
+                " control plane's machine. Use provider ssh or idc, or have the operator set"
+                " AIDP_ALLOW_LOCAL_PROVIDER=true (runs are sandboxed)",
+                code="local_provider_disabled",
+            )
         holding = self._holding() - {ctx.run_id}
         workspace = self._workspace(ctx.run_id)
         if not workspace.exists() and len(holding) >= self.settings.local_max_runs:

@@ -25,6 +25,7 @@ def infra_settings(
         "vault_addr": addr,
         "vault_token": token,
         "mode": "distributed",
+        "allow_local_provider": True,  # the run uses the test machine as its node
     }
 
 

@@ -299,3 +299,33 @@ async def test_only_runs_with_nodes_and_no_deployment_hold_a_local_slot(harness:
         s.add_all(rows.values())
         s.commit()
     assert provisioner.run_ids_holding("local") == {ids["training"]}
+
+
+async def test_distributed_mode_refuses_the_local_provider_unless_allowed(tmp_path) -> None:
+    from services.provisioner.drivers.base import RunContext
+    from services.provisioner.drivers.local import LocalDriver
+    from services.provisioner.settings import ProvisionerSettings
+    from shared.errors import ProviderError
+    from shared.spec import ProjectSpec
+
+    strict = {
+        "data_dir": tmp_path,
+        "env_dir": tmp_path / "envs",
+        "mode": "distributed",
+        "vault_addr": "http://127.0.0.1:1",
+        "vault_token": "s.a-real-looking-token",
+    }
+    spec = ProjectSpec.model_validate(spec_dict(provider="local"))
+    ctx = RunContext(uuid.uuid4(), uuid.uuid4(), None, spec, tmp_path / "state")
+    refusing = LocalDriver(ProvisionerSettings(**strict), runs_holding_node=set)
+    try:
+        await refusing.create_node(ctx, 0)
+    except ProviderError as exc:
+        assert "AIDP_ALLOW_LOCAL_PROVIDER=true" in exc.message and not exc.retryable
+    else:
+        raise AssertionError("distributed mode must refuse provider local by default")
+    assert not (tmp_path / "workspaces" / str(ctx.run_id)).exists()
+
+    allowed = ProvisionerSettings(**strict, allow_local_provider=True)
+    node = await LocalDriver(allowed, runs_holding_node=set).create_node(ctx, 0)
+    assert node.workdir == str(tmp_path / "workspaces" / str(ctx.run_id))

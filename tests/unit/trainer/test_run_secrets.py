@@ -182,11 +182,6 @@ async def test_failure_reason_is_redacted_and_later_runs_use_the_owner(
     assert TOKEN not in caplog.text and OTHER not in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the local sandbox passes the process environment as bwrap --setenv arguments, "
-    "so every value is on bwrap's command line for the whole run (shared/sandbox/command.py)",
-)
 async def test_secret_values_are_on_no_command_line(trainer: Harness) -> None:
     assert trainer.vault is not None
     owner = uuid.uuid4()

@@ -159,7 +159,11 @@ class JobRunner:
     def executors(self, nodes: list[dict[str, Any]], run_id: uuid.UUID) -> list[NodeExecutor]:
         """Executors of the run's nodes; local ones sandbox the run, its ranks in one
         network namespace."""
-        return [node_executor(n, self.settings, tenant=run_id, shared_network=True) for n in nodes]
+        names = [str(n.get("name", "")) for n in nodes]
+        return [
+            node_executor(n, self.settings, tenant=run_id, shared_network=True, peers=names)
+            for n in nodes
+        ]
 
     async def _job(self, run_id: uuid.UUID) -> None:
         try:

@@ -130,5 +130,10 @@ def plan_launch(
             rdzv,
             "--rdzv-id",
             str(run_id),
+            # node 0 hosts the rendezvous store, no other node tries: local nodes all see
+            # the endpoint as their own loopback, and a node that won the race to bind it
+            # without being rank 0 leaves the workers waiting on a store nobody serves
+            "--rdzv-conf",
+            f"is_host={'1' if node_rank == 0 else '0'}",
         ]
     return Launch([*argv, script], dict(env))

@@ -26,7 +26,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 #: Files of /etc a program needs (dynamic loader, TLS roots, time zone); never passwd/shadow.
 ETC_FILES = (
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
-    "/etc/ssl", "/etc/ca-certificates", "/etc/localtime", "/etc/nsswitch.conf",
+    "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
     "/etc/host.conf", "/etc/mime.types",
 )  # fmt: skip
 #: Device nodes an accelerator needs, bound when present.
@@ -49,6 +49,11 @@ class SandboxSpec:
     max_open_files: int = 65_536
     max_processes: int = 4_096
     tools: Mapping[str, str] = field(default_factory=dict)  #: bwrap/setpriv/prlimit paths
+    #: more folders bound read-write at the same path (an environment build's package cache)
+    writable: Sequence[str] = ()
+    #: keep the host's network (no network namespace of its own): only for the
+    #: provisioner's environment builds, which must reach the package index
+    host_network: bool = False
 
 
 def _parents(path: str) -> list[str]:
@@ -111,7 +116,7 @@ def sandbox_argv(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
         "--unshare-cgroup-try", "--die-with-parent", "--new-session",
         "--hostname", spec.hostname,
     ]  # fmt: skip
-    if spec.netns is None:
+    if spec.netns is None and not spec.host_network:
         bwrap.append("--unshare-net")
     bwrap += _system_mounts()
     if spec.passwd_dir:
@@ -119,8 +124,14 @@ def sandbox_argv(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
             "--ro-bind", f"{spec.passwd_dir}/passwd", "/etc/passwd",
             "--ro-bind", f"{spec.passwd_dir}/group", "/etc/group",
             "--ro-bind", f"{spec.passwd_dir}/hosts", "/etc/hosts",
+            "--ro-bind", f"{spec.passwd_dir}/nsswitch.conf", "/etc/nsswitch.conf",
         ]  # fmt: skip
-    bwrap += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
+    # sticky and world-writable like the host's (bwrap makes a tmpfs 0755 root's otherwise,
+    # which the dropped uid cannot write)
+    bwrap += [
+        "--proc", "/proc", "--dev", "/dev",
+        "--perms", "1777", "--tmpfs", "/dev/shm", "--perms", "1777", "--tmpfs", "/tmp",
+    ]  # fmt: skip
     if spec.gpu:
         for dev in GPU_DEVICES + tuple(f"/dev/nvidia{i}" for i in range(16)):
             if os.path.exists(dev):
@@ -131,6 +142,8 @@ def sandbox_argv(spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
         bwrap += [*_dirs_for(path, made), "--ro-bind", path, path]
     made.add("/tmp")  # the private tmpfs above
     bwrap += [*_dirs_for(spec.workspace, made), "--bind", spec.workspace, spec.workspace]
+    for path in spec.writable:
+        bwrap += [*_dirs_for(path, made), "--bind", path, path]
     for path in spec.protected:
         bwrap += ["--ro-bind", path, path]
     bwrap += ["--chdir", spec.workspace, "--"]

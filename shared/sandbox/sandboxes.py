@@ -97,6 +97,9 @@ class Sandboxes:
                        f"{RUN_USER}:x:{uid}:{uid}:aidp run:{home}:/bin/sh\n"),
             ("group", f"root:x:0:\n{RUN_USER}:x:{uid}:\n"),
             ("hosts", f"127.0.0.1 {names}\n::1 localhost ip6-localhost\n"),
+            # files only: a name missing from hosts must fail at once (EAI_NONAME), not wait
+            # for a DNS server the sandbox cannot reach (EAI_AGAIN makes torch retry forever)
+            ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"),
         ):  # fmt: skip
             path = folder / name
             path.write_text(text)

@@ -66,8 +66,21 @@ def write(path):
 
 for path in targets.get("read", []):
     attempt(f"read {path}", lambda p=path: read(p))
+# bwrap makes the folders on the way to what it binds: seeing those names is no escape
+own = [str(aidp.workspace()), sys.prefix, sys.base_prefix, os.path.realpath(sys.executable)]
+
+
+def on_own_path(entry):
+    return any(p == entry or p.startswith(entry + "/") for p in own)
+
+
+def foreign_entries(folder):
+    names = [n for n in os.listdir(folder) if not on_own_path(os.path.join(folder, n))]
+    return names or False
+
+
 for path in targets.get("list", []):
-    attempt(f"list {path}", lambda p=path: os.listdir(p) or False)
+    attempt(f"list {path}", lambda p=path: foreign_entries(p))
 for host, port in targets.get("tcp", []):
     attempt(f"tcp {host}:{port}", lambda h=host, p=port: connect_tcp(h, p))
 for path in targets.get("unix", []):

@@ -65,6 +65,7 @@ class _Attempt:
     completed: tuple[int, dict[str, float]] | None = None
     cancelled: bool = False
     lost_lease: bool = False
+    limit_hit: str | None = None  #: the sandbox limit that killed a process
 
 
 class JobRunner:
@@ -230,6 +231,7 @@ class JobRunner:
         finally:
             for executor in execs:
                 await executor.close()
+                await executor.release()  # the attempt's processes are gone
 
     async def _kill_previous(self, run: Run, execs: list[NodeExecutor]) -> None:
         """Stop process groups a previous attempt (or a crashed trainer) left running."""
@@ -404,7 +406,11 @@ class JobRunner:
                 elif msg.get("event") == "completed":
                     metrics = relay.redact(dict(msg.get("metrics") or {}))
                     outcome.completed = (execs.index(executor), metrics)
-            return await proc.wait()
+            code = await proc.wait()
+            if proc.limit_hit:  # the sandbox killed it: say so in the log and the reason
+                outcome.limit_hit = proc.limit_hit
+                relay.log(executor.node.name, "stderr", f"aidp: the run hit {proc.limit_hit}")
+            return code
 
         async def store_checkpoints() -> None:
             while (item := await checkpoints.get()) is not None:
@@ -523,7 +529,10 @@ class JobRunner:
             _SIGNALLED.search(t) for t in tail
         )
         exit_code = next((c for c in codes if c not in (0, None)), None)
-        if signalled:
+        if outcome.limit_hit:  # the same limit would stop a retry too
+            reason = f"the sandbox stopped the training process: it hit {outcome.limit_hit}"
+            signalled = False
+        elif signalled:
             reason = f"training process was killed or its node was lost (exit {exit_code})"
         else:
             error = next(

@@ -21,12 +21,15 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from services.trainer.settings import TrainerSettings
 from shared.errors import ProviderError
 from shared.events import NodeInfo
 from shared.sandbox import Sandboxes, SandboxPolicy, sandbox_argv, sandbox_env
+from shared.sandbox.cgroups import oom_killed, remove_cgroup
+from shared.sandbox.command import SandboxSpec
 from shared.sandbox.confined import (
     ConfinementError,
     PendingWrite,
@@ -71,9 +74,12 @@ class Line:
 
 
 class NodeProcess(ABC):
-    """A long-running process on a node; ``pgid`` identifies its process group."""
+    """A long-running process on a node; ``pgid`` identifies its process group.
+
+    ``limit_hit`` names the sandbox limit that killed it, once :meth:`wait` knows."""
 
     pgid: int
+    limit_hit: str | None = None
 
     @abstractmethod
     def lines(self) -> AsyncIterator[Line]:
@@ -222,9 +228,13 @@ async def _merged(stdout: AsyncIterator[str], stderr: AsyncIterator[str]) -> Asy
 
 
 class _LocalProcess(NodeProcess):
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, *, cgroup: Path | None = None, memory_mb: int = 0
+    ) -> None:
         self.proc = proc
         self.pgid = proc.pid
+        self.cgroup = cgroup
+        self.memory_mb = memory_mb
 
     async def lines(self) -> AsyncIterator[Line]:
         async def read(stream: asyncio.StreamReader | None) -> AsyncIterator[str]:
@@ -236,7 +246,16 @@ class _LocalProcess(NodeProcess):
             yield line
 
     async def wait(self) -> int | None:
-        return await self.proc.wait()
+        code = await self.proc.wait()
+        if self.cgroup is not None:
+            if oom_killed(self.cgroup):
+                self.limit_hit = f"its memory limit ({self.memory_mb} MB, AIDP_SANDBOX_MEMORY_MB)"
+            for _ in range(50):  # the pid namespace's last processes may still be exiting
+                remove_cgroup(self.cgroup)
+                if not self.cgroup.exists():
+                    break
+                await asyncio.sleep(0.1)
+        return code
 
 
 @dataclass(frozen=True)
@@ -279,10 +298,11 @@ class LocalExecutor(NodeExecutor):
 
     async def _sandboxed(
         self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], purpose: str
-    ) -> tuple[list[str], dict[str, str]]:
-        """``argv`` wrapped in the sandbox, and the environment to start the wrapper with."""
+    ) -> tuple[list[str], dict[str, str], SandboxSpec | None]:
+        """``argv`` wrapped in the sandbox, the environment to start the wrapper with, and
+        the sandbox (None when unsandboxed)."""
         if self.sandbox is None:
-            return list(argv), safe_env(env)
+            return list(argv), safe_env(env), None
         box = self.sandbox
         spec = await asyncio.to_thread(
             box.sandboxes.prepare,
@@ -309,19 +329,23 @@ class LocalExecutor(NodeExecutor):
         }  # fmt: skip
         # bwrap's own PATH finds nsenter/prlimit; the program inherits the same variables
         inner.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        return sandbox_argv(spec, argv), sandbox_env(inner)
+        return sandbox_argv(spec, argv), sandbox_env(inner), spec
 
     async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:
         if self.sandbox is not None:
             scratch = posixpath.join(self.root, ".aidp-probe")
             await asyncio.to_thread(os.makedirs, scratch, exist_ok=True)
-            argv, env = await self._sandboxed(argv, cwd=scratch, env={}, purpose="probe")
+            argv, env, spec = await self._sandboxed(argv, cwd=scratch, env={}, purpose="probe")
         else:
-            env = safe_env({})
+            env, spec = safe_env({}), None
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
         )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        finally:
+            if spec is not None:
+                remove_cgroup(spec.cgroup)
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def _run_stdin(self, argv: Sequence[str], data: str) -> None:
@@ -338,7 +362,7 @@ class LocalExecutor(NodeExecutor):
             raise ProviderError(f"refused to stage into {self.node.name}: {exc}") from exc
 
     async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
-        command, outer = await self._sandboxed(
+        command, outer, spec = await self._sandboxed(
             argv, cwd=self._confined(cwd), env=env, purpose="proc"
         )
         proc = await asyncio.create_subprocess_exec(
@@ -351,7 +375,10 @@ class LocalExecutor(NodeExecutor):
             start_new_session=True,
             limit=1 << 20,
         )
-        return _LocalProcess(proc)
+        if spec is None:
+            return _LocalProcess(proc)
+        memory = self.sandbox.sandboxes.policy.memory_mb if self.sandbox else None
+        return _LocalProcess(proc, cgroup=spec.cgroup, memory_mb=memory or 0)
 
     async def kill_group(self, pgid: int, sig: int = signal.SIGTERM) -> None:
         try:

@@ -136,3 +136,24 @@ def test_trainer_refuses_local_nodes_in_distributed_mode_unless_allowed(tmp_path
     allowed = TrainerSettings(**strict, allow_local_provider=True)
     executor = node_executor(node, allowed, tenant=uuid.uuid4())
     assert isinstance(executor, LocalExecutor) and executor.sandbox is not None
+
+
+async def test_a_run_over_its_memory_limit_fails_and_says_so(
+    tmp_path: Path, tiny_files: tuple[Path, Path]
+) -> None:
+    from tests.unit.trainer.conftest import running_trainer
+
+    script = """
+        import aidp_progress as aidp
+        hog = []
+        for _ in range(64):  # 4 GiB, touched page by page
+            hog.append(bytearray(64 * 1024 * 1024))
+        aidp.completed({})
+    """
+    spec = hostile_spec({})
+    spec["model"] = "hf://tests/tiny-bert"
+    spec["train"]["script"] = __import__("textwrap").dedent(script)
+    async with running_trainer(tmp_path, tiny_files, sandbox_memory_mb=700) as trainer:
+        run_id = await trainer.start_run(spec=spec)
+        failed = await trainer.events.first("TrainingFailed", run_id, timeout=180)
+    assert "memory limit (700 MB" in failed.payload["reason"], failed.payload["reason"]

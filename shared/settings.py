@@ -6,13 +6,17 @@ is instantiated (in ``main.py``), never at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PLACEHOLDER_SECRETS", "BaseServiceSettings"]
+if TYPE_CHECKING:
+    from shared.sandbox import SandboxPolicy
+
+__all__ = ["PLACEHOLDER_SECRETS", "BaseServiceSettings", "SandboxedServiceSettings"]
 
 #: Values that mean "nobody set this": refused outside embedded mode.
 PLACEHOLDER_SECRETS = frozenset(
@@ -87,3 +91,54 @@ class BaseServiceSettings(BaseSettings):
         path = self.store_dir or self.data_dir / "store"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class SandboxedServiceSettings(BaseServiceSettings):
+    """A service that starts sandboxed processes on its machine (:mod:`shared.sandbox`): the
+    trainer (runs, model servers) and the provisioner (local environment builds). Both read
+    the same ``AIDP_SANDBOX_*`` variables, so they lease uids from one range and one lease
+    directory and never hand the same uid to two tenants."""
+
+    sandbox_uid_min: int = Field(
+        3_000_000, ge=1000, description="First uid of the range sandboxes get theirs from."
+    )
+    sandbox_uid_max: int = Field(3_999_999, ge=1000, description="Last uid of that range.")
+    sandbox_max_open_files: int = Field(
+        65_536, ge=64, description="Open files per sandboxed process (RLIMIT_NOFILE)."
+    )
+    sandbox_max_processes: int = Field(
+        4_096, ge=16, description="Processes and threads per sandbox uid (RLIMIT_NPROC)."
+    )
+    sandbox_memory_mb: int | None = Field(
+        None,
+        ge=64,
+        description="Memory per sandboxed process tree (a cgroup, where the host allows one);"
+        " default: three quarters of this machine's memory.",
+    )
+    sandbox_state_dir: Path | None = Field(
+        None,
+        description="uid leases and generated /etc files (0700, never mounted into a sandbox);"
+        " default data_dir/sandbox. Services of one machine with different data dirs must"
+        " share it.",
+    )
+    sandbox_bwrap: str = Field("bwrap", description="The bubblewrap binary (name or path).")
+
+    def sandbox_policy(self) -> SandboxPolicy:
+        """The sandbox's limits and uid range (state under ``sandbox_state_dir``)."""
+        from shared.sandbox import SandboxPolicy
+
+        state = self.sandbox_state_dir or self.data_dir / "sandbox"
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        memory = self.sandbox_memory_mb
+        if memory is None:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            memory = max(256, int(total * 0.75) // (1024 * 1024))
+        return SandboxPolicy(
+            state_dir=state,
+            uid_min=self.sandbox_uid_min,
+            uid_max=self.sandbox_uid_max,
+            max_open_files=self.sandbox_max_open_files,
+            max_processes=self.sandbox_max_processes,
+            memory_mb=memory,
+            bwrap=self.sandbox_bwrap,
+        )

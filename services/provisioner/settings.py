@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 
-from shared.settings import BaseServiceSettings
+from shared.settings import SandboxedServiceSettings
 
 __all__ = ["DEFAULT_PRICES", "DEFAULT_TORCH_INDEXES", "ProvisionerSettings"]
 
@@ -48,8 +48,9 @@ def _default_uv() -> str:
     return str(beside) if beside.exists() else (shutil.which("uv") or "uv")
 
 
-class ProvisionerSettings(BaseServiceSettings):
-    """Everything the provisioner service reads from its environment."""
+class ProvisionerSettings(SandboxedServiceSettings):
+    """Everything the provisioner service reads from its environment (``AIDP_SANDBOX_*``:
+    the local node's environment builds run in the same sandbox as the trainer's runs)."""
 
     service_name: str = Field("provisioner", description="Queue, log and table-prefix name.")
     host: str = Field("127.0.0.1", description="Address of this service's HTTP API.")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from pydantic import Field
 
-from shared.sandbox import SandboxPolicy
-from shared.settings import BaseServiceSettings
+from shared.settings import SandboxedServiceSettings
 
 __all__ = ["TrainerSettings"]
 
 
-class TrainerSettings(BaseServiceSettings):
+class TrainerSettings(SandboxedServiceSettings):
     """Everything the trainer service reads from its environment."""
 
     service_name: str = Field("trainer", description="Queue, log and table-prefix name.")
@@ -78,40 +76,6 @@ class TrainerSettings(BaseServiceSettings):
     trainer_public_prefix: str = Field(
         "/api", description="Gateway prefix of the endpoint in ModelDeployed."
     )
-
-    sandbox_uid_min: int = Field(
-        3_000_000, ge=1000, description="First uid of the range runs' sandboxes get theirs from."
-    )
-    sandbox_uid_max: int = Field(3_999_999, ge=1000, description="Last uid of that range.")
-    sandbox_max_open_files: int = Field(
-        65_536, ge=64, description="Open files per sandboxed process (RLIMIT_NOFILE)."
-    )
-    sandbox_max_processes: int = Field(
-        4_096, ge=16, description="Processes and threads per run uid (RLIMIT_NPROC)."
-    )
-    sandbox_memory_mb: int | None = Field(
-        None,
-        ge=64,
-        description="Memory per sandboxed process tree (a cgroup, where the host allows one);"
-        " default: three quarters of this machine's memory.",
-    )
-
-    def sandbox_policy(self) -> SandboxPolicy:
-        """The run sandbox's limits and uid range (state under ``data_dir/sandbox``)."""
-        state = self.data_dir / "sandbox"
-        state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        memory = self.sandbox_memory_mb
-        if memory is None:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            memory = max(256, int(total * 0.75) // (1024 * 1024))
-        return SandboxPolicy(
-            state_dir=state,
-            uid_min=self.sandbox_uid_min,
-            uid_max=self.sandbox_uid_max,
-            max_open_files=self.sandbox_max_open_files,
-            max_processes=self.sandbox_max_processes,
-            memory_mb=memory,
-        )
 
     def serving_root(self) -> Path:
         """Where deployments of models without live run nodes get their workspaces."""

@@ -109,6 +109,9 @@ class NodeDriver(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    #: Environments are built on the platform's own machine: in the bubblewrap sandbox, as
+    #: the builder uid (``envs/sandboxed_build.py``), never as the platform's user.
+    builds_in_sandbox: ClassVar[bool] = False
 
     async def check_request(self, ctx: RunContext) -> None:
         """Refuse a run this driver cannot serve, before anything is created (accelerator,

@@ -1,9 +1,10 @@
 """The local driver (the embedded default): this machine is the one node.
 
 Each run gets a workspace ``data_dir/workspaces/<run_id>``; environments live in the
-shared env dir (``AIDP_ENV_DIR``). At most ``local_max_runs`` runs hold the node at once
-(nodes kept only to serve a deployment do not count); another run waits (TransientError)
-until one is released.
+shared env dir (``AIDP_ENV_DIR``) and are built in the bubblewrap sandbox as an
+unprivileged builder uid (:mod:`services.provisioner.envs.sandboxed_build`). At most
+``local_max_runs`` runs hold the node at once (nodes kept only to serve a deployment do not
+count); another run waits (TransientError) until one is released.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class LocalDriver(NodeDriver):
     capabilities: ClassVar[Capabilities] = Capabilities(
         accelerators=frozenset({"cpu", "cuda", "xpu", "gaudi"}), max_nodes=1, remote=False
     )
+    builds_in_sandbox: ClassVar[bool] = True
 
     def __init__(
         self,

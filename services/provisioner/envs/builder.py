@@ -27,6 +27,7 @@ from services.provisioner.envs.lock import (
     env_request,
     resolve_lock,
 )
+from services.provisioner.envs.sandboxed_build import BuildSandbox
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
 from shared.spec import ProjectSpec
@@ -79,7 +80,7 @@ def marker_script(node: Node, lock_hash: str) -> str:
     marker = shlex.quote(f"{env_dir}/.aidp-ready")
     python = shlex.quote(f"{env_dir}/venv/bin/python")
     return (
-        f"test -f {marker} && test -x {python} || exit 0\n"
+        f"test -f {marker} && ! test -h {marker} && test -x {python} || exit 0\n"
         f"printf '%s\\n' {shlex.quote(describe)} > {shlex.quote(node.workdir + '/aidp-node.json')}"
         f" && cat {marker}"
     )
@@ -102,6 +103,7 @@ class AnsibleEnvBuilder(EnvBuilder):
 
     def __init__(self, settings: ProvisionerSettings) -> None:
         self.settings = settings
+        self.build_sandbox = BuildSandbox(settings)
 
     def _request(self, spec: ProjectSpec) -> EnvRequest:
         return env_request(spec, self.settings)
@@ -143,6 +145,17 @@ class AnsibleEnvBuilder(EnvBuilder):
         if source == "push":
             await progress("wheelhouse", "downloading the locked wheels once", None)
             wheelhouse = str(await ensure_wheelhouse(EnvLockText(lock.text), req, self.settings))
+        sandboxed: dict[str, dict[str, Any]] = {}
+        if driver.builds_in_sandbox:  # this machine: build as the builder uid, sandboxed
+            for node in nodes:
+                sandboxed[node.name] = await asyncio.to_thread(
+                    self.build_sandbox.host_vars,
+                    node,
+                    lock_hash=lock.lock_hash,
+                    python_version=spec.environment.python,
+                    find_links=req.find_links,
+                    private_dir=private_dir,
+                )
 
         def host_vars(node: Node) -> dict[str, Any]:
             return {
@@ -164,6 +177,7 @@ class AnsibleEnvBuilder(EnvBuilder):
                 "aidp_system_packages": (
                     self.settings.node_system_packages if driver.capabilities.remote else []
                 ),
+                **sandboxed.get(node.name, {}),
             }
 
         await run_playbook(

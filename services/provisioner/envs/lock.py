@@ -36,6 +36,7 @@ __all__ = [
     "ensure_wheelhouse",
     "env_request",
     "lock_failure",
+    "network_env",
     "resolve_lock",
     "resolver_env",
 ]
@@ -142,10 +143,15 @@ _NETWORK_VARS = (
 )  # fmt: skip
 
 
+def network_env() -> dict[str, str]:
+    """The controller's proxy/CA variables that are set (uv needs them to reach an index)."""
+    return {name: os.environ[name] for name in _NETWORK_VARS if os.environ.get(name)}
+
+
 def resolver_env(home: Path, settings: ProvisionerSettings) -> dict[str, str]:
     """The whole environment of the resolver process: ``PATH``, a private ``HOME``, uv's
     cache dir and the controller's proxy/CA settings; nothing else of the service's own."""
-    env = {name: os.environ[name] for name in _NETWORK_VARS if os.environ.get(name)}
+    env = network_env()
     env.update(
         PATH=os.environ.get("PATH") or os.defpath,
         HOME=str(home),

@@ -176,6 +176,7 @@ async def test_nodes_install_without_builds(tmp_path: Path, allow: bool) -> None
         "aidp_index_url": "",
         "aidp_extra_index_urls": [],
         "aidp_allow_source_builds": allow,
+        "aidp_serving_modules": ["json"],
     }
 
     class Local(FakeDriver):

@@ -150,6 +150,9 @@ class NodeInfo(BaseModel):
     accelerator: str = "cpu"
     provider: str = "local"
     python: str | None = None  # interpreter of the node's environment
+    #: unprivileged user that runs training and serving on an SSH/IDC node (node_base
+    #: creates it where the login user can become root); None: they run as the login user
+    run_user: str | None = None
 
 
 class EnvInfo(BaseModel):

@@ -19,12 +19,14 @@ import shutil
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from services.provisioner.drivers.base import Node, NodeDriver, RunContext
+from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.envs.builder import EnvBuilder
 from services.provisioner.locks import LockStore
 from services.provisioner.models import ACTIVE_STATES, RunNodes
@@ -306,6 +308,12 @@ class Provisioner:
                 progress=lambda stage, message, pct: self._progress(run_id, stage, message, pct),
                 cancel=self._cancel.setdefault(run_id, threading.Event()),
             )
+            if driver.capabilities.remote:  # node_base made a run user where it could
+                users = await asyncio.gather(*(detect_run_user(driver, n) for n in nodes))
+                nodes = [
+                    replace(n, extra={**n.extra, "run_user": u})
+                    for n, u in zip(nodes, users, strict=True)
+                ]
         except asyncio.CancelledError:
             raise  # a release took over; it tears the nodes down
         except Exception as exc:
@@ -314,7 +322,12 @@ class Provisioner:
         self._ready(run_id, nodes, env)
 
     def _ready(self, run_id: uuid.UUID, nodes: list[Node], env: dict[str, Any]) -> None:
-        infos = [node.info(python=env["python"]) for node in nodes]
+        infos = [
+            node.info(python=env["python"]).model_copy(
+                update={"run_user": node.extra.get("run_user")}
+            )
+            for node in nodes
+        ]
         payload = NodesReady(
             nodes=infos,
             env=EnvInfo(

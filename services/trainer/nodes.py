@@ -19,7 +19,7 @@ import signal
 import socket
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,7 @@ class NodeExecutor(ABC):
         """Hard-link (or copy) each ``(source, dest)``; dest folders are created."""
         script = (
             "import json,os,shutil,sys\n"
+            "os.umask(0o77)\n"
             "for s,d in json.load(sys.stdin):\n"
             " os.makedirs(os.path.dirname(d),exist_ok=True)\n"
             " if os.path.lexists(d): os.remove(d)\n"
@@ -454,9 +455,18 @@ class LocalExecutor(NodeExecutor):
 
 
 class _SSHProcess(NodeProcess):
-    def __init__(self, proc: Any, pgid: int) -> None:
+    def __init__(
+        self,
+        proc: Any,
+        pgid: int,
+        *,
+        notice: str | None = None,
+        on_exit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.proc = proc
         self.pgid = pgid
+        self.notice = notice
+        self.on_exit = on_exit
 
     async def lines(self) -> AsyncIterator[Line]:
         async def read(stream: Any) -> AsyncIterator[str]:
@@ -466,6 +476,8 @@ class _SSHProcess(NodeProcess):
             except Exception:  # connection lost: the stream just ends
                 return
 
+        if self.notice:
+            yield Line("stderr", self.notice)
         async for line in _merged(read(self.proc.stdout), read(self.proc.stderr)):
             yield line
 
@@ -474,6 +486,11 @@ class _SSHProcess(NodeProcess):
             result = await self.proc.wait(check=False)
         except Exception:
             return None
+        if self.on_exit is not None:
+            try:
+                await self.on_exit()
+            except Exception:  # best effort: the next start hands the workspace over again
+                pass
         if result.exit_signal:
             return -int(getattr(signal, "SIG" + str(result.exit_signal[0]), signal.SIGKILL))
         return result.exit_status
@@ -547,27 +564,95 @@ class SSHExecutor(NodeExecutor):
         if result.exit_status:
             raise ProviderError(f"command failed on {self.node.name}: {str(result.stderr)[-500:]}")
 
+    @property
+    def run_user(self) -> str | None:
+        """The node's unprivileged run user (None: processes run as the login user)."""
+        return self.node.run_user
+
+    #: Shell prefix: ``$S`` runs a command as root (empty when the login user is root, else
+    #: passwordless sudo, which node_base checked before it created the run user).
+    _ROOT = '[ "$(id -u)" = 0 ] && S= || S="sudo -n"; '
+
+    def _as_root(self, *commands: Sequence[str]) -> str:
+        """A shell command line running each of ``commands`` as root, stopping at a failure."""
+        return self._ROOT + " && ".join(f"$S {shlex.join(c)}" for c in commands)
+
+    def _handover(self, workspace: str) -> str:
+        """Shell commands giving ``workspace`` to the run user: owner and group the run user,
+        ``2770`` (the login user, a member of the run user's group, still reads and stages
+        into it); the node's workdir ``0710`` to that group (enter, never list)."""
+        user, workdir = self.run_user or "", self.node.workdir
+        return self._as_root(
+            ["mkdir", "-p", posixpath.join(workspace, "home")],
+            ["chgrp", user, workdir],
+            ["chmod", "0710", workdir],
+            ["chown", "-R", "-P", f"{user}:{user}", workspace],
+            ["chmod", "-R", "u+rwX,g+rwX,o-rwx", workspace],
+            ["chmod", "2770", workspace],
+        )
+
+    def _handback(self, workspace: str) -> str:
+        """Shell commands giving ``workspace`` back to the login user, ``0700``: a finished
+        run's files are out of every later run's reach."""
+        ws = shlex.quote(workspace)
+        return (
+            f'{self._ROOT}o="$(id -u):$(id -g)" && $S chown -R -P "$o" {ws} && $S chmod 0700 {ws}'
+        )
+
     async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
         conn = await self._connection()
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        user = self.run_user
+        variables = dict(env)
+        notice = None
+        if user:
+            variables.update({"HOME": posixpath.join(cwd, "home"), "USER": user, "LOGNAME": user})
+        else:
+            notice = (
+                f"aidp: node {self.node.name}: runs as the login user (it cannot create a run"
+                " user; grant passwordless sudo to isolate runs)"
+            )
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items())
+        program = f"env {exports} {shlex.join(argv)}"
         # sshd puts every session in a new session/process group: $$ is the group id.
-        command = f"echo @@pgid $$; cd {shlex.quote(cwd)} && exec env {exports} {shlex.join(argv)}"
+        if user:
+            # setpriv (util-linux) as root: the run user's uid/gid, no supplementary groups,
+            # no way back up (no_new_privs); umask 007 keeps its files readable by the group
+            drop = shlex.join(
+                ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+                 "--no-new-privs", "--"]
+            )  # fmt: skip
+            command = (
+                f"echo @@pgid $$; {{ {self._handover(cwd)}; }} || exit 126; umask 007;"
+                f" cd {shlex.quote(cwd)} && exec $S {drop} {program}"
+            )
+        else:
+            command = f"echo @@pgid $$; cd {shlex.quote(cwd)} && exec {program}"
         proc = await conn.create_process(f"sh -c {shlex.quote(command)}")
         first = await proc.stdout.readline()
         if not first.startswith("@@pgid "):
             raise ProviderError(f"could not start the process on {self.node.name}", retryable=True)
-        return _SSHProcess(proc, int(first.split()[1]))
+        on_exit = None
+        if user:
+
+            async def on_exit() -> None:
+                await self.run(["sh", "-c", self._handback(cwd)], timeout=120)
+
+        return _SSHProcess(proc, int(first.split()[1]), notice=notice, on_exit=on_exit)
 
     async def kill_group(self, pgid: int, sig: int = signal.SIGTERM) -> None:
+        kill = ["kill", f"-{int(sig)}", "--", f"-{pgid}"]
+        # the run user's processes: only root may signal them
+        command = ["sh", "-c", self._as_root(kill)] if self.run_user else kill
         try:
-            await self.run(["kill", f"-{int(sig)}", "--", f"-{pgid}"], timeout=15)
+            await self.run(command, timeout=15)
         except (ProviderError, TimeoutError):
             pass
 
     async def write_chunks(self, path: str, chunks: AsyncIterator[bytes]) -> None:
         conn = await self._connection()
         parent = os.path.dirname(path)
-        await conn.run(f"mkdir -p {shlex.quote(parent)}", check=True)
+        # umask 077: a workspace the trainer creates is its own (0700) until handed over
+        await conn.run(f"umask 077 && mkdir -p {shlex.quote(parent)}", check=True)
         tmp = f"{parent}/.{os.path.basename(path)}.tmp"
         async with conn.start_sftp_client() as sftp, sftp.open(tmp, "wb") as fh:
             async for chunk in chunks:
@@ -619,7 +704,11 @@ class SSHExecutor(NodeExecutor):
         return sorted(line[2:] for line in out.splitlines() if line.startswith("./"))
 
     async def remove_tree(self, path: str) -> None:
-        await self.run(["rm", "-rf", "--", path], timeout=120)
+        remove = ["rm", "-rf", "--", path]
+        # files the run user made may not be the login user's to remove
+        await self.run(
+            ["sh", "-c", self._as_root(remove)] if self.run_user else remove, timeout=120
+        )
 
     async def free_port(self) -> int:
         code, out, err = await self.run(

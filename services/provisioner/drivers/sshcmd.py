@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from services.provisioner.drivers.base import Node
+from services.provisioner.drivers.base import Node, NodeDriver
 from services.provisioner.drivers.nodevalues import (
     check_host,
     check_path,
@@ -28,10 +28,13 @@ from shared.errors import ProviderError
 __all__ = [
     "absolute",
     "ansible_ssh_vars",
+    "RUN_USER",
     "classify_ssh_failure",
+    "detect_run_user",
     "node_ssh_options",
     "probe",
     "probe_script",
+    "run_user_script",
     "run_local",
     "run_ssh",
     "write_key",
@@ -220,3 +223,22 @@ async def probe(node: Node, *, connect_timeout: int = 10) -> Node:
         env_root=path(node.env_root, "env root"),
         tools_dir=path(node.tools_dir, "tools dir"),
     )
+
+
+#: The unprivileged user node_base creates for training and serving (``aidp_run_user``).
+RUN_USER = "aidp-run"
+
+
+def run_user_script(user: str = RUN_USER) -> str:
+    """Prints ``user`` when it exists on the node and the login user can act as root (root
+    itself, or passwordless sudo): what the trainer needs to start processes as it."""
+    return (
+        f"id -u {shlex.quote(user)} >/dev/null 2>&1 || exit 0\n"
+        f'if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo {shlex.quote(user)}; fi'
+    )
+
+
+async def detect_run_user(driver: NodeDriver, node: Node, user: str = RUN_USER) -> str | None:
+    """The node's run user (None: runs there go as the login user, with a warning)."""
+    rc, out, _ = await driver.run(node, run_user_script(user), timeout=60)
+    return user if rc == 0 and out.strip().splitlines()[-1:] == [user] else None

@@ -95,6 +95,7 @@ async def test_instance_ready_configured_through_jump_host_then_released(
         node = ready["nodes"][0]
         assert node["address"] == private_ip and node["proxy"] == f"root@{jump.address}:22"
         assert node["provider"] == "idc" and ready["env"]["torch_version"].startswith("2.13.0")
+        assert node["run_user"] == "aidp-run"  # the VM's login user can become root
         [instance] = made.live_instances()
         assert instance["metadata"]["labels"]["aidp-run"] == str(run)
         assert instance["spec"]["userData"].startswith("#cloud-config")

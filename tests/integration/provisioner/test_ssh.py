@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import pwd
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -80,6 +82,12 @@ async def test_two_hosts_configured_over_ssh(
     assert [n["address"] for n in ready["nodes"]] == [x.address for x in hosts]
     node = ready["nodes"][0]
     assert node["ssh_user"] == "root" and node["workdir"].endswith(str(run))
+    # root can become root: node_base made the run user, and the trainer is told so
+    assert [n["run_user"] for n in ready["nodes"]] == ["aidp-run"] * len(hosts)
+    assert pwd.getpwnam("aidp-run").pw_shell == "/usr/sbin/nologin"
+    workdir = Path(node["workdir"])
+    assert workdir.stat().st_mode & 0o777 == 0o710  # enter, never list; nothing for others
+    assert workdir.stat().st_gid == grp.getgrnam("aidp-run").gr_gid
     python = ready["env"]["python"]
     assert python.startswith(str(ssh_settings.ssh_node_root))
     # The environment answers over SSH on each host.

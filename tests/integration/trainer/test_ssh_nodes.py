@@ -6,22 +6,29 @@ node workdir is a temporary folder here; every byte still travels over SSH/SFTP.
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import subprocess
 import sys
+import sysconfig
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from services.trainer.models import Checkpoint
+from services.trainer.models import Checkpoint, ModelVersion
 from services.trainer.nodes import SSHExecutor
 from services.trainer.staging import stage_manifest, store_tree
 from shared.errors import ProviderError
 from shared.events import ArtifactsCached, EnvInfo, NodeInfo, NodesReady, ProjectCreated
 from shared.secrets import InMemoryVault
 from shared.store import ArtifactStore
+from tests.support.hostile import hostile_spec, parse_report
 from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
 from tests.unit.trainer.conftest import put_dir, running_trainer, text_spec
 
@@ -157,6 +164,10 @@ async def test_training_over_ssh(
             await trainer.publish(payload, run_id=run_id, project_id=project_id)
         ev = trainer.events
         completed = await ev.first("TrainingCompleted", run_id, timeout=300)
+        # no run user on this node: the run goes as the login user, and says so
+        assert any(
+            line.startswith("aidp: node ssh-0: runs as the login user") for line in ev.logs(run_id)
+        ), ev.logs(run_id)[:5]
         steps = [e.payload["step"] for e in ev.of("TrainingProgress", run_id)]
         assert steps == sorted(steps) and steps[-1] == 16
         assert completed.payload["metrics"]["steps"] == 16.0
@@ -169,3 +180,115 @@ async def test_training_over_ssh(
             lambda: not (tmp_path / "node" / f"aidp-run-{run_id}").exists(),
             what="workspace removed",
         )
+
+
+# -- the run user (issue 11 item 7) -------------------------------------------------------
+
+RUN_USER = "aidp-run"
+
+
+def ensure_run_user() -> int:
+    """The node's run user, made as node_base makes it (the sshd hosts share this machine's
+    users): a system user with its own group, no login shell, no home, no sudo."""
+    try:
+        return pwd.getpwnam(RUN_USER).pw_uid
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin",
+             "--no-create-home", "--home-dir", "/nonexistent", RUN_USER],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return pwd.getpwnam(RUN_USER).pw_uid
+
+
+@pytest.fixture
+def run_user_node_paths() -> Iterator[tuple[Path, str]]:
+    """A node workdir and a python the run user can reach. This machine's venv lives under
+    ``/root`` (0700): the node's python is a venv of the system Python 3.11 that sees the
+    venv's packages through a ``.pth`` file, in a folder outside ``/root``."""
+    base = Path(tempfile.mkdtemp(prefix="aidp-runuser-"))
+    os.chmod(base, 0o711)
+    env = base / "env"
+    system_python = shutil.which("python3.11", path="/usr/bin")
+    if system_python is None:
+        pytest.skip("needs /usr/bin/python3.11 (the venv's Python, outside /root)")
+    subprocess.run([system_python, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = sysconfig.get_paths()["purelib"]
+    (env / "lib" / "python3.11" / "site-packages" / "aidp-test.pth").write_text(site + "\n")
+    for folder in (env, *env.rglob("*")):
+        if folder.is_dir():
+            os.chmod(folder, 0o755)
+    workdir = base / "node"
+    workdir.mkdir(mode=0o700)
+    try:
+        yield workdir, str(env / "bin" / "python")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_training_over_ssh_runs_as_the_run_user(
+    tmp_path: Path,
+    host: SshHost,
+    client_key: Path,
+    known_hosts: Path,
+    tiny_files: tuple[Path, Path],
+    run_user_node_paths: tuple[Path, str],
+) -> None:
+    run_uid = ensure_run_user()
+    workdir, python = run_user_node_paths
+    node = ssh_node(host, workdir).model_copy(update={"python": python, "run_user": RUN_USER})
+    # another run's workspace, staged as the trainer stages (over SSH, as the login user)
+    other = workdir / "aidp-run-other" / "data" / "private.csv"
+    planter = SSHExecutor(node, client_keys=[str(client_key)], known_hosts=str(known_hosts))
+    try:
+        await planter.write_chunks(str(other), _chunks(b"another run's plaintext"))
+    finally:
+        await planter.close()
+    assert other.parent.parent.stat().st_mode & 0o077 == 0  # 0700: only the login user's
+
+    targets = {
+        "read": [str(host.authorized_keys), "/root/.ssh/authorized_keys", str(other)],
+        "list": [str(workdir), str(other.parent.parent), "/root"],
+        "write": [str(other.parent / "written.txt")],
+    }
+    spec = hostile_spec(targets)
+    spec["model"] = "hf://tests/tiny-bert"
+    settings: dict[str, Any] = {
+        "trainer_ssh_keys": [client_key],
+        "trainer_known_hosts": known_hosts,
+    }
+    async with running_trainer(tmp_path, tiny_files, **settings) as trainer:
+        run_id, project_id = uuid.uuid4(), uuid.uuid4()
+        ready = NodesReady(
+            nodes=[node],
+            env=EnvInfo(lock_hash="c" * 64, python=python, torch_version="2.13.0"),
+        )
+        artifacts: ArtifactsCached = trainer.artifacts(dataset=False)
+        for payload in (ProjectCreated(owner_id=uuid.uuid4(), spec=spec), ready, artifacts):
+            await trainer.publish(payload, run_id=run_id, project_id=project_id)
+        ev = trainer.events
+        try:
+            completed = await ev.first("TrainingCompleted", run_id, timeout=300)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log tail: {ev.logs(run_id)[-40:]}") from None
+        logs = ev.logs(run_id)
+        report = parse_report(logs)
+        assert report["uid"] == run_uid != 0, report
+        assert report["gid"] == pwd.getpwnam(RUN_USER).pw_gid
+        assert report["escapes"] == [], report["escapes"]
+        assert len(report["attempts"]) >= 9, report["attempts"]
+        assert not (other.parent / "written.txt").exists()
+        assert not any("runs as the login user" in line for line in logs)
+        # the run's model was read back over SFTP and stored
+        assert completed.payload["model_version"]
+        with trainer.app.state.runtime.db.session() as session:
+            assert session.exec(select(ModelVersion).where(ModelVersion.run_id == run_id)).all()
+        await ev.wait_for(
+            lambda: not (workdir / f"aidp-run-{run_id}").exists(), what="workspace removed"
+        )
+    assert other.read_bytes() == b"another run's plaintext"
+    assert workdir.stat().st_mode & 0o007 == 0  # the node workdir is not world-readable
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data

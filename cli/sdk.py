@@ -54,9 +54,13 @@ class NotLoggedIn(AidpError):
 class ApiError(AidpError):
     """The server answered with an error status."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        #: the whole ``error`` object (e.g. ``spec_hash`` and ``diff`` of ``spec_changed``)
+        self.details: dict[str, Any] = details or {}
 
     def __str__(self) -> str:
         return f"{self.message} ({self.status} {self.code})"
@@ -273,9 +277,18 @@ class Client:
             "POST", f"/api/projects/{project_id}/members", json={"email": email, "role": role}
         )
 
-    def start_run(self, project_id: str, *, spec: Json | None = None) -> Json:
-        """Start a new run of a project, optionally with a changed spec."""
-        body = {"spec": spec} if spec is not None else {}
+    def start_run(
+        self, project_id: str, *, spec: Json | None = None, confirm_spec_hash: str | None = None
+    ) -> Json:
+        """Start a new run of a project, optionally with a changed spec.
+
+        Without ``spec`` the stored spec runs; if another member changed it since you wrote
+        or approved it the gateway answers 409 ``spec_changed`` (its ``spec_hash`` and
+        ``diff``): pass ``confirm_spec_hash`` to approve it and start.
+        """
+        body: dict[str, Any] = {"spec": spec} if spec is not None else {}
+        if confirm_spec_hash is not None:
+            body["confirm_spec_hash"] = confirm_spec_hash
         return self.request("POST", f"/api/projects/{project_id}/runs", json=body)
 
     def list_runs(self, project_id: str) -> list[Json]:
@@ -442,6 +455,7 @@ def _decode(response: httpx.Response, *, authenticated: bool = True) -> Any:
     """Return the JSON body or raise :class:`ApiError` with the server's message."""
     if response.status_code >= 400:
         code, message = f"http_{response.status_code}", response.reason_phrase
+        details: dict[str, Any] | None = None
         try:
             body = response.json()
         except ValueError:
@@ -451,11 +465,12 @@ def _decode(response: httpx.Response, *, authenticated: bool = True) -> Any:
             if isinstance(err, dict):
                 code = str(err.get("code", code))
                 message = str(err.get("message", message))
+                details = err
             elif "detail" in body:
                 message = _detail_message(body["detail"])
         if response.status_code == 401 and authenticated:
             raise NotLoggedIn(f"{message}: run `aidp login`")
-        raise ApiError(response.status_code, code, message)
+        raise ApiError(response.status_code, code, message, details)
     if not response.content:
         return None
     try:

@@ -14,9 +14,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.gateway.schemas import ErrorOut
+from services.gateway.schemas import ErrorOut, SpecChangedOut
+from shared.errors import Conflict
 
-__all__ = ["install_http_error_handler", "install_validation_handler", "responses"]
+__all__ = [
+    "SpecChanged",
+    "install_http_error_handler",
+    "install_spec_changed_handler",
+    "install_validation_handler",
+    "responses",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,38 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the given error statuses (401 and 422 always included)."""
     wanted = sorted({401, 422, *statuses})
     return {s: {"model": ErrorOut, "description": _DESCRIPTIONS[s]} for s in wanted}
+
+
+#: the 409 of a run start whose stored spec someone else changed (``SpecChangedOut``)
+SPEC_CHANGED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": SpecChangedOut,
+        "description": "A run is still active (code `conflict`), or the spec was changed by "
+        "someone else since you wrote or approved it (code `spec_changed`, with the diff): "
+        "start again with `confirm_spec_hash`",
+    }
+}
+
+
+class SpecChanged(Conflict):
+    """409: the stored spec was changed by someone else since the requester wrote or
+    approved it; ``details`` (hash, who, diff) go into the error body next to code and
+    message."""
+
+    code = "spec_changed"
+
+    def __init__(self, message: str, *, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def install_spec_changed_handler(app: FastAPI) -> None:
+    """Answer :class:`SpecChanged` as ``{"error": {"code", "message", "spec_hash", …}}``."""
+
+    @app.exception_handler(SpecChanged)
+    async def _spec_changed(_request: Request, exc: SpecChanged) -> JSONResponse:
+        body = {"code": exc.code, "message": exc.message, **exc.details}
+        return JSONResponse({"error": body}, status_code=exc.status)
 
 
 def _field(loc: tuple[Any, ...]) -> str:

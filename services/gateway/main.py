@@ -11,7 +11,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from services.gateway.deps import Gateway
 from services.gateway.downstream import Downstreams
-from services.gateway.errors import install_http_error_handler, install_validation_handler
+from services.gateway.errors import (
+    install_http_error_handler,
+    install_spec_changed_handler,
+    install_validation_handler,
+)
 from services.gateway.eventlog import Frame
 from services.gateway.fanout import Hub
 from services.gateway.handlers import build_handlers
@@ -119,6 +123,7 @@ def create_app(
     app.include_router(ws_router)
     app.include_router(health_router(lambda request: request.app.state.runtime))
     install_error_handlers(app)
+    install_spec_changed_handler(app)
     install_validation_handler(app)
     install_openapi(app)
     web = WebUI.load(settings.web_dist)

@@ -11,10 +11,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Event", "Member", "Project", "Run", "ROLES", "TERMINAL_STATUSES"]
+__all__ = [
+    "AuditEntry",
+    "Event",
+    "Member",
+    "Project",
+    "Run",
+    "ROLES",
+    "SpecApproval",
+    "TERMINAL_STATUSES",
+]
 
 ROLES = ("viewer", "editor", "owner")
 TERMINAL_STATUSES = frozenset({"deployed", "succeeded", "failed", "cancelled"})
@@ -38,8 +47,46 @@ class Project(SQLModel, table=True):
     current_run_id: uuid.UUID | None = None
     run_count: int = 0
     last_seq: int = Field(default=0, sa_column=Column(_bigint(), nullable=False, default=0))
+    #: who last changed the spec and when (None: before the audit trail existed — every
+    #: requester then confirms the spec once)
+    spec_changed_by: uuid.UUID | None = None
+    spec_changed_at: datetime | None = None
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+
+
+class SpecApproval(SQLModel, table=True):
+    """The spec a member last wrote or approved (by hash, and the spec itself for diffs)."""
+
+    __tablename__ = "gateway_spec_approvals"
+
+    project_id: uuid.UUID = Field(primary_key=True)
+    user_id: uuid.UUID = Field(primary_key=True)
+    spec_hash: str = Field(max_length=64)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    approved_at: datetime = Field(default_factory=_now)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One entry of a project's audit trail; ``id`` orders the entries."""
+
+    __tablename__ = "gateway_audit"
+    __table_args__ = (Index("ix_gateway_audit_project_id", "project_id", "id"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(_bigint(), primary_key=True, autoincrement=True)
+    )
+    project_id: uuid.UUID
+    at: datetime = Field(default_factory=_now)
+    action: str = Field(max_length=32)
+    actor_id: uuid.UUID | None = None
+    actor_email: str = Field(default="", max_length=320)
+    spec_hash: str | None = Field(default=None, max_length=64)
+    run_id: uuid.UUID | None = None
+    run_number: int | None = None
+    subject_id: uuid.UUID | None = None
+    subject_email: str | None = Field(default=None, max_length=320)
+    role: str | None = Field(default=None, max_length=16)
 
 
 class Member(SQLModel, table=True):

@@ -7,22 +7,36 @@ same transaction, and wakes the relay after the commit.
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from sqlalchemy import delete, func, select
 from sqlmodel import col
 
 from services.gateway.deps import Access, role_rank
+from services.gateway.errors import SpecChanged
 from services.gateway.identity import Identity
-from services.gateway.models import TERMINAL_STATUSES, Event, Member, Project, Run
+from services.gateway.models import (
+    TERMINAL_STATUSES,
+    AuditEntry,
+    Event,
+    Member,
+    Project,
+    Run,
+    SpecApproval,
+)
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import ProjectCreated, ProjectDeleted, RunCancelled, RunRequested, new_event
 from shared.runtime import ServiceRuntime
 from shared.spec import ProjectSpec
 
 __all__ = [
+    "audit_trail",
     "cancel_run",
     "create_project",
     "delete_project",
@@ -32,6 +46,7 @@ __all__ = [
     "remove_member",
     "request_run",
     "set_member",
+    "spec_hash",
     "update_project",
 ]
 
@@ -44,20 +59,176 @@ def _spec_json(spec: ProjectSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_none=True)
 
 
+# --- spec approvals and the audit trail ----------------------------------------------------
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the spec's canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths (``train.args.epochs``, ``secrets``) whose values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        paths: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                paths.append(path)
+            else:
+                paths.extend(_changed_paths(old[key], new[key], path))
+        return paths
+    return [] if old == new else [prefix or "."]
+
+
+def _yaml(spec: dict[str, Any] | None) -> list[str]:
+    if not spec:
+        return []
+    text = yaml.safe_dump(spec, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    return text.splitlines(keepends=True)
+
+
+def spec_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """Unified diff of the YAML of ``old`` (the approved spec; None: nothing approved) and
+    ``new``."""
+    return "".join(
+        difflib.unified_diff(
+            _yaml(old),
+            _yaml(new),
+            fromfile="approved" if old is not None else "(none approved)",
+            tofile="current",
+        )
+    )
+
+
+def _audit(session: Any, project_id: uuid.UUID, action: str, **fields: Any) -> None:
+    session.add(AuditEntry(project_id=project_id, action=action, **fields))
+
+
+def _approve(
+    session: Any, project_id: uuid.UUID, user_id: uuid.UUID, spec: dict[str, Any], digest: str
+) -> None:
+    approval = session.get(SpecApproval, (project_id, user_id))
+    if approval is None:
+        approval = SpecApproval(project_id=project_id, user_id=user_id, spec_hash=digest, spec=spec)
+    else:
+        approval.spec_hash, approval.spec, approval.approved_at = digest, spec, _now()
+    session.add(approval)
+
+
+def _check_spec(
+    session: Any, project: Project, *, identity: Identity, confirm_spec_hash: str | None
+) -> None:
+    """Let the stored spec run with the requester's credentials only if the requester
+    wrote it, approved this very spec before, or confirms it now (``confirm_spec_hash``
+    equal to the current hash, which records the approval); else :class:`SpecChanged`."""
+    digest = spec_hash(project.spec)
+    user_id = identity.user_id
+    approval = session.get(SpecApproval, (project.id, user_id))
+    if confirm_spec_hash is not None:
+        if confirm_spec_hash == digest:
+            already = approval is not None and approval.spec_hash == digest
+            _approve(session, project.id, user_id, project.spec, digest)
+            if not already:
+                _audit(
+                    session,
+                    project.id,
+                    "spec_approved",
+                    actor_id=user_id,
+                    actor_email=identity.email or "",
+                    spec_hash=digest,
+                )
+            return
+        reason = "confirm_spec_hash is not the hash of the current spec"
+    elif project.spec_changed_by == user_id or (
+        approval is not None and approval.spec_hash == digest
+    ):
+        return
+    else:
+        reason = "the spec was changed since you last wrote or approved it"
+    changer = project.spec_changed_by
+    changer_email = None
+    if changer is not None:
+        member = session.get(Member, (project.id, changer))
+        # a member who left since is still named, from the audit trail
+        changer_email = (
+            member.email
+            if member is not None
+            else session.execute(
+                select(col(AuditEntry.actor_email))
+                .where(
+                    col(AuditEntry.project_id) == project.id,
+                    col(AuditEntry.actor_id) == changer,
+                )
+                .order_by(col(AuditEntry.id).desc())
+                .limit(1)
+            ).scalar()
+        )
+    old = approval.spec if approval is not None else None
+    raise SpecChanged(
+        f"{reason}; review the diff and start again with confirm_spec_hash",
+        details={
+            "spec_hash": digest,
+            "approved_spec_hash": approval.spec_hash if approval is not None else None,
+            "changed_by": str(changer) if changer is not None else None,
+            "changed_by_email": changer_email or None,
+            "changed_at": project.spec_changed_at.isoformat() if project.spec_changed_at else None,
+            "changed_paths": _changed_paths(old or {}, project.spec),
+            "diff": spec_diff(old, project.spec),
+        },
+    )
+
+
+def audit_trail(
+    runtime: ServiceRuntime, *, project_id: uuid.UUID, after: int = 0, limit: int = 200
+) -> list[AuditEntry]:
+    """The project's audit entries with ``id > after``, oldest first."""
+    with runtime.db.session() as session:
+        return list(
+            session.execute(
+                select(AuditEntry)
+                .where(col(AuditEntry.project_id) == project_id, col(AuditEntry.id) > after)
+                .order_by(col(AuditEntry.id))
+                .limit(limit)
+            ).scalars()
+        )
+
+
 def create_project(
     runtime: ServiceRuntime, *, owner: Identity, name: str, spec: ProjectSpec
 ) -> tuple[Project, Run]:
     """Store the project, its owner and run 1; stage ``ProjectCreated``."""
     spec_json = _spec_json(spec)
-    project = Project(name=name, spec=spec_json, owner_id=owner.user_id, run_count=1)
+    digest = spec_hash(spec_json)
+    project = Project(
+        name=name,
+        spec=spec_json,
+        owner_id=owner.user_id,
+        run_count=1,
+        spec_changed_by=owner.user_id,
+        spec_changed_at=_now(),
+    )
     run = Run(project_id=project.id, number=1, spec=spec_json, requested_by=owner.user_id)
     project.current_run_id = run.id
+    actor = {"actor_id": owner.user_id, "actor_email": owner.email or ""}
     with runtime.db.session() as session:
         session.add(project)
         session.add(
             Member(project_id=project.id, user_id=owner.user_id, email=owner.email, role="owner")
         )
         session.add(run)
+        _approve(session, project.id, owner.user_id, spec_json, digest)
+        _audit(session, project.id, "project_created", spec_hash=digest, **actor)
+        _audit(
+            session,
+            project.id,
+            "run_started",
+            spec_hash=digest,
+            run_id=run.id,
+            run_number=1,
+            **actor,
+        )
         runtime.stage(
             session,
             new_event(
@@ -105,14 +276,29 @@ def update_project(
     runtime: ServiceRuntime, *, access: Access, name: str | None, spec: ProjectSpec | None
 ) -> Project:
     """Rename the project and/or replace the spec used by later runs."""
+    identity = access.identity
     with runtime.db.session() as session:
-        project = session.get(Project, access.project.id)
+        project = session.get(Project, access.project.id, with_for_update=True)
         if project is None:
             raise NotFound("project not found")
         if name is not None:
             project.name = name
         if spec is not None:
-            project.spec = _spec_json(spec)
+            spec_json = _spec_json(spec)
+            digest = spec_hash(spec_json)
+            if digest != spec_hash(project.spec):
+                project.spec = spec_json
+                project.spec_changed_by, project.spec_changed_at = identity.user_id, _now()
+                _audit(
+                    session,
+                    project.id,
+                    "spec_changed",
+                    actor_id=identity.user_id,
+                    actor_email=identity.email or "",
+                    spec_hash=digest,
+                )
+            # whoever writes a spec has approved it (also when it was already this one)
+            _approve(session, project.id, identity.user_id, spec_json, digest)
         project.updated_at = _now()
         session.add(project)
         session.commit()
@@ -137,7 +323,7 @@ def delete_project(runtime: ServiceRuntime, *, access: Access) -> None:
             session,
             new_event(ProjectDeleted(by=by, run_ids=[r.id for r in runs]), project_id=project_id),
         )
-        for table in (Event, Run, Member):
+        for table in (Event, Run, Member, SpecApproval, AuditEntry):
             session.execute(delete(table).where(col(table.project_id) == project_id))  # type: ignore[attr-defined]
         session.delete(project)
         session.commit()
@@ -147,8 +333,19 @@ def delete_project(runtime: ServiceRuntime, *, access: Access) -> None:
 # --- runs --------------------------------------------------------------------------------
 
 
-def request_run(runtime: ServiceRuntime, *, access: Access, spec: ProjectSpec | None) -> Run:
-    """Start the next run (409 while one is active); stage ``RunRequested``."""
+def request_run(
+    runtime: ServiceRuntime,
+    *,
+    access: Access,
+    spec: ProjectSpec | None,
+    confirm_spec_hash: str | None = None,
+) -> Run:
+    """Start the next run (409 while one is active); stage ``RunRequested``.
+
+    With the stored spec, the run uses the requester's credentials only for a spec they
+    wrote or approved: :class:`SpecChanged` (409 with the diff) unless they confirm it
+    (``confirm_spec_hash``). An override ``spec`` is the requester's own and needs none.
+    """
     by = access.identity.user_id
     with runtime.db.session() as session:
         project = session.get(Project, access.project.id, with_for_update=True)
@@ -161,6 +358,10 @@ def request_run(runtime: ServiceRuntime, *, access: Access, spec: ProjectSpec | 
         ).first()
         if active is not None:
             raise Conflict(f"run {active[0]} of this project is still active; cancel it first")
+        if spec is None:
+            _check_spec(
+                session, project, identity=access.identity, confirm_spec_hash=confirm_spec_hash
+            )
         spec_json = _spec_json(spec) if spec is not None else project.spec
         project.run_count += 1
         run = Run(project_id=project.id, number=project.run_count, spec=spec_json, requested_by=by)
@@ -168,6 +369,16 @@ def request_run(runtime: ServiceRuntime, *, access: Access, spec: ProjectSpec | 
         project.updated_at = _now()
         session.add(project)
         session.add(run)
+        _audit(
+            session,
+            project.id,
+            "run_started",
+            actor_id=by,
+            actor_email=access.identity.email or "",
+            spec_hash=spec_hash(spec_json),
+            run_id=run.id,
+            run_number=run.number,
+        )
         runtime.stage(
             session,
             new_event(
@@ -236,7 +447,13 @@ def _owners(session: Any, project_id: uuid.UUID) -> int:
 
 
 def set_member(
-    runtime: ServiceRuntime, *, project_id: uuid.UUID, user_id: uuid.UUID, email: str, role: str
+    runtime: ServiceRuntime,
+    *,
+    project_id: uuid.UUID,
+    user_id: uuid.UUID,
+    email: str,
+    role: str,
+    actor: Identity | None = None,
 ) -> tuple[Member, bool]:
     """Grant ``role`` (or change it); returns (member, created). The last owner stays."""
     with runtime.db.session() as session:
@@ -244,11 +461,24 @@ def set_member(
         created = member is None
         if member is None:
             member = Member(project_id=project_id, user_id=user_id, email=email, role=role)
+            action = "member_added"
         else:
             if member.role == "owner" and role != "owner" and _owners(session, project_id) <= 1:
                 raise Conflict("a project keeps at least one owner")
+            action = "member_role_changed" if member.role != role else ""
             member.role, member.email = role, email or member.email
         session.add(member)
+        if action:
+            _audit(
+                session,
+                project_id,
+                action,
+                actor_id=actor.user_id if actor else None,
+                actor_email=actor.email if actor else "",
+                subject_id=user_id,
+                subject_email=member.email,
+                role=role,
+            )
         session.commit()
     return member, created
 
@@ -264,5 +494,15 @@ def remove_member(runtime: ServiceRuntime, *, access: Access, user_id: uuid.UUID
             raise NotFound("member not found")
         if member.role == "owner" and _owners(session, project_id) <= 1:
             raise Conflict("a project keeps at least one owner")
+        _audit(
+            session,
+            project_id,
+            "member_left" if user_id == access.identity.user_id else "member_removed",
+            actor_id=access.identity.user_id,
+            actor_email=access.identity.email,
+            subject_id=user_id,
+            subject_email=member.email,
+            role=member.role,
+        )
         session.delete(member)
         session.commit()

@@ -16,6 +16,8 @@ from shared.spec import ProjectSpec
 
 __all__ = [
     "ArtifactOut",
+    "AuditEntryOut",
+    "AuditPage",
     "DeployOut",
     "DeploymentOut",
     "EnvironmentOut",
@@ -36,6 +38,7 @@ __all__ = [
     "RunOut",
     "SecretIn",
     "SecretList",
+    "SpecChangedOut",
     "StoredEvent",
     "UploadOut",
 ]
@@ -69,6 +72,28 @@ class ErrorOut(_Out):
     """Every error answer: ``{"error": {"code", "message"}}``."""
 
     error: ErrorDetail
+
+
+class SpecChangedDetail(ErrorDetail):
+    spec_hash: str | None = Field(
+        None, description="Hash of the current spec: pass it as `confirm_spec_hash`."
+    )
+    approved_spec_hash: str | None = Field(
+        None, description="Hash of the spec you last wrote or approved (null: none)."
+    )
+    changed_by: uuid.UUID | None = Field(None, description="Who last changed the spec.")
+    changed_by_email: str | None = None
+    changed_at: datetime | None = None
+    changed_paths: list[str] = Field(
+        default_factory=list, description="Dotted paths that differ from your approved spec."
+    )
+    diff: str = Field("", description="Unified diff (YAML) of your approved spec → current.")
+
+
+class SpecChangedOut(_Out):
+    """409 ``spec_changed``: the error plus what changed."""
+
+    error: SpecChangedDetail
 
 
 # --- secrets ----------------------------------------------------------------------------
@@ -122,6 +147,11 @@ class MemberOut(_Out):
 
 class RunIn(_In):
     spec: ProjectSpec | None = Field(None, description="Override of the project's spec.")
+    confirm_spec_hash: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Hash of the stored spec you approve (from a 409 `spec_changed`).",
+    )
 
 
 class RunOut(_Out):
@@ -140,6 +170,28 @@ class RunOut(_Out):
     training_at: datetime | None
     deploying_at: datetime | None
     finished_at: datetime | None
+
+
+class AuditEntryOut(_Out):
+    id: int
+    at: datetime
+    action: str = Field(
+        description="project_created, spec_changed, spec_approved, run_started, "
+        "member_added, member_role_changed, member_removed, member_left"
+    )
+    actor_id: uuid.UUID | None
+    actor_email: str
+    spec_hash: str | None = None
+    run_id: uuid.UUID | None = None
+    run_number: int | None = None
+    subject_id: uuid.UUID | None = None
+    subject_email: str | None = None
+    role: Role | None = None
+
+
+class AuditPage(_Out):
+    entries: list[AuditEntryOut]
+    next_after: int = Field(description="Pass as `after` to get the next page.")
 
 
 class StoredEvent(_Out):

@@ -6,6 +6,8 @@ export class ApiError extends Error {
     public status: number,
     public code: string,
     message: string,
+    /** The whole `error` object of the answer (e.g. `spec_hash` and `diff` of `spec_changed`). */
+    public details?: Record<string, unknown>,
   ) {
     super(message);
     this.name = "ApiError";
@@ -157,9 +159,11 @@ export async function decode<T>(response: Response): Promise<T> {
 
 /** The DESIGN §5 error shape (or FastAPI's `detail`) turned into an ApiError. */
 export function errorFrom(status: number, body: unknown, fallback = ""): ApiError {
-  const b = body as { error?: { code?: string; message?: string }; detail?: unknown } | undefined;
+  const b = body as
+    | { error?: { code?: string; message?: string } & Record<string, unknown>; detail?: unknown }
+    | undefined;
   if (b && typeof b === "object" && b.error) {
-    return new ApiError(status, b.error.code ?? `http_${status}`, b.error.message ?? fallback);
+    return new ApiError(status, b.error.code ?? `http_${status}`, b.error.message ?? fallback, b.error);
   }
   if (b && typeof b === "object" && Array.isArray(b.detail)) {
     const msg = (b.detail as { loc?: unknown[]; msg?: string }[])

@@ -18,7 +18,15 @@ from services.gateway.deps import (
 )
 from services.gateway.errors import responses
 from services.gateway.models import Member, Project
-from services.gateway.schemas import MemberIn, MemberOut, ProjectIn, ProjectOut, ProjectPatch
+from services.gateway.schemas import (
+    AuditEntryOut,
+    AuditPage,
+    MemberIn,
+    MemberOut,
+    ProjectIn,
+    ProjectOut,
+    ProjectPatch,
+)
 from shared.errors import NotFound
 
 __all__ = ["router"]
@@ -123,6 +131,7 @@ async def add_member(
         user_id=user_id,
         email=str(found.get("email") or body.email),
         role=body.role,
+        actor=access.identity,
     )
     if not created:
         response.status_code = 200
@@ -139,3 +148,19 @@ def remove_member(user_id: uuid.UUID, access: ProjectViewer, gateway: GatewayDep
     """Remove a member (owner), or leave the project yourself."""
     service.remove_member(gateway.runtime, access=access, user_id=user_id)
     return Response(status_code=204)
+
+
+@router.get("/{project_id}/audit", responses=responses(403, 404))
+def audit_trail(
+    access: ProjectOwner,
+    gateway: GatewayDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="Only entries with a larger id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> AuditPage:
+    """The project's audit trail, oldest first (owner): spec changes and approvals (with
+    the spec hash), run starts, members added, changed, removed."""
+    rows = service.audit_trail(
+        gateway.runtime, project_id=access.project.id, after=after, limit=limit
+    )
+    entries = [AuditEntryOut.model_validate(r, from_attributes=True) for r in rows]
+    return AuditPage(entries=entries, next_after=entries[-1].id if entries else after)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query
 from services.gateway import projects as service
 from services.gateway.deps import GatewayDep, ProjectEditor, ProjectViewer, RunEditor, RunViewer
 from services.gateway.downstream import parse_answer
-from services.gateway.errors import responses
+from services.gateway.errors import SPEC_CHANGED_RESPONSE, responses
 from services.gateway.eventlog import events_after
 from services.gateway.models import Run
 from services.gateway.schemas import (
@@ -34,14 +34,28 @@ def run_out(run: Run) -> RunOut:
     return RunOut.model_validate(run, from_attributes=True)
 
 
-@router.post("/api/projects/{project_id}/runs", status_code=201, responses=responses(403, 404, 409))
+@router.post(
+    "/api/projects/{project_id}/runs",
+    status_code=201,
+    responses={**responses(403, 404, 409), **SPEC_CHANGED_RESPONSE},
+)
 def request_run(
     access: ProjectEditor,
     gateway: GatewayDep,
     body: Annotated[RunIn | None, Body()] = None,
 ) -> RunOut:
-    """Start the next run, with the project's spec or an override (editor)."""
-    run = service.request_run(gateway.runtime, access=access, spec=body.spec if body else None)
+    """Start the next run, with the project's spec or an override (editor).
+
+    The stored spec runs with your credentials only if you wrote it or approved it: if
+    someone else changed it since, the answer is 409 ``spec_changed`` with the diff, and
+    the start goes through with ``confirm_spec_hash`` equal to the current spec's hash.
+    """
+    run = service.request_run(
+        gateway.runtime,
+        access=access,
+        spec=body.spec if body else None,
+        confirm_spec_hash=body.confirm_spec_hash if body else None,
+    )
     return run_out(run)
 
 

@@ -1,7 +1,7 @@
 // One project, live over the WebSocket: pipeline, metrics, loss chart, logs, runs, models,
 // deployment, members.
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { api, items, type ModelVersion, type Project, type Run } from "../api";
+import { api, ApiError, items, type ModelVersion, type Project, type Run } from "../api";
 import { LogPanel } from "../components/LogPanel";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
@@ -76,6 +76,27 @@ export function ProjectPage({ projectId }: { projectId: string }) {
   const canEdit = project?.role === "owner" || project?.role === "editor";
   const deploymentId = view.deploymentId ?? run?.deployment_id ?? null;
 
+  // Re-run with the stored spec. If another member changed it since this user wrote or
+  // approved it, the gateway answers 409 spec_changed with the diff: show it and start
+  // again with confirm_spec_hash only if the user agrees (the run uses their credentials).
+  async function startRun() {
+    const path = `/api/projects/${projectId}/runs`;
+    try {
+      await api.post(path, {});
+    } catch (err) {
+      const d = err instanceof ApiError && err.code === "spec_changed" ? err.details : undefined;
+      if (!d || typeof d.spec_hash !== "string") throw err;
+      const who = typeof d.changed_by_email === "string" && d.changed_by_email ? d.changed_by_email : "Another member";
+      const ok = window.confirm(
+        `${who} changed this project's spec since you last wrote or approved it. ` +
+          `The run will use YOUR credentials and secrets.\n\n${typeof d.diff === "string" ? d.diff : ""}\nRun this spec?`,
+      );
+      if (!ok) return;
+      await api.post(path, { confirm_spec_hash: d.spec_hash });
+    }
+    setSelected(null);
+  }
+
   async function act(fn: () => Promise<unknown>) {
     setActionError(null);
     try {
@@ -116,7 +137,7 @@ export function ProjectPage({ projectId }: { projectId: string }) {
             </button>
           )}
           {canEdit && (
-            <button type="button" className="btn btn-small" onClick={() => act(() => api.post(`/api/projects/${projectId}/runs`, {}).then(() => setSelected(null)))}>
+            <button type="button" className="btn btn-small" onClick={() => act(startRun)}>
               ↻ Re-run
             </button>
           )}
@@ -180,7 +201,7 @@ export function ProjectPage({ projectId }: { projectId: string }) {
           selected={runId}
           onSelect={setSelected}
           canEdit={canEdit}
-          onRerun={() => act(() => api.post(`/api/projects/${projectId}/runs`, {}).then(() => setSelected(null)))}
+          onRerun={() => act(startRun)}
           onCancel={(id) => act(() => api.post(`/api/runs/${id}/cancel`))}
         />
         <Models models={models} canEdit={canEdit} onDeployed={() => void load()} />

@@ -72,9 +72,18 @@ def build_router(cache_of: Any) -> APIRouter:
         )
 
     @router.get("/artifacts")
-    async def artifacts(request: Request) -> list[dict[str, Any]]:
+    async def artifacts(
+        request: Request,
+        project_id: Annotated[list[uuid.UUID] | None, Query()] = None,
+        all_: Annotated[bool, Query(alias="all")] = False,
+        user: Annotated[str | None, Header(alias="X-Aidp-User")] = None,
+    ) -> list[dict[str, Any]]:
+        """Artifacts used by runs of ``project_id`` (repeatable), or every one with
+        ``all=true`` (the gateway's admin view); neither: none."""
         cache: ArtifactCache = cache_of(request)
-        return await asyncio.to_thread(cache.listing)
+        return await asyncio.to_thread(
+            cache.listing, project_ids=None if all_ else (project_id or []), user_id=user
+        )
 
     return router
 

@@ -11,13 +11,23 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from services.fetcher.errors import FetchFailed
-from services.fetcher.models import Alias, Artifact, ArtifactFile, Lease, Pin, Upload, utcnow
+from services.fetcher.models import (
+    Alias,
+    Artifact,
+    ArtifactFile,
+    FetchJob,
+    Lease,
+    Pin,
+    Upload,
+    utcnow,
+)
 from shared.crypto import IntegrityError as BlobCorrupt
 from shared.db import Database
 from shared.errors import NotFound
@@ -110,8 +120,12 @@ class ArtifactCache:
         manifest_key: str,
         digest: str,
         files: list[ManifestFile],
+        credentialed: bool = False,
     ) -> Artifact:
-        """Record a complete artifact (replacing a stale row of the same key)."""
+        """Record a complete artifact (replacing a stale row of the same key).
+
+        ``credentialed``: fetched with the requester's credentials, so each later hit is
+        authorised with the new requester's own (see ``Fetcher``)."""
         art = Artifact(
             key=key,
             source=source,
@@ -120,6 +134,7 @@ class ArtifactCache:
             cache_key=manifest_key,
             digest=digest,
             size_bytes=sum(f.size for f in files),
+            credentialed=credentialed,
         )
         with self.db.session() as s:
             s.execute(delete(ArtifactFile).where(ArtifactFile.artifact_key == key))  # type: ignore[arg-type]
@@ -129,6 +144,12 @@ class ArtifactCache:
                 s.add(ArtifactFile(artifact_key=key, path=f.path, digest=f.digest, size=f.size))
             s.commit()
         return art
+
+    def mark_public(self, key: str) -> None:
+        """Anonymous access reached the entry: later hits need no credential check."""
+        with self.db.session() as s:
+            s.execute(update(Artifact).where(Artifact.key == key).values(credentialed=False))  # type: ignore[arg-type]
+            s.commit()
 
     def touch(self, key: str) -> None:
         with self.db.session() as s:
@@ -255,14 +276,49 @@ class ArtifactCache:
 
     # -- listing -------------------------------------------------------------------------
 
-    def listing(self) -> list[dict[str, Any]]:
-        """``GET /internal/artifacts`` rows."""
+    def listing(
+        self, *, project_ids: Iterable[uuid.UUID] | None = None, user_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``GET /internal/artifacts`` rows.
+
+        ``project_ids``: only artifacts a run of one of these projects uses (a pin of one of
+        their fetch jobs); None lists all. An upload's digest, revision and manifest key are
+        shown to its uploader (``user_id``) only; an URL is shown without its query string,
+        fragment or user info.
+        """
         with self.db.session() as s:
-            pinned = set(s.exec(select(Pin.artifact_key)).all())
+            pins = s.exec(select(Pin.artifact_key, Pin.run_id)).all()
+            pinned = {key for key, _ in pins}
             arts = s.exec(select(Artifact).order_by(Artifact.last_used_at.desc())).all()  # type: ignore[attr-defined]
-        return [
-            {
-                "source": a.source,
+            if project_ids is not None:
+                wanted = set(project_ids)
+                runs = (
+                    set(
+                        s.exec(
+                            select(FetchJob.run_id).where(
+                                FetchJob.project_id.in_(wanted)  # type: ignore[union-attr]
+                            )
+                        ).all()
+                    )
+                    if wanted
+                    else set()
+                )
+                used = {key for key, run_id in pins if run_id in runs}
+                arts = [a for a in arts if a.key in used]
+            uploads = {
+                u.id: u.owner_id
+                for u in s.exec(
+                    select(Upload).where(
+                        Upload.id.in_(  # type: ignore[attr-defined]
+                            [a.source.removeprefix("upload://") for a in arts]
+                        )
+                    )
+                )
+            }
+        rows = []
+        for a in arts:
+            row: dict[str, Any] = {
+                "source": _public_source(a.source),
                 "kind": a.kind,
                 "resolved_revision": a.resolved_revision,
                 "digest": a.digest,
@@ -271,5 +327,22 @@ class ArtifactCache:
                 "last_used_at": a.last_used_at.isoformat(),
                 "pinned": a.key in pinned,
             }
-            for a in arts
-        ]
+            if a.source.startswith("upload://"):
+                owner = uploads.get(a.source.removeprefix("upload://"))
+                if owner is None or user_id is None or owner != user_id:
+                    row.update(resolved_revision=None, digest=None, cache_key=None)
+            rows.append(row)
+        return rows
+
+
+def _public_source(source: str) -> str:
+    """An https source without user info, query string or fragment (they may hold tokens)."""
+    if not source.startswith("https://"):
+        return source
+    parts = urlsplit(source)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

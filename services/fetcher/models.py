@@ -2,7 +2,8 @@
 
 - ``fetcher_jobs``: one fetch job per run (the state machine resumed after a crash), with
   the claim of the replica running it (``claimed_by`` until ``claim_expires_at``).
-- ``fetcher_artifacts``: one cached manifest per (source, resolved revision).
+- ``fetcher_artifacts``: one cached manifest per (source, resolved revision), and whether it
+  was fetched with credentials (then each hit is authorised with the requester's own).
 - ``fetcher_artifact_files``: the blobs each artifact references (eviction, dedupe counts).
 - ``fetcher_aliases``: provider ids of content (git blob oid, LFS sha256) -> stored digest,
   so unchanged files of a new revision are not downloaded again.
@@ -63,6 +64,9 @@ class Artifact(SQLModel, table=True):
     cache_key: str = Field(max_length=64)  # manifest key in the store
     digest: str = Field(max_length=64)  # the single file's sha256, else the manifest key
     size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # fetched with the requester's credentials: a later hit is served only to a requester
+    # whose own credentials the provider accepts for it (an anonymous fetch is shared)
+    credentialed: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime = Field(default_factory=utcnow, index=True)
 

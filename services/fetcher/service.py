@@ -11,6 +11,7 @@ without touching the live downloads of another process sharing the work dir.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from services.fetcher.cache import ArtifactCache
 from services.fetcher.connectors import Connector, Credentials, RemoteFile
 from services.fetcher.errors import FetchCancelled, FetchFailed
-from services.fetcher.models import Upload
+from services.fetcher.models import Artifact, Upload
 from shared.events import ArtifactRef
 from shared.spec import Source
 from shared.store import Manifest, ManifestFile
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: (source uri, bytes done, bytes total or None) — already throttled by the caller.
 ProgressSink = Callable[[str, int, int | None], None]
+
+#: Authorises the requester for a credentialed cache entry (raises FetchFailed if not).
+_Check = Callable[[Artifact], None]
 
 _POLL = 0.2
 _SCRATCH_PREFIX = "fetch-"
@@ -131,8 +135,12 @@ class Fetcher:
         revision = connector.pinned_revision(source)
         if revision is None:
             revision = connector.resolve(source, creds)  # the one cheap lookup
+        # A cache entry fetched with someone's credentials is served only once the provider
+        # accepted the requester's own for it (a pinned revision skips the resolve, and the
+        # Hub answers a gated repo's info to anyone, so the resolve alone proves nothing).
+        check = functools.partial(self._authorise_hit, connector, source, creds=creds)
         if revision:
-            hit = self._hit(f"{name}@{revision}", source, run_id)
+            hit = self._hit(f"{name}@{revision}", source, run_id, check)
             if hit is not None:
                 return hit
         lease_key = f"{name}@{revision}" if revision else name
@@ -141,12 +149,12 @@ class Fetcher:
                 raise FetchCancelled()
             time.sleep(_POLL)
             if revision:
-                hit = self._hit(lease_key, source, run_id)
+                hit = self._hit(lease_key, source, run_id, check)
                 if hit is not None:
                     return hit
         try:
             if revision:  # a concurrent holder may have finished between our check and lease
-                hit = self._hit(lease_key, source, run_id)
+                hit = self._hit(lease_key, source, run_id, check)
                 if hit is not None:
                     return hit
             return self._download(
@@ -165,10 +173,14 @@ class Fetcher:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _hit(self, key: str, source: Source, run_id: uuid.UUID) -> ArtifactRef | None:
+    def _hit(
+        self, key: str, source: Source, run_id: uuid.UUID, check: _Check | None = None
+    ) -> ArtifactRef | None:
         art = self.cache.find_complete(key)
         if art is None:
             return None
+        if art.credentialed and check is not None:
+            check(art)
         self.cache.pin(run_id, key)
         self.cache.touch(key)
         return ArtifactRef(
@@ -179,6 +191,30 @@ class Fetcher:
             size_bytes=art.size_bytes,
             cache_key=art.cache_key,
         )
+
+    def _authorise_hit(
+        self, connector: Connector, source: Source, art: Artifact, creds: Credentials
+    ) -> None:
+        """A hit of an entry fetched with someone's credentials: the requester's own must
+        reach it at its revision; else a permission failure."""
+        if self._check_access(connector, source, art.resolved_revision, creds):
+            self.cache.mark_public(art.key)  # neither private nor gated: share without checks
+
+    @staticmethod
+    def _check_access(
+        connector: Connector, source: Source, revision: str, creds: Credentials
+    ) -> bool:
+        """``connector.authorize`` with a permission message; True when the source is public."""
+        try:
+            return connector.authorize(source, revision, creds)
+        except FetchFailed as exc:
+            if exc.retryable:  # the provider could not be reached: try again later
+                raise
+            raise FetchFailed(
+                f"Permission denied: your credentials cannot read {source.uri} at revision "
+                f"{revision}, so its cached copy is not served to you. {exc.message}",
+                retryable=False,
+            ) from None
 
     def _download(
         self,
@@ -202,6 +238,11 @@ class Fetcher:
                 files.append(ManifestFile(item.path, known, item.size))
             else:
                 missing.append(item)
+        if files:
+            # content stored before (maybe from someone's credentialed fetch) is reused only
+            # for a requester the provider lets read this revision: a listing is not enough
+            # (the Hub lists a gated repo's files to anyone)
+            self._check_access(connector, source, revision, creds)
         if not remote or missing:
             expected = sum(f.size or 0 for f in missing)
             self.cache.make_room(expected, keep={lease_key})
@@ -249,6 +290,7 @@ class Fetcher:
             manifest_key=manifest_key,
             digest=files[0].digest if single else manifest_key,
             files=files,
+            credentialed=connector.credentialed(creds),
         )
         self.cache.pin(run_id, key)
         try:

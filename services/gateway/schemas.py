@@ -223,7 +223,7 @@ class ArtifactOut(_Out):
     source: str
     kind: str
     resolved_revision: str | None = None
-    digest: str
+    digest: str | None = None  # None: another user's upload (its digest is theirs to know)
     size_bytes: int
     cache_key: str | None = None
     last_used_at: datetime | None = None

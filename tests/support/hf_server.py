@@ -76,6 +76,7 @@ class _Repo:
     tags: dict[str, str] = field(default_factory=dict)
     token: str | None = None  # gated/private: this token is required
     private: bool = False
+    metadata_public: bool = False  # gated: repo info and tree answer without the token
     created_at: str = field(default_factory=lambda: _hub_time())
 
     def resolve(self, revision: str) -> str | None:
@@ -307,17 +308,25 @@ class HubServer:
             repo.branches[branch] = sha
 
     def gate(
-        self, repo_id: str, *, token: str, repo_type: str = "model", private: bool = False
+        self,
+        repo_id: str,
+        *,
+        token: str,
+        repo_type: str = "model",
+        private: bool = False,
+        metadata_public: bool = False,
     ) -> None:
         """Require ``Authorization: Bearer <token>``.
 
         Gated (default): 401 ``GatedRepo`` without a token, 403 ``GatedRepo`` with a wrong
         one. ``private=True``: 401 ``RepoNotFound`` either way, as the Hub hides private
-        repos.
+        repos. ``metadata_public=True`` (gated only): repo info and tree answer anyone, as
+        huggingface.co does for gated repos; only file downloads need the token.
         """
         with self._lock:
             repo = self._repo(repo_id, repo_type, create=True)
             repo.token, repo.private = token, private
+            repo.metadata_public = metadata_public and not private
 
     def delete_repo(self, repo_id: str, *, repo_type: str = "model") -> None:
         with self._lock:
@@ -410,7 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
                 break
         else:
             raise _HubError(401, "RepoNotFound", "Repository not found")
-        repo = self._authorise(repo_type, repo_id)
+        repo = self.hub._repos[(repo_type, repo_id)]
+        if not repo.metadata_public:
+            repo = self._authorise(repo_type, repo_id)
         if not tail or tail[0] == "revision":
             revision = "/".join(tail[1:]) if tail else "main"
             sha = self._commit(repo, revision)

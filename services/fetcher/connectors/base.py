@@ -53,6 +53,18 @@ class Connector(ABC):
     def resolve(self, source: Source, creds: Credentials) -> str:
         """Resolve the requested revision (branch, tag, latest) to an immutable one."""
 
+    def credentialed(self, creds: Credentials) -> bool:
+        """Whether a fetch with ``creds`` uses credentials (its cache entry is then served
+        to others only after their own credentials were checked)."""
+        return False
+
+    def authorize(self, source: Source, revision: str, creds: Credentials) -> bool:
+        """Check that ``creds`` can read ``source`` at ``revision`` (a cache hit of a
+        credentialed entry); raise FetchFailed if not. True when the check showed the
+        source public (neither private nor gated, read without credentials): its entry
+        may then be shared without further checks."""
+        return False
+
     @abstractmethod
     def list_files(self, source: Source, revision: str, creds: Credentials) -> list[RemoteFile]:
         """The files of ``source`` at ``revision`` (sizes may be unknown)."""

@@ -73,6 +73,44 @@ class HuggingFaceConnector(Connector):
             )
         return str(info.sha)
 
+    def credentialed(self, creds: Credentials) -> bool:
+        return bool(creds.hf_token)
+
+    def authorize(self, source: Source, revision: str, creds: Credentials) -> bool:
+        """``repo_info`` at the exact commit with the requester's token (or none). The Hub
+        answers a gated repo's info to anyone, so for a gated repo the first file's
+        metadata is fetched too (that is what the gate guards)."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        token = creds.hf_token or False
+        with self._errors(source, creds, revision):
+            info = self._api().repo_info(
+                source.id,
+                repo_type=self._repo_type(source),
+                revision=revision,
+                token=token,
+                timeout=self.timeout,
+            )
+        gated = bool(getattr(info, "gated", False))
+        if gated:
+            siblings = list(getattr(info, "siblings", None) or [])
+            if not siblings:
+                raise FetchFailed(
+                    f"HuggingFace {self._repo_type(source)} '{source.id}' is gated and lists no "
+                    "files, so access to it cannot be checked.",
+                    retryable=False,
+                )
+            url = hf_hub_url(
+                source.id,
+                siblings[0].rfilename,
+                repo_type=self._repo_type(source),
+                revision=revision,
+                endpoint=self.endpoint,
+            )
+            with self._errors(source, creds, revision):
+                get_hf_file_metadata(url, token=token, timeout=self.timeout)
+        return not creds.hf_token and not gated and not getattr(info, "private", False)
+
     def list_files(self, source: Source, revision: str, creds: Credentials) -> list[RemoteFile]:
         from huggingface_hub.hf_api import RepoFile
 

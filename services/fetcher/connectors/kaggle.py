@@ -152,6 +152,15 @@ class KaggleConnector(Connector):
             raise FetchFailed(f"Kaggle dataset '{source.id}' has no version yet.")
         return str(dataset.current_version_number)
 
+    def credentialed(self, creds: Credentials) -> bool:
+        return True  # Kaggle's API answers only with credentials
+
+    def authorize(self, source: Source, revision: str, creds: Credentials) -> bool:
+        """The dataset / model instance lookup with the requester's credentials (none given:
+        refused, by ``_client``). Never public: Kaggle answers only with credentials."""
+        self.resolve(source, creds)
+        return False
+
     def list_files(self, source: Source, revision: str, creds: Credentials) -> list[RemoteFile]:
         return []  # the archive is the unit of download; files are known once extracted
 

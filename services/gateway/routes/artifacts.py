@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import uuid
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from sqlmodel import col, select
 
-from services.gateway.deps import CurrentUser, GatewayDep
+from services.gateway.deps import CurrentUser, Gateway, GatewayDep
 from services.gateway.downstream import parse_answer
 from services.gateway.errors import responses
+from services.gateway.models import Member
 from services.gateway.schemas import ArtifactOut, UploadOut
 
 __all__ = ["router"]
@@ -16,10 +20,26 @@ __all__ = ["router"]
 router = APIRouter(tags=["artifacts"])
 
 
+def _project_ids(gateway: Gateway, user_id: uuid.UUID) -> list[str]:
+    """The projects the caller holds a role on (any role)."""
+    with gateway.db.session() as s:
+        rows = s.exec(select(Member.project_id).where(col(Member.user_id) == user_id)).all()
+    return sorted(str(pid) for pid in rows)
+
+
 @router.get("/api/artifacts", responses=responses(503))
 async def list_artifacts(user: CurrentUser, gateway: GatewayDep) -> list[ArtifactOut]:
-    """Cached models and datasets (content-addressed, encrypted at rest)."""
-    body = await gateway.downstream.fetcher.json("GET", "/internal/artifacts", user_id=user.user_id)
+    """Cached models and datasets the caller's projects use (platform admins: all of them;
+    content-addressed, encrypted at rest). An URL source is shown without its query string;
+    another user's upload without its digest."""
+    params: dict[str, Any]
+    if user.is_admin:
+        params = {"all": "true"}
+    else:
+        params = {"project_id": await asyncio.to_thread(_project_ids, gateway, user.user_id)}
+    body = await gateway.downstream.fetcher.json(
+        "GET", "/internal/artifacts", user_id=user.user_id, params=params
+    )
     if not isinstance(body, list):
         body = []
     return [parse_answer(ArtifactOut, item, service="fetcher") for item in body]

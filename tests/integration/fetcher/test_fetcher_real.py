@@ -1,5 +1,6 @@
 """The fetcher on RabbitMQ + PostgreSQL + OpenBao, with the real HF client: two replicas
-on one database download a model once, a pinned revision is then served offline."""
+on one database download a model once; the other replica then serves the pinned (gated)
+revision from the cache, authorised with the owner's token, with no download."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ async def test_two_replicas_single_flight_and_offline(
             outcomes = await asyncio.gather(*(a.outcome(r, timeout=60) for r in runs))
             assert {o.type for o in outcomes} == {"ArtifactsCached"}
             assert hub.downloads() == 2  # each file once although both replicas consumed runs
-            hub.stop()
-            again = parse_payload(await b.fetch(body, owner=owner))
+            again = parse_payload(
+                await b.fetch(body, owner=owner)
+            )  # a hit: authorised, no download
             assert again.artifacts[0].resolved_revision == sha  # type: ignore[attr-defined]
+            assert hub.downloads() == 2
             assert all("hf_real" not in e.model_dump_json() for e in a.events)

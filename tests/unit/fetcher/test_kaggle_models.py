@@ -56,6 +56,12 @@ async def test_model_versions_content_and_failures(tmp_path: Path, kaggle: Kaggl
         assert "KAGGLE_API_TOKEN" in no_creds.reason  # type: ignore[attr-defined]
 
         downloads = kaggle.downloads()
-        kaggle.stop()  # a pinned version is served with no network at all
+        # a pinned version is a cache hit (no download), authorised with the requester's
+        # credentials (one model instance lookup); without any, the hit is refused
         again = await f.fetch(spec(f"{MODEL}@2", secrets=s), owner=OWNER)
         assert again.type == "ArtifactsCached" and kaggle.downloads() == downloads
+        refused = parse_payload(await f.fetch(spec(f"{MODEL}@2")))
+        assert "Permission denied" in refused.reason and not refused.retryable  # type: ignore[attr-defined]
+        kaggle.stop()
+        offline = parse_payload(await f.fetch(spec(f"{MODEL}@2", secrets=s), owner=OWNER))
+        assert offline.retryable and "Could not reach Kaggle" in offline.reason  # type: ignore[attr-defined]

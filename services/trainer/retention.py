@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from services.trainer.models import Checkpoint, CreatedBlob, ModelVersion
+from services.trainer.models import Checkpoint, CreatedBlob, ModelVersion, now
 from shared.db import Database
 from shared.errors import NotFound
 from shared.store import ArtifactStore
@@ -38,10 +38,27 @@ _LOCK = threading.Lock()
 
 
 def record_created(session: Session, digests: Iterable[str]) -> None:
-    """Remember blobs the trainer created (caller commits)."""
-    for digest in set(digests):
-        if session.get(CreatedBlob, digest) is None:
-            session.add(CreatedBlob(digest=digest))
+    """Remember blobs the trainer created (caller commits).
+
+    Idempotent across concurrent transactions: two runs that finish at once with identical
+    files (same data, same seed) both "create" the same blob, and a check-then-insert would
+    fail the second commit with a duplicate key and crash its job. ``ON CONFLICT DO NOTHING``
+    (PostgreSQL and SQLite) keeps the first row."""
+    wanted = sorted(set(digests))
+    if not wanted:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        for digest in wanted:
+            if session.get(CreatedBlob, digest) is None:
+                session.add(CreatedBlob(digest=digest))
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    rows = [{"digest": d, "created_at": now()} for d in wanted]
+    statement = insert(CreatedBlob).values(rows).on_conflict_do_nothing(index_elements=["digest"])
+    session.execute(statement)
 
 
 def _digests(store: ArtifactStore, key: str) -> set[str]:

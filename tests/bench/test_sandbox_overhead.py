@@ -26,7 +26,6 @@ network namespace, the staged folders read-only, the node's python bound read-on
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -39,7 +38,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.sandbox import Sandboxes, SandboxPolicy, SandboxSpec, sandbox_argv, sandbox_env
+from services.trainer.settings import TrainerSettings
+from shared.sandbox import Sandboxes, SandboxSpec, sandbox_argv, sandbox_env
 from shared.sandbox.cgroups import remove_cgroup
 from shared.sandbox.netns import remove_netns
 
@@ -71,23 +71,14 @@ class Box:
         return list(argv), dict(self.env)
 
 
-def _trainer_memory_mb() -> int:
-    """TrainerSettings.sandbox_policy()'s default: three quarters of the machine."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return max(256, int(total * 0.75) // (1024 * 1024))
-
-
 @pytest.fixture
 def box(tmp_path: Path) -> Iterator[Box]:
-    if os.geteuid() != 0 or shutil.which("bwrap") is None:
-        pytest.skip("the run sandbox needs root and bubblewrap")
     workspace = tmp_path / "workspace"
     for folder in PROTECTED:
         (workspace / folder).mkdir(parents=True)
     shutil.copy(LOOP, workspace / "src" / LOOP.name)
-    state = tmp_path / "sandbox-state"
-    state.mkdir(mode=0o700)
-    sandboxes = Sandboxes(SandboxPolicy(state_dir=state, memory_mb=_trainer_memory_mb()))
+    # the trainer's own policy (its default memory limit included), state under tmp_path
+    sandboxes = Sandboxes(TrainerSettings(data_dir=tmp_path / "data").sandbox_policy())
     tenant = f"bench-{uuid.uuid4().hex}"
     cgroups: list[Path] = []
 

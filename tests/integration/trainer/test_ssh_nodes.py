@@ -210,8 +210,10 @@ def run_user_node_paths() -> Iterator[tuple[Path, str]]:
     os.chmod(base, 0o711)
     env = base / "env"
     system_python = shutil.which("python3.11", path="/usr/bin")
-    if system_python is None:
-        pytest.skip("needs /usr/bin/python3.11 (the venv's Python, outside /root)")
+    assert system_python is not None, (
+        "needs /usr/bin/python3.11 (the venv's Python, outside /root): apt-get install python3.11"
+        " (scripts/bootstrap.sh does it)"
+    )
     subprocess.run([system_python, "-m", "venv", "--without-pip", str(env)], check=True)
     site = sysconfig.get_paths()["purelib"]
     (env / "lib" / "python3.11" / "site-packages" / "aidp-test.pth").write_text(site + "\n")

@@ -44,6 +44,8 @@ __all__ = [
     "ProvisioningProgress",
     "RunCancelled",
     "RunRequested",
+    "MembershipChanged",
+    "SessionsRevoked",
     "STATUS_EVENT_TYPES",
     "TrainingCompleted",
     "TrainingFailed",
@@ -262,6 +264,29 @@ class DeploymentFailed(EventPayload):
     deployment_id: uuid.UUID | None = None
 
 
+# --- identity and access ------------------------------------------------------------------
+
+
+class SessionsRevoked(EventPayload):
+    """Every access token of ``user_id`` issued before ``not_before`` is dead (logout,
+    password change, refresh-token reuse, an admin's action). Published by auth; every
+    gateway replica refuses such tokens and closes the user's WebSockets (4401)."""
+
+    user_id: uuid.UUID
+    not_before: datetime
+    reason: str = "revoked"
+
+
+class MembershipChanged(EventPayload):
+    """``user_id``'s role in the project (envelope ``project_id``) changed; ``role`` None means
+    removed. Published by the gateway so every replica re-authorises open WebSockets."""
+
+    user_id: uuid.UUID
+    role: str | None = None
+
+
+_IDENTITY: tuple[type[EventPayload], ...] = (SessionsRevoked, MembershipChanged)
+
 _ALL: tuple[type[EventPayload], ...] = (
     ProjectCreated,
     RunRequested,
@@ -284,10 +309,12 @@ _ALL: tuple[type[EventPayload], ...] = (
 )
 
 #: type name -> newest payload class.
-EVENT_TYPES: dict[str, type[EventPayload]] = {cls.event_type(): cls for cls in _ALL}
+EVENT_TYPES: dict[str, type[EventPayload]] = {
+    cls.event_type(): cls for cls in (*_ALL, *_IDENTITY)
+}
 
-#: Every event type that shows in a project's status stream (all of them).
-STATUS_EVENT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES)
+#: Every event type that shows in a project's status stream (all but identity events).
+STATUS_EVENT_TYPES: tuple[str, ...] = tuple(cls.event_type() for cls in _ALL)
 
 
 class UnknownEventError(ValueError):

@@ -80,4 +80,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "model_version": "v1",
     },
     "DeploymentFailed": {"reason": "model load failed", "deployment_id": DEPLOYMENT},
+    "SessionsRevoked": {
+        "user_id": "3f1b0c9e-8a7d-4c2b-9e1f-5a6b7c8d9e0f",
+        "not_before": "2026-11-30T12:00:00Z",
+        "reason": "logout",
+    },
+    "MembershipChanged": {"user_id": "3f1b0c9e-8a7d-4c2b-9e1f-5a6b7c8d9e0f", "role": None},
 }

@@ -18,6 +18,7 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v bwrap >/dev/null || need+=(bubblewrap)   # the run sandbox
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v setfacl >/dev/null || need+=(acl)   # SSH nodes: per-run uid traverse grants
 [ -x /usr/bin/python3.11 ] || need+=(python3.11)   # the SSH run-user tests' node python
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)

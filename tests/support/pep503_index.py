@@ -2,6 +2,10 @@
 
 :func:`hook_sdist` makes a source distribution whose in-tree PEP 517 backend, when any
 build hook runs, writes a marker file holding the JSON of the environment it saw;
+:func:`probe_sdist` one whose backend tries to write files outside its build and reports
+what it saw (uid, environment, which writes worked) by POSTing JSON to the index server,
+which keeps each report under ``reports/`` (a sandboxed hook can write no file the test
+reads);
 :func:`plain_wheel` makes a trivial pure-Python wheel. :func:`serve_index` serves a
 ``simple/<name>/`` tree of such files from a thread.
 """
@@ -12,6 +16,7 @@ import base64
 import hashlib
 import http.server
 import io
+import json
 import tarfile
 import threading
 import zipfile
@@ -20,12 +25,40 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-__all__ = ["hook_sdist", "plain_wheel", "serve_index"]
+__all__ = ["hook_sdist", "plain_wheel", "probe_sdist", "reports", "serve_index"]
 
 _BACKEND = """\
 import json, os
 with open({marker!r}, "w") as handle:
     json.dump(dict(os.environ), handle)
+METADATA = "Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n"
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def prepare_metadata_for_build_wheel(directory, config_settings=None):
+    info = os.path.join(directory, "{name}-{version}.dist-info")
+    os.makedirs(info)
+    with open(os.path.join(info, "METADATA"), "w") as handle:
+        handle.write(METADATA)
+    return "{name}-{version}.dist-info"
+"""
+
+
+_PROBE = """\
+import json, os, urllib.request
+def _try_write(path):
+    try:
+        with open(path, "w") as handle:
+            handle.write("written by a build hook")
+        return "written"
+    except OSError as exc:
+        return type(exc).__name__
+report = {{
+    "uid": os.getuid(),
+    "gid": os.getgid(),
+    "env": dict(os.environ),
+    "writes": {{path: _try_write(path) for path in {outside!r}}},
+}}
+urllib.request.urlopen({report_url!r}, data=json.dumps(report).encode(), timeout=10).read()
 METADATA = "Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n"
 def get_requires_for_build_wheel(config_settings=None):
     return []
@@ -47,6 +80,23 @@ def _add(archive: tarfile.TarFile, name: str, text: str) -> None:
 
 def hook_sdist(index: Path, name: str, version: str, marker: Path) -> Path:
     """An sdist of ``name`` whose build backend writes ``marker`` (its environment, JSON)."""
+    return _sdist(
+        index, name, version, _BACKEND.format(marker=str(marker), name=name, version=version)
+    )
+
+
+def probe_sdist(
+    index: Path, name: str, version: str, *, report_url: str, outside: list[Path]
+) -> Path:
+    """An sdist whose build backend tries to write each of ``outside`` and POSTs a report
+    ``{uid, gid, env, writes: {path: "written" | error name}}`` to ``report_url``."""
+    backend = _PROBE.format(
+        outside=[str(p) for p in outside], report_url=report_url, name=name, version=version
+    )
+    return _sdist(index, name, version, backend)
+
+
+def _sdist(index: Path, name: str, version: str, backend: str) -> Path:
     folder = index / "simple" / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{version}.tar.gz"
@@ -65,7 +115,7 @@ def hook_sdist(index: Path, name: str, version: str, marker: Path) -> Path:
         _add(
             archive,
             f"{base}/backend.py",
-            _BACKEND.format(marker=str(marker), name=name, version=version),
+            backend,
         )
     _write_listing(folder)
     return path
@@ -113,6 +163,21 @@ def _write_listing(folder: Path) -> None:
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         return None
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        """A build hook's report: kept as ``reports/<n>.json`` under the index root."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        folder = Path(self.directory) / "reports"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{len(list(folder.iterdir()))}-{threading.get_ident()}.json").write_bytes(body)
+        self.send_response(204)
+        self.end_headers()
+
+
+def reports(index: Path) -> list[dict[str, object]]:
+    """The reports build hooks POSTed to the server of ``index``."""
+    folder = index / "reports"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 @contextmanager

@@ -10,7 +10,8 @@ Resolution never runs a package's code: ``--no-build`` (wheels only) unless the 
 sets ``AIDP_ALLOW_SOURCE_BUILDS``; a package without a wheel fails with "no wheel for
 <package>". uv runs with a minimal environment (``PATH``, ``HOME`` in a private temporary
 directory, ``UV_CACHE_DIR``), never the service's own (no Vault token, database URL or
-cloud credentials reach it or a build hook).
+cloud credentials reach it). With builds allowed, uv and the hooks it runs are in the run
+sandbox as the resolver uid, with a private cache (:mod:`.sandboxed_lock`).
 """
 
 from __future__ import annotations
@@ -192,6 +193,20 @@ async def resolve_lock(req: EnvRequest, settings: ProvisionerSettings) -> EnvLoc
     cached = _locks_dir(settings) / f"{req.key()}.lock"
     if cached.exists():
         return EnvLockText(cached.read_text())
+    if req.source_builds:  # build hooks run: never on the controller itself
+        from services.provisioner.envs.sandboxed_lock import compile_in_sandbox
+
+        done = await compile_in_sandbox(
+            settings,
+            argv=uv_compile_argv(req, settings),
+            requirements=req.requirements(),
+            python_version=req.python,
+            find_links=req.find_links,
+        )
+        if done.returncode != 0 or done.text is None:
+            raise lock_failure(done.stderr, done.returncode or 1)
+        _atomic_write(cached, done.text)
+        return EnvLockText(done.text)
     with tempfile.TemporaryDirectory(prefix="aidp-lock-") as tmp:
         work, home = Path(tmp) / "work", Path(tmp) / "home"
         work.mkdir()

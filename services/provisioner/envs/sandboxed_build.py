@@ -76,9 +76,10 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-def find_python(settings: ProvisionerSettings, version: str, node: Node) -> str:
-    """The interpreter ``uv venv`` gets on the local node (installed first when
-    ``AIDP_PYTHON_DOWNLOADS=automatic``). Never a virtual environment's."""
+def find_python(settings: ProvisionerSettings, version: str, node: Node | None = None) -> str:
+    """The interpreter ``uv venv`` gets on the local node, or a sandboxed lock resolution
+    builds with (``node`` None: the controller); installed first when
+    ``AIDP_PYTHON_DOWNLOADS=automatic``. Never a virtual environment's."""
     env = {
         "PATH": os.environ.get("PATH") or os.defpath,
         "HOME": os.environ.get("HOME") or "/root",  # uv-managed interpreters live under it
@@ -107,9 +108,9 @@ def find_python(settings: ProvisionerSettings, version: str, node: Node) -> str:
     path = found.stdout.strip().splitlines()[-1] if found.stdout.strip() else ""
     if found.returncode != 0 or not os.path.isabs(path):
         raise ProviderError(
-            f"Python {version} cannot be found on {node.name} (install python{version} or"
-            " allow downloads with AIDP_PYTHON_DOWNLOADS=automatic). uv said: "
-            + found.stderr.strip(),
+            f"Python {version} cannot be found on {node.name if node else 'the controller'}"
+            f" (install python{version} or allow downloads with"
+            " AIDP_PYTHON_DOWNLOADS=automatic). uv said: " + found.stderr.strip(),
             code="configure_failed",
         )
     return path

@@ -367,5 +367,7 @@ async def test_allowed_source_build_runs_as_the_builder_uid_with_a_scrubbed_envi
     assert seen["env"]["HOME"] == "/tmp"
     assert seen["env"]["UV_CACHE_DIR"] == str(env_root / ".build-cache")
     assert not (env_root / ".build-cache" / "hook-0.json").exists()  # never as root
+    # the lock's resolution ran the hook too, sandboxed with a private cache: never as root
+    assert not list(env_root.glob("**/hook-0.json"))
     installed = list((env_dir / "venv").glob("lib/python*/site-packages/hookpkg.py"))
     assert installed and installed[0].stat().st_uid == builder

@@ -3,8 +3,9 @@
 A local PEP 503 index (served over HTTP) offers ``evilpkg`` only as an sdist whose PEP 517
 backend writes a marker file holding the environment it saw. By default uv resolves with
 ``--no-build``: no marker, and the failure says "no wheel for evilpkg". With
-``AIDP_ALLOW_SOURCE_BUILDS`` the hook runs, and sees only the resolver's minimal
-environment (none of the service's variables). On nodes, ``uv pip sync`` gets
+``AIDP_ALLOW_SOURCE_BUILDS`` the hook runs in the run sandbox as the resolver uid, sees
+an empty environment (none of the service's variables) and writes nothing outside its
+sandbox. On nodes, ``uv pip sync`` gets
 ``--no-build`` too (the torch_env role's script, rendered by real Ansible).
 """
 
@@ -23,16 +24,26 @@ import pytest
 from services.provisioner.drivers.base import Node
 from services.provisioner.drivers.fake import FakeCloud, FakeDriver
 from services.provisioner.envs.ansible import run_playbook
-from services.provisioner.envs.lock import EnvRequest, resolve_lock, uv_compile_argv
+from services.provisioner.envs.lock import (
+    EnvRequest,
+    network_env,
+    resolve_lock,
+    uv_compile_argv,
+)
+from services.provisioner.envs.sandboxed_lock import RESOLVER_TENANT
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
 from shared.events import ProjectCreated
-from tests.support.pep503_index import hook_sdist, plain_wheel, serve_index
+from shared.sandbox import UidLeases
+from tests.support.pep503_index import hook_sdist, plain_wheel, probe_sdist, reports, serve_index
 from tests.unit.provisioner.harness import Harness, spec_dict
 
 pytestmark = pytest.mark.timeout(300)
 
 SENTINEL = "s.vault-token-sentinel-" + uuid.uuid4().hex
+#: Variables uv itself sets for the build backend it starts.
+_UV_BUILD_VARS = ("VIRTUAL_ENV", "PYTHON", "PYO3_PYTHON", "SOURCE_DATE_EPOCH", "PWD", "UV_INTERNAL")
+_UV_SELF = "UV"  # the uv binary, for build backends that call it
 
 
 @pytest.fixture
@@ -98,27 +109,63 @@ async def test_wheels_resolve_without_builds(
     assert not marker.exists()
 
 
-async def test_allowed_builds_see_only_a_minimal_environment(
-    tmp_path: Path,
-    settings: ProvisionerSettings,
-    index_url: str,
-    marker: Path,
-    monkeypatch: pytest.MonkeyPatch,
+async def test_allowed_builds_run_sandboxed_with_an_empty_environment(
+    tmp_path: Path, settings: ProvisionerSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With builds allowed the hook runs, but as the resolver's sandbox uid, with none of
+    the service's environment, and writes nothing outside its sandbox."""
     assert settings.allow_source_builds is False
     monkeypatch.setenv("AIDP_ALLOW_SOURCE_BUILDS", "true")
-    allowed = ProvisionerSettings(data_dir=tmp_path / "data", env_dir=tmp_path / "envs")
+    allowed = ProvisionerSettings(
+        data_dir=tmp_path / "data", env_dir=tmp_path / "envs", torch_find_links=[]
+    )
     assert allowed.allow_source_builds is True
-    req = _request(index_url, "evilpkg", builds=True)
-    assert "--no-build" not in uv_compile_argv(req, allowed)
-    assert req.key() != _request(index_url, "evilpkg").key()  # locks never mix
-    lock = await resolve_lock(req, allowed)
-    assert "evilpkg==1.0" in lock.text
-    seen = json.loads(marker.read_text())
-    assert SENTINEL not in json.dumps(seen)
-    assert not [k for k in seen if k.startswith(("AIDP_", "ITAC_"))]
-    assert seen["HOME"] != os.environ.get("HOME") and not Path(seen["HOME"]).exists()
-    assert seen["UV_CACHE_DIR"] == str(settings.resolved_env_dir() / ".uv-cache")
+    host_tmp = Path("/tmp") / f"aidp-hook-{uuid.uuid4().hex}"
+    outside = [
+        tmp_path / "outside-marker",  # the test's (and the service's user's) files
+        allowed.resolved_env_dir() / "poisoned",  # the shared env dir and lock cache
+        allowed.data_dir / "poisoned",  # the service's data dir (databases, keys)
+        host_tmp,  # the host's /tmp (the sandbox has a private one)
+    ]
+    root = tmp_path / "probe-index"
+    (root / "simple").mkdir(parents=True)
+    with serve_index(root) as url:
+        probe_sdist(
+            root, "probepkg", "1.0", report_url=url.removesuffix("/simple") + "/report",
+            outside=outside,
+        )  # fmt: skip
+        req = _request(url, "probepkg", builds=True)
+        assert "--no-build" not in uv_compile_argv(req, allowed)
+        assert req.key() != _request(url, "probepkg").key()  # locks never mix
+        lock = await resolve_lock(req, allowed)
+    assert "probepkg==1.0" in lock.text
+    seen = reports(root)
+    assert seen, "the build hook did not run"
+    policy = allowed.sandbox_policy()
+    resolver_uid = UidLeases(policy).lease(RESOLVER_TENANT)
+    for report in seen:
+        assert report["uid"] == report["gid"] == resolver_uid != os.getuid()
+        assert policy.uid_min <= resolver_uid <= policy.uid_max
+        env = report["env"]
+        assert isinstance(env, dict)
+        assert SENTINEL not in json.dumps(env)
+        assert not [k for k in env if k.startswith(("AIDP_", "ITAC_", "VAULT", "BAO"))]
+        ours = {
+            "PATH", "HOME", "TMPDIR", "LANG", "UV_NO_CONFIG", "UV_NO_PROGRESS",
+            "UV_CACHE_DIR", "UV_PYTHON_DOWNLOADS", *network_env(),
+        }  # fmt: skip
+        extra = set(env) - ours - {_UV_SELF}
+        assert not [k for k in extra if not k.startswith(_UV_BUILD_VARS)]
+        assert env["UV_CACHE_DIR"] != str(allowed.resolved_env_dir() / ".uv-cache")
+        writes = report["writes"]
+        assert isinstance(writes, dict)
+        for path in outside[:3]:
+            assert writes[str(path)] != "written", path
+    for path in outside:
+        assert not path.exists(), f"the build hook wrote {path}"
+    assert not (allowed.controller_dir() / "resolve").exists() or not any(
+        (allowed.controller_dir() / "resolve").iterdir()
+    )  # the workspace is gone
 
 
 async def test_the_run_fails_naming_the_package(

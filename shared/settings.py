@@ -55,6 +55,18 @@ class BaseServiceSettings(BaseSettings):
         " machine, sandboxed). Off by default: a production control plane runs no tenant code."
         " Embedded mode always allows it.",
     )
+    max_json_bytes: int = Field(
+        1024**2,
+        gt=0,
+        description="Largest request body (bytes) on every route but uploads; larger "
+        "answers 413 before it is read (a chunked body is cut off at the limit).",
+    )
+    max_upload_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="Largest upload (bytes, POST /api/uploads), counted as it streams to "
+        "disk; larger answers 413 and nothing of it is kept.",
+    )
     otel_exporter: Literal["none", "console", "memory"] = Field(
         "none", description="Where spans go (an OTLP exporter can be added by deployment)."
     )

@@ -15,6 +15,7 @@ from services.auth.errors import install_validation_handlers
 from services.auth.handlers import build_handlers
 from services.auth.settings import AuthSettings
 from shared.bus import Bus
+from shared.limits import install_body_limits
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
 
@@ -52,5 +53,6 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(internal.router)
     install_error_handlers(app)
+    install_body_limits(app, settings)
     install_validation_handlers(app)
     return app

@@ -20,6 +20,7 @@ from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
 from shared.events import Envelope
+from shared.limits import install_body_limits
 from shared.runtime import EventHandler, ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
 from shared.store import ArtifactStore
@@ -114,4 +115,5 @@ def create_app(
     app.include_router(health_router(lambda request: request.app.state.runtime))
     app.include_router(build_router(lambda request: request.app.state.cache))
     install_error_handlers(app)
+    install_body_limits(app, settings, upload_paths={"/internal/uploads"})
     return app

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from services.gateway.browser import SecurityHeadersMiddleware, install_local_docs
 from services.gateway.deps import Gateway
 from services.gateway.downstream import Downstreams
 from services.gateway.errors import (
@@ -28,6 +29,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.writer import LogWriter
 from services.gateway.ws import router as ws_router
 from shared.bus import Bus
+from shared.limits import install_body_limits
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
 
@@ -103,13 +105,14 @@ def create_app(
         version="1",
         description="AI Deployment Platform API (DESIGN §5).",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served from packaged assets below (install_local_docs)
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.gateway = gateway
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_body_limits(app, settings, upload_paths={"/api/uploads"})
     if settings.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -126,6 +129,9 @@ def create_app(
     install_spec_changed_handler(app)
     install_validation_handler(app)
     install_openapi(app)
+    install_local_docs(app, openapi_url="/api/openapi.json")
     web = WebUI.load(settings.web_dist)
     install_http_error_handler(app, fallback=web.response if web else None)
+    # outermost: every answer carries the headers, a 413 and an error page included
+    app.add_middleware(SecurityHeadersMiddleware, tls=settings.tls_cert is not None)
     return app

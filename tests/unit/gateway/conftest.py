@@ -114,10 +114,14 @@ async def harness(tmp_path: Path, auth: AuthStub) -> AsyncIterator[Harness]:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port (lifespan included); yields its URL."""
+async def serve(app: FastAPI, **options: Any) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on a free port (lifespan included); yields its URL.
+
+    ``options``: more ``uvicorn.Config`` arguments (``ssl_certfile``...)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: server.started or task.done(), timeout=15)

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from cli import account, serving
 from cli.follow import (
+    FINAL_STATUSES,
     LiveRenderer,
     PlainRenderer,
     Renderer,
@@ -36,6 +38,7 @@ from cli.output import (
 )
 from cli.sdk import Client
 from cli.specfile import load_spec
+from cli.text import plain, printable
 from services import SERVICES
 
 __all__ = ["app"]
@@ -167,7 +170,8 @@ def _outcome(client: Client, view: RunView) -> int:
         )
         return EXIT_OK
     console.print(
-        f"[bold red]✘ {view.status}[/]{': ' + view.reason if view.reason else ''}",
+        Text(f"✘ {view.status}", style="bold red")
+        + (Text(": ") + plain(view.reason) if view.reason else Text("")),
         highlight=False,
     )
     return EXIT_FAILED
@@ -252,10 +256,10 @@ def status(
     console.print(f"run {run_id}: [bold]{run_body.get('status')}[/]", highlight=False)
     for key in ("project_id", "number", "created_at", "finished_at", "reason"):
         if run_body.get(key) is not None:
-            console.print(f"  {key}: {run_body[key]}", highlight=False)
+            console.print(Text(f"  {key}: ") + plain(run_body[key]), highlight=False)
     line = progress_line(view)
     if line:
-        console.print(f"  {line}", highlight=False)
+        console.print(Text("  ") + plain(line), highlight=False)
     if view.endpoint:
         console.print(f"  endpoint: {client.server}{view.endpoint}", highlight=False)
 
@@ -266,13 +270,14 @@ def logs(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run id.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream live progress.")] = False,
 ) -> None:
-    """Print a run's training logs; -f follows it live until it ends."""
+    """Print a run's training logs; -f follows it live until it ends (a run that has
+    already ended: its stored lines, then exit 0)."""
     client = _client()
-    if not follow:
+    run_body = client.get_run(run_id) if follow else {}
+    if not follow or run_body.get("status") in FINAL_STATUSES:
         for line in client.run_logs(run_id):
-            typer.echo(line)
+            typer.echo(printable(line))  # as text: no markup, no escape sequences
         return
-    run_body = client.get_run(run_id)
     raise typer.Exit(_follow(client, str(run_body["project_id"]), run_id, RunView(run_id=run_id)))
 
 
@@ -298,7 +303,7 @@ def down(
             raise fail("refusing to delete without --yes when not interactive", EXIT_USAGE)
         typer.confirm(f"Delete project {found.get('name')} and everything it made?", abort=True)
     client.delete_project(found["id"])
-    console.print(f"project {found.get('name')} deleted", highlight=False)
+    console.print(Text("project ") + plain(found.get("name")) + " deleted", highlight=False)
 
 
 _COMMANDS: tuple[Callable[..., None], ...] = (

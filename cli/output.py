@@ -11,9 +11,11 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cli.sdk import AidpError, ApiError, NotLoggedIn, ServerUnreachable, StreamClosed
 from cli.specfile import SpecError
+from cli.text import plain
 
 __all__ = [
     "EXIT_FAILED",
@@ -43,7 +45,7 @@ R = TypeVar("R")
 
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     """Print ``message`` to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(Text("error:", style="bold red") + " " + plain(message), highlight=False)
     return typer.Exit(code)
 
 
@@ -94,7 +96,7 @@ def print_table(
     for header, _ in columns:
         table.add_column(header)
     for row in rows:
-        table.add_row(*(_cell(_get(row, key)) for _, key in columns))
+        table.add_row(*(plain(_cell(_get(row, key))) for _, key in columns))
     console.print(table)
 
 

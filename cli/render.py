@@ -17,8 +17,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from cli.runview import RunView, format_duration, format_size
+from cli.text import plain
 
 __all__ = ["LiveRenderer", "PlainRenderer", "Renderer", "progress_line"]
 
@@ -38,14 +40,14 @@ class PlainRenderer:
 
     def update(self, view: RunView, notes: list[str], new_logs: list[str]) -> None:
         for note in notes:
-            self.console.print(f"• {note}", highlight=False, soft_wrap=True)
+            self.console.print(Text("• ") + plain(note), highlight=False, soft_wrap=True)
         if self.show_logs:
             for line in new_logs:
-                self.console.print(f"  │ {line}", highlight=False, markup=False, soft_wrap=True)
+                self.console.print(Text("  │ ") + plain(line), highlight=False, soft_wrap=True)
         line = progress_line(view)
         now = time.monotonic()
         if line and line != self._last_line and (notes or now - self._last >= self.every):
-            self.console.print(f"  {line}", highlight=False, soft_wrap=True)
+            self.console.print(Text("  ") + plain(line), highlight=False, soft_wrap=True)
             self._last, self._last_line = now, line
 
     def close(self) -> None:
@@ -102,10 +104,10 @@ class LiveRenderer:
     def update(self, view: RunView, notes: list[str], new_logs: list[str]) -> None:
         self._start()
         for note in notes:
-            self.console.print(f"[cyan]•[/] {note}", highlight=False)
+            self.console.print(Text("•", style="cyan") + " " + plain(note), highlight=False)
         if self.show_logs:
             for line in new_logs:
-                self.console.print(f"[dim]  │ {line}[/]", highlight=False)
+                self.console.print(Text("  │ ", style="dim") + plain(line, "dim"), highlight=False)
         for source, state in view.fetch.items():
             key = f"fetch:{source}"
             if key not in self._tasks:

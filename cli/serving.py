@@ -20,6 +20,7 @@ from cli.output import (
     print_table,
 )
 from cli.sdk import Client
+from cli.text import printable
 
 __all__ = ["artifacts", "deploy", "models", "predict", "share", "upload"]
 
@@ -137,7 +138,8 @@ def predict(
         print_json(outputs)
         return
     for text, out in zip(inputs, outputs, strict=False):
-        console.print(f"{text!r} → {_render_output(out)}", highlight=False, markup=False)
+        line = printable(f"{text!r} → {_render_output(out)}")  # model output: no escapes
+        console.print(line, highlight=False, markup=False)
 
 
 def _render_output(out: Any) -> str:

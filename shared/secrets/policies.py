@@ -14,11 +14,11 @@ gateway      ``users/*``: write values; list names, read metadata, delete  --
              (``/api/secrets``; it never reads a value back)
 provisioner  ``users/*``: read (SSH identities, IDC credentials);           --
              ``platform/idc``: read (the platform's IDC credentials)
-fetcher      ``users/*``: read (HF / Kaggle tokens of the run owner)        artifact key:
-                                                                            read, datakey,
+fetcher      ``users/*``: read (HF / Kaggle tokens of the run owner);       artifact key:
+             ``platform/store-naming-key``: create, read (blob names)       read, datakey,
                                                                             decrypt
-trainer      ``users/*``: read (the run owner's secrets named in the spec)  artifact key:
-                                                                            read, datakey,
+trainer      ``users/*``: read (the run owner's secrets named in the spec); artifact key:
+             ``platform/store-naming-key``: create, read (blob names)       read, datakey,
                                                                             decrypt
 ===========  ===========================================================  ================
 
@@ -74,6 +74,12 @@ path "${transit}/decrypt/${transit_key}" {
 }
 """
 
+_NAMING_KEY = """\
+path "${kv}/data/${prefix}/platform/${naming_secret}" {
+  capabilities = ["create", "read"]
+}
+"""
+
 _TEMPLATES: dict[str, str] = {
     "auth": """\
 # aidp auth: the JWT signing keyring (Ed25519), created at first start, rotated by admins.
@@ -103,16 +109,20 @@ path "${kv}/data/${prefix}/platform/idc" {
 """,
     "fetcher": """\
 # aidp fetcher: reads the run owner's HF / Kaggle tokens; encrypts what it caches (one data
-# key per blob, wrapped by the artifact key) and decrypts cached blobs to verify them.
+# key per blob, wrapped by the artifact key) and decrypts cached blobs to verify them; names
+# blobs with the store's naming key (created once by the first service, never replaced).
 """
     + _USERS_READ
-    + _ARTIFACT_KEY,
+    + _ARTIFACT_KEY
+    + _NAMING_KEY,
     "trainer": """\
 # aidp trainer: reads the run owner's secrets named in the spec; decrypts staged artifacts
-# and encrypts checkpoints and trained models with the artifact key.
+# and encrypts checkpoints and trained models with the artifact key; names blobs with the
+# store's naming key.
 """
     + _USERS_READ
-    + _ARTIFACT_KEY,
+    + _ARTIFACT_KEY
+    + _NAMING_KEY,
     RECOVERY_POLICY: """\
 # aidp recovery (embedded mode): can only run the root token generation flow, which also
 # needs the unseal key. Bootstrap uses it to re-issue the service tokens; the root token it
@@ -133,6 +143,7 @@ class PolicyParams:
     prefix: str = "aidp"
     transit_key: str = "aidp-artifacts"
     signing_secret: str = "auth-signing-keys"
+    naming_secret: str = "store-naming-key"
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -154,6 +165,7 @@ def render(name: str, params: PolicyParams | None = None) -> str:
         prefix=p.prefix.strip("/"),
         transit_key=p.transit_key,
         signing_secret=p.signing_secret,
+        naming_secret=p.naming_secret,
     )
 
 

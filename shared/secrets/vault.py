@@ -278,6 +278,24 @@ class VaultClient(SecretStore, KeyService):
     def put_platform_secret(self, name: str, data: dict[str, str]) -> None:
         self._kv_write(f"{self.prefix}/platform/{_platform_path(name)}", dict(data))
 
+    def create_platform_secret(self, name: str, data: dict[str, str]) -> bool:
+        """Check-and-set version 0: KV v2 refuses the write when the secret exists (a 400, or
+        a 403 for a policy that grants ``create`` but not ``update``)."""
+        kv = self._client.secrets.kv.v2
+        path = f"{self.prefix}/platform/{_platform_path(name)}"
+        try:
+            self._call(
+                "create secret",
+                lambda: kv.create_or_update_secret(
+                    path=path, secret=dict(data), cas=0, mount_point=self.mount
+                ),
+            )
+        except VaultError:
+            if self.get_platform_secret(name) is not None:  # someone else created it
+                return False
+            raise
+        return True
+
     def get_platform_secret(self, name: str) -> dict[str, str] | None:
         data = self._kv_read(f"{self.prefix}/platform/{_platform_path(name)}")
         return None if data is None else {k: str(v) for k, v in data.items()}

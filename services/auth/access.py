@@ -1,9 +1,12 @@
 """Access tokens: short-lived EdDSA JWTs.
 
 Claims: ``iss``, ``aud``, ``sub`` (user uuid), ``email``, ``adm`` (platform admin),
-``tv`` (the user's token version: logout and password change bump it), ``iat``, ``exp``,
-``jti``; header ``kid``. Verification pins ``algorithms=["EdDSA"]`` and requires
-``iss``/``aud``/``exp``/``sub``/``iat``, so ``alg: none``, HS256 tokens keyed with the
+``tv`` (the user's token version: logout and password change bump it), ``scope`` (the
+space-separated scopes of ``shared.scopes``: every scope the user may hold), ``iat``
+(microsecond precision, compared with the user's ``sessions_not_before``), ``exp``
+(exactly ``iat`` + the configured TTL), ``jti``; header ``kid``.
+Verification pins ``algorithms=["EdDSA"]`` and
+requires ``iss``/``aud``/``exp``/``sub``/``iat``, so ``alg: none``, HS256 tokens keyed with the
 public key, foreign keys, expired, tampered and mis-addressed tokens all fail.
 """
 
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import jwt
@@ -33,6 +35,7 @@ class AccessClaims:
     is_admin: bool
     token_version: int
     jti: str
+    issued_at: float
 
 
 def issue_access_token(
@@ -45,10 +48,13 @@ def issue_access_token(
     issuer: str,
     audience: str,
     ttl_seconds: int,
+    scopes: list[str],
 ) -> str:
-    """Sign an access token with the active key."""
+    """Sign an access token with the active key; ``exp − iat`` is exactly ``ttl_seconds``."""
     key = keyring.active()
-    now = utcnow()
+    # Sub-second iat: a token issued right after a revocation (same second) must not look
+    # older than it, nor one issued just before it look newer.
+    now = utcnow().timestamp()
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
@@ -56,8 +62,9 @@ def issue_access_token(
         "email": email,
         "adm": is_admin,
         "tv": token_version,
+        "scope": " ".join(scopes),
         "iat": now,
-        "exp": now + timedelta(seconds=ttl_seconds),
+        "exp": now + ttl_seconds,
         "jti": uuid.uuid4().hex,
     }
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
@@ -94,8 +101,16 @@ def verify_access_token(
         raise Unauthenticated("invalid access token")
     if not isinstance(adm, bool) or not isinstance(tv, int):
         raise Unauthenticated("invalid access token")
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise Unauthenticated("invalid access token")
     return AccessClaims(
-        user_id=sub, email=email, is_admin=adm, token_version=tv, jti=str(claims["jti"])
+        user_id=sub,
+        email=email,
+        is_admin=adm,
+        token_version=tv,
+        jti=str(claims["jti"]),
+        issued_at=float(iat),
     )
 
 

@@ -1,11 +1,14 @@
 """API tokens for the CLI and CI: ``aidp_<selector>_<secret>``, stored hashed.
 
-The value is shown once, at creation. Listing shows the name, the non-secret selector hint
-and the dates; revoking marks the row (kept for audit) and it stops authenticating at once.
+The value is shown once, at creation. Each token holds the scopes chosen at creation
+(``shared.scopes``; ``read`` when none are named, ``admin`` only for admins), returned by
+listing and introspection. Listing shows the name, the non-secret selector hint, the
+scopes and the dates; revoking marks the row (kept for audit) and it stops authenticating at once.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -22,6 +25,7 @@ from services.auth.opaque import (
 from shared.errors import NotFound
 
 __all__ = [
+    "API_TOKEN_SHAPE",
     "create_api_token",
     "find_api_token",
     "list_api_tokens",
@@ -30,12 +34,20 @@ __all__ = [
 ]
 
 _LAST_USED_RESOLUTION = timedelta(seconds=60)  # avoid a write on every request
+#: ``aidp_`` + 24 hex selector + ``_`` + 43 URL-safe base64 characters (256-bit secret).
+API_TOKEN_SHAPE = re.compile(r"^aidp_[0-9a-f]{24}_[A-Za-z0-9_-]{43}$")
 
 
 def create_api_token(
-    session: Session, *, user_id: str, name: str, expires_in_days: int | None
+    session: Session,
+    *,
+    user_id: str,
+    name: str,
+    expires_in_days: int | None,
+    scopes: list[str],
 ) -> tuple[ApiToken, str]:
-    """Add a token; returns (row, value). The value is not recoverable afterwards."""
+    """Add a token with ``scopes`` (already checked against the user's); returns (row,
+    value). The value is not recoverable afterwards."""
     selector, verifier = new_selector(), new_verifier()
     now = utcnow()
     row = ApiToken(
@@ -44,6 +56,7 @@ def create_api_token(
         name=name,
         selector=selector,
         token_hash=sha256_hex(verifier),
+        scopes=" ".join(scopes),
         created_at=now,
         expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
     )
@@ -52,8 +65,9 @@ def create_api_token(
 
 
 def find_api_token(session: Session, *, token: str) -> ApiToken | None:
-    """The live row for ``token`` (updating ``last_used_at``), or None."""
-    if not token.startswith(API_TOKEN_PREFIX):
+    """The live row for ``token`` (updating ``last_used_at``), or None (also for any
+    malformed value)."""
+    if not API_TOKEN_SHAPE.fullmatch(token):
         return None
     selector, _, verifier = token.removeprefix(API_TOKEN_PREFIX).partition("_")
     if not selector or not verifier:

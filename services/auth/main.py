@@ -43,7 +43,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
             app.state.auth = await asyncio.to_thread(
-                build_context, settings=settings, db=runtime.db, store=runtime.secrets
+                build_context,
+                settings=settings,
+                db=runtime.db,
+                store=runtime.secrets,
+                stage=runtime.stage,
+                published=runtime.published,
             )
             yield
 

@@ -15,6 +15,8 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "ApiToken",
     "AuthLock",
+    "Device",
+    "Invitation",
     "LoginAttempt",
     "RefreshToken",
     "User",
@@ -37,7 +39,9 @@ def _ts(nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
 
 
 class User(SQLModel, table=True):
-    """A person. ``token_version`` bumps on logout/password change to refuse older JWTs."""
+    """A person. ``token_version`` bumps on logout/password change to refuse older JWTs;
+    ``sessions_not_before`` is the same fact as a time (the minimum ``iat`` an access token
+    of this user may carry), the form the gateway checks and ``SessionsRevoked`` carries."""
 
     __tablename__ = "auth_users"
 
@@ -48,6 +52,8 @@ class User(SQLModel, table=True):
     token_version: int = Field(default=0)
     created_at: datetime = Field(sa_column=_ts())
     password_changed_at: datetime = Field(sa_column=_ts())
+    sessions_not_before: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    disabled_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class RefreshToken(SQLModel, table=True):
@@ -63,6 +69,8 @@ class RefreshToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=_ts())
     used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # When the family's login happened: refresh fails past the absolute session lifetime.
+    family_started_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class ApiToken(SQLModel, table=True):
@@ -75,10 +83,39 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(max_length=100)
     selector: str = Field(max_length=32, sa_column_kwargs={"unique": True, "nullable": False})
     token_hash: str = Field(max_length=64)
+    scopes: str = Field(default="read", max_length=100)  # space-separated shared.scopes names
     created_at: datetime = Field(sa_column=_ts())
     expires_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     last_used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Invitation(SQLModel, table=True):
+    """A single-use registration code an admin hands out (registration mode ``invite``)."""
+
+    __tablename__ = "auth_invitations"
+
+    id: str = Field(primary_key=True, max_length=32)  # the selector (not secret)
+    code_hash: str = Field(max_length=64)
+    email: str | None = Field(default=None, max_length=254)  # only this email may use it
+    created_by: str = Field(max_length=36)
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    used_by: str | None = Field(default=None, max_length=36)
+
+
+class Device(SQLModel, table=True):
+    """A browser or client that logged in successfully (device cookie): its logins skip the
+    per-email delay, so an attacker guessing the password cannot lock the owner out."""
+
+    __tablename__ = "auth_devices"
+
+    id: str = Field(primary_key=True, max_length=32)  # the selector (not secret)
+    user_id: str = Field(index=True, max_length=36, foreign_key="auth_users.id")
+    token_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts())
+    last_used_at: datetime = Field(sa_column=_ts())
 
 
 class LoginAttempt(SQLModel, table=True):

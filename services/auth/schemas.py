@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from services.auth.emails import normalise_email
+
 __all__ = [
     "ApiTokenCreate",
     "ApiTokenCreated",
@@ -20,31 +22,29 @@ __all__ = [
     "Email",
     "IntrospectIn",
     "IntrospectOut",
+    "InvitationCreate",
+    "InvitationOut",
     "Jwk",
     "JwksOut",
+    "LoginIn",
     "LogoutIn",
     "PasswordChange",
     "PasswordChanged",
     "RefreshIn",
+    "RegisterIn",
+    "RevokedKey",
     "RotatedKey",
+    "SessionsOut",
     "TokenPairOut",
+    "UserAdminOut",
     "UserOut",
     "UserRef",
     "normalise_email",
 ]
 
-_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Opaque tokens are URL-safe base64/hex plus the separators "." and "_".
 TOKEN_PATTERN = r"^[A-Za-z0-9._~+/=-]+$"
-
-
-def normalise_email(value: str) -> str:
-    """Trimmed, lowercased; a ValueError unless it looks like an email address."""
-    email = value.strip().lower()
-    if len(email) > 254 or not _EMAIL.match(email):
-        raise ValueError("not a valid email address")
-    return email
 
 
 def _no_control(value: str) -> str:
@@ -73,8 +73,27 @@ class Credentials(_Strict):
     password: Password
 
 
+class RegisterIn(Credentials):
+    invitation: Token | None = Field(
+        None, description="Invitation code (needed when registration is invite-only)."
+    )
+
+
+class LoginIn(Credentials):
+    refresh_token_delivery: Literal["cookie", "body"] = Field(
+        "cookie",
+        description="cookie (browsers): the refresh token is set as an HttpOnly cookie "
+        "scoped to /api/auth and left out of the body; body (CLI, CI): it is in the body.",
+    )
+    device_token: Token | None = Field(
+        None, description="Known-device token of a non-browser client (browsers: cookie)."
+    )
+
+
 class RefreshIn(_Strict):
-    refresh_token: Token
+    refresh_token: Token | None = Field(
+        None, description="Left out by browsers: the refresh cookie is used instead."
+    )
 
 
 class LogoutIn(_Strict):
@@ -89,10 +108,47 @@ class PasswordChange(_Strict):
 class ApiTokenCreate(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_control)]
     expires_in_days: int | None = Field(None, ge=1, le=3650)
+    scopes: list[Annotated[str, Field(max_length=32)]] | None = Field(
+        None,
+        max_length=8,
+        description="read, run, deploy, predict, admin (admins only). Default: [read].",
+    )
 
 
 class IntrospectIn(_Strict):
-    token: Token
+    # Any string up to the limit: a malformed token is an inactive one (401), not a 422.
+    token: str = Field(max_length=4096)
+
+
+class InvitationCreate(_Strict):
+    email: Email | None = Field(None, description="Only this address may use the code.")
+    expires_in_hours: int | None = Field(None, ge=1, le=24 * 90)
+
+
+class InvitationOut(BaseModel):
+    id: str
+    email: str | None
+    expires_at: UtcDatetime
+    code: str = Field(description="The single-use code. Shown once; hand it to the invitee.")
+
+
+class SessionsOut(BaseModel):
+    not_before: UtcDatetime | None = Field(
+        description="Access tokens of the user issued (iat) before this are revoked."
+    )
+
+
+class RevokedKey(BaseModel):
+    revoked: str
+    active: str = Field(description="The kid that signs from now on.")
+    keys: list[str] = Field(description="kids now in the JWKS, newest first.")
+
+
+class UserAdminOut(BaseModel):
+    id: str
+    email: str
+    is_admin: bool
+    disabled: bool
 
 
 class UserOut(BaseModel):
@@ -109,7 +165,9 @@ class UserRef(BaseModel):
 
 class TokenPairOut(BaseModel):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = Field(
+        None, description="Only for refresh_token_delivery=body (else in the HttpOnly cookie)."
+    )
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
 
@@ -126,6 +184,7 @@ class ApiTokenOut(BaseModel):
     created_at: UtcDatetime
     expires_at: UtcDatetime | None
     last_used_at: UtcDatetime | None
+    scopes: list[str]
 
 
 class ApiTokenCreated(ApiTokenOut):
@@ -137,6 +196,10 @@ class IntrospectOut(BaseModel):
     email: str
     is_admin: bool
     kind: Literal["access", "api"]
+    scopes: list[str] = Field(description="What the token may do (shared.scopes).")
+    not_before: UtcDatetime | None = Field(
+        None, description="The user's sessions_not_before (access tokens older are revoked)."
+    )
 
 
 class Jwk(BaseModel):

@@ -9,17 +9,19 @@ is treated as a replay and the family is revoked.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from services.auth.models import RefreshToken, User, aware, utcnow
+from services.auth.models import RefreshToken, aware, utcnow
 from services.auth.opaque import new_selector, new_verifier, sha256_hex, verifier_matches
 from shared.errors import Unauthenticated
 
 __all__ = [
+    "RefreshReused",
     "family_of",
+    "family_start",
     "issue_refresh_token",
     "revoke_family",
     "revoke_user_families",
@@ -29,12 +31,32 @@ __all__ = [
 _INVALID = "invalid refresh token"
 
 
+class RefreshReused(Unauthenticated):
+    """A spent refresh token came back: its family is revoked; the caller revokes the
+    user's access tokens (and says so on the bus)."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__("refresh token reused; the session has been revoked")
+        self.user_id = user_id
+
+
 def issue_refresh_token(
-    session: Session, *, user_id: str, ttl_days: int, family_id: str | None = None
+    session: Session,
+    *,
+    user_id: str,
+    ttl_days: int,
+    family_id: str | None = None,
+    family_started_at: datetime | None = None,
+    session_max_days: int | None = None,
 ) -> str:
-    """Add a new refresh token (a new family unless ``family_id``); returns its value."""
+    """Add a new refresh token (a new family unless ``family_id``); returns its value.
+    It expires after ``ttl_days``, but never past the family's absolute lifetime."""
     selector, verifier = new_selector(), new_verifier()
     now = utcnow()
+    started = family_started_at or now
+    expires = now + timedelta(days=ttl_days)
+    if session_max_days is not None:
+        expires = min(expires, started + timedelta(days=session_max_days))
     session.add(
         RefreshToken(
             id=selector,
@@ -42,7 +64,8 @@ def issue_refresh_token(
             user_id=user_id,
             token_hash=sha256_hex(verifier),
             created_at=now,
-            expires_at=now + timedelta(days=ttl_days),
+            expires_at=expires,
+            family_started_at=started,
         )
     )
     return f"{selector}.{verifier}"
@@ -81,11 +104,19 @@ def revoke_user_families(session: Session, *, user_id: str) -> int:
     return len(families)
 
 
-def spend_refresh_token(session: Session, *, token: str) -> RefreshToken:
-    """Mark ``token`` used and return its row. A replay revokes the family and the user's
-    access tokens (committed).
+def family_start(row: RefreshToken) -> datetime:
+    """When the login that began ``row``'s family happened (older rows: their creation)."""
+    return aware(row.family_started_at or row.created_at)
 
-    Raises :class:`Unauthenticated` for unknown, expired, revoked or spent tokens.
+
+def spend_refresh_token(
+    session: Session, *, token: str, session_max_days: int | None = None
+) -> RefreshToken:
+    """Mark ``token`` used and return its row. A replay revokes the family (committed) and
+    raises :class:`RefreshReused`.
+
+    Raises :class:`Unauthenticated` for unknown, expired, revoked or spent tokens, and for
+    a family older than ``session_max_days`` (the absolute session lifetime).
     """
     row = _find(session, token)
     if row is None:
@@ -93,6 +124,10 @@ def spend_refresh_token(session: Session, *, token: str) -> RefreshToken:
     now = utcnow()
     if row.revoked_at is not None or aware(row.expires_at) <= now:
         raise Unauthenticated(_INVALID)
+    if session_max_days is not None and now - family_start(row) >= timedelta(days=session_max_days):
+        revoke_family(session, family_id=row.family_id)
+        session.commit()
+        raise Unauthenticated("session expired; log in again")
     result = session.execute(
         update(RefreshToken)
         .where(col(RefreshToken.id) == row.id, col(RefreshToken.used_at).is_(None))
@@ -100,12 +135,8 @@ def spend_refresh_token(session: Session, *, token: str) -> RefreshToken:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         revoke_family(session, family_id=row.family_id)
-        user = session.get(User, row.user_id)
-        if user is not None:  # whoever replayed it may hold an access token of the family
-            user.token_version += 1
-            session.add(user)
         session.commit()
-        raise Unauthenticated("refresh token reused; the session has been revoked")
+        raise RefreshReused(row.user_id)
     return row
 
 

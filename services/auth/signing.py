@@ -36,7 +36,7 @@ from sqlmodel import select
 
 from services.auth.models import AuthLock, utcnow
 from shared.db import Database
-from shared.errors import TransientError
+from shared.errors import NotFound, TransientError
 from shared.secrets import SecretStore
 
 __all__ = ["SigningKey", "SigningKeyring"]
@@ -190,6 +190,34 @@ class SigningKeyring:
         """Add a new key (signing after the activation delay); old keys keep verifying until
         their tokens expire. Returns the new kid."""
         return self._locked_change(rotate=True)
+
+    def revoke(self, kid: str) -> str:
+        """Drop ``kid`` now: it leaves the JWKS and verifies nothing more (other replicas
+        within ``reload_seconds``). When it was the signing key, a new key signs at once.
+        Returns the kid that signs now; :class:`NotFound` for an unknown kid."""
+        with self._db.session() as session:
+            lock = select(AuthLock).where(AuthLock.name == "signing-keys").with_for_update()
+            session.exec(lock).first()
+            active, keys = self._read()
+            if kid not in keys:
+                raise NotFound("no such signing key")
+            del keys[kid]
+            live = [k for k in keys.values() if k.retired_at is None]
+            signing = active if active is not None and active in keys and live else None
+            if signing is None:
+                # Backdated past the activation delay so it signs at once: there is no
+                # trustworthy key left to bridge the delay with.
+                fresh = SigningKey.generate()
+                new = SigningKey(
+                    fresh.kid, fresh.private_key, fresh.created_at - self._activation_delay
+                )
+                keys[new.kid] = new
+                signing = new.kid
+            self._write(signing, keys)
+            self._install(signing, keys)
+            session.commit()
+        log.warning("signing key %s revoked; %s signs now", kid, self.active().kid)
+        return self.active().kid
 
     def reload(self) -> None:
         active, keys = self._read()

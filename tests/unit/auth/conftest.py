@@ -60,7 +60,9 @@ def register(client: TestClient, email: str, password: str = PASSWORD) -> dict[s
 
 
 def login(client: TestClient, email: str, password: str = PASSWORD, **kw: Any) -> dict[str, Any]:
-    r = client.post("/api/auth/login", json={"email": email, "password": password}, **kw)
+    """Log in as a non-browser client (the refresh token in the body)."""
+    body = {"email": email, "password": password, "refresh_token_delivery": "body"}
+    r = client.post("/api/auth/login", json=body, **kw)
     assert r.status_code == 200, r.text
     return dict(r.json())
 

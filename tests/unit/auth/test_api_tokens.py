@@ -34,6 +34,8 @@ def test_create_list_use_revoke(client: TestClient) -> None:
         "email": "ci@example.com",
         "is_admin": True,
         "kind": "api",
+        "scopes": ["read"],  # no scopes asked: read only, never a full account key
+        "not_before": None,
     }
     assert client.get("/api/auth/me", headers=bearer(value)).json()["email"] == "ci@example.com"
     assert client.get("/api/auth/tokens", headers=headers).json()[0]["last_used_at"] is not None

@@ -44,7 +44,8 @@ def test_register_reports_the_policy_as_422(client: TestClient) -> None:
     assert r.status_code == 422
     assert r.json()["error"] == {
         "code": "invalid",
-        "message": "password: is too common; choose another",
+        "message": "password: is too common (it, or it with digits and symbols added, is on "
+        "breached-password lists); choose a passphrase of several unrelated words",
     }
 
 

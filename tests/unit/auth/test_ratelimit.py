@@ -62,22 +62,30 @@ def test_limits_can_be_switched_off(make_client: Callable[..., TestClient]) -> N
     assert {_attempt(client, "x@example.com", "10.4.4.4") for _ in range(12)} == {401}
 
 
-def test_window_slides_and_retry_after_counts_down(tmp_path: Path) -> None:
+def test_per_email_delay_grows_and_never_locks_out(tmp_path: Path) -> None:
     from services.auth.models import SQLModel
 
     db = Database(f"sqlite:///{tmp_path / 'rl.db'}")
     SQLModel.metadata.create_all(db.engine)
-    limiter = LoginLimiter(db=db, per_address=100, per_email=2, window=60)
+    limiter = LoginLimiter(
+        db=db, per_address=100, per_email=2, window=60, delay_base=2, delay_max=30
+    )
     t0 = 1_000_000.0
-    limiter.acquire(address="a", email="e", now=t0)
-    limiter.acquire(address="a", email="e", now=t0 + 10)
+    limiter.acquire(address="a", email="e", now=t0)  # two free failures
+    limiter.acquire(address="a", email="e", now=t0 + 1)
     with pytest.raises(RateLimited) as info:
-        limiter.acquire(address="a", email="e", now=t0 + 20)
-    assert info.value.retry_after == 40
+        limiter.acquire(address="a", email="e", now=t0 + 2)
+    assert info.value.retry_after == 1  # 2 s after the last failure
+    limiter.acquire(address="a", email="e", now=t0 + 3)  # waited: let through
     with pytest.raises(RateLimited) as info:
-        limiter.acquire(address="a", email="e", now=t0 + 59)
-    assert info.value.retry_after == 1
-    limiter.acquire(address="a", email="e", now=t0 + 61)  # the first attempt left the window
-    ticket = limiter.acquire(address="a", email="other", now=t0 + 62)
-    limiter.succeeded(ticket)
-    db.dispose()
+        limiter.acquire(address="a", email="e", now=t0 + 4)
+    assert info.value.retry_after == 3  # the delay doubled: 4 s after t0+3
+    t = t0 + 7
+    for _ in range(6):  # keeps doubling up to the cap, never a lockout
+        limiter.acquire(address="a", email="e", now=t)
+        t += 31
+    with pytest.raises(RateLimited) as info:
+        limiter.acquire(address="a", email="e", now=t - 31 + 1)
+    assert info.value.retry_after == 29
+    # A known device skips the per-email delay even now.
+    limiter.acquire(address="a", email="e", now=t - 31 + 1, known_device=True)

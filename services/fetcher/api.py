@@ -115,9 +115,15 @@ async def _stream_into_store(request: Request, cache: ArtifactCache) -> tuple[st
                         await asyncio.sleep(0.005)
         chunks.put(_END)
     except BaseException as exc:
-        try:
-            chunks.put_nowait(exc)
-        except queue.Full:
-            pass
+        # the body was cut off (over its limit) or the client went away: the writer must
+        # see the failure (a full queue would leave it waiting for ever) and remove its
+        # partial file before we answer, so nothing of the body is left behind
+        while not writer.done():
+            try:
+                chunks.put_nowait(exc)
+                break
+            except queue.Full:
+                await asyncio.sleep(0.005)
+        await asyncio.gather(writer, return_exceptions=True)
         raise
     return await writer

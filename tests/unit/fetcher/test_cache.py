@@ -141,3 +141,37 @@ async def test_no_plaintext_under_the_cache(tmp_path: Path, hub: HubServer) -> N
             if path.is_file():
                 assert SECRET_TEXT[:20] not in path.read_bytes(), path
         assert any(store.rglob("*"))
+
+
+async def test_upload_over_its_limit_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An upload without a length is counted as it streams; past AIDP_MAX_UPLOAD_BYTES it
+    is answered 413 and its partial (encrypted) file is removed (issue 13)."""
+    async with (
+        running_fetcher(tmp_path, max_upload_bytes=64 * 1024) as f,
+        f.client() as http,
+    ):
+
+        async def body():  # 1 MiB in 16 KiB pieces, no Content-Length
+            for _ in range(64):
+                yield b"z" * (16 * 1024)
+
+        r = await http.post(
+            "/internal/uploads",
+            params={"filename": "big.csv"},
+            content=body(),
+            headers={"X-Aidp-User": OWNER},
+        )
+        assert r.status_code == 413, r.text
+        assert "AIDP_MAX_UPLOAD_BYTES" in r.json()["error"]["message"]
+        left = [p for p in f.store_dir.rglob("*") if p.is_file()]
+        assert left == [], left
+        listing = (await http.get("/internal/artifacts", params={"all": "true"})).json()
+        assert listing == []
+        # under the limit, the same route still takes the file
+        ok = await http.post(
+            "/internal/uploads",
+            params={"filename": "small.csv"},
+            content=b"a,b\n1,2\n",
+            headers={"X-Aidp-User": OWNER},
+        )
+        assert ok.status_code == 201, ok.text

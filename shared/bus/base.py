@@ -15,6 +15,12 @@ Semantics (both implementations; ``tests/integration/shared/test_bus_contract.py
 - Messages whose body is not a valid envelope are dead-lettered at once.
 - Delivery is at least once: handlers dedupe on ``envelope.id``
   (:func:`shared.outbox.claim_inbox`).
+- A *broadcast* subscription (:meth:`Bus.subscribe_broadcast`) gets every message of its
+  types on a queue of its own, for this bus instance only, that lives as long as the
+  connection (RabbitMQ: exclusive, auto-delete): every replica of a service sees every
+  such message, none sees those published while it was away. It suits notifications that
+  update in-memory state (revoked sessions, changed roles). A failing broadcast handler is
+  logged and the message dropped: no retry, no dead-letter.
 """
 
 from __future__ import annotations
@@ -99,6 +105,11 @@ class Bus(ABC):
         Returns once consuming has started. ``max_deliveries`` bounds redeliveries of a
         failing message before it is dead-lettered.
         """
+
+    @abstractmethod
+    async def subscribe_broadcast(self, event_types: Sequence[str], handler: Handler) -> None:
+        """Consume every message of ``event_types`` on a queue of this instance's own (see
+        the module docstring); returns once consuming has started."""
 
     @abstractmethod
     async def declare(

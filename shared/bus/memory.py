@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class _Queue:
     max_deliveries: int
     items: asyncio.Queue[_Message] = field(default_factory=asyncio.Queue)
     consumers: int = 0
+    broadcast: bool = False  # one bus instance's own queue: failures dropped, deleted on close
 
 
 class MemoryBroker:
@@ -97,12 +99,16 @@ class MemoryBus(Bus):
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[Any]] = set()
         self._connected = False
+        self._own_queues: list[str] = []  # broadcast queues, deleted on close (auto-delete)
 
     async def connect(self) -> None:
         self._connected = True
 
     async def close(self) -> None:
         self._connected = False
+        for name in self._own_queues:
+            self.broker.queues.pop(name, None)
+        self._own_queues.clear()
         tasks, self._tasks = self._tasks, []
         busy = [t for t in tasks if t in self._busy]
         for task in tasks:
@@ -145,6 +151,13 @@ class MemoryBus(Bus):
         for _ in range(max(1, prefetch)):
             self._tasks.append(asyncio.create_task(self._consume(q, handler)))
 
+    async def subscribe_broadcast(self, event_types: Sequence[str], handler: Handler) -> None:
+        name = f"broadcast.{uuid.uuid4().hex}"
+        q = self.broker.declare(name, event_types, 1)
+        q.broadcast, q.consumers = True, 1
+        self._own_queues.append(name)
+        self._tasks.append(asyncio.create_task(self._consume(q, handler)))
+
     async def _consume(self, queue: _Queue, handler: Handler) -> None:
         task = asyncio.current_task()
         if task is None:
@@ -175,6 +188,10 @@ class MemoryBus(Bus):
             raise
         except Exception as exc:
             error = exc
+        if queue.broadcast:
+            if error is not None:
+                log.warning("broadcast handler failed on %s: %r", envelope.type, error)
+            return
         action = delivery_action(error)
         if action is DeliveryAction.ACK:
             return

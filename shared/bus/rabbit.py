@@ -5,7 +5,10 @@ Topology (all durable):
 - exchange ``aidp.events`` (topic), routing key = event type;
 - exchange ``aidp.dead`` (fanout) and queue ``aidp.dead`` bound to it;
 - one quorum queue per consuming service, bound to its event types, declared with
-  ``x-delivery-limit`` and ``x-dead-letter-exchange: aidp.dead``.
+  ``x-delivery-limit`` and ``x-dead-letter-exchange: aidp.dead``;
+- per :meth:`RabbitBus.subscribe_broadcast`, a classic queue ``aidp.broadcast.<uuid>`` of
+  this connection only (exclusive, auto-delete, not durable), bound to its types: every
+  bus instance gets every such message; a failing handler's message is logged and acked.
 
 Delivery limit: a quorum queue counts *returns* (``x-delivery-count``) and dead-letters a
 message returned more than ``x-delivery-limit`` times, so ``max_deliveries`` handler calls
@@ -42,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -127,6 +131,7 @@ class _Subscription:
     handler: Handler
     prefetch: int
     max_deliveries: int
+    broadcast: bool = False
 
 
 class RabbitBus(Bus):
@@ -401,11 +406,22 @@ class RabbitBus(Bus):
     # -- consuming ------------------------------------------------------------------------
 
     async def _declare_queue(
-        self, channel: AbstractChannel, queue: str, event_types: Sequence[str], max_deliveries: int
+        self,
+        channel: AbstractChannel,
+        queue: str,
+        event_types: Sequence[str],
+        max_deliveries: int,
+        *,
+        broadcast: bool = False,
     ) -> AbstractQueue:
-        declared = await channel.declare_queue(
-            queue, durable=True, arguments=queue_arguments(max_deliveries)
-        )
+        if broadcast:
+            declared = await channel.declare_queue(
+                queue, durable=False, exclusive=True, auto_delete=True
+            )
+        else:
+            declared = await channel.declare_queue(
+                queue, durable=True, arguments=queue_arguments(max_deliveries)
+            )
         for event_type in event_types:
             await declared.bind(EXCHANGE, routing_key=event_type)
         return declared
@@ -435,6 +451,21 @@ class RabbitBus(Bus):
             await self._consume(subscription)
         self._subscriptions.append(subscription)
 
+    async def subscribe_broadcast(self, event_types: Sequence[str], handler: Handler) -> None:
+        if self._connection is None:
+            raise PublishFailed("RabbitMQ bus is not connected")
+        subscription = _Subscription(
+            f"aidp.broadcast.{uuid.uuid4().hex}",
+            tuple(event_types),
+            handler,
+            self.prefetch,
+            1,
+            broadcast=True,
+        )
+        async with self._connect_lock:
+            await self._consume(subscription)
+        self._subscriptions.append(subscription)
+
     async def _consume(self, subscription: _Subscription) -> None:
         """Open a channel for ``subscription``, declare its queue and start consuming."""
         if self._connection is None:
@@ -443,8 +474,13 @@ class RabbitBus(Bus):
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=subscription.prefetch)
         declared = await self._declare_queue(
-            channel, queue, subscription.event_types, subscription.max_deliveries
+            channel,
+            queue,
+            subscription.event_types,
+            subscription.max_deliveries,
+            broadcast=subscription.broadcast,
         )
+        deliver = self._deliver_broadcast if subscription.broadcast else self._deliver
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
@@ -452,7 +488,7 @@ class RabbitBus(Bus):
                 self._inflight.add(task)
             self._activity[queue] = time.monotonic()
             try:
-                await self._deliver(queue, message, handler)
+                await deliver(queue, message, handler)
             finally:
                 self._activity[queue] = time.monotonic()
                 if task is not None:
@@ -494,6 +530,21 @@ class RabbitBus(Bus):
         else:
             log.error("dead-lettering %s on %s: %r", envelope.type, queue, error)
             await self._settle(message.reject(requeue=False))
+
+    async def _deliver_broadcast(
+        self, queue: str, message: AbstractIncomingMessage, handler: Handler
+    ) -> None:
+        """A notification: handled once, acked whatever happens (no retry, no dead-letter)."""
+        try:
+            envelope = Envelope.from_bytes(message.body)
+            with consumer_span(f"consume {envelope.type}", envelope.traceparent, queue=queue):
+                await handler(envelope)
+        except asyncio.CancelledError:
+            await self._settle(message.ack())
+            raise
+        except Exception as exc:
+            log.warning("broadcast handler failed on %s: %r", queue, exc)
+        await self._settle(message.ack())
 
     @staticmethod
     async def _settle(result: Any) -> None:

@@ -204,10 +204,10 @@ class Client:
         )
 
     def sign_in(self, email: str, password: str) -> Json:
-        """Log in; keeps the access and refresh tokens on this client and returns them."""
-        body = self.request(
-            "POST", "/api/auth/login", auth=False, json={"email": email, "password": password}
-        )
+        """Log in; keeps the access and refresh tokens on this client and returns them.
+        Asks for the refresh token in the body (browsers get it as an HttpOnly cookie)."""
+        credentials = {"email": email, "password": password, "refresh_token_delivery": "body"}
+        body = self.request("POST", "/api/auth/login", auth=False, json=credentials)
         self.api_token = None
         self._take_tokens(body)
         return body

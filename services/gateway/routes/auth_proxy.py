@@ -1,8 +1,9 @@
 """``/api/auth/*``: the auth service's public routes, forwarded with bodies streamed both ways.
 
 Only an allow-list of public routes (method and path) is forwarded: register, login,
-refresh, logout, me, password, tokens, tokens/{id}, jwks, keys/rotate. Anything else
-answers 404 here, with or without a token, and never reaches the auth service: its
+refresh, logout, logout-all, me, password, tokens, tokens/{id}, jwks, keys/rotate and the
+admin actions (invitations, keys/{kid}/revoke, users/{id}/revoke-sessions|disable|enable).
+Anything else answers 404 here, with or without a token, and never reaches the auth service: its
 ``/internal/*`` API and its own ``openapi.json`` are not reachable through the gateway.
 The path must arrive literally (no percent-encoding, dot segments or backslashes: the
 request's raw path is compared with the decoded one), so no encoded form of ``../`` can
@@ -40,8 +41,16 @@ PUBLIC_ROUTES: dict[str, frozenset[str]] = {
     "tokens/{id}": frozenset({"DELETE"}),
     "jwks": frozenset({"GET"}),
     "keys/rotate": frozenset({"POST"}),
+    "logout-all": frozenset({"POST"}),
+    "admin/invitations": frozenset({"POST"}),
+    "admin/keys/{kid}/revoke": frozenset({"POST"}),
+    "admin/users/{user_id}/revoke-sessions": frozenset({"POST"}),
+    "admin/users/{user_id}/disable": frozenset({"POST"}),
+    "admin/users/{user_id}/enable": frozenset({"POST"}),
 }
 _TOKEN_ID = re.compile(r"^tokens/[0-9A-Fa-f-]{32,36}$")
+_KEY_REVOKE = re.compile(r"^admin/keys/[0-9]{14}-[0-9a-f]{8}/revoke$")
+_USER_ACTION = re.compile(r"^admin/users/[0-9A-Fa-f-]{32,36}/(revoke-sessions|disable|enable)$")
 _PREFIX = "/api/auth/"
 
 router = APIRouter(tags=["auth"])
@@ -59,6 +68,7 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "x-forwarded-for",
+        "x-forwarded-proto",
         "x-aidp-user",
     }
 )
@@ -74,6 +84,8 @@ async def auth_proxy(path: str, request: Request, gateway: GatewayDep) -> Stream
         raise NotFound("not found")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     headers["X-Forwarded-For"] = request.client.host if request.client else "unknown"
+    # auth marks its cookies Secure when the caller's connection is HTTPS
+    headers["X-Forwarded-Proto"] = request.url.scheme
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
     upstream = await gateway.downstream.auth.open_stream(
         request.method,
@@ -102,7 +114,13 @@ def public_route(method: str, path: str, scope: Mapping[str, Any]) -> bool:
     ``path`` is the decoded remainder; the request's raw path (when the server gives one)
     must end with exactly the same text, so any percent-encoded character refuses it.
     """
-    key = "tokens/{id}" if _TOKEN_ID.fullmatch(path) else path
+    key = path
+    if _TOKEN_ID.fullmatch(path):
+        key = "tokens/{id}"
+    elif _KEY_REVOKE.fullmatch(path):
+        key = "admin/keys/{kid}/revoke"
+    elif match := _USER_ACTION.fullmatch(path):
+        key = f"admin/users/{{user_id}}/{match.group(1)}"
     if method not in PUBLIC_ROUTES.get(key, frozenset()):
         return False
     raw = scope.get("raw_path")

@@ -55,13 +55,19 @@ class Platform:
     def gateway(self) -> FastAPI:
         return self.apps["gateway"]
 
+    def gateway_settings(self) -> object:
+        runtime = getattr(self.gateway.state, "runtime", None)
+        return getattr(runtime, "settings", None)
 
-def _settings_for(name: str, data_dir: Path, bus_url: str) -> BaseServiceSettings:
+
+def _settings_for(name: str, data_dir: Path, bus_url: str, bind_host: str) -> BaseServiceSettings:
     import importlib
 
     module = importlib.import_module(f"services.{name}.settings")
     cls = getattr(module, f"{name.capitalize()}Settings")
     overrides: dict[str, object] = {"data_dir": data_dir, "bus_url": bus_url, "mode": "embedded"}
+    if "public_bind_host" in cls.model_fields:  # auth: loopback decides registration defaults
+        overrides["public_bind_host"] = bind_host
     return cls(**overrides)  # type: ignore[no-any-return]
 
 
@@ -75,13 +81,16 @@ def _create_app(
 
 
 @asynccontextmanager
-async def platform(data_dir: Path, *, bus_url: str = "memory://aidp") -> AsyncIterator[Platform]:
-    """Start every service in this process; stop them in reverse order on exit."""
+async def platform(
+    data_dir: Path, *, bus_url: str = "memory://aidp", bind_host: str = "127.0.0.1"
+) -> AsyncIterator[Platform]:
+    """Start every service in this process; stop them in reverse order on exit.
+    ``bind_host`` is where the gateway will listen (auth's loopback defaults follow it)."""
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     base = BaseServiceSettings(data_dir=data_dir, mode="embedded", service_name="embedded")
     setup_logging(base.log_level, json_lines=base.log_json)
-    settings = {name: _settings_for(name, data_dir, bus_url) for name in SERVICES}
+    settings = {name: _settings_for(name, data_dir, bus_url, bind_host) for name in SERVICES}
     async with AsyncExitStack() as stack:
         if base.vault_addr is None:
             vaults = await _local_vaults(stack, data_dir, base, settings)
@@ -156,8 +165,9 @@ async def run_platform(
     on_ready: Callable[[str], Awaitable[None] | None] | None = None,
 ) -> None:
     """Run the embedded platform and serve the gateway until interrupted."""
-    async with platform(data_dir) as running:
+    async with platform(data_dir, bind_host=host) as running:
         tls_cert, tls_key = os.environ.get("AIDP_TLS_CERT"), os.environ.get("AIDP_TLS_KEY")
+        trusted_proxies = gateway_trusted_proxies(running.gateway_settings())
         config = uvicorn.Config(
             running.gateway,
             host=host,
@@ -167,6 +177,8 @@ async def run_platform(
             ssl_certfile=tls_cert,
             ssl_keyfile=tls_key,
             ws_ping_interval=20,
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=trusted_proxies,
         )
         server = uvicorn.Server(config)
         scheme = "https" if tls_cert else "http"
@@ -193,6 +205,14 @@ async def run_platform(
         finally:
             signal.signal(signal.SIGTERM, previous)
             announcer.cancel()
+
+
+def gateway_trusted_proxies(gateway_settings: object) -> str:
+    """uvicorn's ``forwarded_allow_ips``: X-Forwarded-For/-Proto are believed only from the
+    proxies in the gateway's ``forwarded_allow_ips``; by default from no one (uvicorn's own
+    default trusts 127.0.0.1, which lets any local client pick its address and dodge the
+    per-address login limit)."""
+    return str(getattr(gateway_settings, "forwarded_allow_ips", None) or "")
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

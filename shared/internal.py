@@ -2,13 +2,19 @@
 
 ``inproc://<name>`` URLs reach an ASGI app registered in this process (embedded mode), so
 the same client code calls across processes or stays in process.
+
+With ``credentials`` the client sends the calling service's token for ``audience`` (the
+callee's service name) on every ``/internal/...`` request (:mod:`shared.service_auth`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+from shared.service_auth import ServiceCredentials, ServiceTokenAuth
 
 __all__ = ["internal_client", "register_inproc", "unregister_inproc"]
 
@@ -23,8 +29,20 @@ def unregister_inproc(name: str) -> None:
     _INPROC.pop(name, None)
 
 
-def internal_client(url: str, *, timeout: float = 30.0, **kwargs: Any) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` whose base URL is the service at ``url``."""
+def internal_client(
+    url: str,
+    *,
+    timeout: float = 30.0,
+    credentials: Callable[[], ServiceCredentials] | None = None,
+    audience: str | None = None,
+    **kwargs: Any,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` whose base URL is the service at ``url``; with
+    ``credentials``, authenticated as the calling service to ``audience``."""
+    if credentials is not None:
+        if not audience:
+            raise ValueError("a service credential needs the callee's name (audience)")
+        kwargs["auth"] = ServiceTokenAuth(credentials, audience)
     if url.startswith("inproc://"):
         name = url.removeprefix("inproc://").strip("/")
         app = _INPROC.get(name)

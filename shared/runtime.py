@@ -25,6 +25,8 @@ from shared.errors import AidpError, RateLimited, http_status_for
 from shared.events import Envelope
 from shared.outbox import OutboxRelay, add_to_outbox
 from shared.secrets import KeyService, SecretStore, connect_vault
+from shared.secrets.policies import SERVICE_NAMES
+from shared.service_auth import ServiceAuth, signing_keys_for
 from shared.settings import BaseServiceSettings
 from shared.telemetry import setup_logging, setup_tracing
 
@@ -57,6 +59,8 @@ class ServiceRuntime:
         self._vault = vault
         self.secrets: SecretStore
         self.keys: KeyService
+        #: this service's credentials for others' internal APIs and the verifier of its own
+        self.service_auth = ServiceAuth(self.name, known_callers=frozenset(SERVICE_NAMES))
         self.relay = OutboxRelay(self.db, self.bus, service=self.name)
         self.prefetch = prefetch
         self.max_deliveries = max_deliveries
@@ -100,6 +104,7 @@ class ServiceRuntime:
         if self._vault is None:
             self._vault = await asyncio.to_thread(connect_vault, self.settings)
         self.secrets, self.keys = self._vault
+        await asyncio.to_thread(self._bind_service_auth)
         await self.bus.connect()
         if self._handlers:
             await self.bus.subscribe(
@@ -112,6 +117,20 @@ class ServiceRuntime:
         self.spawn(self.relay.run(), name="outbox-relay")
         self.ready = True
         log.info("%s started (bus=%s)", self.name, type(self.bus).__name__)
+
+    def _bind_service_auth(self) -> None:
+        keys = signing_keys_for(self.settings, self.keys)
+        self.service_auth.bind(keys)
+        try:
+            if not keys.ensure(self.name):
+                log.warning(
+                    "service auth: no signing key for %s and no right to create it: its calls"
+                    " to internal APIs fail until an operator creates transit key aidp-svc-%s",
+                    self.name,
+                    self.name,
+                )
+        except (ValueError, AidpError) as exc:  # Vault down for a moment: minting retries
+            log.warning("service auth: signing key of %s not checked: %s", self.name, exc)
 
     async def stop(self) -> None:
         """Graceful shutdown: readiness goes false first; the bus stops delivering and lets

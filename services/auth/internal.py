@@ -28,10 +28,12 @@ from services.auth.schemas import (
     normalise_email,
 )
 from shared.errors import NotFound
+from shared.service_auth import require_caller
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/internal", tags=["internal"])
+#: Only the gateway calls these (service token, shared.service_auth).
+router = APIRouter(prefix="/internal", tags=["internal"], dependencies=[require_caller("gateway")])
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:

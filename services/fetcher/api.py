@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from services.fetcher.cache import ArtifactCache
 from services.fetcher.models import Upload
 from shared.errors import InvalidInput, Unauthenticated
+from shared.service_auth import require_caller
 from shared.store import Manifest, ManifestFile
 
 __all__ = ["build_router"]
@@ -23,7 +24,10 @@ _END = object()
 
 def build_router(cache_of: Any) -> APIRouter:
     """Routes under ``/internal``; ``cache_of(request)`` returns the ArtifactCache."""
-    router = APIRouter(prefix="/internal", tags=["fetcher"])
+    # only the gateway calls these (service token, shared.service_auth)
+    router = APIRouter(
+        prefix="/internal", tags=["fetcher"], dependencies=[require_caller("gateway")]
+    )
 
     @router.post("/uploads", status_code=201)
     async def upload(

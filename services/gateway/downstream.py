@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -23,6 +24,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.internal import internal_client
+from shared.service_auth import ServiceCredentials
 
 __all__ = ["Downstream", "Downstreams", "PayloadTooLarge", "USER_HEADER", "parse_answer"]
 
@@ -39,16 +41,29 @@ class PayloadTooLarge(ClientError):
 class Downstream:
     """A lazily created, long-lived client for one service's internal API."""
 
-    def __init__(self, name: str, url: str, *, timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        timeout: float,
+        credentials: Callable[[], ServiceCredentials] | None = None,
+    ) -> None:
         self.name = name
         self.url = url
         self.timeout = timeout
+        self.credentials = credentials  # the gateway's service token for internal routes
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             try:
-                self._client = internal_client(self.url, timeout=self.timeout)
+                self._client = internal_client(
+                    self.url,
+                    timeout=self.timeout,
+                    credentials=self.credentials,
+                    audience=self.name,
+                )
             except RuntimeError as exc:  # inproc service not registered (yet)
                 raise TransientError(f"{self.name} service is unavailable") from exc
         return self._client
@@ -162,11 +177,23 @@ def _error_message(response: httpx.Response) -> str | None:
 class Downstreams:
     """The four services the gateway calls."""
 
-    def __init__(self, *, auth: str, fetcher: str, trainer: str, provisioner: str, timeout: float):
-        self.auth = Downstream("auth", auth, timeout=timeout)
-        self.fetcher = Downstream("fetcher", fetcher, timeout=timeout)
-        self.trainer = Downstream("trainer", trainer, timeout=timeout)
-        self.provisioner = Downstream("provisioner", provisioner, timeout=timeout)
+    def __init__(
+        self,
+        *,
+        auth: str,
+        fetcher: str,
+        trainer: str,
+        provisioner: str,
+        timeout: float,
+        credentials: Callable[[], ServiceCredentials] | None = None,
+    ):
+        def downstream(name: str, url: str) -> Downstream:
+            return Downstream(name, url, timeout=timeout, credentials=credentials)
+
+        self.auth = downstream("auth", auth)
+        self.fetcher = downstream("fetcher", fetcher)
+        self.trainer = downstream("trainer", trainer)
+        self.provisioner = downstream("provisioner", provisioner)
 
     def all(self) -> list[Downstream]:
         return [self.auth, self.fetcher, self.trainer, self.provisioner]

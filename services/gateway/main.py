@@ -65,6 +65,7 @@ def create_app(
         trainer=settings.trainer_url,
         provisioner=settings.provisioner_url,
         timeout=settings.downstream_timeout,
+        credentials=lambda: runtime.service_auth.credentials,
     )
     verifier = TokenVerifier(
         downstream.auth,

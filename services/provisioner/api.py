@@ -10,12 +10,16 @@ from fastapi import APIRouter, Request
 from services.provisioner.models import RunNodes
 from shared.errors import NotFound
 from shared.runtime import ServiceRuntime
+from shared.service_auth import require_caller
 
 __all__ = ["internal_router"]
 
 
 def internal_router() -> APIRouter:
-    router = APIRouter(prefix="/internal", tags=["internal"])
+    # only the gateway calls these (service token, shared.service_auth)
+    router = APIRouter(
+        prefix="/internal", tags=["internal"], dependencies=[require_caller("gateway")]
+    )
 
     @router.get("/runs/{run_id}/environment")
     async def run_environment(run_id: uuid.UUID, request: Request) -> dict[str, Any]:

@@ -19,11 +19,13 @@ from services.trainer.app_state import TrainerState
 from services.trainer.deploy import deployment_view
 from services.trainer.models import ModelVersion
 from services.trainer.registry import get_model, model_view
+from shared.service_auth import require_caller
 from shared.store import ArtifactStore
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/internal", tags=["internal"])
+#: Only the gateway calls these (service token, shared.service_auth).
+router = APIRouter(prefix="/internal", tags=["internal"], dependencies=[require_caller("gateway")])
 
 
 def _state(request: Request) -> TrainerState:

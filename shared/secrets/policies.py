@@ -22,6 +22,11 @@ trainer      ``users/*``: read (the run owner's secrets named in the spec); arti
                                                                             decrypt
 ===========  ===========================================================  ================
 
+Every service may also sign service tokens with its own Ed25519 transit key
+(``transit/sign/aidp-svc-<service>``) and read every service's public key
+(``transit/keys/aidp-svc-*``): the credential of the internal APIs
+(:mod:`shared.service_auth`).
+
 Nobody but an operator creates, rotates or configures keys, mounts, policies or tokens.
 Every token also has OpenBao's ``default`` policy (look up, renew and revoke itself).
 
@@ -71,6 +76,17 @@ path "${transit}/datakey/plaintext/${transit_key}" {
 }
 path "${transit}/decrypt/${transit_key}" {
   capabilities = ["update"]
+}
+"""
+
+#: Every service: sign service tokens as itself only; read every service's public key
+#: (shared.service_auth).
+_SERVICE_SIGNING = """\
+path "${transit}/sign/${own_signing_key}" {
+  capabilities = ["update"]
+}
+path "${transit}/keys/aidp-svc-*" {
+  capabilities = ["read"]
 }
 """
 
@@ -159,7 +175,9 @@ def policy_name(service: str) -> str:
 def render(name: str, params: PolicyParams | None = None) -> str:
     """The HCL of one policy: a service name, or :data:`RECOVERY_POLICY`."""
     p = params or PolicyParams()
-    return Template(_TEMPLATES[name]).substitute(
+    text = _TEMPLATES[name] + (_SERVICE_SIGNING if name in SERVICE_NAMES else "")
+    return Template(text).substitute(
+        own_signing_key=f"aidp-svc-{name}",
         kv=p.kv_mount,
         transit=p.transit_mount,
         prefix=p.prefix.strip("/"),

@@ -370,3 +370,65 @@ class VaultClient(SecretStore, KeyService):
             ),
         )
         log.info("vault: rotated transit key %s", key_name)
+
+    # -- service signing keys (shared.service_auth) --------------------------------------
+
+    def ensure_signing_key(self, key_name: str) -> bool:
+        """Create the Ed25519 transit key ``key_name`` if missing; False when it is missing
+        and this token may not create it (an operator provisions it)."""
+        transit = self._client.secrets.transit
+        _segment(key_name, "key name")
+        try:
+            self._call(
+                "read signing key",
+                lambda: transit.read_key(name=key_name, mount_point=self.transit_mount),
+            )
+            return True
+        except VaultDenied:
+            return False
+        except VaultError as exc:
+            if not isinstance(exc.__cause__, hvac_exc.InvalidPath):
+                raise
+        try:
+            self._call(
+                "create signing key",
+                lambda: transit.create_key(
+                    name=key_name, key_type="ed25519", mount_point=self.transit_mount
+                ),
+            )
+        except VaultDenied:
+            return False
+        log.info("vault: created signing key %s", key_name)
+        return True
+
+    def sign(self, key_name: str, data: bytes) -> str:
+        """``vault:v<N>:<base64 signature>`` of ``data`` by the transit key ``key_name``."""
+        transit = self._client.secrets.transit
+        resp = self._call(
+            "sign",
+            lambda: transit.sign_data(
+                name=_segment(key_name, "key name"),
+                hash_input=base64.b64encode(data).decode(),
+                mount_point=self.transit_mount,
+            ),
+        )
+        signature: str = resp["data"]["signature"]
+        return signature
+
+    def public_keys(self, key_name: str) -> dict[int, str]:
+        """``{version: base64 public key}`` of the asymmetric transit key ``key_name``
+        ({} when there is no such key)."""
+        transit = self._client.secrets.transit
+        try:
+            resp = self._call(
+                "read public keys",
+                lambda: transit.read_key(
+                    name=_segment(key_name, "key name"), mount_point=self.transit_mount
+                ),
+            )
+        except VaultError as exc:
+            if isinstance(exc.__cause__, hvac_exc.InvalidPath):
+                return {}
+            raise
+        keys = resp["data"].get("keys") or {}
+        return {int(v): str(k["public_key"]) for v, k in keys.items() if k.get("public_key")}

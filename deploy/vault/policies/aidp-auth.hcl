@@ -2,3 +2,9 @@
 path "secret/data/aidp/platform/auth-signing-keys" {
   capabilities = ["create", "read", "update"]
 }
+path "transit/sign/aidp-svc-auth" {
+  capabilities = ["update"]
+}
+path "transit/keys/aidp-svc-*" {
+  capabilities = ["read"]
+}

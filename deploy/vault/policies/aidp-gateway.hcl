@@ -6,3 +6,9 @@ path "secret/data/aidp/users/*" {
 path "secret/metadata/aidp/users/*" {
   capabilities = ["list", "read", "delete"]
 }
+path "transit/sign/aidp-svc-gateway" {
+  capabilities = ["update"]
+}
+path "transit/keys/aidp-svc-*" {
+  capabilities = ["read"]
+}

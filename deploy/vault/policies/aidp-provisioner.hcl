@@ -6,3 +6,9 @@ path "secret/data/aidp/users/*" {
 path "secret/data/aidp/platform/idc" {
   capabilities = ["read"]
 }
+path "transit/sign/aidp-svc-provisioner" {
+  capabilities = ["update"]
+}
+path "transit/keys/aidp-svc-*" {
+  capabilities = ["read"]
+}

@@ -16,3 +16,9 @@ path "transit/decrypt/aidp-artifacts" {
 path "secret/data/aidp/platform/store-naming-key" {
   capabilities = ["create", "read"]
 }
+path "transit/sign/aidp-svc-trainer" {
+  capabilities = ["update"]
+}
+path "transit/keys/aidp-svc-*" {
+  capabilities = ["read"]
+}

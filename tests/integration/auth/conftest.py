@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from services.auth.main import create_app
 from services.auth.settings import AuthSettings
 from shared.secrets.vault import VaultClient
+from tests.support.service_auth import as_service
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def make_pg_client(
             data_dir=tmp_path, database_url=postgres_url, bus_url="memory://", **overrides
         )
         client = TestClient(create_app(settings, vault=(vault_client, vault_client)))
+        client.auth = as_service("auth")  # embedded mode: in-process service keys
         client.__enter__()
         clients.append(client)
         return client

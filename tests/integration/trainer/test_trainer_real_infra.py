@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.service_auth import as_service
 from tests.unit.trainer.conftest import running_trainer, text_spec
 from tests.unit.trainer.factories import build_tiny_bert, write_sentiment_csv
 
@@ -48,7 +49,9 @@ async def test_train_deploy_predict_on_real_infrastructure(
         deployed = await ev.first("ModelDeployed", run_id, timeout=180)
         dep_id = deployed.payload["deployment_id"]
         transport = httpx.ASGITransport(app=trainer.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", auth=as_service("trainer")
+        ) as client:
             r = await client.post(
                 f"/internal/deployments/{dep_id}/predict",
                 json={"inputs": ["great film", "awful plot"]},

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from services.auth.main import create_app
 from services.auth.settings import AuthSettings
 from shared.secrets import InMemoryVault
+from tests.support.service_auth import as_service
 
 PASSWORD = "correct-Horse-battery"
 
@@ -39,6 +40,7 @@ def make_client(tmp_path: Path, vault: InMemoryVault) -> Iterator[Callable[..., 
     def start(**overrides: Any) -> TestClient:
         app = create_app(make_settings(tmp_path, **overrides), vault=(vault, vault))
         client = TestClient(app)
+        client.auth = as_service("auth")  # its internal routes answer the gateway only
         client.__enter__()
         clients.append(client)
         return client

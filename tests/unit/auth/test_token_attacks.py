@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from services.auth.main import create_app
 from shared.secrets import InMemoryVault
+from tests.support.service_auth import as_service
 from tests.unit.auth.conftest import bearer, login, make_settings, register
 
 
@@ -52,6 +53,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     vault = InMemoryVault()
     settings = make_settings(tmp_path_factory.mktemp("attacks"))
     with TestClient(create_app(settings, vault=(vault, vault))) as client:
+        client.auth = as_service("auth")
         register(client, "victim@example.com")
         yield client
 

@@ -21,6 +21,7 @@ from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus, create_bus
 from shared.events import Envelope, ProjectCreated, RunCancelled, new_event
 from shared.secrets import InMemoryVault
+from tests.support.service_auth import as_service
 
 OBSERVED = ("ArtifactsCached", "ArtifactsFailed", "FetchProgress")
 
@@ -110,7 +111,9 @@ class Fetcher:
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://fetcher"
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://fetcher",
+            auth=as_service("fetcher"),
         )
 
 

@@ -18,6 +18,7 @@ from shared.events import (
     TrainingCompleted,
     TrainingFailed,
 )
+from tests.support.service_auth import as_service
 from tests.unit.provisioner.harness import FakeEnvBuilder, Harness, spec_dict
 
 
@@ -45,7 +46,9 @@ async def test_project_created_ends_in_nodes_ready(harness: Harness, cloud: Fake
 
     assert harness.app is not None
     transport = httpx.ASGITransport(app=harness.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://p") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://p", auth=as_service("provisioner")
+    ) as client:
         body = (await client.get(f"/internal/runs/{run}/environment")).json()
         missing = await client.get(f"/internal/runs/{uuid.uuid4()}/environment")
     assert body["lock_hash"] == env["lock_hash"] and "six==1.0" in body["lock"]

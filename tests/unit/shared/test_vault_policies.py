@@ -34,15 +34,30 @@ def test_each_service_is_granted_exactly_its_paths() -> None:
         "transit/decrypt/aidp-artifacts": {"update"},
     }
     naming = {"secret/data/aidp/platform/store-naming-key": {"create", "read"}}
+
+    def signs_as(service: str) -> dict[str, set[str]]:
+        return {
+            f"transit/sign/aidp-svc-{service}": {"update"},
+            "transit/keys/aidp-svc-*": {"read"},
+        }
+
     assert {s: _grants(render(s)) for s in SERVICE_NAMES} == {
-        "auth": {"secret/data/aidp/platform/auth-signing-keys": {"create", "read", "update"}},
+        "auth": {
+            "secret/data/aidp/platform/auth-signing-keys": {"create", "read", "update"},
+            **signs_as("auth"),
+        },
         "gateway": {
             users: {"create", "update"},
             "secret/metadata/aidp/users/*": {"list", "read", "delete"},
+            **signs_as("gateway"),
         },
-        "provisioner": {users: {"read"}, "secret/data/aidp/platform/idc": {"read"}},
-        "fetcher": {users: {"read"}, **key, **naming},
-        "trainer": {users: {"read"}, **key, **naming},
+        "provisioner": {
+            users: {"read"},
+            "secret/data/aidp/platform/idc": {"read"},
+            **signs_as("provisioner"),
+        },
+        "fetcher": {users: {"read"}, **key, **naming, **signs_as("fetcher")},
+        "trainer": {users: {"read"}, **key, **naming, **signs_as("trainer")},
     }
     assert _grants(render(RECOVERY_POLICY)) == {
         "sys/generate-root-token/*": {"create", "read", "update", "delete"}
@@ -73,7 +88,11 @@ def test_names_follow_the_params() -> None:
         "tr/decrypt/k9",
         "kv/data/p1/platform/nk",
     }
-    assert set(_grants(render("auth", params))) == {"kv/data/p1/platform/sk"}
+    assert set(_grants(render("auth", params))) == {
+        "kv/data/p1/platform/sk",
+        "tr/sign/aidp-svc-auth",
+        "tr/keys/aidp-svc-*",
+    }
     assert digest(params) != digest() == digest(PolicyParams())
 
 

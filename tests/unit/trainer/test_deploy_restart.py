@@ -15,6 +15,7 @@ import pytest
 
 from services.trainer.deploy import DeploymentManager
 from services.trainer.models import Deployment, ModelVersion
+from tests.support.service_auth import as_service
 from tests.unit.trainer.conftest import Harness, put_dir, running_trainer
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,9 @@ async def served(
     async with running_trainer(tmp_path, tiny_files, **overrides) as trainer:
         model_id = register_tiny_model(trainer)
         transport = httpx.ASGITransport(app=trainer.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", auth=as_service("trainer")
+        ) as client:
             r = await client.post(f"/internal/models/{model_id}/deploy")
             assert r.status_code == 202, r.text
             dep_id = uuid.UUID(r.json()["deployment_id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.support.service_auth import as_service
 from tests.unit.trainer.conftest import Harness, text_spec
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,9 @@ async def test_text_classification_trains_deploys_and_predicts(trainer: Harness)
     assert deployed.payload["endpoint"] == f"/api/deployments/{dep_id}/predict"
 
     transport = httpx.ASGITransport(app=trainer.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://trainer") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://trainer", auth=as_service("trainer")
+    ) as client:
         models = (await client.get(f"/internal/projects/{completed.project_id}/models")).json()
         assert len(models) == 1 and models[0]["version"] == 1
         assert models[0]["lineage"]["model"]["revision"] == "a" * 40

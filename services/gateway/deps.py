@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,10 +21,14 @@ from services.gateway.fanout import Hub
 from services.gateway.identity import Identity, TokenVerifier
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.models import Member, Project, Run
+from services.gateway.scopes import InsufficientScope, required_scope
 from services.gateway.settings import GatewaySettings
 from shared.db import Database
 from shared.errors import Forbidden, NotFound, Unauthenticated
 from shared.runtime import ServiceRuntime
+
+if TYPE_CHECKING:  # wsguard re-authorises with authorize() below
+    from services.gateway.wsguard import SessionGuard
 
 __all__ = [
     "Access",
@@ -58,6 +62,7 @@ class Gateway:
     downstream: Downstreams
     hub: Hub
     metrics: GatewayMetrics
+    guard: SessionGuard
 
     @property
     def db(self) -> Database:
@@ -76,13 +81,25 @@ _bearer = HTTPBearer(
 )
 
 
+def route_template(request: Request) -> str:
+    """The matched route's path template (``/api/runs/{run_id}``), prefixes included."""
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path or request.url.path)
+
+
 async def _current_user(
+    request: Request,
     gateway: GatewayDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
     if credentials is None:
         raise Unauthenticated("missing bearer token")
-    return await gateway.verifier.verify(credentials.credentials)
+    identity = await gateway.verifier.verify(credentials.credentials)
+    needed = required_scope(request.method, route_template(request))
+    if needed not in identity.scopes:
+        raise InsufficientScope(needed)
+    return identity
 
 
 CurrentUser = Annotated[Identity, Depends(_current_user)]

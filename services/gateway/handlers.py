@@ -1,16 +1,21 @@
-"""Event handlers of the gateway service: every status event goes into the event log.
+"""Event handlers of the gateway service.
 
-Handlers submit to the :class:`~services.gateway.writer.LogWriter` (group commit, in
-delivery order) and return once their event is committed, so the bus acks after commit.
+- Every status event goes into the event log: handlers submit to the
+  :class:`~services.gateway.writer.LogWriter` (group commit, in delivery order) and return
+  once their event is committed, so the bus acks after commit.
+- Identity events (``SessionsRevoked``, ``MembershipChanged``) arrive on each process's
+  broadcast subscription and update its in-memory state: revoked sessions, open sockets.
 """
 
 from __future__ import annotations
 
+from services.gateway.sessions import SessionRegistry
 from services.gateway.writer import LogWriter
-from shared.events import STATUS_EVENT_TYPES, Envelope
+from services.gateway.wsguard import SessionGuard
+from shared.events import STATUS_EVENT_TYPES, Envelope, MembershipChanged, parse_payload
 from shared.runtime import EventHandler
 
-__all__ = ["build_handlers"]
+__all__ = ["build_handlers", "identity_events"]
 
 
 def build_handlers(writer: LogWriter) -> dict[str, EventHandler]:
@@ -20,3 +25,18 @@ def build_handlers(writer: LogWriter) -> dict[str, EventHandler]:
         await writer.submit(envelope)
 
     return {event_type: on_status_event for event_type in STATUS_EVENT_TYPES}
+
+
+def identity_events(sessions: SessionRegistry, guard: SessionGuard) -> EventHandler:
+    """The broadcast handler: revocations to the session registry (which tells the guard),
+    role changes to the guard."""
+
+    async def on_identity_event(envelope: Envelope) -> None:
+        if envelope.type == MembershipChanged.event_type():
+            payload = parse_payload(envelope)
+            if isinstance(payload, MembershipChanged) and envelope.project_id is not None:
+                guard.on_membership_changed(envelope.project_id, payload.user_id)
+        else:
+            await sessions.on_event(envelope)
+
+    return on_identity_event

@@ -19,16 +19,28 @@ from services.gateway.errors import (
 )
 from services.gateway.eventlog import Frame
 from services.gateway.fanout import Hub
-from services.gateway.handlers import build_handlers
+from services.gateway.handlers import build_handlers, identity_events
 from services.gateway.identity import TokenVerifier
 from services.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from services.gateway.openapi import install_openapi, load_auth_document
-from services.gateway.routes import artifacts, auth_proxy, ops, projects, runs, secrets, serving
+from services.gateway.routes import (
+    artifacts,
+    auth_proxy,
+    invitations,
+    ops,
+    projects,
+    runs,
+    secrets,
+    serving,
+)
 from services.gateway.routes.web import WebUI
+from services.gateway.sessions import SessionRegistry
 from services.gateway.settings import GatewaySettings
 from services.gateway.writer import LogWriter
 from services.gateway.ws import router as ws_router
+from services.gateway.wsguard import SessionGuard
 from shared.bus import Bus
+from shared.events import MembershipChanged, SessionsRevoked
 from shared.limits import install_body_limits
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
@@ -67,13 +79,19 @@ def create_app(
         timeout=settings.downstream_timeout,
         credentials=lambda: runtime.service_auth.credentials,
     )
+    sessions = SessionRegistry(downstream.auth, cache_seconds=settings.revocation_cache_seconds)
     verifier = TokenVerifier(
         downstream.auth,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         jwks_refresh_seconds=settings.jwks_refresh_seconds,
         api_token_cache_seconds=settings.api_token_cache_seconds,
+        sessions=sessions,
+        access_token_ttl_seconds=settings.access_token_ttl_seconds,
+        leeway_seconds=settings.jwt_leeway_seconds,
     )
+    guard = SessionGuard(verifier, runtime.db)
+    sessions.listen(guard.on_revoked)
     gateway = Gateway(
         settings=settings,
         runtime=runtime,
@@ -81,6 +99,7 @@ def create_app(
         downstream=downstream,
         hub=hub,
         metrics=metrics,
+        guard=guard,
     )
     runtime.on(build_handlers(writer))
 
@@ -96,6 +115,14 @@ def create_app(
             runtime.spawn(writer.run(), name="event-log-writer")
             runtime.spawn(load_auth_document(app, downstream.auth), name="auth-openapi")
             runtime.spawn(hub.poll_forever(), name="ws-poll")
+            runtime.spawn(
+                verifier.refresh_jwks_forever(settings.jwks_refresh_interval), name="jwks-refresh"
+            )
+            # every replica hears every revocation and role change (its own queue)
+            await runtime.bus.subscribe_broadcast(
+                [SessionsRevoked.event_type(), MembershipChanged.event_type()],
+                identity_events(sessions, guard),
+            )
             try:
                 yield
             finally:
@@ -122,7 +149,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=False,
         )
-    for module in (auth_proxy, secrets, projects, runs, artifacts, serving, ops):
+    for module in (auth_proxy, secrets, projects, invitations, runs, artifacts, serving, ops):
         app.include_router(module.router)
     app.include_router(ws_router)
     app.include_router(health_router(lambda request: request.app.state.runtime))

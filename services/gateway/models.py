@@ -135,3 +135,21 @@ class Event(SQLModel, table=True):
     type: str = Field(max_length=128)
     body: str = Field(sa_column=Column(Text, nullable=False))
     stored_at: datetime = Field(default_factory=_now)
+
+
+class Invitation(SQLModel, table=True):
+    """A pending offer of ``role`` on a project to ``email`` (``user_id`` when that email
+    belongs to a registered user at the time). The invitee accepts (becomes a member) or
+    declines; until then they have no access."""
+
+    __tablename__ = "gateway_invitations"
+    __table_args__ = (UniqueConstraint("project_id", "email", name="uq_gateway_invitations"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    email: str = Field(max_length=320, index=True)
+    user_id: uuid.UUID | None = Field(default=None, index=True)
+    role: str = Field(max_length=16)
+    invited_by: uuid.UUID
+    invited_by_email: str = Field(default="", max_length=320)
+    created_at: datetime = Field(default_factory=_now)

@@ -25,13 +25,21 @@ from services.gateway.models import (
     TERMINAL_STATUSES,
     AuditEntry,
     Event,
+    Invitation,
     Member,
     Project,
     Run,
     SpecApproval,
 )
 from shared.errors import Conflict, Forbidden, NotFound
-from shared.events import ProjectCreated, ProjectDeleted, RunCancelled, RunRequested, new_event
+from shared.events import (
+    MembershipChanged,
+    ProjectCreated,
+    ProjectDeleted,
+    RunCancelled,
+    RunRequested,
+    new_event,
+)
 from shared.runtime import ServiceRuntime
 from shared.spec import ProjectSpec
 
@@ -323,7 +331,12 @@ def delete_project(runtime: ServiceRuntime, *, access: Access) -> None:
             session,
             new_event(ProjectDeleted(by=by, run_ids=[r.id for r in runs]), project_id=project_id),
         )
-        for table in (Event, Run, Member, SpecApproval, AuditEntry):
+        members = session.execute(
+            select(col(Member.user_id)).where(col(Member.project_id) == project_id)
+        ).scalars()
+        for user_id in members:  # their open sockets on the project close (4403)
+            _stage_membership(runtime, session, project_id, user_id, None)
+        for table in (Event, Run, Member, SpecApproval, AuditEntry, Invitation):
             session.execute(delete(table).where(col(table.project_id) == project_id))  # type: ignore[attr-defined]
         session.delete(project)
         session.commit()
@@ -436,6 +449,19 @@ def list_members(runtime: ServiceRuntime, *, project_id: uuid.UUID) -> list[Memb
         )
 
 
+def _stage_membership(
+    runtime: ServiceRuntime,
+    session: Any,
+    project_id: uuid.UUID,
+    user_id: uuid.UUID,
+    role: str | None,
+) -> None:
+    """Stage ``MembershipChanged``: every gateway replica re-authorises the user's sockets."""
+    runtime.stage(
+        session, new_event(MembershipChanged(user_id=user_id, role=role), project_id=project_id)
+    )
+
+
 def _owners(session: Any, project_id: uuid.UUID) -> int:
     return int(
         session.execute(
@@ -468,6 +494,8 @@ def set_member(
             action = "member_role_changed" if member.role != role else ""
             member.role, member.email = role, email or member.email
         session.add(member)
+        if action == "member_role_changed":
+            _stage_membership(runtime, session, project_id, user_id, role)
         if action:
             _audit(
                 session,
@@ -480,6 +508,7 @@ def set_member(
                 role=role,
             )
         session.commit()
+    runtime.published()
     return member, created
 
 
@@ -505,4 +534,6 @@ def remove_member(runtime: ServiceRuntime, *, access: Access, user_id: uuid.UUID
             role=member.role,
         )
         session.delete(member)
+        _stage_membership(runtime, session, project_id, user_id, None)
         session.commit()
+    runtime.published()

@@ -142,6 +142,19 @@ class MemberOut(_Out):
     role: Role
 
 
+class InvitationOut(_Out):
+    """A pending invitation: seen by the project's owners and by the invitee."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    project_name: str | None = None
+    email: str
+    role: Role
+    invited_by_email: str
+    created_at: datetime
+    status: Literal["invited"] = "invited"
+
+
 # --- runs, events, logs -----------------------------------------------------------------
 
 
@@ -177,7 +190,7 @@ class AuditEntryOut(_Out):
     at: datetime
     action: str = Field(
         description="project_created, spec_changed, spec_approved, run_started, "
-        "member_added, member_role_changed, member_removed, member_left"
+        "member_invited, member_added, member_role_changed, member_removed, member_left"
     )
     actor_id: uuid.UUID | None
     actor_email: str

@@ -60,6 +60,31 @@ class GatewaySettings(BaseServiceSettings):
     api_token_cache_seconds: float = Field(
         5.0, ge=0, description="How long an introspected API token is trusted (revocation lag)."
     )
+    jwks_refresh_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between periodic JWKS fetches: a key auth no longer publishes "
+        "stops verifying within this time.",
+    )
+    access_token_ttl_seconds: int = Field(
+        900,
+        ge=60,
+        le=3600,
+        description="Access JWT lifetime, as auth issues them (same variable as auth's): a "
+        "token whose exp - iat exceeds it plus jwt_leeway_seconds is refused.",
+    )
+    jwt_leeway_seconds: float = Field(
+        30.0, ge=0, le=300, description="Slack on the lifetime bound (exp - iat) of access tokens."
+    )
+    revocation_cache_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a user's revocation time (not_before) fetched from auth is "
+        "kept before it is asked again; pushes (SessionsRevoked) apply at once regardless.",
+    )
+    member_invites_per_hour: int = Field(
+        30, ge=1, description="Member invitations one user may send per hour (429 beyond)."
+    )
 
     event_prefetch: int = Field(
         256,

@@ -6,8 +6,11 @@ Protocol (client → server): first ``{"type": "auth", "token"}`` within
 Server → client: ``{"type": "authenticated", "user_id"}``, ``{"type": "subscribed",
 "project_id", "seq": <latest stored>}``, ``{"type": "event", "seq", "event"}`` (backfill
 after ``after``, then live, each seq once and in order), ``{"type": "ping"}``.
-Close codes: 4401 not authenticated, 4403 origin refused or no role on the project,
-1002 malformed message, 1013 too slow to keep up.
+Close codes: 4401 not authenticated — also when the token expires without a fresh
+``auth`` message and when the user's sessions are revoked —, 4403 origin refused, a token
+without the ``read`` scope, or no role on the project (also when the role is removed while
+subscribed; see :mod:`services.gateway.wsguard`), 1002 malformed message, 1013 too slow
+to keep up.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from services.gateway.deps import Gateway, authorize
 from services.gateway.eventlog import latest_seqs
 from services.gateway.fanout import Connection, Subscription
 from services.gateway.identity import Identity
+from services.gateway.scopes import WEBSOCKET, required_scope
 from shared.errors import AidpError, ClientError, Unauthenticated
 
 __all__ = ["origin_allowed", "router"]
@@ -39,6 +43,10 @@ CLOSE_PROTOCOL = 1002
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 _MAX_MESSAGE = 16_384
+_CLOSE_REASONS = {
+    CLOSE_UNAUTHENTICATED: "session ended: authenticate again",
+    CLOSE_FORBIDDEN: "access removed",
+}
 
 
 class _Close(Exception):
@@ -78,7 +86,20 @@ def _parse(raw: Mapping[str, Any]) -> dict[str, Any]:
     return message
 
 
-async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Identity:
+async def _verify(gateway: Gateway, token: str) -> Identity:
+    """The token's identity, which must hold the scope the stream needs (``read``)."""
+    try:
+        identity = await gateway.verifier.verify(token)
+    except Unauthenticated:
+        raise _Close(CLOSE_UNAUTHENTICATED, "invalid token") from None
+    except AidpError:
+        raise _Close(1011, "authentication unavailable") from None
+    if required_scope(WEBSOCKET, "/api/ws") not in identity.scopes:
+        raise _Close(CLOSE_FORBIDDEN, "insufficient_scope: this token lacks 'read'")
+    return identity
+
+
+async def _authenticate(websocket: WebSocket, gateway: Gateway) -> tuple[Identity, str]:
     try:
         raw = await asyncio.wait_for(websocket.receive(), gateway.settings.ws_auth_timeout)
     except TimeoutError:
@@ -87,12 +108,7 @@ async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Identity:
     token = message.get("token")
     if message["type"] != "auth" or not isinstance(token, str):
         raise _Close(CLOSE_UNAUTHENTICATED, "the first message is {type: auth, token}")
-    try:
-        return await gateway.verifier.verify(token)
-    except Unauthenticated:
-        raise _Close(CLOSE_UNAUTHENTICATED, "invalid token") from None
-    except AidpError:
-        raise _Close(1011, "authentication unavailable") from None
+    return await _verify(gateway, token), token
 
 
 async def _subscribe(
@@ -163,7 +179,7 @@ async def status_stream(websocket: WebSocket) -> None:
         await websocket.send_text(text)
 
     async def close(code: int) -> None:
-        await _close(websocket, code, "too slow")
+        await _close(websocket, code, _CLOSE_REASONS.get(code, "too slow"))
 
     conn = Connection(
         send=send,
@@ -177,7 +193,8 @@ async def status_stream(websocket: WebSocket) -> None:
     )
     metrics.ws_clients.inc()
     try:
-        identity = await _authenticate(websocket, gateway)
+        identity, token = await _authenticate(websocket, gateway)
+        gateway.guard.register(conn, identity, token)
         await websocket.send_text(
             json.dumps({"type": "authenticated", "user_id": str(identity.user_id)})
         )
@@ -190,7 +207,7 @@ async def status_stream(websocket: WebSocket) -> None:
             elif kind == "unsubscribe":
                 _unsubscribe(conn, gateway, message)
             elif kind == "auth":
-                identity = await _reauthenticate(gateway, message)
+                identity = await _reauthenticate(conn, gateway, identity, message)
             elif kind != "pong":
                 raise _Close(CLOSE_PROTOCOL, f"unknown message type {kind!r}")
     except _Close as close_:
@@ -200,17 +217,23 @@ async def status_stream(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # client went away (RuntimeError: receive after a close by the sender side)
     finally:
+        gateway.guard.unregister(conn)
         gateway.hub.unwatch_all(conn)
         await conn.stop()
         metrics.ws_clients.dec()
 
 
-async def _reauthenticate(gateway: Gateway, message: dict[str, Any]) -> Identity:
-    """A fresh token on an open connection (before the first one expires)."""
+async def _reauthenticate(
+    conn: Connection, gateway: Gateway, current: Identity, message: dict[str, Any]
+) -> Identity:
+    """A fresh token on an open connection (before the first one expires): same user only;
+    the socket's expiry moves to the new token's."""
     token = message.get("token")
     if not isinstance(token, str):
         raise _Close(CLOSE_PROTOCOL, "auth needs a token")
-    try:
-        return await gateway.verifier.verify(token)
-    except Unauthenticated:
-        raise _Close(CLOSE_UNAUTHENTICATED, "invalid token") from None
+    identity = await _verify(gateway, token)
+    if identity.user_id != current.user_id:
+        raise _Close(CLOSE_UNAUTHENTICATED, "a connection stays with one user")
+    gateway.guard.register(conn, identity, token)
+    conn.control({"type": "authenticated", "user_id": str(identity.user_id)})
+    return identity

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from services.gateway import invitations
 from services.gateway import projects as service
 from services.gateway.deps import (
     CurrentUser,
@@ -17,10 +18,11 @@ from services.gateway.deps import (
     ProjectViewer,
 )
 from services.gateway.errors import responses
-from services.gateway.models import Member, Project
+from services.gateway.models import Invitation, Member, Project
 from services.gateway.schemas import (
     AuditEntryOut,
     AuditPage,
+    InvitationOut,
     MemberIn,
     MemberOut,
     ProjectIn,
@@ -44,6 +46,18 @@ def project_out(project: Project, *, role: str, status: str | None) -> ProjectOu
         role=role,  # type: ignore[arg-type]
         created_at=project.created_at,
         updated_at=project.updated_at,
+    )
+
+
+def invitation_out(invitation: Invitation, *, project_name: str | None) -> InvitationOut:
+    return InvitationOut(
+        id=invitation.id,
+        project_id=invitation.project_id,
+        project_name=project_name,
+        email=invitation.email,
+        role=invitation.role,  # type: ignore[arg-type]
+        invited_by_email=invitation.invited_by_email,
+        created_at=invitation.created_at,
     )
 
 
@@ -105,37 +119,86 @@ def list_members(access: ProjectViewer, gateway: GatewayDep) -> list[MemberOut]:
 
 @router.post(
     "/{project_id}/members",
-    status_code=201,
+    status_code=202,
+    response_model=InvitationOut | MemberOut,
     responses={
-        200: {"model": MemberOut, "description": "Role changed"},
-        **responses(403, 404, 409, 503),
+        200: {"model": MemberOut, "description": "An existing member's role changed"},
+        202: {"model": InvitationOut, "description": "Invited (whether or not registered)"},
+        **responses(403, 404, 409, 429, 503),
     },
 )
 async def add_member(
     body: MemberIn, access: ProjectOwner, gateway: GatewayDep, response: Response
-) -> MemberOut:
-    """Give the user with ``email`` a role (owner). 404 if no such user; 200 if changed."""
-    try:
-        found = await gateway.downstream.auth.json(
-            "GET", "/internal/users/lookup", params={"email": body.email}
+) -> InvitationOut | MemberOut:
+    """Invite ``email`` with ``role`` (owner): 202 with the pending invitation, the same
+    answer whether or not the email is registered; the invitee accepts it at
+    ``POST /api/invitations/{id}/accept``. For someone already a member: 200, role changed."""
+    user_id, email = await _lookup(gateway, body.email)
+    project_id = access.project.id
+    if user_id is not None:
+        members = await asyncio.to_thread(
+            service.list_members, gateway.runtime, project_id=project_id
         )
-        user_id = uuid.UUID(str(found["id"]))
-    except NotFound:
-        raise NotFound("no user with that email") from None
-    except (KeyError, ValueError, TypeError):
-        raise NotFound("no user with that email") from None
-    member, created = await asyncio.to_thread(
-        service.set_member,
+        if any(m.user_id == user_id for m in members):
+            member, _created = await asyncio.to_thread(
+                service.set_member,
+                gateway.runtime,
+                project_id=project_id,
+                user_id=user_id,
+                email=email,
+                role=body.role,
+                actor=access.identity,
+            )
+            response.status_code = 200
+            return member_out(member)
+    invitation = await asyncio.to_thread(
+        invitations.invite,
         gateway.runtime,
-        project_id=access.project.id,
+        project_id=project_id,
+        email=email,
         user_id=user_id,
-        email=str(found.get("email") or body.email),
         role=body.role,
         actor=access.identity,
+        per_hour=gateway.settings.member_invites_per_hour,
     )
-    if not created:
-        response.status_code = 200
-    return member_out(member)
+    return invitation_out(invitation, project_name=access.project.name)
+
+
+async def _lookup(gateway: GatewayDep, email: str) -> tuple[uuid.UUID | None, str]:
+    """The registered user behind ``email`` (None when there is none) and the email to
+    address the invitation to (auth's canonical form when registered)."""
+    try:
+        found = await gateway.downstream.auth.json(
+            "GET", "/internal/users/lookup", params={"email": email}
+        )
+        return uuid.UUID(str(found["id"])), str(found.get("email") or email)
+    except NotFound:
+        return None, email
+    except (KeyError, ValueError, TypeError):
+        return None, email
+
+
+@router.get("/{project_id}/invitations", responses=responses(403, 404))
+def list_project_invitations(access: ProjectOwner, gateway: GatewayDep) -> list[InvitationOut]:
+    """Pending invitations of the project (owner)."""
+    rows = invitations.project_invitations(gateway.runtime, project_id=access.project.id)
+    return [invitation_out(i, project_name=access.project.name) for i in rows]
+
+
+@router.delete(
+    "/{project_id}/invitations/{invitation_id}",
+    status_code=204,
+    response_class=Response,
+    responses=responses(403, 404),
+)
+def withdraw_invitation(
+    invitation_id: uuid.UUID, access: ProjectOwner, gateway: GatewayDep
+) -> Response:
+    """Withdraw a pending invitation (owner)."""
+    invitations.withdraw_invitation(
+        gateway.runtime, project_id=access.project.id, invitation_id=invitation_id
+    )
+    return Response(status_code=204)
 
 
 @router.delete(

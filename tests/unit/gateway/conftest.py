@@ -85,6 +85,23 @@ class Harness:
     async def publish(self, envelope: Envelope) -> None:
         await self.publisher.publish(envelope)
 
+    async def add_member(
+        self, project_id: str, owner: dict[str, str], email: str, role: str
+    ) -> None:
+        """Invite ``email`` (owner) and accept as that user: member-add is an invitation."""
+        r = await self.client.post(
+            f"/api/projects/{project_id}/members",
+            json={"email": email, "role": role},
+            headers=owner,
+        )
+        assert r.status_code in (200, 202), r.text
+        if r.status_code == 202:
+            _, invitee = self.login(email)
+            accepted = await self.client.post(
+                f"/api/invitations/{r.json()['id']}/accept", headers=invitee
+            )
+            assert accepted.status_code == 200, accepted.text
+
 
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0) -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy."""

@@ -88,12 +88,7 @@ async def test_artifacts_are_listed_per_project(harness: Harness, fetcher: Fetch
     assert fetcher.seen[-1] == (str(carol_id), [], False)
 
     # a member of alice's project sees its artifacts too
-    r = await c.post(
-        f"/api/projects/{p1}/members",
-        json={"email": "bob@example.com", "role": "viewer"},
-        headers=alice,
-    )
-    assert r.status_code in (200, 201), r.text
+    await harness.add_member(p1, alice, "bob@example.com", "viewer")
     assert await sources(bob) == {"hf://alice/private", "upload://u-1", "hf://bob/model"}
     assert fetcher.seen[-1] == (str(bob_id), sorted([p1, p2]), False)
 

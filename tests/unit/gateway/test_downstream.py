@@ -162,11 +162,7 @@ async def test_models_and_deployments_are_authorised_by_project(
     _, stranger = harness.login()
     project = await harness.create_project(owner)
     pid = project["id"]
-    await harness.client.post(
-        f"/api/projects/{pid}/members",
-        json={"email": "v@example.com", "role": "viewer"},
-        headers=owner,
-    )
+    await harness.add_member(pid, owner, "v@example.com", "viewer")
     services.models["m1"] = {
         "id": "m1",
         "project_id": pid,

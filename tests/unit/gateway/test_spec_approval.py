@@ -47,10 +47,7 @@ async def _patch(harness: Harness, pid: str, headers: dict[str, str], spec: Any)
 async def _member(
     harness: Harness, pid: str, headers: dict[str, str], email: str, role: str
 ) -> None:
-    r = await harness.client.post(
-        f"/api/projects/{pid}/members", json={"email": email, "role": role}, headers=headers
-    )
-    assert r.status_code in (200, 201), r.text
+    await harness.add_member(pid, headers, email, role)
 
 
 async def test_editor_changed_spec_needs_the_owners_confirmation(harness: Harness) -> None:
@@ -166,12 +163,14 @@ async def test_audit_trail_lists_events_in_order_for_the_owner_only(harness: Har
         )
         for e in entries
     ]
-    o, ed = str(owner_id), str(editor_id)
+    o, ed, vi = str(owner_id), str(editor_id), str(viewer_id)
     assert seen == [
         ("project_created", o, first_hash, None, None, None),
         ("run_started", o, first_hash, 1, None, None),
-        ("member_added", o, None, None, "editor@example.com", "editor"),
-        ("member_added", o, None, None, "viewer@example.com", "viewer"),
+        ("member_invited", o, None, None, "editor@example.com", "editor"),
+        ("member_added", ed, None, None, "editor@example.com", "editor"),  # accepted
+        ("member_invited", o, None, None, "viewer@example.com", "viewer"),
+        ("member_added", vi, None, None, "viewer@example.com", "viewer"),
         ("member_role_changed", o, None, None, "viewer@example.com", "editor"),
         ("spec_changed", ed, changed_hash, None, None, None),
         ("spec_approved", o, changed_hash, None, None, None),
@@ -179,7 +178,7 @@ async def test_audit_trail_lists_events_in_order_for_the_owner_only(harness: Har
         ("member_removed", o, None, None, "viewer@example.com", "editor"),
         ("member_left", ed, None, None, "editor@example.com", "editor"),
     ]
-    assert entries[7]["run_id"] == run2["id"]
+    assert entries[9]["run_id"] == run2["id"]
     assert entries[0]["actor_email"] == "owner@example.com"
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids) and page["next_after"] == ids[-1]

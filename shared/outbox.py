@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Row, select, up
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
-from shared.bus.base import Bus, UnroutableError
+from shared.bus.base import Bus, StoredEvent, UnroutableError
 from shared.db import Database
 from shared.events import Envelope
 
@@ -53,6 +53,11 @@ class OutboxRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     sent_at: datetime | None = None
     attempts: int = 0
+    # Routing fields (shared_0002): null only on rows staged before that migration.
+    event_version: int | None = None
+    occurred_at: datetime | None = None
+    correlation_id: uuid.UUID | None = None
+    traceparent: str | None = Field(default=None, max_length=128)
 
 
 class InboxRow(SQLModel, table=True):
@@ -72,6 +77,10 @@ def add_to_outbox(session: Session, envelope: Envelope, *, service: str) -> None
             service=service,
             event_type=envelope.type,
             body=envelope.to_bytes(),
+            event_version=envelope.version,
+            occurred_at=envelope.occurred_at,
+            correlation_id=envelope.correlation_id,
+            traceparent=envelope.traceparent,
         )
     )
 
@@ -98,15 +107,34 @@ def claim_inbox(session: Session, envelope: Envelope, *, service: str) -> bool:
     return True
 
 
+def _stored(row: Row[Any]) -> StoredEvent:
+    """The publishable form of a claimed row (rows staged before shared_0002 are parsed)."""
+    if row.event_version is None or row.occurred_at is None:
+        return StoredEvent.of(Envelope.from_bytes(row.body))
+    occurred = row.occurred_at
+    if occurred.tzinfo is None:  # SQLite returns naive UTC datetimes
+        occurred = occurred.replace(tzinfo=UTC)
+    return StoredEvent(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        version=row.event_version,
+        body=row.body,
+        occurred_at=occurred,
+        correlation_id=row.correlation_id,
+        traceparent=row.traceparent,
+    )
+
+
 class OutboxRelay:
     """Publishes a service's committed outbox rows to the bus.
 
     ``run`` loops until cancelled; ``notify`` wakes it after a commit so latency stays low,
     and a poll interval covers rows committed by other processes.
 
-    One pass (:meth:`relay_once`) claims up to ``batch_size`` pending rows, publishes them
-    with :meth:`Bus.publish_many` (all confirms in flight together), then marks the
-    confirmed ones sent. On PostgreSQL the rows stay locked (``FOR UPDATE SKIP LOCKED``)
+    One pass (:meth:`relay_once`) claims up to ``batch_size`` pending rows, publishes their
+    stored bytes with :meth:`Bus.publish_stored` (all confirms in flight together, one
+    deadline for the batch, no re-parse), then marks the confirmed ones sent. On PostgreSQL
+    the rows stay locked (``FOR UPDATE SKIP LOCKED``)
     from claim to mark, so concurrent relays never publish the same row. On SQLite (one
     relay per service, embedded mode) the read transaction ends before publishing, so
     handlers committing meanwhile cannot make the mark fail. If the mark fails or the
@@ -167,8 +195,7 @@ class OutboxRelay:
                 return 0
             if not self.db.is_postgres:
                 session.commit()  # SQLite: no row locks to keep; don't hold a snapshot
-            envelopes = [Envelope.from_bytes(row.body) for row in rows]
-            results = await self.bus.publish_many(envelopes)
+            results = await self.bus.publish_stored([_stored(row) for row in rows])
             confirmed = [row.seq for row, err in zip(rows, results, strict=True) if err is None]
             failed = [(row, err) for row, err in zip(rows, results, strict=True) if err is not None]
             given_up = [row.seq for row, err in failed if self._give_up(row, err)]
@@ -193,7 +220,17 @@ class OutboxRelay:
     def _claim(self, session: Session) -> Sequence[Row[Any]]:
         """Select (and on PostgreSQL lock) the oldest pending rows of this service."""
         query = (
-            select(OutboxRow.seq, OutboxRow.body, OutboxRow.created_at)  # type: ignore[call-overload]
+            select(  # type: ignore[call-overload,misc]
+                OutboxRow.seq,
+                OutboxRow.event_id,
+                OutboxRow.event_type,
+                OutboxRow.body,
+                OutboxRow.created_at,
+                OutboxRow.event_version,
+                OutboxRow.occurred_at,
+                OutboxRow.correlation_id,
+                OutboxRow.traceparent,
+            )
             .where(OutboxRow.service == self.service, OutboxRow.sent_at.is_(None))  # type: ignore[union-attr]
             .order_by(OutboxRow.seq)  # type: ignore[arg-type]
             .limit(self.batch_size)

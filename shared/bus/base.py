@@ -6,7 +6,9 @@ Semantics (both implementations; ``tests/integration/shared/test_bus_contract.py
   (publisher confirm); it raises :class:`UnroutableError` if no queue is bound for the
   type, :class:`PublishTimeout` if no confirm arrives in time, and :class:`PublishFailed`
   on a nack or a lost connection (all transient). Messages are persistent.
-- ``publish_many`` keeps many confirms in flight and reports one outcome per envelope.
+- ``publish_many`` keeps many confirms in flight and reports one outcome per envelope;
+  ``publish_stored`` does the same for envelopes already serialised (:class:`StoredEvent`,
+  the outbox's rows), under one deadline for the whole batch.
 - A subscription is a durable queue named after the consuming service, bound to the event
   types it names. Each message is acknowledged only after the handler returns.
 - If the handler raises, :func:`shared.errors.delivery_action` decides: retry (redeliver,
@@ -25,8 +27,11 @@ Semantics (both implementations; ``tests/integration/shared/test_bus_contract.py
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from shared.errors import TransientError
 from shared.events import Envelope
@@ -38,6 +43,7 @@ __all__ = [
     "Handler",
     "PublishFailed",
     "PublishTimeout",
+    "StoredEvent",
     "UnroutableError",
 ]
 
@@ -58,6 +64,32 @@ class PublishFailed(TransientError):
 
 class PublishTimeout(TransientError):
     """The broker did not confirm the publish in time; it may or may not have it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An envelope already serialised (``body``) with the fields a broker routes and labels
+    it by, so publishing it needs no parse (the outbox stores these fields in its row)."""
+
+    event_id: uuid.UUID
+    event_type: str
+    version: int
+    body: bytes
+    occurred_at: datetime
+    correlation_id: uuid.UUID | None = None
+    traceparent: str | None = None
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> StoredEvent:
+        return cls(
+            event_id=envelope.id,
+            event_type=envelope.type,
+            version=envelope.version,
+            body=envelope.to_bytes(),
+            occurred_at=envelope.occurred_at,
+            correlation_id=envelope.correlation_id,
+            traceparent=envelope.traceparent,
+        )
 
 
 class Bus(ABC):
@@ -89,6 +121,11 @@ class Bus(ABC):
             except Exception as exc:  # reported per envelope, the caller decides
                 results.append(exc)
         return results
+
+    async def publish_stored(self, events: Sequence[StoredEvent]) -> list[BaseException | None]:
+        """:meth:`publish_many` for serialised envelopes. The default parses them back;
+        brokers override it to publish the bytes as they are."""
+        return await self.publish_many([Envelope.from_bytes(e.body) for e in events])
 
     @abstractmethod
     async def subscribe(

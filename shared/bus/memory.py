@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.bus.base import DEAD_LETTER_QUEUE, Bus, Handler, PublishFailed, UnroutableError
+from shared.bus.base import (
+    DEAD_LETTER_QUEUE,
+    Bus,
+    Handler,
+    PublishFailed,
+    StoredEvent,
+    UnroutableError,
+)
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
 from shared.telemetry import consumer_span, producer_span
@@ -131,6 +138,20 @@ class MemoryBus(Bus):
         with producer_span(f"publish {envelope.type}", envelope.traceparent, bus="memory"):
             self.broker.route(envelope.to_bytes(), envelope.type)
         await asyncio.sleep(0)  # let consumers run, as a network round trip would
+
+    async def publish_stored(self, events: Sequence[StoredEvent]) -> list[BaseException | None]:
+        if not self._connected:
+            error = PublishFailed("memory bus is not connected")
+            return [error for _ in events]
+        results: list[BaseException | None] = []
+        for event in events:
+            try:
+                self.broker.route(event.body, event.event_type)
+                results.append(None)
+            except Exception as exc:  # reported per event, as publish_many does
+                results.append(exc)
+        await asyncio.sleep(0)
+        return results
 
     async def declare(
         self, queue: str, event_types: Sequence[str], *, max_deliveries: int = 5

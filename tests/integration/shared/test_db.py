@@ -50,7 +50,7 @@ def test_migrating_again_is_a_no_op_and_sessions_roll_back_on_error(
         db.migrate(service="svc")
         with db.session() as session:
             version = session.execute(text("SELECT version_num FROM alembic_version_svc_shared"))
-            assert version.scalar_one() == "shared_0001"
+            assert version.scalar_one() == "shared_0002"
         with pytest.raises(RuntimeError), db.session() as session:
             session.execute(
                 text(

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from services.auth.main import create_app
 from services.auth.settings import AuthSettings
+from shared.bus import Bus
 from shared.secrets import InMemoryVault
-from tests.support.service_auth import as_service
 
 PASSWORD = "correct-Horse-battery"
 
@@ -37,10 +37,9 @@ def make_client(tmp_path: Path, vault: InMemoryVault) -> Iterator[Callable[..., 
     """Start an auth app (lifespan entered) with settings overrides; closed at teardown."""
     clients: list[TestClient] = []
 
-    def start(**overrides: Any) -> TestClient:
-        app = create_app(make_settings(tmp_path, **overrides), vault=(vault, vault))
+    def start(*, bus: Bus | None = None, **overrides: Any) -> TestClient:
+        app = create_app(make_settings(tmp_path, **overrides), bus=bus, vault=(vault, vault))
         client = TestClient(app)
-        client.auth = as_service("auth")  # its internal routes answer the gateway only
         client.__enter__()
         clients.append(client)
         return client

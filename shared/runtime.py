@@ -99,7 +99,7 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         setup_logging(self.settings.log_level, json_lines=self.settings.log_json)
-        setup_tracing(self.name, self.settings.otel_exporter)
+        setup_tracing(self.name, self.settings.otel_exporter, self.settings.otel_sample_ratio)
         await asyncio.to_thread(self.db.migrate, *self.migrations, service=self.name)
         if self._vault is None:
             self._vault = await asyncio.to_thread(connect_vault, self.settings)

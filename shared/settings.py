@@ -68,7 +68,16 @@ class BaseServiceSettings(BaseSettings):
         "disk; larger answers 413 and nothing of it is kept.",
     )
     otel_exporter: Literal["none", "console", "memory"] = Field(
-        "none", description="Where spans go (an OTLP exporter can be added by deployment)."
+        "none",
+        description="Where spans go (an OTLP exporter can be added by deployment); with "
+        "none the tracing SDK is not loaded and spans cost nothing.",
+    )
+    otel_sample_ratio: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of root spans (requests, events with no parent) kept when an "
+        "exporter is set; children follow their parent.",
     )
 
     @model_validator(mode="after")

@@ -4,6 +4,12 @@ Trace context travels in the envelope's ``traceparent`` (W3C format) and in the 
 ``traceparent`` header, so one trace spans a publish and the handler that consumes it.
 Log records pass through :class:`ScrubbingFilter`, which masks anything that looks like a
 credential before it reaches a handler.
+
+With no exporter configured (the default) the OpenTelemetry SDK is not even imported: spans
+are the API's no-ops and the bus helpers only carry the W3C context along, so tracing costs
+nothing per request or per event. With an exporter, root spans are sampled at
+``sample_ratio`` and children follow their parent (parent-based), so at volume most events
+cost no span.
 """
 
 from __future__ import annotations
@@ -14,18 +20,14 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 __all__ = [
     "ScrubbingFilter",
@@ -41,15 +43,31 @@ __all__ = [
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _memory_exporter: InMemorySpanExporter | None = None
+_recording = False  # an SDK provider is installed: spans are real
 
 
-def setup_tracing(service_name: str, exporter: str = "none") -> None:
-    """Install a tracer provider once per process (later calls only add an exporter)."""
-    global _memory_exporter
+def setup_tracing(service_name: str, exporter: str = "none", sample_ratio: float = 1.0) -> None:
+    """Install a tracer provider once per process (later calls only add an exporter).
+
+    ``exporter="none"`` installs nothing. Otherwise root spans are kept with probability
+    ``sample_ratio`` and every child follows its parent's decision."""
+    global _memory_exporter, _recording
+    if exporter == "none":
+        return
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+        SpanExporter,
+    )
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
         trace.set_tracer_provider(provider)
+    _recording = True
     span_exporter: SpanExporter | None = None
     if exporter == "console":
         span_exporter = ConsoleSpanExporter(out=sys.stderr)
@@ -78,6 +96,9 @@ def current_traceparent() -> str | None:
 @contextmanager
 def producer_span(name: str, traceparent: str | None, **attributes: Any) -> Iterator[None]:
     """A PRODUCER span for a publish, a child of the envelope's ``traceparent``."""
+    if not _recording:  # no SDK: the envelope already carries the context; nothing to record
+        yield
+        return
     ctx = _PROPAGATOR.extract({"traceparent": traceparent} if traceparent else {})
     with tracer().start_as_current_span(name, context=ctx, kind=trace.SpanKind.PRODUCER) as span:
         for key, value in attributes.items():
@@ -91,6 +112,12 @@ def consumer_span(name: str, traceparent: str | None, **attributes: Any) -> Iter
     """Run a consumer's work in a span that continues the producer's trace."""
     ctx = _PROPAGATOR.extract({"traceparent": traceparent} if traceparent else {})
     token = otel_context.attach(ctx)
+    if not _recording:  # no SDK: only carry the context, so what the work publishes joins it
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+        return
     try:
         with tracer().start_as_current_span(name, kind=trace.SpanKind.CONSUMER) as span:
             for key, value in attributes.items():

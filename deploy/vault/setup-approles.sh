@@ -6,10 +6,11 @@
 #     deploy/vault/setup-approles.sh /etc/aidp
 #
 # Idempotent. It enables KV v2 at secret/, transit at transit/ and AppRole at approle/ if
-# absent, creates the artifact key, writes the five policies and AppRoles aidp-<service>,
-# and for every service sets AIDP_VAULT_ROLE_ID / AIDP_VAULT_SECRET_ID in OUT_DIR/<service>.env
-# (mode 0600; other lines of an existing file are kept; the systemd units read
-# /etc/aidp/<service>.env). Each run issues NEW secret ids: restart the services after it.
+# absent, creates the artifact key and each service's Ed25519 signing key aidp-svc-<service>,
+# writes the five policies and AppRoles aidp-<service>, and for every service sets
+# AIDP_VAULT_ROLE_ID / AIDP_VAULT_SECRET_ID in OUT_DIR/<service>.env (mode 0600; other lines
+# of an existing file are kept; the systemd units read /etc/aidp/<service>.env). Each run
+# issues NEW secret ids: restart the services after it.
 #
 # Environment: BAO_ADDR, BAO_TOKEN (or VAULT_ADDR / VAULT_TOKEN), BAO (the CLI: bao, or
 # vault) [bao], AIDP_TRANSIT_KEY [aidp-artifacts; other names need policies rendered for
@@ -39,6 +40,13 @@ case $mounts in *'"transit/"'*) ;; *) $BAO secrets enable -path=transit transit 
 if ! $BAO read "transit/keys/$key" >/dev/null 2>&1; then
     $BAO write -f "transit/keys/$key" type=aes256-gcm96 >/dev/null
 fi
+# each service's Ed25519 key for the service tokens of the internal APIs (shared.service_auth);
+# its policy lets it sign with its own key only
+for svc in $services; do
+    if ! $BAO read "transit/keys/aidp-svc-$svc" >/dev/null 2>&1; then
+        $BAO write -f "transit/keys/aidp-svc-$svc" type=ed25519 >/dev/null
+    fi
+done
 case $($BAO auth list -format=json) in
     *'"approle/"'*) ;;
     *) $BAO auth enable -path=approle approle ;;

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from shared.secrets.vault import VaultClient
+from shared.secrets.vault import VaultClient, VaultDenied
+from shared.service_auth import ServiceCredentials, ServiceVerifier, TransitSigningKeys
 from shared.settings import BaseServiceSettings
 from shared.store import ArtifactStore
 from tests.integration.secrets.capabilities import (
@@ -103,3 +104,32 @@ def test_each_approle_does_its_job_and_nothing_else(
         )
         ArtifactStore(tmp_path / "store", fetcher, KEY).put_stream(iter([b"model"]))
         check_store_refused(client, tmp_path / "store")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_approle_signs_service_tokens_as_itself_only(
+    service: str, server: tuple[str, str], credentials: Path
+) -> None:
+    """The script made every service's signing key; a service's policy signs with its own
+    and reads the others' public keys (to verify), but cannot sign as another service."""
+    addr, _ = server
+
+    def keys_of(name: str) -> TransitSigningKeys:
+        env = _read_env(credentials / f"{name}.env")
+        return TransitSigningKeys(
+            VaultClient(
+                addr, role_id=env["AIDP_VAULT_ROLE_ID"], secret_id=env["AIDP_VAULT_SECRET_ID"]
+            )
+        )
+
+    keys = keys_of(service)
+    assert keys.ensure(service)
+    callee = "auth" if service != "auth" else "fetcher"
+    token = ServiceCredentials(service, keys).token_for(callee)
+    verifier = ServiceVerifier(callee, keys_of(callee), known_callers=frozenset(SERVICES))
+    assert verifier.verify(token).caller == service
+    for other in SERVICES:
+        if other != service:
+            with pytest.raises(VaultDenied):
+                keys.sign(other, b"a token naming another service")
+    assert not keys.ensure("intruder")  # no key of its own making

@@ -124,14 +124,16 @@ def _user_by_email(session: Session, email: str) -> User | None:
 def register(
     ctx: AuthContext, *, email: str, password: str, invitation: str | None, address: str
 ) -> User:
-    """Create a user (``email`` already normalised) as the registration mode allows.
-    Admins: those in ``admin_emails``; with none configured, the first user, but only while
-    the platform is bound to loopback."""
+    """Create a user (``email`` already normalised) as the registration mode allows (in
+    invite mode, emails in ``admin_emails`` need no code). Admins: those in
+    ``admin_emails``; with none configured, the first user, but only on loopback."""
     s = ctx.settings
     mode = s.registration_mode()
     if mode == "closed":
         raise Forbidden("registration is closed on this platform; ask an administrator")
-    if mode == "invite" and not invitation:
+    # The admins the operator named bootstrap an invite-only platform without a code.
+    needs_code = mode == "invite" and email not in s.admin_emails
+    if needs_code and not invitation:
         raise Forbidden("registration needs an invitation code from an administrator")
     ctx.register_limiter.acquire(address=address, email="", bucket_prefix="register:")
     check_policy(password, email=email, min_score=s.password_min_score)
@@ -140,7 +142,7 @@ def register(
         if _user_by_email(session, email) is not None:
             raise Conflict("email already registered")
         user_id = str(uuid.uuid4())
-        if mode == "invite":
+        if needs_code:
             invitations.redeem_invitation(session, code=invitation, email=email, user_id=user_id)
         if s.admin_emails:
             is_admin = email in s.admin_emails

@@ -1,6 +1,6 @@
 // The shell: who is logged in, the header, and a tiny hash router (works behind any static host).
 import { useEffect, useState } from "react";
-import { api, getTokens, logout, onTokens, type Me } from "./api";
+import { api, getTokens, hasSession, logout, onTokens, type Me } from "./api";
 import { ErrorBoundary } from "./components/ui";
 import { AuthPage } from "./pages/AuthPage";
 import { NewProjectPage } from "./pages/NewProjectPage";
@@ -34,7 +34,7 @@ function Route({ hash }: { hash: string }) {
 }
 
 export function App() {
-  const [loggedIn, setLoggedIn] = useState(!!getTokens());
+  const [loggedIn, setLoggedIn] = useState(!!getTokens() || hasSession());
   const [reason, setReason] = useState<string | null>(null);
   const [me, setMe] = useState<Me | null>(null);
   const hash = useHash();

@@ -3,7 +3,8 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 type Api = typeof import("./api");
 let api: Api;
 const calls: string[] = [];
-const store = new Map<string, string>();
+const store = new Map<string, string>([["aidp.tokens", '{"refresh_token":"legacy"}']]);
+let cookie = "";
 
 function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
@@ -16,15 +17,18 @@ beforeAll(async () => {
     removeItem: (k: string) => void store.delete(k),
   });
   vi.stubGlobal("window", { setTimeout, clearTimeout });
-  // A gateway whose access token "old" has expired; refresh "r1" rotates to "new"/"r2" once.
+  // A gateway whose access token "old" has expired; the refresh cookie "r1" (HttpOnly: the
+  // browser sends it, scripts never see it) rotates to access "new" and cookie "r2" once.
   vi.stubGlobal("fetch", async (path: string, init: RequestInit) => {
     const auth = (init.headers as Record<string, string>).Authorization ?? "";
     calls.push(`${init.method} ${path} ${auth}`.trim());
     if (path === "/api/auth/refresh") {
-      const body = JSON.parse(String(init.body));
-      return body.refresh_token === "r1"
-        ? json(200, { access_token: "new", refresh_token: "r2" })
-        : json(401, { error: { code: "unauthenticated", message: "refresh token reused" } });
+      if (init.body !== undefined) return json(422, { error: { code: "invalid", message: "no body expected" } });
+      if (cookie === "r1") {
+        cookie = "r2";
+        return json(200, { access_token: "new", refresh_token: null });
+      }
+      return json(401, { error: { code: "unauthenticated", message: "refresh token reused" } });
     }
     if (auth !== "Bearer new") return json(401, { error: { code: "unauthenticated", message: "expired" } });
     if (path === "/api/projects" && init.method === "POST") {
@@ -37,12 +41,15 @@ beforeAll(async () => {
 
 describe("api", () => {
   it("refreshes an expired access token silently and retries once", async () => {
-    api.setTokens({ access_token: "old", refresh_token: "r1" });
+    cookie = "r1";
+    api.setTokens({ access_token: "old" });
     calls.length = 0;
     expect(await api.api.get("/api/projects")).toEqual([{ id: "p1" }]);
     expect(calls).toEqual(["GET /api/projects Bearer old", "POST /api/auth/refresh", "GET /api/projects Bearer new"]);
-    expect(api.getTokens()).toEqual({ access_token: "new", refresh_token: "r2" });
-    expect(JSON.parse(store.get("aidp.tokens")!).refresh_token).toBe("r2");
+    expect(api.getTokens()).toEqual({ access_token: "new" });
+    expect(cookie).toBe("r2");
+    // no token of any kind in localStorage: only the session marker
+    expect([...store.entries()]).toEqual([["aidp.session", "1"]]);
   });
 
   it("names the field of a 422 and keeps the server's message", async () => {
@@ -52,9 +59,11 @@ describe("api", () => {
   it("logs out with a reason when the refresh token is spent", async () => {
     const reasons: (string | undefined)[] = [];
     const off = api.onTokens((t, why) => t === null && reasons.push(why));
-    api.setTokens({ access_token: "old", refresh_token: "spent" });
+    cookie = "spent";
+    api.setTokens({ access_token: "old" });
     await expect(api.api.get("/api/projects")).rejects.toMatchObject({ status: 401 });
     expect(api.getTokens()).toBeNull();
+    expect(api.hasSession()).toBe(false);
     expect(reasons).toEqual(["Your session expired. Please log in again."]);
     off();
   });

@@ -14,25 +14,37 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * The access token lives in memory only. The refresh token never reaches page scripts: the
+ * auth service keeps it in an HttpOnly, SameSite=Strict cookie scoped to /api/auth, sent
+ * by the browser on /api/auth/refresh and /api/auth/logout. localStorage holds only a
+ * non-secret marker saying a session cookie should exist, so a reload restores the
+ * session with one refresh.
+ */
 export interface Tokens {
   access_token: string;
-  refresh_token: string;
 }
 
-const STORAGE_KEY = "aidp.tokens";
+const SESSION_KEY = "aidp.session";
+const LEGACY_KEY = "aidp.tokens"; // older builds kept the refresh token here: drop it
 type Listener = (tokens: Tokens | null, reason?: string) => void;
 const listeners = new Set<Listener>();
-let tokens: Tokens | null = loadTokens();
+let tokens: Tokens | null = null;
 let refreshing: Promise<Tokens> | null = null;
 let refreshTimer: number | undefined;
 
-function loadTokens(): Tokens | null {
+function storage(): Storage | null {
   try {
-    const raw = localStorage.getItem(STORAGE_KEY);
-    return raw ? (JSON.parse(raw) as Tokens) : null;
+    return typeof localStorage === "undefined" ? null : localStorage;
   } catch {
     return null;
   }
+}
+storage()?.removeItem(LEGACY_KEY);
+
+/** True while a session cookie should exist (logged in, maybe before the first refresh). */
+export function hasSession(): boolean {
+  return storage()?.getItem(SESSION_KEY) === "1";
 }
 
 export function getTokens(): Tokens | null {
@@ -45,9 +57,9 @@ export function onTokens(listener: Listener): () => void {
 }
 
 export function setTokens(next: Tokens | null, reason?: string): void {
-  tokens = next;
-  if (next) localStorage.setItem(STORAGE_KEY, JSON.stringify(next));
-  else localStorage.removeItem(STORAGE_KEY);
+  tokens = next ? { access_token: next.access_token } : null;
+  if (next) storage()?.setItem(SESSION_KEY, "1");
+  else storage()?.removeItem(SESSION_KEY);
   scheduleRefresh();
   listeners.forEach((l) => l(next, reason));
 }
@@ -72,18 +84,16 @@ function scheduleRefresh(): void {
   }
 }
 scheduleRefresh();
+// After a reload only the cookie is left: trade it for an access token right away.
+if (hasSession()) void refresh().catch(() => undefined);
 
-/** Rotate the refresh token for a new pair; concurrent callers share one request. */
+/** Rotate the refresh cookie for a new access token; concurrent callers share one request. */
 export function refresh(): Promise<Tokens> {
   if (refreshing) return refreshing;
-  const current = tokens;
-  if (!current) return Promise.reject(new ApiError(401, "unauthenticated", "Please log in."));
+  if (!tokens && !hasSession()) return Promise.reject(new ApiError(401, "unauthenticated", "Please log in."));
   refreshing = (async () => {
     try {
-      const pair = await request<Tokens>("POST", "/api/auth/refresh", {
-        body: { refresh_token: current.refresh_token },
-        auth: false,
-      });
+      const pair = await request<Tokens>("POST", "/api/auth/refresh", { auth: false });
       setTokens(pair);
       return pair;
     } catch (err) {
@@ -102,6 +112,7 @@ export function refresh(): Promise<Tokens> {
 export async function freshAccessToken(): Promise<string> {
   const ttl = accessTokenTtl();
   if (tokens && ttl !== null && ttl < 30) return (await refresh()).access_token;
+  if (!tokens && hasSession()) return (await refresh()).access_token;
   if (!tokens) throw new ApiError(401, "unauthenticated", "Please log in.");
   return tokens.access_token;
 }
@@ -122,6 +133,7 @@ async function send(method: string, path: string, opts: RequestOptions): Promise
       headers,
       body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
       signal: opts.signal,
+      credentials: "same-origin", // the refresh cookie (HttpOnly, /api/auth only)
     });
   } catch (err) {
     if ((err as Error).name === "AbortError") throw err;
@@ -136,7 +148,7 @@ export async function request<T = unknown>(
   opts: RequestOptions = {},
 ): Promise<T> {
   let response = await send(method, path, opts);
-  if (response.status === 401 && opts.auth !== false && tokens) {
+  if (response.status === 401 && opts.auth !== false && (tokens || hasSession())) {
     await refresh();
     response = await send(method, path, opts);
   }
@@ -192,7 +204,7 @@ export const api = {
 
 export async function login(email: string, password: string): Promise<void> {
   const pair = await request<Tokens>("POST", "/api/auth/login", {
-    body: { email, password },
+    body: { email, password }, // refresh token: set as an HttpOnly cookie, not in the body
     auth: false,
   });
   setTokens(pair);
@@ -204,9 +216,9 @@ export async function register(email: string, password: string): Promise<void> {
 }
 
 export async function logout(): Promise<void> {
-  const current = tokens;
   try {
-    if (current) await request("POST", "/api/auth/logout", { body: { refresh_token: current.refresh_token } });
+    // the refresh cookie tells auth which session to end; it also clears the cookie
+    if (tokens || hasSession()) await request("POST", "/api/auth/logout");
   } catch {
     // logging out of a dead session is still logging out
   }

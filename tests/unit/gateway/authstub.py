@@ -47,6 +47,8 @@ class AuthStub:
         self.active = self.rotate()
         self.users: dict[str, uuid.UUID] = {}
         self.api_tokens: dict[str, uuid.UUID] = {}
+        self.api_token_scopes: dict[str, list[str]] = {}
+        self.not_before: dict[uuid.UUID, float] = {}  # GET /internal/users/{id}/sessions
         self.jwks_fetches = 0
         self.seen: list[str] = []  # every path the stub was asked for, in order
         self.app = self._build()
@@ -85,10 +87,16 @@ class AuthStub:
         kid = kid or self.active
         return jwt.encode(body, self.keys[kid], algorithm="EdDSA", headers={"kid": kid})
 
-    def api_token(self, user_id: uuid.UUID) -> str:
+    def api_token(self, user_id: uuid.UUID, scopes: list[str] | None = None) -> str:
         value = "aidp_" + uuid.uuid4().hex
         self.api_tokens[value] = user_id
+        if scopes is not None:
+            self.api_token_scopes[value] = scopes
         return value
+
+    def retire(self, kid: str) -> None:
+        """Stop publishing ``kid`` (a revoked signing key)."""
+        self.keys.pop(kid)
 
     def _build(self) -> FastAPI:
         app = FastAPI()
@@ -117,12 +125,20 @@ class AuthStub:
             return {"headers": dict(request.headers), "query": str(request.query_params)}
 
         @app.post("/internal/introspect")
-        def introspect(body: _Token) -> JSONResponse:
-            user_id = self.api_tokens.get(body.token)
+        def introspect(body_in: _Token) -> JSONResponse:
+            user_id = self.api_tokens.get(body_in.token)
             if user_id is None:
                 return JSONResponse({"error": {"code": "unauthenticated", "message": "no"}}, 401)
             email = next((e for e, u in self.users.items() if u == user_id), "")
-            return JSONResponse({"user_id": str(user_id), "email": email, "is_admin": False})
+            body: dict[str, Any] = {"user_id": str(user_id), "email": email, "is_admin": False}
+            if body_in.token in self.api_token_scopes:
+                body["scopes"] = self.api_token_scopes[body_in.token]
+            return JSONResponse(body)
+
+        @app.get("/internal/users/{user_id}/sessions")
+        def sessions(user_id: uuid.UUID) -> dict[str, Any]:
+            not_before = self.not_before.get(user_id)
+            return {"not_before": None if not_before is None else not_before}
 
         @app.get("/internal/users/lookup")
         def lookup(email: str = Query(...)) -> JSONResponse:

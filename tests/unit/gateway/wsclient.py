@@ -9,6 +9,8 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+__all__ = ["ClientConnection", "authed", "close_code", "connect", "events", "subscribe"]
+
 
 async def connect(url: str, *, origin: str | None = None) -> ClientConnection:
     headers = {"Origin": origin} if origin else None

@@ -13,9 +13,11 @@ Format (version 1)::
 - The serialised header is the associated data of every chunk: any change to it (key name,
   wrapped key, chunk size, prefix) fails authentication.
 - With ``FLAG_BINDS_SHA256`` the final chunk's associated data is ``header ‖ sha256(plaintext)``:
-  a reader that knows the expected digest (the artifact store: the blob's name) learns that
-  the stream is the content with that digest without hashing it again. Such a stream can only
-  be opened with ``expected_sha256``.
+  a reader that knows the expected digest learns that the stream is the content with that
+  digest without hashing it again. ``FLAG_BINDS_NAME`` binds a 32-byte keyed name of the
+  content instead (the artifact store's ``HMAC-SHA256(naming key, sha256(plaintext))``, see
+  :mod:`shared.blob_names`). Such a stream can only be opened with ``expected_digest``
+  (the bound value, whichever flag).
 - The data key (32 bytes) is generated and wrapped by a :class:`~shared.secrets.KeyService`;
   only the wrapped form and the key-encryption key's name are stored.
 
@@ -45,6 +47,7 @@ from shared.errors import AidpError, TransientError
 
 __all__ = [
     "CHUNK_SIZE",
+    "FLAG_BINDS_NAME",
     "FLAG_BINDS_SHA256",
     "FORMAT_VERSION",
     "MAGIC",
@@ -70,6 +73,8 @@ CHUNK_SIZE = 64 * 1024
 TAG_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 FLAG_BINDS_SHA256 = 0x01
+FLAG_BINDS_NAME = 0x02
+_BINDS = FLAG_BINDS_SHA256 | FLAG_BINDS_NAME
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 _MAX_CHUNKS = 2**32
 _FIXED = struct.Struct(">4sBBI7sHH")
@@ -130,10 +135,12 @@ class Header:
 
 @dataclass(frozen=True)
 class EncryptResult:
-    """What an encryption wrote: plaintext ``size`` and its ``sha256`` hex (when hashed)."""
+    """What an encryption wrote: plaintext ``size``, its ``sha256`` hex (when hashed) and the
+    keyed ``name`` hex it binds (with ``name_of``)."""
 
     size: int
     sha256: str | None
+    name: str | None = None
 
 
 def read_header(inp: IO[bytes]) -> Header:
@@ -146,7 +153,7 @@ def read_header(inp: IO[bytes]) -> Header:
         raise IntegrityError("not an aidp encrypted stream (bad magic)")
     if version != FORMAT_VERSION:
         raise IntegrityError(f"unsupported encrypted format version {version}")
-    if flags & ~FLAG_BINDS_SHA256:
+    if flags & ~_BINDS or flags == _BINDS:
         raise IntegrityError(f"unknown header flags {flags:#x}")
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise IntegrityError(f"invalid chunk size {chunk_size}")
@@ -245,29 +252,40 @@ def encrypt_stream(
     chunk_size: int = CHUNK_SIZE,
     bind_sha256: bool = False,
     hash_sha256: bool = False,
+    name_of: Callable[[bytes], bytes] | None = None,
 ) -> EncryptResult:
     """Encrypt an iterable of plaintext pieces (any sizes) into ``out``.
 
     ``hash_sha256`` returns the plaintext's sha256; ``bind_sha256`` also binds it into the
-    final chunk (see the module docstring) and implies hashing.
+    final chunk (see the module docstring) and implies hashing. ``name_of`` (the raw sha256
+    -> a 32-byte keyed name) binds that name instead (``FLAG_BINDS_NAME``), also hashing.
     """
-    flags = FLAG_BINDS_SHA256 if bind_sha256 else 0
+    if bind_sha256 and name_of is not None:
+        raise ValueError("bind either the sha256 or a keyed name, not both")
+    flags = FLAG_BINDS_SHA256 if bind_sha256 else FLAG_BINDS_NAME if name_of else 0
     header = Header.new(
         key_name=key_name, wrapped_key=wrapped_key, chunk_size=chunk_size, flags=flags
     )
     out.write(header.raw)
     sealer = _Sealer(data_key, header, out)
-    hasher = hashlib.sha256() if (hash_sha256 or bind_sha256) else None
+    hasher = hashlib.sha256() if (hash_sha256 or flags) else None
     size = 0
-    digest = b""
+    digest = bound = b""
     for piece, last in _pieces(chunks, chunk_size):
         if hasher is not None:
             hasher.update(piece)
             if last:
                 digest = hasher.digest()
+                bound = name_of(digest) if name_of is not None else digest
+                if len(bound) != 32:
+                    raise ValueError("a bound name must be 32 bytes")
         size += len(piece)
-        sealer.seal(piece, last=last, digest=digest if bind_sha256 else b"")
-    return EncryptResult(size=size, sha256=digest.hex() if hasher is not None else None)
+        sealer.seal(piece, last=last, digest=bound if flags else b"")
+    return EncryptResult(
+        size=size,
+        sha256=digest.hex() if hasher is not None else None,
+        name=bound.hex() if name_of is not None else None,
+    )
 
 
 def encrypt_reader(
@@ -280,6 +298,7 @@ def encrypt_reader(
     chunk_size: int = CHUNK_SIZE,
     bind_sha256: bool = False,
     hash_sha256: bool = False,
+    name_of: Callable[[bytes], bytes] | None = None,
 ) -> EncryptResult:
     """Like :func:`encrypt_stream` for a readable binary file, reading large blocks in place."""
     block = max(chunk_size, (_READ_BLOCK // chunk_size) * chunk_size)
@@ -304,6 +323,7 @@ def encrypt_reader(
         chunk_size=chunk_size,
         bind_sha256=bind_sha256,
         hash_sha256=hash_sha256,
+        name_of=name_of,
     )
 
 
@@ -324,19 +344,19 @@ def _unwrap_key(unwrap: Unwrap, header: Header) -> bytes:
 class _Opener:
     """Verifies and decrypts consecutive chunks of one stream."""
 
-    def __init__(self, header: Header, unwrap: Unwrap, expected_sha256: str | None) -> None:
+    def __init__(self, header: Header, unwrap: Unwrap, expected_digest: str | None) -> None:
         self.header = header
         self.segment = header.chunk_size + TAG_SIZE
         self._aad_final = header.raw
-        if expected_sha256 is not None:
-            if not header.flags & FLAG_BINDS_SHA256:
+        if expected_digest is not None:
+            if not header.flags & _BINDS:
                 raise IntegrityError("stream does not bind a content digest")
             try:
-                self._aad_final = header.raw + bytes.fromhex(expected_sha256)
+                self._aad_final = header.raw + bytes.fromhex(expected_digest)
             except ValueError as exc:
-                raise ValueError("expected_sha256 must be a hex digest") from exc
-        elif header.flags & FLAG_BINDS_SHA256:
-            raise IntegrityError("stream binds a content digest: pass expected_sha256 to open it")
+                raise ValueError("expected_digest must be a hex digest") from exc
+        elif header.flags & _BINDS:
+            raise IntegrityError("stream binds a content digest: pass expected_digest to open it")
         self._aead = AESGCM(_unwrap_key(unwrap, header))
 
     def open(self, counter: int, sealed: memoryview, *, last: bool) -> bytes:
@@ -356,13 +376,15 @@ def decrypt_stream(
     unwrap: Unwrap,
     *,
     expected_sha256: str | None = None,
+    expected_digest: str | None = None,
 ) -> Iterator[bytes]:
     """Yield the plaintext chunk by chunk, each only after its tag verified.
 
     Raises :class:`IntegrityError` on any tampering, truncation or appended data, and when
-    ``expected_sha256`` is given but the stream binds a different digest (or none).
+    ``expected_digest`` is given but the stream binds a different digest (or none).
+    ``expected_sha256`` is its older name.
     """
-    opener = _Opener(read_header(inp), unwrap, expected_sha256)
+    opener = _Opener(read_header(inp), unwrap, expected_digest or expected_sha256)
     cur, nxt = bytearray(opener.segment), bytearray(opener.segment)
     n_cur = _readinto_full(inp, cur)
     counter = 0
@@ -381,6 +403,7 @@ def decrypt_buffer(
     unwrap: Unwrap,
     *,
     expected_sha256: str | None = None,
+    expected_digest: str | None = None,
 ) -> Iterator[bytes]:
     """Like :func:`decrypt_stream` for a whole encrypted stream in memory (or an mmap).
 
@@ -392,7 +415,8 @@ def decrypt_buffer(
     if len(fixed) == _FIXED.size:
         name_len, wrapped_len = _FIXED.unpack(fixed)[-2:]
         header_len += name_len + wrapped_len
-    opener = _Opener(read_header(io.BytesIO(bytes(view[:header_len]))), unwrap, expected_sha256)
+    header = read_header(io.BytesIO(bytes(view[:header_len])))
+    opener = _Opener(header, unwrap, expected_digest or expected_sha256)
     body = view[header_len:]
     size, segment = len(body), opener.segment
     for counter, offset in enumerate(range(0, max(size, 1), segment)):

@@ -2,19 +2,24 @@
 
 Layout under ``root``::
 
-    blobs/ab/cdef…   one encrypted blob per distinct plaintext, named by the plaintext's sha256
+    blobs/ab/cdef…   one encrypted blob per distinct plaintext, named by its keyed name
     tmp/             blobs being written (renamed into blobs/ when complete)
+    .naming          written once no blob of the old (sha256) naming is left
 
-Every blob is a :mod:`shared.crypto` stream with its own data key, generated and wrapped by
-the :class:`~shared.secrets.KeyService` under ``key_name``; the final chunk binds the
-plaintext's sha256, so reading a blob by its name verifies that the content has that digest
-without hashing it again. Plaintext is encrypted while it streams in (hashing as it goes) into
-``tmp/`` and then linked to its digest path; identical content is stored once, and concurrent
-puts of the same content (threads or processes sharing the directory) are safe.
+A blob's name is ``HMAC-SHA256(naming key, sha256(plaintext))`` hex (:mod:`shared.blob_names`):
+listing the store confirms no guess of a file's content without the key, which lives in the
+secret store. Every blob is a :mod:`shared.crypto` stream with its own data key, generated
+and wrapped by the :class:`~shared.secrets.KeyService` under ``key_name``; the final chunk
+binds the name (``FLAG_BINDS_NAME``), so reading a blob by its name verifies its content
+without hashing it again (and without the naming key). Plaintext is encrypted while it
+streams in (hashing as it goes) into ``tmp/`` and then linked to its name; identical content
+is stored once per installation, and concurrent puts of the same content (threads or
+processes sharing the directory) are safe.
 
 A manifest (one per source and resolved revision) is a JSON document stored as a blob too;
-its key is its own sha256. A corrupt blob is removed when a read detects it, so fetching the
-content again heals the store.
+its key is its own name. A corrupt blob is removed when a read detects it, so fetching the
+content again heals the store. Stores written before keyed names (blobs named by the bare
+sha256, binding it) are converted by :mod:`shared.store_migration`.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from shared.blob_names import NamingKey
 from shared.crypto import (
     CHUNK_SIZE,
+    FLAG_BINDS_SHA256,
     EncryptResult,
     IntegrityError,
     KeyUnwrapError,
@@ -45,7 +52,7 @@ from shared.crypto import (
     read_header,
 )
 from shared.errors import InvalidInput, NotFound
-from shared.secrets.base import KeyService
+from shared.secrets.base import KeyService, SecretStore
 
 __all__ = ["ArtifactStore", "Manifest", "ManifestFile"]
 
@@ -55,7 +62,7 @@ _STALE_TMP_SECONDS = 3600
 
 @dataclass(frozen=True)
 class ManifestFile:
-    """One file of an artifact: its relative POSIX ``path``, plaintext ``digest`` and ``size``."""
+    """One file of an artifact: its relative POSIX ``path``, blob name ``digest``, ``size``."""
 
     path: str
     digest: str
@@ -97,7 +104,7 @@ class Manifest:
 
 def _check_digest(digest: str) -> str:
     if not _DIGEST.match(digest):
-        raise InvalidInput(f"not a sha256 hex digest: {digest!r}")
+        raise InvalidInput(f"not a blob name (64 hex digits): {digest!r}")
     return digest
 
 
@@ -117,10 +124,18 @@ class ArtifactStore:
         keys: KeyService,
         key_name: str = "aidp-artifacts",
         *,
+        naming: NamingKey | None = None,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
+        """``naming``: the blob-naming key; by default the platform secret of ``keys`` when
+        it is also a :class:`SecretStore` (as Vault and the in-memory fake are)."""
         self.root = Path(root)
         self.keys = keys
+        if naming is None:
+            if not isinstance(keys, SecretStore):
+                raise TypeError("ArtifactStore needs a NamingKey when keys is no SecretStore")
+            naming = NamingKey(keys)
+        self.naming = naming
         self.key_name = key_name
         self.chunk_size = chunk_size
         self._blobs = self.root / "blobs"
@@ -139,13 +154,26 @@ class ArtifactStore:
         return self._blobs / digest[:2] / digest[2:]
 
     def put_file(self, path: Path) -> tuple[str, int]:
-        """Store a file's content; returns (sha256 hex of the plaintext, size)."""
+        """Store a file's content; returns (its blob name, size)."""
         with open(path, "rb", buffering=0) as inp:
             return self._put(lambda out, **kw: encrypt_reader(inp, out, **kw))
 
     def put_stream(self, chunks: Iterable[bytes | bytearray | memoryview]) -> tuple[str, int]:
         """Store the concatenation of ``chunks`` (streamed, never held whole in memory)."""
         return self._put(lambda out, **kw: encrypt_stream(chunks, out, **kw))
+
+    def name_for_sha256(self, sha256_hex: str) -> str:
+        """The blob name of content whose sha256 is ``sha256_hex`` (stored or not)."""
+        return self.naming.name_of_sha256(_check_digest(sha256_hex))
+
+    def name_of_bytes(self, data: bytes) -> str:
+        """The blob name ``data`` has (or would have) in this store."""
+        return self.naming.name_of_bytes(data)
+
+    def binds_sha256(self, digest: str) -> bool:
+        """True for a blob of the old naming (named by, and binding, its bare sha256)."""
+        with open(self.path_of(digest), "rb") as fh:
+            return bool(read_header(fh).flags & FLAG_BINDS_SHA256)
 
     def has(self, digest: str) -> bool:
         return self.path_of(digest).is_file()
@@ -189,7 +217,7 @@ class ArtifactStore:
         if hasattr(mmap, "MADV_SEQUENTIAL"):
             mapped.madvise(mmap.MADV_SEQUENTIAL)
         try:
-            yield from decrypt_buffer(mapped, self._unwrap, expected_sha256=digest)
+            yield from decrypt_buffer(mapped, self._unwrap, expected_digest=digest)
         finally:
             try:
                 mapped.close()
@@ -210,7 +238,7 @@ class ArtifactStore:
         return True
 
     def iter_digests(self) -> Iterator[str]:
-        """Every stored digest (blobs and manifests alike), in no particular order."""
+        """Every stored blob name (blobs and manifests alike), in no particular order."""
         for sub in self._blobs.iterdir():
             if len(sub.name) != 2 or not sub.is_dir():
                 continue
@@ -232,7 +260,7 @@ class ArtifactStore:
     # -- manifests -----------------------------------------------------------------------
 
     def put_manifest(self, manifest: Manifest) -> str:
-        """Store a manifest; returns its key (the sha256 of its canonical JSON)."""
+        """Store a manifest; returns its key (the blob name of its canonical JSON)."""
         for f in manifest.files:
             _safe_relative(f.path)
             _check_digest(f.digest)
@@ -270,13 +298,13 @@ class ArtifactStore:
                     wrapped_key=data_key.wrapped,
                     key_name=self.key_name,
                     chunk_size=self.chunk_size,
-                    bind_sha256=True,
+                    name_of=self.naming.name_of_digest,
                 )
                 out.flush()
                 os.fsync(out.fileno())
-            digest = result.sha256
-            if digest is None:  # bind_sha256 always hashes
-                raise RuntimeError("encryption returned no digest")
+            digest = result.name
+            if digest is None:  # name_of always names
+                raise RuntimeError("encryption returned no name")
             final = self.path_of(digest)
             final.parent.mkdir(exist_ok=True)
             try:

@@ -2,7 +2,7 @@
 
 Layout of a run workspace on a node (``<node workdir>/aidp-run-<run id>``)::
 
-    cache/blobs/<sha256>   decrypted blobs, content-addressed: a relaunch re-sends nothing
+    cache/blobs/<name>     decrypted blobs by their store name: a relaunch re-sends nothing
     model/ data/           hard links into the cache, by the manifests' relative paths
     resume/                the checkpoint being resumed from
     src/                   the task scripts and aidp_progress.py
@@ -15,7 +15,6 @@ workspace (when the run's nodes are released or the run ends undeployed) removes
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import posixpath
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -118,8 +117,9 @@ async def store_tree(
 ) -> StoredTree:
     """Encrypt every file under ``root`` on the node into the store.
 
-    Files are hashed on the node first: one already in the store is referenced, not sent
-    again (a checkpoint's unchanged files, a tokenizer equal to the base model's).
+    Files are hashed (sha256) on the node first and named here with the store's naming key,
+    which never goes to the node: one already in the store is referenced, not sent again (a
+    checkpoint's unchanged files, a tokenizer equal to the base model's).
     """
     rels = [r for r in await executor.list_files(root) if not posixpath.basename(r).startswith(".")]
     paths = {rel: posixpath.join(root, rel) for rel in rels}
@@ -128,7 +128,8 @@ async def store_tree(
     created: set[str] = set()
     sent = 0
     for rel in rels:
-        digest, size = hashes[paths[rel]]
+        sha256, size = hashes[paths[rel]]
+        digest = await asyncio.to_thread(store.name_for_sha256, sha256)
         if not await asyncio.to_thread(store.has, digest):
             digest, size = await _put_remote(executor, store, paths[rel], expect=digest)
             created.add(digest)
@@ -140,15 +141,15 @@ async def store_tree(
 
 
 def _put_manifest(store: ArtifactStore, manifest: Manifest, created: set[str]) -> str:
-    existed = store.has(_manifest_key(manifest))
+    existed = store.has(_manifest_key(store, manifest))
     key = store.put_manifest(manifest)
     if not existed:
         created.add(key)
     return key
 
 
-def _manifest_key(manifest: Manifest) -> str:
-    return hashlib.sha256(manifest.to_json()).hexdigest()
+def _manifest_key(store: ArtifactStore, manifest: Manifest) -> str:
+    return store.name_of_bytes(manifest.to_json())
 
 
 async def restore_missing(

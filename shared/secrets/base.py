@@ -60,6 +60,13 @@ class SecretStore(ABC):
     def get_platform_secret(self, name: str) -> dict[str, str] | None: ...
 
     @abstractmethod
+    def create_platform_secret(self, name: str, data: dict[str, str]) -> bool:
+        """Write a platform secret only if it does not exist yet (never replaces one).
+
+        True when this call created it; False when it was already there (for instance a
+        concurrent first start won)."""
+
+    @abstractmethod
     def healthy(self) -> bool: ...
 
 

@@ -40,6 +40,12 @@ class InMemoryVault(SecretStore, KeyService):
         data = self._platform.get(name)
         return None if data is None else dict(data)
 
+    def create_platform_secret(self, name: str, data: dict[str, str]) -> bool:
+        if name in self._platform:
+            return False
+        self._platform[name] = dict(data)
+        return True
+
     def healthy(self) -> bool:
         return True
 

@@ -1,6 +1,6 @@
 """https:// sources: streamed with httpx, a size limit, timeouts and the SSRF guard.
 
-A URL names no revision: the content's sha256 is its revision (known once downloaded),
+A URL names no revision: the content's blob name is its revision (known once downloaded),
 so every request downloads again and identical content is stored once.
 
 DNS pinning: each hop is resolved once, by the SSRF guard, and the connection goes to an

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from shared.blob_names import DEFAULT_NAMING_SECRET
 from shared.crypto import CHUNK_SIZE, IntegrityError
 from shared.errors import InvalidInput, NotFound
 from shared.secrets import InMemoryVault
 from shared.store import ArtifactStore, Manifest, ManifestFile
 
 SECRET_TEXT = b"the-quick-brown-fox-knows-the-launch-code-4242"
+
+
+def _keyed_name(store: ArtifactStore, data: bytes) -> str:
+    """HMAC-SHA256(naming key, sha256(data)), computed here from the vault's stored key."""
+    secret = store.keys.get_platform_secret(DEFAULT_NAMING_SECRET)  # type: ignore[attr-defined]
+    key = base64.b64decode(secret["key"])
+    return hmac.new(key, hashlib.sha256(data).digest(), hashlib.sha256).hexdigest()
 
 
 def _files_under(root: Path) -> list[Path]:
@@ -26,7 +36,8 @@ def test_put_read_round_trip(store: ArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "model.bin"
     src.write_bytes(data)
     digest, size = store.put_file(src)
-    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert (digest, size) == (_keyed_name(store, data), len(data))
+    assert digest != hashlib.sha256(data).hexdigest()
     assert store.has(digest) and store.size(digest) == len(data)
     assert b"".join(store.read(digest)) == data
     assert store.get_to_file(digest, tmp_path / "out" / "copy.bin") == len(data)
@@ -43,7 +54,7 @@ def test_put_stream_matches_put_file(store: ArtifactStore, tmp_path: Path) -> No
 
 def test_empty_content(store: ArtifactStore) -> None:
     digest, size = store.put_stream([])
-    assert (digest, size) == (hashlib.sha256(b"").hexdigest(), 0)
+    assert (digest, size) == (_keyed_name(store, b""), 0)
     assert store.size(digest) == 0 and list(store.read(digest)) == [b""]
 
 
@@ -147,7 +158,7 @@ def test_manifest_round_trip_and_materialize(store: ArtifactStore, tmp_path: Pat
         entries.append(ManifestFile(path, digest, size))
     manifest = Manifest(source="hf://org/model", revision="c0ffee", files=entries, meta={"k": 1})
     key = store.put_manifest(manifest)
-    assert key == hashlib.sha256(manifest.to_json()).hexdigest()
+    assert key == _keyed_name(store, manifest.to_json())
     assert store.put_manifest(manifest) == key  # same manifest, same key
     assert store.get_manifest(key) == manifest
     written = store.materialize(key, tmp_path / "ws")

@@ -31,6 +31,7 @@ from services.gateway.models import (
     Run,
     SpecApproval,
 )
+from services.gateway.runlimits import check_active_runs
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import (
     MembershipChanged,
@@ -204,9 +205,17 @@ def audit_trail(
 
 
 def create_project(
-    runtime: ServiceRuntime, *, owner: Identity, name: str, spec: ProjectSpec
+    runtime: ServiceRuntime,
+    *,
+    owner: Identity,
+    name: str,
+    spec: ProjectSpec,
+    max_active_runs: int = 0,
 ) -> tuple[Project, Run]:
-    """Store the project, its owner and run 1; stage ``ProjectCreated``."""
+    """Store the project, its owner and run 1; stage ``ProjectCreated``.
+
+    429 (:class:`~services.gateway.runlimits.TooManyActiveRuns`) when the owner already has
+    ``max_active_runs`` active runs (0 = unlimited)."""
     spec_json = _spec_json(spec)
     digest = spec_hash(spec_json)
     project = Project(
@@ -221,6 +230,7 @@ def create_project(
     project.current_run_id = run.id
     actor = {"actor_id": owner.user_id, "actor_email": owner.email or ""}
     with runtime.db.session() as session:
+        check_active_runs(session, owner.user_id, max_active_runs)
         session.add(project)
         session.add(
             Member(project_id=project.id, user_id=owner.user_id, email=owner.email, role="owner")
@@ -352,8 +362,11 @@ def request_run(
     access: Access,
     spec: ProjectSpec | None,
     confirm_spec_hash: str | None = None,
+    max_active_runs: int = 0,
 ) -> Run:
     """Start the next run (409 while one is active); stage ``RunRequested``.
+
+    429 when the requester already has ``max_active_runs`` active runs (0 = unlimited).
 
     With the stored spec, the run uses the requester's credentials only for a spec they
     wrote or approved: :class:`SpecChanged` (409 with the diff) unless they confirm it
@@ -371,6 +384,7 @@ def request_run(
         ).first()
         if active is not None:
             raise Conflict(f"run {active[0]} of this project is still active; cancel it first")
+        check_active_runs(session, by, max_active_runs)
         if spec is None:
             _check_spec(
                 session, project, identity=access.identity, confirm_spec_hash=confirm_spec_hash

@@ -82,6 +82,13 @@ class GatewaySettings(BaseServiceSettings):
         description="How long a user's revocation time (not_before) fetched from auth is "
         "kept before it is asked again; pushes (SessionsRevoked) apply at once regardless.",
     )
+    user_max_active_runs: int = Field(
+        4,
+        ge=0,
+        description="Runs one user may have active (not deployed, succeeded, failed or "
+        "cancelled) across all projects; a start or project creation beyond answers 429. "
+        "0 = unlimited.",
+    )
     member_invites_per_hour: int = Field(
         30, ge=1, description="Member invitations one user may send per hour (429 beyond)."
     )

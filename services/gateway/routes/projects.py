@@ -65,11 +65,15 @@ def member_out(member: Member) -> MemberOut:
     return MemberOut(user_id=member.user_id, email=member.email, role=member.role)  # type: ignore[arg-type]
 
 
-@router.post("", status_code=201, responses=responses())
+@router.post("", status_code=201, responses=responses(429))
 def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep) -> ProjectOut:
     """Create a project from a spec (DESIGN §4) and start its run 1."""
     project, run = service.create_project(
-        gateway.runtime, owner=user, name=body.name, spec=body.spec
+        gateway.runtime,
+        owner=user,
+        name=body.name,
+        spec=body.spec,
+        max_active_runs=gateway.settings.user_max_active_runs,
     )
     return project_out(project, role="owner", status=run.status)
 

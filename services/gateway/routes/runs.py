@@ -37,7 +37,7 @@ def run_out(run: Run) -> RunOut:
 @router.post(
     "/api/projects/{project_id}/runs",
     status_code=201,
-    responses={**responses(403, 404, 409), **SPEC_CHANGED_RESPONSE},
+    responses={**responses(403, 404, 409, 429), **SPEC_CHANGED_RESPONSE},
 )
 def request_run(
     access: ProjectEditor,
@@ -55,6 +55,7 @@ def request_run(
         access=access,
         spec=body.spec if body else None,
         confirm_spec_hash=body.confirm_spec_hash if body else None,
+        max_active_runs=gateway.settings.user_max_active_runs,
     )
     return run_out(run)
 

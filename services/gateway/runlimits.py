@@ -1,0 +1,49 @@
+"""Per-user limit on active runs (issue 13): ``AIDP_USER_MAX_ACTIVE_RUNS``.
+
+A run counts against the user who requested it (``gateway_runs.requested_by``: the creator
+of a project for its run 1, the requester of each later run) until it reaches a terminal
+status (deployed, succeeded, failed, cancelled). A start, re-run or project creation beyond
+the limit answers 429 ``too_many_active_runs`` naming the limit and the setting; nothing is
+stored. The count is taken in the same transaction as the insert; two starts racing in
+different transactions may both pass (the limit is a fairness bound, not a security one).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from services.gateway.models import TERMINAL_STATUSES, Run
+from shared.errors import RateLimited
+
+__all__ = ["TooManyActiveRuns", "check_active_runs"]
+
+#: seconds a client is told to wait: runs take minutes, the number is only a hint
+_RETRY_AFTER = 60
+
+
+class TooManyActiveRuns(RateLimited):
+    """429: the user already has ``limit`` runs that are not finished."""
+
+    code = "too_many_active_runs"
+
+
+def check_active_runs(session: Any, user_id: uuid.UUID, limit: int) -> None:
+    """Raise :class:`TooManyActiveRuns` when ``user_id`` has ``limit`` or more active runs
+    (``limit`` 0 = unlimited)."""
+    if limit <= 0:
+        return
+    active = session.execute(
+        select(func.count())
+        .select_from(Run)
+        .where(col(Run.requested_by) == user_id, col(Run.status).not_in(TERMINAL_STATUSES))
+    ).scalar_one()
+    if active >= limit:
+        raise TooManyActiveRuns(
+            f"You already have {active} active runs; the limit is {limit} per user "
+            "(AIDP_USER_MAX_ACTIVE_RUNS). Cancel a run or wait until one finishes.",
+            retry_after=_RETRY_AFTER,
+        )

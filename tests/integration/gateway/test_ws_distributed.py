@@ -183,3 +183,85 @@ async def test_refusals(two_gateways: tuple[str, str]) -> None:
     assert await close_code(auth, "not json") == 1002
     with pytest.raises(websockets.InvalidStatus):
         await websockets.connect(ws_url, additional_headers={"Origin": "https://evil.example"})
+
+
+async def _closed_with(ws: Any, *, within: float) -> int | None:
+    """The close code the server sends within ``within`` seconds (pings skipped)."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                await ws.recv()
+    except websockets.ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+
+
+async def test_logout_on_one_replica_kills_the_token_and_socket_on_the_other(
+    two_gateways: tuple[str, str],
+) -> None:
+    """Issue 13: SessionsRevoked reaches every replica (its own broadcast queue)."""
+    gw_a, gw_b = two_gateways
+    token = await asyncio.to_thread(_login, gw_a)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(
+            f"{gw_b}/api/projects", json={"name": "p", "spec": SPEC}, headers=headers
+        )
+        assert r.status_code == 201, r.text
+        project_id = r.json()["id"]
+        assert (await http.get(f"{gw_b}/api/secrets", headers=headers)).status_code == 200
+        ws = await websockets.connect(gw_b.replace("http", "ws") + "/api/ws")
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        await ws.send(json.dumps({"type": "subscribe", "project_id": project_id, "after": 0}))
+        assert json.loads(await ws.recv())["type"] == "authenticated"
+
+        r = await http.post(f"{gw_a}/api/auth/logout", headers=headers)
+        assert r.status_code == 204, r.text
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await _closed_with(ws, within=1.0) == 4401
+        while (await http.get(f"{gw_b}/api/projects", headers=headers)).status_code != 401:
+            assert loop.time() - started < 1.0, "replica 2 still accepts the logged-out token"
+            await asyncio.sleep(0.05)
+        for path in ("/api/projects", "/api/secrets", f"/api/projects/{project_id}"):
+            assert (await http.get(f"{gw_b}{path}", headers=headers)).status_code == 401, path
+
+
+async def test_a_removed_members_socket_on_another_replica_closes_4403(
+    two_gateways: tuple[str, str],
+) -> None:
+    """Issue 13: MembershipChanged from replica 1's member route closes replica 2's socket."""
+    gw_a, gw_b = two_gateways
+    owner, member = await asyncio.gather(
+        asyncio.to_thread(_login, gw_a), asyncio.to_thread(_login, gw_a)
+    )
+    owner_h = {"Authorization": f"Bearer {owner}"}
+    member_h = {"Authorization": f"Bearer {member}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        me = (await http.get(f"{gw_a}/api/auth/me", headers=member_h)).json()
+        r = await http.post(
+            f"{gw_a}/api/projects", json={"name": "p", "spec": SPEC}, headers=owner_h
+        )
+        project_id = r.json()["id"]
+        r = await http.post(
+            f"{gw_a}/api/projects/{project_id}/members",
+            json={"email": me["email"], "role": "viewer"},
+            headers=owner_h,
+        )
+        assert r.status_code == 202 and r.json()["status"] == "invited", r.text
+        assert (
+            await http.get(f"{gw_b}/api/projects/{project_id}", headers=member_h)
+        ).status_code == 404
+        r = await http.post(f"{gw_b}/api/invitations/{r.json()['id']}/accept", headers=member_h)
+        assert r.status_code == 200, r.text
+
+        ws = await websockets.connect(gw_b.replace("http", "ws") + "/api/ws")
+        await ws.send(json.dumps({"type": "auth", "token": member}))
+        await ws.send(json.dumps({"type": "subscribe", "project_id": project_id, "after": 0}))
+        assert json.loads(await ws.recv())["type"] == "authenticated"
+        while json.loads(await ws.recv())["type"] != "subscribed":
+            pass
+        r = await http.delete(
+            f"{gw_a}/api/projects/{project_id}/members/{me['id']}", headers=owner_h
+        )
+        assert r.status_code == 204, r.text
+        assert await _closed_with(ws, within=1.0) == 4403

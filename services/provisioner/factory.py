@@ -17,8 +17,11 @@ def driver_factory(
     *,
     secrets: Callable[[], SecretStore],
     runs_holding: Callable[[str], set[uuid.UUID]],
+    platform_allowed: Callable[[uuid.UUID | None], bool] = lambda _owner: False,
 ) -> Callable[[str, uuid.UUID | None], NodeDriver]:
-    """``factory(provider, owner_id)``; ``secrets`` is read late (Vault connects at start)."""
+    """``factory(provider, owner_id)``; ``secrets`` is read late (Vault connects at start);
+    ``platform_allowed(owner)``: may the owner create cloud resources on the platform's
+    credentials (:class:`~services.provisioner.cloud_access.CloudAccessPolicy`)."""
 
     def make(provider: str, owner_id: uuid.UUID | None) -> NodeDriver:
         if provider == "local":
@@ -32,7 +35,9 @@ def driver_factory(
         if provider == "idc":
             from services.provisioner.drivers.idc import IdcDriver
 
-            return IdcDriver(settings, secrets=secrets(), owner_id=owner_id)
+            return IdcDriver(
+                settings, secrets=secrets(), owner_id=owner_id, platform_allowed=platform_allowed
+            )
         raise ValueError(f"unknown provider {provider!r}")
 
     return make

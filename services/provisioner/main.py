@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.provisioner.api import internal_router
+from services.provisioner.cloud_access import CloudAccessPolicy
+from services.provisioner.cloud_access_api import cloud_access_router
 from services.provisioner.envs.builder import AnsibleEnvBuilder, EnvBuilder
 from services.provisioner.factory import driver_factory
 from services.provisioner.handlers import build_handlers
@@ -39,6 +41,7 @@ def create_app(
     settings = settings or ProvisionerSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
     locks = LockStore(runtime.db)
+    cloud_access = CloudAccessPolicy(runtime.db, settings)
     provisioner = Provisioner(
         runtime=runtime,
         settings=settings,
@@ -47,9 +50,11 @@ def create_app(
             settings,
             secrets=lambda: runtime.secrets,
             runs_holding=lambda provider: provisioner.run_ids_holding(provider),
+            platform_allowed=cloud_access.allows,
         ),
         builder=builder or AnsibleEnvBuilder(settings),
         locks=locks,
+        cloud_access=cloud_access,
     )
     runtime.on(build_handlers(runtime, provisioner))
 
@@ -65,5 +70,6 @@ def create_app(
     app.state.provisioner = provisioner
     app.include_router(health_router(lambda request: request.app.state.runtime))
     app.include_router(internal_router())
+    app.include_router(cloud_access_router(cloud_access))
     install_error_handlers(app)
     return app

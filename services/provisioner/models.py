@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ACTIVE_STATES", "EnvLock", "RunNodes", "STATES"]
+__all__ = ["ACTIVE_STATES", "CloudAccess", "CloudAccessChange", "EnvLock", "RunNodes", "STATES"]
 
 #: requested → provisioning → ready → releasing → released; failed ends a run's nodes
 #: (its partial nodes are already torn down when the row says failed).
@@ -46,6 +46,10 @@ class RunNodes(SQLModel, table=True):
     serving: bool = False  # kept after TrainingCompleted for a deployment
     release_reason: str | None = Field(default=None, max_length=64)
     attempts: int = 0
+    #: whose cloud credentials created the nodes ('user' | 'platform'; None: not billed)
+    credential_source: str | None = Field(default=None, max_length=16)
+    #: USD/hour of all the run's nodes (billed providers with a known price)
+    hourly_usd: float | None = None
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     last_active_at: datetime = Field(default_factory=_now)
@@ -58,3 +62,27 @@ class EnvLock(SQLModel, table=True):
     lock_hash: str = Field(max_length=64)  # sha256 of the lock text
     lock: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=_now)
+
+
+class CloudAccess(SQLModel, table=True):
+    """A user an admin allowed to provision on the platform's cloud credentials (besides
+    those named by ``AIDP_CLOUD_PLATFORM_CREDENTIAL_USERS``)."""
+
+    __tablename__ = "provisioner_cloud_access"
+
+    user_id: uuid.UUID = Field(primary_key=True)
+    email: str | None = Field(default=None, max_length=320)  # for display only
+    granted_by: uuid.UUID | None = None
+    granted_at: datetime = Field(default_factory=_now)
+
+
+class CloudAccessChange(SQLModel, table=True):
+    """Audit trail of the admin list: who replaced it when, the lists before and after."""
+
+    __tablename__ = "provisioner_cloud_access_changes"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    at: datetime = Field(default_factory=_now, index=True)
+    actor_id: uuid.UUID | None = None
+    before: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    after: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from services.provisioner.cloud_access import CloudAccessPolicy
 from services.provisioner.drivers.base import Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.envs.builder import EnvBuilder
@@ -72,8 +73,10 @@ class Provisioner:
         drivers: DriverFactory,
         builder: EnvBuilder,
         locks: LockStore,
+        cloud_access: CloudAccessPolicy | None = None,
     ) -> None:
         self.runtime = runtime
+        self.cloud_access = cloud_access
         self.settings = settings
         self.drivers = drivers
         self.builder = builder
@@ -207,6 +210,7 @@ class Provisioner:
             spec=ProjectSpec.model_validate(row.spec),
             state_dir=state_dir,
             progress=report,
+            credential_source=row.credential_source,
         )
 
     async def _progress(
@@ -273,6 +277,10 @@ class Provisioner:
         step = "check"
         try:
             await driver.check_request(ctx)
+            billing = driver.billing(ctx)
+            if billing is not None and self.cloud_access is not None:
+                self.cloud_access.reserve(run_id, owner, billing)
+                ctx = replace(ctx, credential_source=billing.source)
             step = "lock"
             await self._progress(run_id, "lock", "resolving the environment's packages", 2)
             lock = self.locks.load(self.builder.input_key(ctx.spec))

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import shutil
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from shared.settings import SandboxedServiceSettings
 
-__all__ = ["DEFAULT_PRICES", "DEFAULT_TORCH_INDEXES", "ProvisionerSettings"]
+__all__ = [
+    "DEFAULT_PRICES",
+    "DEFAULT_TORCH_INDEXES",
+    "CredentialUsers",
+    "ProvisionerSettings",
+    "parse_credential_users",
+]
 
 #: USD per hour by instance type (public list prices, rounded; override with
 #: ``AIDP_IDC_PRICES='{"vm-spr-sml": 0.5}'``).
@@ -37,6 +45,35 @@ DEFAULT_TORCH_INDEXES: dict[str, str] = {
     "xpu": "https://download.pytorch.org/whl/xpu",
     "gaudi": "",
 }
+
+
+@dataclass(frozen=True)
+class CredentialUsers:
+    """``AIDP_CLOUD_PLATFORM_CREDENTIAL_USERS`` parsed: everyone, or these user ids."""
+
+    everyone: bool
+    user_ids: frozenset[uuid.UUID]
+
+
+def parse_credential_users(value: str) -> CredentialUsers:
+    """``none`` | ``all`` | user ids separated by commas; ValueError naming a bad entry."""
+    text = value.strip()
+    if text.lower() in ("", "none"):
+        return CredentialUsers(False, frozenset())
+    if text.lower() == "all":
+        return CredentialUsers(True, frozenset())
+    ids = set()
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        try:
+            ids.add(uuid.UUID(entry))
+        except ValueError:
+            raise ValueError(
+                f"AIDP_CLOUD_PLATFORM_CREDENTIAL_USERS: {entry!r} is not a user id (use 'none',"
+                " 'all' or user ids; grant by email with PUT /api/admin/cloud-access)"
+            ) from None
+    return CredentialUsers(False, frozenset(ids))
 
 
 def _default_find_links() -> list[str]:
@@ -163,6 +200,32 @@ class ProvisionerSettings(SandboxedServiceSettings):
         Path(__file__).resolve().parents[2] / "deploy" / "terraform" / "idc",
         description="The Terraform module for IDC.",
     )
+
+    # -- platform cloud credentials and price caps (services/provisioner/cloud_access.py) -----
+    cloud_platform_credential_users: str = Field(
+        "none",
+        description="Who may provision on the platform's own cloud credentials when they store"
+        " none of their own: 'none', 'all', or user ids separated by commas (more through"
+        " PUT /api/admin/cloud-access). Everyone else needs their own ITAC_* secrets.",
+    )
+    cloud_max_price_per_hour: float | None = Field(
+        None,
+        gt=0,
+        description="USD/hour one run may cost on the platform's credentials (all its nodes);"
+        " the run's cap is min(spec max_hourly_usd, this); a spec asking more is refused.",
+    )
+    cloud_max_price_per_user_hour: float | None = Field(
+        None,
+        gt=0,
+        description="USD/hour all of one user's active runs on the platform's credentials may"
+        " cost together; a run that would exceed it is refused before anything is created.",
+    )
+
+    @field_validator("cloud_platform_credential_users")
+    @classmethod
+    def _credential_users(cls, value: str) -> str:
+        parse_credential_users(value)
+        return value
 
     # -- lifecycle -------------------------------------------------------------------------
     reaper_interval: float = Field(

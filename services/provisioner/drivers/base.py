@@ -22,10 +22,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from shared.events import NodeInfo
 from shared.spec import ProjectSpec
+
+if TYPE_CHECKING:
+    from services.provisioner.cloud_access import Billing
 
 __all__ = ["Capabilities", "Node", "NodeDriver", "Progress", "RunContext"]
 
@@ -54,6 +57,8 @@ class RunContext:
     spec: ProjectSpec
     state_dir: Path
     progress: Progress | None = None
+    #: the account the run's resources were made with ('user' | 'platform'; None: not yet)
+    credential_source: str | None = None
 
     async def report(self, stage: str, message: str) -> None:
         if self.progress is not None:
@@ -127,6 +132,11 @@ class NodeDriver(ABC):
             )
         if res.nodes > caps.max_nodes:
             raise ProviderError(f"provider {self.name} runs at most {caps.max_nodes} node(s)")
+
+    def billing(self, ctx: RunContext) -> Billing | None:
+        """What the run will cost and on whose account (billed providers), read after
+        ``check_request`` passed; None: nothing billed. Returns at once."""
+        return None
 
     @abstractmethod
     async def create_node(self, ctx: RunContext, index: int) -> Node:

@@ -10,7 +10,10 @@ runs that have ended.
 
 Credentials: the owner's Vault secrets ``ITAC_CLIENT_ID``, ``ITAC_CLIENT_SECRET`` and
 ``ITAC_CLOUDACCOUNT`` when all three are stored, else the platform's settings
-(``ITAC_*`` / ``AIDP_IDC_*``) or its platform secret ``idc``.
+(``ITAC_*`` / ``AIDP_IDC_*``) or its platform secret ``idc`` — the platform's only for
+owners the operator allows, within the platform's price caps
+(:mod:`services.provisioner.cloud_access`). Deleting a run's resources always works with
+the account that created them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+from services.provisioner.cloud_access import Billing, platform_credentials_refused
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.idc_api import IdcClient, IdcCredentials
 from services.provisioner.drivers.nodevalues import check_host, check_proxy, check_user
@@ -70,21 +74,29 @@ class IdcDriver(NodeDriver):
         *,
         secrets: SecretStore,
         owner_id: uuid.UUID | None,
+        platform_allowed: Callable[[uuid.UUID | None], bool] = lambda _owner: False,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
         self.owner_id = owner_id
+        self.platform_allowed = platform_allowed
 
     # -- credentials and client --------------------------------------------------------------
 
-    def credentials(self) -> IdcCredentials:
-        """The owner's stored credentials, else the platform's; ProviderError if neither."""
-        if self.owner_id is not None:
+    def credentials(self, *, creating: bool = False, source: str | None = None) -> IdcCredentials:
+        """The owner's stored credentials, else the platform's; ProviderError if neither.
+
+        ``creating``: for new resources, the platform's only if the owner is allowed them.
+        ``source`` ('user' | 'platform'): the account a run's resources were made with (to
+        delete them with the same one)."""
+        if self.owner_id is not None and source != "platform":
             names = ("ITAC_CLIENT_ID", "ITAC_CLIENT_SECRET", "ITAC_CLOUDACCOUNT")
             values = [self.secrets.get_user_secret(str(self.owner_id), n) for n in names]
             if all(v is not None for v in values):
                 cid, secret, account = (v.reveal() for v in values if v is not None)
                 return IdcCredentials(cid, secret, account, source="user")
+        if creating and not self.platform_allowed(self.owner_id):
+            raise platform_credentials_refused()
         s = self.settings
         if s.idc_client_id and s.idc_client_secret and s.idc_cloudaccount:
             return IdcCredentials(
@@ -104,11 +116,11 @@ class IdcDriver(NodeDriver):
             code="idc_credentials_missing",
         )
 
-    def client(self) -> IdcClient:
+    def client(self, *, creating: bool = False, source: str | None = None) -> IdcClient:
         return IdcClient(
             api_url=self.settings.idc_api_url,
             token_url=self.settings.idc_token_url,
-            credentials=self.credentials(),
+            credentials=self.credentials(creating=creating, source=source),
             max_retries=self.settings.idc_max_retries,
             backoff=self.settings.idc_backoff,
         )
@@ -122,26 +134,51 @@ class IdcDriver(NodeDriver):
     def _instance_type(self, ctx: RunContext) -> str:
         return ctx.spec.resources.instance_type or self.settings.idc_default_instance_type
 
+    def _price(self, ctx: RunContext) -> float | None:
+        """USD/hour of all the run's nodes, None when the type's price is unknown."""
+        price = self.settings.idc_prices.get(self._instance_type(ctx))
+        return None if price is None else price * ctx.spec.resources.nodes
+
     async def check_request(self, ctx: RunContext) -> None:
+        """Capabilities, credentials (the platform's only for allowed owners), and the run's
+        price against min(spec's max_hourly_usd, the platform's per-run cap when the
+        platform pays). The per-user cap is checked when the service reserves the run."""
         await super().check_request(ctx)
-        limit = ctx.spec.resources.max_hourly_usd
+        creds = self.credentials(creating=True)
+        spec_cap = ctx.spec.resources.max_hourly_usd
+        platform_cap = (
+            self.settings.cloud_max_price_per_hour if creds.source == "platform" else None
+        )
+        if spec_cap is not None and platform_cap is not None and spec_cap > platform_cap:
+            raise ProviderError(
+                f"the spec's max_hourly_usd of ${spec_cap:.2f} is above the platform's cap of"
+                f" ${platform_cap:.2f}/hour for runs on its cloud account"
+                " (AIDP_CLOUD_MAX_PRICE_PER_HOUR); lower it or use your own credentials"
+                " (ITAC_* secrets); nothing was created",
+                code="over_platform_cap",
+            )
+        named = ((spec_cap, "the spec's max_hourly_usd"), (platform_cap, "the platform's cap"))
+        caps = [(cap, which) for cap, which in named if cap is not None]
+        if not caps:
+            return
+        limit, which = min(caps, key=lambda cap: cap[0])
         itype = self._instance_type(ctx)
-        if limit is not None:
-            price = self.settings.idc_prices.get(itype)
-            if price is None:
-                raise ProviderError(
-                    f"no price known for instance type {itype!r}, so max_hourly_usd={limit}"
-                    " cannot be checked; add it to AIDP_IDC_PRICES",
-                    code="price_unknown",
-                )
-            total = price * ctx.spec.resources.nodes
-            if total > limit:
-                raise ProviderError(
-                    f"{ctx.spec.resources.nodes} x {itype} costs ${total:.2f}/hour, over the"
-                    f" spec's max_hourly_usd of ${limit:.2f}; nothing was created",
-                    code="over_budget",
-                )
-        self.credentials()
+        total = self._price(ctx)
+        if total is None:
+            raise ProviderError(
+                f"no price known for instance type {itype!r}, so {which} of ${limit:.2f}"
+                " cannot be checked; add it to AIDP_IDC_PRICES",
+                code="price_unknown",
+            )
+        if total > limit:
+            raise ProviderError(
+                f"{ctx.spec.resources.nodes} x {itype} costs ${total:.2f}/hour, over {which}"
+                f" of ${limit:.2f}; nothing was created",
+                code="over_budget",
+            )
+
+    def billing(self, ctx: RunContext) -> Billing:
+        return Billing(source=self.credentials(creating=True).source, hourly_usd=self._price(ctx))
 
     async def _run_key(self, ctx: RunContext, api: IdcClient) -> tuple[str, str]:
         """The run's key pair (made once) registered with the cloud: (private path, name)."""
@@ -182,8 +219,8 @@ class IdcDriver(NodeDriver):
             },
         }
 
-    def _terraform(self, ctx: RunContext, binary: str) -> TerraformRun:
-        creds = self.credentials()
+    def _terraform(self, ctx: RunContext, binary: str, *, creating: bool = False) -> TerraformRun:
+        creds = self.credentials(creating=creating, source=ctx.credential_source)
         return TerraformRun(
             binary=binary,
             module=self.settings.terraform_dir,
@@ -212,9 +249,11 @@ class IdcDriver(NodeDriver):
 
     async def _create_with_terraform(self, ctx: RunContext, index: int, binary: str) -> Node:
         """All of the run's nodes in one apply (idempotent); node ``index`` from the outputs."""
-        async with self.client() as api:
+        async with self.client(creating=True) as api:
             identity, ssh_key = await self._run_key(ctx, api)
-        outputs = await self._terraform(ctx, binary).apply(self.terraform_variables(ctx, ssh_key))
+        outputs = await self._terraform(ctx, binary, creating=True).apply(
+            self.terraform_variables(ctx, ssh_key)
+        )
         item = outputs["instances"][index]
         instance = {
             "metadata": {"resourceId": item["id"], "name": item["name"]},
@@ -235,7 +274,7 @@ class IdcDriver(NodeDriver):
         binary = self.use_terraform()
         if binary is not None:
             return await self._create_with_terraform(ctx, index, binary)
-        async with self.client() as api:
+        async with self.client(creating=True) as api:
             identity, ssh_key = await self._run_key(ctx, api)
             name = instance_name(ctx.run_id, index)
             instance = await api.instance_by_name(name)
@@ -337,15 +376,20 @@ class IdcDriver(NodeDriver):
     async def terminate_node(self, ctx: RunContext, node: Node) -> None:
         if node.resource_id is None:
             return
-        async with self.client() as api:
+        async with self.client(source=ctx.credential_source) as api:
             await api.delete_instance(node.resource_id)
 
     async def release_run(self, ctx: RunContext) -> None:
-        """Delete every instance labelled for the run (also ones never recorded) and its key."""
+        """Delete every instance labelled for the run (also ones never recorded) and its key.
+
+        Nothing to do for a run refused at its check (no account chosen: nothing created);
+        the reaper still sweeps instances of ended runs on each account."""
+        if ctx.credential_source is None:
+            return
         binary = self.use_terraform()
         if binary is not None and (ctx.state_dir / "terraform").exists():
             await self._terraform(ctx, binary).destroy()
-        async with self.client() as api:
+        async with self.client(source=ctx.credential_source) as api:
             for instance in await api.instances({RUN_LABEL: str(ctx.run_id)}):
                 await api.delete_instance(instance["metadata"]["resourceId"])
             await api.delete_ssh_key(key_name(ctx.run_id))

@@ -1,0 +1,98 @@
+"""Internal API of the platform cloud-credential policy (the gateway's ``/api/admin/cloud-access``).
+
+- ``GET /internal/cloud-access`` → ``{"setting": {"all", "user_ids"}, "users": [{"user_id",
+  "email", "granted_by", "granted_at"}], "max_price_per_hour", "max_price_per_user_hour"}``
+- ``PUT /internal/cloud-access`` ``{"users": [{"user_id", "email"}], "actor_id"}`` → the same;
+  replaces the admin list (the setting's users stay) and records the change
+- ``GET /internal/cloud-access/changes`` → ``{"changes": [{"at", "actor_id", "before",
+  "after"}]}``, newest first
+- ``POST /internal/cloud-access/check`` ``{"user_id", "spec"}`` → 204, or 422 when the spec's
+  price limits break the platform's caps (what can be known before a run: the per-user cap
+  depends on the runs active then and is checked when provisioning)
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.provisioner.cloud_access import CloudAccessPolicy
+from services.provisioner.drivers.base import RunContext
+from shared.errors import InvalidInput, ProviderError
+from shared.spec import ProjectSpec
+
+__all__ = ["cloud_access_router"]
+
+#: Driver refusals a spec's own numbers cause: answered 422 before the run exists.
+_SPEC_REFUSALS = frozenset({"over_platform_cap", "over_budget", "price_unknown"})
+
+
+class AccessUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: uuid.UUID
+    email: str | None = Field(None, max_length=320)
+
+
+class AccessUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[AccessUser] = Field(max_length=10_000)
+    actor_id: uuid.UUID | None = None
+
+
+class SpecCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: uuid.UUID
+    spec: dict[str, Any]
+
+
+def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
+    router = APIRouter(prefix="/internal/cloud-access", tags=["internal"])
+
+    @router.get("")
+    def show() -> dict[str, Any]:
+        """The platform cloud-credential policy: setting, admin list, caps."""
+        return policy.describe()
+
+    @router.put("")
+    def replace(body: AccessUpdate) -> dict[str, Any]:
+        """Replace the admin list of users allowed the platform's credentials (audited)."""
+        policy.replace([(u.user_id, u.email) for u in body.users], actor=body.actor_id)
+        return policy.describe()
+
+    @router.get("/changes")
+    def changes() -> dict[str, Any]:
+        """Who changed the admin list when, and how (newest first)."""
+        return {"changes": policy.changes()}
+
+    @router.post("/check", status_code=204, response_class=Response)
+    async def check(body: SpecCheck, request: Request) -> Response:
+        """Refuse (422) a spec whose price limits break the platform's caps for this user."""
+        try:
+            spec = ProjectSpec.model_validate(body.spec)
+        except ValidationError as exc:
+            raise InvalidInput(f"invalid spec: {exc.errors()[0]['msg']}") from None
+        if spec.resources.provider != "idc":
+            return Response(status_code=204)
+        driver = request.app.state.provisioner.drivers(spec.resources.provider, body.user_id)
+        ctx = RunContext(
+            run_id=uuid.uuid4(),
+            project_id=uuid.uuid4(),
+            owner_id=body.user_id,
+            spec=spec,
+            state_dir=Path("/nonexistent"),  # check_request creates nothing
+        )
+        try:
+            await driver.check_request(ctx)
+        except ProviderError as exc:
+            if exc.code in _SPEC_REFUSALS:
+                raise InvalidInput(exc.message) from None
+        return Response(status_code=204)
+
+    return router

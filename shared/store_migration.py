@@ -29,13 +29,27 @@ from __future__ import annotations
 import fcntl
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError as DuplicateKey
+from sqlmodel import Session, SQLModel
 
 from shared.crypto import IntegrityError, KeyUnwrapError
+from shared.db import Database
 from shared.errors import NotFound
 from shared.store import ArtifactStore, Manifest, ManifestFile
 
-__all__ = ["StoreMigration", "is_digest", "migrate_manifest", "migrate_store", "successor"]
+__all__ = [
+    "ReferenceMap",
+    "StoreMigration",
+    "is_digest",
+    "migrate_manifest",
+    "migrate_store",
+    "once",
+    "successor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +147,60 @@ def migrate_manifest(store: ArtifactStore, old_key: str) -> str:
 def is_digest(value: object) -> bool:
     """True for a 64-hex-digit string (an old sha256 name or a keyed one)."""
     return isinstance(value, str) and bool(_HEX64.match(value))
+
+
+#: Sources whose artifact is one file: their revision and digest are that file's blob name.
+_SINGLE_FILE = ("https://", "http://", "upload://")
+
+
+class ReferenceMap:
+    """Successors of old references, for a service mapping its database (memoised)."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self._manifests: dict[str, str] = {}
+
+    def file(self, old: str) -> str:
+        """A file blob's successor."""
+        return successor(self.store, old)
+
+    def manifest(self, old: str) -> str:
+        """A manifest's successor (rewritten and stored once per process)."""
+        if old not in self._manifests:
+            self._manifests[old] = migrate_manifest(self.store, old)
+        return self._manifests[old]
+
+    def artifact(self, source: str, revision: str, digest: str) -> tuple[str, str]:
+        """(revision, digest) of an artifact reference: a one-file source (URL, upload) is
+        revised by its content, so both map as a file; else the digest is a manifest key."""
+        if source.startswith(_SINGLE_FILE):
+            return (self.file(revision) if is_digest(revision) else revision), self.file(digest)
+        return revision, self.manifest(digest)
+
+    def artifact_ref(self, ref: dict[str, Any], revision_field: str) -> dict[str, Any]:
+        """A JSON artifact reference (an ``ArtifactRef`` dump, a lineage entry), mapped."""
+        out = dict(ref)
+        if is_digest(out.get("digest")):
+            out[revision_field], out["digest"] = self.artifact(
+                str(out.get("source") or ""), str(out.get(revision_field) or ""), out["digest"]
+            )
+        if is_digest(out.get("cache_key")):
+            out["cache_key"] = self.manifest(out["cache_key"])
+        return out
+
+
+def once(db: Database, marker: type[SQLModel], step: str, apply: Callable[[Session], None]) -> bool:
+    """Run ``apply`` in the transaction that records ``step`` in ``marker``; True if this
+    call ran it. A concurrent replica waits on the marker row's key, then skips."""
+    with db.session() as session:
+        if session.get(marker, step) is not None:
+            return False
+        session.add(marker(step=step))
+        try:
+            session.flush()
+        except DuplicateKey:
+            session.rollback()
+            return False
+        apply(session)
+        session.commit()
+    return True

@@ -16,6 +16,7 @@ from services.fetcher.connectors.kaggle import KaggleConnector
 from services.fetcher.connectors.url import UrlConnector
 from services.fetcher.handlers import build_handlers
 from services.fetcher.jobs import JobRunner
+from services.fetcher.naming import migrate_to_keyed_names
 from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
@@ -67,6 +68,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
             store = ArtifactStore(settings.resolved_store_dir(), runtime.keys, settings.transit_key)
+            await asyncio.to_thread(migrate_to_keyed_names, runtime.db, store)
             state.cache = ArtifactCache(
                 db=runtime.db,
                 store=store,

@@ -10,6 +10,10 @@
 - ``fetcher_pins``: artifacts an active run uses (never evicted).
 - ``fetcher_leases``: single-flight downloads across tasks and replicas.
 - ``fetcher_uploads``: uploaded files and their owner.
+- ``fetcher_store_naming``: one-time steps done on the references (keyed blob names).
+
+Digests here are blob names in the store (keyed, see :mod:`shared.blob_names`), except the
+provider ids of ``fetcher_aliases``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "FetchJob",
     "Lease",
     "Pin",
+    "StoreNaming",
     "Upload",
     "utcnow",
 ]
@@ -62,7 +67,7 @@ class Artifact(SQLModel, table=True):
     kind: str = Field(max_length=16)
     resolved_revision: str = Field(max_length=128)
     cache_key: str = Field(max_length=64)  # manifest key in the store
-    digest: str = Field(max_length=64)  # the single file's sha256, else the manifest key
+    digest: str = Field(max_length=64)  # the single file's blob name, else the manifest key
     size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     # fetched with the requester's credentials: a later hit is served only to a requester
     # whose own credentials the provider accepts for it (an anonymous fetch is shared)
@@ -112,3 +117,12 @@ class Upload(SQLModel, table=True):
     digest: str = Field(max_length=64)
     size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class StoreNaming(SQLModel, table=True):
+    """A one-time step on this database's blob references, done (see services.fetcher.naming)."""
+
+    __tablename__ = "fetcher_store_naming"
+
+    step: str = Field(primary_key=True, max_length=64)
+    done_at: datetime = Field(default_factory=utcnow)

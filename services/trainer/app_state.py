@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from services.trainer.deploy import DeploymentManager
 from services.trainer.jobs import JobRunner
+from services.trainer.naming import migrate_to_keyed_names
 from services.trainer.settings import TrainerSettings
 from shared.runtime import ServiceRuntime
 from shared.store import ArtifactStore
@@ -41,12 +42,14 @@ class TrainerState:
         return self._deployments
 
     async def start(self) -> None:
-        """Build the store on the connected key service; resume jobs and deployments."""
+        """Build the store on the connected key service (moved to keyed blob names if it
+        is not yet); resume jobs and deployments."""
         store = ArtifactStore(
             self.settings.resolved_store_dir(),
             self.runtime.keys,
             key_name=self.settings.transit_key,
         )
+        await asyncio.to_thread(migrate_to_keyed_names, self.runtime.db, store)
         self._jobs = JobRunner(self.runtime, self.settings, store)
         self._deployments = DeploymentManager(self.runtime, self.settings, store)
         self._jobs.on_deploy = self._deploy

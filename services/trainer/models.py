@@ -4,8 +4,9 @@
 ``trainer_checkpoints`` the stored checkpoints of a run; ``trainer_models`` the model
 registry; ``trainer_deployments`` the inference servers (watched under a lease);
 ``trainer_blobs`` the store blobs the trainer created (see
-:mod:`services.trainer.retention`). Plaintext never lands here: artifacts are referenced by
-their manifest key in the encrypted store.
+:mod:`services.trainer.retention`); ``trainer_store_naming`` one-time steps done on the
+blob references (keyed names, :mod:`services.trainer.naming`). Plaintext never lands
+here: artifacts are referenced by their manifest key in the encrypted store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Checkpoint", "CreatedBlob", "Deployment", "ModelVersion", "Run"]
+__all__ = ["Checkpoint", "CreatedBlob", "Deployment", "ModelVersion", "Run", "StoreNaming"]
 
 
 def now() -> datetime:
@@ -118,3 +119,12 @@ class CreatedBlob(SQLModel, table=True):
 
     digest: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=now)
+
+
+class StoreNaming(SQLModel, table=True):
+    """A one-time step on this database's blob references, done (see services.trainer.naming)."""
+
+    __tablename__ = "trainer_store_naming"
+
+    step: str = Field(primary_key=True, max_length=64)
+    done_at: datetime = Field(default_factory=now)

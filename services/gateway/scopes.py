@@ -79,6 +79,10 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("POST", "/api/deployments/{deployment_id}/predict"): _PRED,
     # the status stream
     (WEBSOCKET, "/api/ws"): _R,
+    # platform administration (routes/admin.py; admins only besides the scope)
+    ("GET", "/api/admin/cloud-access"): Scope.ADMIN,
+    ("PUT", "/api/admin/cloud-access"): Scope.ADMIN,
+    ("GET", "/api/admin/cloud-access/changes"): Scope.ADMIN,
 }
 
 

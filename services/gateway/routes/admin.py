@@ -1,0 +1,95 @@
+"""``/api/admin/cloud-access``: who may provision on the platform's cloud credentials
+(platform admins only; the policy lives in the provisioner, ``/internal/cloud-access``).
+
+- ``GET /api/admin/cloud-access`` → the setting (``AIDP_CLOUD_PLATFORM_CREDENTIAL_USERS``),
+  the admin list ``users`` [{user_id, email, granted_by, granted_at}] and the price caps
+- ``PUT /api/admin/cloud-access`` ``{"users": ["email or user id", …]}`` → the same; replaces
+  the admin list (emails are resolved to accounts: an unknown one is a 422, nothing changes)
+- ``GET /api/admin/cloud-access/changes`` → every change: when, by whom, before and after
+
+Everyone else gets 403. Each change is recorded by the provisioner with the admin's id and
+logged here.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.gateway.deps import CurrentUser, GatewayDep
+from services.gateway.errors import responses
+from services.gateway.identity import Identity
+from shared.errors import Forbidden, InvalidInput, NotFound
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+def _admin(user: CurrentUser) -> Identity:
+    if not user.is_admin:
+        raise Forbidden("platform admins only")
+    return user
+
+
+Admin = Annotated[Identity, Depends(_admin)]
+
+
+class CloudAccessIn(BaseModel):
+    """The users (emails or user ids) allowed the platform's cloud credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(max_length=1000)
+
+
+async def _resolve(gateway: GatewayDep, entry: str) -> dict[str, Any]:
+    """``{"user_id", "email"}`` of an email or a user id (422 when no account has it)."""
+    try:
+        return {"user_id": str(uuid.UUID(entry)), "email": None}
+    except ValueError:
+        pass
+    try:
+        found = await gateway.downstream.auth.json(
+            "GET", "/internal/users/lookup", params={"email": entry}
+        )
+    except NotFound:
+        raise InvalidInput(f"no user with the email {entry!r}") from None
+    return {"user_id": str(found["id"]), "email": found.get("email")}
+
+
+@router.get("/cloud-access", responses=responses(403, 503))
+async def get_cloud_access(admin: Admin, gateway: GatewayDep) -> dict[str, Any]:
+    """Who may use the platform's cloud credentials, and the platform's price caps."""
+    return await gateway.downstream.provisioner.json("GET", "/internal/cloud-access")  # type: ignore[no-any-return]
+
+
+@router.put("/cloud-access", responses=responses(403, 503))
+async def put_cloud_access(
+    body: CloudAccessIn, admin: Admin, gateway: GatewayDep
+) -> dict[str, Any]:
+    """Replace the admin list of users allowed the platform's cloud credentials (audited)."""
+    users = [await _resolve(gateway, entry) for entry in dict.fromkeys(body.users)]
+    answer = await gateway.downstream.provisioner.json(
+        "PUT",
+        "/internal/cloud-access",
+        json={"users": users, "actor_id": str(admin.user_id)},
+    )
+    log.info(
+        "cloud access list replaced by admin %s: %s",
+        admin.user_id,
+        ", ".join(u["user_id"] for u in users) or "nobody",
+    )
+    return answer  # type: ignore[no-any-return]
+
+
+@router.get("/cloud-access/changes", responses=responses(403, 503))
+async def cloud_access_changes(admin: Admin, gateway: GatewayDep) -> dict[str, Any]:
+    """The audit trail of the admin list (newest first)."""
+    return await gateway.downstream.provisioner.json("GET", "/internal/cloud-access/changes")  # type: ignore[no-any-return]

@@ -1,0 +1,74 @@
+"""``/api/admin/cloud-access``: platform admins only; the list lives in the (real, in-process)
+provisioner, which records every change (issue 12 item 6)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.provisioner.settings import ProvisionerSettings
+from shared.internal import register_inproc, unregister_inproc
+from tests.unit.gateway.conftest import Harness
+from tests.unit.provisioner.harness import FakeEnvBuilder
+from tests.unit.provisioner.harness import Harness as ProvisionerHarness
+
+
+@pytest.fixture
+async def provisioner(harness: Harness, tmp_path: Path) -> AsyncIterator[ProvisionerHarness]:
+    settings = ProvisionerSettings(
+        data_dir=tmp_path / "provisioner",
+        bus_url="memory://admin-cloud-access",
+        reaper_interval=3600,
+        cloud_max_price_per_hour=2.0,
+    )
+    async with ProvisionerHarness(settings, builder=FakeEnvBuilder()) as h:
+        name = f"provisioner-{uuid.uuid4().hex[:6]}"
+        register_inproc(name, h.app)
+        downstream = harness.app.state.gateway.downstream.provisioner
+        downstream.url, downstream._client = f"inproc://{name}", None
+        yield h
+        unregister_inproc(name)
+
+
+async def test_only_admins_read_or_change_cloud_access(
+    harness: Harness, provisioner: ProvisionerHarness
+) -> None:
+    c = harness.client
+    bob_id, bob = harness.login("bob@example.com")
+    admin_id, admin = harness.login("admin@example.com", admin=True)
+    for method, path in (
+        ("GET", "/api/admin/cloud-access"),
+        ("PUT", "/api/admin/cloud-access"),
+        ("GET", "/api/admin/cloud-access/changes"),
+    ):
+        body = {"users": [str(bob_id)]} if method == "PUT" else None
+        denied = await c.request(method, path, json=body, headers=bob)
+        assert denied.status_code == 403, (path, denied.text)
+        anonymous = await c.request(method, path, json=body)
+        assert anonymous.status_code == 401
+    assert provisioner.provisioner.cloud_access is not None
+    assert not provisioner.provisioner.cloud_access.allows(bob_id)
+
+    put = await c.put("/api/admin/cloud-access", json={"users": ["bob@example.com"]}, headers=admin)
+    assert put.status_code == 200, put.text
+    body = put.json()
+    assert [(u["user_id"], u["email"]) for u in body["users"]] == [(str(bob_id), "bob@example.com")]
+    assert body["max_price_per_hour"] == 2.0 and body["setting"]["all"] is False
+    assert provisioner.provisioner.cloud_access.allows(bob_id)
+
+    unknown = await c.put(
+        "/api/admin/cloud-access", json={"users": ["nobody@example.com"]}, headers=admin
+    )
+    assert unknown.status_code == 422 and "nobody@example.com" in unknown.text
+    extra = await c.put("/api/admin/cloud-access", json={"users": [], "all": True}, headers=admin)
+    assert extra.status_code == 422
+    assert provisioner.provisioner.cloud_access.allows(bob_id)  # nothing changed
+
+    got = await c.get("/api/admin/cloud-access", headers=admin)
+    assert got.json()["users"][0]["granted_by"] == str(admin_id)
+    changes = (await c.get("/api/admin/cloud-access/changes", headers=admin)).json()["changes"]
+    assert len(changes) == 1 and changes[0]["actor_id"] == str(admin_id)
+    assert changes[0]["after"][0]["user_id"] == str(bob_id)

@@ -24,6 +24,7 @@ from services.gateway.identity import TokenVerifier
 from services.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from services.gateway.openapi import install_openapi, load_auth_document
 from services.gateway.routes import (
+    admin,
     artifacts,
     auth_proxy,
     invitations,
@@ -149,7 +150,9 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=False,
         )
-    for module in (auth_proxy, secrets, projects, invitations, runs, artifacts, serving, ops):
+    for module in (
+        auth_proxy, secrets, projects, invitations, runs, artifacts, serving, ops, admin,
+    ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(ws_router)
     app.include_router(health_router(lambda request: request.app.state.runtime))

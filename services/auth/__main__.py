@@ -40,7 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: python -m services.auth [rotate-key]", file=sys.stderr)
         raise SystemExit(2)
     harden_process(settings.data_dir)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    # proxy_headers off: the client address is the gateway's X-Forwarded-For entry, read by
+    # services.auth.deps (TRUST_FORWARDED_FOR), never rewritten by uvicorn.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,13 @@ def build_router(cache_of: Any) -> APIRouter:
         if "/" in filename or "\\" in filename or filename in (".", ".."):
             raise InvalidInput("filename must be a plain file name")
         cache: ArtifactCache = cache_of(request)
-        digest, size = await _stream_into_store(request, cache)
+        quota = cache.quota
+        # refused before the body is read when its length is declared, else while counting
+        declared = request.headers.get("content-length")
+        incoming = int(declared) if declared and declared.isdigit() else 0
+        await asyncio.to_thread(quota.check_upload, user, incoming)
+        room = None if quota.unlimited else quota.limit - await asyncio.to_thread(quota.usage, user)
+        digest, size = await _stream_into_store(request, cache, room=room, user=user)
         upload_id = str(uuid.uuid4())
         name = f"upload://{upload_id}"
         with cache.db.session() as s:
@@ -63,6 +69,7 @@ def build_router(cache_of: Any) -> APIRouter:
             manifest_key=manifest_key,
             digest=digest,
             files=files,
+            owner_id=user,
         )
         return JSONResponse(
             {
@@ -92,8 +99,13 @@ def build_router(cache_of: Any) -> APIRouter:
     return router
 
 
-async def _stream_into_store(request: Request, cache: ArtifactCache) -> tuple[str, int]:
-    """Encrypt the request body into the store as it arrives (bounded buffer, no temp file)."""
+async def _stream_into_store(
+    request: Request, cache: ArtifactCache, *, room: int | None, user: str
+) -> tuple[str, int]:
+    """Encrypt the request body into the store as it arrives (bounded buffer, no temp file).
+
+    ``room``: bytes left in ``user``'s storage quota (None: unlimited); a body growing past
+    it is cut off with :class:`QuotaExceeded` (413) and its partial blob removed."""
     chunks: queue.Queue[object] = queue.Queue(maxsize=8)
 
     def source() -> Iterator[bytes]:
@@ -106,8 +118,12 @@ async def _stream_into_store(request: Request, cache: ArtifactCache) -> tuple[st
             yield item  # type: ignore[misc]
 
     writer = asyncio.create_task(asyncio.to_thread(cache.store.put_stream, source()))
+    received = 0
     try:
         async for chunk in request.stream():
+            received += len(chunk)
+            if room is not None and received > room:
+                raise cache.quota.upload_refused(received, used=cache.quota.limit - room)
             if chunk:
                 while True:
                     try:

@@ -28,6 +28,7 @@ from services.fetcher.models import (
     Upload,
     utcnow,
 )
+from services.fetcher.quota import StorageQuota
 from shared.crypto import IntegrityError as BlobCorrupt
 from shared.db import Database
 from shared.errors import NotFound
@@ -47,8 +48,10 @@ class ArtifactCache:
         max_bytes: int,
         lease_seconds: float,
         verify: bool = False,
+        user_quota_bytes: int = 0,
     ) -> None:
         self.db = db
+        self.quota = StorageQuota(db, user_quota_bytes)
         self.store = store
         self.max_bytes = max_bytes
         self.lease = timedelta(seconds=lease_seconds)
@@ -121,11 +124,13 @@ class ArtifactCache:
         digest: str,
         files: list[ManifestFile],
         credentialed: bool = False,
+        owner_id: str | None = None,
     ) -> Artifact:
         """Record a complete artifact (replacing a stale row of the same key).
 
         ``credentialed``: fetched with the requester's credentials, so each later hit is
-        authorised with the new requester's own (see ``Fetcher``)."""
+        authorised with the new requester's own (see ``Fetcher``). ``owner_id``: the user
+        whose fetch or upload stored it (per-owner eviction, :meth:`make_room`)."""
         art = Artifact(
             key=key,
             source=source,
@@ -135,6 +140,7 @@ class ArtifactCache:
             digest=digest,
             size_bytes=sum(f.size for f in files),
             credentialed=credentialed,
+            owner_id=owner_id,
         )
         with self.db.session() as s:
             s.execute(delete(ArtifactFile).where(ArtifactFile.artifact_key == key))  # type: ignore[arg-type]
@@ -187,22 +193,50 @@ class ArtifactCache:
                 sizes[upload.digest] = upload.size_bytes
         return sum(sizes.values())
 
-    def make_room(self, needed: int, *, keep: Iterable[str] = ()) -> None:
-        """Evict least-recently-used unpinned artifacts until ``needed`` more bytes fit.
+    def make_room(
+        self, needed: int, *, keep: Iterable[str] = (), requester: str | None = None
+    ) -> None:
+        """Evict unpinned artifacts until ``needed`` more bytes fit, in this order:
 
+        1. the requester's own entries (stored by their fetches), least recently used first;
+        2. shared ones: fetched anonymously, or stored before owners were kept (LRU);
+        3. other users' credentialed entries (LRU): a cache, not storage, so a budget full
+           of someone's leftovers cannot block everyone.
+
+        A pinned artifact (one an active run of anyone uses) is never evicted, nor an
+        upload's entry (its blob stays for its owner, so evicting it frees nothing); what
+        one tenant holds is bounded by its storage quota (:mod:`services.fetcher.quota`).
         Raises FetchFailed ("disk budget exceeded") when even that is not enough.
         """
         keep = set(keep)
         if needed > self.max_bytes:
             raise FetchFailed(self._budget_message(needed))
         while self.usage() + needed > self.max_bytes:
-            with self.db.session() as s:
-                pinned = set(s.exec(select(Pin.artifact_key)).all())
-                victims = s.exec(select(Artifact).order_by(Artifact.last_used_at)).all()  # type: ignore[arg-type]
-            victim = next((v for v in victims if v.key not in pinned and v.key not in keep), None)
+            victim = self._next_victim(keep, requester)
             if victim is None:
                 raise FetchFailed(self._budget_message(needed))
-            self.evict(victim.key)
+            self.evict(victim)
+
+    def _next_victim(self, keep: set[str], requester: str | None) -> str | None:
+        with self.db.session() as s:
+            pinned = set(s.exec(select(Pin.artifact_key)).all())
+            rows = s.exec(select(Artifact).order_by(Artifact.last_used_at)).all()  # type: ignore[arg-type]
+        candidates = [
+            a
+            for a in rows
+            if a.key not in pinned and a.key not in keep and not a.source.startswith("upload://")
+        ]
+
+        def tier(a: Artifact) -> int:
+            if requester is not None and a.owner_id == requester:
+                return 0
+            if a.owner_id is None or not a.credentialed:
+                return 1
+            return 2
+
+        # sorted() is stable: least recently used first within each tier
+        ordered = sorted(candidates, key=tier)
+        return ordered[0].key if ordered else None
 
     def _budget_message(self, needed: int) -> str:
         gb = 1024**3

@@ -75,6 +75,7 @@ def create_app(
                 max_bytes=settings.cache_max_bytes,
                 lease_seconds=settings.lease_seconds,
                 verify=settings.verify_cached,
+                user_quota_bytes=settings.user_storage_quota_bytes,
             )
             connectors = {
                 "hf": HuggingFaceConnector(

@@ -3,7 +3,8 @@
 - ``fetcher_jobs``: one fetch job per run (the state machine resumed after a crash), with
   the claim of the replica running it (``claimed_by`` until ``claim_expires_at``).
 - ``fetcher_artifacts``: one cached manifest per (source, resolved revision), and whether it
-  was fetched with credentials (then each hit is authorised with the requester's own).
+  was fetched with credentials (then each hit is authorised with the requester's own) and
+  who stored it (``owner_id``: per-owner eviction).
 - ``fetcher_artifact_files``: the blobs each artifact references (eviction, dedupe counts).
 - ``fetcher_aliases``: provider ids of content (git blob oid, LFS sha256) -> stored digest,
   so unchanged files of a new revision are not downloaded again.
@@ -72,6 +73,9 @@ class Artifact(SQLModel, table=True):
     # fetched with the requester's credentials: a later hit is served only to a requester
     # whose own credentials the provider accepts for it (an anonymous fetch is shared)
     credentialed: bool = False
+    # the user whose fetch or upload stored it: eviction takes the requester's own entries
+    # first (None: stored before owners were kept, treated as shared)
+    owner_id: str | None = Field(default=None, max_length=64, index=True)
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime = Field(default_factory=utcnow, index=True)
 

@@ -167,6 +167,7 @@ class Fetcher:
                 progress=progress,
                 cancelled=cancelled,
                 lease_key=lease_key,
+                owner_id=owner_id,
             )
         finally:
             self.cache.release(lease_key)
@@ -228,8 +229,14 @@ class Fetcher:
         progress: ProgressSink,
         cancelled: threading.Event,
         lease_key: str,
+        owner_id: str | None,
     ) -> ArtifactRef:
         remote = connector.list_files(source, revision, creds)
+        # the whole artifact counts against the requester's quota once pinned (reused
+        # blobs too); an unknown size is checked again once it is stored
+        self.cache.quota.check_fetch(
+            owner_id, sum(item.size or 0 for item in remote), source=source.uri
+        )
         files: list[ManifestFile] = []
         missing: list[RemoteFile] = []
         for item in remote:
@@ -245,7 +252,7 @@ class Fetcher:
             self._check_access(connector, source, revision, creds)
         if not remote or missing:
             expected = sum(f.size or 0 for f in missing)
-            self.cache.make_room(expected, keep={lease_key})
+            self.cache.make_room(expected, keep={lease_key}, requester=owner_id)
         total = sum(f.size or 0 for f in missing) or None
         throttle = _Throttle(
             source,
@@ -291,10 +298,13 @@ class Fetcher:
             digest=files[0].digest if single else manifest_key,
             files=files,
             credentialed=connector.credentialed(creds),
+            owner_id=owner_id,
         )
         self.cache.pin(run_id, key)
         try:
-            self.cache.make_room(0, keep={key})
+            self.cache.make_room(0, keep={key}, requester=owner_id)
+            # over the quota only now when the provider did not announce sizes
+            self.cache.quota.check_stored(owner_id, art.size_bytes, source=source.uri)
         except FetchFailed:
             self.cache.unpin(run_id)
             self.cache.evict(key)

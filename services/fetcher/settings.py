@@ -34,6 +34,13 @@ class FetcherSettings(BaseServiceSettings):
         "hard-codes one URL per environment); for a local Kaggle-compatible server.",
     )
     cache_max_gb: float = Field(50.0, gt=0, description="Cache budget (GB); LRU eviction above.")
+    user_storage_quota_bytes: int = Field(
+        50 * 1024**3,
+        ge=0,
+        description="Bytes one user may hold: their uploads plus the cached artifacts their "
+        "active runs pin. An upload past it answers 413, a download past it fails the run's "
+        "fetch. 0 = unlimited.",
+    )
     url_max_bytes: int = Field(10 * 1024**3, gt=0, description="Largest https:// download.")
     fetch_allow_hosts: list[str] = Field(
         default_factory=list,

@@ -23,16 +23,32 @@ from services.gateway.status import derive
 from shared.db import Database
 from shared.events import Envelope
 
-__all__ = ["Frame", "append", "append_many", "events_after", "frame_text", "latest_seqs"]
+__all__ = [
+    "Frame",
+    "append",
+    "append_many",
+    "events_after",
+    "frame_text",
+    "frames_after",
+    "latest_seqs",
+]
 
 
 @dataclass(frozen=True)
 class Frame:
-    """A stored event ready to send: the WebSocket text frame is rendered once."""
+    """A stored event ready to send: the WebSocket text frame is rendered once.
+
+    ``event_type`` and ``run_id`` let the fan-out coalesce progress per run."""
 
     project_id: uuid.UUID
     seq: int
     text: str
+    event_type: str = ""
+    run_id: uuid.UUID | None = None
+
+
+def _frame(project_id: uuid.UUID, seq: int, body: str, envelope: Envelope) -> Frame:
+    return Frame(project_id, seq, frame_text(seq, body), envelope.type, envelope.run_id)
 
 
 def frame_text(seq: int, body: str) -> str:
@@ -83,7 +99,7 @@ def append(db: Database, envelope: Envelope) -> Frame | None:
         except IntegrityError:
             session.rollback()
             return None
-    return Frame(project_id=project_id, seq=seq, text=frame_text(seq, body))
+    return _frame(project_id, seq, body, envelope)
 
 
 def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | None]:
@@ -142,7 +158,7 @@ def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | Non
                     "stored_at": now,
                 }
             )
-            frames.append(Frame(project_id=item.project_id, seq=seq, text=frame_text(seq, body)))
+            frames.append(_frame(item.project_id, seq, body, item))
         if rows:
             session.execute(insert(Event), rows)
             stored = [
@@ -210,7 +226,7 @@ def _append_in(
     )
     if envelope.run_id is not None:
         _update_run(session, envelope, project_id=project_id, now=now)
-    return Frame(project_id=project_id, seq=seq, text=frame_text(seq, body))
+    return _frame(project_id, seq, body, envelope)
 
 
 def _update_run(
@@ -255,6 +271,23 @@ def events_after(
         query = query.where(col(Event.type).in_(list(types)))
     with db.session() as session:
         return [(int(seq), str(body)) for seq, body in session.execute(query).all()]
+
+
+def frames_after(
+    db: Database, project_id: uuid.UUID, *, after: int, until: int, limit: int
+) -> list[Frame]:
+    """Stored events ``after < seq <= until`` as frames to fan out, in seq order."""
+    query = (
+        select(col(Event.seq), col(Event.body), col(Event.type), col(Event.run_id))
+        .where(col(Event.project_id) == project_id, col(Event.seq) > after, col(Event.seq) <= until)
+        .order_by(col(Event.seq))
+        .limit(limit)
+    )
+    with db.session() as session:
+        return [
+            Frame(project_id, int(seq), frame_text(int(seq), str(body)), str(type_), run_id)
+            for seq, body, type_, run_id in session.execute(query).all()
+        ]
 
 
 def latest_seqs(db: Database, project_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -11,8 +11,18 @@ Two paths bring new events to a process's :class:`Hub`:
 Each :class:`Connection` keeps, per subscription, the last seq it sent. A frame at or below
 it is a duplicate and skipped; a frame beyond the next seq means the gap is read from the
 log first. So the switch from backfill to live, two writers and the poller can neither
-lose nor repeat an event. Each connection has a bounded send queue: when it is full the
-client is slow and is dropped (close 1013), never stalling the writer or other clients.
+lose nor repeat an event.
+
+Cost at volume (issue 14): the hub hands each connection all frames of one loop turn at
+once (:meth:`Hub.dispatch` only collects; one flush per turn), each frame's text is built
+once for every client, and a connection's sender writes everything queued in one go —
+one WebSocket message per frame, or ONE ``{"type":"batch","frames":[...]}`` message for a
+client that asked for batching. Sends are awaited (socket back-pressure), with no timer
+per frame: each connection has a bounded send queue, and a client whose queue overflows,
+or whose socket has not taken a send for ``send_timeout`` seconds (checked by the hub's
+poll loop), is dropped with close 1013 and resumes from its last seq; it never stalls the
+writer or other clients. A subscription may ask to coalesce ``TrainingProgress``: then
+only the latest progress of a run still waiting in the queue is sent.
 """
 
 from __future__ import annotations
@@ -20,24 +30,37 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.eventlog import Frame, events_after, frame_text, latest_seqs
+from services.gateway.eventlog import Frame, events_after, frame_text, frames_after, latest_seqs
 from shared.db import Database
+from shared.events import TrainingProgress
 
-__all__ = ["Connection", "Hub", "Subscription"]
+__all__ = ["Connection", "Hub", "Subscription", "batch_text"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW = 1013  # "try again later": the client could not keep up
 _PAGE = 500
+# one batch message stays well under clients' default 1 MiB message limit
+_BATCH_FRAMES = 512
+_BATCH_BYTES = 256 * 1024
+_PING = '{"type":"ping"}'
+_PROGRESS = TrainingProgress.event_type()
 
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int], Awaitable[None]]
+
+
+def batch_text(texts: list[str]) -> str:
+    """Several server messages as ONE message: ``{"type":"batch","frames":[...]}``.
+
+    Each text is a JSON object already, so the batch is joined, never re-serialised."""
+    return '{"type":"batch","frames":[' + ",".join(texts) + "]}"
 
 
 @dataclass(eq=False)
@@ -47,6 +70,8 @@ class Subscription:
     project_id: uuid.UUID
     last_sent: int
     pending: list[Frame] | None = field(default_factory=list)  # live frames during setup
+    coalesce: bool = False  # keep only the latest queued TrainingProgress of each run
+    progress: dict[uuid.UUID, _Live] = field(default_factory=dict)  # run -> queued entry
 
 
 @dataclass(frozen=True)
@@ -60,7 +85,19 @@ class _CatchUp:
     until: int
 
 
-_Item = _Control | _CatchUp | tuple[Subscription, Frame]
+class _Live:
+    """A live frame in a connection's queue; ``superseded`` once a newer progress of the
+    same run is queued behind it (coalescing): it is then skipped, its seq accounted for."""
+
+    __slots__ = ("frame", "sub", "superseded")
+
+    def __init__(self, sub: Subscription, frame: Frame) -> None:
+        self.sub = sub
+        self.frame = frame
+        self.superseded = False
+
+
+_Item = _Control | _CatchUp | _Live
 
 
 class Connection:
@@ -81,34 +118,68 @@ class Connection:
         self._raw_send = send
         self._close = close
         self._db = db
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self._items: deque[_Item] = deque()
+        self._queued = 0  # items in _items that will be sent (superseded ones are not)
+        self._wake = asyncio.Event()
+        self.queue_size = queue_size
         self.ping_interval = ping_interval
         self.send_timeout = send_timeout
         self.subs: dict[uuid.UUID, Subscription] = {}
+        self.batch = False  # several queued messages go out as one batch message
         self.dropped = False
+        self.sending_since: float | None = None  # loop time of the send under way
+        self._ping_wanted = False
+        self._ping_timer: asyncio.TimerHandle | None = None
         self._on_sent = on_sent
         self._on_drop = on_drop
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting to be sent."""
+        return self._queued
 
     # -- called from the hub and the receive loop (never await) -----------------------
 
     def offer(self, item: _Item) -> None:
         if self.dropped:
             return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if self._queued >= self.queue_size:
             self.drop(CLOSE_SLOW)
+            return
+        self._items.append(item)
+        self._queued += 1
+        self._wake.set()
 
     def deliver(self, frame: Frame) -> None:
-        sub = self.subs.get(frame.project_id)
+        self.deliver_many(frame.project_id, (frame,))
+
+    def deliver_many(self, project_id: uuid.UUID, frames: Iterable[Frame]) -> None:
+        """Queue ``frames`` (of ``project_id``, in seq order) for its subscription."""
+        sub = self.subs.get(project_id)
         if sub is None:
             return
         if sub.pending is not None:
-            sub.pending.append(frame)
-        elif frame.seq > sub.last_sent:
-            self.offer((sub, frame))
+            sub.pending.extend(frames)
+            return
+        for frame in frames:
+            if self.dropped:
+                return
+            if frame.seq > sub.last_sent:
+                self._queue_live(sub, frame)
+
+    def _queue_live(self, sub: Subscription, frame: Frame) -> None:
+        entry = _Live(sub, frame)
+        if sub.coalesce and frame.event_type == _PROGRESS and frame.run_id is not None:
+            previous = sub.progress.get(frame.run_id)
+            if previous is not None:
+                if previous.frame.seq >= frame.seq:
+                    return  # a duplicate or an older one (the poller after the writer)
+                previous.superseded = True
+                self._queued -= 1
+            sub.progress[frame.run_id] = entry
+        self.offer(entry)
 
     def control(self, message: dict[str, Any]) -> None:
         self.offer(_Control(json.dumps(message)))
@@ -119,9 +190,7 @@ class Connection:
         pending, sub.pending = sub.pending or [], None
         self.control({"type": "subscribed", "project_id": str(sub.project_id), "seq": latest})
         self.offer(_CatchUp(sub, latest))
-        for frame in pending:
-            if frame.seq > latest:
-                self.offer((sub, frame))
+        self.deliver_many(sub.project_id, [f for f in pending if f.seq > latest])
 
     def drop(self, code: int) -> None:
         """Close the client without waiting (it is slow or misbehaving)."""
@@ -130,18 +199,25 @@ class Connection:
         self.dropped = True
         log.info("dropping WebSocket client (code %d)", code)
         self._on_drop(self)  # no more frames for it, at once
+        self._cancel_ping()
         if self._task is not None:
             self._task.cancel()
         self._closing = asyncio.ensure_future(self._close(code))
 
+    def stalled(self, now: float) -> bool:
+        """Whether a send has waited for the client's socket longer than ``send_timeout``."""
+        return self.sending_since is not None and now - self.sending_since > self.send_timeout
+
     # -- the sender -------------------------------------------------------------------
 
     def start(self) -> None:
+        self._arm_ping()
         self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
         """Stop sending; a close already under way (a drop) is given time to finish."""
         self.dropped = True
+        self._cancel_ping()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -151,44 +227,97 @@ class Connection:
             except (TimeoutError, Exception):
                 self._closing.cancel()
 
+    def _arm_ping(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ping_timer = loop.call_later(self.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        if self.dropped:
+            return
+        self._ping_wanted = True
+        self._wake.set()
+        self._arm_ping()
+
+    def _cancel_ping(self) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+
     async def run(self) -> None:
-        next_ping = time.monotonic() + self.ping_interval
+        """Send what is queued, all of it at once, until cancelled."""
+        out: list[str] = []
         while True:
-            try:
-                if self.queue.empty():  # only an idle wait pays for a timeout
-                    async with asyncio.timeout(max(0.0, next_ping - time.monotonic())):
-                        item = await self.queue.get()
-                else:
-                    item = self.queue.get_nowait()
-            except TimeoutError:
-                await self._send('{"type":"ping"}')
-                next_ping = time.monotonic() + self.ping_interval
+            if not self._items and not self._ping_wanted:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            if isinstance(item, _Control):
-                await self._send(item.text)
-            elif isinstance(item, _CatchUp):
-                await self._catch_up(item.sub, item.until)
-            else:
-                sub, frame = item
-                if self.subs.get(sub.project_id) is not sub or frame.seq <= sub.last_sent:
-                    continue  # unsubscribed since, or already sent
-                if frame.seq > sub.last_sent + 1:
-                    await self._catch_up(sub, frame.seq - 1)
-                await self._send(frame.text)
-                sub.last_sent = frame.seq
-                self._on_sent(1)
-            if time.monotonic() >= next_ping:
-                await self._send('{"type":"ping"}')
-                next_ping = time.monotonic() + self.ping_interval
+            if self._ping_wanted:
+                self._ping_wanted = False
+                out.append(_PING)
+            size = sent = 0
+            while self._items and len(out) < _BATCH_FRAMES and size < _BATCH_BYTES:
+                item = self._items.popleft()
+                if isinstance(item, _Live):
+                    if item.superseded:
+                        await self._skip(item, out)
+                        continue
+                    self._queued -= 1
+                    sub, frame = item.sub, item.frame
+                    if sub.progress and sub.progress.get(frame.run_id) is item:  # type: ignore[arg-type]
+                        del sub.progress[frame.run_id]  # type: ignore[arg-type]
+                    if self.subs.get(sub.project_id) is not sub or frame.seq <= sub.last_sent:
+                        continue  # unsubscribed since, or already sent
+                    if frame.seq > sub.last_sent + 1:
+                        await self._flush(out, sent)
+                        size = sent = 0
+                        await self._catch_up(sub, frame.seq - 1)
+                    out.append(frame.text)
+                    size += len(frame.text)
+                    sent += 1
+                    sub.last_sent = frame.seq
+                elif isinstance(item, _Control):
+                    self._queued -= 1
+                    out.append(item.text)
+                    size += len(item.text)
+                else:
+                    self._queued -= 1
+                    await self._flush(out, sent)
+                    size = sent = 0
+                    await self._catch_up(item.sub, item.until)
+            await self._flush(out, sent)
+
+    async def _skip(self, item: _Live, out: list[str]) -> None:
+        """A superseded progress: not sent, but its seq counts as passed."""
+        sub, seq = item.sub, item.frame.seq
+        if self.subs.get(sub.project_id) is not sub or seq <= sub.last_sent:
+            return
+        if seq > sub.last_sent + 1:
+            await self._flush(out, 0)
+            await self._catch_up(sub, seq - 1)
+        sub.last_sent = seq
+
+    async def _flush(self, out: list[str], events: int) -> None:
+        """Send ``out`` (then empty it): one batch message when the client asked for
+        batching, else one message each; ``events`` of them are events (metrics)."""
+        if not out:
+            return
+        if self.batch and len(out) > 1:
+            await self._send(batch_text(out))
+        else:
+            for text in out:
+                await self._send(text)
+        out.clear()
+        if events:
+            self._on_sent(events)
 
     async def _send(self, text: str) -> None:
-        """Send one frame; a client that does not take it within ``send_timeout`` is slow."""
+        """Await the socket (back-pressure); :meth:`Hub.drop_stalled` bounds the wait."""
+        loop = asyncio.get_running_loop()
+        self.sending_since = loop.time()
         try:
-            async with asyncio.timeout(self.send_timeout):  # no extra task, unlike wait_for
-                await self._raw_send(text)
-        except TimeoutError:
-            self.drop(CLOSE_SLOW)
-            raise asyncio.CancelledError from None
+            await self._raw_send(text)
+        finally:
+            self.sending_since = None
 
     async def _catch_up(self, sub: Subscription, until: int) -> None:
         """Send stored events ``last_sent < seq <= until`` of ``sub`` from the log."""
@@ -203,10 +332,24 @@ class Connection:
             )
             if not rows:
                 return  # the project's events are gone (deleted)
-            for seq, body in rows:
-                await self._send(frame_text(seq, body))
-                sub.last_sent = seq
+            sub.last_sent = rows[-1][0]
+            for chunk in _chunks([frame_text(seq, body) for seq, body in rows]):
+                await self._flush(chunk, 0)
             self._on_sent(len(rows))
+
+
+def _chunks(texts: list[str]) -> Iterator[list[str]]:
+    """``texts`` in runs that fit one batch message (frame count and size)."""
+    chunk: list[str] = []
+    size = 0
+    for text in texts:
+        if chunk and (len(chunk) >= _BATCH_FRAMES or size + len(text) > _BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(text)
+        size += len(text)
+    if chunk:
+        yield chunk
 
 
 class Hub:
@@ -217,10 +360,15 @@ class Hub:
         self.poll_interval = poll_interval
         self._watchers: dict[uuid.UUID, set[Connection]] = {}
         self._known: dict[uuid.UUID, int] = {}
+        self._collected: dict[uuid.UUID, list[Frame]] = {}  # dispatched, not yet handed on
+        self._flush_scheduled = False
 
     @property
     def connections(self) -> int:
-        return len({c for conns in self._watchers.values() for c in conns})
+        return len(self._all_connections())
+
+    def _all_connections(self) -> set[Connection]:
+        return {c for conns in self._watchers.values() for c in conns}
 
     def watch(self, conn: Connection, project_id: uuid.UUID) -> None:
         self._watchers.setdefault(project_id, set()).add(conn)
@@ -243,14 +391,38 @@ class Hub:
             self.unwatch(conn, project_id)
 
     def dispatch(self, frame: Frame) -> None:
-        """Hand a committed event to every connection watching its project."""
-        conns = self._watchers.get(frame.project_id)
-        if not conns:
+        """Hand a committed event to every connection watching its project.
+
+        Frames are collected and handed on once per event-loop turn, so a connection
+        wakes once for a whole group commit rather than once per event."""
+        if frame.project_id not in self._watchers:
             return
         if frame.seq > self._known.get(frame.project_id, 0):
             self._known[frame.project_id] = frame.seq
-        for conn in list(conns):
-            conn.deliver(frame)
+        collected = self._collected.get(frame.project_id)
+        if collected is None:
+            self._collected[frame.project_id] = [frame]
+        else:
+            collected.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._hand_on)
+
+    def _hand_on(self) -> None:
+        self._flush_scheduled = False
+        collected, self._collected = self._collected, {}
+        for project_id, frames in collected.items():
+            for conn in list(self._watchers.get(project_id, ())):
+                conn.deliver_many(project_id, frames)
+
+    def drop_stalled(self) -> int:
+        """Drop (1013) every client whose socket has not taken a send for its
+        ``send_timeout``; returns how many."""
+        now = asyncio.get_running_loop().time()
+        stalled = [c for c in self._all_connections() if c.stalled(now)]
+        for conn in stalled:
+            conn.drop(CLOSE_SLOW)
+        return len(stalled)
 
     async def poll_once(self) -> int:
         """Dispatch events other processes stored since the last look; returns how many."""
@@ -263,17 +435,19 @@ class Hub:
             known = self._known.get(project_id)
             if known is None or seq <= known:
                 continue
-            rows = await asyncio.to_thread(
-                events_after, self._db, project_id, after=known, until=seq, limit=_PAGE
+            frames = await asyncio.to_thread(
+                frames_after, self._db, project_id, after=known, until=seq, limit=_PAGE
             )
-            for row_seq, body in rows:
-                self.dispatch(Frame(project_id, row_seq, frame_text(row_seq, body)))
-            sent += len(rows)
+            for frame in frames:
+                self.dispatch(frame)
+            sent += len(frames)
         return sent
 
     async def poll_forever(self) -> None:
+        """Poll for other processes' events, and drop stalled clients, until cancelled."""
         while True:
             try:
+                self.drop_stalled()
                 await self.poll_once()
             except asyncio.CancelledError:
                 raise

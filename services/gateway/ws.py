@@ -2,10 +2,19 @@
 
 Protocol (client → server): first ``{"type": "auth", "token"}`` within
 ``ws_auth_timeout`` seconds, then any number of ``{"type": "subscribe", "project_id",
-"after"}``, ``{"type": "unsubscribe", "project_id"}``, ``{"type": "pong"}``.
+"after", "batch"?, "coalesce"?}``, ``{"type": "unsubscribe", "project_id"}``,
+``{"type": "pong"}``.
 Server → client: ``{"type": "authenticated", "user_id"}``, ``{"type": "subscribed",
 "project_id", "seq": <latest stored>}``, ``{"type": "event", "seq", "event"}`` (backfill
 after ``after``, then live, each seq once and in order), ``{"type": "ping"}``.
+
+Optional, for clients that ask (both default false; see the service README):
+``"batch": true`` on any subscribe lets the server send several queued messages as ONE
+``{"type": "batch", "frames": [<message>, ...]}`` (the messages exactly as they would
+be sent one by one, in order) for the rest of the connection; ``"coalesce": true`` on a
+subscribe sends, of the ``TrainingProgress`` events of one run still waiting in this
+client's queue, only the latest (the seqs of the skipped ones never arrive; every other
+event still does, once and in order).
 Close codes: 4401 not authenticated — also when the token expires without a fresh
 ``auth`` message and when the user's sessions are revoked —, 4403 origin refused, a token
 without the ``read`` scope, or no role on the project (also when the role is removed while
@@ -129,7 +138,14 @@ async def _subscribe(
         )
     except ClientError:
         raise _Close(CLOSE_FORBIDDEN, "no access to that project") from None
-    sub = Subscription(project_id=project_id, last_sent=after)
+    options = {}
+    for name in ("batch", "coalesce"):
+        value = message.get(name, False)
+        if not isinstance(value, bool):
+            raise _Close(CLOSE_PROTOCOL, f"{name} is true or false")
+        options[name] = value
+    sub = Subscription(project_id=project_id, last_sent=after, coalesce=options["coalesce"])
+    conn.batch = conn.batch or options["batch"]
     # Watch first (live frames are buffered in sub.pending), then read the latest seq:
     # an event committed in between is either at or below latest (backfilled) or buffered.
     conn.subs[project_id] = sub

@@ -177,6 +177,7 @@ async def run_platform(
             ssl_certfile=tls_cert,
             ssl_keyfile=tls_key,
             ws_ping_interval=20,
+            ws_per_message_deflate=gateway_ws_deflate(running.gateway_settings()),
             proxy_headers=bool(trusted_proxies),
             forwarded_allow_ips=trusted_proxies,
         )
@@ -213,6 +214,12 @@ def gateway_trusted_proxies(gateway_settings: object) -> str:
     default trusts 127.0.0.1, which lets any local client pick its address and dodge the
     per-address login limit)."""
     return str(getattr(gateway_settings, "forwarded_allow_ips", None) or "")
+
+
+def gateway_ws_deflate(gateway_settings: object) -> bool:
+    """uvicorn's ``ws_per_message_deflate``: the gateway's setting, off by default (uvicorn
+    turns it on; compressing every status frame per client is most of fan-out's CPU)."""
+    return bool(getattr(gateway_settings, "ws_per_message_deflate", False))
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -25,6 +25,7 @@ def main() -> None:
         log_config=None,
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips or "",
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         **tls,  # type: ignore[arg-type]
     )
 

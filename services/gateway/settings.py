@@ -108,8 +108,13 @@ class GatewaySettings(BaseServiceSettings):
     ws_send_timeout: float = Field(
         10.0,
         gt=0,
-        description="Seconds one frame may wait for a client's socket before the "
-        "client is dropped as slow.",
+        description="Seconds a send may wait for a client's socket (back-pressure) before the "
+        "client is dropped as slow (close 1013; checked every ws_poll_interval).",
+    )
+    ws_per_message_deflate: bool = Field(
+        False,
+        description="Offer permessage-deflate on /api/ws. Off: status frames are small JSON and "
+        "compressing each one per client costs more CPU than it saves on the wire.",
     )
     ws_poll_interval: float = Field(
         0.2,

@@ -28,7 +28,7 @@ from sqlmodel import col, select
 from services.trainer.checkpoint_paths import checkpoint_path_problem, ensure_inside
 from services.trainer.launch import launch_env, plan_launch
 from services.trainer.models import Checkpoint, Deployment, Run, now
-from services.trainer.nodes import NodeExecutor, NodeProcess, node_executor
+from services.trainer.nodes import LocalExecutor, NodeExecutor, NodeProcess, node_executor
 from services.trainer.redaction import RunSecrets, read_run_secrets
 from services.trainer.registry import latest_checkpoint, register_model
 from services.trainer.relay import EventRelay, parse_marker
@@ -43,6 +43,7 @@ from services.trainer.staging import (
     store_tree,
     workspace_of,
 )
+from services.trainer.warm import WarmPool, WarmSpare
 from shared.errors import Conflict, ProviderError
 from shared.events import EnvInfo, TrainingCompleted, TrainingFailed, TrainingStarted
 from shared.runtime import ServiceRuntime
@@ -82,6 +83,10 @@ class JobRunner:
         self._wake = asyncio.Event()
         self.on_deploy: Any = None  # set by the service: async (deployment_id) -> None
         self._secrets: dict[uuid.UUID, RunSecrets] = {}  # launched, until monitored
+        self.warm = WarmPool(
+            size=settings.trainer_warm_workers,
+            min_available_mb=settings.trainer_warm_min_available_mb,
+        )
 
     # -- supervisor ----------------------------------------------------------------------
 
@@ -90,7 +95,14 @@ class JobRunner:
         self._wake.set()
 
     async def supervise(self) -> None:
-        """Claim runnable runs and start their jobs, until cancelled."""
+        """Claim runnable runs and start their jobs, until cancelled (which also stops
+        the warm spares)."""
+        try:
+            await self._supervise()
+        finally:
+            await asyncio.shield(self.warm.close())
+
+    async def _supervise(self) -> None:
         while True:
             try:
                 for run_id in await asyncio.to_thread(self._claim):
@@ -278,10 +290,22 @@ class JobRunner:
                     dest="resume",
                 )
 
-        await asyncio.gather(*(stage(e) for e in execs))
         accel = (execs[0].node.accelerator or env.accelerator) if execs else "cpu"
         nproc = await self._procs_per_node(execs[0], accel)
         n = len(execs)
+        spare: WarmSpare | None = None
+        if ckpt is None and self.warm.eligible(execs[0], task=spec.task, nnodes=n, nproc=nproc):
+            local = execs[0]
+            assert isinstance(local, LocalExecutor)
+            spare = await self.warm.claim(local, local.python, workspace_of(local, run.run_id))
+        try:
+            await asyncio.gather(*(stage(e) for e in execs))
+            if spare is not None:
+                return [await self._start_warm(run, spec, accel, execs[0], spare)], 1
+        except BaseException:
+            if spare is not None:
+                await asyncio.shield(self.warm.abandon(spare))
+            raise
         rdzv = None
         if n > 1:
             rdzv = f"{execs[0].node.address}:{await execs[0].free_port()}"
@@ -329,6 +353,44 @@ class JobRunner:
                     raise OSError(f"{type(exc).__name__}: {message}") from None
                 raise
         return procs, n * nproc
+
+    async def _start_warm(
+        self, run: Run, spec: ProjectSpec, accel: str, executor: NodeExecutor, spare: WarmSpare
+    ) -> NodeProcess:
+        """Start the run's one process in a claimed spare (:mod:`services.trainer.warm`):
+        the same environment as a cold start, with the spare's folder as the workspace
+        path inside the sandbox."""
+        variables = launch_env(
+            workspace=spare.folder, spec=spec, accelerator=accel, run_id=run.run_id
+        )
+        secrets = await asyncio.to_thread(
+            read_run_secrets,
+            self.runtime.secrets,
+            owner_id=run.owner_id,
+            names=spec.secrets,
+            reserved=set(variables),
+            run_id=run.run_id,
+        )
+        self._secrets = {k: v for k, v in self._secrets.items() if k in self.jobs}
+        self._secrets[run.run_id] = secrets
+        plan = plan_launch(
+            python=executor.python,
+            workspace=spare.folder,
+            spec=spec,
+            nnodes=1,
+            node_rank=0,
+            nproc=1,
+            rdzv=None,
+            run_id=run.run_id,
+            env={**secrets.env, **variables},
+        )
+        return await self.warm.start(
+            spare,
+            workspace=workspace_of(executor, run.run_id),
+            script=plan.argv[-1],
+            env=plan.env,
+            threads=int(plan.env.get("OMP_NUM_THREADS") or 0),
+        )
 
     async def _procs_per_node(self, executor: NodeExecutor, accel: str) -> int:
         if accel != "cuda":

@@ -73,6 +73,19 @@ class TrainerSettings(SandboxedServiceSettings):
     trainer_serving_start_timeout: float = Field(
         120.0, gt=0, description="Seconds an inference server may take to become ready."
     )
+    trainer_warm_workers: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Warm spare sandboxes (torch and transformers imported) kept per local"
+        " node and interpreter for single-process runs; 0 turns warm starts off.",
+    )
+    trainer_warm_min_available_mb: int = Field(
+        2048,
+        ge=0,
+        description="Spares are stopped, and none started, while the host has less memory"
+        " available (MemAvailable) than this.",
+    )
     trainer_public_prefix: str = Field(
         "/api", description="Gateway prefix of the endpoint in ModelDeployed."
     )

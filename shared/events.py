@@ -12,7 +12,8 @@ Versioning rules (enforced by ``tests/unit/shared/test_event_contracts.py`` and 
 4. Renaming, removing or retyping a field is a breaking change: declare the new shape as
    the same class name with ``__version__`` raised by one and register an upcaster from
    the previous version with :func:`upcaster`. Consumers always see the newest version.
-5. Events carry references to secrets (names), never their values.
+5. Events carry references to secrets (names), never their values; a source URL is carried
+   without user info or query string (they may hold credentials or a signed-URL token).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.urls import public_url, scrub_urls
 
 __all__ = [
     "EVENT_TYPES",
@@ -189,6 +192,8 @@ class FetchProgress(EventPayload):
     bytes_done: int
     bytes_total: int | None = None
 
+    _public_source = field_validator("source")(lambda v: public_url(v))
+
 
 class ArtifactRef(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -200,6 +205,8 @@ class ArtifactRef(BaseModel):
     size_bytes: int
     cache_key: str
 
+    _public_source = field_validator("source")(lambda v: public_url(v))
+
 
 class ArtifactsCached(EventPayload):
     artifacts: list[ArtifactRef]
@@ -209,6 +216,9 @@ class ArtifactsFailed(EventPayload):
     source: str
     reason: str
     retryable: bool = False
+
+    _public_source = field_validator("source")(lambda v: public_url(v))
+    _public_reason = field_validator("reason")(lambda v: scrub_urls(v))
 
 
 # --- training ----------------------------------------------------------------------------

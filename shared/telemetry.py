@@ -26,6 +26,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from shared.urls import scrub_urls
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -149,7 +151,9 @@ _SECRET_PATTERNS = [
 
 
 def scrub(text: str) -> str:
-    """Mask credential-looking substrings of ``text``."""
+    """Mask credential-looking substrings of ``text``; URLs lose their user info and query
+    string (a signed URL's token; httpx logs every request's full URL)."""
+    text = scrub_urls(text)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + "***", text)
     return text

@@ -43,6 +43,7 @@ from shared.events import (
 from shared.runtime import ServiceRuntime
 from shared.secrets import SecretStore
 from shared.spec import ProjectSpec, Source
+from shared.urls import public_url, scrub_urls
 
 __all__ = ["JobRunner", "read_credentials"]
 
@@ -215,7 +216,7 @@ class JobRunner:
                     source=source.uri, reason=exc.message, retryable=exc.retryable
                 )
             except Exception as exc:  # unexpected: report, never leave the run hanging
-                log.exception("fetching %s for run %s failed", source.uri, run_id)
+                log.exception("fetching %s for run %s failed", public_url(source.uri), run_id)
                 failure = ArtifactsFailed(
                     source=source.uri,
                     reason=f"Unexpected error while fetching {source.uri} "
@@ -263,7 +264,12 @@ class JobRunner:
             except FetchFailed as exc:
                 if not exc.retryable or attempt == self.attempts or entry.cancelled.is_set():
                     raise
-                log.warning("fetching %s failed (%s); retry %d", source.uri, exc.message, attempt)
+                log.warning(
+                    "fetching %s failed (%s); retry %d",
+                    public_url(source.uri),
+                    scrub_urls(exc.message),
+                    attempt,
+                )
                 await asyncio.sleep(self.retry_delay * attempt)
         raise AssertionError("unreachable")
 

@@ -5,6 +5,7 @@ the size limit, and DNS pinning (the connection goes to the address the guard ch
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from services.fetcher.connectors.url import UrlConnector
 from services.fetcher.errors import FetchFailed
 from shared.events import parse_payload
 from shared.spec import parse_source
+from shared.telemetry import ScrubbingFilter
 from tests.support.hf_server import HubServer
 from tests.unit.fetcher.harness import running_fetcher, spec
 from tests.unit.fetcher.tls_server import TlsFileServer, self_signed
@@ -131,3 +133,42 @@ async def test_allow_listed_https_dataset_through_the_service(
         assert ref.resolved_revision == f.cache.store.name_of_bytes(DATA) == ref.digest
         assert ref.digest != hashlib.sha256(DATA).hexdigest()  # a keyed name, no oracle
         assert b"".join(f.cache.store.read(ref.digest)) == DATA
+
+
+async def test_a_signed_url_token_reaches_no_event_and_no_log(
+    tmp_path: Path,
+    hub: HubServer,
+    cert: tuple[Path, Path],
+    tls: TlsFileServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub.commit("org/tiny", {"config.json": b"{}"})
+    caplog.set_level(logging.DEBUG)
+    async with running_fetcher(
+        tmp_path,
+        hf_endpoint=hub.url,
+        url_ca_bundle=cert[0],
+        fetch_allow_hosts=["localhost"],
+    ) as f:
+        url = f"https://localhost:{tls.port}/files/data.csv?token=secret-signature-42"
+        run_id = await f.start_run(spec("hf://org/tiny", url))
+        done = await f.outcome(run_id)
+        ref = parse_payload(done).artifacts[1]  # type: ignore[attr-defined]
+        assert ref.source == f"https://localhost:{tls.port}/files/data.csv"
+        assert b"".join(f.cache.store.read(ref.digest)) == DATA  # the real URL was fetched
+        events = [e for e in f.events if e.run_id == run_id]
+        assert {e.type for e in events} >= {"FetchProgress", "ArtifactsCached"}
+        assert not [e for e in events if "secret-signature-42" in e.model_dump_json()]
+        missing = url.replace("data.csv", "missing.csv")
+        failed = await f.fetch(spec("hf://org/tiny", missing))
+        assert failed.type == "ArtifactsFailed"
+        assert "secret-signature-42" not in failed.model_dump_json()
+    # the records as the services' log handler writes them (shared.telemetry's filter)
+    logged = []
+    for record in caplog.records:
+        ScrubbingFilter().filter(record)
+        logged.append(logging.Formatter().format(record))
+    # httpx logs each request's full URL: the query string (here the Hub's) is gone
+    assert [line for line in logged if "/tree/" in line]
+    assert not [line for line in logged if "recursive=" in line]
+    assert not [line for line in logged if "secret-signature-42" in line]

@@ -80,8 +80,8 @@ class Downstream:
         message = _error_message(response) or f"{self.name} answered {status}"
         if status == 404:
             raise NotFound(message)
-        if status == 413:
-            raise PayloadTooLarge(message)
+        if status == 413:  # the body limit (too_large) or the fetcher's quota_exceeded
+            raise PayloadTooLarge(message, code=_error_code(response) or PayloadTooLarge.code)
         if status == 409:
             raise Conflict(message)
         if status in (400, 422):
@@ -158,6 +158,17 @@ def parse_answer(model: type[M], body: Any, *, service: str) -> M:
     except ValidationError as exc:
         log.warning("%s answered an unexpected body: %s", service, exc.errors()[:3])
         raise ProviderError(f"{service} service answered an unexpected body") from None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The ``error.code`` of a service's JSON error answer, if it has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and code.isidentifier() else None
 
 
 def _error_message(response: httpx.Response) -> str | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from services.trainer.settings import TrainerSettings
+from services.trainer.ssh_runs import LEASE_SCRIPT, RELEASE_SCRIPT, START_SCRIPT, env_script
 from shared.errors import ProviderError
 from shared.events import NodeInfo
 from shared.sandbox import Sandboxes, SandboxPolicy, sandbox_argv, sandbox_env
@@ -566,7 +567,9 @@ class SSHExecutor(NodeExecutor):
 
     @property
     def run_user(self) -> str | None:
-        """The node's unprivileged run user (None: processes run as the login user)."""
+        """The node's run user (None: processes run as the login user). Its group is the
+        run group (the login user is a member, no run is); each run gets its own uid from
+        the node's pool (:mod:`services.trainer.ssh_runs`)."""
         return self.node.run_user
 
     #: Shell prefix: ``$S`` runs a command as root (empty when the login user is root, else
@@ -577,26 +580,19 @@ class SSHExecutor(NodeExecutor):
         """A shell command line running each of ``commands`` as root, stopping at a failure."""
         return self._ROOT + " && ".join(f"$S {shlex.join(c)}" for c in commands)
 
-    def _handover(self, workspace: str) -> str:
-        """Shell commands giving ``workspace`` to the run user: owner and group the run user,
-        ``2770`` (the login user, a member of the run user's group, still reads and stages
-        into it); the node's workdir ``0710`` to that group (enter, never list)."""
-        user, workdir = self.run_user or "", self.node.workdir
-        return self._as_root(
-            ["mkdir", "-p", posixpath.join(workspace, "home")],
-            ["chgrp", user, workdir],
-            ["chmod", "0710", workdir],
-            ["chown", "-R", "-P", f"{user}:{user}", workspace],
-            ["chmod", "-R", "u+rwX,g+rwX,o-rwx", workspace],
-            ["chmod", "2770", workspace],
-        )
-
     def _handback(self, workspace: str) -> str:
-        """Shell commands giving ``workspace`` back to the login user, ``0700``: a finished
-        run's files are out of every later run's reach."""
+        """Shell commands giving ``workspace`` back to the login user, ``0700``: once the
+        run's processes are gone nothing in it belongs to the run's uid."""
         ws = shlex.quote(workspace)
         return (
             f'{self._ROOT}o="$(id -u):$(id -g)" && $S chown -R -P "$o" {ws} && $S chmod 0700 {ws}'
+        )
+
+    def _is_workspace(self, path: str) -> bool:
+        """Is ``path`` a run or deployment workspace of this node (it holds a uid lease)?"""
+        name = posixpath.basename(path.rstrip("/"))
+        return posixpath.dirname(path.rstrip("/")) == self.node.workdir.rstrip("/") and (
+            name.startswith(("aidp-run-", "aidp-deploy-"))
         )
 
     async def start(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> NodeProcess:
@@ -611,23 +607,27 @@ class SSHExecutor(NodeExecutor):
                 f"aidp: node {self.node.name}: runs as the login user (it cannot create a run"
                 " user; grant passwordless sudo to isolate runs)"
             )
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items())
-        program = f"env {exports} {shlex.join(argv)}"
+        # the environment (the owner's secrets among it) goes through stdin, never an argv
+        exports = env_script(variables)
+        program = f"sh -c {shlex.quote(START_SCRIPT)} sh {shlex.join(argv)}"
         # sshd puts every session in a new session/process group: $$ is the group id.
         if user:
-            # setpriv (util-linux) as root: the run user's uid/gid, no supplementary groups,
-            # no way back up (no_new_privs); umask 007 keeps its files readable by the group
-            drop = shlex.join(
-                ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
-                 "--no-new-privs", "--"]
-            )  # fmt: skip
+            # as root: lease the workspace's own uid and hand the workspace to it; then
+            # setpriv (util-linux): that uid and its own gid, no supplementary groups, no way
+            # back up (no_new_privs)
+            python_dir = posixpath.dirname(argv[0]) if argv and argv[0].startswith("/") else ""
+            lease = shlex.join(["sh", "-c", LEASE_SCRIPT, "sh", cwd, user, user, python_dir])
             command = (
-                f"echo @@pgid $$; {{ {self._handover(cwd)}; }} || exit 126; umask 007;"
-                f" cd {shlex.quote(cwd)} && exec $S {drop} {program}"
+                f"echo @@pgid $$; {self._ROOT}ids=$($S {lease} </dev/null) || exit 126;"
+                ' set -- $ids; [ "$1" = ids ] || exit 126;'
+                f" cd {shlex.quote(cwd)} && exec $S setpriv --reuid=$2 --regid=$3"
+                f" --clear-groups --no-new-privs -- {program}"
             )
         else:
             command = f"echo @@pgid $$; cd {shlex.quote(cwd)} && exec {program}"
         proc = await conn.create_process(f"sh -c {shlex.quote(command)}")
+        proc.stdin.write(exports)
+        proc.stdin.write_eof()
         first = await proc.stdout.readline()
         if not first.startswith("@@pgid "):
             raise ProviderError(f"could not start the process on {self.node.name}", retryable=True)
@@ -704,11 +704,16 @@ class SSHExecutor(NodeExecutor):
         return sorted(line[2:] for line in out.splitlines() if line.startswith("./"))
 
     async def remove_tree(self, path: str) -> None:
-        remove = ["rm", "-rf", "--", path]
-        # files the run user made may not be the login user's to remove
-        await self.run(
+        remove: list[str] = ["rm", "-rf", "--", path]
+        if self.run_user and self._is_workspace(path):
+            # the workspace goes, and with it its uid lease (and what still runs as it)
+            remove = ["sh", "-c", RELEASE_SCRIPT, "sh", path]
+        # files the run's uid made may not be the login user's to remove
+        code, _, err = await self.run(
             ["sh", "-c", self._as_root(remove)] if self.run_user else remove, timeout=120
         )
+        if code:
+            raise ProviderError(f"could not remove {path} on {self.node.name}: {err[-300:]}")
 
     async def free_port(self) -> int:
         code, out, err = await self.run(

@@ -88,6 +88,12 @@ async def test_two_hosts_configured_over_ssh(
     workdir = Path(node["workdir"])
     assert workdir.stat().st_mode & 0o777 == 0o710  # enter, never list; nothing for others
     assert workdir.stat().st_gid == grp.getgrnam("aidp-run").gr_gid
+    # the per-run uid pool: a root-only lease folder and its range (node_base's defaults)
+    pool = Path("/var/lib/aidp/run-uids")
+    assert pool.stat().st_mode & 0o777 == 0o700 and pool.stat().st_uid == 0
+    assert (pool / "range").read_text().split() == ["4000000", "256"]
+    assert (pool / "range").stat().st_mode & 0o777 == 0o600
+    assert (pool / "leases").is_dir()
     python = ready["env"]["python"]
     assert python.startswith(str(ssh_settings.ssh_node_root))
     # The environment answers over SSH on each host.

@@ -6,6 +6,8 @@ node workdir is a temporary folder here; every byte still travels over SSH/SFTP.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import pwd
 import shutil
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from services.trainer import ssh_runs
 from services.trainer.models import Checkpoint, ModelVersion
 from services.trainer.nodes import SSHExecutor
 from services.trainer.staging import stage_manifest, store_tree
@@ -236,7 +239,8 @@ async def test_training_over_ssh_runs_as_the_run_user(
     tiny_files: tuple[Path, Path],
     run_user_node_paths: tuple[Path, str],
 ) -> None:
-    run_uid = ensure_run_user()
+    ensure_run_user()
+    ensure_run_uid_pool()
     workdir, python = run_user_node_paths
     node = ssh_node(host, workdir).model_copy(update={"python": python, "run_user": RUN_USER})
     # another run's workspace, staged as the trainer stages (over SSH, as the login user)
@@ -249,8 +253,13 @@ async def test_training_over_ssh_runs_as_the_run_user(
     assert other.parent.parent.stat().st_mode & 0o077 == 0  # 0700: only the login user's
 
     targets = {
-        "read": [str(host.authorized_keys), "/root/.ssh/authorized_keys", str(other)],
-        "list": [str(workdir), str(other.parent.parent), "/root"],
+        "read": [
+            str(host.authorized_keys),
+            "/root/.ssh/authorized_keys",
+            str(other),
+            str(RUN_UID_DIR / "range"),
+        ],
+        "list": [str(workdir), str(other.parent.parent), "/root", str(RUN_UID_DIR)],
         "write": [str(other.parent / "written.txt")],
     }
     spec = hostile_spec(targets)
@@ -275,8 +284,9 @@ async def test_training_over_ssh_runs_as_the_run_user(
             raise AssertionError(f"{exc}; log tail: {ev.logs(run_id)[-40:]}") from None
         logs = ev.logs(run_id)
         report = parse_report(logs)
-        assert report["uid"] == run_uid != 0, report
-        assert report["gid"] == pwd.getpwnam(RUN_USER).pw_gid
+        # the run's own uid from the node's pool, its own gid, no groups
+        assert POOL_FIRST <= report["uid"] < POOL_FIRST + POOL_COUNT, report
+        assert report["gid"] == report["uid"], report
         assert report["escapes"] == [], report["escapes"]
         assert len(report["attempts"]) >= 9, report["attempts"]
         assert not (other.parent / "written.txt").exists()
@@ -285,12 +295,204 @@ async def test_training_over_ssh_runs_as_the_run_user(
         assert completed.payload["model_version"]
         with trainer.app.state.runtime.db.session() as session:
             assert session.exec(select(ModelVersion).where(ModelVersion.run_id == run_id)).all()
-        await ev.wait_for(
-            lambda: not (workdir / f"aidp-run-{run_id}").exists(), what="workspace removed"
-        )
+        workspace = str(workdir / f"aidp-run-{run_id}")
+        await ev.wait_for(lambda: not Path(workspace).exists(), what="workspace removed")
+        # its uid goes back to the pool (the release removes the workspace first)
+        await ev.wait_for(lambda: lease_of(workspace) is None, what="uid lease released")
     assert other.read_bytes() == b"another run's plaintext"
     assert workdir.stat().st_mode & 0o007 == 0  # the node workdir is not world-readable
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+# -- one uid per run, the environment through stdin (issue 11, SSH nodes) -----------------
+
+RUN_UID_DIR = Path(ssh_runs.RUN_UID_DIR)
+POOL_FIRST, POOL_COUNT = 4_000_000, 256  # node_base's defaults (aidp_run_uid_first/count)
+
+
+def ensure_run_uid_pool() -> None:
+    """The node's per-run uid pool, made as node_base makes it (the sshd hosts share this
+    machine's filesystem): a root-only folder with the range and the leases."""
+    (RUN_UID_DIR / "leases").mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(RUN_UID_DIR, 0o700)
+    range_file = RUN_UID_DIR / "range"
+    if not range_file.exists():
+        range_file.write_text(f"{POOL_FIRST} {POOL_COUNT}\n")
+        os.chmod(range_file, 0o600)
+
+
+def lease_of(workspace: str) -> int | None:
+    """The uid leased to ``workspace`` on the node (None: no lease)."""
+    for lease in (RUN_UID_DIR / "leases").iterdir():
+        held = lease / "workspace"
+        if held.exists() and held.read_text().strip() == workspace:
+            return int(lease.name)
+    return None
+
+
+#: Run as a run's uid: tries the other run's workspace, the login user's keys and the lease
+#: folder, checks its secret arrived, leaves a file in /tmp, then stays alive a few seconds
+#: (the test looks for the secret in every process's argv meanwhile).
+PROBE = r"""
+import json, os, sys, time
+peer, wait, keys = sys.argv[1], sys.argv[2] == "wait", sys.argv[3:]
+me = os.getuid()
+deadline = time.time() + (60 if wait else 0)
+owner = None
+while time.time() < deadline:  # until the peer's workspace is handed to its own uid
+    try:
+        owner = os.stat(peer).st_uid
+    except OSError:
+        owner = None
+    if owner not in (None, 0, me):
+        break
+    time.sleep(0.1)
+attempts, escapes = [], []
+def attempt(name, action):
+    attempts.append(name)
+    try:
+        result = action()
+    except OSError:
+        return
+    escapes.append(f"{name}: {str(result)[:80]}")
+attempt("read peer", lambda: open(os.path.join(peer, "data", "private.txt")).read())
+attempt("list peer", lambda: os.listdir(peer))
+attempt("write peer", lambda: open(os.path.join(peer, "planted.txt"), "w").write("x"))
+attempt("list workdir", lambda: os.listdir(os.path.dirname(peer)))
+attempt("list leases", lambda: os.listdir("/var/lib/aidp/run-uids"))
+attempt("read range", lambda: open("/var/lib/aidp/run-uids/range").read())
+for key in keys:
+    attempt(f"read {key}", lambda: open(key).read())
+    attempt(f"list {os.path.dirname(key)}", lambda: os.listdir(os.path.dirname(key)))
+with open(f"/tmp/aidp-probe-{me}", "w") as fh:
+    fh.write("left behind")
+secret = os.environ.get("AIDP_TEST_SECRET", "")
+print("REPORT " + json.dumps({
+    "uid": me, "gid": os.getgid(), "groups": os.getgroups(), "peer_owner": owner,
+    "attempts": attempts, "escapes": escapes, "secret_ok": secret.startswith("s3cr3t-"),
+    "home": os.environ.get("HOME"),
+}), flush=True)
+time.sleep(3 if wait else 0)
+"""
+
+
+async def _start_probe(
+    executor: SSHExecutor,
+    ws: str,
+    peer: str,
+    python: str,
+    secret: str,
+    keys: list[str],
+    *,
+    wait: bool = False,
+) -> Any:
+    """Start :data:`PROBE` in ``ws``; ``wait``: until ``peer`` belongs to a live run."""
+    argv = [python, "-u", f"{ws}/src/probe.py", peer, "wait" if wait else "now", *keys]
+    return await executor.start(argv, cwd=ws, env={"AIDP_TEST_SECRET": secret})
+
+
+async def _report(proc: Any) -> dict[str, Any]:
+    lines = [line.text async for line in proc.lines()]
+    code = await proc.wait()
+    reports = [json.loads(t.split(" ", 1)[1]) for t in lines if t.startswith("REPORT ")]
+    assert code == 0 and len(reports) == 1, (code, lines[-20:])
+    return dict(reports[0])
+
+
+def _argv_of_every_process() -> tuple[str, int]:
+    """Every process's command line on the node (this machine's pid namespace) and how many
+    of them are probes."""
+    texts = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            texts.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    probes = sum("probe.py" in t for t in texts)
+    return "\n".join([*texts, listing]), probes
+
+
+async def test_concurrent_runs_on_one_ssh_node_get_their_own_uids(
+    tmp_path: Path,
+    host: SshHost,
+    client_key: Path,
+    known_hosts: Path,
+    run_user_node_paths: tuple[Path, str],
+) -> None:
+    ensure_run_user()
+    ensure_run_uid_pool()
+    workdir, python = run_user_node_paths
+    node = ssh_node(host, workdir).model_copy(update={"python": python, "run_user": RUN_USER})
+    keys = [str(host.authorized_keys), "/root/.ssh/authorized_keys"]
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    ws = {name: str(workdir / f"aidp-run-{uuid.uuid4()}") for name in "abcd"}
+    execs = {
+        name: SSHExecutor(node, client_keys=[str(client_key)], known_hosts=str(known_hosts))
+        for name in ws
+    }
+    try:
+        for name, path in ws.items():  # staged as the trainer stages: as the login user
+            await execs[name].write_chunks(f"{path}/data/private.txt", _chunks(name.encode()))
+            await execs[name].write_chunks(f"{path}/src/probe.py", _chunks(PROBE.encode()))
+
+        # two runs at once: each tries the other's workspace while both live
+        a, b = await asyncio.gather(
+            _start_probe(execs["a"], ws["a"], ws["b"], python, secret, keys, wait=True),
+            _start_probe(execs["b"], ws["b"], ws["a"], python, secret, keys, wait=True),
+        )
+        reading = asyncio.ensure_future(asyncio.gather(_report(a), _report(b)))
+        seen_probes = 0
+        while not reading.done():
+            argv_text, probes = await asyncio.to_thread(_argv_of_every_process)
+            assert secret not in argv_text
+            seen_probes = max(seen_probes, probes)
+            await asyncio.sleep(0.05)
+        report_a, report_b = await reading
+        assert seen_probes >= 2  # the argv scan ran while both runs lived
+        for report, peer in ((report_a, report_b), (report_b, report_a)):
+            assert POOL_FIRST <= report["uid"] < POOL_FIRST + POOL_COUNT, report
+            assert report["gid"] == report["uid"] and report["groups"] == [], report
+            assert report["peer_owner"] == peer["uid"], report  # tried once the peer's lived
+            assert report["escapes"] == [], report["escapes"]
+            assert len(report["attempts"]) == 10, report["attempts"]
+            assert report["secret_ok"], "the secret did not reach the process"
+        assert report_a["uid"] != report_b["uid"]
+        assert report_a["home"] == f"{ws['a']}/home"
+        assert not (Path(ws["b"]) / "planted.txt").exists()
+        assert (Path(ws["a"]) / "data" / "private.txt").read_bytes() == b"a"
+        uid_a = report_a["uid"]
+        assert lease_of(ws["a"]) == uid_a and lease_of(ws["b"]) == report_b["uid"]
+        # its processes gone, the workspace is the login user's again
+        assert Path(ws["a"]).stat().st_uid == 0 and Path(ws["a"]).stat().st_mode & 0o077 == 0
+
+        # removing the workspace releases its uid (and what it left in /tmp): a third run
+        # gets it again
+        assert Path(f"/tmp/aidp-probe-{uid_a}").exists()
+        await execs["a"].remove_tree(ws["a"])
+        assert not Path(ws["a"]).exists() and lease_of(ws["a"]) is None
+        assert not Path(f"/tmp/aidp-probe-{uid_a}").exists()
+        report_c = await _report(
+            await _start_probe(execs["c"], ws["c"], ws["b"], python, secret, keys)
+        )
+        assert report_c["uid"] == uid_a and report_c["escapes"] == []
+
+        # a stale lease (its workspace vanished without a release, nothing runs as it) is
+        # recovered by the next run
+        shutil.rmtree(ws["c"])
+        assert lease_of(ws["c"]) == uid_a
+        report_d = await _report(
+            await _start_probe(execs["d"], ws["d"], ws["b"], python, secret, keys)
+        )
+        assert report_d["uid"] == uid_a and lease_of(ws["c"]) is None
+        for name in ("b", "d"):
+            await execs[name].remove_tree(ws[name])
+            assert lease_of(ws[name]) is None
+    finally:
+        for name, executor in execs.items():
+            if Path(ws[name]).exists():
+                await executor.remove_tree(ws[name])
+            await executor.close()

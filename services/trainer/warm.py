@@ -139,6 +139,22 @@ class WarmPool:
         self._starting: dict[tuple[str, str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.claimed = 0  #: runs started in a spare (for tests and benchmarks)
+        self._watcher: asyncio.Task[None] | None = None
+
+    #: How often the pool checks the host's available memory while it holds spares.
+    WATCH_SECONDS = 2.0
+
+    async def _watch_memory(self) -> None:
+        """Stop every spare as soon as the host runs short of memory."""
+        while any(self._spares.values()) or any(self._starting.values()):
+            if available_memory_mb() < self.min_available_mb:
+                log.warning("low memory: stopping %d warm spare(s)", self.count())
+                self.release_all()
+            await asyncio.sleep(self.WATCH_SECONDS)
+
+    def count(self) -> int:
+        """Spares held (ready or importing)."""
+        return sum(len(v) for v in self._spares.values())
 
     def eligible(self, executor: object, *, task: str, nnodes: int, nproc: int) -> bool:
         """Does a launch qualify: a built-in task, one local sandboxed process."""
@@ -165,6 +181,8 @@ class WarmPool:
             task = asyncio.ensure_future(self._start_spare(executor, python, key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.ensure_future(self._watch_memory())
 
     async def _start_spare(self, executor: LocalExecutor, python: str, key: Any) -> None:
         try:
@@ -247,6 +265,8 @@ class WarmPool:
         return sum(s.alive() for s in self._spares.get(_key(executor, python), []))
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         self.release_all()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

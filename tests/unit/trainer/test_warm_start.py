@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.nodes import LocalExecutor, LocalSandbox, sandboxes_for
-from shared.events import EnvInfo, NodesReady, ProjectCreated
+from shared.events import EnvInfo, NodeInfo, NodesReady, ProjectCreated
 from tests.unit.trainer.conftest import PYTHON, Harness, text_spec
 
 pytestmark = pytest.mark.slow
@@ -62,3 +62,30 @@ async def test_second_run_starts_warm_and_trains_like_a_cold_one(trainer: Harnes
     logs = " ".join(str(e.payload) for e in ev.of("TrainingLog", warm))
     assert "aidp: checkpoint" not in logs and "Traceback" not in logs, logs[-2000:]
     assert ev.of("TrainingStarted", warm)[0].payload["world_size"] == 1
+
+
+async def test_no_spare_under_memory_pressure_and_only_eligible_launches(tmp_path: Path) -> None:
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.warm import WarmPool, available_memory_mb
+
+    settings = TrainerSettings(data_dir=tmp_path / "data")
+    node = NodeInfo(name="n", address="127.0.0.1", workdir=str(tmp_path), python=PYTHON)
+    local = LocalExecutor(
+        node, sandbox=LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
+    )
+    # more memory demanded than the host has: nothing is started, nothing is claimed
+    pool = WarmPool(size=2, min_available_mb=available_memory_mb() + (1 << 20))
+    pool.replenish(local, PYTHON)
+    assert pool.count() == 0 and not pool._tasks
+    assert await pool.claim(local, PYTHON, str(tmp_path / "aidp-run-x")) is None
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("aidp-warm-")]
+    await pool.close()
+
+    on = WarmPool(size=1, min_available_mb=0)
+    assert on.eligible(local, task="text-classification", nnodes=1, nproc=1)
+    assert not on.eligible(local, task="custom", nnodes=1, nproc=1)
+    assert not on.eligible(local, task="causal-lm", nnodes=2, nproc=1)
+    assert not on.eligible(local, task="causal-lm", nnodes=1, nproc=2)
+    assert not on.eligible(LocalExecutor(node), task="causal-lm", nnodes=1, nproc=1)
+    off = WarmPool(size=0, min_available_mb=0)
+    assert not off.eligible(local, task="text-classification", nnodes=1, nproc=1)

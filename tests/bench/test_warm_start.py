@@ -53,7 +53,10 @@ def _summary(values: list[float]) -> str:
     return f"{min(values):.2f}/{statistics.median(values):.2f}/{max(values):.2f} s"
 
 
-async def test_warm_start_first_progress(tmp_path: Path, tiny_files: tuple[Path, Path]) -> None:
+async def test_warm_start_first_progress(
+    tmp_path: Path,
+    tiny_files: tuple[Path, Path],  # noqa: F811 - the imported fixture
+) -> None:
     async with running_trainer(tmp_path, tiny_files) as trainer:
         jobs = trainer.app.state.trainer.jobs
         pool = jobs.warm

@@ -35,6 +35,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,24 @@ class _Sealer:
         self._out.write(self._view[:n])
         self._counter += 1
 
+    def seal_into(
+        self,
+        piece: bytes | bytearray | memoryview,
+        dest: memoryview,
+        *,
+        last: bool,
+        digest: bytes = b"",
+    ) -> int:
+        """Like :meth:`seal`, into ``dest`` instead of the output; returns bytes written."""
+        if self._counter >= _MAX_CHUNKS:
+            raise ValueError("stream too long for one data key (2**32 chunks)")
+        nonce = self._header.nonce_prefix + _COUNTER.pack(self._counter, 1 if last else 0)
+        aad = self._header.raw + digest if last else self._header.raw
+        n = len(piece) + TAG_SIZE
+        self._aead.encrypt_into(nonce, piece, aad, dest[:n])
+        self._counter += 1
+        return n
+
 
 def _pieces(
     chunks: Iterable[bytes | bytearray | memoryview], size: int
@@ -300,30 +319,82 @@ def encrypt_reader(
     hash_sha256: bool = False,
     name_of: Callable[[bytes], bytes] | None = None,
 ) -> EncryptResult:
-    """Like :func:`encrypt_stream` for a readable binary file, reading large blocks in place."""
+    """Like :func:`encrypt_stream` for a readable binary file, pipelined: while this thread
+    encrypts one block (about 1 MiB) into an output buffer, a helper thread hashes it
+    (hashlib releases the GIL) and another writes the previous block's ciphertext in one
+    write. The output is byte for byte what :func:`encrypt_stream` would write. A file of
+    one block or less is done in this thread (no helper threads)."""
+    if bind_sha256 and name_of is not None:
+        raise ValueError("bind either the sha256 or a keyed name, not both")
+    flags = FLAG_BINDS_SHA256 if bind_sha256 else FLAG_BINDS_NAME if name_of else 0
     block = max(chunk_size, (_READ_BLOCK // chunk_size) * chunk_size)
-    bufs = (bytearray(block), bytearray(block))
-
-    def blocks() -> Iterator[memoryview]:
-        i = 0
+    # three input buffers: one being read, one being hashed and encrypted, one whose hash
+    # may still run; two output buffers: one being filled, one being written
+    ins = [bytearray(block) for _ in range(3)]
+    outs = [bytearray((block // chunk_size) * (chunk_size + TAG_SIZE)) for _ in range(2)]
+    header = Header.new(
+        key_name=key_name, wrapped_key=wrapped_key, chunk_size=chunk_size, flags=flags
+    )
+    sealer = _Sealer(data_key, header, out)
+    hasher = hashlib.sha256() if (hash_sha256 or flags) else None
+    n = _readinto_full(inp, ins[0])
+    following = _readinto_full(inp, ins[1]) if n == block else 0
+    pool = ThreadPoolExecutor(2, thread_name_prefix="aidp-encrypt") if following else None
+    hashing: Future[None] | None = None
+    writing: Future[int | None] | None = None
+    size, digest, bound, index = 0, b"", b"", 0
+    out.write(header.raw)
+    try:
         while True:
-            buf = bufs[i]
-            n = _readinto_full(inp, buf)
-            if n == 0:
-                return
-            yield memoryview(buf)[:n]
-            i ^= 1
-
-    return encrypt_stream(
-        blocks(),
-        out,
-        data_key=data_key,
-        wrapped_key=wrapped_key,
-        key_name=key_name,
-        chunk_size=chunk_size,
-        bind_sha256=bind_sha256,
-        hash_sha256=hash_sha256,
-        name_of=name_of,
+            current = memoryview(ins[index % 3])[:n]
+            last_block = following == 0
+            if hasher is not None:
+                if pool is None:
+                    hasher.update(current)
+                else:
+                    if hashing is not None:
+                        hashing.result()
+                    hashing = pool.submit(hasher.update, current)
+            target = memoryview(outs[index % 2])
+            filled, offset = 0, 0
+            while True:
+                piece = current[offset : offset + chunk_size]
+                last = last_block and offset + chunk_size >= n
+                if last and hasher is not None:
+                    if hashing is not None:
+                        hashing.result()
+                    digest = hasher.digest()
+                    bound = name_of(digest) if name_of is not None else digest
+                    if len(bound) != 32:
+                        raise ValueError("a bound name must be 32 bytes")
+                filled += sealer.seal_into(
+                    piece, target[filled:], last=last, digest=bound if flags else b""
+                )
+                offset += chunk_size
+                if offset >= n:
+                    break
+            if writing is not None:
+                writing.result()
+            if pool is None:
+                out.write(target[:filled])
+            else:
+                writing = pool.submit(out.write, target[:filled])
+            size += n
+            if last_block:
+                break
+            index += 1
+            n = following
+            # the buffer read next was hashed two blocks ago: that hash has finished
+            following = _readinto_full(inp, ins[(index + 1) % 3]) if n == block else 0
+        if writing is not None:
+            writing.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    return EncryptResult(
+        size=size,
+        sha256=digest.hex() if hasher is not None else None,
+        name=bound.hex() if name_of is not None else None,
     )
 
 

@@ -1,7 +1,23 @@
-"""WebSocket fan-out: 100 subscribers of one project, TrainingProgress published on
-RabbitMQ at 1,000/s for AIDP_BENCH_SECONDS (default 30) seconds, through a gateway
-process on PostgreSQL. Prints delivered messages/s, p50/p99 publish→receipt latency,
-and messages lost (must be 0)."""
+"""WebSocket fan-out (issue 14 item 1): 100 subscribers of one project, TrainingProgress
+published on RabbitMQ at a fixed rate, through gateway processes on PostgreSQL.
+
+Scenarios, each AIDP_BENCH_ROUNDS (default 3) rounds of AIDP_BENCH_SECONDS (default 10)
+seconds, min/median/max printed:
+
+- one replica at 500 events/s and at 1,000 events/s;
+- two replicas at 1,000 events/s (the subscribers split between them).
+
+The yardstick is a raw aio-pika consumer of the same events in the same round (its own
+queue on the same exchange): "ingest" is the events per second that reached a subscriber
+(publish start → last receipt), and its ratio to the raw consumer's. Latency is
+publish → receipt. Subscribers opt into batch messages (``"batch": true``); a server
+that ignores the option (an older gateway) is measured the same way.
+
+Asserted: nothing lost, nothing out of order. The issue's goals (ingest ≥ 0.95 of raw,
+p99 < 100 ms at 500/s; ≥ 0.9 and p99 < 1 s at 1,000/s; two replicas ≥ 1.6 × one) are
+printed as met or not, and asserted only with AIDP_BENCH_STRICT=1 (a quiet machine): on a
+shared 2-core machine they measure the neighbours as much as the gateway.
+"""
 
 from __future__ import annotations
 
@@ -9,48 +25,33 @@ import asyncio
 import json
 import multiprocessing
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 import websockets
 
 from shared.bus import create_bus
+from shared.bus.base import EXCHANGE
 from shared.events import TrainingProgress, new_event
 from shared.internal import register_inproc, unregister_inproc
 from tests.integration.gateway.conftest import SPEC, gateway_process, server_thread
 from tests.unit.gateway.authstub import AuthStub
 
-pytestmark = [pytest.mark.bench, pytest.mark.integration]
+pytestmark = [pytest.mark.bench, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 SUBSCRIBERS = int(os.environ.get("AIDP_BENCH_SUBSCRIBERS", "100"))
-RATE = 1000  # events per second
-SECONDS = float(os.environ.get("AIDP_BENCH_SECONDS", "30"))
-
-
-@pytest.fixture
-def gateway(
-    tmp_path: Path, postgres_url: str, amqp_url: str, bao_server: tuple[str, str]
-) -> Iterator[tuple[str, AuthStub]]:
-    stub = AuthStub()
-    name = f"bench-auth-{uuid.uuid4().hex[:6]}"
-    register_inproc(name, stub.app)
-    with server_thread(stub.app) as auth_url:
-        with gateway_process(
-            tmp_path,
-            postgres_url=postgres_url,
-            amqp_url=amqp_url,
-            auth_url=auth_url,
-            bao=bao_server,
-            # measure delivery, not the slow-client policy: a deep per-client queue
-            env={"AIDP_WS_SEND_QUEUE": "200000", "AIDP_WS_SEND_TIMEOUT": "60"},
-        ) as url:
-            yield url, stub
-    unregister_inproc(name)
+SECONDS = float(os.environ.get("AIDP_BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("AIDP_BENCH_ROUNDS", "3"))
+STRICT = os.environ.get("AIDP_BENCH_STRICT") == "1"
+QUIET_FOR = 20.0  # seconds without a new receipt: what is missing is lost, not late
 
 
 class Subscriber:
@@ -61,88 +62,140 @@ class Subscriber:
         self.latencies: list[float] = []
         self.last_at = 0.0
 
+    def take(self, message: dict[str, Any], now: float) -> None:
+        if message["type"] == "batch":
+            for frame in message["frames"]:
+                self.take(frame, now)
+            return
+        if message["type"] != "event":
+            return
+        seq = message["seq"]
+        if self.last_seq and seq != self.last_seq + 1:
+            self.out_of_order += 1
+        self.last_seq = seq
+        self.count += 1
+        self.last_at = now
+        self.latencies.append(now - message["event"]["payload"]["metrics"]["t"])
+
     async def run(
         self, ws_url: str, token: str, project_id: str, expected: int, subscribed: list[int]
     ) -> None:
         async with websockets.connect(ws_url, max_queue=None, max_size=None) as ws:
             await ws.send(json.dumps({"type": "auth", "token": token}))
-            await ws.send(json.dumps({"type": "subscribe", "project_id": project_id, "after": 1}))
+            await ws.send(
+                json.dumps(
+                    {"type": "subscribe", "project_id": project_id, "after": 1, "batch": True}
+                )
+            )
             while json.loads(await ws.recv())["type"] != "subscribed":
                 pass
             subscribed[0] += 1
             while self.count < expected:
-                message = json.loads(await ws.recv())
-                now = time.time()
-                if message["type"] != "event":
-                    continue
-                seq = message["seq"]
-                if self.last_seq and seq != self.last_seq + 1:
-                    self.out_of_order += 1
-                self.last_seq = seq
-                self.count += 1
-                self.last_at = now
-                self.latencies.append(now - message["event"]["payload"]["metrics"]["t"])
+                self.take(json.loads(await ws.recv()), time.time())
 
 
 def _subscribers_main(
-    ws_url: str, token: str, project_id: str, expected: int, timeout: float, pipe: Any
+    ws_urls: list[str], token: str, project_id: str, expected: int, timeout: float, pipe: Any
 ) -> None:
-    """Child process: run every subscriber, say when all are subscribed, report stats."""
+    """Child process: run every subscriber (round-robin over ``ws_urls``), say when all are
+    subscribed, get the publish start time back, report stats."""
 
     async def main() -> dict[str, Any]:
         subscribers = [Subscriber() for _ in range(SUBSCRIBERS)]
         subscribed = [0]
         tasks = [
-            asyncio.create_task(s.run(ws_url, token, project_id, expected, subscribed))
-            for s in subscribers
+            asyncio.create_task(
+                s.run(ws_urls[i % len(ws_urls)], token, project_id, expected, subscribed)
+            )
+            for i, s in enumerate(subscribers)
         ]
         while subscribed[0] < SUBSCRIBERS:
             await asyncio.sleep(0.05)
         pipe.send("ready")
         first = time.time()
-        # wait until every message arrived, or until nothing arrived for 30 s (then what is
-        # missing is lost, not late); ``timeout`` bounds the whole wait
         last_total, last_change = -1, time.monotonic()
         while not all(t.done() for t in tasks) and time.time() - first < timeout:
-            await asyncio.sleep(1)
+            await asyncio.sleep(0.5)
             total = sum(s.count for s in subscribers)
             if total != last_total:
                 last_total, last_change = total, time.monotonic()
-            elif time.monotonic() - last_change > 30:
+            elif time.monotonic() - last_change > QUIET_FOR:
                 break
-        last_at = max((s.last_at for s in subscribers), default=first)
+        for task in tasks:
+            task.cancel()
         latencies = sorted(x for s in subscribers for x in s.latencies)
         return {
             "delivered": sum(s.count for s in subscribers),
             "out_of_order": sum(s.out_of_order for s in subscribers),
-            "elapsed": last_at - first,
-            "p50": latencies[len(latencies) // 2] if latencies else None,
-            "p99": latencies[int(len(latencies) * 0.99)] if latencies else None,
+            "last_at": max((s.last_at for s in subscribers), default=first),
+            "p50": latencies[len(latencies) // 2] if latencies else float("inf"),
+            "p99": latencies[int(len(latencies) * 0.99)] if latencies else float("inf"),
+            # the last tenth of receipts: a growing backlog shows as a late tail
+            "tail_p50": _tail_p50(subscribers),
         }
 
     pipe.send(asyncio.run(main()))
 
 
-async def _publish(amqp_url: str, project: dict[str, Any], total: int) -> float:
+def _tail_p50(subscribers: list[Subscriber]) -> float:
+    tails = sorted(x for s in subscribers for x in s.latencies[len(s.latencies) * 9 // 10 :])
+    return tails[len(tails) // 2] if tails else float("inf")
+
+
+class RawConsumer:
+    """The yardstick: a bare aio-pika consumer of the same events (parse, ack)."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.count = 0
+        self.last_at = 0.0
+        self.latencies: list[float] = []
+
+    async def __aenter__(self) -> RawConsumer:
+        self.connection = await aio_pika.connect(self.amqp_url)
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, TrainingProgress.event_type())
+        await queue.consume(self._on_message)
+        return self
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        body = json.loads(message.body)
+        now = time.time()
+        self.count += 1
+        self.last_at = now
+        self.latencies.append(now - body["payload"]["metrics"]["t"])
+        await message.ack()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+
+async def _publish(amqp_url: str, project: dict[str, Any], total: int, rate: int) -> float:
     bus = create_bus(amqp_url)
     await bus.connect()
     pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
-    batch = 10
     start = time.monotonic()
     sent = 0
     try:
         while sent < total:
-            due = start + sent / RATE
-            delay = due - time.monotonic()
+            delay = start + sent / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            # everything due by now in one batch (confirms in flight together): a slow
+            # confirm round trip on a busy machine must not lower the publish rate
+            due = int((time.monotonic() - start) * rate) + 1 - sent
             envelopes = [
                 new_event(
                     TrainingProgress(step=sent + i, metrics={"t": time.time()}),
                     project_id=pid,
                     run_id=rid,
                 )
-                for i in range(min(batch, total - sent))
+                for i in range(max(1, min(due, 500, total - sent)))
             ]
             results = await bus.publish_many(envelopes)
             assert not any(results), results
@@ -152,61 +205,164 @@ async def _publish(amqp_url: str, project: dict[str, Any], total: int) -> float:
     return time.monotonic() - start
 
 
-async def test_ws_fanout(gateway: tuple[str, AuthStub], amqp_url: str) -> None:
-    url, stub = gateway
-    user_id, email = stub.user()
-    token = stub.token(user_id, email, exp=int(time.time()) + 3600)
-    async with httpx.AsyncClient(timeout=30) as http:
-        r = await http.post(
-            f"{url}/api/projects",
-            json={"name": "bench", "spec": SPEC},
-            headers={"Authorization": f"Bearer {token}"},
+class Bench:
+    def __init__(self, tmp_path: Path, urls: list[str], stub: AuthStub, amqp_url: str) -> None:
+        self.tmp_path = tmp_path
+        self.urls = urls
+        self.stub = stub
+        self.amqp_url = amqp_url
+        user_id, email = stub.user()
+        self.token = stub.token(user_id, email, exp=int(time.time()) + 3600)
+
+    async def round(self, rate: int, replicas: int) -> dict[str, Any]:
+        """One measurement: a fresh project, subscribers on ``replicas`` gateways."""
+        urls = self.urls[:replicas]
+        async with httpx.AsyncClient(timeout=60) as http:
+            r = await http.post(
+                f"{urls[0]}/api/projects",
+                json={"name": "bench", "spec": SPEC},
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
+            assert r.status_code == 201, r.text
+            project = r.json()
+        total = int(rate * SECONDS)
+        ws_urls = [u.replace("http", "ws") + "/api/ws" for u in urls]
+        drain = 120 + SECONDS * 10
+        spawn = multiprocessing.get_context("spawn")
+        parent, child = spawn.Pipe()
+        proc = spawn.Process(
+            target=_subscribers_main,
+            args=(ws_urls, self.token, project["id"], total, drain, child),
         )
-        assert r.status_code == 201, r.text
-        project = r.json()
-    total = int(RATE * SECONDS)
-    ws_url = url.replace("http", "ws") + "/api/ws"
-    drain = 600 + SECONDS * 10
-    parent, child = multiprocessing.get_context("spawn").Pipe()
-    proc = multiprocessing.get_context("spawn").Process(
-        target=_subscribers_main, args=(ws_url, token, project["id"], total, drain, child)
-    )
-    proc.start()
-    try:
-        assert await asyncio.to_thread(parent.poll, 60) and parent.recv() == "ready"
-        sampler = asyncio.create_task(_sample(url))
-        publish_seconds = await _publish(amqp_url, project, total)
-        assert await asyncio.to_thread(parent.poll, drain + 30)
-        stats = parent.recv()
-        sampler.cancel()
-    finally:
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-    delivered = stats["delivered"]
-    lost = total * SUBSCRIBERS - delivered
+        proc.start()
+        try:
+            assert await asyncio.to_thread(parent.poll, 120) and parent.recv() == "ready"
+            async with RawConsumer(self.amqp_url) as raw:
+                start = time.time()
+                publish_seconds = await _publish(self.amqp_url, project, total, rate)
+                assert await asyncio.to_thread(parent.poll, drain + 60)
+                stats = parent.recv()
+        finally:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+        per_subscriber = stats["delivered"] / SUBSCRIBERS
+        raw_rate = raw.count / max(raw.last_at - start, 1e-9)
+        ingest = per_subscriber / max(stats["last_at"] - start, 1e-9)
+        raw_lat = sorted(raw.latencies)
+        return {
+            "published_rate": total / publish_seconds,
+            "ingest": ingest,
+            "raw": raw_rate,
+            "ratio": ingest / raw_rate if raw_rate else 0.0,
+            "raw_p99": raw_lat[int(len(raw_lat) * 0.99)] if raw_lat else float("inf"),
+            "lost": total * SUBSCRIBERS - stats["delivered"],
+            **stats,
+        }
+
+
+def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return "/".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def _report(name: str, rounds: list[dict[str, Any]]) -> None:
     print(
-        f"\nWS fan-out: {SUBSCRIBERS} subscribers, {total} TrainingProgress events published at "
-        f"{total / publish_seconds:.0f}/s over {publish_seconds:.1f}s on RabbitMQ\n"
-        f"  delivered {delivered} messages in {stats['elapsed']:.1f}s = "
-        f"{delivered / stats['elapsed']:,.0f} msgs/s\n"
-        f"  latency publish->receipt p50 {stats['p50'] * 1000:.0f} ms, "
-        f"p99 {stats['p99'] * 1000:.0f} ms\n"
-        f"  lost {lost}, out of order {stats['out_of_order']}"
+        f"\n{name} ({len(rounds)} rounds, min/median/max, load {os.getloadavg()[0]:.1f}):\n"
+        f"  published {_spread([r['published_rate'] for r in rounds], '{:.0f}')}/s; "
+        f"gateway ingest {_spread([r['ingest'] for r in rounds], '{:.0f}')}/s; "
+        f"raw consumer {_spread([r['raw'] for r in rounds], '{:.0f}')}/s\n"
+        f"  ingest / raw {_spread([r['ratio'] for r in rounds])}\n"
+        f"  publish->receipt p50 {_spread([r['p50'] * 1000 for r in rounds], '{:.0f}')} ms, "
+        f"p99 {_spread([r['p99'] * 1000 for r in rounds], '{:.0f}')} ms, "
+        f"last-tenth p50 {_spread([r['tail_p50'] * 1000 for r in rounds], '{:.0f}')} ms "
+        f"(raw p99 {_spread([r['raw_p99'] * 1000 for r in rounds], '{:.0f}')} ms)\n"
+        f"  lost {sum(r['lost'] for r in rounds)}, "
+        f"out of order {sum(r['out_of_order'] for r in rounds)}",
+        flush=True,
     )
-    assert lost == 0
-    assert stats["out_of_order"] == 0
 
 
-async def _sample(url: str) -> None:
-    """Print the gateway's stored and relayed counters every few seconds (where it lags)."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        while True:
-            await asyncio.sleep(5)
-            text = (await http.get(f"{url}/metrics")).text
-            picked = [
-                line
-                for line in text.splitlines()
-                if line.startswith(("aidp_events_stored_total", "aidp_ws_events_relayed_total"))
-            ]
-            print("  gateway:", ", ".join(picked), flush=True)
+def _goal(text: str, met: bool) -> bool:
+    print(f"  goal {text}: {'met' if met else 'NOT met'}", flush=True)
+    return met
+
+
+@pytest.fixture
+def auth(postgres_url: str) -> Iterator[tuple[str, AuthStub]]:
+    stub = AuthStub()
+    name = f"bench-auth-{uuid.uuid4().hex[:6]}"
+    register_inproc(name, stub.app)
+    with server_thread(stub.app) as auth_url:
+        yield auth_url, stub
+    unregister_inproc(name)
+
+
+async def test_ws_fanout(
+    tmp_path: Path,
+    postgres_url: str,
+    amqp_url: str,
+    bao_server: tuple[str, str],
+    auth: tuple[str, AuthStub],
+) -> None:
+    auth_url, stub = auth
+
+    def replica(stack: ExitStack) -> str:
+        return stack.enter_context(
+            gateway_process(
+                tmp_path,
+                postgres_url=postgres_url,
+                amqp_url=amqp_url,
+                auth_url=auth_url,
+                bao=bao_server,
+                # measure delivery, not the slow-client policy: a deep per-client queue
+                env={
+                    "AIDP_WS_SEND_QUEUE": "1000000",
+                    "AIDP_WS_SEND_TIMEOUT": "120",
+                    "AIDP_ACCESS_TOKEN_TTL_SECONDS": "3600",
+                },
+            )
+        )
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    with ExitStack() as stack:
+        urls = [replica(stack)]
+        bench = Bench(tmp_path, urls, stub, amqp_url)
+        # one replica alone (a second one would compete for the gateway queue)
+        for rate in (500, 1000):
+            results[f"{rate}/s, 1 replica"] = [await bench.round(rate, 1) for _ in range(ROUNDS)]
+            _report(f"WS fan-out, {SUBSCRIBERS} subscribers, {rate}/s, one replica",
+                    results[f"{rate}/s, 1 replica"])  # fmt: skip
+        urls.append(replica(stack))
+        results["1000/s, 2 replicas"] = [await bench.round(1000, 2) for _ in range(ROUNDS)]
+        _report(f"WS fan-out, {SUBSCRIBERS} subscribers, 1000/s, two replicas",
+                results["1000/s, 2 replicas"])  # fmt: skip
+
+    for rounds in results.values():
+        assert sum(r["lost"] for r in rounds) == 0
+        assert sum(r["out_of_order"] for r in rounds) == 0
+    at500, at1000, two = (
+        results["500/s, 1 replica"],
+        results["1000/s, 1 replica"],
+        results["1000/s, 2 replicas"],
+    )
+
+    def median(rounds: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    print("\nGoals (issue 14), on medians:")
+    met = [
+        _goal("500/s ingest >= 0.95 of raw", median(at500, "ratio") >= 0.95),
+        _goal("500/s p99 < 100 ms", median(at500, "p99") < 0.1),
+        _goal("1000/s ingest >= 0.9 of raw", median(at1000, "ratio") >= 0.9),
+        _goal("1000/s p99 < 1 s", median(at1000, "p99") < 1.0),
+        _goal("1000/s no growing backlog (last-tenth p50 < 1 s)", median(at1000, "tail_p50") < 1.0),
+        _goal(
+            "two replicas >= 1.6 x one replica's ingest "
+            f"({median(two, 'ingest') / median(at1000, 'ingest'):.2f} x; at most "
+            f"{median(two, 'raw') / median(at1000, 'ingest'):.2f} x is possible while one "
+            "replica keeps up with the publish rate)",
+            median(two, "ingest") >= 1.6 * median(at1000, "ingest"),
+        ),
+    ]
+    if STRICT:
+        assert all(met)

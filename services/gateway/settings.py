@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from shared.settings import BaseServiceSettings
 
@@ -41,8 +41,13 @@ class GatewaySettings(BaseServiceSettings):
     )
     forwarded_allow_ips: str | None = Field(
         None,
-        description="Proxies trusted for X-Forwarded-For (uvicorn's forwarded_allow_ips); "
-        "None = trust no one, the peer address is the client.",
+        # AIDP_TRUSTED_PROXIES is the documented name; the field's own name keeps working.
+        validation_alias=AliasChoices(
+            "forwarded_allow_ips", "AIDP_TRUSTED_PROXIES", "AIDP_FORWARDED_ALLOW_IPS"
+        ),
+        description="Proxies trusted for X-Forwarded-For/-Proto (AIDP_TRUSTED_PROXIES, uvicorn's "
+        "forwarded_allow_ips), in distributed and embedded mode; None = trust no one, the "
+        "peer address is the client.",
     )
 
     web_dist: Path = Field(

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -82,3 +83,10 @@ async def test_a_configured_proxy_is_believed(tmp_path: Path) -> None:
     async with _served(app, trusted) as url:
         # each request names another client behind the trusted proxy: separate buckets
         assert await _attempts(url, 4) == [401, 401, 401, 401]
+
+
+def test_trusted_proxies_setting_names_the_proxies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIDP_TRUSTED_PROXIES", "10.9.8.7")
+    assert gateway_trusted_proxies(GatewaySettings(data_dir=tmp_path)) == "10.9.8.7"

@@ -16,6 +16,7 @@ from services.trainer.retention import prune_checkpoints
 from shared.db import Database
 from shared.secrets import InMemoryVault
 from shared.store import ArtifactStore, Manifest, ManifestFile
+from shared.store_migration import ReferenceMap
 from tests.support.legacy_store import put_legacy, put_legacy_manifest
 
 CONTENT = {"tok": b"tokenizer", "w1": b"weights step 1", "w2": b"weights step 2"}
@@ -110,3 +111,39 @@ def test_registered_model_checkpoints_and_run_inputs_load_after_migration(
         (kept,) = s.exec(select(Checkpoint)).all()
     written = store.materialize(kept.manifest_key, tmp_path / "resume")
     assert {p.name: p.read_bytes() for p in written} == {"tok": CONTENT["tok"], "w": CONTENT["w2"]}
+
+
+def test_a_crash_while_mapping_leaves_the_old_references_and_a_rerun_completes(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ArtifactStore(tmp_path / "store", InMemoryVault())
+    keys = [_legacy_tree(store, "ckpt", str(i), {"w": CONTENT[f"w{i}"]}) for i in (1, 2)]
+    run_id = uuid.uuid4()
+    with db.session() as s:
+        for step, key in zip((1, 2), keys, strict=True):
+            s.add(Checkpoint(run_id=run_id, step=step, manifest_key=key))
+        s.commit()
+
+    real = ReferenceMap.manifest
+    calls = 0
+
+    def dies_on_second(self: ReferenceMap, old: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt  # the process is killed mid-transaction
+        return real(self, old)
+
+    monkeypatch.setattr(ReferenceMap, "manifest", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        migrate_to_keyed_names(db, store)
+    monkeypatch.undo()
+    with db.session() as s:  # rolled back: every row still names its old manifest
+        assert sorted(s.exec(select(Checkpoint.manifest_key)).all()) == sorted(keys)
+
+    assert migrate_to_keyed_names(db, ArtifactStore(tmp_path / "store", store.keys))
+    with db.session() as s:
+        rows = s.exec(select(Checkpoint).order_by(Checkpoint.step)).all()  # type: ignore[arg-type]
+    for row, i in zip(rows, (1, 2), strict=True):
+        out = store.materialize(row.manifest_key, tmp_path / f"ckpt{i}")
+        assert [p.read_bytes() for p in out] == [CONTENT[f"w{i}"]]

@@ -13,6 +13,7 @@ from services.auth.main import create_app
 from services.auth.settings import AuthSettings
 from shared.bus import Bus
 from shared.secrets import InMemoryVault
+from tests.support.service_auth import as_service
 
 PASSWORD = "correct-Horse-battery"
 
@@ -40,6 +41,7 @@ def make_client(tmp_path: Path, vault: InMemoryVault) -> Iterator[Callable[..., 
     def start(*, bus: Bus | None = None, **overrides: Any) -> TestClient:
         app = create_app(make_settings(tmp_path, **overrides), bus=bus, vault=(vault, vault))
         client = TestClient(app)
+        client.auth = as_service("auth")  # its internal routes answer the gateway only
         client.__enter__()
         clients.append(client)
         return client

@@ -163,12 +163,27 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.unroutable_grace = unroutable_grace
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
 
     def notify(self) -> None:
-        self._wake.set()
+        """Wake the relay; safe from any thread (sync routes commit in worker threads, and
+        ``asyncio.Event.set`` off the loop would not wake it before its next poll)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._wake.set()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()  # before the pass: a commit during it wakes the next one
             try:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from services.gateway import invitations
 from services.gateway import projects as service
+from services.gateway.cloud_caps import check_cloud_caps
 from services.gateway.deps import (
     CurrentUser,
     GatewayDep,
@@ -65,10 +66,13 @@ def member_out(member: Member) -> MemberOut:
     return MemberOut(user_id=member.user_id, email=member.email, role=member.role)  # type: ignore[arg-type]
 
 
-@router.post("", status_code=201, responses=responses(429))
-def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep) -> ProjectOut:
-    """Create a project from a spec (DESIGN §4) and start its run 1."""
-    project, run = service.create_project(
+@router.post("", status_code=201, responses=responses(422, 429))
+async def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep) -> ProjectOut:
+    """Create a project from a spec (DESIGN §4) and start its run 1 (422 when its cloud
+    price limits break the platform's caps)."""
+    await check_cloud_caps(gateway.downstream.provisioner, user.user_id, body.spec)
+    project, run = await asyncio.to_thread(
+        service.create_project,
         gateway.runtime,
         owner=user,
         name=body.name,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
 from services.gateway import projects as service
+from services.gateway.cloud_caps import check_cloud_caps
 from services.gateway.deps import GatewayDep, ProjectEditor, ProjectViewer, RunEditor, RunViewer
 from services.gateway.downstream import parse_answer
 from services.gateway.errors import SPEC_CHANGED_RESPONSE, responses
@@ -22,12 +24,21 @@ from services.gateway.schemas import (
     RunOut,
     StoredEvent,
 )
+from shared.spec import ProjectSpec
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["runs"])
 
 After = Annotated[int, Query(ge=0, le=2**62, description="Only events with a larger seq.")]
+
+
+def _stored_spec(spec: dict[str, Any]) -> ProjectSpec | None:
+    """The project's stored spec, or None if it no longer validates (the start reports it)."""
+    try:
+        return ProjectSpec.model_validate(spec)
+    except ValueError:
+        return None
 
 
 def run_out(run: Run) -> RunOut:
@@ -37,9 +48,9 @@ def run_out(run: Run) -> RunOut:
 @router.post(
     "/api/projects/{project_id}/runs",
     status_code=201,
-    responses={**responses(403, 404, 409, 429), **SPEC_CHANGED_RESPONSE},
+    responses={**responses(403, 404, 409, 422, 429), **SPEC_CHANGED_RESPONSE},
 )
-def request_run(
+async def request_run(
     access: ProjectEditor,
     gateway: GatewayDep,
     body: Annotated[RunIn | None, Body()] = None,
@@ -50,7 +61,11 @@ def request_run(
     someone else changed it since, the answer is 409 ``spec_changed`` with the diff, and
     the start goes through with ``confirm_spec_hash`` equal to the current spec's hash.
     """
-    run = service.request_run(
+    spec = body.spec if body and body.spec else _stored_spec(access.project.spec)
+    if spec is not None:
+        await check_cloud_caps(gateway.downstream.provisioner, access.identity.user_id, spec)
+    run = await asyncio.to_thread(
+        service.request_run,
         gateway.runtime,
         access=access,
         spec=body.spec if body else None,

@@ -11,7 +11,7 @@ import pytest
 
 from services.provisioner.settings import ProvisionerSettings
 from shared.internal import register_inproc, unregister_inproc
-from tests.unit.gateway.conftest import Harness
+from tests.unit.gateway.conftest import SPEC, Harness
 from tests.unit.provisioner.harness import FakeEnvBuilder
 from tests.unit.provisioner.harness import Harness as ProvisionerHarness
 
@@ -23,6 +23,10 @@ async def provisioner(harness: Harness, tmp_path: Path) -> AsyncIterator[Provisi
         bus_url="memory://admin-cloud-access",
         reaper_interval=3600,
         cloud_max_price_per_hour=2.0,
+        # The platform's own cloud account (never called here: the check creates nothing).
+        ITAC_CLOUDACCOUNT="000000000000",
+        ITAC_CLIENT_ID="platform-client",
+        ITAC_CLIENT_SECRET="platform-secret",
     )
     async with ProvisionerHarness(settings, builder=FakeEnvBuilder()) as h:
         name = f"provisioner-{uuid.uuid4().hex[:6]}"
@@ -72,3 +76,31 @@ async def test_only_admins_read_or_change_cloud_access(
     changes = (await c.get("/api/admin/cloud-access/changes", headers=admin)).json()["changes"]
     assert len(changes) == 1 and changes[0]["actor_id"] == str(admin_id)
     assert changes[0]["after"][0]["user_id"] == str(bob_id)
+
+
+async def test_a_spec_above_the_platform_price_cap_is_refused_at_submit(
+    harness: Harness, provisioner: ProvisionerHarness
+) -> None:
+    """A spec cannot raise the platform's cap: 422 before any project or run exists."""
+    c = harness.client
+    _, bob = harness.login("bob@example.com")
+    _, admin = harness.login("admin@example.com", admin=True)
+    allow = await c.put(
+        "/api/admin/cloud-access", json={"users": ["bob@example.com"]}, headers=admin
+    )
+    assert allow.status_code == 200  # bob runs on the platform's credentials, under its caps
+    idc = {"provider": "idc", "instance_type": "vm-spr-sml"}  # $0.36/hour a node
+    spec = {**SPEC, "name": "cloud", "resources": {**idc, "max_hourly_usd": 5}}
+    refused = await c.post("/api/projects", json={"name": "cloud", "spec": spec}, headers=bob)
+    assert refused.status_code == 422, refused.text
+    assert "cap" in refused.json()["error"]["message"]
+    assert (await c.get("/api/projects", headers=bob)).json() == []
+
+    within = {**spec, "resources": {**idc, "max_hourly_usd": 1}}
+    created = await c.post("/api/projects", json={"name": "cloud", "spec": within}, headers=bob)
+    assert created.status_code == 201, created.text
+    project_id = created.json()["id"]
+    rerun = await c.post(f"/api/projects/{project_id}/runs", json={"spec": spec}, headers=bob)
+    assert rerun.status_code == 422, rerun.text
+    runs = (await c.get(f"/api/projects/{project_id}/runs", headers=bob)).json()
+    assert len(runs) == 1  # only run 1

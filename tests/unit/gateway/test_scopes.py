@@ -63,11 +63,14 @@ def test_every_route_has_a_scope_mapping(harness: Harness) -> None:
     for method, path, authenticated in routes:
         scope = ROUTE_SCOPES[(method if method != "HEAD" else "GET", path)]
         assert (scope is not None) == authenticated, (method, path, scope)
-    # the rule: reads need read; deployments deploy; predictions predict
+    # the rule: platform administration needs admin; reads need read; deployments deploy;
+    # predictions predict; every other change run
     for (method, path), scope in ROUTE_SCOPES.items():
         if scope is None:
             continue
-        if method in ("GET", WEBSOCKET):
+        if path.startswith("/api/admin/"):
+            assert scope is Scope.ADMIN, (method, path)
+        elif method in ("GET", WEBSOCKET):
             assert scope is Scope.READ, (method, path)
         elif path.endswith("/predict"):
             assert scope is Scope.PREDICT

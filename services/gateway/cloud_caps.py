@@ -1,0 +1,39 @@
+"""Refuse at submit a spec whose cloud price limits break the platform's caps.
+
+The provisioner owns the caps (``AIDP_CLOUD_MAX_PRICE_PER_HOUR`` and who may use the
+platform's credentials); ``POST /internal/cloud-access/check`` answers 422 when a spec asks
+more than they allow. Asking before the run exists turns a failed provisioning into a 422
+the user sees at once. Only ``provider: idc`` specs are sent; the per-user cap depends on the
+runs active when provisioning starts and is enforced there.
+
+The provisioner enforces every cap again when it provisions, so this check is an early
+answer, not the guard: a provisioner that cannot be reached lets the request through
+(logged) rather than refusing every cloud project while it is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from services.gateway.downstream import Downstream
+from shared.errors import TransientError
+from shared.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["check_cloud_caps"]
+
+
+async def check_cloud_caps(provisioner: Downstream, user_id: uuid.UUID, spec: ProjectSpec) -> None:
+    """Raise ``InvalidInput`` (422) when ``spec`` breaks a platform cap for ``user_id``."""
+    if spec.resources.provider != "idc":
+        return
+    try:
+        await provisioner.request(
+            "POST",
+            "/internal/cloud-access/check",
+            json={"user_id": str(user_id), "spec": spec.model_dump(mode="json")},
+        )
+    except TransientError:
+        log.warning("provisioner unreachable: cloud caps will be checked when provisioning")

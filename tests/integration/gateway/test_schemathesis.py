@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # here: they answer a documented 503. They are covered with stand-ins in the unit tests.
 DOWNSTREAM = re.compile(
     r"^/api/(artifacts|uploads|models/|deployments/|projects/\{project_id\}/models"
-    r"|runs/\{run_id\}/environment)"
+    r"|runs/\{run_id\}/environment|admin/cloud-access)"
 )
 
 

@@ -83,6 +83,8 @@ class JobRunner:
         self._wake = asyncio.Event()
         self.on_deploy: Any = None  # set by the service: async (deployment_id) -> None
         self._secrets: dict[uuid.UUID, RunSecrets] = {}  # launched, until monitored
+        #: set at a run's first progress: the warm pool starts the next spare then
+        self._first_progress: dict[uuid.UUID, asyncio.Event] = {}
         self.warm = WarmPool(
             size=settings.trainer_warm_workers,
             min_available_mb=settings.trainer_warm_min_available_mb,
@@ -294,15 +296,28 @@ class JobRunner:
         nproc = await self._procs_per_node(execs[0], accel)
         n = len(execs)
         spare: WarmSpare | None = None
-        if ckpt is None and self.warm.eligible(execs[0], task=spec.task, nnodes=n, nproc=nproc):
+        eligible = ckpt is None and self.warm.eligible(
+            execs[0], task=spec.task, nnodes=n, nproc=nproc
+        )
+        if eligible:
             local = execs[0]
             assert isinstance(local, LocalExecutor)
             spare = await self.warm.claim(local, local.python, workspace_of(local, run.run_id))
         try:
             await asyncio.gather(*(stage(e) for e in execs))
+            if eligible:
+                # the key's next spare: with this run's model code, once this run is going
+                local = execs[0]
+                assert isinstance(local, LocalExecutor)
+                ws = workspace_of(local, run.run_id)
+                await asyncio.to_thread(self.warm.remember_model, local, local.python, ws)
+                progressed = self._first_progress.setdefault(run.run_id, asyncio.Event())
+                self.warm.replenish(local, local.python, after=progressed)
             if spare is not None:
                 return [await self._start_warm(run, spec, accel, execs[0], spare)], 1
         except BaseException:
+            if (first := self._first_progress.pop(run.run_id, None)) is not None:
+                first.set()
             if spare is not None:
                 await asyncio.shield(self.warm.abandon(spare))
             raise
@@ -445,6 +460,7 @@ class JobRunner:
         for note in secrets.notes:
             relay.note(note)
         outcome = _Attempt()
+        progressed = self._first_progress.get(run.run_id)
         checkpoints: asyncio.Queue[tuple[NodeExecutor, int, str] | None] = asyncio.Queue()
 
         async def pump(executor: NodeExecutor, proc: NodeProcess) -> int | None:
@@ -454,6 +470,8 @@ class JobRunner:
                     relay.log(executor.node.name, line.stream, line.text)
                 elif msg.get("event") == "progress":
                     relay.progress(msg)
+                    if progressed is not None:
+                        progressed.set()
                 elif msg.get("event") == "checkpoint":
                     step, path = msg.get("step"), msg.get("path")
                     problem = checkpoint_path_problem(path)
@@ -508,6 +526,8 @@ class JobRunner:
             await asyncio.shield(self._kill(execs, procs, grace=0))
             raise
         finally:
+            if (first := self._first_progress.pop(run.run_id, None)) is not None:
+                first.set()  # no progress came: the spare need not wait any longer
             watcher.cancel()
             await checkpoints.put(None)
             await asyncio.gather(storer, return_exceptions=True)

@@ -20,8 +20,9 @@ output, the exit status — is the same :class:`~services.trainer.nodes.NodeProc
 path returns. Runs that resume from a checkpoint, custom scripts and several processes or
 nodes keep the cold launch.
 
-The pool keeps at most ``AIDP_TRAINER_WARM_WORKERS`` spares per (node, interpreter); a
-key gets its first spare once a run has used it. Spares are stopped when the host's
+The pool keeps at most ``AIDP_TRAINER_WARM_WORKERS`` spares per (node name, accelerator,
+interpreter, parent of the node's workdir): spares wait in ``.aidp-warm/`` beside the
+workdirs; a key gets its first spare once a run has used it. Spares are stopped when the host's
 available memory falls below ``AIDP_TRAINER_WARM_MIN_AVAILABLE_MB`` and are never started
 below it; ``AIDP_TRAINER_WARM_WORKERS=0`` turns warm starts off.
 """
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import signal
 import uuid
 from collections.abc import Mapping
@@ -43,6 +45,7 @@ from typing import Any
 from services.trainer.nodes import LocalExecutor, LocalSandbox, NodeProcess, _LocalProcess
 from shared.sandbox.cgroups import remove_cgroup
 from shared.sandbox.command import SandboxSpec
+from shared.sandbox.confined import confined_open
 from shared.sandbox.sandboxes import hand_over
 
 __all__ = ["WARM_BOOT", "WarmPool", "WarmSpare", "available_memory_mb"]
@@ -78,6 +81,12 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 from transformers import AutoModelForImageClassification
 import safetensors.torch
+for kind in filter(None, os.environ.pop("AIDP_WARM_PRELOAD", "").split(",")):
+    for module in ("modeling_", "tokenization_", "configuration_"):
+        try:
+            __import__(f"transformers.models.{kind}.{module}{kind}")
+        except Exception:
+            pass
 print("@@aidp-warm-ready", len(os.listdir("/proc/self/task")), threading.active_count(), flush=True)
 line = sys.stdin.readline()
 if not line:
@@ -126,17 +135,29 @@ class WarmSpare:
 
 
 def _key(executor: LocalExecutor, python: str) -> tuple[str, str, str]:
-    return (executor.node.name, executor.root, python)
+    """Spares are interchangeable between runs whose node has the same name, accelerator
+    and interpreter and whose workdirs share a parent (the local provider gives every run
+    its own workdir under one folder)."""
+    node = executor.node
+    return (f"{node.name}|{node.accelerator or ''}", _spare_root(executor), python)
+
+
+def _spare_root(executor: LocalExecutor) -> str:
+    """Where spare folders wait: beside the node's workdir (the same file system, so a
+    spare folder can be renamed into a run's workdir)."""
+    return posixpath.join(posixpath.dirname(executor.root.rstrip("/")), ".aidp-warm")
 
 
 class WarmPool:
-    """Spares per (node, workdir, interpreter), bounded and dropped under memory pressure."""
+    """Spares per (node name and accelerator, parent of the workdir, interpreter), bounded
+    and dropped under memory pressure."""
 
     def __init__(self, *, size: int, min_available_mb: int) -> None:
         self.size = size
         self.min_available_mb = min_available_mb
         self._spares: dict[tuple[str, str, str], list[WarmSpare]] = {}
         self._starting: dict[tuple[str, str, str], int] = {}
+        self._models: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.claimed = 0  #: runs started in a spare (for tests and benchmarks)
         self._watcher: asyncio.Task[None] | None = None
@@ -169,8 +190,17 @@ class WarmPool:
 
     # -- spares ----------------------------------------------------------------------------
 
-    def replenish(self, executor: LocalExecutor, python: str) -> None:
-        """Start spares for the key in the background, up to the pool size."""
+    def replenish(
+        self,
+        executor: LocalExecutor,
+        python: str,
+        *,
+        after: asyncio.Event | None = None,
+        after_timeout: float = 60.0,
+    ) -> None:
+        """Start spares for the key in the background, up to the pool size; each waits
+        for ``after`` (the claiming run's first progress: a spare importing torch beside
+        a starting run would slow it down) or ``after_timeout`` seconds first."""
         key = _key(executor, python)
         have = len(self._spares.get(key, [])) + self._starting.get(key, 0)
         for _ in range(max(0, self.size - have)):
@@ -178,14 +208,38 @@ class WarmPool:
                 self.release_all()
                 return
             self._starting[key] = self._starting.get(key, 0) + 1
-            task = asyncio.ensure_future(self._start_spare(executor, python, key))
+            task = asyncio.ensure_future(
+                self._start_spare(executor, python, key, after, after_timeout)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.ensure_future(self._watch_memory())
 
-    async def _start_spare(self, executor: LocalExecutor, python: str, key: Any) -> None:
+    def remember_model(self, executor: LocalExecutor, python: str, workspace: str) -> None:
+        """Note the ``model_type`` of the model staged in ``workspace`` so that the key's
+        next spares import that architecture's code too (the last few kinds are kept)."""
+        kind = _model_type(executor.root, posixpath.join(workspace, "model", "config.json"))
+        if kind is None:
+            return
+        key = _key(executor, python)
+        kinds = [k for k in self._models.get(key, ()) if k != kind]
+        self._models[key] = (kind, *kinds)[:MAX_PRELOADED_KINDS]
+
+    async def _start_spare(
+        self,
+        executor: LocalExecutor,
+        python: str,
+        key: Any,
+        after: asyncio.Event | None,
+        after_timeout: float,
+    ) -> None:
         try:
+            if after is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(after.wait(), after_timeout)
+            if available_memory_mb() < self.min_available_mb:
+                return
             spare = await self._spawn(executor, python, key)
         except Exception:
             log.exception("starting a warm spare for %s failed", key)
@@ -205,9 +259,10 @@ class WarmPool:
     async def _spawn(self, executor: LocalExecutor, python: str, key: Any) -> WarmSpare:
         assert executor.sandbox is not None
         token = uuid.uuid4().hex
-        folder = posixpath.join(executor.root, f"aidp-warm-{token}")
+        folder = posixpath.join(_spare_root(executor), f"aidp-warm-{token}")
 
         def make() -> None:
+            os.makedirs(posixpath.dirname(folder), mode=0o700, exist_ok=True)
             os.makedirs(folder, mode=0o700)
             for name in PROTECTED:
                 os.makedirs(posixpath.join(folder, name), mode=0o755)
@@ -218,8 +273,9 @@ class WarmPool:
             executor.node,
             sandbox=LocalSandbox(executor.sandbox.sandboxes, tenant=f"warm-{token}"),
         )
+        env = {**IMPORT_TIME_ENV, "AIDP_WARM_PRELOAD": ",".join(self._models.get(key, ()))}
         command, outer, spec = await boxed._sandboxed(
-            [python, "-u", "-c", WARM_BOOT], cwd=folder, env=IMPORT_TIME_ENV, purpose="warm"
+            [python, "-u", "-c", WARM_BOOT], cwd=folder, env=env, purpose="warm"
         )
         assert spec is not None
         proc = await asyncio.create_subprocess_exec(
@@ -275,24 +331,22 @@ class WarmPool:
 
     async def claim(self, executor: LocalExecutor, python: str, workspace: str) -> WarmSpare | None:
         """A ready spare for the key, its folder renamed to ``workspace`` (which must not
-        exist yet); None when there is none (the run starts cold). Always tops the key up."""
+        exist yet); None when there is none (the run starts cold). The caller tops the key
+        up with :meth:`replenish` once the run is under way."""
         key = _key(executor, python)
-        try:
-            if available_memory_mb() < self.min_available_mb:
-                self.release_all()
-                return None
-            for spare in list(self._spares.get(key, [])):
-                if not spare.alive():
-                    continue
-                if await asyncio.to_thread(os.path.lexists, workspace):
-                    return None  # an earlier attempt's workspace: start cold
-                self._spares[key].remove(spare)
-                await asyncio.to_thread(os.rename, spare.folder, workspace)
-                self.claimed += 1
-                return spare
+        if available_memory_mb() < self.min_available_mb:
+            self.release_all()
             return None
-        finally:
-            self.replenish(executor, python)
+        for spare in list(self._spares.get(key, [])):
+            if not spare.alive():
+                continue
+            if await asyncio.to_thread(os.path.lexists, workspace):
+                return None  # an earlier attempt's workspace: start cold
+            self._spares[key].remove(spare)
+            await asyncio.to_thread(os.rename, spare.folder, workspace)
+            self.claimed += 1
+            return spare
+        return None
 
     async def start(
         self,
@@ -331,6 +385,27 @@ class WarmPool:
         await spare.proc.stdin.drain()
         spare.proc.stdin.close()
         return _LocalProcess(spare.proc, cgroup=spare.spec.cgroup, memory_mb=spare.memory_mb)
+
+
+#: Model architectures whose code a spare imports ahead (the key's most recent ones).
+MAX_PRELOADED_KINDS = 2
+_MODEL_TYPE = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def _model_type(root: str, config: str) -> str | None:
+    """``model_type`` of a staged ``config.json`` (read without following symlinks), if it
+    is a plain module name; None otherwise."""
+    try:
+        fd = confined_open(root, config)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read(1 << 20)
+    try:
+        kind = json.loads(raw).get("model_type")
+    except (ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) and _MODEL_TYPE.fullmatch(kind) else None
 
 
 def _remove_folder(folder: str) -> None:

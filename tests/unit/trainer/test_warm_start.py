@@ -43,14 +43,15 @@ async def test_second_run_starts_warm_and_trains_like_a_cold_one(trainer: Harnes
         node, sandbox=LocalSandbox(sandboxes_for(jobs.settings.sandbox_policy()), tenant="x")
     )
     await ev.wait_for(lambda: pool.ready(local, PYTHON) == 1, timeout=180, what="a ready spare")
-    spare_folders = [p for p in os.listdir(node.workdir) if p.startswith("aidp-warm-")]
+    spare_root = Path(node.workdir).parent / ".aidp-warm"
+    spare_folders = [p for p in os.listdir(spare_root) if p.startswith("aidp-warm-")]
     assert len(spare_folders) == 1
 
     warm = await _run_on(trainer, "warm-node", spec)
     completed = await ev.first("TrainingCompleted", warm, timeout=180)
     assert pool.claimed == 1
     # the spare's folder became the run's workspace; a new spare is being prepared
-    assert not (Path(node.workdir) / spare_folders[0]).exists()
+    assert not (spare_root / spare_folders[0]).exists()
     assert (Path(node.workdir) / f"aidp-run-{warm}").is_dir()
     # same steps, same progress and checkpoints as the cold run
     steps = [e.payload["step"] for e in ev.of("TrainingProgress", warm)]
@@ -78,7 +79,7 @@ async def test_no_spare_under_memory_pressure_and_only_eligible_launches(tmp_pat
     pool.replenish(local, PYTHON)
     assert pool.count() == 0 and not pool._tasks
     assert await pool.claim(local, PYTHON, str(tmp_path / "aidp-run-x")) is None
-    assert not [p for p in os.listdir(tmp_path) if p.startswith("aidp-warm-")]
+    assert not (tmp_path.parent / ".aidp-warm").exists()
     await pool.close()
 
     on = WarmPool(size=1, min_available_mb=0)

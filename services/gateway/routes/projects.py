@@ -30,7 +30,9 @@ from services.gateway.schemas import (
     ProjectOut,
     ProjectPatch,
 )
+from services.gateway.scopes import InsufficientScope
 from shared.errors import NotFound
+from shared.scopes import Scope
 
 __all__ = ["router"]
 
@@ -82,13 +84,18 @@ async def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep
     return project_out(project, role="owner", status=run.status)
 
 
-@router.get("", responses=responses())
+@router.get("", responses=responses(403))
 def list_projects(
     user: CurrentUser,
     gateway: GatewayDep,
     everything: Annotated[bool, Query(alias="all")] = False,
 ) -> list[ProjectOut]:
-    """Projects you hold a role on (``all=true``: every project, platform admins only)."""
+    """Projects you hold a role on (``all=true``: every project, platform admins only,
+    with a token holding the ``admin`` scope; 403 ``insufficient_scope`` otherwise)."""
+    if everything and Scope.ADMIN not in user.scopes:
+        # the admin listing is platform administration: a read-only token of an admin
+        # (e.g. a CI key) must not see every tenant's projects
+        raise InsufficientScope(Scope.ADMIN)
     rows = service.list_projects(
         gateway.runtime, user=user, everything=everything and user.is_admin
     )

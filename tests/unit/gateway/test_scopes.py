@@ -129,3 +129,29 @@ async def test_the_websocket_needs_the_read_scope(served: Served) -> None:
     assert await wsclient.close_code(ws) == 4403
     ws = await wsclient.authed(served.ws_url, served.auth.api_token(user_id, scopes=["read"]))
     await ws.close()
+
+
+async def test_the_admin_listing_needs_the_admin_scope(harness: Harness) -> None:
+    _, someone = harness.login()
+    project = await harness.create_project(someone)
+    admin_id, admin_email = harness.auth.user()
+    c = harness.client
+    # an admin's read-only token (a CI key): its own listing works, every tenant's does not
+    read_only = harness.auth.token(admin_id, admin_email, admin=True, scope="read")
+    headers = {"Authorization": f"Bearer {read_only}"}
+    r = await c.get("/api/projects", headers=headers)
+    assert r.status_code == 200 and r.json() == []
+    r = await c.get("/api/projects?all=true", headers=headers)
+    assert r.status_code == 403, r.text
+    error = r.json()["error"]
+    assert error["code"] == "insufficient_scope" and "'admin'" in error["message"]
+    # with the admin scope the same admin lists every project
+    full = harness.auth.token(admin_id, admin_email, admin=True, scope="read admin")
+    r = await c.get("/api/projects?all=true", headers={"Authorization": f"Bearer {full}"})
+    assert r.status_code == 200 and [p["id"] for p in r.json()] == [project["id"]]
+    # a non-admin never holds the scope: all=true is refused, not silently narrowed
+    r = await c.get("/api/projects?all=true", headers=someone)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+    assert [p["id"] for p in (await c.get("/api/projects", headers=someone)).json()] == [
+        project["id"]
+    ]

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from cli import account, serving
+from cli import account, members, serving
 from cli.follow import (
     FINAL_STATUSES,
     LiveRenderer,
@@ -322,6 +322,8 @@ for _command in _COMMANDS:
     app.command()(_command)
 app.add_typer(account.secrets_app, name="secrets")
 app.add_typer(account.tokens_app, name="tokens")
+app.add_typer(members.members_app, name="members")
+app.add_typer(members.invitations_app, name="invitations")
 
 
 if __name__ == "__main__":  # python -m cli.main

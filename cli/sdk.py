@@ -272,10 +272,41 @@ class Client:
         """Delete a project: its runs stop, nodes are released, deployments removed."""
         self.request("DELETE", f"/api/projects/{project_id}")
 
+    # --- members and invitations -----------------------------------------------------
+
     def add_member(self, project_id: str, email: str, role: str) -> Json:
+        """Invite ``email`` with ``role`` (owner). The answer is the pending invitation
+        (``status: "invited"``, the same whether or not the email is registered), or the
+        member with the new role when ``email`` already is one."""
         return self.request(
             "POST", f"/api/projects/{project_id}/members", json={"email": email, "role": role}
         )
+
+    def list_members(self, project_id: str) -> list[Json]:
+        return _items(self.request("GET", f"/api/projects/{project_id}/members"))
+
+    def remove_member(self, project_id: str, user_id: str) -> None:
+        """Remove a member (owner), or leave the project (your own user id)."""
+        self.request("DELETE", f"/api/projects/{project_id}/members/{user_id}")
+
+    def list_project_invitations(self, project_id: str) -> list[Json]:
+        """A project's pending invitations (owner)."""
+        return _items(self.request("GET", f"/api/projects/{project_id}/invitations"))
+
+    def withdraw_invitation(self, project_id: str, invitation_id: str) -> None:
+        """Withdraw a pending invitation (owner)."""
+        self.request("DELETE", f"/api/projects/{project_id}/invitations/{invitation_id}")
+
+    def list_invitations(self) -> list[Json]:
+        """Invitations addressed to you, oldest first."""
+        return _items(self.request("GET", "/api/invitations"))
+
+    def accept_invitation(self, invitation_id: str) -> Json:
+        """Join the project with the invited role; returns your membership."""
+        return self.request("POST", f"/api/invitations/{invitation_id}/accept")
+
+    def decline_invitation(self, invitation_id: str) -> None:
+        self.request("POST", f"/api/invitations/{invitation_id}/decline")
 
     def start_run(
         self, project_id: str, *, spec: Json | None = None, confirm_spec_hash: str | None = None

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from cli.members import invite
 from cli.output import (
     EXIT_USAGE,
     JsonOpt,
@@ -152,12 +153,8 @@ def _render_output(out: Any) -> str:
 @handle_errors
 def share(
     project: Annotated[str, typer.Argument(help="Project id or name.")],
-    email: Annotated[str, typer.Argument(help="Who to add.")],
+    email: Annotated[str, typer.Argument(help="Who to invite.")],
     role: Annotated[str, typer.Option(help="viewer, editor or owner.")] = "viewer",
 ) -> None:
-    """Give another user a role on a project."""
-    if role not in ("viewer", "editor", "owner"):
-        raise fail("--role is viewer, editor or owner", EXIT_USAGE)
-    client = Client.from_config()
-    client.add_member(client.find_project(project)["id"], email, role)
-    console.print(f"{email} is now {role} of {project}", highlight=False)
+    """Invite another user to a project (same as ``aidp members add``)."""
+    invite(Client.from_config(), project, email, role)

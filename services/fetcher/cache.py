@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +32,7 @@ from shared.crypto import IntegrityError as BlobCorrupt
 from shared.db import Database
 from shared.errors import NotFound
 from shared.store import ArtifactStore, ManifestFile
+from shared.urls import public_url
 
 __all__ = ["ArtifactCache"]
 
@@ -352,7 +352,7 @@ class ArtifactCache:
         rows = []
         for a in arts:
             row: dict[str, Any] = {
-                "source": _public_source(a.source),
+                "source": public_url(a.source),
                 "kind": a.kind,
                 "resolved_revision": a.resolved_revision,
                 "digest": a.digest,
@@ -367,16 +367,3 @@ class ArtifactCache:
                     row.update(resolved_revision=None, digest=None, cache_key=None)
             rows.append(row)
         return rows
-
-
-def _public_source(source: str) -> str:
-    """An https source without user info, query string or fragment (they may hold tokens)."""
-    if not source.startswith("https://"):
-        return source
-    parts = urlsplit(source)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))

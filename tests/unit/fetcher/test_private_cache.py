@@ -149,7 +149,7 @@ async def test_listing_is_per_project_and_hides_upload_digests_and_queries(
 
 
 def test_url_sources_are_listed_without_query_or_user_info() -> None:
-    from services.fetcher.cache import _public_source
+    from shared.urls import public_url as _public_source  # what the listing shows
 
     assert (
         _public_source("https://user:pw@data.example.com:8443/d/x.csv?sig=SECRET#frag")

@@ -61,7 +61,7 @@ async def test_warm_start_first_progress(
     tmp_path: Path,
     tiny_files: tuple[Path, Path],  # noqa: F811 - the imported fixture
 ) -> None:
-    async with running_trainer(tmp_path, tiny_files) as trainer:
+    async with running_trainer(tmp_path, tiny_files, trainer_warm_workers=1) as trainer:
         jobs = trainer.app.state.trainer.jobs
         pool = jobs.warm
         node = trainer.node("bench-warm")

@@ -194,6 +194,9 @@ def settings_for(tmp_path: Path, **overrides: Any) -> TrainerSettings:
         "trainer_lease_seconds": 3.0,
         "trainer_kill_grace_seconds": 1.0,
         "trainer_serving_python": PYTHON,
+        # every run here has a node of its own: a spare per run would only cost CPU
+        # (tests/unit/trainer/test_warm_start.py turns warm starts on)
+        "trainer_warm_workers": 0,
     }
     values.update(overrides)
     return TrainerSettings(**values)

@@ -3,15 +3,17 @@ prepared ahead (services/trainer/warm.py) and trains exactly like a cold one."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from services.trainer.nodes import LocalExecutor, LocalSandbox, sandboxes_for
 from shared.events import EnvInfo, NodeInfo, NodesReady, ProjectCreated
-from tests.unit.trainer.conftest import PYTHON, Harness, text_spec
+from tests.unit.trainer.conftest import PYTHON, Harness, running_trainer, text_spec
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +28,12 @@ async def _run_on(trainer: Harness, node_name: str, spec: dict[str, object]) -> 
     for message in (ProjectCreated(owner_id=uuid.uuid4(), spec=spec), ready, trainer.artifacts()):
         await trainer.publish(message, run_id=run_id, project_id=project_id)
     return run_id
+
+
+@pytest.fixture
+async def trainer(tmp_path: Path, tiny_files: tuple[Path, Path]) -> AsyncIterator[Harness]:
+    async with running_trainer(tmp_path, tiny_files, trainer_warm_workers=1) as harness:
+        yield harness
 
 
 async def test_second_run_starts_warm_and_trains_like_a_cold_one(trainer: Harness) -> None:
@@ -90,3 +98,90 @@ async def test_no_spare_under_memory_pressure_and_only_eligible_launches(tmp_pat
     assert not on.eligible(LocalExecutor(node), task="causal-lm", nnodes=1, nproc=1)
     off = WarmPool(size=0, min_available_mb=0)
     assert not off.eligible(local, task="text-classification", nnodes=1, nproc=1)
+
+
+def _uid_processes(uid: int) -> list[int]:
+    """Pids running as ``uid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            if int(uids.split()[1]) == uid:
+                found.append(int(entry))
+    return found
+
+
+async def test_spares_hold_the_memory_limit_and_die_whole_on_cancel(tmp_path: Path) -> None:
+    """Pool level, real sandboxes: two spares (distinct uids); one claimed by a script that
+    goes over the memory limit (reported as the cold path reports it), one cancelled by
+    killing its process group (nothing of its uid survives). A claimed process sees the
+    run's environment only and no input."""
+    import signal
+
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.warm import WarmPool
+
+    settings = TrainerSettings(data_dir=tmp_path / "data", sandbox_memory_mb=700)
+    workdir = tmp_path / "nodes" / "n"
+    workdir.mkdir(parents=True)
+    node = NodeInfo(name="n", address="127.0.0.1", workdir=str(workdir), python=PYTHON)
+    local = LocalExecutor(
+        node, sandbox=LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
+    )
+    pool = WarmPool(size=2, min_available_mb=0)
+    try:
+        pool.replenish(local, PYTHON)
+        for _ in range(900):
+            if pool.ready(local, PYTHON) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert pool.ready(local, PYTHON) == 2
+
+        hog_ws = str(workdir / "aidp-run-hog")
+        hog = await pool.claim(local, PYTHON, hog_ws)
+        assert hog is not None and Path(hog_ws, "src").is_dir()
+        Path(hog_ws, "src", "hog.py").write_text(
+            "import os, sys\n"
+            "assert sys.stdin.read() == ''\n"
+            "assert 'AIDP_WARM_PRELOAD' not in os.environ and os.environ['RUN_ONLY'] == 'yes'\n"
+            "print('env ok', flush=True)\n"
+            "hog = [bytearray(64 << 20) for _ in range(64)]\n"
+        )
+        proc = await pool.start(
+            hog, workspace=hog_ws, script=f"{hog.folder}/src/hog.py", env={"RUN_ONLY": "yes"}
+        )
+        lines = [line.text async for line in proc.lines()]
+        code = await proc.wait()
+        assert any(line == "env ok" for line in lines), lines[-20:]
+        assert code != 0 and proc.limit_hit and "700 MB" in proc.limit_hit, (code, lines[-5:])
+
+        sleep_ws = str(workdir / "aidp-run-sleep")
+        sleeper = await pool.claim(local, PYTHON, sleep_ws)
+        assert sleeper is not None and sleeper.spec.uid != hog.spec.uid
+        Path(sleep_ws, "src", "sleep.py").write_text(
+            "import subprocess, time\n"
+            "subprocess.Popen(['sleep', '600'])\n"
+            "print('sleeping', flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        proc = await pool.start(
+            sleeper, workspace=sleep_ws, script=f"{sleeper.folder}/src/sleep.py", env={}
+        )
+        async for line in proc.lines():
+            if line.text == "sleeping":
+                break
+        assert _uid_processes(sleeper.spec.uid)
+        await local.kill_group(proc.pgid, signal.SIGKILL)
+        assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
+        for _ in range(50):
+            if not _uid_processes(sleeper.spec.uid):
+                break
+            await asyncio.sleep(0.1)
+        assert not _uid_processes(sleeper.spec.uid)
+    finally:
+        await pool.close()
+    assert not list((tmp_path / "nodes" / ".aidp-warm").iterdir())

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.secrets.vault import VaultClient
 from tests.support.service_auth import as_service
 from tests.unit.trainer.conftest import running_trainer, text_spec
 from tests.unit.trainer.factories import build_tiny_bert, write_sentiment_csv
@@ -31,7 +32,7 @@ def infra_settings(
 
 
 async def test_train_deploy_predict_on_real_infrastructure(
-    tmp_path: Path, infra_settings: dict[str, Any]
+    tmp_path: Path, infra_settings: dict[str, Any], bao_server: tuple[str, str]
 ) -> None:
     tiny = (
         build_tiny_bert(tmp_path / "tiny" / "model"),
@@ -50,7 +51,10 @@ async def test_train_deploy_predict_on_real_infrastructure(
         dep_id = deployed.payload["deployment_id"]
         transport = httpx.ASGITransport(app=trainer.app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", auth=as_service("trainer")
+            transport=transport,
+            base_url="http://t",
+            # distributed mode: the gateway's token signed by its Vault transit key
+            auth=as_service("trainer", vault=VaultClient(bao_server[0], token=bao_server[1])),
         ) as client:
             r = await client.post(
                 f"/internal/deployments/{dep_id}/predict",

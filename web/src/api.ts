@@ -322,6 +322,18 @@ export interface Member {
   role: "viewer" | "editor" | "owner";
 }
 
+/** A pending invitation (POST …/members answers one; the invitee accepts or declines). */
+export interface Invitation {
+  id: string;
+  project_id: string;
+  project_name: string | null;
+  email: string;
+  role: Member["role"];
+  invited_by_email: string;
+  created_at: string;
+  status: "invited";
+}
+
 export interface Upload {
   id: string;
   uri: string;

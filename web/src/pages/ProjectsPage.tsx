@@ -3,6 +3,7 @@ import { useCallback, useEffect, useState } from "react";
 import { api, items, type Project } from "../api";
 import { ErrorBanner, Spinner, StatusBadge, timeAgo } from "../components/ui";
 import { isFinal } from "../runState";
+import { MyInvitations } from "./Invitations";
 
 export function ProjectsPage() {
   const [projects, setProjects] = useState<Project[] | null>(null);
@@ -40,6 +41,7 @@ export function ProjectsPage() {
         </a>
       </div>
       <ErrorBanner error={error} onRetry={() => void load()} />
+      <MyInvitations onJoined={() => void load()} />
       {projects === null && !error && <Spinner label="Loading projects…" />}
       {projects?.length === 0 && (
         <div className="card empty">

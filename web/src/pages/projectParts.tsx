@@ -1,6 +1,6 @@
 // Sections of the project page: run history, models, deployment "try it", members, delete.
 import { useEffect, useState, type FormEvent } from "react";
-import { api, freshAccessToken, errorFrom, items, type Deployment, type Member, type ModelVersion, type Project, type Run } from "../api";
+import { api, freshAccessToken, errorFrom, items, type Deployment, type Invitation, type Me, type Member, type ModelVersion, type Project, type Run } from "../api";
 import { ErrorBanner, Field, StatusBadge, errorText, timeAgo } from "../components/ui";
 import { formatDuration, isFinal } from "../runState";
 
@@ -275,51 +275,134 @@ function formatOutput(out: unknown): string {
   return typeof out === "string" ? out : JSON.stringify(out);
 }
 
+/**
+ * Who may see the project. Owners invite (the invitee accepts on their projects page, so
+ * the answer is "invitation sent", never "added"), see pending invitations and withdraw
+ * them, and remove members after a confirmation; anyone but the last owner may leave.
+ */
 export function Members({ project }: { project: Project }) {
   const [members, setMembers] = useState<Member[] | null>(null);
+  const [pending, setPending] = useState<Invitation[]>([]);
+  const [meId, setMeId] = useState<string | null>(null);
   const [email, setEmail] = useState("");
   const [role, setRole] = useState<Member["role"]>("viewer");
+  const [confirming, setConfirming] = useState<string | null>(null); // user_id to remove
   const [error, setError] = useState<unknown>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const owner = project.role === "owner";
 
-  const load = () =>
-    api.get(`/api/projects/${project.id}/members`).then(
-      (b) => setMembers(items<Member>(b)),
-      () => setMembers(null),
-    );
+  const load = async () => {
+    try {
+      setMembers(items<Member>(await api.get(`/api/projects/${project.id}/members`)));
+      if (owner) setPending(items<Invitation>(await api.get(`/api/projects/${project.id}/invitations`)));
+    } catch (err) {
+      setError(err);
+    }
+  };
   useEffect(() => {
     void load();
+    api.get<Me>("/api/auth/me").then((me) => setMeId(me.id), () => setMeId(null));
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [project.id]);
 
-  async function add(e: FormEvent) {
-    e.preventDefault();
+  async function run(fn: () => Promise<unknown>, done: string) {
     setError(null);
+    setNotice(null);
     try {
-      await api.post(`/api/projects/${project.id}/members`, { email, role });
-      setNotice(`${email} is now ${role}.`);
-      setEmail("");
-      void load();
+      await fn();
+      setNotice(done);
+      await load();
     } catch (err) {
       setError(err);
     }
   }
 
+  async function add(e: FormEvent) {
+    e.preventDefault();
+    setError(null);
+    setNotice(null);
+    const invited = email;
+    try {
+      const answer = await api.post<Invitation | Member>(`/api/projects/${project.id}/members`, { email: invited, role });
+      // 202: an invitation the invitee accepts; 200: an existing member's role changed
+      setNotice(
+        "status" in answer && answer.status === "invited"
+          ? `Invitation sent to ${invited} as ${role}. They join when they accept it.`
+          : `${invited} is now ${role}.`,
+      );
+      setEmail("");
+      await load();
+    } catch (err) {
+      setError(err);
+    }
+  }
+
+  async function remove(m: Member) {
+    setConfirming(null);
+    const leaving = m.user_id === meId;
+    await run(() => api.del(`/api/projects/${project.id}/members/${m.user_id}`), leaving ? "You left the project." : `${m.email} was removed.`);
+    if (leaving) window.location.hash = "#/";
+  }
+
   return (
-    <section className="card" aria-labelledby="members-title">
+    <section className="card" aria-labelledby="members-title" data-testid="members">
       <h2 id="members-title">Members</h2>
       <p className="small muted">
-        You are <strong>{project.role}</strong>. Viewers watch, editors run and deploy, owners also manage members and delete.
+        You are <strong data-testid="my-role">{project.role}</strong>. Viewers watch, editors run and deploy, owners also manage members and delete.
       </p>
       {members && (
         <ul className="members">
           {members.map((m) => (
-            <li key={m.user_id}>
-              {m.email} <span className="badge">{m.role}</span>
+            <li key={m.user_id} data-member={m.email}>
+              <span>
+                {m.email} <span className="badge">{m.role}</span>
+              </span>
+              {(owner || m.user_id === meId) &&
+                (confirming === m.user_id ? (
+                  <span className="actions confirm" role="group" aria-label={`Confirm removing ${m.email}`}>
+                    <span className="small">{m.user_id === meId ? "Leave this project?" : `Remove ${m.email}?`}</span>
+                    <button type="button" className="btn btn-small btn-danger" onClick={() => void remove(m)}>
+                      {m.user_id === meId ? "Leave" : "Remove"}
+                    </button>
+                    <button type="button" className="btn btn-small btn-ghost" onClick={() => setConfirming(null)}>
+                      Keep
+                    </button>
+                  </span>
+                ) : (
+                  <button
+                    type="button"
+                    className="btn btn-small btn-ghost"
+                    onClick={() => setConfirming(m.user_id)}
+                    aria-label={m.user_id === meId ? "Leave this project" : `Remove ${m.email}`}
+                  >
+                    {m.user_id === meId ? "Leave…" : "Remove…"}
+                  </button>
+                ))}
             </li>
           ))}
         </ul>
+      )}
+      {owner && pending.length > 0 && (
+        <>
+          <h3 className="small">Pending invitations</h3>
+          <ul className="members" aria-label="Pending invitations">
+            {pending.map((i) => (
+              <li key={i.id} data-invitation={i.email}>
+                <span>
+                  {i.email} <span className="badge">{i.role}</span> <span className="small muted">invited {timeAgo(i.created_at)}</span>
+                </span>
+                <button
+                  type="button"
+                  className="btn btn-small btn-ghost"
+                  aria-label={`Withdraw the invitation of ${i.email}`}
+                  onClick={() => void run(() => api.del(`/api/projects/${project.id}/invitations/${i.id}`), `Invitation of ${i.email} withdrawn.`)}
+                >
+                  Withdraw
+                </button>
+              </li>
+            ))}
+          </ul>
+        </>
       )}
       {owner && (
         <form onSubmit={add} className="row members-form">
@@ -334,7 +417,7 @@ export function Members({ project }: { project: Project }) {
             </select>
           </Field>
           <button type="submit" className="btn" disabled={!email}>
-            Add
+            Invite
           </button>
         </form>
       )}

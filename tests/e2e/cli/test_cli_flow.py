@@ -143,3 +143,56 @@ def test_secrets_upload_and_usage_errors(cli_for, tmp_path: Path) -> None:  # ty
 
     logged_out = cli_for("nobody")("projects")
     assert logged_out.code == 2 and "aidp login" in logged_out.text
+
+
+def test_members_are_invited_and_join_on_accept(cli_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    erin: Cli = cli_for("erin")
+    frank: Cli = cli_for("frank")
+    grace: Cli = cli_for("grace")
+    frank_email = f"frank-{uuid.uuid4().hex[:6]}@example.com"
+    grace_email = f"grace-{uuid.uuid4().hex[:6]}@example.com"
+    _register(erin, f"erin-{uuid.uuid4().hex[:6]}@example.com")
+    _register(frank, frank_email)
+    _register(grace, grace_email)
+    spec = _spec_file(tmp_path, tiny_spec("cli-shared", deploy=False, max_steps=4))
+    assert erin("run", str(spec), "--json").code == 0
+
+    # adding a member invites: nothing is shared until the invitee accepts
+    added = erin("members", "add", "cli-shared", frank_email, "--role", "viewer")
+    assert added.code == 0, added.text
+    assert f"invited {frank_email}" in added.out and "is now" not in added.out
+    assert erin("share", "cli-shared", grace_email).code == 0
+    pending = json.loads(erin("members", "list", "cli-shared", "--json").out)
+    assert sorted((m["email"], m["status"]) for m in pending if m["status"] == "invited") == [
+        (e, "invited") for e in sorted([frank_email, grace_email])
+    ]
+    assert json.loads(frank("projects", "--json").out) == []
+    invitations = json.loads(frank("invitations", "list", "--json").out)
+    assert [(i["project_name"], i["role"]) for i in invitations] == [("cli-shared", "viewer")]
+    listed = frank("invitations", "list")
+    assert listed.code == 0 and "cli-shared" in listed.out, listed.text
+
+    # frank accepts (by project name) and sees the project as a viewer, read-only
+    accepted = frank("invitations", "accept", "cli-shared")
+    assert accepted.code == 0 and "joined as viewer" in accepted.out, accepted.text
+    assert [(p["name"], p["role"]) for p in json.loads(frank("projects", "--json").out)] == [
+        ("cli-shared", "viewer")
+    ]
+    assert json.loads(frank("invitations", "list", "--json").out) == []
+    assert frank("members", "add", "cli-shared", grace_email).code == 1  # owners only
+
+    # grace declines (by invitation id): no project, no invitation left
+    grace_invitation = json.loads(grace("invitations", "list", "--json").out)[0]["id"]
+    declined = grace("invitations", "decline", grace_invitation)
+    assert declined.code == 0 and "declined cli-shared" in declined.out, declined.text
+    assert json.loads(grace("projects", "--json").out) == []
+    assert grace("invitations", "accept", grace_invitation).code == 1
+
+    # the owner removes frank; a re-add of an existing member would change the role instead
+    members = json.loads(erin("members", "list", "cli-shared", "--json").out)
+    assert {(m["email"], m["status"]) for m in members} >= {(frank_email, "member")}
+    assert all(m["status"] == "member" for m in members)  # grace's invitation is gone
+    removed = erin("members", "remove", "cli-shared", frank_email)
+    assert removed.code == 0 and f"removed {frank_email}" in removed.out, removed.text
+    assert json.loads(frank("projects", "--json").out) == []
+    assert erin("down", "cli-shared", "--yes").code == 0

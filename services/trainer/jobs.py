@@ -314,7 +314,12 @@ class JobRunner:
                 progressed = self._first_progress.setdefault(run.run_id, asyncio.Event())
                 self.warm.replenish(local, local.python, after=progressed)
             if spare is not None:
-                return [await self._start_warm(run, spec, accel, execs[0], spare)], 1
+                try:
+                    return [await self._start_warm(run, spec, accel, execs[0], spare)], 1
+                except (BrokenPipeError, ConnectionResetError):  # it died since the claim
+                    log.warning("warm spare of run %s gone; starting cold", run.run_id)
+                    await self.warm.abandon(spare)
+                    spare = None
         except BaseException:
             if (first := self._first_progress.pop(run.run_id, None)) is not None:
                 first.set()

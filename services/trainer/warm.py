@@ -171,6 +171,7 @@ class WarmPool:
             if available_memory_mb() < self.min_available_mb:
                 log.warning("low memory: stopping %d warm spare(s)", self.count())
                 self.release_all()
+            self._prune()
             await asyncio.sleep(self.WATCH_SECONDS)
 
     def count(self) -> int:
@@ -301,6 +302,19 @@ class WarmPool:
         remove_cgroup(spare.spec.cgroup)
         await asyncio.to_thread(_remove_folder, spare.folder)
 
+    def _prune(self) -> None:
+        """Drop spares that exited while waiting (killed, out of memory)."""
+        for spares in list(self._spares.values()):
+            for spare in list(spares):
+                if spare.proc.returncode is not None:
+                    spares.remove(spare)
+                    self._background(self._drop(spare))
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def release_all(self) -> None:
         """Stop every spare (memory pressure, shutdown)."""
         for spares in list(self._spares.values()):
@@ -337,6 +351,7 @@ class WarmPool:
         if available_memory_mb() < self.min_available_mb:
             self.release_all()
             return None
+        self._prune()
         for spare in list(self._spares.get(key, [])):
             if not spare.alive():
                 continue

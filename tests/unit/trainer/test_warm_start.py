@@ -185,3 +185,37 @@ async def test_spares_hold_the_memory_limit_and_die_whole_on_cancel(tmp_path: Pa
     finally:
         await pool.close()
     assert not list((tmp_path / "nodes" / ".aidp-warm").iterdir())
+
+
+async def test_a_spare_that_died_is_never_claimed_and_is_cleaned_up(tmp_path: Path) -> None:
+    import signal
+
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.warm import WarmPool
+
+    settings = TrainerSettings(data_dir=tmp_path / "data")
+    workdir = tmp_path / "nodes" / "n"
+    workdir.mkdir(parents=True)
+    node = NodeInfo(name="n", address="127.0.0.1", workdir=str(workdir), python=PYTHON)
+    local = LocalExecutor(
+        node, sandbox=LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
+    )
+    pool = WarmPool(size=1, min_available_mb=0)
+    try:
+        pool.replenish(local, PYTHON)
+        for _ in range(900):
+            if pool.ready(local, PYTHON) == 1:
+                break
+            await asyncio.sleep(0.2)
+        (spare,) = pool._spares[next(iter(pool._spares))]
+        os.killpg(spare.proc.pid, signal.SIGKILL)
+        await spare.proc.wait()
+        assert await pool.claim(local, PYTHON, str(workdir / "aidp-run-x")) is None
+        assert not (workdir / "aidp-run-x").exists()
+        for _ in range(50):
+            if not Path(spare.folder).exists():
+                break
+            await asyncio.sleep(0.1)
+        assert not Path(spare.folder).exists() and pool.count() == 0
+    finally:
+        await pool.close()

@@ -22,6 +22,7 @@ from shared.store import ArtifactStore
 SERVICES = ("auth", "gateway", "provisioner", "fetcher", "trainer")
 KEY = "aidp-artifacts"
 SIGNING = "auth-signing-keys"
+NAMING = "store-naming-key"
 
 
 def seed(admin: VaultClient, user: str) -> None:
@@ -74,6 +75,9 @@ def _refusals(client: VaultClient, user: str) -> dict[str, Callable[[], object]]
         "read the IDC credentials": lambda: client.get_platform_secret("idc"),
         "write the IDC credentials": lambda: client.put_platform_secret("idc", {"a": "b"}),
         "read another platform secret": lambda: client.get_platform_secret("anything"),
+        "read the store naming key": lambda: client.get_platform_secret(NAMING),
+        # created once (check-and-set 0) by the first fetcher or trainer, never replaced
+        "replace the store naming key": lambda: client.put_platform_secret(NAMING, {"key": "x"}),
         "make a data key": lambda: client.generate_data_key(KEY),
         "unwrap a data key": lambda: client.decrypt_data_key(KEY, "vault:v1:AAAA"),
         "rotate the artifact key": lambda: client.rotate_key(KEY),
@@ -88,8 +92,18 @@ ALLOWED: dict[str, set[str]] = {
     "auth": {"read the signing keyring", "write the signing keyring"},
     "gateway": {"write a user secret", "list user secrets", "delete a user secret"},
     "provisioner": {"read a user secret", "read the IDC credentials"},
-    "fetcher": {"read a user secret", "make a data key", "unwrap a data key"},
-    "trainer": {"read a user secret", "make a data key", "unwrap a data key"},
+    "fetcher": {
+        "read a user secret",
+        "make a data key",
+        "unwrap a data key",
+        "read the store naming key",
+    },
+    "trainer": {
+        "read a user secret",
+        "make a data key",
+        "unwrap a data key",
+        "read the store naming key",
+    },
 }
 
 

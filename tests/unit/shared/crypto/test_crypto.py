@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 import struct
@@ -312,3 +313,51 @@ def test_bound_digest(vault: InMemoryVault) -> None:
         _decrypt_all(vault, blob)  # a bound stream needs its digest
     with pytest.raises(IntegrityError):
         _decrypt_all(vault, _encrypt(vault, DATA), expected_sha256=result.sha256)
+
+
+def test_bound_keyed_name(vault: InMemoryVault) -> None:
+    """FLAG_BINDS_NAME: the final chunk binds the keyed name, not the bare sha256."""
+    dk = vault.generate_data_key(KEY_NAME)
+    out = io.BytesIO()
+    key = b"k" * 32
+    result = crypto.encrypt_stream(
+        [DATA],
+        out,
+        data_key=dk.plaintext,
+        wrapped_key=dk.wrapped,
+        key_name=KEY_NAME,
+        chunk_size=CS,
+        name_of=lambda sha: hmac.new(key, sha, hashlib.sha256).digest(),
+    )
+    blob = out.getvalue()
+    sha = hashlib.sha256(DATA).hexdigest()
+    assert result.sha256 == sha
+    assert result.name == hmac.new(key, bytes.fromhex(sha), hashlib.sha256).hexdigest()
+    assert crypto.read_header(io.BytesIO(blob)).flags == crypto.FLAG_BINDS_NAME
+    opened = crypto.decrypt_stream(
+        io.BytesIO(blob), vault.decrypt_data_key, expected_digest=result.name
+    )
+    assert b"".join(opened) == DATA
+    with pytest.raises(IntegrityError):  # the plaintext's sha256 does not open it
+        b"".join(
+            crypto.decrypt_stream(io.BytesIO(blob), vault.decrypt_data_key, expected_digest=sha)
+        )
+    with pytest.raises(IntegrityError):
+        _decrypt_all(vault, blob)  # a bound stream needs its name
+    with pytest.raises(ValueError):
+        crypto.encrypt_stream(
+            [DATA],
+            io.BytesIO(),
+            data_key=dk.plaintext,
+            wrapped_key=dk.wrapped,
+            key_name=KEY_NAME,
+            bind_sha256=True,
+            name_of=lambda sha: sha,
+        )
+
+
+def test_both_binding_flags_are_refused(vault: InMemoryVault) -> None:
+    blob = bytearray(_encrypt(vault, DATA))
+    blob[5] = crypto.FLAG_BINDS_SHA256 | crypto.FLAG_BINDS_NAME  # the flags byte
+    with pytest.raises(IntegrityError, match="flags"):
+        crypto.read_header(io.BytesIO(bytes(blob)))

@@ -118,8 +118,8 @@ class GatewaySettings(BaseServiceSettings):
     )
     ws_per_message_deflate: bool = Field(
         False,
-        description="Offer permessage-deflate on /api/ws. Off: status frames are small JSON and "
-        "compressing each one per client costs more CPU than it saves on the wire.",
+        description="Offer permessage-deflate on /api/ws. Off by default: status frames are "
+        "small JSON, and compressing each one per client costs fan-out CPU.",
     )
     ws_poll_interval: float = Field(
         0.2,

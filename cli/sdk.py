@@ -460,7 +460,12 @@ class Client:
             self.refresh()
         with ws_connect(self.ws_url(), open_timeout=10, max_size=2**22) as ws:
             ws.send(json.dumps({"type": "auth", "token": self.bearer}))
-            ws.send(json.dumps({"type": "subscribe", "project_id": project_id, "after": after}))
+            # batch: the server may send several queued messages as one (gateway README)
+            ws.send(
+                json.dumps(
+                    {"type": "subscribe", "project_id": project_id, "after": after, "batch": True}
+                )
+            )
             while True:
                 try:
                     raw = ws.recv(timeout=idle_timeout)
@@ -468,9 +473,11 @@ class Client:
                     yield {"type": "idle"}
                     continue
                 message = json.loads(raw)
-                if message.get("type") == "error":
-                    raise StreamClosed(4400, str(message.get("message", message)))
-                yield message
+                frames = message.get("frames") if message.get("type") == "batch" else [message]
+                for frame in frames if isinstance(frames, list) else []:
+                    if frame.get("type") == "error":
+                        raise StreamClosed(4400, str(frame.get("message", frame)))
+                    yield frame
 
 
 def _items(body: Any) -> list[Json]:

@@ -107,8 +107,13 @@ class _ScriptedWs:
             return
         ws.send(json.dumps({"type": "subscribed", "project_id": sub["project_id"]}))
         seqs = [1, 2] if len(self.subscriptions) == 1 else [2, 3]  # 2 is resent: must be dropped
-        for seq in seqs:
-            ws.send(json.dumps({"type": "event", "seq": seq, "event": {"type": f"E{seq}"}}))
+        frames = [{"type": "event", "seq": seq, "event": {"type": f"E{seq}"}} for seq in seqs]
+        if len(self.subscriptions) == 1:
+            for frame in frames:
+                ws.send(json.dumps(frame))
+        else:  # the client asked for batches: the second connection sends one
+            assert sub.get("batch") is True
+            ws.send(json.dumps({"type": "batch", "frames": frames}))
         if len(self.subscriptions) == 1:
             ws.socket.close()  # abrupt drop, no close frame
         else:

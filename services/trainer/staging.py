@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.trainer.nodes import NodeExecutor
-from shared.errors import ProviderError
+from shared.errors import NotFound, ProviderError
 from shared.store import ArtifactStore, Manifest, ManifestFile
+from shared.store_migration import migrate_manifest, successor
 
 __all__ = [
     "TASKS_DIR",
     "StoredTree",
+    "manifest_of",
     "restore_missing",
     "stage_manifest",
     "stage_sources",
@@ -59,7 +61,7 @@ async def stage_manifest(
     *, executor: NodeExecutor, store: ArtifactStore, key: str, workspace: str, dest: str
 ) -> int:
     """Place a manifest's files under ``workspace/dest``; returns the bytes transferred."""
-    manifest = await asyncio.to_thread(store.get_manifest, key)
+    manifest = await asyncio.to_thread(manifest_of, store, key)
     cache = posixpath.join(workspace, "cache", "blobs")
     blobs = {f.digest: posixpath.join(cache, f.digest) for f in manifest.files}
     present = await executor.existing(blobs.values())
@@ -75,6 +77,17 @@ async def stage_manifest(
     if pairs:
         await executor.link_files(pairs)
     return sent
+
+
+def manifest_of(store: ArtifactStore, key: str) -> Manifest:
+    """The manifest ``key``; one named before keyed blob names (an ``ArtifactsCached`` the
+    old version published before the upgrade) is followed to its migrated successor."""
+    try:
+        return store.get_manifest(key)
+    except NotFound:
+        if not store.has(successor(store, key)):
+            raise
+        return store.get_manifest(migrate_manifest(store, key))
 
 
 async def stage_sources(*, executor: NodeExecutor, workspace: str, extra: dict[str, str]) -> None:

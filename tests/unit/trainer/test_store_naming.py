@@ -13,7 +13,9 @@ from services.trainer.main import MIGRATIONS
 from services.trainer.models import Checkpoint, CreatedBlob, ModelVersion, Run
 from services.trainer.naming import migrate_to_keyed_names
 from services.trainer.retention import prune_checkpoints
+from services.trainer.staging import manifest_of
 from shared.db import Database
+from shared.errors import NotFound
 from shared.secrets import InMemoryVault
 from shared.store import ArtifactStore, Manifest, ManifestFile
 from shared.store_migration import ReferenceMap
@@ -147,3 +149,17 @@ def test_a_crash_while_mapping_leaves_the_old_references_and_a_rerun_completes(
     for row, i in zip(rows, (1, 2), strict=True):
         out = store.materialize(row.manifest_key, tmp_path / f"ckpt{i}")
         assert [p.read_bytes() for p in out] == [CONTENT[f"w{i}"]]
+
+
+def test_a_reference_from_an_event_published_before_the_upgrade_is_followed(
+    tmp_path: Path, db: Database
+) -> None:
+    store = ArtifactStore(tmp_path / "store", InMemoryVault())
+    old = _legacy_tree(store, "hf://org/m", "c" * 40, BASE)  # in an ArtifactsCached in flight
+    migrate_to_keyed_names(db, store)
+    manifest = manifest_of(store, old)
+    assert {f.path for f in manifest.files} == set(BASE)
+    for f in manifest.files:
+        assert b"".join(store.read(f.digest)) == BASE[f.path]
+    with pytest.raises(NotFound):  # a name that never existed stays not found
+        manifest_of(store, "0" * 64)

@@ -156,19 +156,53 @@ try {
     seen.bob_error = await b.page.getByRole("alert").first().innerText();
     await shot(b.page, "10-other-user-404");
   });
-  await step("share as viewer", page, async () => {
+  await step("invite as viewer", page, async () => {
     await page.goto(`${base}/#/projects/${seen.project_id}`);
     await page.getByLabel("Email").fill(scenario.bob);
     await page.getByLabel("Role").selectOption("viewer");
-    await page.getByRole("button", { name: "Add", exact: true }).click();
-    await page.getByText(`${scenario.bob} is now viewer.`).waitFor();
+    await page.getByRole("button", { name: "Invite", exact: true }).click();
+    await page.getByText(`Invitation sent to ${scenario.bob} as viewer.`).waitFor();
+    // pending until bob accepts: listed with a withdraw button, not among the members
+    await page.getByRole("button", { name: `Withdraw the invitation of ${scenario.bob}` }).waitFor();
+    seen.member_before_accept = await page.locator(`[data-member="${scenario.bob}"]`).count();
+    await shot(page, "11-invited");
+  });
+  await step("viewer accepts", b.page, async () => {
+    // bob logs out and back in: the invitation waits on his projects page
     await b.page.goto(`${base}/#/`);
-    await b.page.locator(`[data-project="${scenario.form.name}"]`).click();
+    await b.page.getByRole("button", { name: "Log out" }).click();
+    await b.page.getByRole("tab", { name: "Log in" }).click();
+    await b.page.getByLabel("Email").fill(scenario.bob);
+    await b.page.getByLabel("Password").fill(scenario.password);
+    await b.page.getByRole("button", { name: "Log in" }).last().click();
+    await b.page.getByRole("heading", { name: "Projects" }).waitFor();
+    seen.bob_projects_before_accept = await b.page.locator(".project-item").count();
+    const invitation = b.page.getByTestId("invitations");
+    await invitation.getByText(scenario.form.name).waitFor();
+    await shot(b.page, "12-invitation");
+    await invitation.getByRole("button", { name: `Accept the invitation to ${scenario.form.name}` }).click();
+    await b.page.locator(`[data-project="${scenario.form.name}"]`).waitFor();
+    seen.invitations_left = await b.page.getByTestId("invitations").count();
+  });
+  await step("viewer is read-only", b.page, async () => {
+    await b.page.locator(`[data-project="${scenario.form.name}"] a`).click();
     await b.page.getByRole("heading", { name: "Pipeline" }).waitFor();
     await b.page.getByText("You are viewer").waitFor();
+    await b.page.getByTestId("members").locator(`[data-member="${scenario.bob}"]`).waitFor();
     seen.viewer_can_delete = await b.page.getByRole("button", { name: /Delete this project/ }).count();
     seen.viewer_can_rerun = await b.page.getByRole("button", { name: /Re-run/ }).count();
-    await shot(b.page, "11-viewer");
+    seen.viewer_can_invite = await b.page.getByRole("button", { name: "Invite", exact: true }).count();
+    seen.viewer_can_remove = await b.page.getByRole("button", { name: /^Remove / }).count();
+    await shot(b.page, "13-viewer");
+  });
+  await step("owner sees the member", page, async () => {
+    await page.reload();
+    await page.getByTestId("members").locator(`[data-member="${scenario.bob}"]`).waitFor();
+    seen.pending_after_accept = await page.getByRole("button", { name: `Withdraw the invitation of ${scenario.bob}` }).count();
+    // removing asks first; keeping it changes nothing
+    await page.getByRole("button", { name: `Remove ${scenario.bob}` }).click();
+    await page.getByRole("group", { name: `Confirm removing ${scenario.bob}` }).getByRole("button", { name: "Keep" }).click();
+    seen.member_kept = await page.locator(`[data-member="${scenario.bob}"]`).count();
   });
   await step("logout", page, async () => {
     await page.getByRole("button", { name: "Log out" }).click();

@@ -31,8 +31,19 @@ def _ensure_ui_built() -> None:
         pytest.fail("needs node and /usr/bin/chromium (scripts/bootstrap.sh installs them)")
     if not (WEB / "node_modules" / "playwright-core").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
-    if not (WEB / "dist" / "index.html").is_file():
+    if _dist_is_stale():
         subprocess.run(["npm", "run", "build"], cwd=WEB, check=True)
+
+
+def _dist_is_stale() -> bool:
+    """No build yet, or a source file changed after it (a stale UI fails the flow
+    confusingly: the browser would drive yesterday's pages)."""
+    built = WEB / "dist" / "index.html"
+    if not built.is_file():
+        return True
+    sources = [WEB / "index.html", *(WEB / "src").rglob("*")]
+    newest = max(p.stat().st_mtime for p in sources if p.is_file())
+    return newest > built.stat().st_mtime
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +93,12 @@ def test_newcomer_flow_in_the_browser(platform: Platform) -> None:
     assert seen["predictions"] == 2
     assert str(seen["upload_yaml"]).startswith("upload://")
     assert seen["secret_value_shown"] is False
+    # member-add is an invitation: nothing shared until bob accepts it in his projects page
+    assert seen["member_before_accept"] == 0 and seen["bob_projects_before_accept"] == 0
+    assert seen["invitations_left"] == 0 and seen["pending_after_accept"] == 0
+    assert seen["member_kept"] == 1
     assert seen["viewer_can_delete"] == 0 and seen["viewer_can_rerun"] == 0
+    assert seen["viewer_can_invite"] == 0 and seen["viewer_can_remove"] == 0
     assert seen["bob_projects"] == 0
     assert "not found" in seen["bob_error"].lower()
     assert seen["loss_points"] == 1

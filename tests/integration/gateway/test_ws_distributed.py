@@ -34,9 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 def two_gateways(
     tmp_path: Path, postgres_url: str, amqp_url: str, bao_server: tuple[str, str], vault_client: Any
 ) -> Iterator[tuple[str, str]]:
-    auth_app = create_auth_app(
-        auth_settings(tmp_path, postgres_url, amqp_url), vault=(vault_client, vault_client)
-    )
+    # a split deployment is distributed mode: the gateway processes call auth's internal API
+    # with service tokens signed by their Vault transit key, which auth verifies
+    settings = auth_settings(tmp_path, postgres_url, amqp_url)
+    settings = settings.model_copy(update={"mode": "distributed"})
+    auth_app = create_auth_app(settings, vault=(vault_client, vault_client))
     with server_thread(auth_app) as auth_url, ExitStack() as stack:
         urls = [  # one after the other: the first one migrates the database
             stack.enter_context(
@@ -46,6 +48,7 @@ def two_gateways(
                     amqp_url=amqp_url,
                     auth_url=auth_url,
                     bao=bao_server,
+                    env={"AIDP_MODE": "distributed"},
                 )
             )
             for _ in range(2)

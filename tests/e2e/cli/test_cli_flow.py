@@ -180,6 +180,10 @@ def test_members_are_invited_and_join_on_accept(cli_for, tmp_path: Path) -> None
     ]
     assert json.loads(frank("invitations", "list", "--json").out) == []
     assert frank("members", "add", "cli-shared", grace_email).code == 1  # owners only
+    # adding someone who already is a member changes the role at once
+    changed = erin("members", "add", "cli-shared", frank_email, "--role", "editor")
+    assert changed.code == 0 and f"{frank_email} is now editor of cli-shared" in changed.out
+    assert [p["role"] for p in json.loads(frank("projects", "--json").out)] == ["editor"]
 
     # grace declines (by invitation id): no project, no invitation left
     grace_invitation = json.loads(grace("invitations", "list", "--json").out)[0]["id"]
@@ -188,7 +192,7 @@ def test_members_are_invited_and_join_on_accept(cli_for, tmp_path: Path) -> None
     assert json.loads(grace("projects", "--json").out) == []
     assert grace("invitations", "accept", grace_invitation).code == 1
 
-    # the owner removes frank; a re-add of an existing member would change the role instead
+    # the owner removes frank
     members = json.loads(erin("members", "list", "cli-shared", "--json").out)
     assert {(m["email"], m["status"]) for m in members} >= {(frank_email, "member")}
     assert all(m["status"] == "member" for m in members)  # grace's invitation is gone

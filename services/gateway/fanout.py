@@ -32,7 +32,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +97,34 @@ class _Live:
         self.superseded = False
 
 
-_Item = _Control | _CatchUp | _Live
+class FrameRun:
+    """Frames of one project handed on together (one loop turn of the hub), shared by every
+    connection: the texts, their size, and the batch message of all of them are built once."""
+
+    __slots__ = ("_joined", "contiguous", "first", "frames", "last", "size", "texts")
+
+    def __init__(self, frames: Sequence[Frame]) -> None:
+        self.frames = frames
+        self.texts = [f.text for f in frames]
+        self.size = sum(map(len, self.texts))
+        self.first, self.last = frames[0].seq, frames[-1].seq
+        self.contiguous = all(b.seq == a.seq + 1 for a, b in zip(frames, frames[1:], strict=False))
+        self._joined: str | None = None
+
+    @property
+    def joined(self) -> str:
+        if self._joined is None:
+            self._joined = batch_text(self.texts)
+        return self._joined
+
+
+@dataclass(frozen=True)
+class _Run:
+    sub: Subscription
+    run: FrameRun
+
+
+_Item = _Control | _CatchUp | _Live | _Run
 
 
 class Connection:
@@ -142,26 +169,35 @@ class Connection:
 
     # -- called from the hub and the receive loop (never await) -----------------------
 
-    def offer(self, item: _Item) -> None:
+    def offer(self, item: _Item, weight: int = 1) -> None:
+        """Queue ``item`` (``weight`` messages); a full queue drops the client (1013)."""
         if self.dropped:
             return
         if self._queued >= self.queue_size:
             self.drop(CLOSE_SLOW)
             return
         self._items.append(item)
-        self._queued += 1
+        self._queued += weight
         self._wake.set()
 
     def deliver(self, frame: Frame) -> None:
         self.deliver_many(frame.project_id, (frame,))
 
-    def deliver_many(self, project_id: uuid.UUID, frames: Iterable[Frame]) -> None:
-        """Queue ``frames`` (of ``project_id``, in seq order) for its subscription."""
+    def deliver_many(
+        self, project_id: uuid.UUID, frames: Sequence[Frame], run: FrameRun | None = None
+    ) -> None:
+        """Queue ``frames`` (of ``project_id``, in seq order) for its subscription;
+        ``run`` is the same frames prepared once for every connection."""
         sub = self.subs.get(project_id)
-        if sub is None:
+        if sub is None or not frames:
             return
         if sub.pending is not None:
             sub.pending.extend(frames)
+            return
+        if not sub.coalesce:
+            run = run or FrameRun(frames)
+            if run.last > sub.last_sent:
+                self.offer(_Run(sub, run), len(frames))
             return
         for frame in frames:
             if self.dropped:
@@ -275,6 +311,39 @@ class Connection:
                     size += len(frame.text)
                     sent += 1
                     sub.last_sent = frame.seq
+                elif isinstance(item, _Run):
+                    sub, run = item.sub, item.run
+                    self._queued -= len(run.frames)
+                    if self.subs.get(sub.project_id) is not sub or run.last <= sub.last_sent:
+                        continue
+                    fits = (
+                        size + run.size <= _BATCH_BYTES
+                        and len(out) + len(run.texts) <= 2 * _BATCH_FRAMES
+                    )
+                    if run.contiguous and run.first == sub.last_sent + 1 and fits:
+                        sub.last_sent = run.last
+                        if self.batch and not out and not self._items and len(run.texts) > 1:
+                            await self._send(run.joined)  # built once for every client
+                            self._on_sent(len(run.texts))
+                            continue
+                        out.extend(run.texts)
+                        size += run.size
+                        sent += len(run.texts)
+                        continue
+                    for frame in run.frames:  # overlaps, gaps or too big: one by one
+                        if self.subs.get(sub.project_id) is not sub or frame.seq <= sub.last_sent:
+                            continue
+                        if frame.seq > sub.last_sent + 1:
+                            await self._flush(out, sent)
+                            size = sent = 0
+                            await self._catch_up(sub, frame.seq - 1)
+                        out.append(frame.text)
+                        size += len(frame.text)
+                        sent += 1
+                        sub.last_sent = frame.seq
+                        if len(out) >= _BATCH_FRAMES or size >= _BATCH_BYTES:
+                            await self._flush(out, sent)
+                            size = sent = 0
                 elif isinstance(item, _Control):
                     self._queued -= 1
                     out.append(item.text)
@@ -412,8 +481,9 @@ class Hub:
         self._flush_scheduled = False
         collected, self._collected = self._collected, {}
         for project_id, frames in collected.items():
+            run = FrameRun(frames)
             for conn in list(self._watchers.get(project_id, ())):
-                conn.deliver_many(project_id, frames)
+                conn.deliver_many(project_id, frames, run)
 
     def drop_stalled(self) -> int:
         """Drop (1013) every client whose socket has not taken a send for its

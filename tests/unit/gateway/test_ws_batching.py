@@ -235,3 +235,30 @@ async def test_subscribe_options_must_be_booleans(served: Served) -> None:
         ws = await wsclient.authed(served.ws_url, token)
         await ws.send(json.dumps({"type": "subscribe", "project_id": project["id"], name: 1}))
         assert await wsclient.close_code(ws) == 1002
+
+
+async def test_shared_runs_built_once_and_overlaps_sent_once() -> None:
+    """Every batch client gets the same message object for a loop turn's frames; a later
+    turn overlapping what was sent (the poller after the writer) adds only the new seqs."""
+    pid = uuid.uuid4()
+    hub = Hub(None, poll_interval=1)  # type: ignore[arg-type]
+    clients = [Recorder(), Recorder()]
+    conns = []
+    for client in clients:
+        conn = _connection(client)
+        conn.batch = True
+        conn.subs[pid] = Subscription(project_id=pid, last_sent=0, pending=None)
+        hub.watch(conn, pid)
+        conn.start()
+        conns.append(conn)
+    for seq in (1, 2, 3):
+        hub.dispatch(_frame(pid, seq))
+    await _settle()
+    for seq in (2, 3, 4, 5):
+        hub.dispatch(_frame(pid, seq))
+    await _settle()
+    for conn in conns:
+        await conn.stop()
+    assert clients[0].sent[0] is clients[1].sent[0]  # joined once, sent to both
+    for client in clients:
+        assert client.seqs() == [1, 2, 3, 4, 5]

@@ -357,6 +357,7 @@ async def test_ws_fanout(
                     "AIDP_WS_SEND_QUEUE": "1000000",
                     "AIDP_WS_SEND_TIMEOUT": "120",
                     "AIDP_ACCESS_TOKEN_TTL_SECONDS": "3600",
+                    "AIDP_USER_MAX_ACTIVE_RUNS": "0",  # a fresh project (and run) per round
                 },
             )
         )

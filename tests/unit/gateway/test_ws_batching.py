@@ -6,15 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
+from fastapi import FastAPI, WebSocket
 
+from services.embedded import gateway_ws_deflate
 from services.gateway.eventlog import Frame, frame_text
 from services.gateway.fanout import Connection, Hub, Subscription, batch_text
+from services.gateway.settings import GatewaySettings
 from shared.events import TrainingLog, TrainingProgress, new_event
 from tests.unit.gateway import wsclient
-from tests.unit.gateway.conftest import Served
+from tests.unit.gateway.conftest import Served, serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -262,3 +267,28 @@ async def test_shared_runs_built_once_and_overlaps_sent_once() -> None:
     assert clients[0].sent[0] is clients[1].sent[0]  # joined once, sent to both
     for client in clients:
         assert client.seqs() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+async def test_permessage_deflate_follows_the_setting(tmp_path: Path, deflate: bool) -> None:
+    """Off by default: the handshake offers no compression (the uvicorn option as the
+    service and embedded ``aidp up`` pass it)."""
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+
+    settings = (
+        GatewaySettings(data_dir=tmp_path, ws_per_message_deflate=True)
+        if deflate
+        else GatewaySettings(data_dir=tmp_path)  # the default
+    )
+    async with serve(app, ws_per_message_deflate=gateway_ws_deflate(settings)) as url:
+        async with websockets.connect(url.replace("http", "ws") + "/ws") as ws:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+            assert ws.response is not None
+            extensions = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+    assert ("permessage-deflate" in extensions) is deflate

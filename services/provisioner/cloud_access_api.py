@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.provisioner.cloud_access import CloudAccessPolicy
 from services.provisioner.drivers.base import RunContext
 from shared.errors import InvalidInput, ProviderError
+from shared.service_auth import require_caller
 from shared.spec import ProjectSpec
 
 __all__ = ["cloud_access_router"]
@@ -53,7 +54,10 @@ class SpecCheck(BaseModel):
 
 
 def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
-    router = APIRouter(prefix="/internal/cloud-access", tags=["internal"])
+    # only the gateway calls these (service token, shared.service_auth)
+    router = APIRouter(
+        prefix="/internal/cloud-access", tags=["internal"], dependencies=[require_caller("gateway")]
+    )
 
     @router.get("")
     def show() -> dict[str, Any]:

@@ -68,4 +68,5 @@ def require_caller(*allowed: str) -> Any:
             raise Forbidden(f"service {claims.caller!r} may not call this route")
         return claims.caller
 
+    check.allowed_callers = allowed_set  # type: ignore[attr-defined]  # for route audits
     return Depends(check)

@@ -20,6 +20,7 @@ from services.provisioner.settings import ProvisionerSettings
 from shared.events import ProjectCreated, RunCancelled
 from shared.secrets import InMemoryVault
 from tests.support.idc_server import IdcCloud, idc_server
+from tests.support.service_auth import as_service
 from tests.unit.provisioner.harness import FakeEnvBuilder, Harness, spec_dict
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,7 +73,9 @@ async def _instance_of(made: IdcCloud, run: uuid.UUID, timeout: float = 30) -> d
 
 
 def _created(made: IdcCloud) -> int:
-    return sum(1 for method, path, _ in made.log if method == "POST" and path.endswith("/instances"))
+    return sum(
+        1 for method, path, _ in made.log if method == "POST" and path.endswith("/instances")
+    )
 
 
 async def test_unlisted_user_without_credentials_fails_before_anything_is_created(
@@ -119,7 +122,9 @@ async def test_admin_list_allows_a_user_and_every_change_is_recorded(
     async with Harness(platform_settings, builder=FakeEnvBuilder()) as h:
         assert h.app is not None
         transport = httpx.ASGITransport(app=h.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://p") as api:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://p", auth=as_service("provisioner")
+        ) as api:
             before = await _start(h, user, _spec())
             await h.wait_for("NodesFailed", before)
             put = await api.put(
@@ -161,7 +166,9 @@ async def test_a_spec_cannot_raise_the_platform_cap(
         second = (await h.wait_for("NodesFailed", no_cap_two_nodes)).payload
         assert h.app is not None
         transport = httpx.ASGITransport(app=h.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://p") as api:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://p", auth=as_service("provisioner")
+        ) as api:
             check = await api.post(
                 "/internal/cloud-access/check",
                 json={"user_id": str(owner), "spec": _spec(max_hourly_usd=5)},

@@ -234,9 +234,10 @@ async def test_a_removed_members_socket_on_another_replica_closes_4403(
 ) -> None:
     """Issue 13: MembershipChanged from replica 1's member route closes replica 2's socket."""
     gw_a, gw_b = two_gateways
-    owner, member = await asyncio.gather(
-        asyncio.to_thread(_login, gw_a), asyncio.to_thread(_login, gw_a)
-    )
+    # One after the other: on loopback the first account registered becomes the platform
+    # admin, who sees every project; the member must not be it.
+    owner = await asyncio.to_thread(_login, gw_a)
+    member = await asyncio.to_thread(_login, gw_a)
     owner_h = {"Authorization": f"Bearer {owner}"}
     member_h = {"Authorization": f"Bearer {member}"}
     async with httpx.AsyncClient(timeout=30) as http:

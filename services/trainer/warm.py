@@ -44,7 +44,7 @@ from typing import Any
 
 from services.trainer.nodes import LocalExecutor, LocalSandbox, NodeProcess, _LocalProcess
 from shared.sandbox.cgroups import remove_cgroup
-from shared.sandbox.command import SandboxSpec
+from shared.sandbox.command import SandboxSpec, sandbox_env
 from shared.sandbox.confined import confined_open
 from shared.sandbox.sandboxes import hand_over
 
@@ -75,7 +75,10 @@ IMPORT_TIME_ENV = {
 #: line: env, script, src, threads), then run the script as ``__main__``. stdin is closed
 #: after the claim so the run sees what a cold process sees (no input).
 WARM_BOOT = r"""
-import json, os, sys, threading
+import sys
+if sys.path and sys.path[0] in ("", "."):
+    del sys.path[0]  # -c puts the working directory first; a script's run never has it
+import json, os, threading
 import torch, transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -390,7 +393,8 @@ class WarmPool:
             **env,
         }
         claim = {
-            "env": inner,
+            # what the tool chain in front of a cold start lets through to the program
+            "env": sandbox_env(inner),
             "script": script,
             "src": posixpath.join(spare.folder, "src"),
             "threads": threads,

@@ -148,11 +148,15 @@ async def test_spares_hold_the_memory_limit_and_die_whole_on_cancel(tmp_path: Pa
             "import os, sys\n"
             "assert sys.stdin.read() == ''\n"
             "assert 'AIDP_WARM_PRELOAD' not in os.environ and os.environ['RUN_ONLY'] == 'yes'\n"
+            "assert 'LD_PRELOAD' not in os.environ and '' not in sys.path\n"
             "print('env ok', flush=True)\n"
             "hog = [bytearray(64 << 20) for _ in range(64)]\n"
         )
         proc = await pool.start(
-            hog, workspace=hog_ws, script=f"{hog.folder}/src/hog.py", env={"RUN_ONLY": "yes"}
+            hog,
+            workspace=hog_ws,
+            script=f"{hog.folder}/src/hog.py",
+            env={"RUN_ONLY": "yes", "LD_PRELOAD": "/x.so"},
         )
         lines = [line.text async for line in proc.lines()]
         code = await proc.wait()

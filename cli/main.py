@@ -271,12 +271,22 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream live progress.")] = False,
 ) -> None:
     """Print a run's training logs; -f follows it live until it ends (a run that has
-    already ended: its stored lines, then exit 0)."""
+    already ended: its stored lines and how it ended, exit 0 only if it succeeded)."""
     client = _client()
     run_body = client.get_run(run_id) if follow else {}
     if not follow or run_body.get("status") in FINAL_STATUSES:
         for line in client.run_logs(run_id):
             typer.echo(printable(line))  # as text: no markup, no escape sequences
+        if follow:  # the same ending (and exit code) as following it live would have had
+            ended = RunView(
+                run_id=run_id,
+                status=str(run_body["status"]),
+                reason=run_body.get("error"),
+                model_version=run_body.get("model_version"),
+                deployment_id=run_body.get("deployment_id"),
+                endpoint=run_body.get("endpoint"),
+            )
+            raise typer.Exit(_outcome(client, ended))
         return
     raise typer.Exit(_follow(client, str(run_body["project_id"]), run_id, RunView(run_id=run_id)))
 

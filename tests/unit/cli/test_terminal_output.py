@@ -1,6 +1,7 @@
 """Strings from runs reach the terminal as text (issue 13): the real ``aidp`` under a
 pseudo-terminal, against the real gateway server, prints Rich markup literally and no
-escape sequence; ``aidp logs -f`` on a finished run prints its stored lines and exits 0."""
+escape sequence; ``aidp logs -f`` on a finished run prints its stored lines and how it ended, then exits
+(1 for a failed run)."""
 
 from __future__ import annotations
 
@@ -114,7 +115,11 @@ async def test_logs_follow_on_finished_run_prints_text_and_exits(
     for args in (["logs", str(rid), "-f"], ["logs", str(rid)]):
         code, out = await asyncio.to_thread(_run_in_pty, args, env)
         text = out.decode("utf-8", "replace")
-        assert code == 0, text
+        if "-f" in args:  # the stored lines, then how the run ended, as following it would
+            assert code == 1, text
+            assert "failed: boom [/bold]" in text, text
+        else:
+            assert code == 0, text
         assert "Traceback" not in text
         for line in EXPECTED:
             assert line.strip() in text, (line, text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 
-from services.trainer.nodes import LocalExecutor, NodeExecutor
+from services.trainer.nodes import ISOLATED, LocalExecutor, NodeExecutor
 from shared.errors import ProviderError
 
 __all__ = ["checkpoint_path_problem", "ensure_inside"]
@@ -45,6 +45,8 @@ async def ensure_inside(executor: NodeExecutor, path: str, base: str) -> None:
         raise ProviderError(f"{path} is not under {base}")
     if isinstance(executor, LocalExecutor):
         return  # every local file operation refuses symlinks on its own
-    code, _, _ = await executor.run([executor.python, "-c", _INSIDE, path, base], timeout=30)
+    code, _, _ = await executor.run(
+        [executor.python, *ISOLATED, "-c", _INSIDE, path, base], timeout=30
+    )
     if code != 0:
         raise ProviderError(f"{path} resolves outside {base} (a symlink?)")

@@ -415,10 +415,13 @@ class JobRunner:
     async def _procs_per_node(self, executor: NodeExecutor, accel: str) -> int:
         if accel != "cuda":
             return 1
+        # nvidia-smi, not the run environment's torch: nothing a tenant installed into that
+        # environment may run outside the sandbox with the platform's privileges.
         code, out, _ = await executor.run(
-            [executor.python, "-c", "import torch;print(torch.cuda.device_count())"]
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"]
         )
-        return max(1, int(out.strip() or 1)) if code == 0 else 1
+        gpus = [line for line in out.splitlines() if line.strip()] if code == 0 else []
+        return max(1, len(gpus))
 
     def _back_to_staging(self, run_id: uuid.UUID) -> bool:
         with self.runtime.db.session() as session:

@@ -45,6 +45,7 @@ from shared.sandbox.netns import remove_netns
 from shared.sandbox.sandboxes import RUN_USER
 
 __all__ = [
+    "ISOLATED",
     "LocalExecutor",
     "LocalSandbox",
     "NodeExecutor",
@@ -54,6 +55,12 @@ __all__ = [
     "node_executor",
     "safe_env",
 ]
+
+#: Interpreter flags for the platform's own helper scripts run with a run environment's
+#: python outside the sandbox (as the platform or the node's login user): isolated mode and
+#: no ``site``, so no ``.pth`` file or package a tenant installed into that environment runs
+#: with the platform's privileges. The scripts use the standard library only.
+ISOLATED = ("-I", "-S")
 
 #: Variables of the trainer's own environment that a node process may inherit.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "CUDA_VISIBLE_DEVICES")
@@ -143,7 +150,7 @@ class NodeExecutor(ABC):
             " try: os.link(s,d)\n"
             " except OSError: shutil.copyfile(s,d)\n"
         )
-        await self._run_stdin([self.python, "-c", script], _json(pairs))
+        await self._run_stdin([self.python, *ISOLATED, "-c", script], _json(pairs))
 
     @abstractmethod
     async def _run_stdin(self, argv: Sequence[str], data: str) -> None: ...
@@ -675,7 +682,7 @@ class SSHExecutor(NodeExecutor):
         )
         conn = await self._connection()
         result = await conn.run(
-            shlex.join([self.python, "-c", script]), input=_json(wanted), check=True
+            shlex.join([self.python, *ISOLATED, "-c", script]), input=_json(wanted), check=True
         )
         import json
 
@@ -687,7 +694,9 @@ class SSHExecutor(NodeExecutor):
             return {}
         conn = await self._connection()
         result = await conn.run(
-            shlex.join([self.python, "-c", _HASH_SCRIPT]), input=_json(wanted), check=False
+            shlex.join([self.python, *ISOLATED, "-c", _HASH_SCRIPT]),
+            input=_json(wanted),
+            check=False,
         )
         if result.exit_status:
             raise ProviderError(
@@ -719,6 +728,7 @@ class SSHExecutor(NodeExecutor):
         code, out, err = await self.run(
             [
                 self.python,
+                *ISOLATED,
                 "-c",
                 "import socket;s=socket.socket();s.bind(('',0));print(s.getsockname()[1])",
             ]

@@ -106,6 +106,8 @@ class Cluster:
             **self.env,
             "AIDP_MODE": "distributed",
             "AIDP_ALLOW_LOCAL_PROVIDER": "true",  # the cluster's runs use the local node
+            # One test user runs ten projects at once (the scale scenario), above the default.
+            "AIDP_USER_MAX_ACTIVE_RUNS": "0",
             "AIDP_AUTH_URL": urls["auth"],
             "AIDP_FETCHER_URL": urls["fetcher"],
             "AIDP_TRAINER_URL": urls["trainer"],

@@ -24,6 +24,7 @@ import pytest
 from sqlmodel import select
 
 from services.trainer import ssh_runs
+from services.trainer.checkpoint_paths import ensure_inside
 from services.trainer.models import Checkpoint, ModelVersion
 from services.trainer.nodes import SSHExecutor
 from services.trainer.staging import stage_manifest, store_tree
@@ -496,3 +497,57 @@ async def test_concurrent_runs_on_one_ssh_node_get_their_own_uids(
             if Path(ws[name]).exists():
                 await executor.remove_tree(ws[name])
             await executor.close()
+
+
+async def test_a_tenant_pth_file_never_runs_when_the_platform_uses_the_env_python(
+    tmp_path: Path,
+    host: SshHost,
+    client_key: Path,
+    known_hosts: Path,
+    tiny_files: tuple[Path, Path],
+) -> None:
+    """A package in the run's environment may ship a ``.pth`` file (executed by ``site`` at
+    interpreter start). The platform's own helper scripts run that interpreter outside the
+    sandbox, as the login user: they must start it isolated, without ``site``."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    purelib = subprocess.run(
+        [
+            str(env / "bin" / "python"),
+            "-c",
+            "import sysconfig;print(sysconfig.get_paths()['purelib'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    marker = tmp_path / "pth-ran"
+    Path(purelib, "evil.pth").write_text(
+        f"import os; open({str(marker)!r}, 'w').write(str(os.getuid()))\n"
+    )
+    subprocess.run([str(env / "bin" / "python"), "-c", "pass"], check=True)
+    assert marker.exists(), "the probe .pth does not run: the test proves nothing"
+    marker.unlink()
+
+    store = ArtifactStore(tmp_path / "store", InMemoryVault())
+    key = put_dir(store, tiny_files[0], source="hf://tests/tiny-bert")
+    node = ssh_node(host, tmp_path / "node").model_copy(
+        update={"python": str(env / "bin" / "python")}
+    )
+    ws = str(tmp_path / "node" / "aidp-run-pth")
+    executor = SSHExecutor(node, client_keys=[str(client_key)], known_hosts=str(known_hosts))
+    try:
+        await stage_manifest(executor=executor, store=store, key=key, workspace=ws, dest="model")
+        await store_tree(
+            executor=executor,
+            store=store,
+            root=f"{ws}/model",
+            source="aidp://t",
+            revision="1",
+            meta={},
+        )
+        await ensure_inside(executor, f"{ws}/model", ws)
+        await executor.free_port()
+    finally:
+        await executor.close()
+    assert not marker.exists(), "a tenant's .pth ran with the platform's privileges"

@@ -319,9 +319,7 @@ _ALL: tuple[type[EventPayload], ...] = (
 )
 
 #: type name -> newest payload class.
-EVENT_TYPES: dict[str, type[EventPayload]] = {
-    cls.event_type(): cls for cls in (*_ALL, *_IDENTITY)
-}
+EVENT_TYPES: dict[str, type[EventPayload]] = {cls.event_type(): cls for cls in (*_ALL, *_IDENTITY)}
 
 #: Every event type that shows in a project's status stream (all but identity events).
 STATUS_EVENT_TYPES: tuple[str, ...] = tuple(cls.event_type() for cls in _ALL)

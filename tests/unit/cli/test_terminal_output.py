@@ -1,7 +1,7 @@
 """Strings from runs reach the terminal as text (issue 13): the real ``aidp`` under a
 pseudo-terminal, against the real gateway server, prints Rich markup literally and no
-escape sequence; ``aidp logs -f`` on a finished run prints its stored lines and how it ended, then exits
-(1 for a failed run)."""
+escape sequence; ``aidp logs -f`` on a finished run prints its stored lines and how it
+ended, then exits (1 for a failed run)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ from tests.support.idc_server import IdcCloud, idc_server
 from tests.support.service_auth import as_service
 from tests.unit.provisioner.harness import FakeEnvBuilder, Harness, spec_dict
 
-pytestmark = pytest.mark.timeout(120)
+# Generous: on a loaded 2-core machine one provisioning pass has taken over a minute.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
@@ -70,6 +71,15 @@ async def _instance_of(made: IdcCloud, run: uuid.UUID, timeout: float = 30) -> d
                 if instance["metadata"]["labels"].get("aidp-run") == str(run):
                     return instance
             await asyncio.sleep(0.05)
+
+
+async def _release(h: Harness, *runs: uuid.UUID) -> None:
+    """Cancel runs still provisioning and wait until their instances are gone, so the
+    service never stops with a provisioning job in flight (each test ends clean)."""
+    for run in runs:
+        await h.publish(RunCancelled(), project_id=uuid.uuid4(), run_id=run)
+    for run in runs:
+        await h.wait_for("NodesReleased", run)
 
 
 def _created(made: IdcCloud) -> int:
@@ -139,6 +149,7 @@ async def test_admin_list_allows_a_user_and_every_change_is_recorded(
             changes = (await api.get("/internal/cloud-access/changes")).json()["changes"]
             third = await _start(h, user, _spec())
             await h.wait_for("NodesFailed", third)
+            await _release(h, after)
     assert put.status_code == 200 and bad.status_code == 422
     body = put.json()
     assert [u["user_id"] for u in body["users"]] == [str(user)]
@@ -205,6 +216,7 @@ async def test_own_credentials_are_bounded_by_the_spec_only(
             row = s.get(RunNodes, run)
             assert row is not None and row.credential_source == "user"
             assert row.hourly_usd == pytest.approx(0.36)
+        await _release(h, run)
 
 
 async def test_a_users_runs_together_stay_within_the_per_user_cap(
@@ -226,8 +238,9 @@ async def test_a_users_runs_together_stay_within_the_per_user_cap(
         await h.wait_for("NodesReleased", first)
         third = await _start(h, owner, _spec())  # the first one ended: room again
         await _instance_of(made, third)
+        labels = sorted(i["metadata"]["labels"]["aidp-run"] for i in made.live_instances())
+        await _release(h, theirs, third)
     assert failed["step"] == "check"
     assert "other active runs on the platform's cloud account $0.36/hour" in failed["reason"]
     assert "cap of $0.50/hour per user" in failed["reason"]
-    labels = sorted(i["metadata"]["labels"]["aidp-run"] for i in made.live_instances())
     assert labels == sorted([str(theirs), str(third)])

@@ -103,7 +103,7 @@ class Harness:
             assert accepted.status_code == 200, accepted.text
 
 
-async def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0) -> Any:
+async def wait_until(predicate: Callable[[], Any], *, timeout: float = 15.0) -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -33,6 +33,9 @@ async def test_status_follows_events(harness: Harness) -> None:
     async def emit(payload: Any) -> None:
         await harness.publish(new_event(payload, project_id=pid, run_id=rid))
 
+    # As in the platform, the fetcher's first event follows the stored ProjectCreated (the
+    # relay publishes it asynchronously; emitting earlier would race it on a loaded machine).
+    await wait_until(lambda: _events(harness, headers, rid, 1))
     await emit(FetchProgress(source="hf://x", bytes_done=1, bytes_total=2))
     await wait_until(lambda: _run(harness, headers, str(rid)))
     run = await wait_until(lambda: _status_is(harness, headers, rid, "preparing"))

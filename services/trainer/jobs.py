@@ -343,16 +343,7 @@ class JobRunner:
             if n > 1 and executor.node.address in ("127.0.0.1", "localhost"):
                 variables["GLOO_SOCKET_IFNAME"] = "lo"
             if secrets is None:  # the owner's secrets the spec lists: environment only
-                secrets = await asyncio.to_thread(
-                    read_run_secrets,
-                    self.runtime.secrets,
-                    owner_id=run.owner_id,
-                    names=spec.secrets,
-                    reserved=set(variables),
-                    run_id=run.run_id,
-                )
-                self._secrets = {k: v for k, v in self._secrets.items() if k in self.jobs}
-                self._secrets[run.run_id] = secrets
+                secrets = await self._read_secrets(run, spec, reserved=set(variables))
             variables = {**secrets.env, **variables}
             plan = plan_launch(
                 python=executor.python,
@@ -374,6 +365,20 @@ class JobRunner:
                 raise
         return procs, n * nproc
 
+    async def _read_secrets(self, run: Run, spec: ProjectSpec, *, reserved: set[str]) -> RunSecrets:
+        """The owner's secrets the spec lists, kept (for redaction) while the run's job lives."""
+        secrets = await asyncio.to_thread(
+            read_run_secrets,
+            self.runtime.secrets,
+            owner_id=run.owner_id,
+            names=spec.secrets,
+            reserved=reserved,
+            run_id=run.run_id,
+        )
+        self._secrets = {k: v for k, v in self._secrets.items() if k in self.jobs}
+        self._secrets[run.run_id] = secrets
+        return secrets
+
     async def _start_warm(
         self, run: Run, spec: ProjectSpec, accel: str, executor: NodeExecutor, spare: WarmSpare
     ) -> NodeProcess:
@@ -383,16 +388,7 @@ class JobRunner:
         variables = launch_env(
             workspace=spare.folder, spec=spec, accelerator=accel, run_id=run.run_id
         )
-        secrets = await asyncio.to_thread(
-            read_run_secrets,
-            self.runtime.secrets,
-            owner_id=run.owner_id,
-            names=spec.secrets,
-            reserved=set(variables),
-            run_id=run.run_id,
-        )
-        self._secrets = {k: v for k, v in self._secrets.items() if k in self.jobs}
-        self._secrets[run.run_id] = secrets
+        secrets = await self._read_secrets(run, spec, reserved=set(variables))
         plan = plan_launch(
             python=executor.python,
             workspace=spare.folder,

@@ -89,7 +89,7 @@ async def _load(url: str, path: str, headers: dict[str, str], seconds: float) ->
 async def test_projects_rps_vs_bare_route(gateway: tuple[str, AuthStub]) -> None:
     url, stub = gateway
     user_id, email = stub.user()
-    token = stub.token(user_id, email, exp=int(time.time()) + 3600)
+    token = stub.token(user_id, email, exp=int(time.time()) + 600)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(timeout=30) as http:
         for i in range(5):

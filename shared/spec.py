@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.train_args import check_train_args
+
 __all__ = [
     "DeploySpec",
     "EnvironmentSpec",
@@ -274,6 +276,7 @@ class ProjectSpec(_Strict):
             raise ValueError("task custom needs train.entrypoint")
         if self.task != "custom" and self.dataset is None:
             raise ValueError(f"task {self.task} needs a dataset")
+        check_train_args(self.task, self.train.args, getattr(self.train, "method", None))
         return self
 
     def model_source(self) -> Source:

@@ -1,10 +1,12 @@
-"""Refuse at submit a spec whose cloud price limits break the platform's caps.
+"""Refuse at submit a spec whose cloud price limits break the platform's caps, or whose
+accelerator the provider's node lacks (``cuda`` asked of a CPU-only local machine).
 
 The provisioner owns the caps (``AIDP_CLOUD_MAX_PRICE_PER_HOUR`` and who may use the
 platform's credentials); ``POST /internal/cloud-access/check`` answers 422 when a spec asks
-more than they allow. Asking before the run exists turns a failed provisioning into a 422
-the user sees at once. Only ``provider: idc`` specs are sent; the per-user cap depends on the
-runs active when provisioning starts and is enforced there.
+more than they allow, or an accelerator the node lacks. Asking before the run exists turns a
+failed provisioning into a 422 the user sees at once. ``provider: idc`` specs and ``local``
+ones asking an accelerator are sent (ssh hosts are only known when probed); the per-user cap
+depends on the runs active when provisioning starts and is enforced there.
 
 The provisioner enforces every cap again when it provisions, so this check is an early
 answer, not the guard: a provisioner that cannot be reached lets the request through
@@ -26,8 +28,10 @@ __all__ = ["check_cloud_caps"]
 
 
 async def check_cloud_caps(provisioner: Downstream, user_id: uuid.UUID, spec: ProjectSpec) -> None:
-    """Raise ``InvalidInput`` (422) when ``spec`` breaks a platform cap for ``user_id``."""
-    if spec.resources.provider != "idc":
+    """Raise ``InvalidInput`` (422) when ``spec`` breaks a platform cap for ``user_id`` or
+    asks an accelerator its provider's node lacks."""
+    res = spec.resources
+    if res.provider != "idc" and not (res.provider == "local" and res.accelerator != "cpu"):
         return
     try:
         await provisioner.request(

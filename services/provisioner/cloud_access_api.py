@@ -8,7 +8,9 @@
   "after"}]}``, newest first
 - ``POST /internal/cloud-access/check`` ``{"user_id", "spec"}`` → 204, or 422 when the spec's
   price limits break the platform's caps (what can be known before a run: the per-user cap
-  depends on the runs active then and is checked when provisioning)
+  depends on the runs active then and is checked when provisioning), or when its
+  ``resources.accelerator`` is not on the node (``local``: this machine; ``idc``: the
+  instance type, where its name tells)
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from shared.spec import ProjectSpec
 __all__ = ["cloud_access_router"]
 
 #: Driver refusals a spec's own numbers cause: answered 422 before the run exists.
-_SPEC_REFUSALS = frozenset({"over_platform_cap", "over_budget", "price_unknown"})
+_SPEC_REFUSALS = frozenset(
+    {"over_platform_cap", "over_budget", "price_unknown", "accelerator_unavailable"}
+)
+#: Providers whose refusals are known before the run (ssh hosts are probed when they run).
+_CHECKED_PROVIDERS = frozenset({"idc", "local"})
 
 
 class AccessUser(BaseModel):
@@ -77,12 +83,13 @@ def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
 
     @router.post("/check", status_code=204, response_class=Response)
     async def check(body: SpecCheck, request: Request) -> Response:
-        """Refuse (422) a spec whose price limits break the platform's caps for this user."""
+        """Refuse (422) a spec whose price limits break the platform's caps for this user,
+        or whose accelerator the provider's node lacks."""
         try:
             spec = ProjectSpec.model_validate(body.spec)
         except ValidationError as exc:
             raise InvalidInput(f"invalid spec: {exc.errors()[0]['msg']}") from None
-        if spec.resources.provider != "idc":
+        if spec.resources.provider not in _CHECKED_PROVIDERS:
             return Response(status_code=204)
         driver = request.app.state.provisioner.drivers(spec.resources.provider, body.user_id)
         ctx = RunContext(

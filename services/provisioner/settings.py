@@ -155,6 +155,11 @@ class ProvisionerSettings(SandboxedServiceSettings):
 
     # -- local and ssh -------------------------------------------------------------------
     local_max_runs: int = Field(2, ge=1, description="Concurrent runs on the local node.")
+    local_accelerators: list[Literal["cpu", "cuda", "gaudi", "xpu"]] | None = Field(
+        None,
+        description="Accelerators the local node offers (JSON list); unset: detected once"
+        " (cuda: nvidia-smi lists a GPU; gaudi: hl-smi; xpu: xpu-smi or sycl-ls on PATH).",
+    )
     ssh_node_root: str = Field(
         ".aidp-node", description="Directory on ssh nodes (relative to the login's home)."
     )

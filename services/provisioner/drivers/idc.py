@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+from services.provisioner.accelerators import idc_instance_accelerators, missing_accelerator
 from services.provisioner.cloud_access import Billing, platform_credentials_refused
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.idc_api import IdcClient, IdcCredentials
@@ -144,6 +145,14 @@ class IdcDriver(NodeDriver):
         price against min(spec's max_hourly_usd, the platform's per-run cap when the
         platform pays). The per-user cap is checked when the service reserves the run."""
         await super().check_request(ctx)
+        itype = self._instance_type(ctx)
+        problem = missing_accelerator(
+            ctx.spec.resources.accelerator,
+            idc_instance_accelerators(itype),
+            f"instance type {itype}",
+        )
+        if problem is not None:
+            raise ProviderError(problem, code="accelerator_unavailable")
         creds = self.credentials(creating=True)
         spec_cap = ctx.spec.resources.max_hourly_usd
         platform_cap = (

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from services.provisioner.accelerators import detect_local_accelerators, missing_accelerator
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import probe, run_local
 from services.provisioner.settings import ProvisionerSettings
@@ -40,6 +41,21 @@ class LocalDriver(NodeDriver):
     ) -> None:
         self.settings = settings
         self._holding = runs_holding_node  # run ids whose local node exists (from the DB)
+
+    def offered_accelerators(self) -> frozenset[str]:
+        """What this machine offers: ``AIDP_LOCAL_ACCELERATORS``, else detected once."""
+        declared = self.settings.local_accelerators
+        if declared is not None:
+            return frozenset({"cpu", *declared})
+        return detect_local_accelerators()
+
+    async def check_request(self, ctx: RunContext) -> None:
+        """Also refuse an accelerator this machine lacks (``cuda`` on a CPU-only host)."""
+        await super().check_request(ctx)
+        wanted = ctx.spec.resources.accelerator
+        problem = missing_accelerator(wanted, self.offered_accelerators(), "this machine")
+        if problem is not None:
+            raise ProviderError(problem, code="accelerator_unavailable")
 
     def _workspace(self, run_id: uuid.UUID) -> Path:
         return self.settings.workspaces_dir() / str(run_id)

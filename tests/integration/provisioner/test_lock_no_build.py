@@ -171,8 +171,9 @@ async def test_allowed_builds_run_sandboxed_with_an_empty_environment(
 async def test_the_run_fails_naming_the_package(
     settings: ProvisionerSettings, index_url: str, marker: Path
 ) -> None:
-    settings = settings.model_copy(update={"index_url": index_url})
-    # gaudi: torch comes with the machine image, so the lock needs only the spec's packages.
+    # gaudi: torch comes with the machine image, so the lock needs only the spec's packages
+    # (declared offered: the local node's accelerator check would refuse it first).
+    settings = settings.model_copy(update={"index_url": index_url, "local_accelerators": ["gaudi"]})
     spec = spec_dict(accelerator="gaudi", packages=["evilpkg"])
     async with Harness(settings, bus_url=settings.bus_url) as h:
         run = uuid.uuid4()

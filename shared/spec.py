@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.data_sources import SOURCE_SCHEMES, DatasetSpec, source_fields
 from shared.train_args import check_train_args
 
 __all__ = [
@@ -30,7 +31,10 @@ __all__ = [
     "ResourcesSpec",
     "Source",
     "TrainSpec",
+    "LLM_TASKS",
     "check_requirement",
+    "default_method",
+    "task_packages",
     "is_host_address",
     "parse_source",
 ]
@@ -42,7 +46,17 @@ _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _TEMPLATE_MARKS = ("{{", "{%", "{#", "}}", "%}", "#}")
 _REV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
-Task = Literal["text-classification", "image-classification", "causal-lm", "custom"]
+Task = Literal["text-classification", "image-classification", "causal-lm", "chat", "custom"]
+
+#: Tasks that fine-tune a causal language model: they take ``train.method`` (full, lora,
+#: qlora) and get a pre-flight check of their data before any node is provisioned.
+LLM_TASKS = ("causal-lm", "chat")
+
+#: ``train.method`` left out: ``full`` below this many parameters, ``lora`` from it on
+#: (decided by the fetcher's pre-flight check from the model's config.json).
+LORA_DEFAULT_FROM_PARAMS = 500_000_000
+
+TrainMethod = Literal["full", "lora", "qlora"]
 
 
 class _Strict(BaseModel):
@@ -54,11 +68,16 @@ class Source(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    scheme: Literal["hf", "kaggle", "https", "upload"]
+    scheme: Literal["hf", "kaggle", "https", "upload", "s3", "postgresql", "mysql"]
     kind: Literal["model", "dataset"]
-    id: str  # repo id, owner/slug, URL or upload id
+    id: str  # repo id, owner/slug, URL or upload id; s3/database: see shared.data_sources
     revision: str | None = None
     uri: str
+    # s3 and database sources (shared.data_sources): endpoint/region, query/table
+    endpoint: str | None = None
+    region: str | None = None
+    query: str | None = None
+    table: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -70,13 +89,19 @@ class Source(BaseModel):
         return self.scheme == "kaggle" and self.revision.isdigit()
 
 
-def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
-    """Parse an artifact URI; raises ``ValueError`` with a readable message."""
+def parse_source(uri: str, *, kind: Literal["model", "dataset"], options: Any = None) -> Source:
+    """Parse an artifact URI; raises ``ValueError`` with a readable message. ``options``:
+    a :class:`~shared.data_sources.DatasetSpec` (endpoint, region, query, table)."""
     if not isinstance(uri, str) or "://" not in uri:
         raise ValueError(
-            f"{uri!r} is not a source URI: use hf://, kaggle://, https:// or upload://"
+            f"{uri!r} is not a source URI: use hf://, kaggle://, https://, upload://, s3://, "
+            "postgresql:// or mysql://"
         )
     scheme, rest = uri.split("://", 1)
+    if scheme in (*SOURCE_SCHEMES, "postgres"):
+        if kind == "model" and scheme != "s3":
+            raise ValueError(f"{uri!r}: a database is a dataset source, not a model")
+        return Source(kind=kind, uri=uri, **source_fields(scheme, uri, options))
     if scheme == "https":
         if not rest or rest.startswith("/"):
             raise ValueError(f"{uri!r} has no host")
@@ -86,7 +111,10 @@ def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
             raise ValueError(f"{uri!r}: an upload id is letters, digits and dashes")
         return Source(scheme="upload", kind=kind, id=rest, uri=uri)
     if scheme not in ("hf", "kaggle"):
-        raise ValueError(f"unsupported source scheme {scheme!r} (hf, kaggle, https, upload)")
+        raise ValueError(
+            f"unsupported source scheme {scheme!r} "
+            "(hf, kaggle, https, upload, s3, postgresql, mysql)"
+        )
     path, _, revision = rest.partition("@")
     if revision == "" and "@" in rest:
         raise ValueError(f"{uri!r}: empty revision after '@'")
@@ -169,6 +197,11 @@ class TrainSpec(_Strict):
         description="custom task: the entrypoint's source, inlined (the CLI reads the file)",
     )
     args: dict[str, Any] = Field(default_factory=dict, description="hyperparameters")
+    method: TrainMethod | None = Field(
+        None,
+        description="chat and causal-lm: full fine-tuning, lora (peft adapters) or qlora (lora"
+        " on a 4-bit base, CUDA only); left out: full under ~500M parameters, lora above",
+    )
     checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 50
 
     @field_validator("entrypoint")
@@ -229,12 +262,54 @@ class DeploySpec(_Strict):
     enabled: bool = False
 
 
+def _check_method(spec: ProjectSpec) -> None:
+    """``train.method`` is for the LLM tasks; qlora needs CUDA (bitsandbytes 4-bit)."""
+    method = spec.train.method
+    if method is None:
+        return
+    if spec.task not in LLM_TASKS and method != "full":
+        raise ValueError(
+            f"train.method {method} is for tasks {' and '.join(LLM_TASKS)}, not {spec.task}"
+        )
+    if method == "qlora" and spec.resources.accelerator != "cuda":
+        raise ValueError(
+            "train.method qlora needs CUDA (bitsandbytes 4-bit quantisation runs on NVIDIA GPUs"
+            f" only) and resources.accelerator is {spec.resources.accelerator}: use method lora"
+            " (same adapters, 16/32-bit base) or accelerator cuda"
+        )
+
+
+def _args_method(spec: ProjectSpec) -> str | None:
+    """The method whose ``train.args`` keys apply: an LLM task without a method may get
+    LoRA (large models), so its LoRA keys are allowed (``auto``)."""
+    if spec.train.method is None and spec.task in LLM_TASKS:
+        return "auto"
+    return spec.train.method
+
+
+def default_method(n_params: int | None) -> str:
+    """``train.method`` for a spec that names none: lora from ~500M parameters on."""
+    return "lora" if n_params is not None and n_params >= LORA_DEFAULT_FROM_PARAMS else "full"
+
+
+def task_packages(spec: ProjectSpec) -> list[str]:
+    """Packages the task's template needs in the run environment besides the spec's:
+    TRL + peft for the LLM tasks (chat always uses TRL's SFTTrainer; causal-lm's LoRA uses
+    peft), bitsandbytes for qlora."""
+    if spec.task not in LLM_TASKS:
+        return []
+    packages = ["trl>=0.20", "peft>=0.13"]
+    if spec.train.method == "qlora":
+        packages.append("bitsandbytes>=0.45")
+    return packages
+
+
 class ProjectSpec(_Strict):
     """A whole project spec. ``model_source()``/``dataset_source()`` give parsed URIs."""
 
     name: str
     model: str
-    dataset: str | None = None
+    dataset: str | DatasetSpec | None = None  # a URI, or {uri, endpoint|query|table...}
     task: Task = "text-classification"
     train: TrainSpec = Field(default_factory=TrainSpec)
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
@@ -257,8 +332,8 @@ class ProjectSpec(_Strict):
 
     @field_validator("dataset")
     @classmethod
-    def _valid_dataset(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _valid_dataset(cls, value: str | DatasetSpec | None) -> str | DatasetSpec | None:
+        if isinstance(value, str):
             parse_source(value, kind="dataset")
         return value
 
@@ -276,11 +351,14 @@ class ProjectSpec(_Strict):
             raise ValueError("task custom needs train.entrypoint")
         if self.task != "custom" and self.dataset is None:
             raise ValueError(f"task {self.task} needs a dataset")
-        check_train_args(self.task, self.train.args, getattr(self.train, "method", None))
+        _check_method(self)
+        check_train_args(self.task, self.train.args, _args_method(self))
         return self
 
     def model_source(self) -> Source:
         return parse_source(self.model, kind="model")
 
     def dataset_source(self) -> Source | None:
+        if isinstance(self.dataset, DatasetSpec):
+            return parse_source(self.dataset.uri, kind="dataset", options=self.dataset)
         return None if self.dataset is None else parse_source(self.dataset, kind="dataset")

@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "COMMON_ARGS",
+    "LORA_ARGS",
     "METHOD_ARGS",
     "TASK_ARGS",
     "allowed_train_args",
@@ -49,12 +50,23 @@ TASK_ARGS: dict[str, frozenset[str] | None] = {
     "text-classification": COMMON_ARGS | {"text_column", "label_column"},
     "image-classification": COMMON_ARGS - {"max_length"},
     "causal-lm": COMMON_ARGS | {"text_column"},
+    # chat SFT (TRL's SFTTrainer): rows {"messages": [...]}; packing joins short rows
+    "chat": COMMON_ARGS | {"messages_column", "packing"},
     "custom": None,
 }
+
+#: what LoRA reads (peft ``LoraConfig``; ``merge_adapter``: register the merged model)
+LORA_ARGS: frozenset[str] = frozenset(
+    {"lora_r", "lora_alpha", "lora_dropout", "target_modules", "merge_adapter"}
+)
 
 #: training method → keys it reads on top of its task's (``full``, the default, adds none)
 METHOD_ARGS: dict[str, frozenset[str]] = {
     "full": frozenset(),
+    "lora": LORA_ARGS,
+    "qlora": LORA_ARGS,
+    # an LLM task without train.method: lora for large models (shared.spec.default_method)
+    "auto": LORA_ARGS,
 }
 
 

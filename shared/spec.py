@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.data_sources import SOURCE_SCHEMES, DatasetSpec, source_fields
 from shared.train_args import check_train_args
 
 __all__ = [
@@ -59,6 +58,7 @@ LORA_DEFAULT_FROM_PARAMS = 500_000_000
 TrainMethod = Literal["full", "lora", "qlora"]
 
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,16 +68,11 @@ class Source(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    scheme: Literal["hf", "kaggle", "https", "upload", "s3", "postgresql", "mysql"]
+    scheme: Literal["hf", "kaggle", "https", "upload"]
     kind: Literal["model", "dataset"]
-    id: str  # repo id, owner/slug, URL or upload id; s3/database: see shared.data_sources
+    id: str  # repo id, owner/slug, URL or upload id
     revision: str | None = None
     uri: str
-    # s3 and database sources (shared.data_sources): endpoint/region, query/table
-    endpoint: str | None = None
-    region: str | None = None
-    query: str | None = None
-    table: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -89,19 +84,13 @@ class Source(BaseModel):
         return self.scheme == "kaggle" and self.revision.isdigit()
 
 
-def parse_source(uri: str, *, kind: Literal["model", "dataset"], options: Any = None) -> Source:
-    """Parse an artifact URI; raises ``ValueError`` with a readable message. ``options``:
-    a :class:`~shared.data_sources.DatasetSpec` (endpoint, region, query, table)."""
+def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
+    """Parse an artifact URI; raises ``ValueError`` with a readable message."""
     if not isinstance(uri, str) or "://" not in uri:
         raise ValueError(
-            f"{uri!r} is not a source URI: use hf://, kaggle://, https://, upload://, s3://, "
-            "postgresql:// or mysql://"
+            f"{uri!r} is not a source URI: use hf://, kaggle://, https:// or upload://"
         )
     scheme, rest = uri.split("://", 1)
-    if scheme in (*SOURCE_SCHEMES, "postgres"):
-        if kind == "model" and scheme != "s3":
-            raise ValueError(f"{uri!r}: a database is a dataset source, not a model")
-        return Source(kind=kind, uri=uri, **source_fields(scheme, uri, options))
     if scheme == "https":
         if not rest or rest.startswith("/"):
             raise ValueError(f"{uri!r} has no host")
@@ -111,10 +100,7 @@ def parse_source(uri: str, *, kind: Literal["model", "dataset"], options: Any = 
             raise ValueError(f"{uri!r}: an upload id is letters, digits and dashes")
         return Source(scheme="upload", kind=kind, id=rest, uri=uri)
     if scheme not in ("hf", "kaggle"):
-        raise ValueError(
-            f"unsupported source scheme {scheme!r} "
-            "(hf, kaggle, https, upload, s3, postgresql, mysql)"
-        )
+        raise ValueError(f"unsupported source scheme {scheme!r} (hf, kaggle, https, upload)")
     path, _, revision = rest.partition("@")
     if revision == "" and "@" in rest:
         raise ValueError(f"{uri!r}: empty revision after '@'")
@@ -304,12 +290,20 @@ def task_packages(spec: ProjectSpec) -> list[str]:
     return packages
 
 
+#: ``dataset``: a URI, or a mapping with the options of s3/database sources; the errors of
+#: a mapping name its own fields (``dataset.mapping.query``), not the string branch's.
+_Dataset = Annotated[
+    Annotated[str, Tag("uri")] | Annotated[DatasetSpec, Tag("mapping")],
+    Discriminator(lambda value: "uri" if isinstance(value, str) else "mapping"),
+]
+
+
 class ProjectSpec(_Strict):
     """A whole project spec. ``model_source()``/``dataset_source()`` give parsed URIs."""
 
     name: str
     model: str
-    dataset: str | DatasetSpec | None = None  # a URI, or {uri, endpoint|query|table...}
+    dataset: str | None = None
     task: Task = "text-classification"
     train: TrainSpec = Field(default_factory=TrainSpec)
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
@@ -332,8 +326,8 @@ class ProjectSpec(_Strict):
 
     @field_validator("dataset")
     @classmethod
-    def _valid_dataset(cls, value: str | DatasetSpec | None) -> str | DatasetSpec | None:
-        if isinstance(value, str):
+    def _valid_dataset(cls, value: str | None) -> str | None:
+        if value is not None:
             parse_source(value, kind="dataset")
         return value
 
@@ -359,6 +353,4 @@ class ProjectSpec(_Strict):
         return parse_source(self.model, kind="model")
 
     def dataset_source(self) -> Source | None:
-        if isinstance(self.dataset, DatasetSpec):
-            return parse_source(self.dataset.uri, kind="dataset", options=self.dataset)
         return None if self.dataset is None else parse_source(self.dataset, kind="dataset")

@@ -290,14 +290,6 @@ def task_packages(spec: ProjectSpec) -> list[str]:
     return packages
 
 
-#: ``dataset``: a URI, or a mapping with the options of s3/database sources; the errors of
-#: a mapping name its own fields (``dataset.mapping.query``), not the string branch's.
-_Dataset = Annotated[
-    Annotated[str, Tag("uri")] | Annotated[DatasetSpec, Tag("mapping")],
-    Discriminator(lambda value: "uri" if isinstance(value, str) else "mapping"),
-]
-
-
 class ProjectSpec(_Strict):
     """A whole project spec. ``model_source()``/``dataset_source()`` give parsed URIs."""
 

@@ -126,6 +126,13 @@ class RunView:
         state.done, state.total = int(p.get("bytes_done") or 0), p.get("bytes_total")
         return []
 
+    def _on_CachedRevisionUsed(self, p: dict[str, Any]) -> list[str]:
+        self._advance("preparing")
+        rev = str(p.get("resolved_revision", ""))[:12]
+        return [
+            f"warning: {p.get('source')} fetched at its cached revision {rev}: {p.get('reason')}"
+        ]
+
     def _on_ArtifactsCached(self, p: dict[str, Any]) -> list[str]:
         self._advance("preparing")
         self.fetched = True

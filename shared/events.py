@@ -32,7 +32,10 @@ __all__ = [
     "ArtifactRef",
     "ArtifactsCached",
     "ArtifactsFailed",
+    "CachedRevisionUsed",
     "DeploymentFailed",
+    "DeploymentPromoted",
+    "DeploymentStopped",
     "Envelope",
     "EventPayload",
     "FetchProgress",
@@ -165,8 +168,11 @@ class EnvInfo(BaseModel):
 
     lock_hash: str
     python: str
-    torch_version: str
+    torch_version: str  # "" in a TensorFlow env (no torch)
     accelerator: str = "cpu"
+    framework: str = "pytorch"  # environment.framework: pytorch | tensorflow
+    tensorflow_version: str = ""  # a TensorFlow env's (keras_version beside it)
+    keras_version: str = ""
 
 
 class NodesReady(EventPayload):
@@ -193,6 +199,21 @@ class FetchProgress(EventPayload):
     bytes_total: int | None = None
 
     _public_source = field_validator("source")(lambda v: public_url(v))
+
+
+class CachedRevisionUsed(EventPayload):
+    """The provider could not be reached, so a floating ref (``@main``, a tag) was fetched at
+    its last recorded resolution from the cache (a warning; the run goes on). A spec with
+    ``strict_revisions: true`` fails with ``ArtifactsFailed`` instead."""
+
+    source: str
+    ref: str
+    resolved_revision: str
+    resolved_at: str  # ISO 8601, when the ref last resolved to ``resolved_revision``
+    reason: str
+
+    _public_source = field_validator("source")(lambda v: public_url(v))
+    _public_reason = field_validator("reason")(lambda v: scrub_urls(v))
 
 
 class ArtifactRef(BaseModel):
@@ -274,6 +295,28 @@ class DeploymentFailed(EventPayload):
     deployment_id: uuid.UUID | None = None
 
 
+class DeploymentStopped(EventPayload):
+    """A deployment's servers were stopped and it no longer serves (trainer). ``reason``:
+    ``stopped`` (a user's stop; ``by`` is who), ``deleted``, ``superseded`` (a newer
+    deployment of the project became live), ``nodes released``. ``on_run_nodes``: it
+    served from its run's nodes (the provisioner then releases them)."""
+
+    deployment_id: uuid.UUID
+    reason: str = "stopped"
+    by: str | None = None
+    on_run_nodes: bool = False
+
+
+class DeploymentPromoted(EventPayload):
+    """The project's live alias (``/api/projects/{id}/endpoint``) now points at
+    ``deployment_id`` (trainer); ``previous_deployment_id`` served before. ``rollback``:
+    the move went back to an earlier live deployment."""
+
+    deployment_id: uuid.UUID
+    previous_deployment_id: uuid.UUID | None = None
+    rollback: bool = False
+
+
 # --- identity and access ------------------------------------------------------------------
 
 
@@ -307,6 +350,7 @@ _ALL: tuple[type[EventPayload], ...] = (
     NodesFailed,
     NodesReleased,
     FetchProgress,
+    CachedRevisionUsed,
     ArtifactsCached,
     ArtifactsFailed,
     TrainingStarted,
@@ -316,6 +360,8 @@ _ALL: tuple[type[EventPayload], ...] = (
     TrainingFailed,
     ModelDeployed,
     DeploymentFailed,
+    DeploymentStopped,
+    DeploymentPromoted,
 )
 
 #: type name -> newest payload class.

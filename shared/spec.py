@@ -18,8 +18,17 @@ import re
 from typing import Annotated, Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
+from shared.data_sources import SOURCE_SCHEMES, DatasetSpec, source_fields
 from shared.train_args import check_train_args
 
 __all__ = [
@@ -58,7 +67,6 @@ LORA_DEFAULT_FROM_PARAMS = 500_000_000
 TrainMethod = Literal["full", "lora", "qlora"]
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,11 +76,16 @@ class Source(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    scheme: Literal["hf", "kaggle", "https", "upload"]
+    scheme: Literal["hf", "kaggle", "https", "upload", "s3", "postgresql", "mysql"]
     kind: Literal["model", "dataset"]
-    id: str  # repo id, owner/slug, URL or upload id
+    id: str  # repo id, owner/slug, URL or upload id; s3/database: see shared.data_sources
     revision: str | None = None
     uri: str
+    # s3 and database sources (shared.data_sources): endpoint/region, query/table
+    endpoint: str | None = None
+    region: str | None = None
+    query: str | None = None
+    table: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -84,13 +97,19 @@ class Source(BaseModel):
         return self.scheme == "kaggle" and self.revision.isdigit()
 
 
-def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
-    """Parse an artifact URI; raises ``ValueError`` with a readable message."""
+def parse_source(uri: str, *, kind: Literal["model", "dataset"], options: Any = None) -> Source:
+    """Parse an artifact URI; raises ``ValueError`` with a readable message. ``options``:
+    a :class:`~shared.data_sources.DatasetSpec` (endpoint, region, query, table)."""
     if not isinstance(uri, str) or "://" not in uri:
         raise ValueError(
-            f"{uri!r} is not a source URI: use hf://, kaggle://, https:// or upload://"
+            f"{uri!r} is not a source URI: use hf://, kaggle://, https://, upload://, s3://, "
+            "postgresql:// or mysql://"
         )
     scheme, rest = uri.split("://", 1)
+    if scheme in (*SOURCE_SCHEMES, "postgres"):
+        if kind == "model" and scheme != "s3":
+            raise ValueError(f"{uri!r}: a database is a dataset source, not a model")
+        return Source(kind=kind, uri=uri, **source_fields(scheme, uri, options))
     if scheme == "https":
         if not rest or rest.startswith("/"):
             raise ValueError(f"{uri!r} has no host")
@@ -100,7 +119,10 @@ def parse_source(uri: str, *, kind: Literal["model", "dataset"]) -> Source:
             raise ValueError(f"{uri!r}: an upload id is letters, digits and dashes")
         return Source(scheme="upload", kind=kind, id=rest, uri=uri)
     if scheme not in ("hf", "kaggle"):
-        raise ValueError(f"unsupported source scheme {scheme!r} (hf, kaggle, https, upload)")
+        raise ValueError(
+            f"unsupported source scheme {scheme!r} "
+            "(hf, kaggle, https, upload, s3, postgresql, mysql)"
+        )
     path, _, revision = rest.partition("@")
     if revision == "" and "@" in rest:
         raise ValueError(f"{uri!r}: empty revision after '@'")
@@ -200,6 +222,11 @@ class TrainSpec(_Strict):
 
 class EnvironmentSpec(_Strict):
     python: str = Field("3.11", pattern=r"^3\.\d{1,2}$")
+    framework: Literal["pytorch", "tensorflow"] = Field(
+        "pytorch",
+        description="pytorch: torch chosen by accelerator; tensorflow: tensorflow-cpu (cpu) or"
+        " tensorflow[and-cuda] (cuda) with Keras 3, no torch",
+    )
     packages: list[str] = Field(default_factory=list, max_length=200)
 
     @field_validator("packages")
@@ -245,7 +272,39 @@ class ResourcesSpec(_Strict):
 
 
 class DeploySpec(_Strict):
+    """``enabled``: serve the trained model when the run succeeds. The new deployment
+    becomes the project's live endpoint once running and the project's other deployments
+    are stopped then, unless ``keep_previous``. ``replicas``: server processes behind it
+    (round-robin). ``idle_timeout_s``: scale to zero after that long without a request (the
+    next request starts it again: a cold start); None never."""
+
     enabled: bool = False
+    replicas: int = Field(1, ge=1, le=8)
+    idle_timeout_s: int | None = Field(None, ge=1, le=30 * 86400)
+    keep_previous: bool = False
+
+
+#: Built-in tasks with a Keras 3 template (environment.framework: tensorflow).
+KERAS_TASKS = ("text-classification", "image-classification")
+
+
+def _check_tensorflow(spec: ProjectSpec) -> None:
+    """What a TensorFlow environment supports: cpu or cuda, one node, Keras templates."""
+    if spec.resources.accelerator not in ("cpu", "cuda"):
+        raise ValueError(
+            "environment.framework tensorflow runs on accelerator cpu or cuda, not"
+            f" {spec.resources.accelerator}"
+        )
+    if spec.resources.nodes != 1:
+        raise ValueError(
+            "environment.framework tensorflow runs on one node (resources.nodes: 1); one"
+            " process uses every GPU of the node"
+        )
+    if spec.task not in (*KERAS_TASKS, "custom"):
+        raise ValueError(
+            f"task {spec.task} has no Keras template: use {', '.join(KERAS_TASKS)} or custom"
+            " with environment.framework tensorflow"
+        )
 
 
 def _check_method(spec: ProjectSpec) -> None:
@@ -290,18 +349,30 @@ def task_packages(spec: ProjectSpec) -> list[str]:
     return packages
 
 
+#: ``dataset``: a URI, or a mapping with the options of s3/database sources; the errors of
+#: a mapping name its own fields (``dataset.mapping.query``), not the string branch's.
+_Dataset = Annotated[
+    Annotated[str, Tag("uri")] | Annotated[DatasetSpec, Tag("mapping")],
+    Discriminator(lambda value: "uri" if isinstance(value, str) else "mapping"),
+]
+
+
 class ProjectSpec(_Strict):
     """A whole project spec. ``model_source()``/``dataset_source()`` give parsed URIs."""
 
     name: str
     model: str
-    dataset: str | None = None
+    dataset: _Dataset | None = None  # a URI, or {uri, endpoint|region|query|table}
     task: Task = "text-classification"
     train: TrainSpec = Field(default_factory=TrainSpec)
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     secrets: list[str] = Field(default_factory=list, max_length=50)
+    # False: while a provider is unreachable, a floating ref (@main) resolved before is
+    # fetched at its last resolution from the cache, with a CachedRevisionUsed warning.
+    # True: such a fetch fails instead (reproducibility over availability).
+    strict_revisions: bool = False
 
     @field_validator("name")
     @classmethod
@@ -318,8 +389,8 @@ class ProjectSpec(_Strict):
 
     @field_validator("dataset")
     @classmethod
-    def _valid_dataset(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _valid_dataset(cls, value: str | DatasetSpec | None) -> str | DatasetSpec | None:
+        if isinstance(value, str):
             parse_source(value, kind="dataset")
         return value
 
@@ -337,6 +408,8 @@ class ProjectSpec(_Strict):
             raise ValueError("task custom needs train.entrypoint")
         if self.task != "custom" and self.dataset is None:
             raise ValueError(f"task {self.task} needs a dataset")
+        if self.environment.framework == "tensorflow":
+            _check_tensorflow(self)
         _check_method(self)
         check_train_args(self.task, self.train.args, _args_method(self))
         return self
@@ -345,4 +418,6 @@ class ProjectSpec(_Strict):
         return parse_source(self.model, kind="model")
 
     def dataset_source(self) -> Source | None:
+        if isinstance(self.dataset, DatasetSpec):
+            return parse_source(self.dataset.uri, kind="dataset", options=self.dataset)
         return None if self.dataset is None else parse_source(self.dataset, kind="dataset")

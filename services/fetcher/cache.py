@@ -24,6 +24,7 @@ from services.fetcher.models import (
     FetchJob,
     Lease,
     Pin,
+    Resolution,
     Upload,
     utcnow,
 )
@@ -110,6 +111,26 @@ class ArtifactCache:
                 s.commit()
             except IntegrityError:
                 s.rollback()  # a concurrent writer recorded the same alias
+
+    # -- floating refs -------------------------------------------------------------------
+
+    def remember_resolution(self, key: str, revision: str) -> None:
+        """Record that ``key`` (``<name>@<floating ref>``) resolved to ``revision`` now."""
+        with self.db.session() as s:
+            row = s.get(Resolution, key)
+            if row is None:
+                s.add(Resolution(key=key, revision=revision))
+            else:
+                row.revision, row.resolved_at = revision, utcnow()
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()  # a concurrent fetch recorded it; either answer is as recent
+
+    def last_resolution(self, key: str) -> Resolution | None:
+        """The last recorded resolution of ``key``, if any."""
+        with self.db.session() as s:
+            return s.get(Resolution, key)
 
     # -- recording -----------------------------------------------------------------------
 

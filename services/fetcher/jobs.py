@@ -29,12 +29,13 @@ from sqlmodel import col, select
 
 from services.fetcher.connectors import Credentials
 from services.fetcher.errors import FetchCancelled, FetchFailed
-from services.fetcher.models import FetchJob, utcnow
+from services.fetcher.models import FetchJob, Resolution, utcnow
 from services.fetcher.service import Fetcher
 from shared.events import (
     ArtifactRef,
     ArtifactsCached,
     ArtifactsFailed,
+    CachedRevisionUsed,
     Envelope,
     EventPayload,
     FetchProgress,
@@ -207,7 +208,11 @@ class JobRunner:
         refs: list[ArtifactRef] = []
         for source in sources:
             try:
-                refs.append(await self._fetch_with_retries(source, job, creds, cause, entry, loop))
+                refs.append(
+                    await self._fetch_with_retries(
+                        source, job, creds, cause, entry, loop, offline_ok=not spec.strict_revisions
+                    )
+                )
                 continue
             except FetchCancelled:
                 failure: ArtifactsFailed | None = None
@@ -245,9 +250,29 @@ class JobRunner:
         cause: Envelope,
         entry: _Running,
         loop: asyncio.AbstractEventLoop,
+        *,
+        offline_ok: bool,
     ) -> ArtifactRef:
         def progress(uri: str, done: int, total: int | None) -> None:
             self._emit(FetchProgress(source=uri, bytes_done=done, bytes_total=total), cause)
+            loop.call_soon_threadsafe(self.runtime.published)
+
+        def stale(source: Source, resolution: Resolution, why: str) -> None:
+            log.warning(
+                "%s: provider unreachable, using the cached resolution %s",
+                public_url(source.uri),
+                resolution.revision,
+            )
+            warning = CachedRevisionUsed(
+                source=source.uri,
+                ref=source.revision or "",
+                resolved_revision=resolution.revision,
+                resolved_at=resolution.resolved_at.isoformat(),
+                reason=f"{why.removesuffix('; it will be retried.')}. Using the last "
+                "resolution of this ref from the cache; set strict_revisions: true in the spec "
+                "to fail instead.",
+            )
+            self._emit(warning, cause)
             loop.call_soon_threadsafe(self.runtime.published)
 
         for attempt in range(1, self.attempts + 1):
@@ -260,6 +285,8 @@ class JobRunner:
                     creds=creds,
                     progress=progress,
                     cancelled=entry.cancelled,
+                    offline_ok=offline_ok,
+                    notice=stale,
                 )
             except FetchFailed as exc:
                 if not exc.retryable or attempt == self.attempts or entry.cancelled.is_set():

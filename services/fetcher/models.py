@@ -12,6 +12,8 @@
 - ``fetcher_leases``: single-flight downloads across tasks and replicas.
 - ``fetcher_uploads``: uploaded files and their owner.
 - ``fetcher_store_naming``: one-time steps done on the references (keyed blob names).
+- ``fetcher_resolutions``: the last commit each floating ref (``@main``, a tag) resolved to,
+  so a fetch can fall back to it while the provider is unreachable (issue 19).
 
 Digests here are blob names in the store (keyed, see :mod:`shared.blob_names`), except the
 provider ids of ``fetcher_aliases``.
@@ -32,6 +34,7 @@ __all__ = [
     "FetchJob",
     "Lease",
     "Pin",
+    "Resolution",
     "StoreNaming",
     "Upload",
     "utcnow",
@@ -130,3 +133,13 @@ class StoreNaming(SQLModel, table=True):
 
     step: str = Field(primary_key=True, max_length=64)
     done_at: datetime = Field(default_factory=utcnow)
+
+
+class Resolution(SQLModel, table=True):
+    """The last immutable revision a floating ref resolved to (``<name>@<ref>``)."""
+
+    __tablename__ = "fetcher_resolutions"
+
+    key: str = Field(primary_key=True, max_length=600)  # "<source name>@<requested ref>"
+    revision: str = Field(max_length=128)
+    resolved_at: datetime = Field(default_factory=utcnow)

@@ -24,17 +24,20 @@ from pathlib import Path
 from services.fetcher.cache import ArtifactCache
 from services.fetcher.connectors import Connector, Credentials, RemoteFile
 from services.fetcher.errors import FetchCancelled, FetchFailed
-from services.fetcher.models import Artifact, Upload
+from services.fetcher.models import Artifact, Resolution, Upload
 from shared.events import ArtifactRef
 from shared.spec import Source
 from shared.store import Manifest, ManifestFile
 
-__all__ = ["Fetcher", "ProgressSink", "source_name"]
+__all__ = ["Fetcher", "ProgressSink", "StaleNotice", "source_name"]
 
 log = logging.getLogger(__name__)
 
 #: (source uri, bytes done, bytes total or None) — already throttled by the caller.
 ProgressSink = Callable[[str, int, int | None], None]
+#: Told (source, last resolution, why the provider failed) when a floating ref is served
+#: from its last resolution because the provider could not be reached.
+StaleNotice = Callable[[Source, Resolution, str], None]
 
 #: Authorises the requester for a credentialed cache entry (raises FetchFailed if not).
 _Check = Callable[[Artifact], None]
@@ -125,20 +128,38 @@ class Fetcher:
         creds: Credentials,
         progress: ProgressSink,
         cancelled: threading.Event | None = None,
+        offline_ok: bool = True,
+        notice: StaleNotice | None = None,
     ) -> ArtifactRef:
-        """Return a cached artifact for ``source`` (pinned by ``run_id``), downloading it once."""
+        """Return a cached artifact for ``source`` (pinned by ``run_id``), downloading it once.
+
+        With ``offline_ok``, a floating ref whose provider cannot be reached (a retryable
+        failure) is served at its last recorded resolution when that is still cached, and
+        ``notice`` is told; the requester's access to a credentialed entry is still checked.
+        """
         cancelled = cancelled or threading.Event()
         if source.scheme == "upload":
             return self._upload(source, run_id=run_id, owner_id=owner_id)
         connector = self.connectors[source.scheme]
         name = source_name(source)
-        revision = connector.pinned_revision(source)
-        if revision is None:
-            revision = connector.resolve(source, creds)  # the one cheap lookup
         # A cache entry fetched with someone's credentials is served only once the provider
         # accepted the requester's own for it (a pinned revision skips the resolve, and the
         # Hub answers a gated repo's info to anyone, so the resolve alone proves nothing).
         check = functools.partial(self._authorise_hit, connector, source, creds=creds)
+        revision = connector.pinned_revision(source)
+        if revision is None:
+            ref_key = f"{name}@{source.revision or ''}"
+            try:
+                revision = connector.resolve(source, creds)  # the one cheap lookup
+            except FetchFailed as exc:
+                stale = self._last_known(exc, ref_key, source, run_id, check, offline_ok)
+                if stale is None:
+                    raise
+                if notice is not None:
+                    notice(source, stale[1], exc.message)
+                return stale[0]
+            if revision:
+                self.cache.remember_resolution(ref_key, revision)
         if revision:
             hit = self._hit(f"{name}@{revision}", source, run_id, check)
             if hit is not None:
@@ -173,6 +194,27 @@ class Fetcher:
             self.cache.release(lease_key)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _last_known(
+        self,
+        failure: FetchFailed,
+        ref_key: str,
+        source: Source,
+        run_id: uuid.UUID,
+        check: _Check,
+        offline_ok: bool,
+    ) -> tuple[ArtifactRef, Resolution] | None:
+        """The cached artifact of the ref's last resolution, when the resolve failed only
+        because the provider was unreachable and the spec allows it; else None."""
+        if not (failure.retryable and offline_ok):
+            return None
+        resolution = self.cache.last_resolution(ref_key)
+        if resolution is None:
+            return None
+        name = ref_key.rsplit("@", 1)[0]
+        # the access check of a credentialed entry needs the provider too: it raises then
+        hit = self._hit(f"{name}@{resolution.revision}", source, run_id, check)
+        return None if hit is None else (hit, resolution)
 
     def _hit(
         self, key: str, source: Source, run_id: uuid.UUID, check: _Check | None = None
@@ -282,12 +324,15 @@ class Fetcher:
                 held.close()
         throttle.final()
         files.sort(key=lambda f: f.path)
-        if source.scheme == "https":
-            revision = files[0].digest
+        # a source that names no revision before its download (https, a database query):
+        # the connector derives it from the stored content; such an artifact is one file
+        content_revision = connector.content_revision(source, files) if files else None
+        if content_revision is not None:
+            revision = content_revision
         manifest_key = self.cache.store.put_manifest(
             Manifest(source=name, revision=revision, files=files)
         )
-        single = source.scheme == "https"
+        single = content_revision is not None
         key = f"{name}@{revision}"
         art = self.cache.record(
             key=key,

@@ -29,6 +29,7 @@ _STAGE_OF = {
     "ProvisioningProgress": "preparing",
     "NodesReady": "preparing",
     "FetchProgress": "preparing",
+    "CachedRevisionUsed": "preparing",
     "ArtifactsCached": "preparing",
     "TrainingStarted": "training",
     "TrainingProgress": "training",

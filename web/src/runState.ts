@@ -131,6 +131,12 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
       view.fetch[src] = { done: num(p.bytes_done) ?? 0, total: num(p.bytes_total), cached: prev?.cached ?? false };
       break;
     }
+    case "CachedRevisionUsed": {
+      advance(view, "preparing");
+      const rev = String(p.resolved_revision ?? "").slice(0, 12);
+      view.notes.push(`Warning: ${String(p.source)} fetched at its cached revision ${rev} (${String(p.reason ?? "")})`);
+      break;
+    }
     case "ArtifactsCached": {
       advance(view, "preparing");
       for (const a of (p.artifacts ?? []) as { source: string; size_bytes: number }[]) {

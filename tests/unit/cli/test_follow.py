@@ -102,3 +102,21 @@ def test_live_renderer_draws_bars() -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(x) for x in (None, 5, 65, 3700)] == ["?", "5s", "1m05s", "1h01m"]
+
+
+def test_cached_revision_warning_is_printed_and_the_run_goes_on() -> None:
+    from shared.events import CachedRevisionUsed
+
+    warning = CachedRevisionUsed(
+        source="hf://a/b@main",
+        ref="main",
+        resolved_revision="0123456789abcdef0123456789abcdef01234567",
+        resolved_at="2026-11-30T12:00:00+00:00",
+        reason="Could not reach HuggingFace at http://hub (ConnectError). Using the last …",
+    )
+    view, notes = _fold([env(warning)])
+    assert view.status == "preparing" and not view.finished
+    assert notes == [
+        "warning: hf://a/b@main fetched at its cached revision 0123456789ab: "
+        "Could not reach HuggingFace at http://hub (ConnectError). Using the last …"
+    ]

@@ -23,7 +23,7 @@ from shared.events import Envelope, ProjectCreated, RunCancelled, new_event
 from shared.secrets import InMemoryVault
 from tests.support.service_auth import as_service
 
-OBSERVED = ("ArtifactsCached", "ArtifactsFailed", "FetchProgress")
+OBSERVED = ("ArtifactsCached", "ArtifactsFailed", "CachedRevisionUsed", "FetchProgress")
 
 
 @dataclass

@@ -48,6 +48,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "NodesFailed": {"reason": "ssh: connection refused", "retryable": True, "step": "connect"},
     "NodesReleased": {"nodes": ["local-0"]},
     "FetchProgress": {"source": "hf://org/model@main", "bytes_done": 1024, "bytes_total": 4096},
+    "CachedRevisionUsed": {
+        "source": "hf://org/model@main",
+        "ref": "main",
+        "resolved_revision": "0123456789abcdef0123456789abcdef01234567",
+        "resolved_at": "2026-11-30T12:00:00+00:00",
+        "reason": "Could not reach HuggingFace at https://huggingface.co to fetch 'org/model'",
+    },
     "ArtifactsCached": {
         "artifacts": [
             {
@@ -80,6 +87,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "model_version": "v1",
     },
     "DeploymentFailed": {"reason": "model load failed", "deployment_id": DEPLOYMENT},
+    "DeploymentStopped": {
+        "deployment_id": DEPLOYMENT,
+        "reason": "stopped",
+        "by": OWNER,
+        "on_run_nodes": True,
+    },
+    "DeploymentPromoted": {
+        "deployment_id": DEPLOYMENT,
+        "previous_deployment_id": "7e3c9a1b-2d4f-4a6c-8b0e-1f2a3b4c5d6e",
+        "rollback": False,
+    },
     "SessionsRevoked": {
         "user_id": "3f1b0c9e-8a7d-4c2b-9e1f-5a6b7c8d9e0f",
         "not_before": "2026-11-30T12:00:00Z",

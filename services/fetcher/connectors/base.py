@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.spec import Source
+from shared.store import ManifestFile
 
 __all__ = ["Connector", "Credentials", "Progress", "RemoteFile"]
 
@@ -30,6 +31,12 @@ class Credentials:
     kaggle_token: str | None = field(default=None, repr=False)
     kaggle_username: str | None = None
     kaggle_key: str | None = field(default=None, repr=False)
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_session_token: str | None = field(default=None, repr=False)
+    s3_endpoint_url: str | None = field(default=None, repr=False)
+    db_user: str | None = field(default=None, repr=False)
+    db_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,11 @@ class Connector(ABC):
         source public (neither private nor gated, read without credentials): its entry
         may then be shared without further checks."""
         return False
+
+    def content_revision(self, source: Source, files: list[ManifestFile]) -> str | None:
+        """The revision of a source that names none before its download (``resolve``
+        returned ""): computed from the stored files; None keeps the resolved one."""
+        return None
 
     @abstractmethod
     def list_files(self, source: Source, revision: str, creds: Credentials) -> list[RemoteFile]:

@@ -23,6 +23,7 @@ from services.fetcher.connectors.base import Connector, Credentials, Progress, R
 from services.fetcher.errors import FetchFailed
 from services.fetcher.ssrf import Address, check_url
 from shared.spec import Source
+from shared.store import ManifestFile
 
 __all__ = ["UrlConnector"]
 
@@ -59,6 +60,9 @@ class UrlConnector(Connector):
 
     def resolve(self, source: Source, creds: Credentials) -> str:
         return ""  # the content digest, known after download
+
+    def content_revision(self, source: Source, files: list[ManifestFile]) -> str | None:
+        return files[0].digest  # the content's blob name
 
     def list_files(self, source: Source, revision: str, creds: Credentials) -> list[RemoteFile]:
         name = posixpath.basename(urlsplit(source.id).path) or "download"

@@ -55,6 +55,12 @@ _SECRET_FIELDS = {
     "KAGGLE_API_TOKEN": "kaggle_token",
     "KAGGLE_USERNAME": "kaggle_username",
     "KAGGLE_KEY": "kaggle_key",
+    "S3_ACCESS_KEY_ID": "s3_access_key_id",
+    "S3_SECRET_ACCESS_KEY": "s3_secret_access_key",
+    "S3_SESSION_TOKEN": "s3_session_token",
+    "S3_ENDPOINT_URL": "s3_endpoint_url",
+    "DB_USER": "db_user",
+    "DB_PASSWORD": "db_password",
 }
 
 

@@ -59,6 +59,21 @@ class FetcherSettings(BaseServiceSettings):
     )
     fetch_attempts: int = Field(3, ge=1, le=10, description="Tries per source on retryable errors.")
     retry_delay: float = Field(2.0, ge=0, description="Seconds before a retry (times the attempt).")
+    s3_part_bytes: int = Field(
+        8 * 1024**2,
+        ge=64 * 1024,
+        description="Bytes per ranged GET of an s3:// object; an interrupted part resumes "
+        "from the bytes already on disk.",
+    )
+    db_statement_timeout: float = Field(
+        600.0, gt=0, description="Seconds a postgresql:// / mysql:// dataset query may run."
+    )
+    db_max_bytes: int = Field(
+        10 * 1024**3, gt=0, description="Largest Parquet export of a database query."
+    )
+    db_batch_rows: int = Field(
+        10_000, ge=1, le=1_000_000, description="Rows per fetch from a database cursor."
+    )
     work_dir: Path | None = Field(
         None,
         description="Plaintext scratch for downloads (outside the store); default "

@@ -147,7 +147,15 @@ def _save_checkpoint(model: torch.nn.Module, optimizer: Any, scheduler: Any, ste
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(_unwrap(model), str(tmp / "model.safetensors"))
+    inner = _unwrap(model)
+    if hasattr(inner, "peft_config"):  # LoRA: only the adapter weights change
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in get_peft_model_state_dict(inner).items()}
+        save_file(state, str(tmp / "adapter.safetensors"))
+    else:
+        save_model(inner, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
@@ -160,7 +168,15 @@ def _load_checkpoint(model: torch.nn.Module, optimizer: Any, scheduler: Any) -> 
     path = aidp.resume_dir()
     if path is None or not (path / "state.json").exists():
         return 0
-    load_model(_unwrap(model), str(path / "model.safetensors"), device=str(_device_of(model)))
+    inner = _unwrap(model)
+    if (path / "adapter.safetensors").exists() and hasattr(inner, "peft_config"):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = load_file(str(path / "adapter.safetensors"), device=str(_device_of(model)))
+        set_peft_model_state_dict(inner, state)
+    else:
+        load_model(inner, str(path / "model.safetensors"), device=str(_device_of(model)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     return int(json.loads((path / "state.json").read_text())["step"])
@@ -191,12 +207,14 @@ def run_training(
     steps_per_epoch = max(1, math.ceil(rank_rows / cfg.batch_size))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
-    model.to(ctx.device)
+    if not getattr(_unwrap(model), "hf_device_map", None):  # a 4-bit base is placed already
+        model.to(ctx.device)
     if ctx.world_size > 1:
         ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2]
+    no_decay = [p for n, p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},

@@ -1,5 +1,6 @@
 """Built-in task ``causal-lm``: fine-tune a causal language model on a text column.
 
+``train.method`` lora/qlora trains peft adapters on a frozen base (``_lora.py``).
 Data: CSV/TSV/JSON-lines (or Parquet with pyarrow) or ``.txt`` files; the text column is
 ``text`` (``train.args.text_column``). Texts are tokenized, joined with EOS and cut into
 blocks of ``max_length`` tokens; labels are the inputs (the model shifts them).
@@ -14,6 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _lora  # noqa: E402
 import aidp_progress as aidp  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402
@@ -64,9 +66,15 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(
         aidp.model_dir(), trust_remote_code=False, local_files_only=True
     )
-    model = AutoModelForCausalLM.from_pretrained(
-        aidp.model_dir(), use_safetensors=True, trust_remote_code=False, local_files_only=True
-    )
+    method = _lora.resolve_method(aidp.model_dir())
+    options = _lora.lora_options(aidp.train_args())
+    if method == "full":
+        model = AutoModelForCausalLM.from_pretrained(
+            aidp.model_dir(), use_safetensors=True, trust_remote_code=False, local_files_only=True
+        )
+    else:
+        base = _lora.load_base(aidp.model_dir(), method, ctx.device)
+        model = _lora.wrap(base, method, options)
     train = blocks(tokenizer, train_texts, cfg.max_length)
     evals = blocks(tokenizer, eval_texts, cfg.max_length) if eval_texts else {}
 
@@ -77,7 +85,18 @@ def main() -> None:
         return {f"{prefix}_loss_final": loss, f"{prefix}_perplexity": math.exp(min(loss, 50.0))}
 
     metrics = run_training(model=model, data=train, cfg=cfg, ctx=ctx, evaluate=evaluate)
-    finish(model, ctx, metrics, tokenizer)
+    if method == "full":
+        finish(model, ctx, metrics, tokenizer)
+        return
+    if ctx.main:  # LoRA: the adapter (or the merged model), see _lora.py
+        inner = getattr(model, "module", model)
+        _lora.save_model(
+            inner, tokenizer, aidp.output_dir(), method=method, options=options,
+            model_dir=aidp.model_dir(),
+        )  # fmt: skip
+        aidp.completed(metrics)
+    ctx.barrier()
+    ctx.close()
 
 
 if __name__ == "__main__":

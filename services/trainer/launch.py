@@ -27,6 +27,7 @@ TASK_SCRIPTS = {
     "text-classification": "src/text_classification.py",
     "image-classification": "src/image_classification.py",
     "causal-lm": "src/causal_lm.py",
+    "chat": "src/chat.py",
 }
 
 
@@ -63,6 +64,7 @@ def launch_env(
         "AIDP_OUTPUT_DIR": posixpath.join(ws, "output", "model"),
         "AIDP_CHECKPOINT_ROOT": posixpath.join(ws, "checkpoints"),
         "AIDP_TRAIN_ARGS": json.dumps(spec.train.args),
+        "AIDP_TRAIN_METHOD": spec.train.method or "",  # empty: the task decides by size
         "AIDP_CHECKPOINT_EVERY": str(spec.train.checkpoint_every),
         "AIDP_ACCELERATOR": accelerator,
         "AIDP_RUN_ID": str(run_id),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
-from shared.spec import ProjectSpec
+from shared.spec import ProjectSpec, task_packages
 
 __all__ = [
     "EnvLockText",
@@ -98,7 +98,7 @@ def env_request(spec: ProjectSpec, settings: ProvisionerSettings) -> EnvRequest:
         python=spec.environment.python,
         accelerator=accelerator,
         torch=None if accelerator == "gaudi" else settings.torch_version,
-        packages=_normalise([*settings.always_packages, *user]),
+        packages=_normalise([*settings.always_packages, *task_packages(spec), *user]),
         find_links=tuple(settings.torch_find_links),
         index_url=settings.index_url,
         extra_index_urls=(index,) if index else (),

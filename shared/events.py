@@ -32,6 +32,9 @@ __all__ = [
     "ArtifactRef",
     "ArtifactsCached",
     "ArtifactsFailed",
+    "DatasetValidated",
+    "PreflightIssue",
+    "ValidationFailed",
     "CachedRevisionUsed",
     "DeploymentFailed",
     "DeploymentPromoted",
@@ -242,6 +245,57 @@ class ArtifactsFailed(EventPayload):
     _public_reason = field_validator("reason")(lambda v: scrub_urls(v))
 
 
+# --- pre-flight check (chat / causal-lm) --------------------------------------------------
+
+
+class PreflightIssue(BaseModel):
+    """One flagged row of a pre-flight check: ``row`` is 1-based within ``file`` (a JSONL
+    line number, skipping blank lines); ``severity`` error fails the check, warning does not."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    file: str
+    row: int
+    problem: str
+    severity: Literal["error", "warning"] = "error"
+
+
+class DatasetValidated(EventPayload):
+    """The fetcher's pre-flight check of an LLM task's data passed (after ArtifactsCached,
+    before any node is provisioned: the provisioner waits for it). The first
+    ``rows_checked`` rows were rendered (chat: with the model's chat template) and
+    tokenized with the model's tokenizer. ``method`` is the training method the run will use
+    (the spec's, else chosen from ``model_params``); ``estimated_*`` are rough (a FLOP
+    model of the accelerator). ``issues`` holds warnings only (rows over ``max_length``)."""
+
+    task: str
+    rows_checked: int
+    rows_total: int | None = None
+    tokens_mean: float | None = None
+    tokens_max: int | None = None
+    max_length: int | None = None
+    over_max_length: int = 0
+    method: str | None = None
+    model_params: int | None = None
+    estimated_steps: int | None = None
+    estimated_seconds: float | None = None
+    issues: list[PreflightIssue] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class ValidationFailed(EventPayload):
+    """The pre-flight check failed: the run ends failed with ``reason`` and ``issues`` (the
+    malformed rows, with row numbers; at most 50) and nothing is provisioned."""
+
+    task: str
+    reason: str
+    rows_checked: int = 0
+    error_rows: int = 0
+    issues: list[PreflightIssue] = Field(default_factory=list)
+
+    _public_reason = field_validator("reason")(lambda v: scrub_urls(v))
+
+
 # --- training ----------------------------------------------------------------------------
 
 
@@ -353,6 +407,8 @@ _ALL: tuple[type[EventPayload], ...] = (
     CachedRevisionUsed,
     ArtifactsCached,
     ArtifactsFailed,
+    DatasetValidated,
+    ValidationFailed,
     TrainingStarted,
     TrainingProgress,
     TrainingLog,

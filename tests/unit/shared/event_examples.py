@@ -68,6 +68,42 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         ]
     },
     "ArtifactsFailed": {"source": "kaggle://owner/slug", "reason": "401", "retryable": False},
+    "DatasetValidated": {
+        "task": "chat",
+        "rows_checked": 1000,
+        "rows_total": 5210,
+        "tokens_mean": 212.5,
+        "tokens_max": 1931,
+        "max_length": 1024,
+        "over_max_length": 3,
+        "method": "lora",
+        "model_params": 494032768,
+        "estimated_steps": 326,
+        "estimated_seconds": 812.0,
+        "issues": [
+            {
+                "file": "train.jsonl",
+                "row": 17,
+                "problem": "1931 tokens, over max_length 1024: truncated",
+                "severity": "warning",
+            }
+        ],
+        "notes": ["rows_total counted from the whole file"],
+    },
+    "ValidationFailed": {
+        "task": "chat",
+        "reason": "2 of 1000 rows are malformed (row 7 of train.jsonl: roles not alternating)",
+        "rows_checked": 1000,
+        "error_rows": 2,
+        "issues": [
+            {
+                "file": "train.jsonl",
+                "row": 7,
+                "problem": "roles not alternating: user then user",
+                "severity": "error",
+            }
+        ],
+    },
     "TrainingStarted": {"world_size": 2, "nodes": ["n0", "n1"], "attempt": 1},
     "TrainingProgress": {
         "step": 50,

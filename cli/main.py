@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from cli import account, members, serving
+from cli.chat import chat
 from cli.follow import (
     FINAL_STATUSES,
     LiveRenderer,
@@ -327,6 +328,7 @@ _COMMANDS: tuple[Callable[..., None], ...] = (
     serving.deploy,
     serving.predict,
     serving.share,
+    chat,
 )
 for _command in _COMMANDS:
     app.command()(_command)

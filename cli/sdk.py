@@ -400,6 +400,51 @@ class Client:
         )
         return body["outputs"]
 
+    # --- the OpenAI-compatible API of LLM deployments -----------------------------------
+
+    def openai_base_url(self, deployment_id: str) -> str:
+        """``base_url`` for the ``openai`` client (its ``api_key`` is :attr:`bearer`)."""
+        return f"{self.server}/api/deployments/{deployment_id}/v1"
+
+    def chat_model(self, deployment_id: str) -> str:
+        """The model id the deployment serves (``GET /v1/models``)."""
+        body = self.request("GET", f"/api/deployments/{deployment_id}/v1/models")
+        return str(body["data"][0]["id"])
+
+    def chat_stream(
+        self, deployment_id: str, messages: list[Json], *, model: str | None = None, **params: Any
+    ) -> Iterator[str]:
+        """Stream a chat completion: yields the reply's text pieces as they are generated.
+        ``params``: ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``."""
+        body = {
+            "model": model or self.chat_model(deployment_id),
+            "messages": messages,
+            "stream": True,
+            **{k: v for k, v in params.items() if v is not None},
+        }
+        path = f"/api/deployments/{deployment_id}/v1/chat/completions"
+        for attempt in (0, 1):
+            if self.bearer is None and self.refresh_token:
+                self.refresh()
+            if self.bearer is None:
+                raise NotLoggedIn("not logged in: run `aidp login` (or set AIDP_TOKEN)")
+            headers = {"Authorization": f"Bearer {self.bearer}"}
+            try:
+                with self._http.stream(
+                    "POST", path, json=body, headers=headers, timeout=httpx.Timeout(30, read=600)
+                ) as response:
+                    if response.status_code == 401 and attempt == 0 and self.refresh_token:
+                        if not self.api_token:
+                            self.refresh()
+                            continue
+                    if response.status_code >= 400:
+                        response.read()
+                        _decode(response)
+                    yield from _sse_text(response.iter_lines())
+                    return
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(f"lost the connection to {self.server}: {exc}") from exc
+
     # --- live events ------------------------------------------------------------------
 
     def ws_url(self) -> str:
@@ -515,6 +560,23 @@ def _decode(response: httpx.Response, *, authenticated: bool = True) -> Any:
         return response.json()
     except ValueError:
         return response.text
+
+
+def _sse_text(lines: Iterator[str]) -> Iterator[str]:
+    """The content pieces of an OpenAI chat stream (``data: {...}`` lines, ``[DONE]``)."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        chunk = json.loads(data)
+        if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
+            raise ApiError(502, "stream_error", str(chunk["error"].get("message", "")))
+        for choice in chunk.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                yield str(piece)
 
 
 def _detail_message(detail: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from shared.asgi_stream import StreamingASGITransport
 from shared.service_auth import ServiceCredentials, ServiceTokenAuth
 
 __all__ = ["internal_client", "register_inproc", "unregister_inproc"]
@@ -35,10 +36,13 @@ def internal_client(
     timeout: float = 30.0,
     credentials: Callable[[], ServiceCredentials] | None = None,
     audience: str | None = None,
+    streaming: bool = False,
     **kwargs: Any,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose base URL is the service at ``url``; with
-    ``credentials``, authenticated as the calling service to ``audience``."""
+    ``credentials``, authenticated as the calling service to ``audience``. ``streaming``:
+    an in-process answer's body arrives as the app sends it
+    (:class:`shared.asgi_stream.StreamingASGITransport`), not once it has finished."""
     if credentials is not None:
         if not audience:
             raise ValueError("a service credential needs the callee's name (audience)")
@@ -48,7 +52,9 @@ def internal_client(
         app = _INPROC.get(name)
         if app is None:
             raise RuntimeError(f"no in-process service registered as {name!r}")
-        transport = httpx.ASGITransport(app=app)
+        transport: httpx.AsyncBaseTransport = (
+            StreamingASGITransport(app) if streaming else httpx.ASGITransport(app=app)
+        )
         return httpx.AsyncClient(
             transport=transport, base_url=f"http://{name}", timeout=timeout, **kwargs
         )

@@ -54,24 +54,34 @@ class Downstream:
         self.timeout = timeout
         self.credentials = credentials  # the gateway's service token for internal routes
         self._client: httpx.AsyncClient | None = None
+        self._live: httpx.AsyncClient | None = None  # answers streamed as sent (in process)
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def client(self, *, live: bool = False) -> httpx.AsyncClient:
+        """The client; ``live``: one whose in-process answers stream as the service sends
+        them (token streams), not once the service has finished."""
+        held = self._live if live else self._client
+        if held is None:
             try:
-                self._client = internal_client(
+                held = internal_client(
                     self.url,
                     timeout=self.timeout,
                     credentials=self.credentials,
                     audience=self.name,
+                    streaming=live,
                 )
             except RuntimeError as exc:  # inproc service not registered (yet)
                 raise TransientError(f"{self.name} service is unavailable") from exc
-        return self._client
+            if live:
+                self._live = held
+            else:
+                self._client = held
+        return held
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._live):
+            if client is not None:
+                await client.aclose()
+        self._client = self._live = None
 
     def _check(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -124,18 +134,22 @@ class Downstream:
         *,
         user_id: uuid.UUID | None = None,
         passthrough: bool = False,
+        live: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request and return the response unread; the caller closes it.
 
         Error answers raise the mapped error unless ``passthrough`` (a verbatim proxy).
+        ``live``: the body arrives as the service sends it, also in process (see
+        :meth:`client`).
         """
         headers = dict(kwargs.pop("headers", None) or {})
         if user_id is not None:
             headers[USER_HEADER] = str(user_id)
         try:
-            request = self.client().build_request(method, path, headers=headers, **kwargs)
-            response = await self.client().send(request, stream=True)
+            client = self.client(live=live)
+            request = client.build_request(method, path, headers=headers, **kwargs)
+            response = await client.send(request, stream=True)
         except (httpx.TransportError, RuntimeError) as exc:
             log.warning("%s unreachable: %r", self.name, exc)
             raise TransientError(f"{self.name} service is unavailable") from exc

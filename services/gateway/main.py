@@ -28,6 +28,7 @@ from services.gateway.routes import (
     artifacts,
     auth_proxy,
     invitations,
+    openai,
     ops,
     projects,
     runs,
@@ -151,7 +152,7 @@ def create_app(
             allow_credentials=False,
         )
     for module in (
-        auth_proxy, secrets, projects, invitations, runs, artifacts, serving, ops, admin,
+        auth_proxy, secrets, projects, invitations, runs, artifacts, serving, openai, ops, admin,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(ws_router)

@@ -77,6 +77,10 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/api/deployments/{deployment_id}"): _R,
     ("DELETE", "/api/deployments/{deployment_id}"): _DEP,
     ("POST", "/api/deployments/{deployment_id}/predict"): _PRED,
+    # the OpenAI-compatible API of LLM deployments (routes/openai.py): all of it is predicting
+    ("GET", "/api/deployments/{deployment_id}/v1/models"): _PRED,
+    ("POST", "/api/deployments/{deployment_id}/v1/chat/completions"): _PRED,
+    ("POST", "/api/deployments/{deployment_id}/v1/completions"): _PRED,
     # the status stream
     (WEBSOCKET, "/api/ws"): _R,
     # platform administration (routes/admin.py; admins only besides the scope)

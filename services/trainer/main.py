@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.trainer.api import router
 from services.trainer.app_state import TrainerState
 from services.trainer.handlers import build_handlers
+from services.trainer.openai_api import router as openai_router
 from services.trainer.settings import TrainerSettings
 from shared.bus import Bus
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
@@ -47,5 +48,6 @@ def create_app(
     app.state.trainer = trainer
     app.include_router(health_router(lambda request: request.app.state.runtime))
     app.include_router(router)
+    app.include_router(openai_router)
     install_error_handlers(app)
     return app

@@ -7,11 +7,15 @@ Standard library HTTP (no web framework on the node) plus torch + transformers:
   texts → outputs ``label`` (BYTES) and ``score`` (FP32) (causal-lm: ``generated_text``)
 - ``POST /predict {"inputs": [...]}`` → ``{"outputs": [{"label", "score"}]}``
   (causal-lm: ``[{"generated_text"}]``)
+- tasks ``causal-lm`` and ``chat`` also speak the OpenAI API (``llm.py``): ``GET /v1/models``,
+  ``POST /v1/chat/completions``, ``POST /v1/completions`` (``stream: true``: server-sent
+  events in a chunked answer); other tasks answer those with an OpenAI-shaped 404
 
 Usage: ``server.py --model-dir DIR --name NAME --task TASK --port 0 --port-file FILE
---log-file FILE [--unix-socket PATH] [--token-file FILE]``. With port 0 the OS picks one;
-the chosen port (or the socket) and the pid are written to ``--port-file`` (JSON) once the
-model is loaded and the socket listens.
+--log-file FILE [--unix-socket PATH] [--token-file FILE] [--engine auto|transformers|vllm]
+[--base-model-dir DIR]`` (``--base-model-dir``: the base of a LoRA adapter model). With
+port 0 the OS picks one; the chosen port (or the socket) and the pid are written to
+``--port-file`` (JSON) once the model is loaded and the socket listens.
 
 Only the platform may call it: in a local sandbox it listens on a Unix socket in the
 deployment's workspace (its network namespace has no route out, and no other tenant sees the
@@ -25,11 +29,20 @@ import argparse
 import hmac
 import json
 import os
+import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+try:  # on a node: staged beside this file
+    import serving_llm as llm  # type: ignore[import-not-found]
+    import serving_openai_wire as wire  # type: ignore[import-not-found]
+except ImportError:  # in the repository
+    from services.trainer.serving import llm
+    from services.trainer.serving import openai_wire as wire
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_INPUTS = 256
@@ -38,13 +51,25 @@ MAX_INPUTS = 256
 class Model:
     """A loaded model: safetensors only, never remote code."""
 
-    def __init__(self, model_dir: str, task: str) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        task: str,
+        *,
+        name: str = "model",
+        engine: str = "auto",
+        base_dir: str | None = None,
+    ) -> None:
         import torch
         from transformers import AutoTokenizer
 
         self.task = task
         self.torch = torch
         self.lock = threading.Lock()
+        self.engine: llm.TransformersEngine | llm.VLLMEngine | None = None
+        if task in llm.LLM_TASKS:
+            self.engine = llm.load_engine(model_dir, name, engine=engine, base_dir=base_dir)
+            return
         kwargs: dict[str, Any] = {
             "trust_remote_code": False,
             "local_files_only": True,
@@ -53,28 +78,16 @@ class Model:
         self.tokenizer = AutoTokenizer.from_pretrained(
             model_dir, trust_remote_code=False, local_files_only=True
         )
-        if task == "causal-lm":
-            from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForSequenceClassification
 
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-        else:
-            from transformers import AutoModelForSequenceClassification
-
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
         self.model.eval()
 
     def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+        if self.engine is not None:
+            return self.engine.predict(inputs)
         torch = self.torch
         with self.lock, torch.no_grad():
-            if self.task == "causal-lm":
-                results = []
-                for text in inputs:
-                    enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
-                    out = self.model.generate(**enc, max_new_tokens=16, do_sample=False)
-                    results.append(
-                        {"generated_text": self.tokenizer.decode(out[0], skip_special_tokens=True)}
-                    )
-                return results
             enc = self.tokenizer(inputs, truncation=True, padding=True, return_tensors="pt")
             probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
             scores, ids = probs.max(dim=-1)
@@ -92,8 +105,15 @@ class UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
 
 
 def make_handler(model: Model, name: str, token: str | None = None) -> type[BaseHTTPRequestHandler]:
+    engine = getattr(model, "engine", None)  # an LLM engine (tasks causal-lm, chat)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            if self.connection.family in (socket.AF_INET, socket.AF_INET6):  # tokens go at once
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def address_string(self) -> str:  # a Unix socket's peer has no address
             return str(self.client_address[0]) if self.client_address else "unix"
@@ -132,13 +152,18 @@ def make_handler(model: Model, name: str, token: str | None = None) -> type[Base
                     200,
                     {
                         "name": name,
-                        "platform": "pytorch",
+                        "platform": getattr(model, "platform", "pytorch"),
                         "versions": ["1"],
                         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
                     },
                 )
             elif path == "/v2":
                 self._send(200, {"name": "aidp-serving", "version": "1", "extensions": []})
+            elif path == "/v1/models":
+                if engine is None:
+                    self._no_openai()
+                else:
+                    self._send(200, engine.models())
             else:
                 self._send(404, {"error": f"no route {path}"})
 
@@ -146,6 +171,9 @@ def make_handler(model: Model, name: str, token: str | None = None) -> type[Base
             if not self._authorised():
                 return
             path = self.path.split("?")[0].rstrip("/")
+            if path.startswith("/v1/"):
+                self._openai(path)
+                return
             try:
                 body = self._body()
                 if path == "/predict":
@@ -162,6 +190,66 @@ def make_handler(model: Model, name: str, token: str | None = None) -> type[Base
                     self._send(404, {"error": f"no route {path}"})
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 self._send(400, {"error": str(exc)})
+
+        # -- the OpenAI API (tasks causal-lm and chat) ---------------------------------------
+
+        def _no_openai(self) -> None:
+            self._send(
+                404,
+                wire.error_body(
+                    f"this deployment serves the task {model.task}; the OpenAI API is served "
+                    f"for {' and '.join(llm.LLM_TASKS)} models",
+                    code="not_found",
+                ),
+            )
+
+        def _openai(self, path: str) -> None:
+            if engine is None:
+                self._no_openai()
+                return
+            try:
+                try:
+                    body = self._body()
+                except ValueError as exc:
+                    raise wire.OpenAIError(f"the request body is not valid JSON: {exc}") from None
+                answer = engine.openai(path, body)
+            except wire.OpenAIError as exc:
+                self._send(exc.status, exc.body())
+                return
+            except Exception as exc:  # the engine failed: the client's request was fine
+                sys.stderr.write(f"openai {path} failed: {exc!r}\n")
+                self._send(500, wire.error_body(f"generation failed: {exc}", type="server_error"))
+                return
+            if answer.stream is None:
+                self._send(answer.status, answer.body)
+            else:
+                self._send_stream(answer.status, answer.content_type, answer.stream)
+
+        def _send_stream(self, status: int, content_type: str, chunks: Iterator[bytes]) -> None:
+            """A chunked answer, each piece sent as it comes; a client gone stops the source."""
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                try:
+                    for data in chunks:
+                        if data:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                except (BrokenPipeError, ConnectionResetError):
+                    raise
+                except Exception as exc:  # after the headers: the error as the last event
+                    sys.stderr.write(f"stream failed: {exc!r}\n")
+                    error = wire.sse(wire.error_body(str(exc), type="server_error"))
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(error), error))
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
@@ -220,6 +308,10 @@ def main() -> None:
     parser.add_argument("--log-file")
     parser.add_argument("--unix-socket", help="listen here instead of host:port")
     parser.add_argument("--token-file", help="require this bearer token on every request")
+    parser.add_argument(
+        "--engine", default="auto", choices=["auto", "transformers", "vllm"], help="LLM engine"
+    )
+    parser.add_argument("--base-model-dir", help="the base model of a LoRA adapter")
     args = parser.parse_args()
     if args.log_file:  # output must not depend on a pipe the trainer may stop reading
         log = open(args.log_file, "a", buffering=1)  # noqa: SIM115
@@ -229,7 +321,13 @@ def main() -> None:
     if args.token_file:
         with open(args.token_file) as fh:
             token = fh.read().strip()
-    model = Model(args.model_dir, args.task)
+    model = Model(
+        args.model_dir,
+        args.task,
+        name=args.name,
+        engine=args.engine,
+        base_dir=args.base_model_dir,
+    )
     handler = make_handler(model, args.name, token)
     server: socketserver.BaseServer
     if args.unix_socket:

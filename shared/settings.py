@@ -37,9 +37,21 @@ class BaseServiceSettings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: a SQLite file per service under data_dir."
     )
+    db_pool_size: int = Field(
+        32,
+        ge=1,
+        description="Most database connections of the async read pool (hot API reads, "
+        "shared.db.aio); keep it at least the number of requests served at once.",
+    )
     bus_url: str = Field("memory://", description="memory:// or amqp(s)://user:pass@host/vhost")
     store_dir: Path | None = Field(
         None, description="Encrypted artifact store (ciphertext only); default data_dir/store."
+    )
+    store_min_free_mb: float = Field(
+        16.0,
+        ge=0,
+        description="Space (MiB) a write to the artifact store must leave free on its disk; a "
+        "fetch or checkpoint that would go below fails with a message naming the disk.",
     )
     vault_addr: str | None = Field(None, description="OpenBao/Vault address; None = local bao.")
     vault_token: SecretStr | None = Field(None, description="Vault token (or use AppRole).")
@@ -107,6 +119,10 @@ class BaseServiceSettings(BaseSettings):
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / (self.service_name + '.db')}"
+
+    @property
+    def store_min_free_bytes(self) -> int:
+        return int(self.store_min_free_mb * 1024 * 1024)
 
     def resolved_store_dir(self) -> Path:
         path = self.store_dir or self.data_dir / "store"

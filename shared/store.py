@@ -20,14 +20,21 @@ A manifest (one per source and resolved revision) is a JSON document stored as a
 its key is its own name. A corrupt blob is removed when a read detects it, so fetching the
 content again heals the store. Stores written before keyed names (blobs named by the bare
 sha256, binding it) are converted by :mod:`shared.store_migration`.
+
+A full disk never leaves a partial blob: a write whose size is known is refused before it
+starts when the disk lacks room for it plus ``min_free_bytes``, and a write that runs out of
+space midway (``ENOSPC``) removes its temporary file; both raise :class:`DiskFull`, whose
+message names the store's directory and the space free and needed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -51,10 +58,48 @@ from shared.crypto import (
     plaintext_size,
     read_header,
 )
-from shared.errors import InvalidInput, NotFound
+from shared.errors import AidpError, InvalidInput, NotFound
 from shared.secrets.base import KeyService, SecretStore
 
-__all__ = ["ArtifactStore", "Manifest", "ManifestFile"]
+__all__ = ["ArtifactStore", "DiskFull", "Manifest", "ManifestFile", "format_bytes"]
+
+#: Space a write must leave free on the store's disk (other writers, the database, logs).
+DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes for people (binary units, one decimal)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+class DiskFull(AidpError):
+    """The disk under a store (or a scratch directory) has no room for a write; nothing of
+    the write is left behind. ``free``/``needed`` in bytes (``needed`` 0 when unknown)."""
+
+    def __init__(self, where: Path, *, free: int, needed: int = 0) -> None:
+        need = f", {format_bytes(needed)} needed" if needed else ""
+        super().__init__(
+            f"The disk holding {where} is full ({format_bytes(free)} free{need}): free space "
+            "there, or lower the cache budget (AIDP_CACHE_MAX_GB), and run again.",
+            code="disk_full",
+        )
+        self.where, self.free, self.needed = where, free, needed
+
+    @classmethod
+    def check(cls, where: Path, needed: int, *, min_free: int = 0) -> None:
+        """Raise unless the disk holding ``where`` has ``needed`` + ``min_free`` bytes free."""
+        free = shutil.disk_usage(where).free
+        if free < needed + min_free:
+            raise cls(where, free=free, needed=needed)
+
+    @staticmethod
+    def is_enospc(exc: BaseException) -> bool:
+        return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _STALE_TMP_SECONDS = 3600
@@ -126,9 +171,11 @@ class ArtifactStore:
         *,
         naming: NamingKey | None = None,
         chunk_size: int = CHUNK_SIZE,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     ) -> None:
         """``naming``: the blob-naming key; by default the platform secret of ``keys`` when
-        it is also a :class:`SecretStore` (as Vault and the in-memory fake are)."""
+        it is also a :class:`SecretStore` (as Vault and the in-memory fake are).
+        ``min_free_bytes``: room a write of known size must leave on the disk."""
         self.root = Path(root)
         self.keys = keys
         if naming is None:
@@ -138,6 +185,7 @@ class ArtifactStore:
         self.naming = naming
         self.key_name = key_name
         self.chunk_size = chunk_size
+        self.min_free_bytes = min_free_bytes
         self._blobs = self.root / "blobs"
         self._tmp = self.root / "tmp"
         self._blobs.mkdir(parents=True, exist_ok=True)
@@ -154,9 +202,17 @@ class ArtifactStore:
         return self._blobs / digest[:2] / digest[2:]
 
     def put_file(self, path: Path) -> tuple[str, int]:
-        """Store a file's content; returns (its blob name, size)."""
+        """Store a file's content; returns (its blob name, size). Raises DiskFull before
+        writing when the disk lacks room for it."""
         with open(path, "rb", buffering=0) as inp:
+            self.ensure_room(os.fstat(inp.fileno()).st_size)
             return self._put(lambda out, **kw: encrypt_reader(inp, out, **kw))
+
+    def ensure_room(self, plaintext_bytes: int) -> None:
+        """Raise DiskFull unless ``plaintext_bytes`` (encrypted: a little more) fit on the
+        store's disk with ``min_free_bytes`` to spare."""
+        overhead = plaintext_bytes // 256 + 4096  # chunk tags and the header
+        DiskFull.check(self.root, plaintext_bytes + overhead, min_free=self.min_free_bytes)
 
     def put_stream(self, chunks: Iterable[bytes | bytearray | memoryview]) -> tuple[str, int]:
         """Store the concatenation of ``chunks`` (streamed, never held whole in memory)."""
@@ -316,6 +372,10 @@ class ArtifactStore:
                     os.replace(tmp, final)
             fsync_dir(final.parent)
             return digest, result.size
+        except OSError as exc:
+            if DiskFull.is_enospc(exc):  # the temporary file goes in ``finally``
+                raise DiskFull(self.root, free=shutil.disk_usage(self.root).free) from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -32,7 +32,7 @@ from services.fetcher.quota import StorageQuota
 from shared.crypto import IntegrityError as BlobCorrupt
 from shared.db import Database
 from shared.errors import NotFound
-from shared.store import ArtifactStore, ManifestFile
+from shared.store import ArtifactStore, DiskFull, ManifestFile
 from shared.urls import public_url
 
 __all__ = ["ArtifactCache"]
@@ -237,6 +237,22 @@ class ArtifactCache:
             if victim is None:
                 raise FetchFailed(self._budget_message(needed))
             self.evict(victim)
+
+    def make_disk_room(
+        self, needed: int, *, keep: Iterable[str] = (), requester: str | None = None
+    ) -> None:
+        """Evict unpinned artifacts (in :meth:`make_room`'s order) until the store's disk
+        has room for ``needed`` more bytes; raises DiskFull when even that is not enough."""
+        keep = set(keep)
+        while True:
+            try:
+                self.store.ensure_room(needed)
+                return
+            except DiskFull:
+                victim = self._next_victim(keep, requester)
+                if victim is None:
+                    raise
+                self.evict(victim)
 
     def _next_victim(self, keep: set[str], requester: str | None) -> str | None:
         with self.db.session() as s:

@@ -13,6 +13,8 @@ from services.fetcher.api import build_router
 from services.fetcher.cache import ArtifactCache
 from services.fetcher.connectors.hf import HuggingFaceConnector
 from services.fetcher.connectors.kaggle import KaggleConnector
+from services.fetcher.connectors.s3 import S3Connector
+from services.fetcher.connectors.sql import SqlConnector
 from services.fetcher.connectors.url import UrlConnector
 from services.fetcher.handlers import build_handlers
 from services.fetcher.jobs import JobRunner
@@ -67,7 +69,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan():
-            store = ArtifactStore(settings.resolved_store_dir(), runtime.keys, settings.transit_key)
+            store = ArtifactStore(
+                settings.resolved_store_dir(),
+                runtime.keys,
+                settings.transit_key,
+                min_free_bytes=settings.store_min_free_bytes,
+            )
             await asyncio.to_thread(migrate_to_keyed_names, runtime.db, store)
             state.cache = ArtifactCache(
                 db=runtime.db,
@@ -77,7 +84,24 @@ def create_app(
                 verify=settings.verify_cached,
                 user_quota_bytes=settings.user_storage_quota_bytes,
             )
+            work_dir = settings.resolved_work_dir()
+            sql = SqlConnector(
+                allow_hosts=settings.fetch_allow_hosts,
+                connect_timeout=settings.connect_timeout,
+                statement_timeout=settings.db_statement_timeout,
+                max_bytes=settings.db_max_bytes,
+                batch_rows=settings.db_batch_rows,
+            )
             connectors = {
+                "s3": S3Connector(
+                    allow_hosts=settings.fetch_allow_hosts,
+                    connect_timeout=settings.connect_timeout,
+                    read_timeout=settings.read_timeout,
+                    part_bytes=settings.s3_part_bytes,
+                    partial_dir=work_dir / "s3-partial",
+                ),
+                "postgresql": sql,
+                "mysql": sql,
                 "hf": HuggingFaceConnector(
                     endpoint=settings.hf_endpoint, timeout=settings.connect_timeout
                 ),
@@ -95,7 +119,7 @@ def create_app(
             fetcher = Fetcher(
                 cache=state.cache,
                 connectors=connectors,
-                work_dir=settings.resolved_work_dir(),
+                work_dir=work_dir,
                 progress_interval=settings.progress_interval,
             )
             await asyncio.to_thread(fetcher.sweep_scratch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -27,7 +28,7 @@ from services.fetcher.errors import FetchCancelled, FetchFailed
 from services.fetcher.models import Artifact, Resolution, Upload
 from shared.events import ArtifactRef
 from shared.spec import Source
-from shared.store import Manifest, ManifestFile
+from shared.store import DiskFull, Manifest, ManifestFile
 
 __all__ = ["Fetcher", "ProgressSink", "StaleNotice", "source_name"]
 
@@ -195,6 +196,23 @@ class Fetcher:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _make_disk_room(
+        self, missing: list[RemoteFile], *, keep: set[str], requester: str | None
+    ) -> None:
+        """Before a download: room on the store's disk for every missing file (evicting
+        unpinned entries if need be), and in the scratch directory for the largest one (its
+        plaintext lives there until it is encrypted). A clear failure, not a partial blob."""
+        sizes = [f.size or 0 for f in missing]
+        largest = max(sizes, default=0)
+        shared_disk = os.stat(self.work_dir).st_dev == os.stat(self.cache.store.root).st_dev
+        try:
+            self.cache.make_disk_room(
+                sum(sizes) + (largest if shared_disk else 0), keep=keep, requester=requester
+            )
+            DiskFull.check(self.work_dir, largest)
+        except DiskFull as exc:
+            raise FetchFailed(exc.message) from None
+
     def _last_known(
         self,
         failure: FetchFailed,
@@ -295,6 +313,7 @@ class Fetcher:
         if not remote or missing:
             expected = sum(f.size or 0 for f in missing)
             self.cache.make_room(expected, keep={lease_key}, requester=owner_id)
+            self._make_disk_room(missing, keep={lease_key}, requester=owner_id)
         total = sum(f.size or 0 for f in missing) or None
         throttle = _Throttle(
             source,
@@ -319,6 +338,14 @@ class Fetcher:
                     files.append(ManifestFile(path, digest, size))
                     if cancelled.is_set():
                         raise FetchCancelled()
+            except DiskFull as exc:
+                raise FetchFailed(f"Fetching {source.uri} stopped: {exc.message}") from None
+            except OSError as exc:
+                if not DiskFull.is_enospc(exc):
+                    raise
+                free = shutil.disk_usage(scratch).free
+                full = DiskFull(self.work_dir, free=free)
+                raise FetchFailed(f"Fetching {source.uri} stopped: {full.message}") from None
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
                 held.close()

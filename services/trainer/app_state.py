@@ -48,6 +48,7 @@ class TrainerState:
             self.settings.resolved_store_dir(),
             self.runtime.keys,
             key_name=self.settings.transit_key,
+            min_free_bytes=self.settings.store_min_free_bytes,
         )
         await asyncio.to_thread(migrate_to_keyed_names, self.runtime.db, store)
         self._jobs = JobRunner(self.runtime, self.settings, store)

@@ -47,8 +47,8 @@ from services.trainer.warm import WarmPool, WarmSpare
 from shared.errors import Conflict, ProviderError
 from shared.events import EnvInfo, TrainingCompleted, TrainingFailed, TrainingStarted
 from shared.runtime import ServiceRuntime
-from shared.spec import ProjectSpec
-from shared.store import ArtifactStore
+from shared.spec import DeploySpec, ProjectSpec
+from shared.store import ArtifactStore, DiskFull
 
 __all__ = ["JobRunner"]
 
@@ -67,6 +67,7 @@ class _Attempt:
     cancelled: bool = False
     lost_lease: bool = False
     limit_hit: str | None = None  #: the sandbox limit that killed a process
+    disk_full: str | None = None  #: a checkpoint could not be stored: the store's disk is full
 
 
 class JobRunner:
@@ -293,11 +294,16 @@ class JobRunner:
                 )
 
         accel = (execs[0].node.accelerator or env.accelerator) if execs else "cpu"
-        nproc = await self._procs_per_node(execs[0], accel)
+        tensorflow = spec.environment.framework == "tensorflow"
+        # TensorFlow: one process drives every GPU of the node; its env has no torch for a
+        # warm spare to import
+        nproc = 1 if tensorflow else await self._procs_per_node(execs[0], accel)
         n = len(execs)
         spare: WarmSpare | None = None
-        eligible = ckpt is None and self.warm.eligible(
-            execs[0], task=spec.task, nnodes=n, nproc=nproc
+        eligible = (
+            ckpt is None
+            and not tensorflow
+            and self.warm.eligible(execs[0], task=spec.task, nnodes=n, nproc=nproc)
         )
         if eligible:
             local = execs[0]
@@ -500,6 +506,11 @@ class JobRunner:
             while (item := await checkpoints.get()) is not None:
                 try:
                     await self._store_checkpoint(run, *item)
+                except DiskFull as exc:  # later checkpoints and the model would fail too
+                    outcome.disk_full = f"checkpoint of step {item[1]} not stored: {exc.message}"
+                    relay.log(item[0].node.name, "stderr", f"aidp: {outcome.disk_full}")
+                    await self._kill(execs, procs)
+                    return
                 except ProviderError as exc:  # refused (a symlink out) or node trouble
                     relay.log(
                         item[0].node.name,
@@ -606,9 +617,18 @@ class JobRunner:
         if outcome.cancelled:
             await self.cleanup(run.run_id, execs)
             return False
+        if outcome.disk_full:  # a retry would meet the same full disk
+            await asyncio.to_thread(self._finish_failed, run.run_id, outcome.disk_full, None, False)
+            await self.cleanup(run.run_id, execs)
+            return False
         codes = outcome.codes
         if codes and all(code == 0 for code in codes):
-            await self._complete(run, spec, execs, outcome)
+            try:
+                await self._complete(run, spec, execs, outcome)
+            except DiskFull as exc:
+                reason = f"the trained model was not stored: {exc.message}"
+                await asyncio.to_thread(self._finish_failed, run.run_id, reason, None, False)
+                await self.cleanup(run.run_id, execs)
             return False
         tail = list(relay.stderr_tail)
         signalled = any(c is None or c < 0 for c in codes) or any(
@@ -719,7 +739,7 @@ class JobRunner:
         )
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         deployment_id = await asyncio.to_thread(
-            self._record_completion, run.run_id, tree, clean, spec.deploy.enabled, index
+            self._record_completion, run.run_id, tree, clean, spec.deploy, index
         )
         await restore_missing(executor=executor, store=self.store, root=root, tree=tree)
         if self.settings.trainer_drop_checkpoints_on_register:
@@ -736,7 +756,7 @@ class JobRunner:
         run_id: uuid.UUID,
         tree: StoredTree,
         metrics: dict[str, float],
-        deploy: bool,
+        deploy: DeploySpec,
         node_index: int,
     ) -> uuid.UUID | None:
         key = tree.key
@@ -759,7 +779,7 @@ class JobRunner:
                 lease_until=None,
             )
             deployment_id = None
-            if deploy and run.project_id is not None:
+            if deploy.enabled and run.project_id is not None:
                 transition(session, run, to="deploying", event=None, stage=self.runtime.stage)
                 node = (run.nodes or [])[node_index]
                 deployment = Deployment(
@@ -768,6 +788,10 @@ class JobRunner:
                     run_id=run.run_id,
                     node=node,
                     workdir=posixpath.join(node["workdir"], f"aidp-run-{run.run_id}"),
+                    replicas=deploy.replicas,
+                    idle_timeout_s=deploy.idle_timeout_s,
+                    keep_previous=deploy.keep_previous,
+                    promote_on_ready=True,
                 )
                 session.add(deployment)
                 deployment_id = deployment.id

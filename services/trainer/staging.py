@@ -22,7 +22,7 @@ from pathlib import Path
 
 from services.trainer.nodes import NodeExecutor
 from shared.errors import NotFound, ProviderError
-from shared.store import ArtifactStore, Manifest, ManifestFile
+from shared.store import ArtifactStore, DiskFull, Manifest, ManifestFile
 from shared.store_migration import migrate_manifest, successor
 
 __all__ = [
@@ -140,16 +140,29 @@ async def store_tree(
     files: list[ManifestFile] = []
     created: set[str] = set()
     sent = 0
-    for rel in rels:
-        sha256, size = hashes[paths[rel]]
-        digest = await asyncio.to_thread(store.name_for_sha256, sha256)
-        if not await asyncio.to_thread(store.has, digest):
-            digest, size = await _put_remote(executor, store, paths[rel], expect=digest)
-            created.add(digest)
-            sent += size
-        files.append(ManifestFile(path=rel, digest=digest, size=size))
-    manifest = Manifest(source=source, revision=revision, files=files, meta=dict(meta))
-    key = await asyncio.to_thread(_put_manifest, store, manifest, created)
+    digests = {
+        rel: await asyncio.to_thread(store.name_for_sha256, hashes[paths[rel]][0]) for rel in rels
+    }
+    stored = {rel for rel in rels if await asyncio.to_thread(store.has, digests[rel])}
+    try:  # refused before any byte is sent when the new files cannot fit
+        await asyncio.to_thread(
+            store.ensure_room, sum(hashes[paths[rel]][1] for rel in rels if rel not in stored)
+        )
+        for rel in rels:
+            size, digest = hashes[paths[rel]][1], digests[rel]
+            if rel not in stored:
+                digest, size = await _put_remote(executor, store, paths[rel], expect=digest)
+                created.add(digest)
+                sent += size
+            files.append(ManifestFile(path=rel, digest=digest, size=size))
+        manifest = Manifest(source=source, revision=revision, files=files, meta=dict(meta))
+        key = await asyncio.to_thread(_put_manifest, store, manifest, created)
+    except DiskFull:
+        # no tree is half stored: what this call added goes (a concurrent tree that
+        # shares one of these blobs stores it again: see restore_missing)
+        for digest in created:
+            await asyncio.to_thread(store.delete, digest)
+        raise
     return StoredTree(key, sum(f.size for f in files), tuple(files), frozenset(created), sent)
 
 

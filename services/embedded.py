@@ -131,6 +131,7 @@ async def _local_vaults(
     params = PolicyParams(
         transit_key=base.transit_key,
         signing_secret=str(getattr(settings["auth"], "signing_secret_name", "auth-signing-keys")),
+        oidc_secret=str(getattr(settings["auth"], "oidc_secret_name", "oidc")),
     )
     local = await asyncio.to_thread(local_bao.ensure_running, params)
     vaults: dict[str, tuple[SecretStore, KeyService]] = {}

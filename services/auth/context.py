@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
+from services.auth.oidc import OidcProvider
 from services.auth.passwords import Passwords
 from services.auth.ratelimit import LoginLimiter
 from services.auth.settings import AuthSettings
@@ -15,7 +17,9 @@ from shared.db import Database
 from shared.events import Envelope
 from shared.secrets import SecretStore
 
-__all__ = ["AuthContext", "build_context"]
+__all__ = ["AuthContext", "build_context", "oidc_client_secret"]
+
+log = logging.getLogger("aidp.auth")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,25 @@ class AuthContext:
     stage: Callable[[Session, Envelope], None] = field(default=lambda _s, _e: None)
     #: Wake the outbox relay after a commit that staged events.
     published: Callable[[], None] = field(default=lambda: None)
+    #: The single sign-on provider (None: SSO is off).
+    oidc: OidcProvider | None = None
+
+
+def oidc_client_secret(settings: AuthSettings, store: SecretStore) -> str | None:
+    """The OIDC client secret: the setting (embedded mode only), else Vault's platform
+    secret ``settings.oidc_secret_name`` (field ``client_secret``); None: a public client."""
+    if settings.oidc_client_secret is not None:
+        return settings.oidc_client_secret.get_secret_value()
+    stored = store.get_platform_secret(settings.oidc_secret_name) or {}
+    value = stored.get("client_secret")
+    if not value:
+        log.warning(
+            "oidc: no client secret (setting or Vault platform secret %r): signing in as a "
+            "public client (PKCE only)",
+            settings.oidc_secret_name,
+        )
+        return None
+    return str(value)
 
 
 def build_context(
@@ -52,6 +75,9 @@ def build_context(
         reload_seconds=settings.keyring_reload_seconds,
     )
     keyring.ensure()
+    oidc = None
+    if settings.oidc_enabled():
+        oidc = OidcProvider(settings, client_secret=oidc_client_secret(settings, store))
     return AuthContext(
         settings=settings,
         db=db,
@@ -77,4 +103,5 @@ def build_context(
         ),
         stage=stage or (lambda _s, _e: None),
         published=published or (lambda: None),
+        oidc=oidc,
     )

@@ -15,7 +15,14 @@ from fastapi import Request, Response
 from services.auth.devices import DEVICE_COOKIE
 from services.auth.settings import AuthSettings
 
-__all__ = ["COOKIE_PATH", "DEVICE_COOKIE", "REFRESH_COOKIE", "clear_refresh", "set_cookie"]
+__all__ = [
+    "COOKIE_PATH",
+    "DEVICE_COOKIE",
+    "REFRESH_COOKIE",
+    "clear_refresh",
+    "secure_cookies",
+    "set_cookie",
+]
 
 REFRESH_COOKIE = "aidp_refresh"
 COOKIE_PATH = "/api/auth"
@@ -27,6 +34,11 @@ def _secure(request: Request, settings: AuthSettings) -> bool:
     forwarded = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
     trusted = forwarded if settings.trust_forwarded_for else ""
     return request.url.scheme == "https" or trusted == "https"
+
+
+def secure_cookies(request: Request, settings: AuthSettings) -> bool:
+    """Whether cookies set in answer to ``request`` carry ``Secure``."""
+    return _secure(request, settings)
 
 
 def set_cookie(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.auth import internal, routes
+from services.auth import internal, routes, sso_routes
 from services.auth.context import build_context
 from services.auth.errors import install_validation_handlers
 from services.auth.handlers import build_handlers
@@ -56,6 +56,7 @@ def create_app(
     app.state.runtime = runtime
     app.include_router(health_router(lambda request: request.app.state.runtime))
     app.include_router(routes.router)
+    app.include_router(sso_routes.router)
     app.include_router(internal.router)
     install_error_handlers(app)
     install_body_limits(app, settings)

@@ -16,8 +16,10 @@ __all__ = [
     "ApiToken",
     "AuthLock",
     "Device",
+    "Identity",
     "Invitation",
     "LoginAttempt",
+    "OidcFlow",
     "RefreshToken",
     "User",
     "aware",
@@ -134,3 +136,46 @@ class AuthLock(SQLModel, table=True):
     __tablename__ = "auth_locks"
 
     name: str = Field(primary_key=True, max_length=64)
+
+
+class Identity(SQLModel, table=True):
+    """A user's account at the OpenID Connect provider (issuer + subject), linked at the
+    first SSO sign-in (by verified email); later sign-ins find the user by it."""
+
+    __tablename__ = "auth_identities"
+    __table_args__ = (sa.UniqueConstraint("issuer", "subject", name="uq_auth_identities_iss_sub"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(index=True, max_length=36, foreign_key="auth_users.id")
+    issuer: str = Field(max_length=255)
+    subject: str = Field(max_length=255)
+    email: str = Field(max_length=254)  # as the provider said at the last sign-in
+    created_at: datetime = Field(sa_column=_ts())
+    last_login_at: datetime = Field(sa_column=_ts())
+
+
+class OidcFlow(SQLModel, table=True):
+    """One started SSO sign-in (short-lived, single use). Found by the SHA-256 of the
+    ``state`` sent to the provider; bound to the browser that started it by the SHA-256 of
+    its ``aidp_oidc`` cookie. A CLI sign-in ends with a one-time hand-off code (its SHA-256
+    in ``handoff_hash``) that only the holder of the CLI's PKCE verifier can spend."""
+
+    __tablename__ = "auth_oidc_flows"
+
+    id: str = Field(primary_key=True, max_length=64)  # SHA-256 of the state
+    binding_hash: str = Field(max_length=64)
+    nonce: str = Field(max_length=100)
+    code_verifier: str = Field(max_length=128)
+    redirect_uri: str = Field(max_length=2000)
+    address: str = Field(index=True, max_length=64)
+    kind: str = Field(default="browser", max_length=10)  # browser | cli
+    invitation: str | None = Field(default=None, max_length=200)
+    cli_port: int | None = Field(default=None)
+    cli_challenge: str | None = Field(default=None, max_length=64)
+    cli_state: str | None = Field(default=None, max_length=128)
+    handoff_hash: str | None = Field(default=None, max_length=64, index=True)
+    user_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    handoff_used_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))

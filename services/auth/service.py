@@ -39,6 +39,7 @@ __all__ = [
     "change_password",
     "check_scopes",
     "get_user",
+    "issue_session",
     "login",
     "logout",
     "logout_all",
@@ -115,6 +116,12 @@ def _issue_pair(
         scopes=user_scopes(user.is_admin),
     )
     return TokenPair(access, refresh_value, s.access_token_ttl_seconds)
+
+
+def issue_session(ctx: AuthContext, session: Session, user: User) -> TokenPair:
+    """A new login session (refresh family + access token) for ``user``, staged in
+    ``session`` (the caller commits): what a password login or a single sign-on gets."""
+    return _issue_pair(ctx, session, user, family_id=None)
 
 
 def _user_by_email(session: Session, email: str) -> User | None:

@@ -4,16 +4,47 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import BaseServiceSettings
 
-__all__ = ["ARGON2_FLOOR", "AuthSettings"]
+__all__ = ["ARGON2_FLOOR", "AuthSettings", "check_provider_url", "is_loopback_host"]
 
 #: OWASP minimum for argon2id: (memory KiB, iterations, parallelism). Weaker is refused.
 ARGON2_FLOOR = (19456, 2, 1)
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_provider_url(url: str, *, allow_insecure: bool, what: str) -> None:
+    """An identity provider URL must be https, or http on loopback when ``allow_insecure``
+    (development and tests); never credentials, a query or a fragment. ValueError if not."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"AIDP_{what}: not a URL ({exc})") from None
+    if not parts.hostname or parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"AIDP_{what}: must be a plain https URL (no credentials or query)")
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and allow_insecure and is_loopback_host(parts.hostname):
+        return
+    raise ValueError(
+        f"AIDP_{what} must use https (http only for a loopback provider with "
+        "AIDP_OIDC_ALLOW_INSECURE_ISSUER, in development)"
+    )
 
 
 class AuthSettings(BaseServiceSettings):
@@ -109,6 +140,102 @@ class AuthSettings(BaseServiceSettings):
         True, description="A password change also revokes the user's API tokens."
     )
 
+    # -- single sign-on (OpenID Connect); see services/auth/oidc.py -------------------------
+    oidc_issuer: str | None = Field(
+        None,
+        description="Issuer URL of an OpenID Connect provider; set, users may sign in with it "
+        "(discovery at <issuer>/.well-known/openid-configuration). https only, except a "
+        "loopback issuer with OIDC_ALLOW_INSECURE_ISSUER (development and tests).",
+    )
+    oidc_client_id: str | None = Field(None, description="This platform's client id there.")
+    oidc_client_secret: SecretStr | None = Field(
+        None,
+        description="The client secret (embedded mode). Distributed mode reads it from Vault "
+        "(platform secret OIDC_SECRET_NAME, field client_secret) and refuses it here. None "
+        "anywhere: a public client (PKCE only).",
+    )
+    oidc_secret_name: str = Field(
+        "oidc", description="Vault platform secret holding the client secret (client_secret)."
+    )
+    oidc_name: str = Field(
+        "single sign-on",
+        min_length=1,
+        max_length=40,
+        description='Label of the login button: "Sign in with <name>".',
+    )
+    oidc_scopes: str = Field(
+        "openid email profile", description="Scopes asked for (openid is always included)."
+    )
+    oidc_redirect_url: str | None = Field(
+        None,
+        description="The callback as registered at the provider (<public URL>/api/auth/oidc/"
+        "callback). Unset: built from the Host and scheme the gateway saw; set it behind a "
+        "proxy that rewrites Host.",
+    )
+    oidc_admin_group: str | None = Field(
+        None,
+        description="Members of this group (OIDC_GROUPS_CLAIM) are platform admins; checked "
+        "at every SSO login (leaving the group removes admin, unless in ADMIN_EMAILS).",
+    )
+    oidc_groups_claim: str = Field("groups", description="Claim listing the user's groups.")
+    oidc_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated email domains whose SSO users get an account without "
+        "an invitation in invite mode.",
+    )
+    oidc_allow_insecure_issuer: bool = Field(
+        False,
+        description="Development/tests: accept an http:// issuer on a loopback address.",
+    )
+    oidc_flow_ttl_seconds: int = Field(
+        600, ge=60, le=3600, description="How long a started SSO sign-in may take."
+    )
+    oidc_pending_limit_per_address: int = Field(
+        30, ge=0, description="Unfinished SSO sign-ins per client address (0 = off)."
+    )
+    oidc_http_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Timeout of each request to the provider."
+    )
+
+    @field_validator("oidc_allowed_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(v).strip().lower().lstrip("@") for v in value if str(v).strip()]
+        return value
+
+    @field_validator("oidc_issuer", "oidc_redirect_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
+    @model_validator(mode="after")
+    def _oidc(self) -> AuthSettings:
+        if not self.oidc_issuer:
+            return self
+        if not self.oidc_client_id:
+            raise ValueError("AIDP_OIDC_ISSUER is set but AIDP_OIDC_CLIENT_ID is not")
+        check_provider_url(
+            self.oidc_issuer, allow_insecure=self.oidc_allow_insecure_issuer, what="OIDC_ISSUER"
+        )
+        if self.oidc_redirect_url is not None:
+            parts = urlsplit(self.oidc_redirect_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("AIDP_OIDC_REDIRECT_URL must be an absolute http(s) URL")
+        if self.mode == "distributed" and self.oidc_allow_insecure_issuer:
+            raise ValueError("AIDP_OIDC_ALLOW_INSECURE_ISSUER is for development (embedded mode)")
+        if self.mode == "distributed" and self.oidc_client_secret is not None:
+            raise ValueError(
+                "AIDP_OIDC_CLIENT_SECRET is not read in distributed mode: store it in Vault "
+                f"(platform secret {self.oidc_secret_name!r}, field client_secret)"
+            )
+        return self
+
     @field_validator("admin_emails", mode="before")
     @classmethod
     def _split_emails(cls, value: object) -> object:
@@ -127,13 +254,7 @@ class AuthSettings(BaseServiceSettings):
 
     def bound_to_loopback(self) -> bool:
         """True when the public API listens on a loopback address only."""
-        host = (self.public_bind_host or self.host).strip().strip("[]")
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.public_bind_host or self.host)
 
     def registration_mode(self) -> Literal["open", "invite", "closed"]:
         """The configured mode, or the default: open on loopback, invite otherwise."""

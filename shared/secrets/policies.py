@@ -9,7 +9,8 @@ policy, which grants exactly what that service does with Vault (grep ``runtime.s
 service      KV v2                                                        transit
 ===========  ===========================================================  ================
 auth         ``platform/auth-signing-keys``: create, read, update          --
-             (the JWT signing keyring; created at first start, rotated)
+             (the JWT signing keyring; created at first start, rotated);
+             ``platform/oidc``: read (the single sign-on client secret)
 gateway      ``users/*``: write values; list names, read metadata, delete  --
              (``/api/secrets``; it never reads a value back)
 provisioner  ``users/*``: read (SSH identities, IDC credentials);           --
@@ -98,9 +99,13 @@ path "${kv}/data/${prefix}/platform/${naming_secret}" {
 
 _TEMPLATES: dict[str, str] = {
     "auth": """\
-# aidp auth: the JWT signing keyring (Ed25519), created at first start, rotated by admins.
+# aidp auth: the JWT signing keyring (Ed25519), created at first start, rotated by admins;
+# the single sign-on (OIDC) client secret, written by an operator.
 path "${kv}/data/${prefix}/platform/${signing_secret}" {
   capabilities = ["create", "read", "update"]
+}
+path "${kv}/data/${prefix}/platform/${oidc_secret}" {
+  capabilities = ["read"]
 }
 """,
     "gateway": """\
@@ -160,6 +165,7 @@ class PolicyParams:
     transit_key: str = "aidp-artifacts"
     signing_secret: str = "auth-signing-keys"
     naming_secret: str = "store-naming-key"
+    oidc_secret: str = "oidc"
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -184,6 +190,7 @@ def render(name: str, params: PolicyParams | None = None) -> str:
         transit_key=p.transit_key,
         signing_secret=p.signing_secret,
         naming_secret=p.naming_secret,
+        oidc_secret=p.oidc_secret,
     )
 
 

@@ -1,13 +1,17 @@
 """``/api/auth/*``: the auth service's public routes, forwarded with bodies streamed both ways.
 
 Only an allow-list of public routes (method and path) is forwarded: register, login,
-refresh, logout, logout-all, me, password, tokens, tokens/{id}, jwks, keys/rotate and the
-admin actions (invitations, keys/{kid}/revoke, users/{id}/revoke-sessions|disable|enable).
+refresh, logout, logout-all, me, password, tokens, tokens/{id}, jwks, keys/rotate, the
+admin actions (invitations, keys/{kid}/revoke, users/{id}/revoke-sessions|disable|enable)
+and single sign-on (oidc/config, oidc/login, oidc/callback, oidc/token).
 Anything else answers 404 here, with or without a token, and never reaches the auth service: its
 ``/internal/*`` API and its own ``openapi.json`` are not reachable through the gateway.
 The path must arrive literally (no percent-encoding, dot segments or backslashes: the
 request's raw path is compared with the decoded one), so no encoded form of ``../`` can
 name another route upstream.
+
+``X-Forwarded-Host`` carries the Host this gateway was asked for (auth builds the SSO
+callback URL from it unless ``AIDP_OIDC_REDIRECT_URL`` is set).
 
 ``X-Forwarded-For`` is set to the caller's address as this gateway sees it (uvicorn
 resolves trusted proxies first, see ``forwarded_allow_ips``), never taken from the
@@ -47,6 +51,10 @@ PUBLIC_ROUTES: dict[str, frozenset[str]] = {
     "admin/users/{user_id}/revoke-sessions": frozenset({"POST"}),
     "admin/users/{user_id}/disable": frozenset({"POST"}),
     "admin/users/{user_id}/enable": frozenset({"POST"}),
+    "oidc/config": frozenset({"GET"}),
+    "oidc/login": frozenset({"GET"}),
+    "oidc/callback": frozenset({"GET"}),
+    "oidc/token": frozenset({"POST"}),
 }
 _TOKEN_ID = re.compile(r"^tokens/[0-9A-Fa-f-]{32,36}$")
 _KEY_REVOKE = re.compile(r"^admin/keys/[0-9]{14}-[0-9a-f]{8}/revoke$")
@@ -69,6 +77,7 @@ _HOP_BY_HOP = frozenset(
         "host",
         "x-forwarded-for",
         "x-forwarded-proto",
+        "x-forwarded-host",
         "x-aidp-user",
     }
 )
@@ -86,6 +95,8 @@ async def auth_proxy(path: str, request: Request, gateway: GatewayDep) -> Stream
     headers["X-Forwarded-For"] = request.client.host if request.client else "unknown"
     # auth marks its cookies Secure when the caller's connection is HTTPS
     headers["X-Forwarded-Proto"] = request.url.scheme
+    if host := request.headers.get("host"):  # the SSO callback URL is built from it
+        headers["X-Forwarded-Host"] = host
     has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
     upstream = await gateway.downstream.auth.open_stream(
         request.method,

@@ -72,6 +72,7 @@ def _refusals(client: VaultClient, user: str) -> dict[str, Callable[[], object]]
         "delete a user secret": lambda: client.delete_user_secret(user, "HF_TOKEN"),
         "read the signing keyring": lambda: client.get_platform_secret(SIGNING),
         "write the signing keyring": lambda: client.put_platform_secret(SIGNING, {"a": "b"}),
+        "read the OIDC client secret": lambda: client.get_platform_secret("oidc"),
         "read the IDC credentials": lambda: client.get_platform_secret("idc"),
         "write the IDC credentials": lambda: client.put_platform_secret("idc", {"a": "b"}),
         "read another platform secret": lambda: client.get_platform_secret("anything"),
@@ -89,7 +90,11 @@ def _refusals(client: VaultClient, user: str) -> dict[str, Callable[[], object]]
 
 #: Which of the refusals above each service IS allowed (its job), all others are refused.
 ALLOWED: dict[str, set[str]] = {
-    "auth": {"read the signing keyring", "write the signing keyring"},
+    "auth": {
+        "read the signing keyring",
+        "write the signing keyring",
+        "read the OIDC client secret",
+    },
     "gateway": {"write a user secret", "list user secrets", "delete a user secret"},
     "provisioner": {"read a user secret", "read the IDC credentials"},
     "fetcher": {

@@ -115,10 +115,11 @@ async def test_in_process_requests_are_filtered_too(harness: Harness) -> None:
 
 def test_allow_list_is_the_auth_services_public_routes() -> None:
     from services.auth.routes import router
+    from services.auth.sso_routes import router as sso_router
 
     routes = {
         (method, str(getattr(route, "path", "")).removeprefix("/api/auth/"))
-        for route in router.routes
+        for route in [*router.routes, *sso_router.routes]
         for method in getattr(route, "methods", ())
     }
     routes = {(m, p.replace("{token_id}", "{id}")) for m, p in routes}

@@ -44,6 +44,7 @@ def test_each_service_is_granted_exactly_its_paths() -> None:
     assert {s: _grants(render(s)) for s in SERVICE_NAMES} == {
         "auth": {
             "secret/data/aidp/platform/auth-signing-keys": {"create", "read", "update"},
+            "secret/data/aidp/platform/oidc": {"read"},
             **signs_as("auth"),
         },
         "gateway": {
@@ -80,6 +81,7 @@ def test_names_follow_the_params() -> None:
         transit_key="k9",
         signing_secret="sk",
         naming_secret="nk",
+        oidc_secret="oc",
     )
     assert set(_grants(render("fetcher", params))) >= {
         "kv/data/p1/users/*",
@@ -90,6 +92,7 @@ def test_names_follow_the_params() -> None:
     }
     assert set(_grants(render("auth", params))) == {
         "kv/data/p1/platform/sk",
+        "kv/data/p1/platform/oc",
         "tr/sign/aidp-svc-auth",
         "tr/keys/aidp-svc-*",
     }

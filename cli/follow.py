@@ -23,7 +23,13 @@ __all__ = [
     "progress_line",
 ]
 
-_FAILURES = ("ArtifactsFailed", "NodesFailed", "TrainingFailed", "DeploymentFailed")
+_FAILURES = (
+    "ArtifactsFailed",
+    "ValidationFailed",
+    "NodesFailed",
+    "TrainingFailed",
+    "DeploymentFailed",
+)
 
 
 def follow_run(

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cli.preflight import failed_lines, validated_lines
+
 __all__ = [
     "FINAL_STATUSES",
     "FetchState",
@@ -203,6 +205,14 @@ class RunView:
 
     def _on_ArtifactsFailed(self, p: dict[str, Any]) -> list[str]:
         return self._fail(f"fetching {p.get('source')} failed", p)
+
+    def _on_DatasetValidated(self, p: dict[str, Any]) -> list[str]:
+        self._advance("preparing")
+        return validated_lines(p)
+
+    def _on_ValidationFailed(self, p: dict[str, Any]) -> list[str]:
+        self._fail("pre-flight check failed", p)
+        return failed_lines(p)
 
     def _on_NodesFailed(self, p: dict[str, Any]) -> list[str]:
         return self._fail("provisioning failed", p)

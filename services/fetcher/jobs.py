@@ -30,12 +30,14 @@ from sqlmodel import col, select
 from services.fetcher.connectors import Credentials
 from services.fetcher.errors import FetchCancelled, FetchFailed
 from services.fetcher.models import FetchJob, Resolution, utcnow
+from services.fetcher.preflight import check_artifacts
 from services.fetcher.service import Fetcher
 from shared.events import (
     ArtifactRef,
     ArtifactsCached,
     ArtifactsFailed,
     CachedRevisionUsed,
+    DatasetValidated,
     Envelope,
     EventPayload,
     FetchProgress,
@@ -43,7 +45,7 @@ from shared.events import (
 )
 from shared.runtime import ServiceRuntime
 from shared.secrets import SecretStore
-from shared.spec import ProjectSpec, Source
+from shared.spec import LLM_TASKS, ProjectSpec, Source
 from shared.urls import public_url, scrub_urls
 
 __all__ = ["JobRunner", "read_credentials"]
@@ -246,7 +248,33 @@ class JobRunner:
             if not entry.lost:
                 self._finish(run_id, "cancelled", None, cause)
             return
-        self._finish(run_id, "done", ArtifactsCached(artifacts=refs), cause)
+        checked = await self._preflight(spec, refs)
+        self._finish(run_id, "done", ArtifactsCached(artifacts=refs), cause, *checked)
+
+    async def _preflight(self, spec: ProjectSpec, refs: list[ArtifactRef]) -> list[EventPayload]:
+        """The pre-flight check of an LLM task's data (``preflight.py``): its event, staged
+        with ArtifactsCached; the provisioner waits for it before creating any node."""
+        if spec.task not in LLM_TASKS:
+            return []
+        keys = {ref.kind: ref.cache_key for ref in refs}
+        if "model" not in keys or "dataset" not in keys:
+            return []
+        try:
+            event = await asyncio.to_thread(
+                check_artifacts,
+                self.fetcher.cache.store,
+                spec,
+                model_key=keys["model"],
+                dataset_key=keys["dataset"],
+            )
+        except Exception as exc:  # a bug of the check must not cost the user the run
+            log.exception("pre-flight check crashed")
+            event = DatasetValidated(
+                task=spec.task,
+                rows_checked=0,
+                notes=[f"the pre-flight check could not run ({type(exc).__name__})"],
+            )
+        return [event]
 
     async def _fetch_with_retries(
         self,
@@ -312,7 +340,12 @@ class JobRunner:
             s.commit()
 
     def _finish(
-        self, run_id: uuid.UUID, status: str, payload: EventPayload | None, cause: Envelope
+        self,
+        run_id: uuid.UUID,
+        status: str,
+        payload: EventPayload | None,
+        cause: Envelope,
+        *more: EventPayload,
     ) -> None:
         """Move the job out of ``pending`` and stage its event, only while holding its claim
         (one conditional UPDATE, so two replicas can never both report the job)."""
@@ -332,7 +365,8 @@ class JobRunner:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 s.rollback()
                 return  # cancelled, finished or taken over elsewhere meanwhile
-            if payload is not None:
-                self.runtime.stage(s, new_event(payload, cause=cause))
+            for event in (payload, *more):
+                if event is not None:
+                    self.runtime.stage(s, new_event(event, cause=cause))
             s.commit()
         self.runtime.published()

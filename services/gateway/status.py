@@ -31,11 +31,18 @@ _STAGE_OF = {
     "FetchProgress": "preparing",
     "CachedRevisionUsed": "preparing",
     "ArtifactsCached": "preparing",
+    "DatasetValidated": "preparing",
     "TrainingStarted": "training",
     "TrainingProgress": "training",
     "TrainingLog": "training",
 }
-_FAILURES = ("NodesFailed", "ArtifactsFailed", "TrainingFailed", "DeploymentFailed")
+_FAILURES = (
+    "NodesFailed",
+    "ArtifactsFailed",
+    "ValidationFailed",
+    "TrainingFailed",
+    "DeploymentFailed",
+)
 
 
 @dataclass

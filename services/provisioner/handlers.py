@@ -11,12 +11,14 @@ from sqlmodel import select
 from services.provisioner.models import RunNodes
 from services.provisioner.service import Provisioner
 from shared.events import (
+    DatasetValidated,
     Envelope,
     EventPayload,
     ProjectCreated,
     ProjectDeleted,
     RunRequested,
     TrainingCompleted,
+    ValidationFailed,
     parse_payload,
 )
 from shared.outbox import claim_inbox
@@ -51,8 +53,24 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
                 return
             row = prov.record_run(s, envelope=envelope, spec=spec, owner_id=owner)
             s.commit()
-        if row is not None and envelope.run_id is not None:
+        if row is None or envelope.run_id is None:
+            return
+        if row.state == "requested" or prov.settle_preflight(envelope.run_id):
             prov.schedule(envelope.run_id, "provision")
+
+    async def on_preflight(envelope: Envelope) -> None:
+        payload = parse_payload(envelope)
+        if envelope.run_id is None:
+            return
+        passed = isinstance(payload, DatasetValidated)
+        reason = _typed(payload, ValidationFailed).reason if not passed else None
+        with runtime.db.session() as s:
+            if not claim_inbox(s, envelope, service=runtime.name):
+                return
+            provisioner.record_preflight(s, run_id=envelope.run_id, passed=passed, reason=reason)
+            s.commit()
+        if provisioner.settle_preflight(envelope.run_id):
+            provisioner.schedule(envelope.run_id, "provision")
 
     async def release_runs(envelope: Envelope, run_ids: list[uuid.UUID], reason: str) -> None:
         prov = provisioner
@@ -126,6 +144,8 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
     return {
         "ProjectCreated": on_run,
         "RunRequested": on_run,
+        "DatasetValidated": on_preflight,
+        "ValidationFailed": on_preflight,
         "RunCancelled": on_cancelled,
         "ProjectDeleted": on_project_deleted,
         "TrainingStarted": on_training_started,

@@ -15,11 +15,21 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ACTIVE_STATES", "CloudAccess", "CloudAccessChange", "EnvLock", "RunNodes", "STATES"]
+__all__ = [
+    "ACTIVE_STATES",
+    "CloudAccess",
+    "CloudAccessChange",
+    "EnvLock",
+    "Preflight",
+    "RunNodes",
+    "STATES",
+]
 
 #: requested → provisioning → ready → releasing → released; failed ends a run's nodes
-#: (its partial nodes are already torn down when the row says failed).
-STATES = ("requested", "provisioning", "ready", "releasing", "released", "failed")
+#: (its partial nodes are already torn down when the row says failed). An LLM task's run
+#: starts in validating: it waits for the fetcher's pre-flight check (DatasetValidated →
+#: requested; ValidationFailed → failed, nothing created).
+STATES = ("validating", "requested", "provisioning", "ready", "releasing", "released", "failed")
 ACTIVE_STATES = frozenset({"requested", "provisioning", "ready", "releasing"})
 
 
@@ -53,6 +63,18 @@ class RunNodes(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     last_active_at: datetime = Field(default_factory=_now)
+
+
+class Preflight(SQLModel, table=True):
+    """The outcome of a run's pre-flight check, kept whichever of it and the run's
+    ProjectCreated/RunRequested this service sees first."""
+
+    __tablename__ = "provisioner_preflight"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    passed: bool
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=_now)
 
 
 class EnvLock(SQLModel, table=True):

@@ -30,7 +30,7 @@ from services.provisioner.drivers.base import Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.envs.builder import EnvBuilder
 from services.provisioner.locks import LockStore
-from services.provisioner.models import ACTIVE_STATES, RunNodes
+from services.provisioner.models import ACTIVE_STATES, Preflight, RunNodes
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import AidpError, ProviderError, TransientError
 from shared.events import (
@@ -44,7 +44,7 @@ from shared.events import (
     new_event,
 )
 from shared.runtime import ServiceRuntime
-from shared.spec import ProjectSpec
+from shared.spec import LLM_TASKS, ProjectSpec
 
 __all__ = ["DriverFactory", "Provisioner"]
 
@@ -133,14 +133,48 @@ class Provisioner:
             owner_id=owner_id,
             provider=parsed.resources.provider,
             spec=spec,
+            # an LLM task's data is checked before any node exists (settle_preflight)
+            state="validating" if parsed.task in LLM_TASKS else "requested",
         )
         session.add(row)
         return row
+
+    def record_preflight(
+        self, session: Session, *, run_id: uuid.UUID, passed: bool, reason: str | None
+    ) -> None:
+        """Keep the outcome of a run's pre-flight check (handler side; first one wins)."""
+        if session.get(Preflight, run_id) is None:
+            session.add(Preflight(run_id=run_id, passed=passed, reason=reason))
+
+    def settle_preflight(self, run_id: uuid.UUID) -> bool:
+        """Move a ``validating`` run on once its check is known: True when it is now
+        ``requested`` (the caller schedules provisioning). Called after both the run's and
+        the check's handler commit, so whichever commits last settles it."""
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            check = s.get(Preflight, run_id)
+            if row is None or check is None or row.state != "validating":
+                return False
+            if check.passed:
+                self.transition(s, row, "requested")
+            else:
+                self.transition(
+                    s,
+                    row,
+                    "failed",
+                    error=f"pre-flight check failed: {check.reason or ''}"[:2000],
+                    failed_step="preflight",
+                )
+            s.commit()
+            return check.passed
 
     def request_release(
         self, session: Session, row: RunNodes, *, reason: str, cause: Envelope | None = None
     ) -> bool:
         """Mark the run's nodes for release (handler side); False if nothing to release."""
+        if row.state == "validating":  # no node was ever asked for
+            self.transition(session, row, "released", release_reason=reason, cause=cause)
+            return False
         if row.state not in ("requested", "provisioning", "ready"):
             return False
         self.transition(session, row, "releasing", release_reason=reason, cause=cause)
@@ -193,6 +227,11 @@ class Provisioner:
             ).all()
         for run_id, state in rows:
             self.schedule(run_id, "release" if state == "releasing" else "provision")
+        with self.runtime.db.session() as s:
+            waiting = s.exec(select(RunNodes.run_id).where(RunNodes.state == "validating")).all()
+        for run_id in waiting:  # a check recorded just before a stop
+            if self.settle_preflight(run_id):
+                self.schedule(run_id, "provision")
 
     # -- helpers -----------------------------------------------------------------------
 

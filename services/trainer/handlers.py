@@ -18,6 +18,7 @@ from shared.events import (
     NodesFailed,
     NodesReady,
     NodesReleased,
+    ValidationFailed,
     parse_payload,
 )
 from shared.outbox import claim_inbox
@@ -85,6 +86,7 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
         ArtifactsCached.event_type(): handler(on_artifacts),
         NodesFailed.event_type(): handler(on_failed),
         ArtifactsFailed.event_type(): handler(on_failed),
+        ValidationFailed.event_type(): handler(on_failed),
         "RunCancelled": handler(on_cancel),
         NodesReleased.event_type(): handler(on_released),
     }

@@ -25,6 +25,7 @@ from shared.events import (
     NodesFailed,
     NodesReady,
     TrainingFailed,
+    ValidationFailed,
 )
 
 __all__ = [
@@ -109,12 +110,16 @@ def fail_inputs(
     *,
     run_id: uuid.UUID,
     project_id: uuid.UUID | None,
-    payload: NodesFailed | ArtifactsFailed,
+    payload: NodesFailed | ArtifactsFailed | ValidationFailed,
     stage: Any,
 ) -> None:
     """Provisioning or fetching failed: the run fails (the provisioner then releases nodes)."""
     run = get_or_create_run(session, run_id=run_id, project_id=project_id)
     if run.state not in ("waiting", "staging"):
+        return
+    if isinstance(payload, ValidationFailed):  # the check's event is the run's failure
+        reason = f"pre-flight check failed: {payload.reason}"
+        transition(session, run, to="failed", stage=stage, reason=reason, event=None)
         return
     what = "provisioning" if isinstance(payload, NodesFailed) else f"fetching {payload.source}"
     reason = f"{what} failed: {payload.reason}"

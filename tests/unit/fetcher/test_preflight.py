@@ -1,0 +1,100 @@
+"""The pre-flight check of chat / causal-lm data, on a real encrypted store and the tiny chat
+model's real tokenizer and chat template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.fetcher.preflight import check_artifacts, estimate_params
+from shared.events import DatasetValidated, ValidationFailed
+from shared.secrets import InMemoryVault
+from shared.spec import ProjectSpec
+from shared.store import ArtifactStore, Manifest, ManifestFile
+from tests.support.tiny_chat_model import chat_dataset_rows, chat_spec, make_tiny_chat_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_chat_model(tmp_path_factory.mktemp("m") / "tiny-chat")
+
+
+def _put(store: ArtifactStore, files: dict[str, bytes]) -> str:
+    entries = []
+    for path, data in sorted(files.items()):
+        digest, size = store.put_stream([data])
+        entries.append(ManifestFile(path, digest, size))
+    return store.put_manifest(Manifest(source="test", revision="r", files=entries))
+
+
+def _check(
+    tmp_path: Path, model_dir: Path, data: bytes, **spec_kw: Any
+) -> DatasetValidated | ValidationFailed:
+    store = ArtifactStore(tmp_path / "store", InMemoryVault())
+    model_key = _put(store, {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()})
+    dataset_key = _put(store, {"train.jsonl": data})
+    spec = ProjectSpec.model_validate(chat_spec("pf", **spec_kw))
+    return check_artifacts(store, spec, model_key=model_key, dataset_key=dataset_key)
+
+
+def _jsonl(rows: list[Any]) -> bytes:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
+
+
+def test_a_good_chat_dataset_passes_with_token_counts_and_an_estimate(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    event = _check(tmp_path, model_dir, _jsonl(chat_dataset_rows(48)))
+    assert isinstance(event, DatasetValidated), event
+    assert event.rows_checked == event.rows_total == 48
+    assert event.tokens_mean and 10 < event.tokens_mean < 64 and event.tokens_max
+    assert event.method == "lora" and event.estimated_steps == 6  # max_steps of chat_spec
+    assert event.model_params and event.model_params < 1_000_000
+    assert event.over_max_length == 0 and event.issues == []
+
+
+def test_malformed_rows_fail_with_their_row_numbers(tmp_path: Path, model_dir: Path) -> None:
+    rows: list[Any] = chat_dataset_rows(10)
+    rows[2] = {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "x"}]}
+    rows[4] = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}
+    rows[6] = {"conversation": []}
+    rows[7] = "{not json"
+    event = _check(tmp_path, model_dir, _jsonl(rows))
+    assert isinstance(event, ValidationFailed), event
+    assert event.error_rows == 4 and event.rows_checked == 10
+    problems = {i.row: i.problem for i in event.issues}
+    assert set(problems) == {3, 5, 7, 8}
+    assert "roles not alternating" in problems[3]
+    assert "empty content" in problems[5]
+    assert "missing column 'messages'" in problems[7]
+    assert "not valid JSON" in problems[8]
+    assert "row 3 of train.jsonl" in event.reason
+
+
+def test_rows_over_max_length_are_warnings(tmp_path: Path, model_dir: Path) -> None:
+    rows = chat_dataset_rows(6)
+    rows[1]["messages"][-1]["content"] = "The apple is red. " * 40
+    event = _check(tmp_path, model_dir, _jsonl(rows), args={"max_length": 64})
+    assert isinstance(event, DatasetValidated)
+    assert event.over_max_length == 1
+    assert [(i.row, i.severity) for i in event.issues] == [(2, "warning")]
+    assert "over max_length 64" in event.issues[0].problem
+
+
+def test_method_left_out_is_chosen_from_the_model_size() -> None:
+    qwen_05b = {
+        "model_type": "qwen2",
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    }
+    params = estimate_params(qwen_05b)
+    assert params is not None and 450e6 < params < 550e6  # Qwen2-0.5B: 494M
+    assert estimate_params({"model_type": "bert"}) is None

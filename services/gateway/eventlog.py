@@ -4,7 +4,9 @@ Appending increments ``gateway_projects.last_seq`` with ``UPDATE … RETURNING``
 PostgreSQL that row lock is held until commit, so two writers for one project serialise
 and seqs commit in order with no gap (a rolled-back append gives its seq back). The
 unique ``event_id`` makes the log its own inbox: a redelivered event fails the insert and
-is dropped. Events of unknown (or deleted) projects are dropped.
+is dropped. Events of unknown (or deleted) projects are dropped. An event that ends a run
+(or deploys a model) also stages the project's webhook deliveries in the same transaction
+(:func:`services.gateway.webhooks.stage_deliveries`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlmodel import Session, col
 
 from services.gateway.models import Event, Project, Run
 from services.gateway.status import derive
+from services.gateway.webhooks import notification_kind, stage_deliveries
 from shared.db import Database
 from shared.events import Envelope
 
@@ -187,6 +190,7 @@ def _update_runs(session: Session, envelopes: list[Envelope], *, now: datetime) 
         ).all()
     }
     changes: dict[uuid.UUID, dict[str, object]] = {}
+    notices: list[tuple[Envelope, str]] = []
     for envelope in envelopes:
         known = runs.get(envelope.run_id)  # type: ignore[arg-type]
         if known is None or known[0] != envelope.project_id:
@@ -194,11 +198,16 @@ def _update_runs(session: Session, envelopes: list[Envelope], *, now: datetime) 
         project_id, status, spec = known
         deploy_enabled = bool((spec or {}).get("deploy", {}).get("enabled", False))
         change = derive(envelope, status=status, deploy_enabled=deploy_enabled, now=now).values
+        kind = notification_kind(envelope, change)
+        if kind is not None:
+            notices.append((envelope, kind))
         if change:
             changes.setdefault(envelope.run_id, {}).update(change)  # type: ignore[arg-type]
             runs[envelope.run_id] = (project_id, str(change.get("status", status)), spec)  # type: ignore[index]
     for run_id, values in changes.items():
         session.execute(update(Run).where(col(Run.id) == run_id).values(**values))
+    if notices:
+        stage_deliveries(session, notices)
 
 
 def _append_in(
@@ -244,6 +253,9 @@ def _update_run(
     change = derive(envelope, status=status, deploy_enabled=deploy_enabled, now=now)
     if change.values:
         session.execute(update(Run).where(col(Run.id) == envelope.run_id).values(**change.values))
+    kind = notification_kind(envelope, change.values)
+    if kind is not None:
+        stage_deliveries(session, [(envelope, kind)])
 
 
 def events_after(

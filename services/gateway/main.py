@@ -34,10 +34,14 @@ from services.gateway.routes import (
     runs,
     secrets,
     serving,
+    specs,
+    webhooks,
 )
 from services.gateway.routes.web import WebUI
 from services.gateway.sessions import SessionRegistry
 from services.gateway.settings import GatewaySettings
+from services.gateway.webhook_sender import WebhookSender
+from services.gateway.webhooks import WebhookKey
 from services.gateway.writer import LogWriter
 from services.gateway.ws import router as ws_router
 from services.gateway.wsguard import SessionGuard
@@ -50,6 +54,11 @@ from shared.secrets import KeyService, SecretStore
 __all__ = ["create_app"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: stored events that may have staged webhook deliveries (the sender looks at once)
+_NOTIFYING = frozenset(
+    {"TrainingCompleted", "ModelDeployed", "RunCancelled"}
+    | {"NodesFailed", "ArtifactsFailed", "TrainingFailed", "DeploymentFailed"}
+)
 
 
 def create_app(
@@ -68,9 +77,14 @@ def create_app(
     metrics = GatewayMetrics()
     hub = Hub(runtime.db, poll_interval=settings.ws_poll_interval)
 
+    webhook_key = WebhookKey(lambda: runtime.secrets)
+    webhook_sender = WebhookSender(runtime.db, webhook_key, settings)
+
     def stored(frame: Frame) -> None:
         metrics.stored.inc()
         hub.dispatch(frame)
+        if frame.event_type in _NOTIFYING:
+            webhook_sender.wake()  # its deliveries committed with it
 
     writer = LogWriter(runtime.db, on_stored=stored)
     downstream = Downstreams(
@@ -117,6 +131,7 @@ def create_app(
             runtime.spawn(writer.run(), name="event-log-writer")
             runtime.spawn(load_auth_document(app, downstream.auth), name="auth-openapi")
             runtime.spawn(hub.poll_forever(), name="ws-poll")
+            runtime.spawn(webhook_sender.run_forever(), name="webhook-sender")
             runtime.spawn(
                 verifier.refresh_jwks_forever(settings.jwks_refresh_interval), name="jwks-refresh"
             )
@@ -141,6 +156,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.gateway = gateway
+    app.state.webhook_key = webhook_key
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_body_limits(app, settings, upload_paths={"/api/uploads"})
     if settings.cors_allowed_origins:
@@ -153,6 +169,7 @@ def create_app(
         )
     for module in (
         auth_proxy, secrets, projects, invitations, runs, artifacts, serving, openai, ops, admin,
+        webhooks, specs,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(ws_router)

@@ -39,6 +39,8 @@ def _bigint() -> Any:
 
 class Project(SQLModel, table=True):
     __tablename__ = "gateway_projects"
+    #: names are unique per owner (409 on create, rename and clone)
+    __table_args__ = (Index("uq_gateway_projects_owner_name", "owner_id", "name", unique=True),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str = Field(max_length=200)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from services.gateway.deps import Access, role_rank
@@ -32,6 +33,7 @@ from services.gateway.models import (
     SpecApproval,
 )
 from services.gateway.runlimits import check_active_runs
+from services.gateway.webhooks import delete_project_webhooks
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import (
     MembershipChanged,
@@ -204,6 +206,30 @@ def audit_trail(
         )
 
 
+def _check_name_free(
+    session: Any, owner_id: uuid.UUID, name: str, *, other_than: uuid.UUID | None = None
+) -> None:
+    """409 when the owner already has another project called ``name``."""
+    query = select(col(Project.id)).where(
+        col(Project.owner_id) == owner_id, col(Project.name) == name
+    )
+    if other_than is not None:
+        query = query.where(col(Project.id) != other_than)
+    if session.execute(query.limit(1)).first() is not None:
+        raise Conflict(f"name: you already have a project named {name!r}; choose another name")
+
+
+def _commit_named(session: Any, name: str) -> None:
+    """Commit; a concurrent create of the same name (the unique index) answers 409."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(
+            f"name: you already have a project named {name!r}; choose another name"
+        ) from None
+
+
 def create_project(
     runtime: ServiceRuntime,
     *,
@@ -231,6 +257,7 @@ def create_project(
     actor = {"actor_id": owner.user_id, "actor_email": owner.email or ""}
     with runtime.db.session() as session:
         check_active_runs(session, owner.user_id, max_active_runs)
+        _check_name_free(session, owner.user_id, name)
         session.add(project)
         session.add(
             Member(project_id=project.id, user_id=owner.user_id, email=owner.email, role="owner")
@@ -255,7 +282,7 @@ def create_project(
                 run_id=run.id,
             ),
         )
-        session.commit()
+        _commit_named(session, name)
     runtime.published()
     return project, run
 
@@ -299,7 +326,8 @@ def update_project(
         project = session.get(Project, access.project.id, with_for_update=True)
         if project is None:
             raise NotFound("project not found")
-        if name is not None:
+        if name is not None and name != project.name:
+            _check_name_free(session, project.owner_id, name, other_than=project.id)
             project.name = name
         if spec is not None:
             spec_json = _spec_json(spec)
@@ -319,7 +347,7 @@ def update_project(
             _approve(session, project.id, identity.user_id, spec_json, digest)
         project.updated_at = _now()
         session.add(project)
-        session.commit()
+        _commit_named(session, project.name)
     return project
 
 
@@ -348,6 +376,7 @@ def delete_project(runtime: ServiceRuntime, *, access: Access) -> None:
             _stage_membership(runtime, session, project_id, user_id, None)
         for table in (Event, Run, Member, SpecApproval, AuditEntry, Invitation):
             session.execute(delete(table).where(col(table.project_id) == project_id))  # type: ignore[attr-defined]
+        delete_project_webhooks(session, project_id)
         session.delete(project)
         session.commit()
     runtime.published()

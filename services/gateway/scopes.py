@@ -56,6 +56,13 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/api/projects/{project_id}/invitations"): _R,
     ("DELETE", "/api/projects/{project_id}/invitations/{invitation_id}"): _RUN,
     ("GET", "/api/projects/{project_id}/audit"): _R,
+    ("POST", "/api/projects/{project_id}/clone"): _RUN,
+    ("POST", "/api/specs/validate"): _RUN,
+    # project webhooks (routes/webhooks.py; editors)
+    ("POST", "/api/projects/{project_id}/webhooks"): _RUN,
+    ("GET", "/api/projects/{project_id}/webhooks"): _R,
+    ("DELETE", "/api/projects/{project_id}/webhooks/{webhook_id}"): _RUN,
+    ("GET", "/api/projects/{project_id}/webhooks/{webhook_id}/deliveries"): _R,
     ("GET", "/api/invitations"): _R,
     ("POST", "/api/invitations/{invitation_id}/accept"): _RUN,
     ("POST", "/api/invitations/{invitation_id}/decline"): _RUN,

@@ -127,6 +127,31 @@ class GatewaySettings(BaseServiceSettings):
         description="Seconds between checks for events stored by other gateway processes.",
     )
 
+    webhook_allow_private: bool = Field(
+        False,
+        description="Dev/test only: let webhooks reach loopback and private addresses (by "
+        "default a webhook URL must resolve to public addresses only, like https:// sources).",
+    )
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts or IP networks (JSON list) webhooks may reach although internal.",
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="Tries of one webhook delivery before it is marked failed."
+    )
+    webhook_backoff: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds before the first retry of a failed delivery; doubles each try "
+        "(capped at an hour).",
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds a webhook receiver has to answer one delivery."
+    )
+    webhook_poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between looks for due webhook deliveries."
+    )
+
     @model_validator(mode="after")
     def _tls_pair(self) -> GatewaySettings:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -12,7 +12,8 @@ auth         ``platform/auth-signing-keys``: create, read, update          --
              (the JWT signing keyring; created at first start, rotated);
              ``platform/oidc``: read (the single sign-on client secret)
 gateway      ``users/*``: write values; list names, read metadata, delete  --
-             (``/api/secrets``; it never reads a value back)
+             (``/api/secrets``; it never reads a value back);
+             ``platform/webhook-key``: create, read (seals webhook secrets)
 provisioner  ``users/*``: read (SSH identities, IDC credentials);           --
              ``platform/idc``: read (the platform's IDC credentials)
 fetcher      ``users/*``: read (HF / Kaggle tokens of the run owner);       artifact key:
@@ -110,12 +111,16 @@ path "${kv}/data/${prefix}/platform/${oidc_secret}" {
 """,
     "gateway": """\
 # aidp gateway: /api/secrets stores a user's secret, lists its names and deletes it.
-# It never reads a value back.
+# It never reads a value back. It seals webhook signing secrets with the platform's
+# webhook key (created once by the first gateway, never replaced).
 path "${kv}/data/${prefix}/users/*" {
   capabilities = ["create", "update"]
 }
 path "${kv}/metadata/${prefix}/users/*" {
   capabilities = ["list", "read", "delete"]
+}
+path "${kv}/data/${prefix}/platform/webhook-key" {
+  capabilities = ["create", "read"]
 }
 """,
     "provisioner": """\

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ class Harness:
     auth: AuthStub
     vault: InMemoryVault
     publisher: MemoryBus
+    #: projects created per caller: names are unique per owner ("p", then "p-2", …)
+    created: dict[str, int] = field(default_factory=dict)
 
     def login(
         self, email: str | None = None, *, admin: bool = False
@@ -76,8 +78,11 @@ class Harness:
         return user_id, {"Authorization": f"Bearer {token}"}
 
     async def create_project(self, headers: dict[str, str], **spec: Any) -> dict[str, Any]:
+        caller = headers.get("Authorization", "")
+        n = self.created[caller] = self.created.get(caller, 0) + 1
+        name = "p" if n == 1 else f"p-{n}"
         response = await self.client.post(
-            "/api/projects", json={"name": "p", "spec": {**SPEC, **spec}}, headers=headers
+            "/api/projects", json={"name": name, "spec": {**SPEC, **spec}}, headers=headers
         )
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]

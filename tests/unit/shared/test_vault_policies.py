@@ -50,6 +50,7 @@ def test_each_service_is_granted_exactly_its_paths() -> None:
         "gateway": {
             users: {"create", "update"},
             "secret/metadata/aidp/users/*": {"list", "read", "delete"},
+            "secret/data/aidp/platform/webhook-key": {"create", "read"},
             **signs_as("gateway"),
         },
         "provisioner": {

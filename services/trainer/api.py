@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
@@ -131,28 +131,130 @@ def download_model(model_id: uuid.UUID, state: StateDep) -> StreamingResponse:
     )
 
 
+class DeployBody(BaseModel):
+    """How to deploy: replicas, scale-to-zero idle time, keep the project's other
+    deployments running, become the live alias once running."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(1, ge=1, le=8)
+    idle_timeout_s: int | None = Field(None, ge=1, le=30 * 86400)
+    keep_previous: bool = False
+    promote: bool = True
+
+
+class ConfigureBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int | None = Field(None, ge=1, le=8)
+    idle_timeout_s: int | None = Field(None, ge=0, le=30 * 86400)  # 0: never scale to zero
+    keep_previous: bool | None = None
+
+
+class PromoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_previous: bool | None = None
+
+
+def _caller(request: Request) -> str | None:
+    return request.headers.get("X-Aidp-User")
+
+
 @router.post("/models/{model_id}/deploy", status_code=202)
-async def deploy_model(model_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
-    dep = await asyncio.to_thread(state.deployments.create, model_id=model_id)
+async def deploy_model(
+    model_id: uuid.UUID, state: StateDep, body: DeployBody | None = None
+) -> dict[str, Any]:
+    body = body or DeployBody()
+    dep = await asyncio.to_thread(
+        state.deployments.create,
+        model_id=model_id,
+        replicas=body.replicas,
+        idle_timeout_s=body.idle_timeout_s,
+        keep_previous=body.keep_previous,
+        promote=body.promote,
+    )
     state.deployments.start(dep.id)
-    view = deployment_view(dep)
+    view = await asyncio.to_thread(state.deployments.view, dep.id)
     view["deployment_id"] = view["id"]
     return view
 
 
+@router.get("/deployments")
+async def list_deployments(
+    state: StateDep, project_id: Annotated[list[uuid.UUID], Query(max_length=1000)]
+) -> list[dict[str, Any]]:
+    """The deployments of the given projects (the gateway passes the caller's)."""
+    return await asyncio.to_thread(state.deployments.list_views, project_id)
+
+
 @router.get("/deployments/{deployment_id}")
 async def read_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
-    dep = await asyncio.to_thread(state.deployments.get, deployment_id)
-    return deployment_view(dep)
+    return await asyncio.to_thread(state.deployments.view, deployment_id)
+
+
+@router.patch("/deployments/{deployment_id}")
+async def configure_deployment(
+    deployment_id: uuid.UUID, body: ConfigureBody, state: StateDep
+) -> dict[str, Any]:
+    await state.deployments.configure(
+        deployment_id,
+        replicas=body.replicas,
+        idle_timeout_s=body.idle_timeout_s or None,
+        clear_idle_timeout=body.idle_timeout_s == 0,
+        keep_previous=body.keep_previous,
+    )
+    return await asyncio.to_thread(state.deployments.view, deployment_id)
 
 
 @router.delete("/deployments/{deployment_id}")
-async def delete_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
-    dep = await state.deployments.stop(deployment_id)
+async def delete_deployment(
+    deployment_id: uuid.UUID, state: StateDep, request: Request
+) -> dict[str, Any]:
+    dep = await state.deployments.stop(
+        deployment_id, reason="deleted", by=_caller(request), delete=True
+    )
     return deployment_view(dep)
+
+
+@router.post("/deployments/{deployment_id}/stop")
+async def stop_deployment(
+    deployment_id: uuid.UUID, state: StateDep, request: Request
+) -> dict[str, Any]:
+    await state.deployments.stop(deployment_id, reason="stopped", by=_caller(request))
+    return await asyncio.to_thread(state.deployments.view, deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/start", status_code=202)
+async def start_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    await state.deployments.resume(deployment_id)
+    return await asyncio.to_thread(state.deployments.view, deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/promote", status_code=202)
+async def promote_deployment(
+    deployment_id: uuid.UUID, state: StateDep, body: PromoteBody | None = None
+) -> dict[str, Any]:
+    await state.deployments.promote(
+        deployment_id, keep_previous=body.keep_previous if body else None
+    )
+    return await asyncio.to_thread(state.deployments.view, deployment_id)
+
+
+@router.get("/projects/{project_id}/endpoint")
+async def read_endpoint(project_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    return await asyncio.to_thread(state.deployments.endpoint_view, project_id)
+
+
+@router.post("/projects/{project_id}/endpoint/rollback", status_code=202)
+async def rollback_endpoint(project_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    await state.deployments.rollback(project_id)
+    return await asyncio.to_thread(state.deployments.endpoint_view, project_id)
 
 
 @router.post("/deployments/{deployment_id}/predict")
 async def predict(deployment_id: uuid.UUID, body: PredictBody, state: StateDep) -> JSONResponse:
-    result = await state.deployments.predict(deployment_id, body.model_dump())
-    return JSONResponse(result)
+    """The server's answer; ``X-Aidp-Replica`` (which replica answered) and
+    ``X-Aidp-Cold-Start`` (the request waited for the servers to start) say how."""
+    result, sent = await state.deployments.predict_forwarded(deployment_id, body.model_dump())
+    return JSONResponse(result, headers=sent.headers())

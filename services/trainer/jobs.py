@@ -25,6 +25,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from services.trainer.adapters import adapter_facts, with_base
 from services.trainer.checkpoint_paths import checkpoint_path_problem, ensure_inside
 from services.trainer.launch import launch_env, plan_launch
 from services.trainer.models import Checkpoint, Deployment, Run, now
@@ -737,11 +738,16 @@ class JobRunner:
             revision=str(run.run_id),
             meta={"kind": "model", "run_id": str(run.run_id), "task": spec.task},
         )
+        stored = tree
+        adapter = await asyncio.to_thread(adapter_facts, self.store, tree)
+        base_key = next((a["cache_key"] for a in run.artifacts or [] if a["kind"] == "model"), None)
+        if adapter and not adapter["merged"] and base_key:  # a LoRA adapter: + base/ (adapters.py)
+            tree = await asyncio.to_thread(with_base, self.store, tree, base_key)
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         deployment_id = await asyncio.to_thread(
-            self._record_completion, run.run_id, tree, clean, spec.deploy, index
+            self._record_completion, run.run_id, tree, clean, spec.deploy, index, adapter
         )
-        await restore_missing(executor=executor, store=self.store, root=root, tree=tree)
+        await restore_missing(executor=executor, store=self.store, root=root, tree=stored)
         if self.settings.trainer_drop_checkpoints_on_register:
             await asyncio.to_thread(
                 prune_checkpoints, self.runtime.db, self.store, run_id=run.run_id, keep=0
@@ -758,6 +764,7 @@ class JobRunner:
         metrics: dict[str, float],
         deploy: DeploySpec,
         node_index: int,
+        adapter: dict[str, Any] | None = None,
     ) -> uuid.UUID | None:
         key = tree.key
         with self.runtime.db.session() as session:
@@ -766,7 +773,12 @@ class JobRunner:
                 return None
             record_created(session, tree.created)
             model = register_model(
-                session, run=run, manifest_key=key, size_bytes=tree.size, metrics=metrics
+                session,
+                run=run,
+                manifest_key=key,
+                size_bytes=tree.size,
+                metrics=metrics,
+                adapter=adapter,
             )
             transition(
                 session,

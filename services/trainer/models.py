@@ -3,10 +3,12 @@
 ``trainer_runs`` is the per-run state machine (see :mod:`services.trainer.runs`);
 ``trainer_checkpoints`` the stored checkpoints of a run; ``trainer_models`` the model
 registry; ``trainer_deployments`` the inference servers (watched under a lease);
-``trainer_blobs`` the store blobs the trainer created (see
-:mod:`services.trainer.retention`); ``trainer_store_naming`` one-time steps done on the
-blob references (keyed names, :mod:`services.trainer.naming`). Plaintext never lands
-here: artifacts are referenced by their manifest key in the encrypted store.
+``trainer_project_endpoints`` each project's live alias (which deployment its
+``/endpoint`` serves, and the ones before it for roll back); ``trainer_blobs`` the store
+blobs the trainer created (see :mod:`services.trainer.retention`);
+``trainer_store_naming`` one-time steps done on the blob references (keyed names,
+:mod:`services.trainer.naming`). Plaintext never lands here: artifacts are referenced by
+their manifest key in the encrypted store.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Checkpoint", "CreatedBlob", "Deployment", "ModelVersion", "Run", "StoreNaming"]
+__all__ = [
+    "Checkpoint",
+    "CreatedBlob",
+    "Deployment",
+    "ModelVersion",
+    "ProjectEndpoint",
+    "Run",
+    "StoreNaming",
+]
 
 
 def now() -> datetime:
@@ -104,7 +114,31 @@ class Deployment(SQLModel, table=True):
     endpoint: str | None = Field(default=None, max_length=300)
     owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = None
+    #: server processes behind the deployment (round-robin); ``procs`` holds one
+    #: ``{"pid", "port"}`` per started replica (``pid``/``port`` above are replica 0's)
+    replicas: int = 1
+    procs: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    #: scale to zero after this many seconds without a request (None: never)
+    idle_timeout_s: int | None = None
+    last_request_at: datetime | None = None
+    #: once running, become the project's live alias (and stop the project's other
+    #: deployments unless ``keep_previous``); ``rollback``: the alias move is a roll back
+    promote_on_ready: bool = False
+    keep_previous: bool = False
+    rollback: bool = False
     created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+
+class ProjectEndpoint(SQLModel, table=True):
+    """A project's live alias: the deployment ``/api/projects/{id}/endpoint`` forwards to,
+    and the earlier live ones (oldest first) that roll back returns to."""
+
+    __tablename__ = "trainer_project_endpoints"
+
+    project_id: uuid.UUID = Field(primary_key=True)
+    deployment_id: uuid.UUID | None = None
+    history: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     updated_at: datetime = Field(default_factory=now)
 
 

@@ -15,8 +15,10 @@ from shared.spec import ProjectSpec
 __all__ = ["latest_checkpoint", "lineage_of", "model_view", "register_model", "get_model"]
 
 
-def lineage_of(run: Run) -> dict[str, Any]:
-    """Where a run's model came from: sources and revisions, environment, spec hash."""
+def lineage_of(run: Run, adapter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a run's model came from: sources and revisions, environment, spec hash; for a
+    LoRA run the method and the adapter (rank, alpha, dropout, target modules, merged, and
+    its base: the model source and revision it was trained on)."""
     spec = ProjectSpec.model_validate(run.spec or {})
     by_kind = {a["kind"]: a for a in run.artifacts or []}
 
@@ -39,11 +41,19 @@ def lineage_of(run: Run) -> dict[str, Any]:
         "spec_hash": run.spec_hash,
         "task": spec.task,
         "train_args": spec.train.args,
+        "method": (adapter or {}).get("method") or "full",
+        **({"adapter": {**adapter, "base": source("model")}} if adapter else {}),
     }
 
 
 def register_model(
-    session: Session, *, run: Run, manifest_key: str, size_bytes: int, metrics: dict[str, float]
+    session: Session,
+    *,
+    run: Run,
+    manifest_key: str,
+    size_bytes: int,
+    metrics: dict[str, float],
+    adapter: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Add the next version of the run's project's model (caller commits)."""
     if run.project_id is None:
@@ -60,7 +70,7 @@ def register_model(
         manifest_key=manifest_key,
         size_bytes=size_bytes,
         metrics=metrics,
-        lineage=lineage_of(run),
+        lineage=lineage_of(run, adapter),
     )
     session.add(model)
     return model
@@ -81,6 +91,7 @@ def model_view(model: ModelVersion) -> dict[str, Any]:
         "run_id": str(model.run_id),
         "version": model.version,
         "task": model.task,
+        "method": (model.lineage or {}).get("method", "full"),
         "digest": model.manifest_key,
         "size_bytes": model.size_bytes,
         "metrics": model.metrics,

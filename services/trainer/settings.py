@@ -73,6 +73,18 @@ class TrainerSettings(SandboxedServiceSettings):
     trainer_serving_start_timeout: float = Field(
         120.0, gt=0, description="Seconds an inference server may take to become ready."
     )
+    trainer_cold_start_timeout: float = Field(
+        180.0,
+        gt=0,
+        description="Seconds a request to a deployment scaled to zero (or still starting)"
+        " waits for its servers before it is answered 503.",
+    )
+    trainer_stop_servers_on_shutdown: bool | None = Field(
+        None,
+        description="Stop the inference servers when the trainer stops (they start again"
+        " at its next start); None: in embedded mode (aidp up) only. Distributed replicas"
+        " leave them running for another replica to adopt.",
+    )
     trainer_warm_workers: int = Field(
         1,
         ge=0,

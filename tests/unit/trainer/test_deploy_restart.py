@@ -128,6 +128,8 @@ async def test_server_crashing_past_the_restart_budget_is_reported(
     assert (await predict(client, dep_id)).status_code == 409
 
 
+# replicas leave their servers running when they stop (distributed behaviour)
+@pytest.mark.parametrize("served", [{"trainer_stop_servers_on_shutdown": False}], indirect=True)
 async def test_only_the_lease_holder_watches_and_another_replica_adopts(
     served: tuple[Harness, httpx.AsyncClient, uuid.UUID],
 ) -> None:

@@ -256,6 +256,9 @@ class ModelOut(_Out):
     project_id: uuid.UUID
     run_id: uuid.UUID | None = None
     version: str | int | None = None
+    task: str | None = None
+    #: full, lora or qlora (a LoRA version holds the adapter and its base under base/)
+    method: str = "full"
     digest: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)

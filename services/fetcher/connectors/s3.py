@@ -338,18 +338,14 @@ class S3Connector(Connector):
         while have < obj.size:
             end = min(have + self.part_bytes, obj.size) - 1
             try:
-                with self._errors(source, endpoint):
-                    response = client.get_object(
-                        Bucket=bucket, Key=obj.key, Range=f"bytes={have}-{end}", IfMatch=obj.etag
-                    )
-                    body = response["Body"]
-                    try:
-                        for chunk in body.iter_chunks(1 << 20):
-                            fh.write(chunk)
-                            have += len(chunk)
-                            progress(len(chunk))
-                    finally:
-                        body.close()
+                body = self._get_part(client, source, endpoint, bucket, obj, have, end)
+                try:  # a broken stream resumes below, from the bytes written so far
+                    for chunk in body.iter_chunks(1 << 20):
+                        fh.write(chunk)
+                        have += len(chunk)
+                        progress(len(chunk))
+                finally:
+                    body.close()
                 fh.flush()
                 if have != end + 1:
                     raise OSError(f"short part: {have} of {end + 1} bytes")
@@ -374,6 +370,29 @@ class S3Connector(Connector):
                 time.sleep(min(0.2 * failures, 1.0))
         fh.flush()
         os.fsync(fh.fileno())
+
+    def _get_part(
+        self,
+        client: Any,
+        source: Source,
+        endpoint: str | None,
+        bucket: str,
+        obj: _Object,
+        start: int,
+        end: int,
+    ) -> Any:
+        """The body of bytes ``start..end`` of ``obj`` at its listed ETag. A refusal by the
+        service is a FetchFailed; a connection error is raised as is (and resumed)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = client.get_object(
+                Bucket=bucket, Key=obj.key, Range=f"bytes={start}-{end}", IfMatch=obj.etag
+            )
+        except ClientError:
+            with self._errors(source, endpoint):
+                raise
+        return response["Body"]
 
     def _sweep_partials(self) -> None:
         """Delete partial files nobody touched for a week (abandoned sources)."""

@@ -30,6 +30,7 @@ from cli.output import (
     EXIT_OK,
     EXIT_USAGE,
     JsonOpt,
+    WideOpt,
     console,
     err_console,
     fail,
@@ -37,6 +38,7 @@ from cli.output import (
     print_json,
     print_table,
 )
+from cli.resolve import resolve_run
 from cli.sdk import Client
 from cli.specfile import load_spec
 from cli.text import plain, printable
@@ -121,7 +123,15 @@ def run(
     """Create a project from SPEC (or a new run if the name exists) and start it."""
     data = load_spec(spec, name=name)
     client = _client()
-    existing = next((p for p in client.list_projects() if p.get("name") == data["name"]), None)
+    # your own project of that name (names are unique per owner), not one shared with you
+    existing = next(
+        (
+            p
+            for p in client.list_projects()
+            if p.get("name") == data["name"] and p.get("role") == "owner"
+        ),
+        None,
+    )
     if existing:
         run_body = client.start_run(existing["id"], spec=data)
         project_id, run_id = existing["id"], str(run_body.get("id") or run_body.get("run_id"))
@@ -189,7 +199,7 @@ def _project_runs(client: Client, project: str | None) -> list[dict[str, Any]]:
 
 @app.command()
 @handle_errors
-def projects(as_json: JsonOpt = False) -> None:
+def projects(as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """List your projects and their status."""
     rows = _client().list_projects()
     if as_json:
@@ -205,6 +215,7 @@ def projects(as_json: JsonOpt = False) -> None:
                 ("role", "role"),
             ],
             empty="no projects yet: aidp run SPEC.yaml",
+            wide=wide,
         )
 
 
@@ -215,6 +226,7 @@ def runs(
         str | None, typer.Argument(help="Project id or name (default: all).")
     ] = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """List runs (of one project, or of all of them)."""
     rows = _project_runs(_client(), project)
@@ -232,6 +244,7 @@ def runs(
                 ("finished", "finished_at"),
             ],
             empty="no runs yet",
+            wide=wide,
         )
 
 
@@ -244,8 +257,9 @@ def status(
     """Status of one run, or of every project when no RUN is given."""
     client = _client()
     if run_id is None:
-        projects(as_json=as_json)
+        projects(as_json=as_json, wide=False)
         return
+    run_id = resolve_run(client, run_id)
     run_body = client.get_run(run_id)
     view = RunView(run_id=run_id)
     for item in client.run_events(run_id):
@@ -274,6 +288,7 @@ def logs(
     """Print a run's training logs; -f follows it live until it ends (a run that has
     already ended: its stored lines and how it ended, exit 0 only if it succeeded)."""
     client = _client()
+    run_id = resolve_run(client, run_id)
     run_body = client.get_run(run_id) if follow else {}
     if not follow or run_body.get("status") in FINAL_STATUSES:
         for line in client.run_logs(run_id):
@@ -296,7 +311,9 @@ def logs(
 @handle_errors
 def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
     """Cancel a run: training stops and its nodes are released."""
-    _client().cancel_run(run_id)
+    client = _client()
+    run_id = resolve_run(client, run_id)
+    client.cancel_run(run_id)
     console.print(f"run {run_id} cancelling", highlight=False)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "JsonOpt",
+    "WideOpt",
     "console",
     "err_console",
     "fail",
@@ -35,6 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 #: The ``--json`` flag of listing commands.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+#: The ``--wide`` flag of listing commands: whole ids (tables shorten them to a unique prefix).
+WideOpt = Annotated[bool, typer.Option("--wide", "-w", help="Print whole ids.")]
 
 console = Console(soft_wrap=not sys.stdout.isatty())
 err_console = Console(stderr=True)
@@ -87,16 +90,33 @@ def print_table(
     columns: Sequence[tuple[str, str]],
     *,
     empty: str = "nothing yet",
+    wide: bool = False,
 ) -> None:
-    """A table of ``rows`` with ``columns`` as (header, key); dotted keys reach inside."""
+    """A table of ``rows`` with ``columns`` as (header, key); dotted keys reach inside.
+
+    Id columns (``id``, ``*_id``) show the shortest prefix that tells the rows apart (any
+    command takes it: cli/resolve.py); ``wide`` prints them whole, never cut."""
     if not rows:
         console.print(f"[dim]{empty}[/]")
         return
+    from cli.resolve import short_ids
+
+    ids = [k for _, k in columns if k == "id" or k.endswith("_id")]
+    widths = {k: short_ids(_get(r, k) for r in rows) for k in ids}
     table = Table(show_edge=False, header_style="bold")
-    for header, _ in columns:
-        table.add_column(header)
+    for header, key in columns:
+        if key in widths:
+            table.add_column(header, no_wrap=True, overflow="fold" if wide else "ellipsis")
+        else:
+            table.add_column(header)
     for row in rows:
-        table.add_row(*(plain(_cell(_get(row, key))) for _, key in columns))
+        cells = []
+        for _, key in columns:
+            value = _cell(_get(row, key))
+            if key in widths and not wide:
+                value = value[: widths[key]]
+            cells.append(plain(value))
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -262,11 +262,10 @@ class Client:
         return self.request("GET", f"/api/projects/{project_id}")
 
     def find_project(self, ref: str) -> Json:
-        """A project by id or by name."""
-        for project in self.list_projects():
-            if ref in (project.get("id"), project.get("name")):
-                return project
-        raise ApiError(404, "not_found", f"no project {ref!r}")
+        """A project by id, unique id prefix or name (your own first; see cli/resolve.py)."""
+        from cli.resolve import resolve_project
+
+        return resolve_project(self, ref)
 
     def delete_project(self, project_id: str) -> None:
         """Delete a project: its runs stop, nodes are released, deployments removed."""

@@ -13,6 +13,7 @@ from cli.members import invite
 from cli.output import (
     EXIT_USAGE,
     JsonOpt,
+    WideOpt,
     console,
     err_console,
     fail,
@@ -20,6 +21,7 @@ from cli.output import (
     print_json,
     print_table,
 )
+from cli.resolve import resolve_deployment, resolve_model
 from cli.sdk import Client
 from cli.text import printable
 
@@ -30,6 +32,7 @@ __all__ = ["artifacts", "deploy", "models", "predict", "share", "upload"]
 def models(
     project: Annotated[str, typer.Argument(help="Project id or name.")],
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Model versions of a project, with their lineage."""
     client = Client.from_config()
@@ -49,6 +52,7 @@ def models(
                 ("created", "created_at"),
             ],
             empty="no model versions yet",
+            wide=wide,
         )
 
 
@@ -109,7 +113,7 @@ def deploy(
 ) -> None:
     """Deploy a model version behind an authenticated endpoint."""
     client = Client.from_config()
-    body = client.deploy(model_id)
+    body = client.deploy(resolve_model(client, model_id))
     dep_id = str(body.get("deployment_id") or body.get("id"))
     console.print(f"deployment {dep_id} requested", highlight=False)
     deadline = time.monotonic() + timeout
@@ -134,7 +138,8 @@ def predict(
     as_json: JsonOpt = False,
 ) -> None:
     """Send inputs to a deployed model and print its predictions."""
-    outputs = Client.from_config().predict(deployment_id, list(inputs))
+    client = Client.from_config()
+    outputs = client.predict(resolve_deployment(client, deployment_id), list(inputs))
     if as_json:
         print_json(outputs)
         return

@@ -2,9 +2,11 @@
 // deployment, members.
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, ApiError, items, type ModelVersion, type Project, type Run } from "../api";
+import { ChatBox, LLM_TASKS } from "../components/ChatBox";
 import { LogPanel } from "../components/LogPanel";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
+import { PreflightReport } from "../components/PreflightReport";
 import { ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { foldRuns, formatDuration, isFinal, newRunView } from "../runState";
 import { useProjectEvents } from "../ws";
@@ -55,7 +57,7 @@ export function ProjectPage({ projectId }: { projectId: string }) {
   const milestones = useMemo(
     () =>
       events.filter((e) =>
-        ["RunRequested", "TrainingCompleted", "ModelDeployed", "TrainingFailed", "NodesFailed", "ArtifactsFailed", "DeploymentFailed", "RunCancelled"].includes(
+        ["RunRequested", "TrainingCompleted", "ModelDeployed", "TrainingFailed", "NodesFailed", "ArtifactsFailed", "ValidationFailed", "DeploymentFailed", "RunCancelled"].includes(
           e.event.type,
         ),
       ).length,
@@ -158,6 +160,8 @@ export function ProjectPage({ projectId }: { projectId: string }) {
         <Pipeline view={view} now={now} />
       </section>
 
+      <PreflightReport events={events} runId={runId} />
+
       <div className="grid-2">
         <section className="card" aria-labelledby="training-title">
           <h2 id="training-title">Training</h2>
@@ -191,6 +195,9 @@ export function ProjectPage({ projectId }: { projectId: string }) {
       </div>
 
       {deploymentId && <DeploymentPanel deploymentId={deploymentId} canEdit={canEdit} />}
+      {deploymentId && LLM_TASKS.includes(String(project.spec.task)) && (
+        <ChatBox deploymentId={deploymentId} canEdit={canEdit} />
+      )}
 
       <div className="grid-2">
         <RunHistory

@@ -2,6 +2,7 @@
 import { useEffect, useState } from "react";
 import { api, getTokens, hasSession, logout, onTokens, type Me } from "./api";
 import { ErrorBoundary } from "./components/ui";
+import { AccountPage } from "./pages/AccountPage";
 import { AuthPage } from "./pages/AuthPage";
 import { NewProjectPage } from "./pages/NewProjectPage";
 import { ProjectPage } from "./pages/ProjectPage";
@@ -24,6 +25,7 @@ function Route({ hash }: { hash: string }) {
   if (project) return <ProjectPage key={project[1]} projectId={project[1]} />;
   if (path === "/new") return <NewProjectPage />;
   if (path === "/secrets") return <SecretsPage />;
+  if (path === "/account") return <AccountPage />;
   if (path === "/" || path === "/projects") return <ProjectsPage />;
   return (
     <main className="page">
@@ -73,6 +75,7 @@ export function App() {
           {nav("#/", "Projects", hash === "#/" || hash.startsWith("#/projects"))}
           {nav("#/new", "New project", hash === "#/new")}
           {nav("#/secrets", "Secrets", hash === "#/secrets")}
+          {nav("#/account", "Account", hash === "#/account")}
         </nav>
         <div className="user">
           {me && <span className="muted small" data-testid="me">{me.email}</span>}

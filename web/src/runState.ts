@@ -202,6 +202,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
       advance(view, "deployed");
       break;
     case "ArtifactsFailed":
+    case "ValidationFailed":
     case "NodesFailed":
     case "TrainingFailed":
     case "DeploymentFailed": {
@@ -211,7 +212,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
         break;
       }
       const stage: StageName =
-        env.type === "ArtifactsFailed"
+        env.type === "ArtifactsFailed" || env.type === "ValidationFailed"
           ? "fetching"
           : env.type === "NodesFailed"
             ? "provisioning"

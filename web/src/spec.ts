@@ -2,7 +2,9 @@
 import { stringify } from "yaml";
 
 export type DatasetKind = "hf" | "kaggle" | "url" | "upload";
-export type Task = "text-classification" | "image-classification" | "causal-lm" | "custom";
+export type Task = "text-classification" | "image-classification" | "causal-lm" | "chat" | "custom";
+/** Tasks that take a training method (full, LoRA, QLoRA) and get a pre-flight check. */
+export const LLM_TASKS: Task[] = ["causal-lm", "chat"];
 
 export interface SpecForm {
   name: string;
@@ -14,6 +16,9 @@ export interface SpecForm {
   datasetUrl: string;
   uploadUri: string;
   task: Task;
+  method: "auto" | "full" | "lora" | "qlora";
+  loraR: string;
+  maxLength: string;
   entrypoint: string;
   script: string;
   packages: string;
@@ -44,6 +49,9 @@ export const DEFAULT_FORM: SpecForm = {
   datasetUrl: "",
   uploadUri: "",
   task: "text-classification",
+  method: "auto",
+  loraR: "",
+  maxLength: "",
   entrypoint: "train.py",
   script: "",
   packages: "",
@@ -123,6 +131,12 @@ export function validate(f: SpecForm): Errors {
   if (!positiveNumber(f.batchSize, true)) e.batchSize = "A positive whole number.";
   if (f.maxSteps && !positiveNumber(f.maxSteps, true)) e.maxSteps = "A positive whole number, or empty.";
   if (!positiveNumber(f.checkpointEvery, true)) e.checkpointEvery = "A positive whole number of steps.";
+  if (LLM_TASKS.includes(f.task)) {
+    if (f.method === "qlora" && f.accelerator !== "cuda")
+      e.method = "QLoRA needs an NVIDIA GPU (accelerator CUDA): choose LoRA, or the CUDA accelerator.";
+    if (f.loraR && f.method !== "full" && !positiveNumber(f.loraR, true)) e.loraR = "A positive whole number, e.g. 16.";
+    if (f.maxLength && !positiveNumber(f.maxLength, true)) e.maxLength = "A positive whole number of tokens.";
+  }
   return e;
 }
 
@@ -153,6 +167,11 @@ export function toSpec(f: SpecForm): Record<string, unknown> {
   };
   if (f.maxSteps) args.max_steps = Number(f.maxSteps);
   const train: Record<string, unknown> = { args, checkpoint_every: Number(f.checkpointEvery) };
+  if (LLM_TASKS.includes(f.task)) {
+    if (f.method !== "auto") train.method = f.method;
+    if (f.loraR && f.method !== "full") args.lora_r = Number(f.loraR);
+    if (f.maxLength) args.max_length = Number(f.maxLength);
+  }
   if (f.task === "custom") {
     train.entrypoint = f.entrypoint.trim();
     train.script = f.script;

@@ -3,12 +3,14 @@ import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { api, items, uploadFile, type Project } from "../api";
 import { ErrorBanner, Field, ProgressBar, describedBy } from "../components/ui";
 import { formatBytes } from "../runState";
-import { DEFAULT_FORM, toSpec, toYaml, validate, type SpecForm } from "../spec";
+import { LlmOptions } from "../components/LlmOptions";
+import { DEFAULT_FORM, LLM_TASKS, toSpec, toYaml, validate, type SpecForm } from "../spec";
 
 const TASKS: [SpecForm["task"], string][] = [
   ["text-classification", "Text classification (sentiment, topics…)"],
   ["image-classification", "Image classification"],
   ["causal-lm", "Language model fine-tuning (causal LM)"],
+  ["chat", "Chat model fine-tuning (conversations, SFT)"],
   ["custom", "Custom training script"],
 ];
 
@@ -193,6 +195,7 @@ export function NewProjectPage() {
                 ))}
               </select>
             </Field>
+            {LLM_TASKS.includes(form.task) && <LlmOptions form={form} set={set} error={show} />}
             {form.task === "custom" && (
               <>
                 <Field id="entrypoint" label="Script file name" error={show("entrypoint")}>

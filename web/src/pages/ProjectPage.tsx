@@ -6,6 +6,7 @@ import { ChatBox, LLM_TASKS } from "../components/ChatBox";
 import { LogPanel } from "../components/LogPanel";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
+import { PreflightReport } from "../components/PreflightReport";
 import { ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { foldRuns, formatDuration, isFinal, newRunView } from "../runState";
 import { useProjectEvents } from "../ws";
@@ -56,7 +57,7 @@ export function ProjectPage({ projectId }: { projectId: string }) {
   const milestones = useMemo(
     () =>
       events.filter((e) =>
-        ["RunRequested", "TrainingCompleted", "ModelDeployed", "TrainingFailed", "NodesFailed", "ArtifactsFailed", "DeploymentFailed", "RunCancelled"].includes(
+        ["RunRequested", "TrainingCompleted", "ModelDeployed", "TrainingFailed", "NodesFailed", "ArtifactsFailed", "ValidationFailed", "DeploymentFailed", "RunCancelled"].includes(
           e.event.type,
         ),
       ).length,
@@ -158,6 +159,8 @@ export function ProjectPage({ projectId }: { projectId: string }) {
         <h2 id="pipeline-title">Pipeline</h2>
         <Pipeline view={view} now={now} />
       </section>
+
+      <PreflightReport events={events} runId={runId} />
 
       <div className="grid-2">
         <section className="card" aria-labelledby="training-title">

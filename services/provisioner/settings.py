@@ -100,6 +100,11 @@ class ProvisionerSettings(SandboxedServiceSettings):
         " share it between data dirs to build torch once per machine.",
     )
     torch_version: str = Field("2.13.0", description="torch release every environment pins.")
+    tensorflow_version: str = Field(
+        "2.21.0",
+        description="TensorFlow release of environment.framework: tensorflow envs"
+        " (tensorflow-cpu on cpu nodes, tensorflow[and-cuda] on cuda nodes).",
+    )
     torch_find_links: list[str] = Field(
         default_factory=_default_find_links,
         description="Extra find-links for uv (uv ignores pip's config); default /opt/wheels if"

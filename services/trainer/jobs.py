@@ -56,6 +56,7 @@ __all__ = ["JobRunner"]
 log = logging.getLogger(__name__)
 
 _SIGNALLED = re.compile(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG\w+\) received")
+_KILLED = 128 + signal.SIGKILL
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*)$")
 
 
@@ -632,7 +633,9 @@ class JobRunner:
                 await self.cleanup(run.run_id, execs)
             return False
         tail = list(relay.stderr_tail)
-        signalled = any(c is None or c < 0 for c in codes) or any(
+        # a directly started process killed by SIGKILL inside the sandbox's wrapper exits 137
+        # (128 + 9), as torchrun reports ``exitcode: -9`` for its worker
+        signalled = any(c is None or c < 0 or c == _KILLED for c in codes) or any(
             _SIGNALLED.search(t) for t in tail
         )
         exit_code = next((c for c in codes if c not in (0, None)), None)

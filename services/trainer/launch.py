@@ -7,6 +7,10 @@ which costs seconds at start and at exit and nothing is gained. Every other laun
 custom scripts (their contract is "run under torchrun"), several nodes, several GPUs —
 goes through ``python -m torch.distributed.run``.
 
+``environment.framework: tensorflow``: always one process started directly (no torch in
+the env; TensorFlow uses every GPU of the node from one process), with the same rank
+variables; the built-in tasks run their Keras 3 templates (:data:`KERAS_SCRIPTS`).
+
 Thread settings: ``train.args.num_threads`` (> 0) also sets ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS``, so intra-op threads never oversubscribe a node's cores.
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 from shared.spec import ProjectSpec
 
-__all__ = ["TASK_SCRIPTS", "Launch", "launch_env", "plan_launch", "script_of"]
+__all__ = ["KERAS_SCRIPTS", "TASK_SCRIPTS", "Launch", "launch_env", "plan_launch", "script_of"]
 
 TASK_SCRIPTS = {
     "text-classification": "src/text_classification.py",
@@ -30,11 +34,19 @@ TASK_SCRIPTS = {
     "chat": "src/chat.py",
 }
 
+#: The Keras 3 templates of the built-in tasks (``environment.framework: tensorflow``).
+KERAS_SCRIPTS = {
+    "text-classification": "src/keras_text_classification.py",
+    "image-classification": "src/keras_image_classification.py",
+}
+
 
 def script_of(spec: ProjectSpec) -> str:
     """The training script, relative to the workspace."""
     if spec.task == "custom":
         return posixpath.join("src", "user", spec.train.entrypoint or "train.py")
+    if spec.environment.framework == "tensorflow":
+        return KERAS_SCRIPTS[spec.task]
     return TASK_SCRIPTS[spec.task]
 
 
@@ -75,6 +87,9 @@ def launch_env(
         "TRANSFORMERS_VERBOSITY": "warning",
         "TOKENIZERS_PARALLELISM": "false",
     }
+    if spec.environment.framework == "tensorflow":
+        variables["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's C++ start-up chatter
+        variables["KERAS_BACKEND"] = "tensorflow"
     threads = _threads(spec.train.args)
     if threads:
         variables["OMP_NUM_THREADS"] = variables["MKL_NUM_THREADS"] = str(threads)
@@ -107,7 +122,8 @@ def plan_launch(
     """argv + environment for node ``node_rank`` of ``nnodes`` (``rdzv``: node 0's
     ``host:port`` when ``nnodes > 1``)."""
     script = posixpath.join(workspace, script_of(spec))
-    if spec.task != "custom" and nnodes == 1 and nproc == 1:
+    single_process = spec.task != "custom" and nnodes == 1 and nproc == 1
+    if single_process or spec.environment.framework == "tensorflow":
         single = {
             "RANK": "0",
             "LOCAL_RANK": "0",

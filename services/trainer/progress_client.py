@@ -15,6 +15,18 @@ Standard library only. The trainer copies this file next to the training script 
     save_model(aidp.output_dir())
     aidp.completed({"accuracy": 0.91})
 
+Keras 3 (``environment.framework: tensorflow``) needs one line::
+
+    model.fit(x, y, epochs=5, batch_size=32, callbacks=[aidp.keras_callback()])
+    aidp.keras_save(model, labels=["negative", "positive"])  # output_dir()/model.keras
+    aidp.completed({"accuracy": 0.91})
+
+:func:`keras_callback` reports every batch (throttled), writes checkpoints (the model's
+weights with the optimizer's state, ``checkpoint.weights.h5``) at the end of an epoch once
+``checkpoint_every`` steps have passed since the last one, and on a resumed attempt loads
+the latest one and continues ``fit`` at the epoch after it (Keras resumes at epoch
+boundaries, as its ``BackupAndRestore`` does; no step is trained twice).
+
 Transport (the contract with the trainer): one line on stdout per message,
 ``@@aidp@@ <json object>``, written only by rank 0. Messages: ``progress`` (step,
 total_steps, epoch, loss, learning_rate, metrics, samples_per_sec, eta_seconds),
@@ -46,6 +58,8 @@ __all__ = [
     "data_dir",
     "emit",
     "is_main_process",
+    "keras_callback",
+    "keras_save",
     "model_dir",
     "output_dir",
     "report",
@@ -257,3 +271,155 @@ def trainer_callback(samples_per_step: int | None = None) -> Any:
                 checkpoint_saved(state.global_step, path)
 
     return AidpCallback()
+
+
+def _numbers(logs: dict[str, Any]) -> dict[str, float]:
+    """Keras logs as floats (the loss left out: it is reported on its own)."""
+    out = {}
+    for key, value in logs.items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    out.pop("loss", None)
+    return out
+
+
+def _learning_rate(model: Any) -> float | None:
+    """The optimizer's current learning rate (a variable, or a schedule's value), if any."""
+    optimizer = getattr(model, "optimizer", None)
+    try:
+        rate = optimizer.learning_rate  # type: ignore[union-attr]
+        if callable(rate):
+            rate = rate(optimizer.iterations)  # type: ignore[union-attr]
+        return float(rate)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+#: A Keras checkpoint's files: the weights (with the optimizer's variables) and the step.
+KERAS_WEIGHTS = "checkpoint.weights.h5"
+KERAS_STATE = "state.json"
+
+
+def keras_callback(
+    *, checkpoint_every: int | None = None, samples_per_step: int | None = None
+) -> Any:
+    """A ``keras.callbacks.Callback``: live progress, checkpoints and resume (needs keras).
+
+    Steps are optimizer steps (batches) counted over the whole ``fit``; ``total_steps`` is
+    ``epochs × steps per epoch``. A checkpoint is written at the end of an epoch once
+    ``checkpoint_every`` steps (default ``train.checkpoint_every``) have passed since the
+    last; on a resumed attempt ``on_train_begin`` loads it (the model must be built and
+    compiled, as for ``fit``) and ``fit`` continues at the next epoch.
+    """
+    import keras
+
+    every = checkpoint_every or globals()["checkpoint_every"]()
+
+    class AidpKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.reporter: Reporter | None = None
+            self.steps_per_epoch = 0
+            self.step = 0
+            self.epoch = 0
+            self.last_checkpoint = 0
+            self.resumed_from: int | None = None
+
+        def _restore(self) -> int:
+            """Load the resumed checkpoint into the model; the epochs it finished."""
+            path = resume_dir()
+            if path is None or not (path / KERAS_STATE).exists():
+                return 0
+            state = json.loads((path / KERAS_STATE).read_text())
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(self.model.trainable_variables)  # its variables load too
+            self.model.load_weights(str(path / KERAS_WEIGHTS))
+            self.resumed_from = int(state["step"])
+            return int(state["epoch"])
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            params = self.params or {}
+            self.steps_per_epoch = int(params.get("steps") or 0)
+            epochs = int(params.get("epochs") or 1)
+            total = self.steps_per_epoch * epochs if self.steps_per_epoch else None
+            done_epochs = self._restore()
+            if done_epochs:
+                self.model._initial_epoch = done_epochs  # what BackupAndRestore sets
+            self.step = self.last_checkpoint = self.resumed_from or 0
+            self.reporter = Reporter(
+                total_steps=total, samples_per_step=samples_per_step, start_step=self.step
+            )
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+            if self.steps_per_epoch:
+                self.step = epoch * self.steps_per_epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.step += 1
+            logs = logs or {}
+            if self.reporter is None:
+                return
+            metrics = _numbers(logs)
+            loss = logs.get("loss")
+            lr = _learning_rate(self.model)
+            epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else float(self.epoch)
+            self.reporter.step(
+                self.step,
+                loss=None if loss is None else float(loss),
+                epoch=epoch,
+                learning_rate=lr,
+                metrics=metrics,
+            )
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if self.reporter is not None and logs:  # the epoch's validation metrics too
+                values = _numbers(logs)
+                loss = logs.get("loss")
+                self.reporter.step(
+                    self.step,
+                    loss=None if loss is None else float(loss),
+                    epoch=float(epoch + 1),
+                    learning_rate=_learning_rate(self.model),
+                    metrics=values,
+                    samples=0,
+                    force=True,
+                )
+            last_epoch = epoch + 1 >= int((self.params or {}).get("epochs") or 1)
+            if self.step - self.last_checkpoint >= every and not last_epoch:
+                self._save(epoch + 1)
+
+        def _save(self, epochs_done: int) -> None:
+            if not is_main_process():
+                return
+            final = checkpoint_dir(self.step)
+            tmp = final.with_name(final.name + ".tmp")
+            if tmp.exists():
+                for leftover in tmp.iterdir():
+                    leftover.unlink()
+            tmp.mkdir(parents=True, exist_ok=True)
+            self.model.save_weights(str(tmp / KERAS_WEIGHTS))
+            (tmp / KERAS_STATE).write_text(json.dumps({"step": self.step, "epoch": epochs_done}))
+            for old in final.iterdir():
+                old.unlink()
+            final.rmdir()
+            tmp.rename(final)
+            self.last_checkpoint = self.step
+            checkpoint_saved(self.step, final)
+
+    return AidpKerasCallback()
+
+
+def keras_save(model: Any, *, labels: list[str] | None = None, **serving: Any) -> Path:
+    """Save a Keras model as ``output_dir()/model.keras`` (what aidp registers and serves),
+    with ``aidp_serving.json`` beside it: the class names (``labels``) and other serving
+    hints (``max_length`` for a tokenizer's inputs). Rank 0 only; returns the file."""
+    path = output_dir() / "model.keras"
+    if is_main_process():
+        model.save(str(path))
+        meta = {**serving, **({"labels": [str(x) for x in labels]} if labels else {})}
+        (output_dir() / "aidp_serving.json").write_text(json.dumps(meta))
+    return path

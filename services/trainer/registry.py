@@ -38,6 +38,13 @@ def lineage_of(run: Run, adapter: dict[str, Any] | None = None) -> dict[str, Any
         "dataset": source("dataset"),
         "env_lock_hash": env.get("lock_hash"),
         "torch_version": env.get("torch_version"),
+        "framework": spec.environment.framework,
+        **(
+            {"tensorflow_version": env["tensorflow_version"]}
+            if env.get("tensorflow_version")
+            else {}
+        ),
+        **({"keras_version": env["keras_version"]} if env.get("keras_version") else {}),
         "spec_hash": run.spec_hash,
         "task": spec.task,
         "train_args": spec.train.args,

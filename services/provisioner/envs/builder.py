@@ -69,7 +69,8 @@ class EnvBuilder(ABC):
         cancel: threading.Event,
     ) -> dict[str, Any]:
         """Make every node hold the lock's environment; returns the env description
-        ``{lock_hash, python, python_version, torch_version, accelerator}``."""
+        ``{lock_hash, python, python_version, torch_version, accelerator, framework}`` (and
+        ``tensorflow_version``, ``keras_version`` for a TensorFlow env)."""
 
 
 def marker_script(node: Node, lock_hash: str) -> str:
@@ -167,6 +168,7 @@ class AnsibleEnvBuilder(EnvBuilder):
                 "aidp_python_version": spec.environment.python,
                 "aidp_python_downloads": self.settings.python_downloads,
                 "aidp_accelerator": spec.resources.accelerator,
+                "aidp_framework": spec.environment.framework,
                 "aidp_uv_src": self.settings.uv_binary,
                 "aidp_package_source": source,
                 "aidp_allow_source_builds": self.settings.allow_source_builds,
@@ -206,4 +208,6 @@ def _env(marker: dict[str, Any] | None, spec: ProjectSpec) -> dict[str, Any]:
         "python_version": marker.get("python_version", spec.environment.python),
         "torch_version": marker.get("torch_version", ""),
         "accelerator": spec.resources.accelerator,
+        "framework": marker.get("framework", "pytorch"),
+        **{k: marker[k] for k in ("tensorflow_version", "keras_version") if marker.get(k)},
     }

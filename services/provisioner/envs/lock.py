@@ -1,10 +1,12 @@
 """Resolve an environment once into a hash-pinned lock.
 
-The resolution input (:class:`EnvRequest`: Python, accelerator, torch, the packages sorted
-and de-duplicated, where packages come from) has a key; the lock resolved for a key is kept
-(in the provisioner's DB and in the env dir) and reused, so every run of the same spec gets
-a byte-identical lock. ``uv pip compile --generate-hashes --no-header`` is run from a fixed
-file name, so the text holds no timestamp, command line or temporary path.
+The resolution input (:class:`EnvRequest`: Python, accelerator, the framework's pin (torch,
+or ``tensorflow-cpu`` / ``tensorflow[and-cuda]`` for ``environment.framework: tensorflow``),
+the packages sorted and de-duplicated, where packages come from) has a key; the lock
+resolved for a key is kept (in the provisioner's DB and in the env dir) and reused, so every
+run of the same spec gets a byte-identical lock. ``uv pip compile --generate-hashes
+--no-header`` is run from a fixed file name, so the text holds no timestamp, command line
+or temporary path.
 
 Resolution never runs a package's code: ``--no-build`` (wheels only) unless the operator
 sets ``AIDP_ALLOW_SOURCE_BUILDS``; a package without a wheel fails with "no wheel for
@@ -27,6 +29,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
 from shared.spec import ProjectSpec, task_packages
@@ -40,6 +45,7 @@ __all__ = [
     "network_env",
     "resolve_lock",
     "resolver_env",
+    "tensorflow_requirement",
 ]
 
 _INPUT_NAME = "requirements.in"
@@ -58,16 +64,24 @@ class EnvRequest:
     extra_index_urls: tuple[str, ...]
     platform: str = "x86_64-manylinux_2_28"
     source_builds: bool = False  # AIDP_ALLOW_SOURCE_BUILDS: a lock may then name sdists
+    framework: str = "pytorch"
+    #: tensorflow framework: the pinned requirement (``tensorflow-cpu==…`` on cpu nodes,
+    #: ``tensorflow[and-cuda]==…`` on cuda nodes); torch is then None
+    tensorflow: str | None = None
 
     def key(self) -> str:
         fields = asdict(self)
         if not self.source_builds:
             del fields["source_builds"]  # keys of wheel-only locks are unchanged
+        if self.framework == "pytorch":
+            del fields["framework"], fields["tensorflow"]  # PyTorch keys are unchanged
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def requirements(self) -> str:
         lines = [f"torch=={self.torch}"] if self.torch else []
+        if self.tensorflow:
+            lines.append(self.tensorflow)
         return "\n".join([*lines, *self.packages]) + "\n"
 
 
@@ -89,9 +103,42 @@ def _normalise(packages: list[str]) -> tuple[str, ...]:
     return tuple(seen[k] for k in sorted(seen))
 
 
+#: Names a TensorFlow env pins itself: a spec's own entries for them are left out.
+_TF_NAMES = frozenset({"tensorflow", "tensorflow-cpu", "tensorflow-intel", "keras"})
+
+
+def _package_name(requirement: str) -> str:
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return ""
+
+
+def tensorflow_requirement(accelerator: str, version: str) -> str:
+    """The pinned TensorFlow of a node kind: the CPU-only wheel, or CUDA's libraries too."""
+    if accelerator == "cuda":
+        return f"tensorflow[and-cuda]=={version}"
+    return f"tensorflow-cpu=={version}"
+
+
 def env_request(spec: ProjectSpec, settings: ProvisionerSettings) -> EnvRequest:
     """The resolution input of ``spec``: its packages plus the ones every env gets."""
     accelerator = spec.resources.accelerator
+    if spec.environment.framework == "tensorflow":
+        # keras comes with tensorflow (Keras 3); torch is not installed
+        own = [p for p in spec.environment.packages if _package_name(p) not in _TF_NAMES]
+        return EnvRequest(
+            python=spec.environment.python,
+            accelerator=accelerator,
+            torch=None,
+            packages=_normalise([*settings.always_packages, *own]),
+            find_links=tuple(settings.torch_find_links),
+            index_url=settings.index_url,
+            extra_index_urls=(),
+            source_builds=settings.allow_source_builds,
+            framework="tensorflow",
+            tensorflow=tensorflow_requirement(accelerator, settings.tensorflow_version),
+        )
     user = [p for p in spec.environment.packages if not p.strip().lower().startswith("torch")]
     index = settings.torch_indexes.get(accelerator, "") if settings.use_torch_index else ""
     return EnvRequest(

@@ -17,6 +17,9 @@ Usage: ``server.py --model-dir DIR --name NAME --task TASK --port 0 --port-file 
 port 0 the OS picks one; the chosen port (or the socket) and the pid are written to
 ``--port-file`` (JSON) once the model is loaded and the socket listens.
 
+A Keras 3 archive (``model.keras``) or a SavedModel in the model folder is served by
+``keras_engine.py`` (TensorFlow, no torch) through the same routes.
+
 Only the platform may call it: in a local sandbox it listens on a Unix socket in the
 deployment's workspace (its network namespace has no route out, and no other tenant sees the
 folder); on a remote node it listens on loopback and every request must carry
@@ -36,6 +39,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+try:  # on a node: staged beside this file
+    import serving_keras_engine as keras_engine  # type: ignore[import-not-found]
+except ImportError:  # in the repository
+    from services.trainer.serving import keras_engine
 
 try:  # on a node: staged beside this file
     import serving_llm as llm  # type: ignore[import-not-found]
@@ -321,13 +329,17 @@ def main() -> None:
     if args.token_file:
         with open(args.token_file) as fh:
             token = fh.read().strip()
-    model = Model(
-        args.model_dir,
-        args.task,
-        name=args.name,
-        engine=args.engine,
-        base_dir=args.base_model_dir,
-    )
+    model: Any
+    if keras_engine.is_keras_model(args.model_dir):  # a Keras 3 / SavedModel export
+        model = keras_engine.KerasModel(args.model_dir, args.task)
+    else:
+        model = Model(
+            args.model_dir,
+            args.task,
+            name=args.name,
+            engine=args.engine,
+            base_dir=args.base_model_dir,
+        )
     handler = make_handler(model, args.name, token)
     server: socketserver.BaseServer
     if args.unix_socket:

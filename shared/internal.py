@@ -5,11 +5,16 @@ the same client code calls across processes or stays in process.
 
 With ``credentials`` the client sends the calling service's token for ``audience`` (the
 callee's service name) on every ``/internal/...`` request (:mod:`shared.service_auth`).
+
+The clients keep no cookies: a cookie a service sets (auth's refresh, device and SSO
+cookies) belongs to the caller the gateway proxies it to, and must never ride along on the
+next request, someone else's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -20,6 +25,11 @@ from shared.service_auth import ServiceCredentials, ServiceTokenAuth
 __all__ = ["internal_client", "register_inproc", "unregister_inproc"]
 
 _INPROC: dict[str, Any] = {}
+
+
+def _no_cookies() -> CookieJar:
+    """A jar that accepts no cookie from any domain."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def register_inproc(name: str, app: Any) -> None:
@@ -43,6 +53,7 @@ def internal_client(
     ``credentials``, authenticated as the calling service to ``audience``. ``streaming``:
     an in-process answer's body arrives as the app sends it
     (:class:`shared.asgi_stream.StreamingASGITransport`), not once it has finished."""
+    kwargs.setdefault("cookies", _no_cookies())
     if credentials is not None:
         if not audience:
             raise ValueError("a service credential needs the callee's name (audience)")

@@ -54,10 +54,40 @@ def login(
     token: Annotated[
         str | None, typer.Option(help="An API token (aidp_…) instead of a password.")
     ] = None,
+    sso: Annotated[
+        bool,
+        typer.Option(
+            "--sso",
+            help="Sign in with the platform's identity provider (single sign-on) in a browser.",
+        ),
+    ] = False,
+    invitation: Annotated[
+        str | None, typer.Option(help="With --sso: an invitation code (invite-only platforms).")
+    ] = None,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="With --sso: only print the sign-in URL.")
+    ] = False,
 ) -> None:
     """Log in and remember the server and tokens in ~/.aidp/config (mode 0600)."""
     config = load_config()
     server = server or config.server or DEFAULT_SERVER
+    if sso:
+        from cli.sso import SsoFailed, sso_sign_in
+
+        client = Client(server)
+        try:
+            me = sso_sign_in(
+                client,
+                invitation=invitation,
+                open_browser=not no_browser,
+                show_url=lambda url: console.print(
+                    f"Sign in in your browser: {url}", highlight=False, soft_wrap=True
+                ),
+            )
+        except SsoFailed as exc:
+            raise fail(str(exc)) from None
+        _save_login(config, client, me.get("email"))
+        return
     if token:
         if not token.startswith("aidp_"):
             raise fail(

@@ -58,6 +58,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/api/projects/{project_id}/audit"): _R,
     ("POST", "/api/projects/{project_id}/clone"): _RUN,
     ("POST", "/api/specs/validate"): _RUN,
+    ("GET", "/api/runs/{run_id}/spec"): _R,
     # project webhooks (routes/webhooks.py; editors)
     ("POST", "/api/projects/{project_id}/webhooks"): _RUN,
     ("GET", "/api/projects/{project_id}/webhooks"): _R,
@@ -84,6 +85,14 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/api/deployments/{deployment_id}"): _R,
     ("DELETE", "/api/deployments/{deployment_id}"): _DEP,
     ("POST", "/api/deployments/{deployment_id}/predict"): _PRED,
+    ("GET", "/api/deployments"): _R,
+    ("PATCH", "/api/deployments/{deployment_id}"): _DEP,
+    ("POST", "/api/deployments/{deployment_id}/stop"): _DEP,
+    ("POST", "/api/deployments/{deployment_id}/start"): _DEP,
+    ("POST", "/api/deployments/{deployment_id}/promote"): _DEP,
+    ("GET", "/api/projects/{project_id}/endpoint"): _R,
+    ("POST", "/api/projects/{project_id}/endpoint/predict"): _PRED,
+    ("POST", "/api/projects/{project_id}/endpoint/rollback"): _DEP,
     # the OpenAI-compatible API of LLM deployments (routes/openai.py): all of it is predicting
     ("GET", "/api/deployments/{deployment_id}/v1/models"): _PRED,
     ("POST", "/api/deployments/{deployment_id}/v1/chat/completions"): _PRED,

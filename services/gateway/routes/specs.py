@@ -1,5 +1,6 @@
 """``POST /api/specs/validate`` (check a spec, errors with paths, diff against the last
-run's) and ``POST /api/projects/{id}/clone`` (a new project of yours from its spec)."""
+run's), ``GET /api/runs/{id}/spec`` (the spec snapshot a run ran with) and
+``POST /api/projects/{id}/clone`` (a new project of yours from its spec)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.gateway import projects as service
 from services.gateway.cloud_caps import check_cloud_caps
-from services.gateway.deps import CurrentUser, GatewayDep, ProjectViewer, authorize
+from services.gateway.deps import CurrentUser, GatewayDep, ProjectViewer, RunViewer, authorize
 from services.gateway.errors import responses
 from services.gateway.models import Project, Run
 from services.gateway.routes.projects import project_out
@@ -107,6 +108,19 @@ async def validate_spec(body: SpecCheckIn, user: CurrentUser, gateway: GatewayDe
         spec=spec_json if not errors else None,
         diff=diff,
     )
+
+
+class RunSpecOut(BaseModel):
+    run_id: uuid.UUID
+    number: int
+    spec: dict[str, Any]
+
+
+@router.get("/api/runs/{run_id}/spec", responses=responses(404))
+def run_spec(access: RunViewer) -> RunSpecOut:
+    """The spec this run ran with (stored with the run when it started)."""
+    run = access.run
+    return RunSpecOut(run_id=run.id, number=run.number, spec=run.spec)
 
 
 @router.post(

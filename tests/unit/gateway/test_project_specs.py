@@ -131,3 +131,21 @@ async def test_validate_diffs_against_the_latest_run(harness: Harness) -> None:
         "/api/specs/validate", json={"spec": edited, "project_id": project["id"]}, headers=mallory
     )
     assert r.status_code == 404
+
+
+async def test_a_run_keeps_the_spec_it_ran_with(harness: Harness) -> None:
+    _, alice = harness.login("alice@example.com")
+    project = (await _create(harness, alice, "snap", train={"args": {"epochs": 1}})).json()
+    run_id = project["current_run_id"]
+    r = await harness.client.patch(
+        f"/api/projects/{project['id']}",
+        json={"spec": {**SPEC, "train": {"args": {"epochs": 9}}}},
+        headers=alice,
+    )
+    assert r.status_code == 200
+    r = await harness.client.get(f"/api/runs/{run_id}/spec", headers=alice)
+    assert r.status_code == 200
+    assert r.json()["number"] == 1 and r.json()["spec"]["train"]["args"] == {"epochs": 1}
+    _, mallory = harness.login("mallory@example.com")
+    r = await harness.client.get(f"/api/runs/{run_id}/spec", headers=mallory)
+    assert r.status_code == 404

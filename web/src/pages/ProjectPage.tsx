@@ -6,6 +6,7 @@ import { ChatBox, LLM_TASKS } from "../components/ChatBox";
 import { LogPanel } from "../components/LogPanel";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
+import { SpecPanel } from "../components/SpecPanel";
 import { PreflightReport } from "../components/PreflightReport";
 import { ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { foldRuns, formatDuration, isFinal, newRunView } from "../runState";
@@ -216,10 +217,14 @@ export function ProjectPage({ projectId }: { projectId: string }) {
 
       <div className="grid-2">
         <Members project={project} />
-        <section className="card" aria-labelledby="spec-title">
-          <h2 id="spec-title">Spec</h2>
-          <pre className="mono small spec">{JSON.stringify(project.spec, null, 2)}</pre>
-        </section>
+        <SpecPanel
+          project={project}
+          runId={runId}
+          runNumber={run?.number ?? null}
+          canEdit={canEdit}
+          onSaved={load}
+          onRun={() => act(startRun)}
+        />
       </div>
       <DeleteProject project={project} />
     </main>

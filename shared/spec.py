@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.data_sources import SOURCE_SCHEMES, DatasetSpec, source_fields
+from shared.data_sources import DB_SCHEMES, SOURCE_SCHEMES, DatasetSpec, source_fields
 from shared.train_args import check_train_args
 
 __all__ = [
@@ -340,10 +340,14 @@ def default_method(n_params: int | None) -> str:
 def task_packages(spec: ProjectSpec) -> list[str]:
     """Packages the task's template needs in the run environment besides the spec's:
     TRL + peft for the LLM tasks (chat always uses TRL's SFTTrainer; causal-lm's LoRA uses
-    peft), bitsandbytes for qlora."""
+    peft), bitsandbytes for qlora; pyarrow for a database dataset (it arrives as Parquet)."""
+    packages: list[str] = []
+    dataset = spec.dataset_source()
+    if dataset is not None and dataset.scheme in DB_SCHEMES:
+        packages.append("pyarrow")
     if spec.task not in LLM_TASKS:
-        return []
-    packages = ["trl>=0.20", "peft>=0.13"]
+        return packages
+    packages += ["trl>=0.20", "peft>=0.13"]
     if spec.train.method == "qlora":
         packages.append("bitsandbytes>=0.45")
     return packages

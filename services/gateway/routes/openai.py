@@ -20,7 +20,7 @@ import logging
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -91,8 +91,24 @@ async def _caller(request: Request, gateway: GatewayDep) -> Identity:
     return identity
 
 
-async def _deployment(request: Request, gateway: GatewayDep, deployment_id: str) -> Identity:
-    user = await _caller(request, gateway)
+async def _openai_caller(request: Request, gateway: GatewayDep) -> Identity | AidpError:
+    """The caller, or why not (answered in the OpenAI shape by the route, not the app's
+    handler); the scope test knows this dependency as the bearer-token one."""
+    try:
+        return await _caller(request, gateway)
+    except AidpError as exc:
+        return exc
+
+
+Caller = Annotated[Identity | AidpError, Depends(_openai_caller)]
+
+
+async def _deployment(
+    gateway: GatewayDep, caller: Identity | AidpError, deployment_id: str
+) -> Identity:
+    if isinstance(caller, AidpError):
+        raise caller
+    user = caller
     await _authorize_object(
         gateway,
         user=user,
@@ -161,10 +177,14 @@ def _upstream_error(status: int, data: bytes) -> JSONResponse:
 
 
 async def _guarded(
-    request: Request, gateway: GatewayDep, deployment_id: str, path: str
+    request: Request,
+    gateway: GatewayDep,
+    caller: Identity | AidpError,
+    deployment_id: str,
+    path: str,
 ) -> Response:
     try:
-        user = await _deployment(request, gateway, deployment_id)
+        user = await _deployment(gateway, caller, deployment_id)
         body = b""
         if request.method == "POST":
             body = await request.body()
@@ -181,24 +201,24 @@ async def _guarded(
 
 @router.get(PREFIX + "/models", responses=_RESPONSES)
 async def openai_models(
-    deployment_id: DeploymentId, request: Request, gateway: GatewayDep
+    deployment_id: DeploymentId, request: Request, gateway: GatewayDep, caller: Caller
 ) -> Response:
     """The model this deployment serves (OpenAI ``GET /v1/models``)."""
-    return await _guarded(request, gateway, deployment_id, "models")
+    return await _guarded(request, gateway, caller, deployment_id, "models")
 
 
 @router.post(PREFIX + "/chat/completions", responses=_RESPONSES)
 async def openai_chat_completions(
-    deployment_id: DeploymentId, request: Request, gateway: GatewayDep
+    deployment_id: DeploymentId, request: Request, gateway: GatewayDep, caller: Caller
 ) -> Response:
     """OpenAI chat completions: ``messages`` through the model's chat template; ``stream``,
     ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``; ``usage`` counts."""
-    return await _guarded(request, gateway, deployment_id, "chat/completions")
+    return await _guarded(request, gateway, caller, deployment_id, "chat/completions")
 
 
 @router.post(PREFIX + "/completions", responses=_RESPONSES)
 async def openai_completions(
-    deployment_id: DeploymentId, request: Request, gateway: GatewayDep
+    deployment_id: DeploymentId, request: Request, gateway: GatewayDep, caller: Caller
 ) -> Response:
     """OpenAI (legacy) completions of a ``prompt``; the same arguments as chat."""
-    return await _guarded(request, gateway, deployment_id, "completions")
+    return await _guarded(request, gateway, caller, deployment_id, "completions")

@@ -29,7 +29,8 @@ def _routes(app: FastAPI) -> list[tuple[str, str, bool]]:
         dependant = getattr(route, "dependant", None)
         names = _dependency_names(dependant) if dependant is not None else set()
         for method in sorted(getattr(route, "methods", None) or ()):
-            found.append((method, str(path), "_current_user" in names))
+            # _openai_caller: the OpenAI-compatible routes' own (errors in OpenAI's shape)
+            found.append((method, str(path), bool(names & {"_current_user", "_openai_caller"})))
 
     for route in app.routes:
         contexts = getattr(route, "effective_route_contexts", None)

@@ -286,6 +286,9 @@ class EnvironmentOut(_Out):
     lock: str | dict[str, Any] | list[Any] | None = None
     python: str | None = None
     torch_version: str | None = None
+    framework: str | None = None  # pytorch | tensorflow
+    tensorflow_version: str | None = None
+    keras_version: str | None = None
     accelerator: str | None = None
 
 

@@ -36,6 +36,9 @@ def internal_router() -> APIRouter:
                 "python": env.get("python"),
                 "python_version": env.get("python_version"),
                 "torch_version": env.get("torch_version"),
+                "framework": env.get("framework") or "pytorch",
+                "tensorflow_version": env.get("tensorflow_version"),
+                "keras_version": env.get("keras_version"),
                 "accelerator": env.get("accelerator")
                 or row.spec.get("resources", {}).get("accelerator", "cpu"),
                 "state": row.state,

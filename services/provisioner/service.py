@@ -382,6 +382,9 @@ class Provisioner:
                 python=env["python"],
                 torch_version=env["torch_version"],
                 accelerator=env["accelerator"],
+                framework=env.get("framework") or "pytorch",
+                tensorflow_version=env.get("tensorflow_version") or "",
+                keras_version=env.get("keras_version") or "",
             ),
         )
         with self.runtime.db.session() as s:

@@ -3,10 +3,10 @@
 Data as the PyTorch template reads it: a folder per class (``<class>/<image>``) or a
 ``metadata.csv`` (``file_name``, ``label``; files inside the dataset only). Images are
 decoded by TensorFlow (PNG, JPEG, BMP, GIF) or read from ``.npy``, and resized to the base
-model's ``image_size`` (its ``config.json``; ``train.args.image_size`` overrides, default
-64). The model is a small convolutional network trained from scratch with ``model.fit``
-(a PyTorch base model's weights do not load into Keras); it takes pixels 0–255 of shape
-``(size, size, 3)``, so a deployment is sent each image as a JSON array of that shape.
+model's ``image_size`` (its ``config.json``; 64 when it names none). The model is a small
+convolutional network trained from scratch with ``model.fit`` (a PyTorch base model's
+weights do not load into Keras); it takes pixels 0–255 of shape ``(size, size, 3)``, so a
+deployment is sent each image as a JSON array of that shape.
 """
 
 from __future__ import annotations
@@ -44,10 +44,7 @@ def list_examples(root: Path) -> list[tuple[Path, str]]:
 
 
 def image_size(model_dir: Path) -> int:
-    """The base model's ``image_size`` (config.json), else 64; train.args overrides."""
-    wanted = aidp.train_args().get("image_size")
-    if wanted:
-        return int(wanted)
+    """The base model's ``image_size`` (config.json), else 64."""
     try:
         config = json.loads((model_dir / "config.json").read_text())
         return int(config.get("image_size") or 64)

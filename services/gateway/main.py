@@ -27,6 +27,7 @@ from services.gateway.routes import (
     admin,
     artifacts,
     auth_proxy,
+    deployments,
     invitations,
     openai,
     ops,
@@ -168,8 +169,8 @@ def create_app(
             allow_credentials=False,
         )
     for module in (
-        auth_proxy, secrets, projects, invitations, runs, artifacts, serving, openai, ops, admin,
-        webhooks, specs,
+        auth_proxy, secrets, projects, invitations, runs, artifacts, serving, deployments, openai,
+        ops, admin, webhooks, specs,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(ws_router)

@@ -266,11 +266,68 @@ class ModelOut(_Out):
 
 
 class DeploymentOut(_Out):
+    """A deployment. ``status``: starting, running, restarting, idle (scaled to zero; the
+    next request starts it: a cold start), waking, stopped, failed. ``live``: the
+    project's endpoint (``/api/projects/{id}/endpoint``) serves it."""
+
     id: str
     project_id: uuid.UUID
     model_id: str | None = None
     status: str
     endpoint: str | None = None
+    model_version: int | None = None
+    run_id: uuid.UUID | None = None
+    node: str | None = None
+    replicas: int = 1
+    replicas_up: int = 0
+    idle_timeout_s: int | None = None
+    keep_previous: bool = False
+    live: bool = False
+    restarts: int = 0
+    reason: str | None = None
+    last_request_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    project_name: str | None = None  # filled in by the gateway
+    role: str | None = None  # the caller's role on the project
+
+
+class DeployIn(_In):
+    """``POST /api/models/{id}/deploy``: ``replicas`` servers (round-robin);
+    ``idle_timeout_s``: scale to zero after that long without a request; ``keep_previous``:
+    the project's other deployments keep running; ``promote``: become the project's live
+    endpoint once running."""
+
+    replicas: int = Field(1, ge=1, le=8)
+    idle_timeout_s: int | None = Field(None, ge=1, le=30 * 86400)
+    keep_previous: bool = False
+    promote: bool = True
+
+
+class DeploymentPatchIn(_In):
+    """Change a deployment's settings (``idle_timeout_s`` 0: never scale to zero); a new
+    replica count restarts a running deployment's servers with it."""
+
+    replicas: int | None = Field(None, ge=1, le=8)
+    idle_timeout_s: int | None = Field(None, ge=0, le=30 * 86400)
+    keep_previous: bool | None = None
+
+
+class PromoteIn(_In):
+    """``keep_previous``: the project's other deployments keep running (default: the
+    deployment's own setting)."""
+
+    keep_previous: bool | None = None
+
+
+class EndpointOut(_Out):
+    """A project's live alias: the deployment its endpoint serves, and the one roll back
+    returns to."""
+
+    project_id: uuid.UUID
+    deployment_id: str | None = None
+    previous_deployment_id: str | None = None
+    deployment: DeploymentOut | None = None
 
 
 class PredictIn(_In):

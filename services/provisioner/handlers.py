@@ -12,6 +12,7 @@ from services.provisioner.models import RunNodes
 from services.provisioner.service import Provisioner
 from shared.events import (
     DatasetValidated,
+    DeploymentStopped,
     Envelope,
     EventPayload,
     ProjectCreated,
@@ -141,7 +142,19 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
         if serving:
             await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "undeployed")
 
+    async def on_deployment_stopped(envelope: Envelope) -> None:
+        """A deployment serving from its run's nodes stopped: nothing needs them now."""
+        payload = _typed(parse_payload(envelope), DeploymentStopped)
+        if not payload.on_run_nodes:
+            return
+        with runtime.db.session() as s:
+            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+            serving = row is not None and row.serving
+        if serving:
+            await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "undeployed")
+
     return {
+        "DeploymentStopped": on_deployment_stopped,
         "ProjectCreated": on_run,
         "RunRequested": on_run,
         "DatasetValidated": on_preflight,

@@ -11,14 +11,21 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.gateway.deps import Access, CurrentUser, GatewayDep, ProjectViewer, authorize
 from services.gateway.downstream import parse_answer
 from services.gateway.errors import responses
 from services.gateway.identity import Identity
-from services.gateway.schemas import DeploymentOut, DeployOut, ModelOut, PredictIn, PredictOut
+from services.gateway.schemas import (
+    DeployIn,
+    DeploymentOut,
+    DeployOut,
+    ModelOut,
+    PredictIn,
+    PredictOut,
+)
 from shared.errors import NotFound
 
 __all__ = ["router"]
@@ -91,13 +98,20 @@ async def download_model(
 @router.post(
     "/api/models/{model_id}/deploy", status_code=202, responses=responses(403, 404, 409, 503)
 )
-async def deploy_model(model_id: ObjectId, user: CurrentUser, gateway: GatewayDep) -> DeployOut:
-    """Deploy a model version behind an inference endpoint (editor)."""
+async def deploy_model(
+    model_id: ObjectId, user: CurrentUser, gateway: GatewayDep, options: DeployIn | None = None
+) -> DeployOut:
+    """Deploy a model version behind an inference endpoint (editor). Once running it
+    becomes the project's live endpoint and the project's other deployments stop, unless
+    ``keep_previous`` (or ``promote: false``)."""
     await _authorize_object(
         gateway, user=user, path=f"/internal/models/{model_id}", need="editor", what="model"
     )
     body = await gateway.downstream.trainer.json(
-        "POST", f"/internal/models/{model_id}/deploy", user_id=user.user_id
+        "POST",
+        f"/internal/models/{model_id}/deploy",
+        user_id=user.user_id,
+        json=(options or DeployIn()).model_dump(),
     )
     return parse_answer(DeployOut, body, service="trainer")
 
@@ -106,14 +120,17 @@ async def deploy_model(model_id: ObjectId, user: CurrentUser, gateway: GatewayDe
 async def get_deployment(
     deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
 ) -> DeploymentOut:
-    body, _ = await _authorize_object(
+    """One deployment: state, model version, replicas, whether it is live (viewer)."""
+    body, access = await _authorize_object(
         gateway,
         user=user,
         path=f"/internal/deployments/{deployment_id}",
         need="viewer",
         what="deployment",
     )
-    return parse_answer(DeploymentOut, body, service="trainer")
+    out = parse_answer(DeploymentOut, body, service="trainer")
+    out.project_name, out.role = access.project.name, access.role
+    return out
 
 
 @router.delete(
@@ -139,11 +156,43 @@ async def delete_deployment(
     return Response(status_code=204)
 
 
-@router.post("/api/deployments/{deployment_id}/predict", responses=responses(403, 404, 409, 503))
+#: Headers of the trainer's answer a caller sees: which replica answered, whether the
+#: request waited for a cold start (a deployment scaled to zero).
+PASSED_HEADERS = ("X-Aidp-Replica", "X-Aidp-Cold-Start")
+
+
+async def forward_predict(
+    gateway: GatewayDep, *, user: Identity, deployment_id: str, body: PredictIn
+) -> JSONResponse:
+    """Send ``inputs`` to the deployment (already authorised); its outputs, with the
+    trainer's replica and cold-start headers and ``X-Aidp-Deployment``."""
+    upstream = await gateway.downstream.trainer.request(
+        "POST",
+        f"/internal/deployments/{deployment_id}/predict",
+        user_id=user.user_id,
+        json={"inputs": body.inputs},
+    )
+    try:
+        answer = upstream.json()
+    except ValueError:
+        answer = None
+    out = parse_answer(PredictOut, answer, service="trainer")
+    headers = {h: upstream.headers[h] for h in PASSED_HEADERS if h in upstream.headers}
+    headers["X-Aidp-Deployment"] = deployment_id
+    return JSONResponse(out.model_dump(mode="json"), headers=headers)
+
+
+@router.post(
+    "/api/deployments/{deployment_id}/predict",
+    response_model=PredictOut,
+    responses=responses(403, 404, 409, 503),
+)
 async def predict(
     deployment_id: ObjectId, body: PredictIn, user: CurrentUser, gateway: GatewayDep
-) -> PredictOut:
-    """Run the deployed model on ``inputs`` (editor)."""
+) -> JSONResponse:
+    """Run the deployed model on ``inputs`` (editor). A deployment scaled to zero starts
+    first (the answer then carries ``X-Aidp-Cold-Start: true``); ``X-Aidp-Replica`` says
+    which server answered."""
     await _authorize_object(
         gateway,
         user=user,
@@ -151,10 +200,4 @@ async def predict(
         need="editor",
         what="deployment",
     )
-    answer = await gateway.downstream.trainer.json(
-        "POST",
-        f"/internal/deployments/{deployment_id}/predict",
-        user_id=user.user_id,
-        json={"inputs": body.inputs},
-    )
-    return parse_answer(PredictOut, answer, service="trainer")
+    return await forward_predict(gateway, user=user, deployment_id=deployment_id, body=body)

@@ -1,11 +1,10 @@
 """Deployments as first-class objects (issue 16), on the trainer's internal API with real
 inference servers: replicas with round-robin, stop/start, the live alias with promote,
-supersede and roll back, scale to zero with a cold start, servers stopped at shutdown and
-started again at the next start."""
+supersede and roll back, servers stopped at shutdown and started again at the next start.
+Scale to zero and the cold start: tests/unit/gateway/test_deployments_api.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -190,33 +189,6 @@ async def test_new_version_supersedes_promote_and_roll_back(api: Api) -> None:
     assert promoted == [(v1, False), (v2, False), (v3, False), (v2, True), (v1, True)]
     deployed = [e.payload["deployment_id"] for e in api.trainer.events.of("ModelDeployed")]
     assert deployed.count(v1) == 2  # started again from stopped
-
-
-async def test_scale_to_zero_and_cold_start(api: Api) -> None:
-    project = uuid.uuid4()
-    dep_id = await api.deploy(register(api.trainer, project, 1), idle_timeout_s=1)
-    await api.wait_status(dep_id, "running")
-    pid = row(api.trainer, dep_id).pid  # type: ignore[union-attr]
-    assert pid and alive(pid)
-    idle = await api.wait_status(dep_id, "idle", timeout=30)
-    assert "scaled to zero" in idle["reason"] and idle["replicas_up"] == 0
-    await api.trainer.events.wait_for(lambda: not alive(pid), what="server gone")
-
-    r = await api.predict(dep_id)  # waits for the cold start
-    assert r.status_code == 200, r.text
-    assert r.headers["x-aidp-cold-start"] == "true"
-    assert len(r.json()["outputs"]) == 1
-    r = await api.predict(dep_id)
-    assert r.headers["x-aidp-cold-start"] == "false"
-    assert len(api.trainer.events.of("ModelDeployed")) == 1  # a cold start is no new deploy
-
-    # the idle time is a per-deployment setting (0: never scale to zero)
-    r = await api.client.patch(f"/internal/deployments/{dep_id}", json={"idle_timeout_s": 0})
-    assert r.status_code == 200 and r.json()["idle_timeout_s"] is None
-    await asyncio.sleep(2.0)
-    assert (await api.get(dep_id))["status"] == "running"
-    r = await api.client.patch(f"/internal/deployments/{dep_id}", json={"replicas": 0})
-    assert r.status_code == 422
 
 
 async def test_servers_stop_with_the_trainer_and_start_again(

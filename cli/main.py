@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from cli import account, members, serving
+from cli import account, deployments, members, serving
 from cli.chat import chat
 from cli.follow import (
     FINAL_STATUSES,
@@ -352,6 +352,7 @@ for _command in _COMMANDS:
 app.add_typer(account.secrets_app, name="secrets")
 app.add_typer(account.tokens_app, name="tokens")
 app.add_typer(members.members_app, name="members")
+app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(members.invitations_app, name="invitations")
 
 

@@ -392,6 +392,22 @@ class Client:
     def delete_deployment(self, deployment_id: str) -> None:
         self.request("DELETE", f"/api/deployments/{deployment_id}")
 
+    def list_deployments(self, project_id: str | None = None) -> list[Json]:
+        """Deployments of your projects (newest first), optionally of one project."""
+        params = {"project_id": project_id} if project_id else None
+        return list(self.request("GET", "/api/deployments", params=params))
+
+    def deployment_action(self, deployment_id: str, action: str, **body: Any) -> Json:
+        """``stop``, ``start`` or ``promote`` a deployment; returns it."""
+        return self.request("POST", f"/api/deployments/{deployment_id}/{action}", json=body or None)
+
+    def project_endpoint(self, project_id: str) -> Json:
+        """The project's live alias: which deployment its endpoint serves."""
+        return self.request("GET", f"/api/projects/{project_id}/endpoint")
+
+    def rollback_endpoint(self, project_id: str) -> Json:
+        return self.request("POST", f"/api/projects/{project_id}/endpoint/rollback")
+
     def predict(self, deployment_id: str, inputs: list[Any]) -> list[Any]:
         """Send inputs to a deployed model; returns its outputs, one per input."""
         body = self.request(

@@ -1,7 +1,8 @@
 // The new-project form's state, its validation (mirroring shared/spec.py) and the spec it makes.
 import { stringify } from "yaml";
+import { dataSourceSpec, validateDataSource } from "./dataSources";
 
-export type DatasetKind = "hf" | "kaggle" | "url" | "upload";
+export type DatasetKind = "hf" | "kaggle" | "url" | "upload" | "s3" | "db";
 export type Task = "text-classification" | "image-classification" | "causal-lm" | "chat" | "custom";
 /** Tasks that take a training method (full, LoRA, QLoRA) and get a pre-flight check. */
 export const LLM_TASKS: Task[] = ["causal-lm", "chat"];
@@ -15,6 +16,13 @@ export interface SpecForm {
   datasetRevision: string;
   datasetUrl: string;
   uploadUri: string;
+  s3Uri: string;
+  s3Endpoint: string;
+  s3Region: string;
+  dbUri: string;
+  dbMode: "query" | "table";
+  dbQuery: string;
+  dbTable: string;
   task: Task;
   method: "auto" | "full" | "lora" | "qlora";
   loraR: string;
@@ -48,6 +56,13 @@ export const DEFAULT_FORM: SpecForm = {
   datasetRevision: "main",
   datasetUrl: "",
   uploadUri: "",
+  s3Uri: "",
+  s3Endpoint: "",
+  s3Region: "",
+  dbUri: "",
+  dbMode: "query",
+  dbQuery: "",
+  dbTable: "",
   task: "text-classification",
   method: "auto",
   loraR: "",
@@ -107,6 +122,8 @@ export function validate(f: SpecForm): Errors {
     if (f.datasetRevision && !/^\d+$/.test(f.datasetRevision)) e.datasetRevision = "A Kaggle version is a number (or leave empty).";
   } else if (f.datasetKind === "url") {
     if ((needsData || f.datasetUrl) && !/^https:\/\/[^/\s]+\S*$/.test(f.datasetUrl.trim())) e.datasetUrl = "An https:// URL.";
+  } else if (f.datasetKind === "s3" || f.datasetKind === "db") {
+    validateDataSource(f, needsData, e);
   } else if (needsData && !f.uploadUri) {
     e.uploadUri = "Choose a file and wait for the upload to finish.";
   }
@@ -155,6 +172,11 @@ export function datasetUri(f: SpecForm): string | null {
       return f.datasetUrl.trim() || null;
     case "upload":
       return f.uploadUri || null;
+    case "s3":
+    case "db": {
+      const d = dataSourceSpec(f);
+      return typeof d === "string" ? d : (d?.uri ?? null);
+    }
   }
 }
 
@@ -202,7 +224,7 @@ export function toSpec(f: SpecForm): Record<string, unknown> {
     name: f.name,
     model: withRev(`hf://${f.modelId.trim()}`, f.modelRevision),
   };
-  const dataset = datasetUri(f);
+  const dataset = f.datasetKind === "s3" || f.datasetKind === "db" ? dataSourceSpec(f) : datasetUri(f);
   if (dataset) spec.dataset = dataset;
   spec.task = f.task;
   spec.train = train;

@@ -4,6 +4,7 @@ import { api, items, uploadFile, type Project } from "../api";
 import { ErrorBanner, Field, ProgressBar, describedBy } from "../components/ui";
 import { formatBytes } from "../runState";
 import { LlmOptions } from "../components/LlmOptions";
+import { DataSourceFields } from "../components/DataSourceFields";
 import { DEFAULT_FORM, LLM_TASKS, toSpec, toYaml, validate, type SpecForm } from "../spec";
 
 const TASKS: [SpecForm["task"], string][] = [
@@ -137,6 +138,8 @@ export function NewProjectPage() {
                   ["kaggle", "Kaggle"],
                   ["url", "URL"],
                   ["upload", "Upload a file"],
+                  ["s3", "S3 storage"],
+                  ["db", "Database"],
                 ] as const
               ).map(([k, label]) => (
                 <label key={k} className={form.datasetKind === k ? "seg active" : "seg"}>
@@ -171,6 +174,7 @@ export function NewProjectPage() {
                 <input id="uploadFile" type="file" onChange={(e) => onFile(e.target.files?.[0])} {...describedBy("uploadFile", show("uploadUri"))} />
               </Field>
             )}
+            {(form.datasetKind === "s3" || form.datasetKind === "db") && <DataSourceFields form={form} set={set} error={show} />}
             {form.datasetKind === "upload" && upload && (
               <div className="upload" aria-live="polite">
                 <div className="stage-row">

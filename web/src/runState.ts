@@ -2,7 +2,9 @@
 import type { Envelope, RunStatus, StoredEvent } from "./api";
 
 export type StageName = "fetching" | "provisioning" | "training" | "deploying";
-export type StageStatus = "pending" | "active" | "done" | "failed" | "skipped";
+// "stopped": the stage was running when the run ended another way (cancelled, or another
+// stage failed); its timer stops there.
+export type StageStatus = "pending" | "active" | "done" | "failed" | "skipped" | "stopped";
 
 export interface Stage {
   status: StageStatus;
@@ -107,6 +109,22 @@ function advance(view: RunView, status: RunStatus): void {
   if (!isFinal(view.status)) view.status = status;
 }
 
+const TRAINING_NOTE = "Training started on ";
+
+/** The run ended (`status`, final): stages still running stop, live-only figures go. */
+function settle(view: RunView, at: number): void {
+  for (const st of Object.values(view.stages)) {
+    if (st.status === "active") finish(st, at, "stopped");
+    else if (st.status === "pending" && view.status === "cancelled") st.status = "skipped";
+  }
+  view.etaSeconds = null;
+  view.samplesPerSec = null;
+  view.notes = view.notes.filter((n) => !n.startsWith(TRAINING_NOTE));
+}
+
+/** Events that still change a run after it ended (logs arrive late; a later deploy). */
+const AFTER_END = new Set(["TrainingLog", "ModelDeployed"]);
+
 const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
 /** Apply one envelope to `view` (mutates it). Events of other runs must be filtered first. */
@@ -115,6 +133,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
   const at = Date.parse(env.occurred_at) || Date.now();
   const s = view.stages;
   view.lastSeq = Math.max(view.lastSeq, seq);
+  if (isFinal(view.status) && !AFTER_END.has(env.type)) return; // a final status is sticky
   switch (env.type) {
     case "ProjectCreated":
     case "RunRequested": {
@@ -161,7 +180,7 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
       finish(s.fetching, at);
       finish(s.provisioning, at);
       start(s.training, at);
-      view.notes.push(`Training started on ${p.world_size ?? 1} process(es)`);
+      view.notes.push(`${TRAINING_NOTE}${p.world_size ?? 1} process(es)`);
       break;
     case "TrainingProgress": {
       advance(view, "training");
@@ -190,16 +209,23 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
       finish(s.training, at);
       view.modelVersion = String(p.model_version ?? "");
       view.metrics = (p.metrics ?? {}) as Record<string, number>;
+      view.notes = view.notes.filter((n) => !n.startsWith(TRAINING_NOTE));
+      view.etaSeconds = null;
       if (view.deployEnabled) {
         advance(view, "deploying");
         start(s.deploying, at);
-      } else advance(view, "succeeded");
+      } else {
+        advance(view, "succeeded");
+        settle(view, at);
+      }
       break;
     case "ModelDeployed":
-      finish(s.deploying, at);
       view.deploymentId = String(p.deployment_id);
       view.endpoint = String(p.endpoint ?? "");
+      if (isFinal(view.status)) break; // a later deploy of this run's model
+      finish(s.deploying, at);
       advance(view, "deployed");
+      settle(view, at);
       break;
     case "ArtifactsFailed":
     case "ValidationFailed":
@@ -222,11 +248,12 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
       finish(s[stage], at, "failed");
       view.reason = reason;
       advance(view, "failed");
+      settle(view, at);
       break;
     }
     case "RunCancelled":
       advance(view, "cancelled");
-      for (const st of Object.values(s)) if (st.status === "active") finish(st, at, "failed");
+      settle(view, at);
       break;
     default:
       break;

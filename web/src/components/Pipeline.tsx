@@ -9,7 +9,7 @@ const LABEL: Record<StageName, string> = {
   deploying: "Deploying",
 };
 
-const ICON: Record<string, string> = { pending: "○", active: "◐", done: "✓", failed: "✕", skipped: "–" };
+const ICON: Record<string, string> = { pending: "○", active: "◐", done: "✓", failed: "✕", skipped: "–", stopped: "■" };
 
 function elapsed(stage: Stage, now: number): string {
   if (!stage.startedAt) return "";

@@ -184,14 +184,14 @@ export function ProjectPage({ projectId }: { projectId: string }) {
             </div>
             <div>
               <dt>ETA</dt>
-              <dd>{isFinal(status) ? "done" : formatDuration(view.etaSeconds)}</dd>
+              <dd>{status === "succeeded" || status === "deployed" ? "done" : isFinal(status) ? "–" : formatDuration(view.etaSeconds)}</dd>
             </div>
           </dl>
           <LossChart points={view.losses} totalSteps={view.totalSteps} />
         </section>
         <section className="card" aria-labelledby="logs-title">
           <h2 id="logs-title">Logs</h2>
-          <LogPanel lines={view.logs} />
+          <LogPanel lines={view.logs} runId={runId} />
         </section>
       </div>
 

@@ -4,6 +4,7 @@ import { api, getTokens, hasSession, logout, onTokens, type Me } from "./api";
 import { ErrorBoundary } from "./components/ui";
 import { AccountPage } from "./pages/AccountPage";
 import { AuthPage } from "./pages/AuthPage";
+import { DeploymentsPage } from "./pages/DeploymentsPage";
 import { NewProjectPage } from "./pages/NewProjectPage";
 import { ProjectPage } from "./pages/ProjectPage";
 import { ProjectsPage } from "./pages/ProjectsPage";
@@ -25,6 +26,7 @@ function Route({ hash }: { hash: string }) {
   if (project) return <ProjectPage key={project[1]} projectId={project[1]} />;
   if (path === "/new") return <NewProjectPage />;
   if (path === "/secrets") return <SecretsPage />;
+  if (path === "/deployments") return <DeploymentsPage />;
   if (path === "/account") return <AccountPage />;
   if (path === "/" || path === "/projects") return <ProjectsPage />;
   return (
@@ -74,6 +76,7 @@ export function App() {
         <nav aria-label="Main">
           {nav("#/", "Projects", hash === "#/" || hash.startsWith("#/projects"))}
           {nav("#/new", "New project", hash === "#/new")}
+          {nav("#/deployments", "Deployments", hash === "#/deployments")}
           {nav("#/secrets", "Secrets", hash === "#/secrets")}
           {nav("#/account", "Account", hash === "#/account")}
         </nav>

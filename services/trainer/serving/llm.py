@@ -95,20 +95,24 @@ class TransformersEngine:
         self.created = int(time.time())
         self.torch = torch
         self.lock = threading.Lock()
-        safe = {"trust_remote_code": False, "local_files_only": True}
+        safe: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
         adapter = adapter_info(model_dir, base_dir)
         weights = adapter["base"] if adapter else model_dir
         tokenizer_dir = model_dir
         if adapter and not os.path.isfile(os.path.join(model_dir, "tokenizer_config.json")):
             tokenizer_dir = weights
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, **safe)
+        # a CUDA node without vLLM: the GPU, in bf16
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":
+            safe["dtype"] = torch.bfloat16
         model: Any = AutoModelForCausalLM.from_pretrained(weights, use_safetensors=True, **safe)
         if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, model_dir, is_trainable=False)
             model = model.merge_and_unload()  # one matmul per layer again
-        self.model = model.eval()
+        self.model = model.to(self.device).eval()
         config = self.model.config
         self.context = int(
             getattr(config, "max_position_embeddings", None)
@@ -312,8 +316,10 @@ class Generation:
             engine.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT
         )
         kwargs: dict[str, Any] = {
-            "input_ids": torch.tensor([prompt_ids]),
-            "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long),
+            "input_ids": torch.tensor([prompt_ids], device=engine.device),
+            "attention_mask": torch.ones(
+                1, len(prompt_ids), dtype=torch.long, device=engine.device
+            ),
             "max_new_tokens": max_new_tokens,
             "streamer": self._streamer,
             "stopping_criteria": StoppingCriteriaList([Cancelled()]),

@@ -86,12 +86,19 @@ def _wait_healthy(
 
 
 @contextmanager
-def running_platform(work: Path, *, timeout: float = 120) -> Iterator[Platform]:
-    """Start the hub and ``aidp up`` (its own data dir and port); stop both afterwards."""
+def running_platform(
+    work: Path,
+    *,
+    timeout: float = 120,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Iterator[Platform]:
+    """Start the hub and ``aidp up`` (its own data dir and port, ``extra_env`` added to its
+    environment); stop both afterwards."""
     work.mkdir(parents=True, exist_ok=True)
     with HubServer() as hub:
         _publish_fixtures(hub, work / "fixtures")
-        port = free_port()
+        port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         data_dir = work / "data"
         log_path = work / "aidp-up.log"
@@ -100,6 +107,7 @@ def running_platform(work: Path, *, timeout: float = 120) -> Iterator[Platform]:
             "HF_ENDPOINT": hub.url,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "AIDP_DATA_DIR": str(data_dir),
+            **(extra_env or {}),
         }
         env.pop("AIDP_CONFIG", None)
         platform = Platform(url=url, data_dir=data_dir, log_path=log_path, hub=hub)

@@ -2,6 +2,7 @@
 import { useState, type FormEvent } from "react";
 import { login, register } from "../api";
 import { ErrorBanner, Field, Notice, describedBy } from "../components/ui";
+import { SsoButton } from "../components/SsoButton";
 
 export function AuthPage({ reason }: { reason?: string | null }) {
   const [mode, setMode] = useState<"login" | "signup">("signup");
@@ -50,6 +51,7 @@ export function AuthPage({ reason }: { reason?: string | null }) {
         <h2 id="auth-title" className="sr-only">{mode === "signup" ? "Create an account" : "Log in"}</h2>
         {reason && <Notice>{reason}</Notice>}
         <ErrorBanner error={error} />
+        <SsoButton />
         <form onSubmit={submit} noValidate>
           <Field id="email" label="Email">
             <input id="email" type="email" autoComplete="email" required value={email} onChange={(e) => setEmail(e.target.value)} />

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Annotated, Any
 
 import httpx
@@ -28,7 +29,7 @@ from services.gateway.deps import GatewayDep, route_template
 from services.gateway.identity import Identity
 from services.gateway.routes.serving import _authorize_object
 from services.gateway.scopes import required_scope
-from shared.errors import AidpError, Unauthenticated
+from shared.errors import AidpError, NotFound, Unauthenticated
 
 __all__ = ["router"]
 
@@ -109,6 +110,10 @@ async def _deployment(
     if isinstance(caller, AidpError):
         raise caller
     user = caller
+    try:  # every deployment id is a UUID: anything else names no deployment
+        uuid.UUID(deployment_id)
+    except ValueError:
+        raise NotFound("deployment not found") from None
     await _authorize_object(
         gateway,
         user=user,

@@ -3,7 +3,8 @@
 replica refuses the user's older access tokens within moments of the commit.
 
 Reasons (the event's ``reason``): ``logout``, ``logout_all``, ``password_changed``,
-``refresh_reuse``, ``account_disabled``, ``admin``.
+``refresh_reuse``, ``account_disabled``, ``admin``, ``admin_revoked`` (an SSO sign-in took
+the admin flag away: tokens that still say admin must die).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ COMMON_ARGS: frozenset[str] = frozenset(
         "max_length",
         "seed",
         "eval_fraction",
+        "eval_every",
         "num_threads",
         "checkpoint_every",
     }

@@ -24,7 +24,14 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_model, save_model
 
-__all__ = ["TrainConfig", "Distributed", "find_files", "read_table", "run_training"]
+__all__ = [
+    "Distributed",
+    "TrainConfig",
+    "find_files",
+    "macro_f1",
+    "read_table",
+    "run_training",
+]
 
 Batch = dict[str, torch.Tensor]
 
@@ -45,6 +52,9 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 42
     eval_fraction: float = 0.0
+    #: evaluate every N steps during training (0: at each epoch's end when the data has an
+    #: evaluation split; never on the training rows alone)
+    eval_every: int = 0
     text_column: str = "text"
     label_column: str = "label"
     num_threads: int = 0
@@ -194,10 +204,14 @@ def run_training(
     ctx: Distributed,
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     report: bool = True,
+    eval_split: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` on ``data`` (tensors with one row per example); returns metrics.
 
     ``report=False`` disables progress and checkpoints (the benchmark's direct run).
+    With ``evaluate``, rank 0 also evaluates during training (every ``cfg.eval_every``
+    steps, or at each epoch's end when ``eval_split``: the data has an evaluation split)
+    and reports the figures (``eval_loss``, ``eval_accuracy``…) in that step's progress.
     """
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -257,12 +271,19 @@ def run_training(
             if report and ctx.main:
                 loss_value = float(loss.detach())
                 losses.append(loss_value)
+                due = evaluate is not None and (
+                    (cfg.eval_every > 0 and step % cfg.eval_every == 0)
+                    or (cfg.eval_every <= 0 and eval_split and step % steps_per_epoch == 0)
+                )
+                figures = _evaluate_now(model, evaluate) if due and evaluate else None
                 reporter.step(
                     step,
                     loss=loss_value,
                     epoch=step / steps_per_epoch,
                     learning_rate=scheduler.get_last_lr()[0],
                     samples=len(idx) * ctx.world_size,
+                    metrics=figures,
+                    force=figures is not None,
                 )
                 if step % cfg.checkpoint_every == 0 and step < total:
                     _save_checkpoint(model, optimizer, scheduler, step)
@@ -288,6 +309,32 @@ def run_training(
         with torch.no_grad():
             metrics.update(evaluate(_unwrap(model)))
     return metrics
+
+
+def _evaluate_now(
+    model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], dict[str, float]]
+) -> dict[str, float]:
+    """Evaluation figures in the middle of training (``*_loss_final`` reported as
+    ``*_loss``); the model goes back to training mode."""
+    inner = _unwrap(model)
+    inner.eval()
+    try:
+        with torch.no_grad():
+            figures = evaluate(inner)
+    finally:
+        inner.train()
+    return {k.removesuffix("_final"): float(v) for k, v in figures.items()}
+
+
+def macro_f1(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Macro-averaged F1 over the classes present in ``labels`` or ``predicted``."""
+    scores = []
+    for c in torch.unique(torch.cat([predicted, labels])).tolist():
+        tp = int(((predicted == c) & (labels == c)).sum())
+        fp = int(((predicted == c) & (labels != c)).sum())
+        fn = int(((predicted != c) & (labels == c)).sum())
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / max(1, len(scores))
 
 
 def batched_eval(

@@ -84,7 +84,9 @@ def main() -> None:
         prefix = "eval" if evals else "train"
         return {f"{prefix}_loss_final": loss, f"{prefix}_perplexity": math.exp(min(loss, 50.0))}
 
-    metrics = run_training(model=model, data=train, cfg=cfg, ctx=ctx, evaluate=evaluate)
+    metrics = run_training(
+        model=model, data=train, cfg=cfg, ctx=ctx, evaluate=evaluate, eval_split=bool(evals)
+    )
     if method == "full":
         finish(model, ctx, metrics, tokenizer)
         return

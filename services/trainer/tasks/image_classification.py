@@ -25,6 +25,7 @@ from _common import (  # noqa: E402
     TrainConfig,
     batched_eval,
     finish,
+    macro_f1,
     read_table,
     run_training,
     split_rows,
@@ -166,10 +167,17 @@ def main() -> None:
         data = evals or {k: v[:256] for k, v in train.items()}
         logits, loss = batched_eval(m, data, ctx.device)
         prefix = "eval" if evals else "train"
-        acc = float((logits.argmax(-1) == data["labels"]).float().mean())
-        return {f"{prefix}_accuracy": acc, f"{prefix}_loss_final": loss}
+        predicted = logits.argmax(-1)
+        acc = float((predicted == data["labels"]).float().mean())
+        return {
+            f"{prefix}_accuracy": acc,
+            f"{prefix}_f1": macro_f1(predicted, data["labels"]),
+            f"{prefix}_loss_final": loss,
+        }
 
-    metrics = run_training(model=model, data=train, cfg=cfg, ctx=ctx, evaluate=evaluate)
+    metrics = run_training(
+        model=model, data=train, cfg=cfg, ctx=ctx, evaluate=evaluate, eval_split=bool(evals)
+    )
     extra = []
     if pre_path.exists():
         from transformers import AutoImageProcessor

@@ -22,6 +22,7 @@ from _common import (  # noqa: E402
     batched_eval,
     find_files,
     finish,
+    macro_f1,
     read_table,
     run_training,
     split_rows,
@@ -109,12 +110,23 @@ def main(overrides: dict[str, Any] | None = None, *, report: bool = True) -> dic
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         data = evals or {k: v[:512] for k, v in train.items()}
         logits, loss = batched_eval(m, data, ctx.device)
-        acc = float((logits.argmax(-1) == data["labels"]).float().mean())
+        predicted = logits.argmax(-1)
+        acc = float((predicted == data["labels"]).float().mean())
         prefix = "eval" if evals else "train"
-        return {f"{prefix}_accuracy": acc, f"{prefix}_loss_final": loss}
+        return {
+            f"{prefix}_accuracy": acc,
+            f"{prefix}_f1": macro_f1(predicted, data["labels"]),
+            f"{prefix}_loss_final": loss,
+        }
 
     metrics = run_training(
-        model=model, data=train, cfg=cfg, ctx=ctx, evaluate=evaluate, report=report
+        model=model,
+        data=train,
+        cfg=cfg,
+        ctx=ctx,
+        evaluate=evaluate,
+        report=report,
+        eval_split=bool(evals),
     )
     if report:
         finish(model, ctx, metrics, tokenizer)

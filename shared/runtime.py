@@ -15,13 +15,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from shared.bus import Bus, create_bus
 from shared.db import Database
-from shared.errors import AidpError, RateLimited, http_status_for
+from shared.errors import (
+    AidpError,
+    DependencyDown,
+    RateLimited,
+    TransientError,
+    dependency_outage,
+    http_status_for,
+)
 from shared.events import Envelope
 from shared.outbox import OutboxRelay, add_to_outbox
 from shared.secrets import KeyService, SecretStore, connect_vault
@@ -53,7 +62,7 @@ class ServiceRuntime:
         self.settings = settings
         self.name = settings.service_name
         self.migrations = migrations or []
-        self.db = Database(settings.resolved_database_url())
+        self.db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         self._injected_bus = bus
         self.bus: Bus = bus or create_bus(settings.bus_url)
         self._vault = vault
@@ -144,6 +153,7 @@ class ServiceRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.db.aio.close()
         self.db.dispose()
         log.info("%s stopped", self.name)
 
@@ -198,9 +208,28 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AidpError)
     async def _aidp_error(_request: Request, exc: AidpError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        headers = None
+        if isinstance(exc, RateLimited | DependencyDown):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, TransientError):
+            headers = {"Retry-After": str(DependencyDown.retry_after)}
         return JSONResponse(
             {"error": {"code": exc.code, "message": exc.message}},
             status_code=http_status_for(exc),
             headers=headers,
+        )
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(psycopg.Error)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        """The database down (restarted, unreachable, out of connections): 503 with
+        Retry-After, never a 500; any other database error stays an internal error."""
+        if dependency_outage(exc) is None:
+            log.error("database error on %s %s: %r", request.method, request.url.path, exc)
+            return JSONResponse(
+                {"error": {"code": "internal", "message": "internal error"}}, status_code=500
+            )
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return await _aidp_error(
+            request, DependencyDown("database", "The database is unavailable; try again shortly.")
         )

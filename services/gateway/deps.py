@@ -69,7 +69,7 @@ class Gateway:
         return self.runtime.db
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:  # async: no thread-pool hop per request
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 

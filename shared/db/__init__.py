@@ -17,9 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
+from shared.db.aio import AsyncDatabase
 from shared.db.migrate import upgrade
 
-__all__ = ["SHARED_MIGRATIONS", "Database"]
+__all__ = ["SHARED_MIGRATIONS", "AsyncDatabase", "Database"]
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -33,9 +34,10 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 
 class Database:
-    """An engine plus session factory for one service."""
+    """An engine plus session factory for one service; :attr:`aio` reads the same
+    database asynchronously (hot read routes, :mod:`shared.db.aio`)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 32) -> None:
         self.url = url
         if url.startswith("sqlite"):
             kwargs: dict[str, object] = {"connect_args": {"check_same_thread": False}}
@@ -47,6 +49,8 @@ class Database:
             self.engine = create_engine(
                 url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
             )
+        #: async read-only access (no connection is opened until its first use)
+        self.aio = AsyncDatabase(url, pool_size=pool_size, sync_engine=self.engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -69,4 +73,5 @@ class Database:
             upgrade(self.engine, location, version_table=f"alembic_version_{service}")
 
     def dispose(self) -> None:
+        self.aio.close_nowait()
         self.engine.dispose()

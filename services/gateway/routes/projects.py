@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from services.gateway import invitations
+from services.gateway import invitations, reads
 from services.gateway import projects as service
 from services.gateway.cloud_caps import check_cloud_caps
 from services.gateway.deps import (
@@ -84,28 +84,27 @@ async def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep
     return project_out(project, role="owner", status=run.status)
 
 
-@router.get("", responses=responses(403))
-def list_projects(
+@router.get("", response_model=list[ProjectOut], responses=responses(403))
+async def list_projects(
     user: CurrentUser,
     gateway: GatewayDep,
     everything: Annotated[bool, Query(alias="all")] = False,
-) -> list[ProjectOut]:
+) -> Response:
     """Projects you hold a role on (``all=true``: every project, platform admins only,
     with a token holding the ``admin`` scope; 403 ``insufficient_scope`` otherwise)."""
     if everything and Scope.ADMIN not in user.scopes:
         # the admin listing is platform administration: a read-only token of an admin
         # (e.g. a CI key) must not see every tenant's projects
         raise InsufficientScope(Scope.ADMIN)
-    rows = service.list_projects(
-        gateway.runtime, user=user, everything=everything and user.is_admin
+    rows = await reads.projects_of(
+        gateway.db.aio, user=user, everything=everything and user.is_admin
     )
-    return [project_out(p, role=role, status=status) for p, role, status in rows]
+    return reads.json_response(rows)
 
 
-@router.get("/{project_id}", responses=responses(404))
-def get_project(access: ProjectViewer, gateway: GatewayDep) -> ProjectOut:
-    status = service.run_status(gateway.runtime, run_id=access.project.current_run_id)
-    return project_out(access.project, role=access.role, status=status)
+@router.get("/{project_id}", response_model=ProjectOut, responses=responses(404))
+async def get_project(project: reads.ProjectRead) -> Response:
+    return reads.json_response(project.row)
 
 
 @router.patch("/{project_id}", responses=responses(403, 404))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
 from services.gateway import projects as service
+from services.gateway import reads
 from services.gateway.cloud_caps import check_cloud_caps
-from services.gateway.deps import GatewayDep, ProjectEditor, ProjectViewer, RunEditor, RunViewer
+from services.gateway.deps import CurrentUser, GatewayDep, ProjectEditor, RunEditor, RunViewer
 from services.gateway.downstream import parse_answer
 from services.gateway.errors import SPEC_CHANGED_RESPONSE, responses
 from services.gateway.eventlog import events_after
@@ -75,14 +77,18 @@ async def request_run(
     return run_out(run)
 
 
-@router.get("/api/projects/{project_id}/runs", responses=responses(404))
-def list_runs(access: ProjectViewer, gateway: GatewayDep) -> list[RunOut]:
-    return [run_out(r) for r in service.list_runs(gateway.runtime, project_id=access.project.id)]
+@router.get(
+    "/api/projects/{project_id}/runs", response_model=list[RunOut], responses=responses(404)
+)
+async def list_runs(project_id: uuid.UUID, user: CurrentUser, gateway: GatewayDep) -> Response:
+    """The project's runs, newest first."""
+    rows = await reads.project_runs(gateway.db.aio, user=user, project_id=project_id)
+    return reads.json_response(rows)
 
 
-@router.get("/api/runs/{run_id}", responses=responses(404))
-def get_run(access: RunViewer) -> RunOut:
-    return run_out(access.run)
+@router.get("/api/runs/{run_id}", response_model=RunOut, responses=responses(404))
+async def get_run(run: reads.RunRead) -> Response:
+    return reads.json_response(run.row)
 
 
 @router.post("/api/runs/{run_id}/cancel", responses=responses(403, 404, 409))

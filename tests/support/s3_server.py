@@ -148,8 +148,8 @@ class SeaweedS3:
     ) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
+            try:  # its data is disposable: no need to wait for a graceful stop
+                self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)

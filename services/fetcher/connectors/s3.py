@@ -3,7 +3,9 @@
 Endpoint: the spec's ``dataset.endpoint``, else the owner's ``S3_ENDPOINT_URL`` secret, else
 AWS. A given endpoint passes the SSRF guard's address rules (:func:`~..ssrf.check_host`):
 internal addresses only when ``AIDP_FETCH_ALLOW_HOSTS`` names them, and plain ``http://``
-only for such an allowed host (an on-premises store); every operation checks it again.
+only for such an allowed host (an on-premises store); every operation checks it again. A
+plain-http endpoint is then addressed by the checked IP (pinned, path-style requests); an
+https one by its name, which TLS verifies (a rebound address cannot present it).
 Credentials: the ``S3_ACCESS_KEY_ID`` / ``S3_SECRET_ACCESS_KEY`` (optional
 ``S3_SESSION_TOKEN``) secrets; without them requests are unsigned (a public bucket).
 
@@ -32,6 +34,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -209,7 +212,31 @@ class S3Connector(Connector):
             aws_session_token=creds.s3_session_token if signed else None,
             region_name=source.region or "us-east-1",
         )
-        return session.client("s3", endpoint_url=endpoint, config=config)
+        return session.client("s3", endpoint_url=self._pinned(source, endpoint), config=config)
+
+    def _pinned(self, source: Source, endpoint: str | None) -> str | None:
+        """The URL the client connects to. A plain-http endpoint (an allow-listed internal
+        store) is addressed by the IP the guard checks now, so a second DNS answer cannot
+        send the request elsewhere; an https one keeps its name (TLS verifies that name,
+        which a rebound address cannot present)."""
+        if endpoint is None or not endpoint.startswith("http://"):
+            return endpoint
+        parts = urlsplit(endpoint)
+        port = parts.port or 80
+        label = f"{source.uri} (endpoint http://{parts.netloc})"
+        addresses = check_host(parts.hostname or "", port, allow=self.allow_hosts, label=label)
+        for address in addresses:  # the first checked address that answers
+            try:
+                socket.create_connection((str(address), port), timeout=self.connect_timeout).close()
+            except OSError:
+                continue
+            literal = f"[{address}]" if address.version == 6 else str(address)
+            return f"http://{literal}:{port}"
+        raise FetchFailed(
+            f"Could not reach the S3 service at {parts.netloc} for {source.uri}; "
+            "it will be retried.",
+            retryable=True,
+        )
 
     @contextmanager
     def _errors(self, source: Source, endpoint: str | None) -> Iterator[None]:

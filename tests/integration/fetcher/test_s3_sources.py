@@ -89,8 +89,10 @@ async def test_prefix_progress_revision_and_changes(tmp_path: Path, s3: SeaweedS
         },
     )
     uri = f"s3://{bucket}/data"
-    dataset = {"uri": uri, "endpoint": s3.url}
-    async with running_fetcher(tmp_path, **_settings(tmp_path)) as f:
+    # by name: a plain-http endpoint the allow-list names, reached at the address checked
+    dataset = {"uri": uri, "endpoint": f"http://localhost:{s3.port}"}
+    allow = {"fetch_allow_hosts": ["localhost", "127.0.0.1"]}
+    async with running_fetcher(tmp_path, **_settings(tmp_path, **allow)) as f:
         f.vault.put_user_secret(OWNER, "S3_ACCESS_KEY_ID", s3.READER[0])
         f.vault.put_user_secret(OWNER, "S3_SECRET_ACCESS_KEY", s3.READER[1])
         f.vault.put_user_secret(OWNER, "S3_ENDPOINT_URL", s3.url)

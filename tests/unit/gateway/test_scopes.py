@@ -75,7 +75,7 @@ def test_every_route_has_a_scope_mapping(harness: Harness) -> None:
             assert scope is Scope.READ, (method, path)
         elif path.endswith("/predict"):
             assert scope is Scope.PREDICT
-        elif "/deploy" in path:
+        elif "/deploy" in path or path.endswith("/endpoint/rollback"):  # the live alias
             assert scope is Scope.DEPLOY, (method, path)
         else:
             assert scope is Scope.RUN, (method, path)

@@ -94,7 +94,7 @@ export function DeploymentsPage() {
       </p>
       <ErrorBanner error={error} onRetry={() => void load()} />
       {notice && (
-        <p className="ok" role="status">
+        <p className="ok" role="status" data-testid="notice">
           {notice}
         </p>
       )}

@@ -196,6 +196,11 @@ class S3Connector(Connector):
         from botocore.config import Config
 
         signed = self.credentialed(creds)
+        if not signed and (creds.s3_access_key_id or creds.s3_secret_access_key):
+            raise FetchFailed(
+                f"{source.uri}: name both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY in the "
+                "spec's secrets (only one of them was found), or neither for a public bucket."
+            )
         config = Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,

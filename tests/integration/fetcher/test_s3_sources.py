@@ -184,6 +184,9 @@ async def test_clear_failures_without_secrets(tmp_path: Path, s3: SeaweedS3) -> 
         assert "The bucket no-such-bucket-here does not exist" in missing.reason  # type: ignore[attr-defined]
         empty = parse_payload(await f.fetch(body(f"s3://{bucket}/nothing/"), owner=OWNER))
         assert "holds no objects" in empty.reason  # type: ignore[attr-defined]
+        half = body(f"s3://{bucket}/x/") | {"secrets": ["S3_ACCESS_KEY_ID", "S3_ENDPOINT_URL"]}
+        one_key = parse_payload(await f.fetch(half, owner=OWNER))
+        assert "name both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY" in one_key.reason  # type: ignore[attr-defined]
         dumped = "".join(e.model_dump_json() for e in f.events)
         assert "wrong-secret-value-123" not in dumped and s3.READER[1] not in dumped
 

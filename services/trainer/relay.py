@@ -96,6 +96,11 @@ class EventRelay:
             return
         if self.first_step is None:
             self.first_step = progress.step
+        pending = self._progress
+        if pending is not None and pending.metrics and not progress.metrics:
+            # evaluation figures (reported on one step) survive the throttle: a later step
+            # that replaces the pending progress carries them
+            progress = progress.model_copy(update={"metrics": pending.metrics})
         self._progress = progress
 
     def _due(self, force: bool) -> tuple[list[EventPayload], int | None]:

@@ -38,6 +38,8 @@ export interface RunView {
   epoch: number | null;
   loss: number | null;
   losses: [number, number][];
+  /** validation figures reported during training (eval_loss, eval_accuracy, eval_f1…): step → value */
+  evals: Record<string, [number, number][]>;
   samplesPerSec: number | null;
   etaSeconds: number | null;
   logs: LogLine[];
@@ -68,6 +70,7 @@ export function newRunView(runId: string): RunView {
     epoch: null,
     loss: null,
     losses: [],
+    evals: {},
     samplesPerSec: null,
     etaSeconds: null,
     logs: [],
@@ -194,6 +197,12 @@ export function applyEvent(view: RunView, env: Envelope, seq: number): void {
       if (loss !== null) {
         view.loss = loss;
         view.losses.push([view.step, loss]);
+      }
+      for (const [name, value] of Object.entries((p.metrics ?? {}) as Record<string, unknown>)) {
+        const v = num(value);
+        if (v === null || !name.startsWith("eval_")) continue;
+        const series = (view.evals[name] ??= []);
+        if (series.length === 0 || series[series.length - 1][0] !== view.step) series.push([view.step, v]);
       }
       break;
     }

@@ -62,3 +62,19 @@ describe("terminal states", () => {
     expect(r.logs.map((l) => l.text)).toEqual(["late line"]);
   });
 });
+
+describe("validation metrics", () => {
+  it("collects eval figures per step, once per step, ignoring other metrics", () => {
+    const r = foldRuns([
+      ev("TrainingProgress", { step: 2, loss: 0.9, metrics: { eval_loss: 0.8, eval_accuracy: 0.5, lr_scale: 1 } }, "m"),
+      ev("TrainingProgress", { step: 3, loss: 0.7, metrics: {} }, "m"),
+      ev("TrainingProgress", { step: 4, loss: 0.6, metrics: { eval_loss: 0.6, eval_accuracy: 0.75, eval_f1: 0.7 } }, "m"),
+      ev("TrainingProgress", { step: 4, loss: 0.6, metrics: { eval_loss: 0.6 } }, "m"),
+    ]).get("m")!;
+    expect(r.evals.eval_loss).toEqual([[2, 0.8], [4, 0.6]]);
+    expect(r.evals.eval_accuracy).toEqual([[2, 0.5], [4, 0.75]]);
+    expect(r.evals.eval_f1).toEqual([[4, 0.7]]);
+    expect(r.evals.lr_scale).toBeUndefined();
+    expect(r.losses.length).toBe(4);
+  });
+});

@@ -11,12 +11,22 @@ function ticks(min: number, max: number, n: number): number[] {
 
 const fmt = (v: number) => (Math.abs(v) >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(3));
 
-export function LossChart({ points, totalSteps }: { points: [number, number][]; totalSteps: number | null }) {
+export function LossChart({
+  points,
+  totalSteps,
+  evalPoints = [],
+}: {
+  points: [number, number][];
+  totalSteps: number | null;
+  /** validation loss at the steps it was measured (drawn dashed beside the training loss) */
+  evalPoints?: [number, number][];
+}) {
   if (points.length === 0) {
     return <p className="muted chart-empty">The loss curve appears when training reports its first steps.</p>;
   }
-  const xs = points.map((p) => p[0]);
-  const ys = points.map((p) => p[1]);
+  const all = [...points, ...evalPoints];
+  const xs = all.map((p) => p[0]);
+  const ys = all.map((p) => p[1]);
   const xMin = Math.min(...xs, 0);
   const xMax = Math.max(...xs, totalSteps ?? 0, xMin + 1);
   let yMin = Math.min(...ys);
@@ -27,7 +37,8 @@ export function LossChart({ points, totalSteps }: { points: [number, number][]; 
   }
   const x = (v: number) => PAD.left + ((v - xMin) / (xMax - xMin)) * (W - PAD.left - PAD.right);
   const y = (v: number) => PAD.top + (1 - (v - yMin) / (yMax - yMin)) * (H - PAD.top - PAD.bottom);
-  const path = points.map(([s, l], i) => `${i ? "L" : "M"}${x(s).toFixed(1)},${y(l).toFixed(1)}`).join(" ");
+  const line = (pts: [number, number][]) => pts.map(([s, l], i) => `${i ? "L" : "M"}${x(s).toFixed(1)},${y(l).toFixed(1)}`).join(" ");
+  const path = line(points);
   const [lastStep, lastLoss] = points[points.length - 1];
   return (
     <figure className="chart">
@@ -52,8 +63,14 @@ export function LossChart({ points, totalSteps }: { points: [number, number][]; 
         ))}
         <path d={path} className="line" fill="none" />
         <circle cx={x(lastStep)} cy={y(lastLoss)} r={4} className="dot" />
+        {evalPoints.length > 0 && <path d={line(evalPoints)} className="line line-eval" fill="none" data-testid="eval-loss-line" />}
+        {evalPoints.map(([s, l]) => (
+          <circle key={`e${s}`} cx={x(s)} cy={y(l)} r={3} className="dot dot-eval" />
+        ))}
       </svg>
-      <figcaption className="muted">loss (y) against training step (x)</figcaption>
+      <figcaption className="muted">
+        {evalPoints.length > 0 ? "training loss (solid) and validation loss (dashed)" : "loss"} (y) against training step (x)
+      </figcaption>
     </figure>
   );
 }

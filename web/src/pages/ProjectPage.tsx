@@ -4,6 +4,7 @@ import { useCallback, useEffect, useMemo, useState } from "react";
 import { api, ApiError, items, type ModelVersion, type Project, type Run } from "../api";
 import { ChatBox, LLM_TASKS } from "../components/ChatBox";
 import { LogPanel } from "../components/LogPanel";
+import { EvalMetrics } from "../components/EvalMetrics";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
 import { SpecPanel } from "../components/SpecPanel";
@@ -187,7 +188,8 @@ export function ProjectPage({ projectId }: { projectId: string }) {
               <dd>{status === "succeeded" || status === "deployed" ? "done" : isFinal(status) ? "–" : formatDuration(view.etaSeconds)}</dd>
             </div>
           </dl>
-          <LossChart points={view.losses} totalSteps={view.totalSteps} />
+          <LossChart points={view.losses} totalSteps={view.totalSteps} evalPoints={view.evals.eval_loss} />
+          <EvalMetrics evals={view.evals} totalSteps={view.totalSteps} />
         </section>
         <section className="card" aria-labelledby="logs-title">
           <h2 id="logs-title">Logs</h2>

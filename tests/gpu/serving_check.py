@@ -114,7 +114,8 @@ def main() -> int:
             [sys.executable, str(SERVER), "--model-dir", str(model_dir), "--name", "model-1",
              "--task", "chat", "--engine", args.engine, "--port", "0", "--port-file",
              str(port_file)],
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                 "PYTHONPATH": str(ROOT)},  # the repository's modules, as when staged
         )  # fmt: skip
         try:
             started = time.monotonic()

@@ -310,7 +310,12 @@ class Generation:
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), outer._cancel.is_set(), dtype=torch.bool)
+                return torch.full(
+                    (input_ids.shape[0],),
+                    outer._cancel.is_set(),
+                    dtype=torch.bool,
+                    device=input_ids.device,
+                )
 
         self._streamer = Streamer(
             engine.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT
@@ -359,7 +364,7 @@ class Generation:
                 return
         self._thread.join()
         if self.error is not None:
-            raise RuntimeError(f"generation failed: {self.error}") from self.error
+            raise RuntimeError(str(self.error)) from self.error
         tail = self._stops.flush()
         if tail:
             yield tail

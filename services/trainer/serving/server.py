@@ -226,7 +226,12 @@ def make_handler(model: Model, name: str, token: str | None = None) -> type[Base
                 return
             except Exception as exc:  # the engine failed: the client's request was fine
                 sys.stderr.write(f"openai {path} failed: {exc!r}\n")
-                self._send(500, wire.error_body(f"generation failed: {exc}", type="server_error"))
+                self._send(
+                    500,
+                    wire.error_body(
+                        f"generation failed: {exc}", type="server_error", code="generation_failed"
+                    ),
+                )
                 return
             if answer.stream is None:
                 self._send(answer.status, answer.body)

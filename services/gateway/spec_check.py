@@ -28,6 +28,14 @@ _PATH_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)+): (.*)$", re
 def parse_yaml(text: str) -> tuple[Any, list[SpecError]]:
     """The YAML document in ``text``, or errors (with the line) when it does not parse."""
     try:
+        # aliases (*name) are refused before building anything: a few nested ones expand
+        # to billions of nodes when the spec is validated or diffed
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1 if event.start_mark else None
+                return None, [
+                    {"path": "", "message": "YAML: aliases are not allowed", "line": line}
+                ]
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

@@ -110,6 +110,12 @@ async def test_validate_reports_errors_with_paths(harness: Harness) -> None:
     (error,) = r.json()["errors"]
     assert error["line"] == 2 and error["message"].startswith("YAML:")
 
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"
+    r = await harness.client.post(url, json={"yaml": bomb}, headers=alice)
+    assert r.json()["errors"] == [
+        {"path": "", "message": "YAML: aliases are not allowed", "line": 2}
+    ]
+
     r = await harness.client.post(url, json={"yaml": "- a list\n"}, headers=alice)
     assert r.json()["errors"][0]["message"].startswith("a spec is a mapping")
 

@@ -9,6 +9,7 @@ bucket and an internal endpoint not on the allow-list fail clearly, no secret an
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -156,6 +157,36 @@ async def test_interrupted_download_resumes_from_disk(tmp_path: Path, s3: Seawee
             assert proxy.downstream_bytes < len(big) + 150_000
             partial = f.settings.resolved_work_dir() / "s3-partial"
             assert not list(partial.glob("*.part"))  # moved into the store, nothing left
+
+
+async def test_failed_attempt_leaves_its_bytes_for_the_next(
+    tmp_path: Path, s3: SeaweedS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Six cuts in a row fail the first attempt; the job's second attempt continues from the
+    partial file the first one left, not from byte 0."""
+    big = os.urandom(1_500_000)
+    bucket = _bucket(s3, {"w.bin": big})
+    with CuttingProxy(s3.port, cut_after=100_000, cuts=7) as proxy:
+        body = {
+            "name": "t",
+            "model": f"s3://{bucket}/w.bin",
+            "task": "custom",
+            "train": {"entrypoint": "train.py"},
+            "secrets": [*KEYS, "S3_ENDPOINT_URL"],
+        }
+        settings = _settings(tmp_path, fetch_attempts=2, retry_delay=0.1, s3_part_bytes=1024 * 1024)
+        caplog.set_level(logging.WARNING, logger="services.fetcher.jobs")
+        async with running_fetcher(tmp_path, **settings) as f:
+            f.vault.put_user_secret(OWNER, "S3_ACCESS_KEY_ID", s3.READER[0])
+            f.vault.put_user_secret(OWNER, "S3_SECRET_ACCESS_KEY", s3.READER[1])
+            f.vault.put_user_secret(OWNER, "S3_ENDPOINT_URL", proxy.url)
+            outcome = parse_payload(await f.fetch(body, owner=OWNER, timeout=90))
+            assert isinstance(outcome, ArtifactsCached), outcome
+            assert _files(f, outcome.artifacts[0]) == {"w.bin": big}
+            assert proxy.cut_done == 7
+            retried = [r for r in caplog.records if "retry 1" in r.getMessage()]
+            assert retried and "resumes from there" in retried[0].getMessage()
+            assert proxy.downstream_bytes < len(big) + 100_000
 
 
 async def test_clear_failures_without_secrets(tmp_path: Path, s3: SeaweedS3) -> None:

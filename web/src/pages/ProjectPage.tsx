@@ -7,7 +7,9 @@ import { LogPanel } from "../components/LogPanel";
 import { EvalMetrics } from "../components/EvalMetrics";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
+import { RunCompare } from "../components/RunCompare";
 import { SpecPanel } from "../components/SpecPanel";
+import { WebhooksPanel } from "../components/WebhooksPanel";
 import { PreflightReport } from "../components/PreflightReport";
 import { ErrorBanner, Spinner, StatusBadge } from "../components/ui";
 import { foldRuns, formatDuration, isFinal, newRunView } from "../runState";
@@ -78,7 +80,15 @@ export function ProjectPage({ projectId }: { projectId: string }) {
   const live = !!run && !isFinal(status);
   const now = useNow(live);
   const canEdit = project?.role === "owner" || project?.role === "editor";
-  const deploymentId = view.deploymentId ?? run?.deployment_id ?? null;
+  // the project's live endpoint first (a later run's deployment may have replaced this one)
+  const [liveId, setLiveId] = useState<string | null>(null);
+  useEffect(() => {
+    api.get<{ deployment_id: string | null }>(`/api/projects/${projectId}/endpoint`).then(
+      (e) => setLiveId(e.deployment_id),
+      () => setLiveId(null),
+    );
+  }, [projectId, view.deploymentId]);
+  const deploymentId = liveId ?? view.deploymentId ?? run?.deployment_id ?? null;
 
   // Re-run with the stored spec. If another member changed it since this user wrote or
   // approved it, the gateway answers 409 spec_changed with the diff: show it and start
@@ -228,6 +238,8 @@ export function ProjectPage({ projectId }: { projectId: string }) {
           onRun={() => act(startRun)}
         />
       </div>
+      <RunCompare runs={runs} models={models} />
+      {canEdit && <WebhooksPanel projectId={project.id} />}
       <DeleteProject project={project} />
     </main>
   );

@@ -254,16 +254,39 @@ export function DeploymentPanel({ deploymentId, canEdit }: { deploymentId: strin
 
 aidp predict ${deploymentId} --input "some text"`}</pre>
       </details>
-      {canEdit && (
-        <button
-          type="button"
-          className="btn btn-small btn-danger"
-          onClick={() => api.del(`/api/deployments/${deploymentId}`).then(() => setDep((d) => (d ? { ...d, status: "deleted" } : d)), setError)}
-        >
-          Stop deployment
-        </button>
+      <p className="small">
+        <a href="#/deployments">All deployments</a> — start, stop, make another version live, roll back.
+      </p>
+      {canEdit && dep?.status !== "stopped" && (
+        <StopDeployment
+          onStop={() =>
+            api.post<Deployment>(`/api/deployments/${deploymentId}/stop`).then((d) => setDep(d), setError)
+          }
+        />
       )}
     </section>
+  );
+}
+
+/** "Stop deployment" asks first (a stop drops the endpoint until it is started again). */
+function StopDeployment({ onStop }: { onStop: () => Promise<unknown> }) {
+  const [asking, setAsking] = useState(false);
+  if (!asking)
+    return (
+      <button type="button" className="btn btn-small btn-danger" onClick={() => setAsking(true)}>
+        Stop deployment…
+      </button>
+    );
+  return (
+    <span className="actions confirm" role="group" aria-label="Confirm stopping the deployment">
+      <span className="small">Stop this deployment? Requests fail until it is started again.</span>
+      <button type="button" className="btn btn-small btn-danger" onClick={() => void onStop().finally(() => setAsking(false))}>
+        Stop
+      </button>
+      <button type="button" className="btn btn-small btn-ghost" onClick={() => setAsking(false)}>
+        Keep running
+      </button>
+    </span>
   );
 }
 

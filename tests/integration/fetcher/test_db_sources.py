@@ -164,6 +164,15 @@ async def test_postgres_query_to_parquet_read_only(
         assert "not-the-password-42" not in dumped
         assert f":{parts.password}@" not in dumped
 
+    (tmp_path / "slow").mkdir()
+    async with running_fetcher(
+        tmp_path / "slow", hf_endpoint=hub.url, db_statement_timeout=1.5, **ALLOW
+    ) as f:
+        f.vault.put_user_secret(OWNER, "DB_PASSWORD", parts.password or "")
+        sleepy = {"uri": uri, "query": "SELECT pg_sleep(30) AS z"}
+        slow = parse_payload(await f.fetch(_body(hub, sleepy, ["DB_PASSWORD"]), owner=OWNER))
+        assert isinstance(slow, ArtifactsFailed) and "AIDP_DB_STATEMENT_TIMEOUT" in slow.reason
+
     (tmp_path / "strict").mkdir()
     async with running_fetcher(tmp_path / "strict", hf_endpoint=hub.url) as f:
         f.vault.put_user_secret(OWNER, "DB_PASSWORD", parts.password or "")

@@ -8,9 +8,7 @@ import { EvalMetrics } from "../components/EvalMetrics";
 import { LossChart } from "../components/LossChart";
 import { Pipeline } from "../components/Pipeline";
 import { RunCompare } from "../components/RunCompare";
-import { RunCompare } from "../components/RunCompare";
 import { SpecPanel } from "../components/SpecPanel";
-import { WebhooksPanel } from "../components/WebhooksPanel";
 import { WebhooksPanel } from "../components/WebhooksPanel";
 import { PreflightReport } from "../components/PreflightReport";
 import { ErrorBanner, Spinner, StatusBadge } from "../components/ui";
@@ -240,8 +238,6 @@ export function ProjectPage({ projectId }: { projectId: string }) {
           onRun={() => act(startRun)}
         />
       </div>
-      <RunCompare runs={runs} models={models} />
-      {canEdit && <WebhooksPanel projectId={project.id} />}
       <RunCompare runs={runs} models={models} />
       {canEdit && <WebhooksPanel projectId={project.id} />}
       <DeleteProject project={project} />

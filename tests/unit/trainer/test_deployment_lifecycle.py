@@ -226,3 +226,26 @@ async def test_servers_stop_with_the_trainer_and_start_again(
             new_pid = row(again, serving).pid  # type: ignore[union-attr]
             await client.delete(f"/internal/deployments/{serving}")
             assert new_pid and not alive(new_pid)
+
+
+def test_migration_matches_the_models(tmp_path: Path) -> None:
+    """trainer_0005's columns and table are the models' (nullability, types)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import MetaData
+
+    from services.trainer import models
+    from services.trainer.main import MIGRATIONS
+    from shared.db import Database
+
+    tables = ("trainer_deployments", "trainer_project_endpoints")
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.migrate(MIGRATIONS, service="trainer")
+    ours = MetaData()
+    for table in models.SQLModel.metadata.tables.values():
+        if table.name in tables:
+            table.to_metadata(ours)
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), ours)
+    db.dispose()
+    assert [d for d in diff if any(t in repr(d) for t in tables)] == []

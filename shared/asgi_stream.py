@@ -57,6 +57,7 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         head: dict[str, Any] = {}
         failure: list[BaseException] = []
+        complete: list[bool] = []  # the app sent its last body message
 
         async def receive() -> dict[str, Any]:
             nonlocal request_done
@@ -80,6 +81,7 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
                 if body and request.method != "HEAD" and not gone.is_set():
                     queue.put_nowait(bytes(body))
                 if not message.get("more_body", False):
+                    complete.append(True)
                     queue.put_nowait(_END)
 
         async def run() -> None:
@@ -108,7 +110,7 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             head["status"],
             headers=head["headers"],
-            stream=_Body(queue, task, gone, failure, self.grace),
+            stream=_Body(queue, task, gone, failure, complete, self.grace),
             request=request,
         )
 
@@ -120,17 +122,18 @@ class _Body(httpx.AsyncByteStream):
         task: asyncio.Task[None],
         gone: asyncio.Event,
         failure: list[BaseException],
+        complete: list[bool],
         grace: float,
     ) -> None:
         self._queue, self._task, self._gone = queue, task, gone
-        self._failure, self._grace = failure, grace
+        self._failure, self._complete, self._grace = failure, complete, grace
         self._ended = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while (chunk := await self._queue.get()) is not _END:
             yield chunk
         self._ended = True
-        if self._failure:
+        if self._failure and not self._complete:  # a whole answer (a 500 page) is an answer
             raise httpx.ReadError(f"the app failed mid-answer: {self._failure[0]!r}")
 
     async def aclose(self) -> None:

@@ -39,6 +39,8 @@ log = logging.getLogger("aidp.embedded")
 
 #: How often the embedded platform renews the services' periodic Vault tokens.
 TOKEN_RENEW_SECONDS = 3600.0
+#: How often embedded mode checks that its OpenBao is up and unsealed.
+VAULT_WATCH_SECONDS = 2.0
 
 
 @dataclass
@@ -147,12 +149,27 @@ async def _local_vaults(
             except Exception:  # the vault is down for a moment: the next round tries again
                 log.warning("vault: renewing the service tokens failed", exc_info=True)
 
-    renewer = asyncio.create_task(renew_forever(), name="vault-token-renewal")
+    async def keep_unsealed() -> None:
+        """OpenBao restarted comes back sealed (or not at all, if it died): start and unseal
+        it again, so secrets and keys come back within a few seconds by themselves."""
+        while True:
+            await asyncio.sleep(VAULT_WATCH_SECONDS)
+            try:
+                done = await asyncio.to_thread(local_bao.heal)
+            except Exception:
+                log.warning("vault: the local OpenBao is down and could not be restarted yet")
+                continue
+            if done:
+                log.warning("vault: the local OpenBao was %s", done)
 
-    async def stop_renewing() -> None:
-        renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewer
+    renewer = asyncio.create_task(renew_forever(), name="vault-token-renewal")
+    watcher = asyncio.create_task(keep_unsealed(), name="vault-watch")
+
+    async def stop_renewing() -> None:  # before the OpenBao stops (the stack unwinds LIFO)
+        for task in (renewer, watcher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     stack.push_async_callback(stop_renewing)
     return vaults

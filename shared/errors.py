@@ -20,6 +20,7 @@ __all__ = [
     "ClientError",
     "Conflict",
     "DeliveryAction",
+    "DependencyDown",
     "Forbidden",
     "InvalidInput",
     "NotFound",
@@ -28,6 +29,7 @@ __all__ = [
     "TransientError",
     "Unauthenticated",
     "delivery_action",
+    "dependency_outage",
     "http_status_for",
 ]
 
@@ -89,6 +91,41 @@ class TransientError(AidpError):
     code = "unavailable"
     status = 503
     retryable = True
+
+
+class DependencyDown(TransientError):
+    """A dependency every request needs (the database, Vault) is down, sealed or unreachable:
+    HTTP 503 with ``Retry-After``; a consumer holds the message and tries again (without
+    spending its delivery budget) until the dependency is back."""
+
+    retry_after = 5
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(message, code=f"{dependency}_unavailable")
+        self.dependency = dependency
+
+
+def dependency_outage(exc: BaseException) -> str | None:
+    """``"database"`` or ``"vault"`` when ``exc`` says that dependency is down (not that a
+    statement or a request was wrong); else None."""
+    if isinstance(exc, DependencyDown):
+        return exc.dependency
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return "database"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError):
+        text = str(exc).lower()
+        if "locked" in text:  # SQLite's busy database: an ordinary retry, not an outage
+            return None
+        return "database"
+    if isinstance(exc, sa_exc.TimeoutError):  # no connection from the pool in time
+        return "database"
+    import psycopg  # the async read path (shared.db.aio) uses the driver directly
+
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return "database"
+    return None
 
 
 class ProviderError(AidpError):

@@ -32,7 +32,7 @@ from services.provisioner.envs.builder import EnvBuilder
 from services.provisioner.locks import LockStore
 from services.provisioner.models import ACTIVE_STATES, Preflight, RunNodes
 from services.provisioner.settings import ProvisionerSettings
-from shared.errors import AidpError, ProviderError, TransientError
+from shared.errors import AidpError, ProviderError, TransientError, dependency_outage
 from shared.events import (
     Envelope,
     EnvInfo,
@@ -204,18 +204,31 @@ class Provisioner:
             if run_id in self._jobs and not self._jobs[run_id].done():
                 return
             self._cancel[run_id] = threading.Event()
-            task = self.runtime.spawn(self._guard(self._provision(run_id)), name=f"prov-{run_id}")
+            task = self.runtime.spawn(
+                self._guard(lambda: self._provision(run_id)), name=f"prov-{run_id}"
+            )
             self._jobs[run_id] = task
         else:
-            self.runtime.spawn(self._guard(self._release(run_id)), name=f"release-{run_id}")
+            self.runtime.spawn(self._guard(lambda: self._release(run_id)), name=f"release-{run_id}")
 
-    async def _guard(self, job: Awaitable[None]) -> None:
-        try:
-            await job
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug: logged, the row stays for resume at next start
-            log.exception("provisioner job crashed")
+    async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run a job; while the database (or Vault) is down, wait and run it again (jobs
+        start from the row's state, so a second run picks up where the first stopped)."""
+        pause = 0.5
+        while True:
+            try:
+                await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                dependency = dependency_outage(exc)
+                if dependency is None:  # a bug: logged, the row stays for resume at next start
+                    log.exception("provisioner job crashed")
+                    return
+                log.warning("provisioner job paused: the %s is unavailable (%s)", dependency, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def resume(self) -> None:
         """Restart unfinished jobs (called at start)."""
@@ -364,6 +377,8 @@ class Provisioner:
         except asyncio.CancelledError:
             raise  # a release took over; it tears the nodes down
         except Exception as exc:
+            if dependency_outage(exc) is not None:
+                raise  # not the run's failure: the guard runs the job again once it is back
             await self._fail(ctx, driver, step=step, exc=exc)
             return
         self._ready(run_id, nodes, env)

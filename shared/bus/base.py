@@ -14,6 +14,10 @@ Semantics (both implementations; ``tests/integration/shared/test_bus_contract.py
 - If the handler raises, :func:`shared.errors.delivery_action` decides: retry (redeliver,
   at most ``max_deliveries`` times in all) or dead-letter at once. Messages past the limit
   or refused go to the ``aidp.dead`` queue; nothing is silently dropped.
+- While a dependency is down (:func:`shared.errors.dependency_outage`: the database or
+  Vault), a failing handler does not spend the message's delivery budget: the consumer holds
+  the message unacknowledged and calls the handler again with backoff (up to
+  :data:`OUTAGE_HOLD_SECONDS`), so an outage of a minute loses and dead-letters nothing.
 - Messages whose body is not a valid envelope are dead-lettered at once.
 - Delivery is at least once: handlers dedupe on ``envelope.id``
   (:func:`shared.outbox.claim_inbox`).
@@ -27,13 +31,16 @@ Semantics (both implementations; ``tests/integration/shared/test_bus_contract.py
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.errors import TransientError
+from shared.errors import TransientError, dependency_outage
 from shared.events import Envelope
 
 __all__ = [
@@ -44,14 +51,51 @@ __all__ = [
     "PublishFailed",
     "PublishTimeout",
     "StoredEvent",
+    "OUTAGE_HOLD_SECONDS",
     "UnroutableError",
+    "call_through_outages",
 ]
+
+log = logging.getLogger(__name__)
+
+#: How long a consumer holds a message while a dependency is down before the ordinary
+#: retry/dead-letter rules apply again.
+OUTAGE_HOLD_SECONDS = 600.0
 
 EXCHANGE = "aidp.events"
 DEAD_LETTER_EXCHANGE = "aidp.dead"
 DEAD_LETTER_QUEUE = "aidp.dead"
 
 Handler = Callable[[Envelope], Awaitable[None]]
+
+
+async def call_through_outages(
+    handler: Handler, envelope: Envelope, *, queue: str, hold_seconds: float = OUTAGE_HOLD_SECONDS
+) -> BaseException | None:
+    """Call ``handler``; while it fails because a dependency is down, wait (backoff from
+    0.25 s to 5 s) and call it again, up to ``hold_seconds``. Returns the last error (None on
+    success). Cancellation propagates."""
+    deadline = time.monotonic() + hold_seconds
+    pause = 0.25
+    while True:
+        try:
+            await handler(envelope)
+            return None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            dependency = dependency_outage(exc)
+            if dependency is None or time.monotonic() + pause > deadline:
+                return exc
+            log.warning(
+                "%s on %s: the %s is unavailable; holding it and trying again in %.1f s",
+                envelope.type,
+                queue,
+                dependency,
+                pause,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 class UnroutableError(TransientError):

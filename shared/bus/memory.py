@@ -23,6 +23,7 @@ from shared.bus.base import (
     PublishFailed,
     StoredEvent,
     UnroutableError,
+    call_through_outages,
 )
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
@@ -203,7 +204,10 @@ class MemoryBus(Bus):
         error: BaseException | None = None
         try:
             with consumer_span(f"consume {envelope.type}", envelope.traceparent, queue=queue.name):
-                await handler(envelope)
+                if queue.broadcast:
+                    await handler(envelope)
+                else:
+                    error = await call_through_outages(handler, envelope, queue=queue.name)
         except asyncio.CancelledError:
             queue.items.put_nowait(message)  # not acked: hand it back, as a broker would
             raise

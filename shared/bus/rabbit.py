@@ -72,6 +72,7 @@ from shared.bus.base import (
     PublishTimeout,
     StoredEvent,
     UnroutableError,
+    call_through_outages,
 )
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
@@ -576,7 +577,7 @@ class RabbitBus(Bus):
         traceparent = envelope.traceparent or _header(message, "traceparent")
         try:
             with consumer_span(f"consume {envelope.type}", traceparent, queue=queue):
-                await handler(envelope)
+                error = await call_through_outages(handler, envelope, queue=queue)
         except asyncio.CancelledError:
             await self._settle(message.nack(requeue=True))
             raise

@@ -115,6 +115,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _port_free_soon(port: int, wait: float = 3.0) -> bool:
+    """Whether ``port`` is free, or becomes free within ``wait`` seconds (a server that was
+    just killed releases its socket a moment later; the services' clients know that port)."""
+    deadline = time.monotonic() + wait
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -236,6 +247,23 @@ class LocalOpenBao:
 
     def is_running(self) -> bool:
         return self._running_addr() is not None
+
+    def heal(self) -> str | None:
+        """Bring a server that died back up, or unseal one that came back sealed (a restart
+        seals OpenBao); what was done, or None when it was up and unsealed. The state on disk
+        and the service tokens survive either way. Raises if the server cannot be started."""
+        addr = self._running_addr()
+        if addr is not None:
+            try:
+                if not self._health(addr).get("sealed", True):
+                    return None
+            except (httpx.HTTPError, ValueError):
+                pass  # answering oddly: _up below waits for it or starts another
+        self._prepare_dir()
+        with self._locked():
+            was_running = self._running_addr() is not None
+            self._up()
+        return "unsealed" if was_running else "restarted and unsealed"
 
     # -- root token, on request only -----------------------------------------------------
 
@@ -461,7 +489,7 @@ class LocalOpenBao:
         port, cluster = self._ports() or (0, 0)
         if self._requested_port is not None:
             port = self._requested_port
-        elif not (port and _port_free(port)):
+        elif not (port and _port_free_soon(port)):
             port = _free_port()
         if not (cluster and cluster != port and _port_free(cluster)):
             cluster = _free_port()

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import hvac
 import hvac.exceptions as hvac_exc
 import requests
+import stamina
 
-from shared.errors import AidpError, InvalidInput, TransientError
+from shared.errors import AidpError, DependencyDown, InvalidInput
 from shared.secrets.base import DataKey, KeyService, SecretStore, SecretValue
 
 if TYPE_CHECKING:
@@ -39,6 +40,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.@+=-]{1,200}$")
+#: Bounded retries of one call while Vault is sealed, overloaded or unreachable.
+_OUTAGE_RETRY: dict[str, Any] = {
+    "attempts": 4,
+    "timeout": 3.0,
+    "wait_initial": 0.2,
+    "wait_max": 1.0,
+    "wait_jitter": 0.2,
+}
+
 _TRANSIENT = (
     hvac_exc.VaultDown,
     hvac_exc.InternalServerError,
@@ -46,6 +56,7 @@ _TRANSIENT = (
     hvac_exc.RateLimitExceeded,
 )
 _DENIED = (hvac_exc.Forbidden, hvac_exc.Unauthorized)
+_OUTAGE = (*_TRANSIENT, requests.ConnectionError, requests.Timeout)
 
 
 class VaultError(AidpError):
@@ -147,22 +158,26 @@ class VaultClient(SecretStore, KeyService):
             log.info("vault: logged in with AppRole")
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one hvac call, mapping its failures onto aidp's error taxonomy."""
+        """Run one hvac call, mapping its failures onto aidp's error taxonomy. A sealed,
+        overloaded or unreachable server is tried again with bounded backoff (about three
+        seconds in all) before :class:`DependencyDown` is raised."""
         relogin = self._role_id is not None
         for attempt in (1, 2):
             try:
                 if not self._logged_in:
                     self._login()
-                return fn()
+                for retry in stamina.retry_context(on=_OUTAGE, **_OUTAGE_RETRY):
+                    with retry:
+                        return fn()
             except _DENIED as exc:
                 if relogin and attempt == 1:
                     self._logged_in = False
                     continue
                 raise VaultDenied(f"vault denied {what}: check the token or policy") from exc
             except _TRANSIENT as exc:
-                raise TransientError(f"vault at {self.addr} is unavailable ({what})") from exc
+                raise DependencyDown("vault", f"vault is unavailable ({what})") from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"vault at {self.addr} is unreachable ({what})") from exc
+                raise DependencyDown("vault", f"vault is unreachable ({what})") from exc
             except hvac_exc.VaultError as exc:
                 raise VaultError(f"vault refused {what}: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")  # pragma: no cover

@@ -71,6 +71,34 @@ def test_sealed_is_transient_and_unsealed_again(local_bao: LocalOpenBao) -> None
     revoke_self(vault.addr, root)
 
 
+def test_heal_unseals_a_sealed_server_and_restarts_a_dead_one(local_bao: LocalOpenBao) -> None:
+    """Embedded mode's watchdog (issue 19 item 2): ``heal`` unseals OpenBao after a seal
+    (what a restart leaves) and starts it again after it died, keeping secrets and tokens."""
+    import os
+    import signal
+
+    vault = local_bao.ensure_running()
+    client = VaultClient(vault.addr, token=vault.token_for("gateway"))
+    client.put_user_secret("carol", "HF_TOKEN", "hf_survives")
+    assert local_bao.heal() is None  # up and unsealed: nothing to do
+
+    root = local_bao.generate_root()  # sealing takes root: an operator's action
+    httpx.put(f"{vault.addr}/v1/sys/seal", headers={"X-Vault-Token": root}, timeout=10)
+    assert not client.healthy()
+    assert local_bao.heal() == "unsealed"
+    assert client.healthy()
+    revoke_self(vault.addr, root)
+
+    pid = int((local_bao.data_dir / "bao.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert local_bao.heal() == "restarted and unsealed"
+    assert int((local_bao.data_dir / "bao.pid").read_text()) != pid
+    assert client.list_user_secrets("carol") == ["HF_TOKEN"]  # same address, same token
+    fetcher = VaultClient(vault.addr, token=vault.token_for("fetcher"))
+    secret = fetcher.get_user_secret("carol", "HF_TOKEN")
+    assert secret is not None and secret.reveal() == "hf_survives"
+
+
 def test_from_settings_embedded_uses_the_service_token(local_bao: LocalOpenBao) -> None:
     data_dir = local_bao.data_dir.parent
     vault = local_bao.ensure_running()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from shared.bus import Bus, UnroutableError
-from shared.errors import InvalidInput, TransientError
+from shared.errors import DependencyDown, InvalidInput, TransientError
 from shared.events import Envelope, ProjectCreated, RunCancelled, new_event
 from tests.integration.shared.harness import BusHarness, eventually
 
@@ -94,6 +94,24 @@ async def test_a_transient_error_is_retried_then_succeeds(harness: BusHarness) -
     await eventually(lambda: handler.calls(sent) == 3, what="two retries")
     await asyncio.sleep(0.5)
     assert handler.calls(sent) == 3
+    assert await harness.dead(at_least=0, timeout=0) == []
+
+
+async def test_a_dependency_outage_is_held_through_without_spending_deliveries(
+    harness: BusHarness,
+) -> None:
+    """The database down for longer than the delivery budget lasts: the message is held
+    and handled once the database is back, never dead-lettered (issue 19 item 1)."""
+    from sqlalchemy.exc import OperationalError
+
+    sent = created()
+    down = [OperationalError("SELECT 1", {}, Exception("connection refused")) for _ in range(4)]
+    handler = Recorder({sent.id: [*down, DependencyDown("vault", "vault is sealed")]})
+    bus = await subscribed(harness, handler, max_deliveries=2)
+    await bus.publish(sent)
+    await eventually(lambda: handler.calls(sent) == 6, what="held through the outage")
+    await asyncio.sleep(0.5)
+    assert handler.calls(sent) == 6 and not handler.fail[sent.id]
     assert await harness.dead(at_least=0, timeout=0) == []
 
 

@@ -123,6 +123,9 @@ def checkpoint_every() -> int:
     return max(1, int(os.environ.get("AIDP_CHECKPOINT_EVERY") or 50))
 
 
+_spec_checkpoint_every = checkpoint_every  # keras_callback's argument shadows the name
+
+
 def resume_dir() -> Path | None:
     """The latest checkpoint's files when this attempt resumes, else None."""
     value = os.environ.get("AIDP_RESUME_DIR")
@@ -310,12 +313,12 @@ def keras_callback(
     Steps are optimizer steps (batches) counted over the whole ``fit``; ``total_steps`` is
     ``epochs × steps per epoch``. A checkpoint is written at the end of an epoch once
     ``checkpoint_every`` steps (default ``train.checkpoint_every``) have passed since the
-    last; on a resumed attempt ``on_train_begin`` loads it (the model must be built and
-    compiled, as for ``fit``) and ``fit`` continues at the next epoch.
+    last; on a resumed attempt ``on_train_begin`` loads it (the model must be built, e.g.
+    a functional model, and compiled) and ``fit`` continues at the next epoch.
     """
     import keras
 
-    every = checkpoint_every or globals()["checkpoint_every"]()
+    every = checkpoint_every or _spec_checkpoint_every()
 
     class AidpKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:

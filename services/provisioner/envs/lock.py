@@ -103,8 +103,9 @@ def _normalise(packages: list[str]) -> tuple[str, ...]:
     return tuple(seen[k] for k in sorted(seen))
 
 
-#: Names a TensorFlow env pins itself: a spec's own entries for them are left out.
-_TF_NAMES = frozenset({"tensorflow", "tensorflow-cpu", "tensorflow-intel", "keras"})
+#: Names a TensorFlow env pins itself: a spec's own entries for them are left out (as
+#: torch's are); a ``keras`` pin is the spec's to choose.
+_TF_NAMES = frozenset({"tensorflow", "tensorflow-cpu", "tensorflow-intel"})
 
 
 def _package_name(requirement: str) -> str:

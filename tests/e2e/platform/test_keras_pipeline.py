@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import pytest
 
 from tests.e2e.platform.conftest import embedded_platform
 from tests.support.hf_server import HubServer
-from tests.support.pipeline import TINY_DATASET, TINY_MODEL, ApiUser
+from tests.support.pipeline import TINY_DATASET, TINY_MODEL, ApiUser, publish_tiny_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -87,19 +90,39 @@ def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e["event"] for e in events if e["event"]["type"] == kind]
 
 
-@pytest.fixture
-def embedded(tmp_path: Path, hub: HubServer) -> Iterator[str]:
-    with embedded_platform(tmp_path / "data", hub, tmp_path / "aidp.log") as url:
-        yield url
+COLORS = "aidp-tests/tiny-colors"
+
+
+@dataclass
+class Platform:
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One embedded platform for the module (its start is the slow part), with the tiny
+    model, the sentiment CSV and a dataset of red and green PNGs on the mirror."""
+    root = tmp_path_factory.mktemp("keras")
+    with HubServer() as hub:
+        publish_tiny_project(hub, root / "mirror-src")
+        files = {}
+        for i in range(8):
+            shade = 150 + 10 * i
+            files[f"red/{i}.png"] = _png(12, (shade, 10, 10))
+            files[f"green/{i}.png"] = _png(12, (10, shade, 10))
+        hub.commit(COLORS, files, repo_type="dataset")
+        with embedded_platform(root / "data", hub, root / "aidp.log") as url:
+            yield Platform(url, root / "aidp.log")
 
 
 def test_keras_custom_script_resumes_after_kill_deploys_and_predicts(
-    embedded: str, tmp_path: Path
+    platform: Platform,
 ) -> None:
-    alice = ApiUser(embedded)
-    project = alice.create_project(keras_spec(epochs=12, step_sleep=0.15))
+    alice = ApiUser(platform.url)
+    project = alice.create_project(keras_spec(epochs=8, step_sleep=0.15))
     run_id = project["current_run_id"]
-    log = tmp_path / "aidp.log"
+    log = platform.log
 
     # the first attempt gets past a checkpoint (step 16: two epochs), then is killed
     deadline = time.monotonic() + 900
@@ -124,18 +147,22 @@ def test_keras_custom_script_resumes_after_kill_deploys_and_predicts(
     ready = of_type(events, "NodesReady")[0]["payload"]["env"]
     assert ready["framework"] == "tensorflow" and ready["tensorflow_version"]
     assert ready["torch_version"] == ""  # no torch in a TensorFlow env
+    environment = alice.http.get(f"/api/runs/{run_id}/environment").json()
+    assert environment["framework"] == "tensorflow" and environment["keras_version"]
+    assert environment["lock_hash"] == ready["lock_hash"]
+    assert "tensorflow-cpu==" in environment["lock"] and "\ntorch==" not in environment["lock"]
 
     started = of_type(events, "TrainingStarted")
     assert [s["payload"]["attempt"] for s in started] == [1, 2]
     resumed = started[1]["payload"]["resumed_from_step"]
-    assert resumed is not None and resumed >= 16 and resumed % 8 == 0
+    assert resumed is not None and resumed >= 8 and resumed % 8 == 0  # an epoch end
 
     progress = of_type(events, "TrainingProgress")
     first = [p["payload"]["step"] for p in progress if p["occurred_at"] < started[1]["occurred_at"]]
     after = [p["payload"]["step"] for p in progress if p["occurred_at"] > started[1]["occurred_at"]]
     assert first == sorted(first) and first[-1] >= 20
     assert after == sorted(after) and after[0] > resumed, (resumed, after[:3])
-    assert after[-1] == 96 and progress[-1]["payload"]["total_steps"] == 96
+    assert after[-1] == 64 and progress[-1]["payload"]["total_steps"] == 64
     assert any(p["payload"]["loss"] is not None for p in progress)
     completed = of_type(events, "TrainingCompleted")[0]["payload"]
     assert completed["metrics"]["accuracy"] >= 0.9
@@ -145,7 +172,8 @@ def test_keras_custom_script_resumes_after_kill_deploys_and_predicts(
     lineage = models[0]["lineage"]
     assert lineage["framework"] == "tensorflow" and lineage["tensorflow_version"]
     assert lineage["env_lock_hash"] == ready["lock_hash"]
-    assert lineage["dataset"]["source"].endswith(TINY_DATASET + "@main")
+    assert lineage["dataset"]["source"] == f"hf://datasets/{TINY_DATASET}"
+    assert len(lineage["dataset"]["revision"]) == 40  # the commit @main resolved to
 
     deployment_id = of_type(events, "ModelDeployed")[0]["payload"]["deployment_id"]
     r = alice.http.post(
@@ -160,43 +188,87 @@ def test_keras_custom_script_resumes_after_kill_deploys_and_predicts(
     assert bad.status_code in (400, 422), bad.text
 
     # another user sees neither the model nor the deployment
-    mallory = ApiUser(embedded)
+    mallory = ApiUser(platform.url)
     assert mallory.http.get(f"/api/projects/{project['id']}/models").status_code == 404
     r = mallory.http.post(f"/api/deployments/{deployment_id}/predict", json={"inputs": ["x"]})
     assert r.status_code == 404
 
 
-def test_keras_text_classification_template_trains_and_serves(
-    embedded: str, tmp_path: Path
-) -> None:
-    """The built-in task with framework tensorflow runs its Keras 3 template: the base
-    model's tokenizer and word embeddings, ``model.fit``; the deployment tokenizes."""
-    alice = ApiUser(embedded)
-    spec = {
-        "name": f"keras-tc-{uuid.uuid4().hex[:8]}",
+def test_keras_templates_train_and_serve(platform: Platform) -> None:
+    """The built-in tasks with framework tensorflow run their Keras 3 templates (submitted
+    together): text-classification from the base model's tokenizer and word embeddings
+    (the deployment tokenizes), image-classification on PNG folders per class decoded by
+    TensorFlow, a small CNN at the base model's image size (64: the tiny model names none;
+    the deployment takes pixel arrays and refuses text with a 4xx)."""
+    alice = ApiUser(platform.url)
+    common = {
         "model": f"hf://{TINY_MODEL}@main",
-        "dataset": f"hf://datasets/{TINY_DATASET}@main",
-        "task": "text-classification",
-        "train": {
-            "args": {"max_steps": 12, "batch_size": 8, "learning_rate": 0.01, "max_length": 16},
-            "checkpoint_every": 4,
-        },
         "environment": {"python": "3.11", "framework": "tensorflow"},
         "deploy": {"enabled": True},
     }
-    project = alice.create_project(spec)
-    run_id = project["current_run_id"]
-    run = alice.wait_for_run(run_id, timeout=900)
-    assert run["status"] == "deployed", why(alice, run_id, tmp_path / "aidp.log")
-    events = alice.events(run_id)
-    steps = [e["payload"]["step"] for e in of_type(events, "TrainingProgress")]
-    assert steps == sorted(steps) and steps[-1] == 12
-    assert of_type(events, "NodesReady")[0]["payload"]["env"]["framework"] == "tensorflow"
-    deployment_id = of_type(events, "ModelDeployed")[0]["payload"]["deployment_id"]
+    text = alice.create_project(
+        {
+            **common,
+            "name": f"keras-tc-{uuid.uuid4().hex[:8]}",
+            "dataset": f"hf://datasets/{TINY_DATASET}@main",
+            "task": "text-classification",
+            "train": {
+                "args": {"max_steps": 12, "batch_size": 8, "learning_rate": 0.01, "max_length": 16},
+                "checkpoint_every": 4,
+            },
+        }
+    )
+    image = alice.create_project(
+        {
+            **common,
+            "name": f"keras-ic-{uuid.uuid4().hex[:8]}",
+            "dataset": f"hf://datasets/{COLORS}@main",
+            "task": "image-classification",
+            "train": {"args": {"max_steps": 8, "batch_size": 4, "learning_rate": 0.01}},
+        }
+    )
+    deployments = {}
+    for project, total in ((text, 12), (image, 8)):
+        run_id = project["current_run_id"]
+        run = alice.wait_for_run(run_id, timeout=900)
+        assert run["status"] == "deployed", why(alice, run_id, platform.log)
+        events = alice.events(run_id)
+        steps = [e["payload"]["step"] for e in of_type(events, "TrainingProgress")]
+        assert steps == sorted(steps) and steps[-1] == total
+        assert of_type(events, "NodesReady")[0]["payload"]["env"]["framework"] == "tensorflow"
+        deployments[project["id"]] = of_type(events, "ModelDeployed")[0]["payload"]["deployment_id"]
+
     r = alice.http.post(
-        f"/api/deployments/{deployment_id}/predict", json={"inputs": ["a lovely film", "bad"]}
+        f"/api/deployments/{deployments[text['id']]}/predict",
+        json={"inputs": ["a lovely film", "bad"]},
     )
     assert r.status_code == 200, r.text
     outputs = r.json()["outputs"]
     assert len(outputs) == 2 and {o["label"] for o in outputs} <= {"pos", "neg"}
     assert all(0.0 < o["score"] <= 1.0 for o in outputs)
+
+    red = [[[200, 10, 10]] * 64] * 64
+    predict = f"/api/deployments/{deployments[image['id']]}/predict"
+    r = alice.http.post(predict, json={"inputs": [red]})
+    assert r.status_code == 200, r.text
+    (output,) = r.json()["outputs"]
+    assert output["label"] in ("red", "green") and 0.0 < output["score"] <= 1.0
+    r = alice.http.post(predict, json={"inputs": ["text"]})
+    assert 400 <= r.status_code < 500 and "numbers" in r.text, r.text
+
+
+def _png(size: int, rgb: tuple[int, int, int]) -> bytes:
+    raw = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )

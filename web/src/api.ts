@@ -85,9 +85,9 @@ function scheduleRefresh(): void {
 }
 scheduleRefresh();
 // Back from single sign-on (/api/auth/oidc/callback set the session cookie): restore it.
-if (typeof window !== "undefined" && window.location.hash === "#/sso-complete") {
+if (typeof window !== "undefined" && window.location?.hash === "#/sso-complete") {
   storage()?.setItem(SESSION_KEY, "1");
-  window.history.replaceState(null, "", window.location.pathname + window.location.search + "#/");
+  window.history?.replaceState(null, "", window.location.pathname + window.location.search + "#/");
 }
 // After a reload only the cookie is left: trade it for an access token right away.
 if (hasSession()) void refresh().catch(() => undefined);

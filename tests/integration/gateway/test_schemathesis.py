@@ -34,6 +34,10 @@ def _semantic_body(path: str) -> bool:
         "/api/projects",
         "/api/projects/{project_id}",
         "/api/projects/{project_id}/runs",
+        "/api/projects/{project_id}/clone",
+        # one of yaml or spec; a webhook URL must resolve to a public host
+        "/api/specs/validate",
+        "/api/projects/{project_id}/webhooks",
     )
 
 

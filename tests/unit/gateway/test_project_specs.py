@@ -4,7 +4,13 @@ with paths and a diff against the latest run's spec."""
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from tests.unit.gateway.conftest import SPEC, Harness
 
@@ -155,3 +161,53 @@ async def test_a_run_keeps_the_spec_it_ran_with(harness: Harness) -> None:
     _, mallory = harness.login("mallory@example.com")
     r = await harness.client.get(f"/api/runs/{run_id}/spec", headers=mallory)
     assert r.status_code == 404
+
+
+def test_migration_renames_duplicate_names_then_makes_them_unique(tmp_path: Path) -> None:
+    """gateway_0004 on a database that already holds two projects of one owner with one
+    name: the older keeps it, the newer becomes name-2 (name-2 taken: name-3)."""
+    from alembic import command
+
+    from services.gateway.main import MIGRATIONS
+    from shared.db import Database
+    from shared.db.migrate import alembic_config
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    config = alembic_config(MIGRATIONS, version_table="alembic_version_gateway")
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "gateway_0003")
+    owner, other = uuid.uuid4(), uuid.uuid4()
+    rows = [
+        (owner, "demo", "2026-01-01"),
+        (owner, "demo", "2026-01-02"),
+        (owner, "demo-2", "2026-01-03"),
+        (owner, "demo", "2026-01-04"),
+        (other, "demo", "2026-01-05"),
+    ]
+    with db.engine.begin() as conn:
+        for who, name, at in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO gateway_projects (id, name, spec, owner_id, run_count, last_seq,"
+                    " created_at, updated_at) VALUES (:id, :name, '{}', :owner, 0, 0, :at, :at)"
+                ),
+                {"id": uuid.uuid4().hex, "name": name, "owner": who.hex, "at": at},
+            )
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    with db.engine.connect() as conn:
+        names = conn.execute(
+            text("SELECT owner_id, name FROM gateway_projects ORDER BY created_at")
+        ).all()
+        assert [n for _, n in names] == ["demo", "demo-3", "demo-2", "demo-4", "demo"]
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                text(
+                    "INSERT INTO gateway_projects (id, name, spec, owner_id, run_count, last_seq,"
+                    " created_at, updated_at) VALUES (:id, 'demo', '{}', :owner, 0, 0, :at, :at)"
+                ),
+                {"id": uuid.uuid4().hex, "owner": owner.hex, "at": "2026-02-01"},
+            )
+    db.dispose()

@@ -266,3 +266,26 @@ def test_signature_is_hmac_sha256_over_timestamp_and_body() -> None:
 
     expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
     assert sign("k", 1700000000, b"{}") == f"sha256={expected}"
+
+
+def test_migration_matches_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import MetaData
+
+    from services.gateway import webhook_models
+    from services.gateway.main import MIGRATIONS
+    from shared.db import Database
+
+    tables = ("gateway_webhooks", "gateway_webhook_deliveries")
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.migrate(MIGRATIONS, service="gateway")
+    ours = MetaData()
+    for table in webhook_models.SQLModel.metadata.tables.values():
+        if table.name in tables:
+            table.to_metadata(ours)
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), ours)
+    db.dispose()
+    relevant = [d for d in diff if any(f"'{t}'" in repr(d) or f"<{t}>" in repr(d) for t in tables)]
+    assert relevant == []

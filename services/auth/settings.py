@@ -183,6 +183,12 @@ class AuthSettings(BaseServiceSettings):
         description="Comma-separated email domains whose SSO users get an account without "
         "an invitation in invite mode.",
     )
+    oidc_trust_email: bool = Field(
+        False,
+        description="Treat every email the provider sends as verified, even without "
+        "email_verified (Entra ID work accounts send none). Only for a provider whose users "
+        "cannot choose their own email address.",
+    )
     oidc_allow_insecure_issuer: bool = Field(
         False,
         description="Development/tests: accept an http:// issuer on a loopback address.",

@@ -242,7 +242,7 @@ def finish(
             redirect_uri=flow.redirect_uri,
             nonce=flow.nonce,
         )
-        email = _checked_email(claims)
+        email = _checked_email(claims, trust=ctx.settings.oidc_trust_email)
         with ctx.db.session() as session:
             user = _resolve_user(ctx, session, claims, email, invitation=flow.invitation)
             if cli is None:
@@ -279,7 +279,7 @@ def _commit(ctx: AuthContext, session: Session) -> None:
     ctx.published()
 
 
-def _checked_email(claims: OidcClaims) -> str:
+def _checked_email(claims: OidcClaims, *, trust: bool = False) -> str:
     if not claims.email:
         raise SsoRefused("sso_email_missing")
     try:
@@ -288,7 +288,7 @@ def _checked_email(claims: OidcClaims) -> str:
         raise SsoRefused(
             "sso_email_invalid", "the identity provider's email address is not usable here"
         ) from None
-    if not claims.email_verified:
+    if not claims.email_verified and not trust:
         raise SsoRefused(
             "sso_email_unverified",
             f"your identity provider has not verified the email address {email}; verify it "

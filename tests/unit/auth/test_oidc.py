@@ -224,6 +224,18 @@ def test_an_unverified_email_is_refused_and_nothing_is_created(
     assert client.post("/api/auth/refresh").status_code == 401
 
 
+def test_a_provider_without_email_verified_can_be_trusted_by_the_operator(
+    sso: Callable[..., TestClient], idp: OidcServer
+) -> None:
+    sub = f"sub-{uuid.uuid4().hex[:10]}"
+    email = f"{sub}@corp.example"
+    idp.set_user(sub, email=email)  # no email_verified at all (ID token nor userinfo)
+    assert error_code(sign_in(sso(), idp, sub)) == "sso_email_unverified"
+    trusting = sso(oidc_trust_email=True)
+    assert sign_in(trusting, idp, sub).headers["location"] == "/#/sso-complete"
+    assert me(trusting, session_token(trusting))["email"] == email
+
+
 def test_a_forged_replayed_or_cross_browser_state_is_refused(
     sso: Callable[..., TestClient], idp: OidcServer
 ) -> None:

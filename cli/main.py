@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from cli import account, deployments, members, serving
+from cli import account, deployments, members, serving, webhooks
 from cli.chat import chat
 from cli.follow import (
     FINAL_STATUSES,
@@ -354,6 +354,7 @@ app.add_typer(account.tokens_app, name="tokens")
 app.add_typer(members.members_app, name="members")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(members.invitations_app, name="invitations")
+app.add_typer(webhooks.webhooks_app, name="webhooks")
 
 
 if __name__ == "__main__":  # python -m cli.main

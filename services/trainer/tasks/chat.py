@@ -47,6 +47,20 @@ def load_conversations(root: Path, column: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _no_final_checkpoint() -> Any:
+    """A callback that stops HF Trainer's save at the last step: the model is written to the
+    output folder right after, a checkpoint of it would only be stored and dropped."""
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_save = False
+            return control
+
+    return NoFinalCheckpoint()
+
+
 def _device() -> torch.device:
     if os.environ.get("AIDP_ACCELERATOR", "cpu") == "cuda" and torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -114,6 +128,8 @@ def main() -> None:
         disable_tqdm=True,
         use_cpu=device.type == "cpu",
         bf16=use_bf16,
+        # activation recomputation saves GPU memory; on a CPU it only costs time
+        gradient_checkpointing=device.type == "cuda",
         dataloader_num_workers=0,
         eval_strategy="no",
     )
@@ -123,7 +139,7 @@ def main() -> None:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        callbacks=[aidp.trainer_callback()],
+        callbacks=[aidp.trainer_callback(), _no_final_checkpoint()],
     )
     resume = aidp.resume_dir()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

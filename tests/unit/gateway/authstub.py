@@ -120,6 +120,10 @@ class AuthStub:
             response.set_cookie("b", "2")
             return response
 
+        @app.get("/api/auth/oidc/config")
+        def oidc_config() -> dict[str, Any]:  # the login page asks; SSO is off here
+            return {"enabled": False, "label": None, "login_url": None}
+
         @app.get("/api/auth/me")
         def echo(request: Request) -> dict[str, Any]:
             return {"headers": dict(request.headers), "query": str(request.query_params)}

@@ -189,7 +189,15 @@ export function DeploymentsPage() {
                             type="button"
                             className="btn btn-small"
                             disabled={busy === d.id}
-                            onClick={() => void act(d, "promote", `${label(d)} becomes the live endpoint once it runs.`)}
+                            onClick={() =>
+                              void act(
+                                d,
+                                "promote",
+                                d.status === "running" || d.status === "idle"
+                                  ? `${label(d)} is now the live endpoint.`
+                                  : `${label(d)} becomes the live endpoint once it runs.`,
+                              )
+                            }
                             aria-label={`Make ${label(d)} live`}
                           >
                             Make live

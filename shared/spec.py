@@ -32,6 +32,7 @@ from shared.data_sources import DB_SCHEMES, SOURCE_SCHEMES, DatasetSpec, source_
 from shared.train_args import check_train_args
 
 __all__ = [
+    "Choice",
     "DeploySpec",
     "EnvironmentSpec",
     "HostSpec",
@@ -255,20 +256,100 @@ class HostSpec(_Strict):
         return value
 
 
+Provider = Literal["local", "ssh", "idc"]
+_INSTANCE_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Choice(BaseModel):
+    """One place a run's nodes may come from: a provider and, for idc, an instance type."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: Provider
+    instance_type: str | None = None
+
+    def label(self) -> str:
+        return f"{self.provider} {self.instance_type}" if self.instance_type else self.provider
+
+
 class ResourcesSpec(_Strict):
-    provider: Literal["local", "ssh", "idc"] = "local"
+    """Where the nodes come from. ``instance_type`` (idc) may be a list in order of
+    preference and ``fallback`` names providers tried after ``provider``: a choice without
+    capacity (or over a quota) moves provisioning to the next one (:meth:`choices`)."""
+
+    provider: Provider = "local"
     nodes: int = Field(1, ge=1, le=64)
     accelerator: Literal["cpu", "cuda", "gaudi", "xpu"] = "cpu"
-    instance_type: str | None = None
+    instance_type: str | list[str] | None = Field(
+        None, description="idc: one instance type, or several in order of preference"
+    )
+    fallback: list[Provider] = Field(
+        default_factory=list,
+        max_length=2,
+        description="providers tried, in order, when the first has no capacity",
+    )
     hosts: list[HostSpec] = Field(default_factory=list)
     autostop_minutes: int = Field(30, ge=1, le=10_080)
     max_hourly_usd: float | None = Field(None, gt=0)
 
+    @field_validator("instance_type")
+    @classmethod
+    def _valid_instance_types(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not 1 <= len(value) <= 8:
+            raise ValueError("instance_type: a list of 1 to 8 instance types")
+        for name in names:
+            if not _INSTANCE_TYPE.fullmatch(name):
+                raise ValueError(
+                    f"instance_type {name!r}: letters, digits, '.', '_' and '-' (at most 64)"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("instance_type: an instance type is listed twice")
+        return value
+
     @model_validator(mode="after")
-    def _hosts_for_ssh(self) -> ResourcesSpec:
-        if self.provider == "ssh" and len(self.hosts) < self.nodes:
-            raise ValueError(f"provider ssh needs {self.nodes} host(s) in resources.hosts")
+    def _fallback_needs(self) -> ResourcesSpec:
+        chain = self.providers()
+        if len(set(chain)) != len(chain):
+            raise ValueError(
+                "resources.fallback: each provider once, and not the first provider again"
+            )
+        if "ssh" in chain and len(self.hosts) < self.nodes:
+            which = "provider ssh" if self.provider == "ssh" else "fallback ssh"
+            raise ValueError(f"{which} needs {self.nodes} host(s) in resources.hosts")
+        if "local" in self.fallback and self.nodes != 1:
+            raise ValueError("fallback local runs one node (resources.nodes: 1)")
+        if isinstance(self.instance_type, list) and "idc" not in chain:
+            raise ValueError("instance_type: a list of instance types is for provider idc")
         return self
+
+    def providers(self) -> list[Provider]:
+        """``provider`` then ``fallback``, in order."""
+        return [self.provider, *self.fallback]
+
+    def instance_types(self) -> list[str]:
+        """The idc instance types in order of preference (empty: the platform's default)."""
+        value = self.instance_type
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def choices(self) -> list[Choice]:
+        """Every place to try, in order: each instance type of idc, each other provider."""
+        made: list[Choice] = []
+        for provider in self.providers():
+            types: list[str | None] = [*self.instance_types()] if provider == "idc" else []
+            made += [Choice(provider=provider, instance_type=t) for t in types or [None]]
+        return made
+
+    def narrowed(self, choice: Choice) -> ResourcesSpec:
+        """These resources as one ``choice`` sees them: its provider and instance type, no
+        fallback (what a driver reads)."""
+        return self.model_copy(
+            update={
+                "provider": choice.provider,
+                "instance_type": choice.instance_type,
+                "fallback": [],
+            }
+        )
 
 
 class DeploySpec(_Strict):
@@ -420,6 +501,10 @@ class ProjectSpec(_Strict):
 
     def model_source(self) -> Source:
         return parse_source(self.model, kind="model")
+
+    def narrowed(self, choice: Choice) -> ProjectSpec:
+        """This spec as one provider/instance-type ``choice`` sees it (no fallback)."""
+        return self.model_copy(update={"resources": self.resources.narrowed(choice)})
 
     def dataset_source(self) -> Source | None:
         if isinstance(self.dataset, DatasetSpec):

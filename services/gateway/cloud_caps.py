@@ -5,7 +5,8 @@ The provisioner owns the caps (``AIDP_CLOUD_MAX_PRICE_PER_HOUR`` and who may use
 platform's credentials); ``POST /internal/cloud-access/check`` answers 422 when a spec asks
 more than they allow, or an accelerator the node lacks. Asking before the run exists turns a
 failed provisioning into a 422 the user sees at once. ``provider: idc`` specs and ``local``
-ones asking an accelerator are sent (ssh hosts are only known when probed); the per-user cap
+ones asking an accelerator are sent, also when idc or local is only a
+``resources.fallback`` (ssh hosts are only known when probed); the per-user cap
 depends on the runs active when provisioning starts and is enforced there.
 
 The provisioner enforces every cap again when it provisions, so this check is an early
@@ -31,7 +32,8 @@ async def check_cloud_caps(provisioner: Downstream, user_id: uuid.UUID, spec: Pr
     """Raise ``InvalidInput`` (422) when ``spec`` breaks a platform cap for ``user_id`` or
     asks an accelerator its provider's node lacks."""
     res = spec.resources
-    if res.provider != "idc" and not (res.provider == "local" and res.accelerator != "cpu"):
+    chain = res.providers()  # the fallback providers are held to the same caps
+    if "idc" not in chain and not ("local" in chain and res.accelerator != "cpu"):
         return
     try:
         await provisioner.request(

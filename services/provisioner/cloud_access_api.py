@@ -10,7 +10,8 @@
   price limits break the platform's caps (what can be known before a run: the per-user cap
   depends on the runs active then and is checked when provisioning), or when its
   ``resources.accelerator`` is not on the node (``local``: this machine; ``idc``: the
-  instance type, where its name tells)
+  instance type, where its name tells); every choice of ``resources.instance_type`` and
+  ``resources.fallback`` is checked, and the 422 names the one refused
 """
 
 from __future__ import annotations
@@ -89,21 +90,24 @@ def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
             spec = ProjectSpec.model_validate(body.spec)
         except ValidationError as exc:
             raise InvalidInput(f"invalid spec: {exc.errors()[0]['msg']}") from None
-        if spec.resources.provider not in _CHECKED_PROVIDERS:
-            return Response(status_code=204)
-        driver = request.app.state.provisioner.drivers(spec.resources.provider, body.user_id)
-        ctx = RunContext(
-            run_id=uuid.uuid4(),
-            project_id=uuid.uuid4(),
-            owner_id=body.user_id,
-            spec=spec,
-            state_dir=Path("/nonexistent"),  # check_request creates nothing
-        )
-        try:
-            await driver.check_request(ctx)
-        except ProviderError as exc:
-            if exc.code in _SPEC_REFUSALS:
-                raise InvalidInput(exc.message) from None
+        choices = spec.resources.choices()
+        for choice in choices:  # a fallback must keep within the caps as much as the first
+            if choice.provider not in _CHECKED_PROVIDERS:
+                continue
+            driver = request.app.state.provisioner.drivers(choice.provider, body.user_id)
+            ctx = RunContext(
+                run_id=uuid.uuid4(),
+                project_id=uuid.uuid4(),
+                owner_id=body.user_id,
+                spec=spec.narrowed(choice),
+                state_dir=Path("/nonexistent"),  # check_request creates nothing
+            )
+            try:
+                await driver.check_request(ctx)
+            except ProviderError as exc:
+                if exc.code in _SPEC_REFUSALS:
+                    where = f"{choice.label()}: " if len(choices) > 1 else ""
+                    raise InvalidInput(where + exc.message) from None
         return Response(status_code=204)
 
     return router

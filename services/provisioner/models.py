@@ -60,6 +60,10 @@ class RunNodes(SQLModel, table=True):
     credential_source: str | None = Field(default=None, max_length=16)
     #: USD/hour of all the run's nodes (billed providers with a known price)
     hourly_usd: float | None = None
+    #: index in ``spec.resources.choices()`` of the provider/instance type in use
+    choice: int = 0
+    #: nodes replaced after a loss (NodeLost), bounded by AIDP_PROVISIONER_MAX_REPLACEMENTS
+    replacements: int = 0
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     last_active_at: datetime = Field(default_factory=_now)

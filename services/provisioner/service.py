@@ -44,14 +44,28 @@ from shared.events import (
     new_event,
 )
 from shared.runtime import ServiceRuntime
-from shared.spec import LLM_TASKS, ProjectSpec
+from shared.spec import LLM_TASKS, Choice, ProjectSpec
 
-__all__ = ["DriverFactory", "Provisioner"]
+__all__ = ["DriverFactory", "Provisioner", "no_capacity"]
 
 log = logging.getLogger(__name__)
 
 #: ``factory(provider, owner_id)`` → a driver acting with that owner's credentials.
 DriverFactory = Callable[[str, uuid.UUID | None], NodeDriver]
+
+
+#: ProviderError codes that mean "not here, not now": the next choice is tried.
+CAPACITY_CODES = frozenset({"no_capacity", "quota_exceeded"})
+
+
+def no_capacity(exc: BaseException) -> bool:
+    """True when ``exc`` says the provider lacks capacity (or a quota is hit) for the
+    requested instance type: a reason to try the spec's next choice, not to fail."""
+    if not isinstance(exc, ProviderError):
+        return False
+    if exc.code in CAPACITY_CODES:
+        return True
+    return exc.code == "instance_failed" and "capacity" in exc.message.lower()
 
 
 def _now() -> datetime:
@@ -255,11 +269,13 @@ class Provisioner:
         async def report(stage: str, message: str) -> None:
             await self._progress(row.run_id, stage, message, None)
 
+        spec = ProjectSpec.model_validate(row.spec)
+        choices = spec.resources.choices()
         return RunContext(
             run_id=row.run_id,
             project_id=row.project_id,
             owner_id=row.owner_id,
-            spec=ProjectSpec.model_validate(row.spec),
+            spec=spec.narrowed(choices[min(row.choice, len(choices) - 1)]),
             state_dir=state_dir,
             progress=report,
             credential_source=row.credential_source,
@@ -324,15 +340,13 @@ class Provisioner:
             s.commit()
             s.refresh(row)
             ctx = self._context(row)
-            provider, owner = row.provider, row.owner_id
+            provider, owner, index = row.provider, row.owner_id, row.choice
+            choices = ProjectSpec.model_validate(row.spec).resources.choices()
         driver = self.drivers(provider, owner)
         step = "check"
         try:
-            await driver.check_request(ctx)
-            billing = driver.billing(ctx)
-            if billing is not None and self.cloud_access is not None:
-                self.cloud_access.reserve(run_id, owner, billing)
-                ctx = replace(ctx, credential_source=billing.source)
+            await self._check_choices(ctx, choices[index:], owner)
+            ctx = self._reserve(ctx, driver, owner)
             step = "lock"
             await self._progress(run_id, "lock", "resolving the environment's packages", 2)
             lock = self.locks.load(self.builder.input_key(ctx.spec))
@@ -343,21 +357,16 @@ class Provisioner:
                 raise RuntimeError("the lock just stored is missing")
             self._update(run_id, lock_hash=lock.lock_hash, lock=lock.text)
             step = "nodes"
-            count = ctx.spec.resources.nodes
-            await self._progress(run_id, "nodes", f"creating {count} {provider} node(s)", 5)
-
-            async def one(index: int) -> Node:
-                node = await self._retrying(run_id, lambda: driver.create_node(ctx, index))
-                self._add_node(run_id, node)
-                node = await driver.check_node(ctx, node)
-                self._add_node(run_id, node)
-                return node
-
-            results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise errors[0]
-            nodes = [r for r in results if isinstance(r, Node)]
+            while True:
+                try:
+                    nodes = await self._create_nodes(ctx, driver)
+                    break
+                except ProviderError as exc:
+                    if not no_capacity(exc) or index + 1 >= len(choices):
+                        raise
+                    ctx, driver = await self._fall_back(ctx, driver, choices, index, exc)
+                    index += 1
+                    ctx = self._reserve(ctx, driver, owner)  # the next choice's price
             step = "configure"
             env = await self.builder.configure(
                 spec=ctx.spec,
@@ -382,6 +391,91 @@ class Provisioner:
             await self._fail(ctx, driver, step=step, exc=exc)
             return
         self._ready(run_id, nodes, env)
+
+    async def _check_choices(
+        self, ctx: RunContext, choices: list[Choice], owner: uuid.UUID | None
+    ) -> None:
+        """Every choice left must pass its driver's check (accelerator, credentials, price
+        caps, allow-list) before anything is created: a fallback is never a way around a
+        limit."""
+        full = ProjectSpec.model_validate(self._row_spec(ctx.run_id))
+        for choice in choices:
+            narrowed = replace(ctx, spec=full.narrowed(choice))
+            try:
+                await self.drivers(choice.provider, owner).check_request(narrowed)
+            except ProviderError as exc:
+                if len(choices) == 1:
+                    raise
+                raise ProviderError(
+                    f"{choice.label()}: {exc.message}", code=exc.code, retryable=exc.retryable
+                ) from exc
+
+    def _row_spec(self, run_id: uuid.UUID) -> dict[str, Any]:
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            return dict(row.spec) if row is not None else {}
+
+    def _reserve(self, ctx: RunContext, driver: NodeDriver, owner: uuid.UUID | None) -> RunContext:
+        """Record the choice's price and account (the per-user cap is checked here)."""
+        billing = driver.billing(ctx)
+        if billing is not None and self.cloud_access is not None:
+            self.cloud_access.reserve(ctx.run_id, owner, billing)
+            return replace(ctx, credential_source=billing.source)
+        return ctx
+
+    async def _create_nodes(self, ctx: RunContext, driver: NodeDriver) -> list[Node]:
+        """Create and check every node of the run (in parallel); the first error raises
+        once all have ended (what was created is recorded for the teardown)."""
+        run_id, count = ctx.run_id, ctx.spec.resources.nodes
+        where = ctx.spec.resources.instance_type or driver.name
+        message = f"creating {count} {driver.name} node(s)"
+        if where != driver.name:
+            message += f" ({where})"
+        await self._progress(run_id, "nodes", message, 5)
+
+        async def one(index: int) -> Node:
+            node = await self._retrying(run_id, lambda: driver.create_node(ctx, index))
+            self._add_node(run_id, node)
+            node = await driver.check_node(ctx, node)
+            self._add_node(run_id, node)
+            return node
+
+        results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return [r for r in results if isinstance(r, Node)]
+
+    async def _fall_back(
+        self,
+        ctx: RunContext,
+        driver: NodeDriver,
+        choices: list[Choice],
+        index: int,
+        exc: ProviderError,
+    ) -> tuple[RunContext, NodeDriver]:
+        """Give back what choice ``index`` created and move the run to the next choice,
+        saying why (ProvisioningProgress stage ``fallback``)."""
+        here, there = choices[index], choices[index + 1]
+        await self._progress(
+            ctx.run_id,
+            "fallback",
+            f"{here.label()} has no capacity ({exc.message}); trying {there.label()}",
+            None,
+        )
+        await self._teardown(ctx, driver, keep_state=True)
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, ctx.run_id, with_for_update=True)
+            if row is None or row.state != "provisioning":
+                raise asyncio.CancelledError  # released meanwhile
+            row.choice, row.provider, row.nodes = index + 1, there.provider, []
+            row.credential_source, row.hourly_usd = None, None
+            row.updated_at = _now()
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            fresh = self._context(row)
+        return fresh, self.drivers(there.provider, fresh.owner_id)
 
     def _ready(self, run_id: uuid.UUID, nodes: list[Node], env: dict[str, Any]) -> None:
         infos = [
@@ -437,8 +531,11 @@ class Provisioner:
             s.commit()
         self.runtime.published()
 
-    async def _teardown(self, ctx: RunContext, driver: NodeDriver) -> list[str]:
-        """Terminate every recorded node and the run's provider resources; never raises."""
+    async def _teardown(
+        self, ctx: RunContext, driver: NodeDriver, *, keep_state: bool = False
+    ) -> list[str]:
+        """Terminate every recorded node and the run's provider resources; never raises.
+        ``keep_state``: the run goes on (another choice): its private state dir stays."""
         with self.runtime.db.session() as s:
             row = s.get(RunNodes, ctx.run_id)
             records = list(row.nodes or []) if row else []
@@ -454,8 +551,9 @@ class Provisioner:
             await driver.release_run(ctx)
         except Exception as exc:
             log.warning("releasing run %s resources failed: %s", ctx.run_id, exc)
-        self._cancel.pop(ctx.run_id, None)
-        shutil.rmtree(ctx.state_dir, ignore_errors=True)
+        if not keep_state:
+            self._cancel.pop(ctx.run_id, None)
+            shutil.rmtree(ctx.state_dir, ignore_errors=True)
         return names
 
     # -- release -----------------------------------------------------------------------

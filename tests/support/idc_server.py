@@ -10,7 +10,11 @@ served over real HTTP for the idc driver's tests.
   the account's jump host would.
 - Faults: ``inject(method, path_prefix, status, times)`` answers the next ``times`` matching
   requests with ``status`` (429 carries ``Retry-After``); ``max_instances`` is a quota whose
-  breach answers 429 with code 8 and a "quota" message.
+  breach answers 429 with code 8 and a "quota" message; creating an instance of a type in
+  ``no_capacity_types`` answers 429 with code 8 (RESOURCE_EXHAUSTED) and an "insufficient
+  capacity" message, as the cloud does when a type is sold out in the zone.
+- ``preempt(resource_id)`` deletes an instance behind the user's back (a preempted spot
+  instance, or one deleted in the console); its node's sshd is the test's to stop.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class IdcCloud:
     ready_after: int = 2  # GETs of an instance before it is Ready
     fail_types: dict[str, str] = field(default_factory=dict)
     max_instances: int = 10
+    no_capacity_types: set[str] = field(default_factory=set)
     slots: list[NodeSlot] = field(default_factory=list)
     proxy: tuple[str, str, int] | None = None  # (user, address, port) of the jump host
     proxy_authorized_keys: Path | None = None
@@ -74,6 +79,10 @@ class IdcCloud:
 
     def inject(self, method: str, prefix: str, status: int, times: int = 1) -> None:
         self.faults.append(_Fault(method, prefix, status, times))
+
+    def preempt(self, resource_id: str) -> None:
+        with self.lock:
+            self.instances.pop(resource_id, None)
 
     def live_instances(self) -> list[dict[str, Any]]:
         return list(self.instances.values())
@@ -207,6 +216,12 @@ def build_app(cloud: IdcCloud) -> FastAPI:
         if len(cloud.instances) >= cloud.max_instances:
             return _error(
                 429, 8, f"quota exceeded: at most {cloud.max_instances} instances per account"
+            )
+        itype = body["spec"].get("instanceType", "")
+        if itype in cloud.no_capacity_types:
+            zone = body["spec"].get("availabilityZone", "")
+            return _error(
+                429, 8, f"insufficient capacity: no {itype} instances available in {zone}"
             )
         for key in body["spec"].get("sshPublicKeyNames", []):
             if key not in cloud.keys:

@@ -133,7 +133,10 @@ class IdcDriver(NodeDriver):
     # -- contract ------------------------------------------------------------------------------
 
     def _instance_type(self, ctx: RunContext) -> str:
-        return ctx.spec.resources.instance_type or self.settings.idc_default_instance_type
+        """The run's instance type: the first listed (the service narrows the spec to the
+        choice in use, :meth:`shared.spec.ResourcesSpec.narrowed`), else the default."""
+        types = ctx.spec.resources.instance_types()
+        return types[0] if types else self.settings.idc_default_instance_type
 
     def _price(self, ctx: RunContext) -> float | None:
         """USD/hour of all the run's nodes, None when the type's price is unknown."""

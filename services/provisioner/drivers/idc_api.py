@@ -3,7 +3,9 @@
 Auth is OAuth2 client credentials: a token is fetched, reused until shortly before it
 expires, and fetched again on a 401. 429 and 5xx answers (and connection errors) are retried
 with exponential backoff (honouring ``Retry-After``); a 429 whose message speaks of a quota
-is not a rate limit and fails at once. Errors carry the API's own ``message``.
+is not a rate limit and fails at once, nor one whose gRPC code is 8 (RESOURCE_EXHAUSTED)
+and whose message speaks of capacity (``code="no_capacity"``: the provisioner tries the
+spec's next choice). Errors carry the API's own ``message``.
 """
 
 from __future__ import annotations
@@ -135,6 +137,12 @@ class IdcClient:
                     raise ProviderError(
                         f"Intel Tiber AI Cloud quota: {message}", code="quota_exceeded"
                     )
+                if response.status_code == 429 and _no_capacity(response, message):
+                    raise ProviderError(
+                        f"Intel Tiber AI Cloud has no capacity: {message}",
+                        code="no_capacity",
+                        retryable=True,
+                    )
                 if not retryable:
                     raise ProviderError(
                         f"Intel Tiber AI Cloud {method} {_path(url)} answered"
@@ -225,6 +233,16 @@ def _api_message(response: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return str(body)[:500]
+
+
+def _no_capacity(response: httpx.Response, message: str) -> bool:
+    """A RESOURCE_EXHAUSTED answer (gRPC code 8, HTTP 429) that speaks of capacity: the
+    instance type is sold out in the zone, which no retry of the same call will change."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        code = None
+    return code == 8 and "capacity" in message.lower()
 
 
 def _retry_after(response: httpx.Response) -> float | None:

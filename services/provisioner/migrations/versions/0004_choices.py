@@ -1,0 +1,27 @@
+"""capacity fallback and node replacement: the choice in use, the replacements made
+
+Revision ID: provisioner_0004
+Revises: provisioner_0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "provisioner_0004"
+down_revision = "provisioner_0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("provisioner_runs") as batch:
+        batch.add_column(sa.Column("choice", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("replacements", sa.Integer(), nullable=False, server_default="0")
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("provisioner_runs") as batch:
+        batch.drop_column("replacements")
+        batch.drop_column("choice")

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import html
 import queue
+import re
 import secrets
 import threading
 import webbrowser
@@ -141,7 +142,8 @@ def sso_sign_in(
         server.server_close()
     if "error" in answer or "code" not in answer:
         code = answer.get("error", "")
-        raise SsoFailed(MESSAGES.get(code, f"single sign-on failed ({code[:40] or 'no code'})"))
+        shown = code if re.fullmatch(r"[a-z_]{1,40}", code) else "unexpected answer"
+        raise SsoFailed(MESSAGES.get(code, f"single sign-on failed ({shown})"))
     try:
         body = client.request(
             "POST",

@@ -60,8 +60,10 @@ def _bao_with_unseal_key(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         )
     try:
         assert wait_http_ready(f"{addr}/v1/sys/health", timeout=30, proc=proc, interval=0.1)
-        key = re.search(r"Unseal Key: (\S+)", log_path.read_text())
-        assert key is not None, log_path.read_text()
+        deadline = time.monotonic() + 15  # printed a moment after the API answers
+        while (key := re.search(r"Unseal Key: (\S+)", log_path.read_text())) is None:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
         yield addr, token, key.group(1)
     finally:
         proc.terminate()

@@ -157,7 +157,7 @@ class Identity(SQLModel, table=True):
 class OidcFlow(SQLModel, table=True):
     """One started SSO sign-in (short-lived, single use). Found by the SHA-256 of the
     ``state`` sent to the provider; bound to the browser that started it by the SHA-256 of
-    its ``aidp_oidc`` cookie. A CLI sign-in ends with a one-time hand-off code (its SHA-256
+    its ``aidp_oidc_<id>`` cookie. A CLI sign-in ends with a one-time hand-off code (its SHA-256
     in ``handoff_hash``) that only the holder of the CLI's PKCE verifier can spend."""
 
     __tablename__ = "auth_oidc_flows"

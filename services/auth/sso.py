@@ -2,7 +2,7 @@
 opens. The protocol itself (discovery, PKCE, ID-token checks) is :mod:`services.auth.oidc`.
 
 A flow is a row of ``auth_oidc_flows``, found by the SHA-256 of its ``state`` and bound to
-the browser that started it by the ``aidp_oidc`` cookie (SHA-256 stored): a callback with
+the browser that started it by its ``aidp_oidc_<id>`` cookie (SHA-256 stored): a callback with
 a forged or replayed ``state``, or one that arrives in another browser (login CSRF: an
 attacker's own code pushed to a victim), is refused. Each flow is spent once.
 
@@ -59,6 +59,7 @@ __all__ = [
     "SsoRefused",
     "StartedFlow",
     "finish",
+    "flow_cookie_name",
     "redeem_handoff",
     "s256",
     "start",
@@ -101,7 +102,14 @@ class SsoRefused(AidpError):
 @dataclass(frozen=True)
 class StartedFlow:
     authorization_url: str
-    binding: str  # the aidp_oidc cookie value
+    binding: str  # the flow cookie's value
+    cookie_name: str  # aidp_oidc_<12 hex of the state's SHA-256>: one per sign-in
+
+
+def flow_cookie_name(state: str) -> str:
+    """The browser-binding cookie of the sign-in with ``state``: one cookie per sign-in, so
+    two sign-ins started in two tabs do not overwrite each other's binding."""
+    return f"aidp_oidc_{sha256_hex(state)[:12]}"
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,7 @@ def start(
             )
         )
         session.commit()
-    return StartedFlow(authorization_url=url, binding=binding)
+    return StartedFlow(authorization_url=url, binding=binding, cookie_name=flow_cookie_name(state))
 
 
 def cli_redirect(flow: OidcFlow, **params: str) -> str:

@@ -1,10 +1,11 @@
 """Single sign-on routes, mounted at ``/api/auth/oidc`` (the gateway forwards them):
 
 - ``GET /config``: ``{enabled, label, login_url}`` (public; the login page asks it);
-- ``GET /login``: 302 to the provider (state, nonce, PKCE S256) and the ``aidp_oidc``
-  cookie binding the sign-in to this browser; ``?invitation=`` carries an invitation code
-  for a first sign-in on an invite-only platform; ``?cli_port=&cli_challenge=&cli_state=``
-  starts a CLI sign-in (``aidp login --sso``);
+- ``GET /login``: 302 to the provider (state, nonce, PKCE S256) and the
+  ``aidp_oidc_<id>`` cookie binding the sign-in to this browser (one per sign-in);
+  ``?invitation=`` carries an invitation code for a first sign-in on an invite-only
+  platform; ``?cli_port=&cli_challenge=&cli_state=`` starts a CLI sign-in
+  (``aidp login --sso``);
 - ``GET /callback``: the provider's redirect. A browser sign-in ends with the refresh
   cookie (as a password login) and 303 to ``/#/sso-complete``; a refused one with 303 to
   ``/#/sso-error?code=<sso_…>`` (a code, never text from the request); a CLI sign-in with
@@ -35,13 +36,12 @@ from services.auth.schemas import TokenPairOut
 from services.auth.settings import AuthSettings
 from shared.errors import InvalidInput, NotFound
 
-__all__ = ["FLOW_COOKIE", "router"]
+__all__ = ["router"]
 
 log = logging.getLogger("aidp.auth.sso")
 
 router = APIRouter(prefix="/api/auth/oidc", tags=["auth"])
 
-FLOW_COOKIE = "aidp_oidc"
 FLOW_COOKIE_PATH = "/api/auth/oidc"
 CALLBACK_PATH = "/api/auth/oidc/callback"
 _HOST = re.compile(
@@ -86,9 +86,13 @@ def _ui_error(code: str) -> RedirectResponse:
     return RedirectResponse(f"/#/sso-error?{urlencode({'code': safe})}", status_code=303)
 
 
-def _clear_flow_cookie(response: Response, request: Request, settings: AuthSettings) -> None:
+def _clear_flow_cookie(
+    response: Response, request: Request, settings: AuthSettings, state: str | None
+) -> None:
+    if not state:
+        return
     response.delete_cookie(
-        FLOW_COOKIE,
+        sso.flow_cookie_name(state),
         path=FLOW_COOKIE_PATH,
         secure=secure_cookies(request, settings),
         httponly=True,
@@ -153,7 +157,7 @@ def oidc_login(
     response.headers["Cache-Control"] = "no-store"
     # Lax, not Strict: the provider's redirect back is a cross-site top-level navigation.
     response.set_cookie(
-        FLOW_COOKIE,
+        started.cookie_name,
         started.binding,
         max_age=ctx.settings.oidc_flow_ttl_seconds,
         path=FLOW_COOKIE_PATH,
@@ -184,7 +188,7 @@ def oidc_callback(
             state=state,
             code=code,
             error=error,
-            binding=request.cookies.get(FLOW_COOKIE),
+            binding=request.cookies.get(sso.flow_cookie_name(state)) if state else None,
         )
     except sso.SsoRefused as refused:
         log.info("oidc: sign-in refused: %s", refused.code)
@@ -194,7 +198,7 @@ def oidc_callback(
             )
         else:
             response = _ui_error(refused.code)
-        _clear_flow_cookie(response, request, ctx.settings)
+        _clear_flow_cookie(response, request, ctx.settings, state)
         return response
     except NotFound:
         return _ui_error("sso_not_configured")
@@ -212,7 +216,7 @@ def oidc_callback(
             max_age=ctx.settings.session_max_days * 86400,
         )
     response.headers["Cache-Control"] = "no-store"
-    _clear_flow_cookie(response, request, ctx.settings)
+    _clear_flow_cookie(response, request, ctx.settings, state)
     return response
 
 

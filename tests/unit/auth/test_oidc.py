@@ -166,7 +166,7 @@ def test_sign_in_creates_the_account_and_opens_a_platform_session(
     cookies = r.headers.get_list("set-cookie")
     refresh = next(c for c in cookies if c.startswith("aidp_refresh="))
     assert "HttpOnly" in refresh and "SameSite=strict" in refresh and "Path=/api/auth" in refresh
-    assert any(c.startswith("aidp_oidc=") and "Max-Age=0" in c for c in cookies)
+    assert any(c.startswith("aidp_oidc_") and "Max-Age=0" in c for c in cookies)
     # the authorization request: code flow, PKCE S256, state and nonce
     sent = idp.authorize_params[-1]
     assert sent["response_type"] == "code" and sent["code_challenge_method"] == "S256"
@@ -255,8 +255,10 @@ def test_a_forged_replayed_or_cross_browser_state_is_refused(
     r = other_browser.get(back, follow_redirects=False)
     assert error_code(r) == "sso_state_invalid"
     assert not account_exists(client, email)
-    # the flow is spent by that attempt: the right browser cannot reuse it either
+    # the browser that started it still can, once
+    assert client.get(back, follow_redirects=False).headers["location"] == "/#/sso-complete"
     assert error_code(client.get(back, follow_redirects=False)) == "sso_state_invalid"
+    assert error_code(other_browser.get(back, follow_redirects=False)) == "sso_state_invalid"
     for state_value in ("", "x" * 300, "<script>", state + "x"):
         r = client.get(
             "/api/auth/oidc/callback",
@@ -270,6 +272,21 @@ def test_a_forged_replayed_or_cross_browser_state_is_refused(
     back = idp.approve(begin(client), sub)
     assert client.get(back, follow_redirects=False).headers["location"] == "/#/sso-complete"
     assert error_code(client.get(back, follow_redirects=False)) == "sso_state_invalid"
+
+
+def test_two_sign_ins_started_in_one_browser_both_finish(
+    sso: Callable[..., TestClient], idp: OidcServer
+) -> None:
+    client = sso()
+    sub, email = person(idp)
+    first, second = begin(client), begin(client)  # two tabs, or a double click
+    back_second = idp.approve(second, sub)
+    back_first = idp.approve(first, sub)
+    assert client.get(back_second, follow_redirects=False).headers["location"] == (
+        "/#/sso-complete"
+    )
+    assert client.get(back_first, follow_redirects=False).headers["location"] == ("/#/sso-complete")
+    assert me(client, session_token(client))["email"] == email
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,13 @@ bench: install
 	$(PY) -m pytest -m bench -s tests/bench
 
 lint: install
-	$(VENV)/bin/ruff check shared services cli tests
+	$(VENV)/bin/ruff check shared services cli tests scripts
+	$(VENV)/bin/ruff format --check shared services cli tests scripts
 	$(VENV)/bin/mypy
 
 fmt:
-	$(VENV)/bin/ruff check --fix shared services cli tests
-	$(VENV)/bin/ruff format shared services cli tests
+	$(VENV)/bin/ruff check --fix shared services cli tests scripts
+	$(VENV)/bin/ruff format shared services cli tests scripts
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist .pytest_cache .mypy_cache .ruff_cache

@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -294,10 +294,7 @@ def encrypt_stream(
         if hasher is not None:
             hasher.update(piece)
             if last:
-                digest = hasher.digest()
-                bound = name_of(digest) if name_of is not None else digest
-                if len(bound) != 32:
-                    raise ValueError("a bound name must be 32 bytes")
+                digest, bound = _final_digest(hasher, name_of)
         size += len(piece)
         sealer.seal(piece, last=last, digest=bound if flags else b"")
     return EncryptResult(
@@ -305,6 +302,16 @@ def encrypt_stream(
         sha256=digest.hex() if hasher is not None else None,
         name=bound.hex() if name_of is not None else None,
     )
+
+
+def _final_digest(hasher: Any, name_of: Callable[[bytes], bytes] | None) -> tuple[bytes, bytes]:
+    """The plaintext's sha256 and what the final chunk binds: that sha256, or the keyed
+    name ``name_of`` makes of it (32 bytes)."""
+    digest: bytes = hasher.digest()
+    bound = name_of(digest) if name_of is not None else digest
+    if len(bound) != 32:
+        raise ValueError("a bound name must be 32 bytes")
+    return digest, bound
 
 
 def encrypt_reader(
@@ -363,10 +370,7 @@ def encrypt_reader(
                 if last and hasher is not None:
                     if hashing is not None:
                         hashing.result()
-                    digest = hasher.digest()
-                    bound = name_of(digest) if name_of is not None else digest
-                    if len(bound) != 32:
-                        raise ValueError("a bound name must be 32 bytes")
+                    digest, bound = _final_digest(hasher, name_of)
                 filled += sealer.seal_into(
                     piece, target[filled:], last=last, digest=bound if flags else b""
                 )

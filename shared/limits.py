@@ -75,42 +75,56 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             await _send_413(send, limit, setting)
             return
-        state: dict[str, Any] = {"received": 0, "exceeded": False, "started": False}
-
-        async def counting_receive() -> Message:
-            if state["exceeded"]:
-                raise BodyTooLarge(limit, setting)
-            message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > limit:
-                    state["exceeded"] = True
-                    raise BodyTooLarge(limit, setting)
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if state["exceeded"]:
-                # the app answered after its body read failed: the answer is our 413
-                if message["type"] == "http.response.start" and not state["started"]:
-                    state["started"] = True
-                    await _send_413(send, limit, setting)
-                return
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
-
+        guard = _BodyGuard(receive, send, limit, setting)
         try:
-            await self.app(scope, counting_receive, guarded_send)
+            await self.app(scope, guard.receive, guard.send)
         except BodyTooLarge:
-            if not state["started"]:
-                state["started"] = True
-                await _send_413(send, limit, setting)
+            await guard.answer_413()
         except Exception:
-            if not state["exceeded"]:
+            if not guard.exceeded:
                 raise
-            if not state["started"]:  # the exceeded read surfaced as another error
-                state["started"] = True
-                await _send_413(send, limit, setting)
+            await guard.answer_413()  # the exceeded read surfaced as another error
+
+
+class _BodyGuard:
+    """One request's counting ``receive`` and the ``send`` that swaps the answer for a
+    413 once the body went past the limit."""
+
+    def __init__(self, receive: Receive, send: Send, limit: int, setting: str) -> None:
+        self._receive = receive
+        self._send = send
+        self.limit = limit
+        self.setting = setting
+        self.received = 0
+        self.exceeded = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        if self.exceeded:
+            raise BodyTooLarge(self.limit, self.setting)
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge(self.limit, self.setting)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.exceeded:
+            # the app answered after its body read failed: the answer is our 413
+            if message["type"] == "http.response.start":
+                await self.answer_413()
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    async def answer_413(self) -> None:
+        """Send the 413, unless an answer has already started."""
+        if not self.started:
+            self.started = True
+            await _send_413(self._send, self.limit, self.setting)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -30,6 +30,7 @@ export interface SpecForm {
   entrypoint: string;
   script: string;
   packages: string;
+  framework: "pytorch" | "tensorflow";
   provider: "local" | "ssh" | "idc";
   nodes: number;
   accelerator: "cpu" | "cuda" | "gaudi" | "xpu";
@@ -70,6 +71,7 @@ export const DEFAULT_FORM: SpecForm = {
   entrypoint: "train.py",
   script: "",
   packages: "",
+  framework: "pytorch",
   provider: "local",
   nodes: 1,
   accelerator: "cpu",
@@ -148,6 +150,13 @@ export function validate(f: SpecForm): Errors {
   if (!positiveNumber(f.batchSize, true)) e.batchSize = "A positive whole number.";
   if (f.maxSteps && !positiveNumber(f.maxSteps, true)) e.maxSteps = "A positive whole number, or empty.";
   if (!positiveNumber(f.checkpointEvery, true)) e.checkpointEvery = "A positive whole number of steps.";
+  if (f.framework === "tensorflow") {
+    if (f.accelerator !== "cpu" && f.accelerator !== "cuda")
+      e.framework = "TensorFlow runs on CPU or an NVIDIA GPU (CUDA): choose one of those accelerators.";
+    else if (f.nodes !== 1) e.framework = "TensorFlow runs on one node (one process uses all its GPUs).";
+    else if (LLM_TASKS.includes(f.task))
+      e.framework = "This task has no Keras template: use text or image classification, or a custom script.";
+  }
   if (LLM_TASKS.includes(f.task)) {
     if (f.method === "qlora" && f.accelerator !== "cuda")
       e.method = "QLoRA needs an NVIDIA GPU (accelerator CUDA): choose LoRA, or the CUDA accelerator.";
@@ -229,7 +238,12 @@ export function toSpec(f: SpecForm): Record<string, unknown> {
   spec.task = f.task;
   spec.train = train;
   const packages = packagesOf(f.packages);
-  if (packages.length) spec.environment = { python: "3.11", packages };
+  if (packages.length || f.framework !== "pytorch")
+    spec.environment = {
+      python: "3.11",
+      ...(f.framework !== "pytorch" ? { framework: f.framework } : {}),
+      ...(packages.length ? { packages } : {}),
+    };
   spec.resources = resources;
   spec.deploy = { enabled: f.deploy };
   if (f.secrets.length) spec.secrets = f.secrets;

@@ -205,12 +205,18 @@ export function NewProjectPage() {
                 <Field id="entrypoint" label="Script file name" error={show("entrypoint")}>
                   <input {...text("entrypoint")} spellCheck={false} />
                 </Field>
-                <Field id="script" label="Training script (runs under torchrun)" error={show("script")}>
+                <Field id="script" label={form.framework === "tensorflow" ? "Training script (Keras: pass aidp_progress.keras_callback() to fit)" : "Training script (runs under torchrun)"} error={show("script")}>
                   <textarea {...text("script")} rows={8} className="mono" spellCheck={false} />
                 </Field>
               </>
             )}
-            <Field id="packages" label="Extra Python packages" error={show("packages")} hint="One per line, e.g. scikit-learn or datasets>=2.19. PyTorch is picked for your accelerator.">
+            <Field id="framework" label="Framework" error={show("framework")} hint={form.framework === "tensorflow" ? "TensorFlow with Keras 3 (no PyTorch); the built-in tasks use their Keras templates." : "PyTorch, picked for your accelerator."}>
+              <select id="framework" value={form.framework} onChange={(e) => set("framework", e.target.value as SpecForm["framework"])} {...describedBy("framework", show("framework"))}>
+                <option value="pytorch">PyTorch</option>
+                <option value="tensorflow">TensorFlow / Keras</option>
+              </select>
+            </Field>
+            <Field id="packages" label="Extra Python packages" error={show("packages")} hint="One per line, e.g. scikit-learn or datasets>=2.19. The framework comes with the environment.">
               <textarea {...text("packages")} rows={2} className="mono" spellCheck={false} />
             </Field>
           </fieldset>

@@ -30,9 +30,13 @@ boundaries, as its ``BackupAndRestore`` does; no step is trained twice).
 Transport (the contract with the trainer): one line on stdout per message,
 ``@@aidp@@ <json object>``, written only by rank 0. Messages: ``progress`` (step,
 total_steps, epoch, loss, learning_rate, metrics, samples_per_sec, eta_seconds),
-``checkpoint`` (step, path relative to the workspace), ``completed`` (metrics). stdout
-travels over SSH unchanged, so the same works on remote nodes. All other output is
-relayed as logs.
+``checkpoint`` (step, path relative to the workspace), ``completed`` (metrics), and
+``heartbeat`` (no fields), which the first process of every node (``LOCAL_RANK`` 0) writes
+from a daemon thread every ``AIDP_HEARTBEAT_SECONDS`` once this module is imported: a
+node whose process sent heartbeats and then nothing at all for
+``AIDP_TRAINER_NODE_TIMEOUT_SECONDS`` is taken for lost (the run resumes on a replacement
+from its last checkpoint). stdout travels over SSH unchanged, so the same works on remote
+nodes. All other output is relayed as logs.
 
 Environment the trainer sets: ``AIDP_WORKSPACE``, ``AIDP_MODEL_DIR``, ``AIDP_DATA_DIR``,
 ``AIDP_OUTPUT_DIR``, ``AIDP_CHECKPOINT_ROOT``, ``AIDP_RESUME_DIR`` (only when resuming),
@@ -44,6 +48,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -327,6 +332,7 @@ def keras_callback(
             self.steps_per_epoch = 0
             self.step = 0
             self.epoch = 0
+            self.epoch_base = 0
             self.last_checkpoint = 0
             self.resumed_from: int | None = None
 
@@ -360,9 +366,12 @@ def keras_callback(
             self.epoch = epoch
             if self.steps_per_epoch:
                 self.step = epoch * self.steps_per_epoch
+            self.epoch_base = self.step
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self.step += 1
+            # from the batch index, not a count of calls: with steps_per_execution > 1
+            # Keras calls back once per execution
+            self.step = self.epoch_base + int(batch) + 1
             logs = logs or {}
             if self.reporter is None:
                 return
@@ -426,3 +435,30 @@ def keras_save(model: Any, *, labels: list[str] | None = None, **serving: Any) -
         meta = {**serving, **({"labels": [str(x) for x in labels]} if labels else {})}
         (output_dir() / "aidp_serving.json").write_text(json.dumps(meta))
     return path
+
+
+def _heartbeat(interval: float) -> None:
+    line = (MARKER + '{"event":"heartbeat"}\n').encode()
+    while True:
+        time.sleep(interval)
+        try:
+            sys.stdout.flush()
+            os.write(1, line)  # one write: never split by another thread's output
+        except (OSError, ValueError):  # stdout closed: the process is ending
+            return
+
+
+def _start_heartbeat() -> None:
+    """Heartbeats from the first process of each node, when the trainer asks for them."""
+    try:
+        interval = float(os.environ.get("AIDP_HEARTBEAT_SECONDS") or 0)
+    except ValueError:
+        return
+    if interval <= 0 or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    threading.Thread(
+        target=_heartbeat, args=(interval,), name="aidp-heartbeat", daemon=True
+    ).start()
+
+
+_start_heartbeat()

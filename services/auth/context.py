@@ -78,6 +78,9 @@ def build_context(
     oidc = None
     if settings.oidc_enabled():
         oidc = OidcProvider(settings, client_secret=oidc_client_secret(settings, store))
+        log.info(
+            "single sign-on on: issuer %s, client %s", settings.oidc_issuer, settings.oidc_client_id
+        )
     return AuthContext(
         settings=settings,
         db=db,

@@ -34,7 +34,7 @@ from tests.unit.trainer.conftest import PYTHON, Harness, running_trainer
 pytestmark = pytest.mark.bench
 
 ARGS = {
-    "max_steps": 80,
+    "max_steps": 40,
     "batch_size": 8,
     "learning_rate": 0.001,
     "num_threads": 1,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Row, select, update
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Row, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
@@ -39,6 +39,7 @@ def _now() -> datetime:
 
 class OutboxRow(SQLModel, table=True):
     __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "service", "sent_at", "seq"),)
 
     seq: int | None = Field(
         default=None,

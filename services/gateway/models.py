@@ -128,12 +128,15 @@ class Event(SQLModel, table=True):
     """One stored status event; ``seq`` is gapless per project. ``event_id`` dedupes."""
 
     __tablename__ = "gateway_events"
-    __table_args__ = (UniqueConstraint("event_id", name="uq_gateway_events_event_id"),)
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_gateway_events_event_id"),
+        Index("ix_gateway_events_run_id", "run_id", "seq"),
+    )
 
     project_id: uuid.UUID = Field(primary_key=True)
     seq: int = Field(sa_column=Column(_bigint(), primary_key=True, autoincrement=False))
     event_id: uuid.UUID
-    run_id: uuid.UUID | None = Field(default=None, index=True)
+    run_id: uuid.UUID | None = None
     type: str = Field(max_length=128)
     body: str = Field(sa_column=Column(Text, nullable=False))
     stored_at: datetime = Field(default_factory=_now)

@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -73,7 +73,7 @@ class Checkpoint(SQLModel, table=True):
     run_id: uuid.UUID = Field(index=True)
     step: int
     manifest_key: str = Field(max_length=64)
-    size_bytes: int = 0
+    size_bytes: int = Field(default=0, sa_type=BigInteger)  # BIGINT in trainer_0001
     created_at: datetime = Field(default_factory=now)
 
 
@@ -89,7 +89,7 @@ class ModelVersion(SQLModel, table=True):
     version: int
     task: str = Field(max_length=64)
     manifest_key: str = Field(max_length=64)
-    size_bytes: int = 0
+    size_bytes: int = Field(default=0, sa_type=BigInteger)  # BIGINT in trainer_0001
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     lineage: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=now)

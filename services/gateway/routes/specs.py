@@ -124,7 +124,7 @@ def run_spec(access: RunViewer) -> RunSpecOut:
 
 
 @router.post(
-    "/api/projects/{project_id}/clone", status_code=201, responses=responses(404, 409, 429)
+    "/api/projects/{project_id}/clone", status_code=201, responses=responses(403, 404, 409, 429)
 )
 async def clone_project(body: CloneIn, access: ProjectViewer, gateway: GatewayDep) -> ProjectOut:
     """A new project owned by you with this project's spec (or ``spec``), its run 1

@@ -44,9 +44,11 @@ __all__ = [
     "FetchProgress",
     "ModelDeployed",
     "NodeInfo",
+    "NodeLost",
     "NodesFailed",
     "NodesReady",
     "NodesReleased",
+    "NodesReplaced",
     "EnvInfo",
     "ProjectCreated",
     "ProjectDeleted",
@@ -191,6 +193,33 @@ class NodesFailed(EventPayload):
 
 class NodesReleased(EventPayload):
     nodes: list[str] = Field(default_factory=list)
+
+
+class NodeLost(EventPayload):
+    """The trainer lost a node mid-run (its SSH connection dropped or failed keepalives,
+    or it sent no line, heartbeats included, for ``AIDP_TRAINER_NODE_TIMEOUT_SECONDS``, and
+    it did not answer again): the provisioner replaces ``nodes`` (names as in NodesReady)
+    and answers NodesReplaced, or NodesFailed (``step: replace``) when it cannot or the
+    run's replacement budget is spent. ``attempt``: the launch that lost them;
+    ``resume_step``: the step of the checkpoint the run resumes from (None: from the
+    start)."""
+
+    nodes: list[str]
+    reason: str
+    attempt: int = 1
+    resume_step: int | None = None
+
+
+class NodesReplaced(EventPayload):
+    """Replacement nodes are ready (same driver: a new IDC instance, the next free host of
+    ``resources.hosts``), configured with the run's environment. ``nodes``: the run's whole
+    node list again (a replacement keeps the lost node's name and rank); ``replaced``: the
+    names replaced; ``replacements``: how many nodes the run has had replaced so far."""
+
+    nodes: list[NodeInfo]
+    replaced: list[str] = Field(default_factory=list)
+    reason: str = ""
+    replacements: int = 1
 
 
 # --- artifacts ---------------------------------------------------------------------------
@@ -403,6 +432,8 @@ _ALL: tuple[type[EventPayload], ...] = (
     NodesReady,
     NodesFailed,
     NodesReleased,
+    NodeLost,
+    NodesReplaced,
     FetchProgress,
     CachedRevisionUsed,
     ArtifactsCached,

@@ -9,12 +9,14 @@ from typing import TypeVar
 from sqlmodel import select
 
 from services.provisioner.models import RunNodes
+from services.provisioner.replacement import record_loss
 from services.provisioner.service import Provisioner
 from shared.events import (
     DatasetValidated,
     DeploymentStopped,
     Envelope,
     EventPayload,
+    NodeLost,
     ProjectCreated,
     ProjectDeleted,
     RunRequested,
@@ -153,7 +155,23 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
         if serving:
             await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "undeployed")
 
+    async def on_node_lost(envelope: Envelope) -> None:
+        """The trainer lost a node: replace it (or fail the run past the budget)."""
+        payload = _typed(parse_payload(envelope), NodeLost)
+        if envelope.run_id is None:
+            return
+        with runtime.db.session() as s:
+            if not claim_inbox(s, envelope, service=runtime.name):
+                return
+            row = s.get(RunNodes, envelope.run_id)
+            start = row is not None and record_loss(provisioner, s, row, payload, cause=envelope)
+            s.commit()
+        runtime.published()
+        if start:
+            provisioner.schedule(envelope.run_id, "replace")
+
     return {
+        "NodeLost": on_node_lost,
         "DeploymentStopped": on_deployment_stopped,
         "ProjectCreated": on_run,
         "RunRequested": on_run,

@@ -29,8 +29,18 @@ __all__ = [
 #: (its partial nodes are already torn down when the row says failed). An LLM task's run
 #: starts in validating: it waits for the fetcher's pre-flight check (DatasetValidated →
 #: requested; ValidationFailed → failed, nothing created).
-STATES = ("validating", "requested", "provisioning", "ready", "releasing", "released", "failed")
-ACTIVE_STATES = frozenset({"requested", "provisioning", "ready", "releasing"})
+#: A ready run whose node was lost (NodeLost) is ``replacing`` until NodesReplaced.
+STATES = (
+    "validating",
+    "requested",
+    "provisioning",
+    "ready",
+    "replacing",
+    "releasing",
+    "released",
+    "failed",
+)
+ACTIVE_STATES = frozenset({"requested", "provisioning", "ready", "replacing", "releasing"})
 
 
 def _now() -> datetime:
@@ -62,8 +72,10 @@ class RunNodes(SQLModel, table=True):
     hourly_usd: float | None = None
     #: index in ``spec.resources.choices()`` of the provider/instance type in use
     choice: int = 0
-    #: nodes replaced after a loss (NodeLost), bounded by AIDP_PROVISIONER_MAX_REPLACEMENTS
+    #: nodes replaced after a loss (NodeLost), bounded by AIDP_MAX_NODE_REPLACEMENTS
     replacements: int = 0
+    #: records of every node lost, each with ``pending`` (True until replaced)
+    lost: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     last_active_at: datetime = Field(default_factory=_now)

@@ -6,7 +6,9 @@ outbox. Every state change goes through :meth:`Provisioner.transition`, which al
 the event that announces it. Unfinished jobs are resumed at start (``resume``).
 
 States: requested → provisioning → ready → releasing → released, or → failed (partial
-nodes torn down first). Release happens after TrainingFailed, after TrainingCompleted unless
+nodes torn down first); ready → replacing → ready when the trainer lost a node
+(:mod:`services.provisioner.replacement`). Release happens after TrainingFailed, after
+TrainingCompleted unless
 the spec deploys (the trainer serves from the node: kept until the project is deleted, the
 run cancelled or the deployment fails), on RunCancelled, ProjectDeleted and autostop.
 """
@@ -31,6 +33,7 @@ from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.envs.builder import EnvBuilder
 from services.provisioner.locks import LockStore
 from services.provisioner.models import ACTIVE_STATES, Preflight, RunNodes
+from services.provisioner.replacement import replace_lost
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import AidpError, ProviderError, TransientError, dependency_outage
 from shared.events import (
@@ -189,7 +192,7 @@ class Provisioner:
         if row.state == "validating":  # no node was ever asked for
             self.transition(session, row, "released", release_reason=reason, cause=cause)
             return False
-        if row.state not in ("requested", "provisioning", "ready"):
+        if row.state not in ("requested", "provisioning", "ready", "replacing"):
             return False
         self.transition(session, row, "releasing", release_reason=reason, cause=cause)
         return True
@@ -204,7 +207,7 @@ class Provisioner:
             rows = s.exec(
                 select(RunNodes.run_id, RunNodes.nodes).where(
                     RunNodes.provider == provider,
-                    col(RunNodes.state).in_(["provisioning", "ready", "releasing"]),
+                    col(RunNodes.state).in_(["provisioning", "ready", "replacing", "releasing"]),
                     col(RunNodes.serving).is_not(True),
                 )
             ).all()
@@ -213,14 +216,17 @@ class Provisioner:
     # -- scheduling --------------------------------------------------------------------
 
     def schedule(self, run_id: uuid.UUID, action: str) -> None:
-        """Start ``provision`` or ``release`` for a run in a background task."""
-        if action == "provision":
+        """Start ``provision``, ``replace`` (lost nodes, :mod:`.replacement`) or ``release``
+        for a run in a background task."""
+        if action in ("provision", "replace"):
             if run_id in self._jobs and not self._jobs[run_id].done():
                 return
             self._cancel[run_id] = threading.Event()
-            task = self.runtime.spawn(
-                self._guard(lambda: self._provision(run_id)), name=f"prov-{run_id}"
-            )
+            if action == "provision":
+                job: Callable[[], Awaitable[None]] = lambda: self._provision(run_id)  # noqa: E731
+            else:
+                job = lambda: replace_lost(self, run_id)  # noqa: E731
+            task = self.runtime.spawn(self._guard(job), name=f"{action}-{run_id}")
             self._jobs[run_id] = task
         else:
             self.runtime.spawn(self._guard(lambda: self._release(run_id)), name=f"release-{run_id}")
@@ -249,11 +255,12 @@ class Provisioner:
         with self.runtime.db.session() as s:
             rows = s.exec(
                 select(RunNodes.run_id, RunNodes.state).where(
-                    col(RunNodes.state).in_(["requested", "provisioning", "releasing"])
+                    col(RunNodes.state).in_(["requested", "provisioning", "replacing", "releasing"])
                 )
             ).all()
+        jobs = {"releasing": "release", "replacing": "replace"}
         for run_id, state in rows:
-            self.schedule(run_id, "release" if state == "releasing" else "provision")
+            self.schedule(run_id, jobs.get(state, "provision"))
         with self.runtime.db.session() as s:
             waiting = s.exec(select(RunNodes.run_id).where(RunNodes.state == "validating")).all()
         for run_id in waiting:  # a check recorded just before a stop

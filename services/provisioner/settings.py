@@ -242,6 +242,12 @@ class ProvisionerSettings(SandboxedServiceSettings):
         60.0, gt=0, description="Seconds between reaper/autostop sweeps."
     )
     retry_delay: float = Field(5.0, gt=0, description="Seconds before retrying a busy driver.")
+    max_node_replacements: int = Field(
+        3,
+        ge=0,
+        description="Nodes a run may have replaced after losing them (NodeLost) before a"
+        " further loss fails it.",
+    )
 
     def resolved_env_dir(self) -> Path:
         path = self.env_dir or self.data_dir / "envs"

@@ -18,6 +18,7 @@ from shared.events import (
     NodesFailed,
     NodesReady,
     NodesReleased,
+    NodesReplaced,
     ValidationFailed,
     parse_payload,
 )
@@ -83,6 +84,11 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
         "ProjectCreated": handler(on_spec),
         "RunRequested": handler(on_spec),
         NodesReady.event_type(): handler(on_nodes),
+        NodesReplaced.event_type(): handler(
+            lambda s, e, p: _kick_if(
+                state, service.record_replacement(s, payload=p, stage=runtime.stage, **ids(e))
+            )
+        ),
         ArtifactsCached.event_type(): handler(on_artifacts),
         NodesFailed.event_type(): handler(on_failed),
         ArtifactsFailed.event_type(): handler(on_failed),
@@ -94,3 +100,7 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
 
 async def _kick(state: TrainerState) -> None:
     state.kick()
+
+
+def _kick_if(state: TrainerState, changed: bool) -> Any:
+    return _kick(state) if changed else None

@@ -6,7 +6,15 @@ resumed; a claimed run's job renews the lease while it works. One job attempt: k
 process group a previous attempt left, stage artifacts (and the latest checkpoint) on every
 node, launch torchrun, relay output, store checkpoints as they appear, then decide:
 completed (register the model, maybe deploy), retry from the latest checkpoint (the process
-was killed or a node was lost), or failed (an error in the script).
+was killed), a lost node (NodeLost: the run waits in ``replacing`` for NodesReplaced and
+resumes on the new node list from its latest checkpoint), or failed (an error in the
+script).
+
+A node is lost when, after its process died or went silent, a fresh SSH connection gets no
+answer within ``AIDP_TRAINER_NODE_TIMEOUT_SECONDS``. Streams end by themselves when the
+connection drops or fails its keepalives (every third of that timeout, three missed); a
+node whose process sent heartbeats (aidp_progress) and then nothing for the timeout is
+cut off by the watcher.
 """
 
 from __future__ import annotations
@@ -46,7 +54,13 @@ from services.trainer.staging import (
 )
 from services.trainer.warm import WarmPool, WarmSpare
 from shared.errors import Conflict, ProviderError
-from shared.events import EnvInfo, TrainingCompleted, TrainingFailed, TrainingStarted
+from shared.events import (
+    EnvInfo,
+    NodeLost,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingStarted,
+)
 from shared.runtime import ServiceRuntime
 from shared.spec import DeploySpec, ProjectSpec
 from shared.store import ArtifactStore, DiskFull
@@ -70,6 +84,8 @@ class _Attempt:
     lost_lease: bool = False
     limit_hit: str | None = None  #: the sandbox limit that killed a process
     disk_full: str | None = None  #: a checkpoint could not be stored: the store's disk is full
+    #: nodes that sent heartbeats and then no line for the node timeout
+    silent: set[str] = field(default_factory=set)
 
 
 class JobRunner:
@@ -223,6 +239,10 @@ class JobRunner:
             except (OSError, TimeoutError, Exception) as exc:  # staging or start failed
                 if isinstance(exc, asyncio.CancelledError):
                     raise
+                lost = await self._lost_nodes(execs, suspects=set())
+                if lost:
+                    reason = f"launch failed: {exc}"
+                    return await self._replace_nodes(run_id, lost, reason, launched=False)
                 return await asyncio.to_thread(
                     self._retry_or_fail, run_id, f"launch failed: {exc}", None, True, False
                 )
@@ -347,6 +367,7 @@ class JobRunner:
                 accelerator=accel,
                 run_id=run.run_id,
                 resume_step=ckpt.step if ckpt is not None else None,
+                heartbeat_seconds=self._heartbeat_seconds(),
             )
             if n > 1 and executor.node.address in ("127.0.0.1", "localhost"):
                 variables["GLOO_SOCKET_IFNAME"] = "lo"
@@ -394,7 +415,11 @@ class JobRunner:
         the same environment as a cold start, with the spare's folder as the workspace
         path inside the sandbox."""
         variables = launch_env(
-            workspace=spare.folder, spec=spec, accelerator=accel, run_id=run.run_id
+            workspace=spare.folder,
+            spec=spec,
+            accelerator=accel,
+            run_id=run.run_id,
+            heartbeat_seconds=self._heartbeat_seconds(),
         )
         secrets = await self._read_secrets(run, spec, reserved=set(variables))
         plan = plan_launch(
@@ -415,6 +440,10 @@ class JobRunner:
             env=plan.env,
             threads=int(plan.env.get("OMP_NUM_THREADS") or 0),
         )
+
+    def _heartbeat_seconds(self) -> float:
+        """Heartbeats four times per node timeout: one late line is not a lost node."""
+        return max(0.5, self.settings.trainer_node_timeout_seconds / 4)
 
     async def _procs_per_node(self, executor: NodeExecutor, accel: str) -> int:
         if accel != "cuda":
@@ -475,11 +504,18 @@ class JobRunner:
         progressed = self._first_progress.get(run.run_id)
         checkpoints: asyncio.Queue[tuple[NodeExecutor, int, str] | None] = asyncio.Queue()
 
+        loop = asyncio.get_running_loop()
+        last_line = {e.node.name: loop.time() for e in execs}
+        beating: set[str] = set()
+
         async def pump(executor: NodeExecutor, proc: NodeProcess) -> int | None:
             async for line in proc.lines():
+                last_line[executor.node.name] = loop.time()
                 msg = parse_marker(line.text) if line.stream == "stdout" else None
                 if msg is None:
                     relay.log(executor.node.name, line.stream, line.text)
+                elif msg.get("event") == "heartbeat":
+                    beating.add(executor.node.name)
                 elif msg.get("event") == "progress":
                     relay.progress(msg)
                     if progressed is not None:
@@ -523,6 +559,7 @@ class JobRunner:
                     log.exception("storing a checkpoint of run %s failed", run.run_id)
 
         async def watch() -> None:
+            timeout = self.settings.trainer_node_timeout_seconds
             while True:
                 await asyncio.sleep(self.settings.trainer_poll_seconds)
                 state = await asyncio.to_thread(self._renew, run.run_id)
@@ -530,6 +567,12 @@ class JobRunner:
                     outcome.cancelled = state == "cancelled"
                     outcome.lost_lease = state is None
                     await self._kill(execs, procs)
+                    return
+                now_ = loop.time()
+                silent = {n for n in beating if now_ - last_line[n] > timeout}
+                if silent:  # alive nodes send heartbeats: these stopped answering
+                    outcome.silent = silent
+                    await self._cut_off(execs, procs, silent, relay)
                     return
 
         flusher = asyncio.ensure_future(relay.run())
@@ -554,6 +597,30 @@ class JobRunner:
         for executor, proc in zip(execs, procs, strict=True):
             await executor.kill_group(proc.pgid, signal.SIGKILL)
         return outcome, relay
+
+    async def _cut_off(
+        self,
+        execs: list[NodeExecutor],
+        procs: list[NodeProcess],
+        silent: set[str],
+        relay: EventRelay,
+    ) -> None:
+        """Drop the connections of ``silent`` nodes (their streams end) and stop the
+        processes on the others: the attempt ends and the nodes are checked."""
+        timeout = self.settings.trainer_node_timeout_seconds
+        alive: list[tuple[NodeExecutor, NodeProcess]] = []
+        for executor, proc in zip(execs, procs, strict=True):
+            if executor.node.name not in silent:
+                alive.append((executor, proc))
+                continue
+            relay.log(
+                executor.node.name,
+                "stderr",
+                f"aidp: node {executor.node.name} sent nothing for {timeout:g} s"
+                " (AIDP_TRAINER_NODE_TIMEOUT_SECONDS)",
+            )
+            await executor.close()
+        await self._kill([e for e, _ in alive], [p for _, p in alive])
 
     async def _kill(
         self, execs: list[NodeExecutor], procs: list[NodeProcess], grace: float | None = None
@@ -639,6 +706,16 @@ class JobRunner:
             _SIGNALLED.search(t) for t in tail
         )
         exit_code = next((c for c in codes if c not in (0, None)), None)
+        if (signalled or outcome.silent) and not outcome.limit_hit:
+            lost = await self._lost_nodes(execs, suspects=outcome.silent)
+            if lost:
+                reason = (
+                    f"node {', '.join(lost)} lost during training:"
+                    f" {'it went silent' if set(lost) <= outcome.silent else 'it does not answer'}"
+                )
+                relay.log(lost[0], "stderr", f"aidp: {reason}; asking for a replacement")
+                await relay.flush()
+                return await self._replace_nodes(run.run_id, lost, reason, launched=True)
         if outcome.limit_hit:  # the same limit would stop a retry too
             reason = f"the sandbox stopped the training process: it hit {outcome.limit_hit}"
             signalled = False
@@ -661,6 +738,84 @@ class JobRunner:
         if not retry:
             await self.cleanup(run.run_id, execs)
         return retry
+
+    async def _lost_nodes(self, execs: list[NodeExecutor], *, suspects: set[str]) -> list[str]:
+        """The remote nodes that do not answer a fresh SSH connection within the node
+        timeout (``suspects`` went silent and are asked again too). Local nodes are never
+        lost."""
+        timeout = self.settings.trainer_node_timeout_seconds
+
+        async def answers(executor: NodeExecutor) -> bool:
+            if isinstance(executor, LocalExecutor):
+                return True
+            await executor.close()  # a new connection, not the one that broke
+            try:
+                code, _, _ = await asyncio.wait_for(
+                    executor.run(["true"], timeout=timeout), timeout
+                )
+            except (ProviderError, OSError, TimeoutError):
+                return False
+            finally:
+                await executor.close()
+            return code == 0
+
+        results = await asyncio.gather(*(answers(e) for e in execs))
+        lost = [e.node.name for e, ok in zip(execs, results, strict=True) if not ok]
+        if lost:
+            log.warning("nodes %s lost (suspected silent: %s)", lost, sorted(suspects))
+        return lost
+
+    async def _replace_nodes(
+        self, run_id: uuid.UUID, lost: list[str], reason: str, *, launched: bool
+    ) -> bool:
+        """Ask the provisioner for replacements (NodeLost) and leave the run ``replacing``
+        (no job owns it until NodesReplaced); past the attempt budget the run fails."""
+        await asyncio.to_thread(self._to_replacing, run_id, lost, reason, launched)
+        return False
+
+    def _to_replacing(
+        self, run_id: uuid.UUID, lost: list[str], reason: str, launched: bool
+    ) -> None:
+        with self.runtime.db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.state not in ACTIVE or run.owner != self.instance:
+                return
+            attempts = run.attempt + (0 if launched else 1)
+            if attempts >= self.settings.trainer_max_attempts:
+                budget = self.settings.trainer_max_attempts
+                final = f"{reason}; no launches left ({attempts} of {budget})"
+                transition(
+                    session,
+                    run,
+                    to="failed",
+                    stage=self.runtime.stage,
+                    reason=final,
+                    event=TrainingFailed(reason=final, exit_code=None, retryable=True),
+                    owner=None,
+                    lease_until=None,
+                )
+            else:
+                ckpt = latest_checkpoint(session, run_id)
+                event = NodeLost(
+                    nodes=lost,
+                    reason=reason,
+                    attempt=max(1, attempts),
+                    resume_step=ckpt.step if ckpt is not None else None,
+                )
+                transition(
+                    session,
+                    run,
+                    to="replacing",
+                    stage=self.runtime.stage,
+                    event=event,
+                    reason=reason,
+                    attempt=attempts,
+                    processes=None,
+                    owner=None,
+                    lease_until=None,
+                )
+            session.commit()
+        self.runtime.published()
 
     def _retry_or_fail(
         self,

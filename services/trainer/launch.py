@@ -64,8 +64,10 @@ def launch_env(
     accelerator: str,
     run_id: uuid.UUID | str,
     resume_step: int | None = None,
+    heartbeat_seconds: float | None = None,
 ) -> dict[str, str]:
-    """The variables every training process of a run gets (besides the rank variables)."""
+    """The variables every training process of a run gets (besides the rank variables).
+    ``heartbeat_seconds``: how often aidp_progress writes its heartbeat line."""
     ws = workspace
     variables = {
         "PYTHONUNBUFFERED": "1",
@@ -93,6 +95,8 @@ def launch_env(
     threads = _threads(spec.train.args)
     if threads:
         variables["OMP_NUM_THREADS"] = variables["MKL_NUM_THREADS"] = str(threads)
+    if heartbeat_seconds:
+        variables["AIDP_HEARTBEAT_SECONDS"] = f"{heartbeat_seconds:g}"
     if resume_step is not None:
         variables["AIDP_RESUME_DIR"] = posixpath.join(ws, "resume")
         variables["AIDP_RESUME_STEP"] = str(resume_step)

@@ -520,8 +520,12 @@ class SSHExecutor(NodeExecutor):
         known_hosts: str | None = None,
         accept_unknown_host_keys: bool = False,
         connect_timeout: float = 15,
+        node_timeout: float = 30,
     ) -> None:
         super().__init__(node)
+        #: keepalives every third of it, three unanswered close the connection: a node
+        #: that stops answering (even without closing its connection) ends every stream
+        self.node_timeout = node_timeout
         self.client_keys = list(client_keys)
         # asyncssh: None = no check, () = the default known_hosts file, a path = that file
         self.known_hosts: Any = None if accept_unknown_host_keys else (known_hosts or ())
@@ -542,7 +546,8 @@ class SSHExecutor(NodeExecutor):
                 "port": self.node.ssh_port,
                 "known_hosts": self.known_hosts,
                 "connect_timeout": self.connect_timeout,
-                "keepalive_interval": 10,
+                "keepalive_interval": max(1.0, self.node_timeout / 3),
+                "keepalive_count_max": 3,
             }
             if self.client_keys:
                 options["client_keys"] = self.client_keys
@@ -760,6 +765,7 @@ def executor_for(
     known_hosts: str | None = None,
     accept_unknown_host_keys: bool = False,
     sandbox: LocalSandbox | None = None,
+    node_timeout: float = 30,
 ) -> NodeExecutor:
     """The executor for a node: local for provider ``local``, SSH otherwise."""
     if node.provider == "local" and node.ssh_user is None:
@@ -769,6 +775,8 @@ def executor_for(
         client_keys=ssh_keys,
         known_hosts=known_hosts,
         accept_unknown_host_keys=accept_unknown_host_keys,
+        connect_timeout=min(15.0, node_timeout),
+        node_timeout=node_timeout,
     )
 
 
@@ -800,6 +808,7 @@ def node_executor(
         ssh_keys=[str(p) for p in settings.trainer_ssh_keys],
         known_hosts=str(known) if known else None,
         accept_unknown_host_keys=settings.trainer_accept_unknown_host_keys,
+        node_timeout=settings.trainer_node_timeout_seconds,
         sandbox=LocalSandbox(
             sandboxes_for(settings.sandbox_policy()),
             tenant=str(tenant),

@@ -9,7 +9,9 @@ States::
 
 ``waiting`` collects the spec (``ProjectCreated``/``RunRequested``), ``NodesReady`` and
 ``ArtifactsCached`` in any order; once all are known the run moves to ``staging`` and a
-background job picks it up (:mod:`services.trainer.jobs`). A transition changes the row
+background job picks it up (:mod:`services.trainer.jobs`). A run that lost a node waits in
+``replacing`` (NodeLost sent, no job owns it) until ``NodesReplaced`` brings it back to
+``staging`` on the new node list, or ``NodesFailed`` fails it. A transition changes the row
 and stages at most one event in the same transaction (outbox), so the state and the event
 commit together.
 """
@@ -40,8 +42,9 @@ __all__ = [
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "waiting": frozenset({"staging", "failed", "cancelled"}),
-    "staging": frozenset({"staging", "training", "failed", "cancelled"}),
-    "training": frozenset({"staging", "succeeded", "failed", "cancelled"}),
+    "staging": frozenset({"staging", "training", "replacing", "failed", "cancelled"}),
+    "training": frozenset({"staging", "replacing", "succeeded", "failed", "cancelled"}),
+    "replacing": frozenset({"staging", "failed", "cancelled"}),
     "succeeded": frozenset({"deploying"}),
     "deploying": frozenset({"deployed", "deploy_failed"}),
     "deployed": frozenset(),

@@ -24,6 +24,7 @@ from shared.events import (
     ArtifactsFailed,
     NodesFailed,
     NodesReady,
+    NodesReplaced,
     TrainingFailed,
     ValidationFailed,
 )
@@ -89,6 +90,33 @@ def record_nodes(
     return _maybe_start(session, run, stage=stage)
 
 
+def record_replacement(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    payload: NodesReplaced,
+    stage: Any,
+) -> bool:
+    """Lost nodes were replaced: the run resumes (``staging``, from its last checkpoint)
+    on the new node list. True when a job should pick it up."""
+    run = get_or_create_run(session, run_id=run_id, project_id=project_id)
+    if run.state != "replacing":
+        return False
+    transition(
+        session,
+        run,
+        to="staging",
+        event=None,
+        stage=stage,
+        nodes=[n.model_dump() for n in payload.nodes],
+        processes=None,
+        owner=None,
+        lease_until=None,
+    )
+    return True
+
+
 def record_artifacts(
     session: Session,
     *,
@@ -115,7 +143,7 @@ def fail_inputs(
 ) -> None:
     """Provisioning or fetching failed: the run fails (the provisioner then releases nodes)."""
     run = get_or_create_run(session, run_id=run_id, project_id=project_id)
-    if run.state not in ("waiting", "staging"):
+    if run.state not in ("waiting", "staging", "replacing"):
         return
     if isinstance(payload, ValidationFailed):  # the check's event is the run's failure
         reason = f"pre-flight check failed: {payload.reason}"

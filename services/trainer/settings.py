@@ -37,6 +37,14 @@ class TrainerSettings(SandboxedServiceSettings):
     trainer_log_flush_seconds: float = Field(
         0.5, gt=0, description="Longest time a log line waits before its TrainingLog batch is sent."
     )
+    trainer_node_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A node is lost when its SSH connection fails keepalives (sent every"
+        " third of this) or, once its training process sent a heartbeat, it sends no line"
+        " for this long, and it does not answer again: the run asks for a replacement"
+        " (NodeLost) and resumes from its last checkpoint.",
+    )
     trainer_kill_grace_seconds: float = Field(
         3.0, ge=0, description="Time between SIGTERM and SIGKILL when stopping training."
     )

@@ -148,6 +148,14 @@ class NodeDriver(ABC):
         configured yet (Ansible does that next).
         """
 
+    async def replace_node(self, ctx: RunContext, lost: Node, *, avoid: list[Node]) -> Node:
+        """A node to take the place of ``lost`` (same index and name), once ``lost`` was
+        terminated: by default the driver creates node ``lost.index`` again (a cloud driver
+        makes a new instance). ``avoid``: the run's nodes in use and every node it lost
+        (a driver choosing among fixed machines must pick none of them). Idempotent like
+        :meth:`create_node`; raises ProviderError when there is nothing to replace it with."""
+        return await self.create_node(ctx, lost.index)
+
     @abstractmethod
     async def check_node(self, ctx: RunContext, node: Node) -> Node:
         """Prove the node usable: reachable, host key as recorded, ``python3`` present, the

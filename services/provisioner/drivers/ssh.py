@@ -1,6 +1,8 @@
 """The ssh driver: the user's own hosts, listed in ``resources.hosts``.
 
-Node ``i`` is ``hosts[i]``. ``identity`` names a user secret in Vault holding a private key;
+Node ``i`` is ``hosts[i]``; a lost node is replaced by the first listed host no node of
+the run uses or lost (``resources.hosts`` may list more hosts than ``nodes``).
+``identity`` names a user secret in Vault holding a private key;
 it is written 0600 into the run's private state dir for the run's lifetime only. Host keys
 are pinned per user in ``known_hosts_dir/<user id>`` (trust on first use, then a changed
 key is a clear failure, never silently accepted).
@@ -24,6 +26,7 @@ from services.provisioner.drivers.sshcmd import (
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
 from shared.secrets import SecretStore
+from shared.spec import HostSpec
 
 __all__ = ["SshDriver"]
 
@@ -59,13 +62,28 @@ class SshDriver(NodeDriver):
         return str(path)
 
     async def create_node(self, ctx: RunContext, index: int) -> Node:
-        host = ctx.spec.resources.hosts[index]
+        return self._node(ctx, index, ctx.spec.resources.hosts[index], key=f"{index}")
+
+    async def replace_node(self, ctx: RunContext, lost: Node, *, avoid: list[Node]) -> Node:
+        """The first host of ``resources.hosts`` that no node of the run uses or lost."""
+        taken = {(n.address, n.ssh_port) for n in avoid}
+        for position, host in enumerate(ctx.spec.resources.hosts):
+            if (host.address, host.port) not in taken:
+                return self._node(ctx, lost.index, host, key=f"{lost.index}-h{position}")
+        raise ProviderError(
+            f"node {lost.name} ({lost.address}) was lost and no spare host is left in"
+            f" resources.hosts ({len(ctx.spec.resources.hosts)} listed, all in use or lost):"
+            " list more hosts than resources.nodes to let a run survive a lost host",
+            code="no_spare_host",
+        )
+
+    def _node(self, ctx: RunContext, index: int, host: HostSpec, *, key: str) -> Node:
         identity_file = None
         if host.identity and ctx.owner_id is not None:
             secret = self.secrets.get_user_secret(str(ctx.owner_id), host.identity)
             if secret is None:
                 raise ProviderError(f"identity secret {host.identity!r} disappeared")
-            identity_file = str(write_key(ctx.state_dir / "keys" / f"{index}", secret.reveal()))
+            identity_file = str(write_key(ctx.state_dir / "keys" / key, secret.reveal()))
         root = self.settings.ssh_node_root
         return Node(
             name=f"ssh-{index}",

@@ -226,3 +226,75 @@ async def test_submit_check_refuses_a_fallback_over_the_platform_cap(
     assert fits.status_code == 204, fits.text
     assert via_fallback.status_code == 422 and "vm-spr-lrg" in via_fallback.text
     assert made.live_instances() == []
+
+
+# -- node replacement (issue 19 item 4): the cloud deleted the instance mid-run ------------
+
+
+async def test_a_deleted_instance_is_replaced_by_a_new_one(
+    settings: ProvisionerSettings, cloud: tuple[IdcCloud, str]
+) -> None:
+    from shared.events import NodeLost
+
+    made, _ = cloud
+    vault, owner = _owner(made)
+    spec = spec_dict(provider="idc", instance_type="vm-spr-sml")
+    async with Harness(settings, vault=vault, builder=FakeEnvBuilder()) as h:
+        project, run = uuid.uuid4(), uuid.uuid4()
+        await h.publish(ProjectCreated(owner_id=owner, spec=spec), project_id=project, run_id=run)
+        await h.wait_for("NodesReady", run, timeout=120)
+        [first] = made.live_instances()
+        made.preempt(first["metadata"]["resourceId"])  # the cloud took it back
+        lost = NodeLost(nodes=["idc-0"], reason="node idc-0 does not answer", resume_step=5)
+        await h.publish(lost, project_id=project, run_id=run)
+        replaced = await _wait(h, "NodesReplaced", run)
+        [second] = made.live_instances()
+        assert second["metadata"]["resourceId"] != first["metadata"]["resourceId"]
+        assert second["metadata"]["labels"]["aidp-run"] == str(run)
+        assert replaced["replaced"] == ["idc-0"] and replaced["replacements"] == 1
+        [node] = replaced["nodes"]
+        assert node["name"] == "idc-0" and node["provider"] == "idc"
+        stages = [e.payload["stage"] for e in h.of("ProvisioningProgress", run)]
+        assert "replace" in stages
+        await h.publish(RunCancelled(), project_id=project, run_id=run)
+        await h.wait_for("NodesReleased", run, timeout=60)
+    assert made.live_instances() == [] and made.keys == {}
+
+
+async def test_a_loss_past_the_replacement_budget_fails(
+    settings: ProvisionerSettings, cloud: tuple[IdcCloud, str]
+) -> None:
+    from shared.events import NodeLost
+
+    made, _ = cloud
+    vault, owner = _owner(made)
+    budget = settings.model_copy(update={"max_node_replacements": 0})
+    spec = spec_dict(provider="idc", instance_type="vm-spr-sml")
+    async with Harness(budget, vault=vault, builder=FakeEnvBuilder()) as h:
+        project, run = uuid.uuid4(), uuid.uuid4()
+        await h.publish(ProjectCreated(owner_id=owner, spec=spec), project_id=project, run_id=run)
+        await h.wait_for("NodesReady", run, timeout=120)
+        lost = NodeLost(nodes=["idc-0"], reason="node idc-0 does not answer")
+        await h.publish(lost, project_id=project, run_id=run)
+        failed = (await h.wait_for("NodesFailed", run, timeout=30)).payload
+        assert failed["step"] == "replace" and "AIDP_MAX_NODE_REPLACEMENTS" in failed["reason"]
+        assert len(made.live_instances()) == 1  # nothing new was created
+        await h.publish(RunCancelled(), project_id=project, run_id=run)
+        await _wait(h, "NodesReleased", run, timeout=60, failed_ok=True)
+    assert made.live_instances() == []
+
+
+async def _wait(
+    h: Harness, event_type: str, run: uuid.UUID, timeout: float = 120, failed_ok: bool = False
+) -> dict:
+    """The first ``event_type`` of the run (NodesFailed fails the test with its reason,
+    unless ``failed_ok``)."""
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        while True:
+            if hits := h.of(event_type, run):
+                return hits[0].payload
+            if (failed := h.of("NodesFailed", run)) and not failed_ok:
+                raise AssertionError(failed[0].payload)
+            await asyncio.sleep(0.1)

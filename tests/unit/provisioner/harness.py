@@ -25,7 +25,13 @@ from shared.spec import ProjectSpec
 
 __all__ = ["FakeEnvBuilder", "Harness", "spec_dict"]
 
-COLLECTED = ["ProvisioningProgress", "NodesReady", "NodesFailed", "NodesReleased"]
+COLLECTED = [
+    "ProvisioningProgress",
+    "NodesReady",
+    "NodesFailed",
+    "NodesReleased",
+    "NodesReplaced",
+]
 
 
 def spec_dict(**resources: Any) -> dict[str, Any]:

@@ -47,6 +47,31 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "NodesFailed": {"reason": "ssh: connection refused", "retryable": True, "step": "connect"},
     "NodesReleased": {"nodes": ["local-0"]},
+    "NodeLost": {
+        "nodes": ["ssh-0"],
+        "reason": "node ssh-0 does not answer over SSH: connection refused",
+        "attempt": 1,
+        "resume_step": 10,
+    },
+    "NodesReplaced": {
+        "nodes": [
+            {
+                "name": "ssh-0",
+                "address": "10.0.0.6",
+                "ssh_user": "root",
+                "ssh_port": 22,
+                "proxy": None,
+                "workdir": "/opt/aidp/runs/r1",
+                "accelerator": "cpu",
+                "provider": "ssh",
+                "python": "/opt/aidp/envs/abc/venv/bin/python",
+                "run_user": "aidp-run",
+            }
+        ],
+        "replaced": ["ssh-0"],
+        "reason": "node ssh-0 does not answer over SSH: connection refused",
+        "replacements": 1,
+    },
     "FetchProgress": {"source": "hf://org/model@main", "bytes_done": 1024, "bytes_total": 4096},
     "CachedRevisionUsed": {
         "source": "hf://org/model@main",

@@ -1,4 +1,5 @@
-"""capacity fallback and node replacement: the choice in use, the replacements made
+"""capacity fallback and node replacement: the choice in use, the replacements made and
+the nodes lost
 
 Revision ID: provisioner_0004
 Revises: provisioner_0003
@@ -19,9 +20,11 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("replacements", sa.Integer(), nullable=False, server_default="0")
         )
+        batch.add_column(sa.Column("lost", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("provisioner_runs") as batch:
+        batch.drop_column("lost")
         batch.drop_column("replacements")
         batch.drop_column("choice")

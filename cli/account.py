@@ -68,7 +68,7 @@ def login(
         bool, typer.Option("--no-browser", help="With --sso: only print the sign-in URL.")
     ] = False,
 ) -> None:
-    """Log in and remember the server and tokens in ~/.aidp/config (mode 0600)."""
+    """Log in and remember the server and tokens in the CLI config file (mode 0600)."""
     config = load_config()
     server = server or config.server or DEFAULT_SERVER
     if sso:

@@ -1,8 +1,14 @@
 """The CLI's config file: the server URL and the caller's tokens.
 
-Stored as JSON at ``~/.aidp/config`` (or ``$AIDP_CONFIG``), readable only by its owner
-(mode 0600, directory 0700) because it holds bearer tokens. ``AIDP_SERVER`` and
-``AIDP_TOKEN`` (an API token, for CI) override what the file says.
+Stored as JSON in ``config`` in the per-user config folder of the platform (platformdirs:
+``$XDG_CONFIG_HOME/aidp``, default ``~/.config/aidp``, on Linux; ``~/Library/Application
+Support/aidp`` on macOS; ``%LOCALAPPDATA%\\aidp`` on Windows) or at ``$AIDP_CONFIG``, readable
+only by its owner (mode 0600, directory 0700) because it holds bearer tokens.
+``AIDP_SERVER`` and ``AIDP_TOKEN`` (an API token, for CI) override what the file says.
+
+Earlier versions kept the file at ``~/.aidp/config``: the first command that needs the
+config moves it to the new place (the old file is removed so tokens live in one file); if
+the new folder cannot be written, the old file keeps being used.
 """
 
 from __future__ import annotations
@@ -13,7 +19,16 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_SERVER", "Config", "config_path", "load_config", "save_config"]
+from platformdirs import user_config_path
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "Config",
+    "config_path",
+    "legacy_config_path",
+    "load_config",
+    "save_config",
+]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -36,10 +51,38 @@ class Config:
         return bool(self.api_token or self.access_token or self.refresh_token)
 
 
+def legacy_config_path() -> Path:
+    """Where versions before the platform's config folder kept the file."""
+    return Path.home() / ".aidp" / "config"
+
+
 def config_path() -> Path:
-    """``$AIDP_CONFIG`` if set, else ``~/.aidp/config``."""
+    """``$AIDP_CONFIG`` if set, else ``config`` in the platform's per-user config folder
+    (a config at the old place, ``~/.aidp/config``, is moved there first)."""
     env = os.environ.get("AIDP_CONFIG")
-    return Path(env).expanduser() if env else Path.home() / ".aidp" / "config"
+    if env:
+        return Path(env).expanduser()
+    path = user_config_path("aidp", appauthor=False) / "config"
+    legacy = legacy_config_path()
+    if not path.exists() and legacy.is_file():
+        try:
+            _move_private(legacy, path)
+        except OSError:
+            return legacy  # the new folder cannot be written: keep using the old file
+    return path
+
+
+def _move_private(src: Path, dst: Path) -> None:
+    """Copy ``src`` to a new ``dst`` (mode 0600, directory 0700), then remove ``src``."""
+    data = src.read_bytes()
+    dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, stat.S_IRUSR | stat.S_IWUSR)
+    os.replace(tmp, dst)
+    src.unlink()
 
 
 def load_config(path: Path | None = None) -> Config:

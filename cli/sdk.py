@@ -119,7 +119,7 @@ class Client:
 
     @classmethod
     def from_config(cls, path: Path | None = None, **kwargs: Any) -> Client:
-        """A client from ``~/.aidp/config`` (see :mod:`cli.config`); rotated tokens are saved."""
+        """A client from the CLI config file (see :mod:`cli.config`); rotated tokens are saved."""
         from cli.config import load_config, save_config
 
         config = load_config(path)

@@ -33,7 +33,9 @@ __all__ = [
     "events_after",
     "frame_text",
     "frames_after",
+    "frames_after_async",
     "latest_seqs",
+    "latest_seqs_async",
 ]
 
 
@@ -313,3 +315,51 @@ def latest_seqs(db: Database, project_ids: Sequence[uuid.UUID]) -> dict[uuid.UUI
             )
         ).all()
     return {pid: int(seq) for pid, seq in rows}
+
+
+# -- the same reads on the event loop (shared.db.aio: no thread hop; the fan-out's poller
+# and its gap reads between replicas) ---------------------------------------------------
+
+_FRAMES_AFTER = """
+SELECT seq, body, type, run_id FROM gateway_events
+WHERE project_id = :project AND seq > :after AND seq <= :until
+ORDER BY seq LIMIT :limit
+"""
+
+
+async def frames_after_async(
+    db: Database, project_id: uuid.UUID, *, after: int, until: int, limit: int
+) -> list[Frame]:
+    """:func:`frames_after`, read with ``db.aio``."""
+    rows = await db.aio.fetch(
+        _FRAMES_AFTER,
+        {"project": project_id, "after": after, "until": until, "limit": limit},
+        types={"run_id": "uuid"},
+    )
+    return [
+        Frame(
+            project_id,
+            int(r["seq"]),
+            frame_text(int(r["seq"]), str(r["body"])),
+            r["type"],
+            r["run_id"],
+        )
+        for r in rows
+    ]
+
+
+async def latest_seqs_async(db: Database, project_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """:func:`latest_seqs`, read with ``db.aio`` (100 projects per statement)."""
+    found: dict[uuid.UUID, int] = {}
+    ids = list(project_ids)
+    for start in range(0, len(ids), 100):
+        chunk = ids[start : start + 100]
+        names = [f"p{i}" for i in range(len(chunk))]
+        rows = await db.aio.fetch(
+            "SELECT id, last_seq FROM gateway_projects WHERE id IN "
+            f"({', '.join(':' + n for n in names)})",
+            dict(zip(names, chunk, strict=True)),
+            types={"id": "uuid"},
+        )
+        found.update({r["id"]: int(r["last_seq"]) for r in rows})
+    return found

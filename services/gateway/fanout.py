@@ -8,10 +8,16 @@ Two paths bring new events to a process's :class:`Hub`:
   ``poll_interval`` and dispatches events stored by other gateway processes (the shared
   ``gateway`` queue has competing consumers, so another replica may be the writer).
 
-Each :class:`Connection` keeps, per subscription, the last seq it sent. A frame at or below
-it is a duplicate and skipped; a frame beyond the next seq means the gap is read from the
-log first. So the switch from backfill to live, two writers and the poller can neither
-lose nor repeat an event.
+The hub hands frames on in seq order without gaps, per project: with several replicas
+each stores only some of a project's events, so a frame of this process may follow seqs
+another replica stored. Such a frame is held while ONE read of the log (on the event
+loop, ``shared.db.aio``) fetches the missing seqs for every connection of the process —
+they are committed already, since a seq is taken under the project row's lock held until
+commit — and the poller is left with projects this process stores nothing of. Each
+:class:`Connection` also keeps, per subscription, the last seq it sent: a frame at or
+below it is a duplicate and skipped; one beyond the next seq (a subscription's start)
+means the gap is read from the log first. So the switch from backfill to live, two
+writers and the poller can neither lose nor repeat an event.
 
 Cost at volume (issue 14): the hub hands each connection all frames of one loop turn at
 once (:meth:`Hub.dispatch` only collects; one flush per turn), each frame's text is built
@@ -36,7 +42,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.eventlog import Frame, events_after, frame_text, frames_after, latest_seqs
+from services.gateway.eventlog import (
+    Frame,
+    events_after,
+    frame_text,
+    frames_after_async,
+    latest_seqs_async,
+)
 from shared.db import Database
 from shared.events import TrainingProgress
 
@@ -46,6 +58,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_SLOW = 1013  # "try again later": the client could not keep up
 _PAGE = 500
+_HOLD_MAX = 5000  # frames held per project beyond a gap
 # one batch message stays well under clients' default 1 MiB message limit
 _BATCH_FRAMES = 512
 _BATCH_BYTES = 256 * 1024
@@ -422,15 +435,26 @@ def _chunks(texts: list[str]) -> Iterator[list[str]]:
 
 
 class Hub:
-    """Per process: which connections watch which project, and what was dispatched."""
+    """Per process: which connections watch which project, and what was dispatched.
+
+    Frames are handed on to connections in seq order without gaps, per project: a frame
+    beyond the next seq (another replica stored the ones between) is held while ONE read
+    of the log fetches the missing seqs for every connection of the process — they are
+    already committed, because a seq is taken under the project row's lock held until its
+    commit. Holding is bounded (``_HOLD_MAX`` frames per project; beyond, the held frames
+    are dropped and the log read brings them back)."""
 
     def __init__(self, db: Database, *, poll_interval: float) -> None:
         self._db = db
         self.poll_interval = poll_interval
         self._watchers: dict[uuid.UUID, set[Connection]] = {}
-        self._known: dict[uuid.UUID, int] = {}
+        self._known: dict[uuid.UUID, int] = {}  # the last seq handed on, per project
         self._collected: dict[uuid.UUID, list[Frame]] = {}  # dispatched, not yet handed on
         self._flush_scheduled = False
+        self._held: dict[uuid.UUID, dict[int, Frame]] = {}  # beyond a gap, by seq
+        self._filling: dict[uuid.UUID, asyncio.Task[None]] = {}
+        #: log reads that filled gaps between replicas (metrics, tests)
+        self.gap_reads = 0
 
     @property
     def connections(self) -> int:
@@ -454,20 +478,35 @@ class Hub:
         if not conns:
             del self._watchers[project_id]
             self._known.pop(project_id, None)
+            self._held.pop(project_id, None)
 
     def unwatch_all(self, conn: Connection) -> None:
         for project_id in list(conn.subs):
             self.unwatch(conn, project_id)
 
     def dispatch(self, frame: Frame) -> None:
-        """Hand a committed event to every connection watching its project.
+        """Hand a committed event to every connection watching its project, in seq order.
 
         Frames are collected and handed on once per event-loop turn, so a connection
-        wakes once for a whole group commit rather than once per event."""
-        if frame.project_id not in self._watchers:
+        wakes once for a whole group commit rather than once per event. A frame at or
+        below the last one handed on is a duplicate (the poller after the writer); one
+        beyond the next seq waits for the gap to be read from the log."""
+        project_id = frame.project_id
+        if project_id not in self._watchers:
             return
-        if frame.seq > self._known.get(frame.project_id, 0):
-            self._known[frame.project_id] = frame.seq
+        known = self._known.get(project_id)
+        if known is not None:
+            if frame.seq <= known:
+                return
+            if frame.seq > known + 1:
+                self._hold(frame)
+                return
+        self._known[project_id] = frame.seq
+        self._collect(frame)
+        if project_id in self._held:
+            self._release(project_id)
+
+    def _collect(self, frame: Frame) -> None:
         collected = self._collected.get(frame.project_id)
         if collected is None:
             self._collected[frame.project_id] = [frame]
@@ -476,6 +515,58 @@ class Hub:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._hand_on)
+
+    def _hold(self, frame: Frame) -> None:
+        held = self._held.setdefault(frame.project_id, {})
+        if len(held) >= _HOLD_MAX:
+            held.clear()  # stored: the gap's log read (or the poller) brings them back
+        held[frame.seq] = frame
+        if frame.project_id not in self._filling:
+            task = asyncio.ensure_future(self._fill(frame.project_id))
+            self._filling[frame.project_id] = task
+
+    def _release(self, project_id: uuid.UUID) -> None:
+        """Hand on the held frames that follow the last one handed on."""
+        held = self._held.get(project_id)
+        known = self._known.get(project_id)
+        if not held or known is None:
+            return
+        while (frame := held.pop(known + 1, None)) is not None:
+            known = frame.seq
+            self._collect(frame)
+        self._known[project_id] = known
+        for seq in [s for s in held if s <= known]:
+            del held[seq]
+        if not held:
+            del self._held[project_id]
+
+    async def _fill(self, project_id: uuid.UUID) -> None:
+        """Read the seqs missing before the held frames (one read for every connection)."""
+        try:
+            while True:
+                held, known = self._held.get(project_id), self._known.get(project_id)
+                if not held or known is None or project_id not in self._watchers:
+                    return
+                first = min(held)
+                if first <= known + 1:
+                    self._release(project_id)
+                    continue
+                self.gap_reads += 1
+                frames = await frames_after_async(
+                    self._db, project_id, after=known, until=first - 1, limit=_PAGE
+                )
+                for frame in frames:
+                    self.dispatch(frame)
+                if not frames and self._known.get(project_id) == known:
+                    # the missing events are gone (the project was deleted): go on
+                    self._known[project_id] = first - 1
+                    self._release(project_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reading a gap of the event log failed; the poller retries")
+        finally:
+            self._filling.pop(project_id, None)
 
     def _hand_on(self) -> None:
         self._flush_scheduled = False
@@ -499,14 +590,14 @@ class Hub:
         watched = list(self._watchers)
         if not watched:
             return 0
-        latest = await asyncio.to_thread(latest_seqs, self._db, watched)
+        latest = await latest_seqs_async(self._db, watched)
         sent = 0
         for project_id, seq in latest.items():
             known = self._known.get(project_id)
             if known is None or seq <= known:
                 continue
-            frames = await asyncio.to_thread(
-                frames_after, self._db, project_id, after=known, until=seq, limit=_PAGE
+            frames = await frames_after_async(
+                self._db, project_id, after=known, until=seq, limit=_PAGE
             )
             for frame in frames:
                 self.dispatch(frame)

@@ -103,9 +103,9 @@ async def test_fifty_clients_two_processes_reconnect(
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(timeout=30) as http:
         projects = []
-        for _ in range(2):
+        for i in range(2):
             r = await http.post(
-                f"{gw_a}/api/projects", json={"name": "p", "spec": SPEC}, headers=headers
+                f"{gw_a}/api/projects", json={"name": f"p{i}", "spec": SPEC}, headers=headers
             )
             assert r.status_code == 201, r.text
             projects.append(r.json())

@@ -146,12 +146,16 @@ class WebhookSender:
             netloc = ip if parts.port is None else f"{ip}:{parts.port}"
             pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
             headers["Host"] = parts.netloc
-            response = await client.post(
+            request = client.build_request(
+                "POST",
                 pinned,
                 content=body,
                 headers=headers,
                 extensions={"sni_hostname": parts.hostname or ""},
             )
+            # only the status matters: the receiver's body is never read (nor held)
+            response = await client.send(request, stream=True)
+            await response.aclose()
             code = response.status_code
             if not 200 <= code < 300:
                 error = f"the receiver answered {code}"

@@ -4,7 +4,11 @@ Runs in the fetcher right after both artifacts are cached, on their encrypted fi
 from the store into memory (no plaintext on disk): the first :data:`ROWS` rows of the
 dataset are parsed, rendered with the model's own chat template (jinja2's sandbox, as
 transformers renders it) and tokenized with the model's ``tokenizer.json`` (the Rust
-``tokenizers`` library; nothing of the model is executed).
+``tokenizers`` library; nothing of the model is executed). Template, tokenizer and rows come
+from a hub, so the parsing and rendering run in a child process (``python -I -m
+services.fetcher.preflight``: an empty environment, no secrets, a memory limit and
+:data:`TIMEOUT` seconds); the fetcher only decrypts the inputs and hands them over on stdin.
+A check that cannot finish (a template that loops, a crash) passes with a note.
 
 A row is an **error** (the check fails with ``ValidationFailed``, the run ends and nothing is
 provisioned) when it is not a JSON object, lacks the column, or — for chat — its
@@ -17,10 +21,16 @@ method (the spec's, else from the model's parameter count) and estimates steps a
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
+import os
 import re
+import resource
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -28,16 +38,23 @@ from typing import Any
 
 from shared.events import DatasetValidated, PreflightIssue, ValidationFailed
 from shared.spec import ProjectSpec, default_method
-from shared.store import ArtifactStore, Manifest, ManifestFile
+from shared.store import ArtifactStore, ManifestFile
 
-__all__ = ["ROWS", "check_artifacts", "estimate_params"]
+__all__ = ["ROWS", "TIMEOUT", "check_artifacts", "collect_inputs", "estimate_params", "evaluate"]
 
 #: Rows read and rendered per check.
 ROWS = 2000
 #: Issues carried in an event (the counts cover all of them).
 MAX_ISSUES = 50
-#: Largest dataset file read for the check (bigger Parquet files are skipped).
-_MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Largest dataset file (not JSONL) read for the check; bigger ones are not checked.
+_MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Largest tokenizer/config file handed to the check.
+_MAX_MODEL_FILE_BYTES = 64 * 1024 * 1024
+#: The model files the check reads.
+_MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+#: Seconds and bytes of address space the check's process may use.
+TIMEOUT = 120
+_MEMORY = 4 * 1024 * 1024 * 1024
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 #: Sustained training FLOP/s assumed per node for the time estimate (rough).
 _FLOPS = {"cpu": 2e11, "cuda": 2e14, "gaudi": 1.5e14, "xpu": 1e14}
@@ -108,27 +125,26 @@ def _lines(store: ArtifactStore, f: ManifestFile) -> Iterator[bytes]:
 class _Tokenizer:
     """The model's tokenizer.json and chat template, loaded from memory."""
 
-    def __init__(self, store: ArtifactStore, model: Manifest) -> None:
-        files = {f.path: f for f in model.files}
+    def __init__(self, files: dict[str, bytes]) -> None:
         self.tokenizer: Any = None
         self.template: str | None = None
         self.config: dict[str, Any] = {}
         self.special: dict[str, str] = {}
         if "config.json" in files:
-            self.config = _json_or_empty(_read(store, files["config.json"]))
+            self.config = _json_or_empty(files["config.json"])
         if "tokenizer.json" in files:
             from tokenizers import Tokenizer
 
-            self.tokenizer = Tokenizer.from_str(_read(store, files["tokenizer.json"]).decode())
+            self.tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
         tok_config: dict[str, Any] = {}
         if "tokenizer_config.json" in files:
-            tok_config = _json_or_empty(_read(store, files["tokenizer_config.json"]))
+            tok_config = _json_or_empty(files["tokenizer_config.json"])
         template = tok_config.get("chat_template")
         if isinstance(template, list):  # named templates: the default one
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
         if not isinstance(template, str) and "chat_template.jinja" in files:
-            template = _read(store, files["chat_template.jinja"]).decode("utf-8", "replace")
+            template = files["chat_template.jinja"].decode("utf-8", "replace")
         self.template = template if isinstance(template, str) and template else None
         for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
             value = tok_config.get(name)
@@ -200,29 +216,26 @@ def _check_messages(messages: Any) -> tuple[list[dict[str, str]] | None, str | N
     return clean, None
 
 
-def _rows(store: ArtifactStore, f: ManifestFile, report: _Report) -> Iterator[tuple[int, Any]]:
+def _rows(entry: dict[str, Any], report: _Report) -> Iterator[tuple[int, Any]]:
     """(row number, parsed row or an exception) of a data file, the first ROWS at most."""
-    suffix = PurePosixPath(f.path).suffix.lower()
+    path = str(entry["path"])
+    suffix = PurePosixPath(path).suffix.lower()
+    if entry.get("skipped"):
+        report.notes.append(f"{path}: larger than {_MAX_FILE_BYTES >> 20} MiB, not checked")
+        report.total = None
+        return
     if suffix == ".jsonl":
-        n = 0
-        for line in _lines(store, f):
-            if not line.strip():
-                continue
-            n += 1
+        for n, line in enumerate(entry["lines"], 1):
             if report.rows >= ROWS:
-                continue  # keep counting the file's rows for the total
+                break
             try:
                 yield n, json.loads(line)
             except ValueError as exc:
                 yield n, exc
         if report.total is not None:
-            report.total += n
+            report.total += int(entry["total"])
         return
-    if f.size > _MAX_FILE_BYTES:
-        report.notes.append(f"{f.path}: larger than {_MAX_FILE_BYTES >> 20} MiB, not checked")
-        report.total = None
-        return
-    data = _read(store, f)
+    data: bytes = entry["data"]
     rows: list[Any]
     if suffix == ".json":
         try:
@@ -257,51 +270,44 @@ def _rows(store: ArtifactStore, f: ManifestFile, report: _Report) -> Iterator[tu
         yield n, row
 
 
-def _scan(store: ArtifactStore, spec: ProjectSpec, dataset: Manifest, tok: _Tokenizer) -> _Report:
+def _scan(spec: ProjectSpec, entries: list[dict[str, Any]], tok: _Tokenizer) -> _Report:
     report = _Report()
     args = spec.train.args
     chat = spec.task == "chat"
     column = str(args.get("messages_column") or "messages") if chat else None
     text_column = str(args.get("text_column") or "text")
     max_length = int(args.get("max_length") or 128) if chat else None
-    files = [
-        f
-        for f in sorted(dataset.files, key=lambda f: f.path)
-        if PurePosixPath(f.path).suffix.lower() in _DATA_SUFFIXES
-        and not any(p.startswith(".") for p in PurePosixPath(f.path).parts)
-        and (not chat or PurePosixPath(f.path).suffix.lower() in (".jsonl", ".json", ".parquet"))
-    ]
-    if not files:
+    if not entries:
         kinds = "JSONL, JSON or Parquet" if chat else "JSONL, JSON, Parquet, CSV, TSV or .txt"
         report.flag("(dataset)", 0, f"no {kinds} file in the dataset")
         return report
-    for f in files:
-        for n, row in _rows(store, f, report):
+    for entry in entries:
+        path = str(entry["path"])
+        for n, row in _rows(entry, report):
             report.rows += 1
             if isinstance(row, Exception):
-                report.flag(f.path, n, f"not valid JSON ({str(row)[:80]})")
+                report.flag(path, n, f"not valid JSON ({str(row)[:80]})")
                 continue
             if not isinstance(row, dict):
-                report.flag(f.path, n, "not a JSON object")
+                report.flag(path, n, "not a JSON object")
                 continue
-            if chat:
-                assert column is not None
+            if column is not None:
                 if column not in row:
-                    report.flag(f.path, n, f"missing column {column!r}")
+                    report.flag(path, n, f"missing column {column!r}")
                     continue
                 messages, problem = _check_messages(row[column])
                 if messages is None:
-                    report.flag(f.path, n, problem or "malformed")
+                    report.flag(path, n, problem or "malformed")
                     continue
                 try:
                     text = tok.render(messages)
                 except Exception as exc:  # the template refused the row (raise_exception)
-                    report.flag(f.path, n, f"the chat template failed: {str(exc)[:120]}")
+                    report.flag(path, n, f"the chat template failed: {str(exc)[:120]}")
                     continue
             else:
                 value = row.get(text_column)
                 if value is None or not str(value).strip():
-                    report.flag(f.path, n, f"missing or empty column {text_column!r}")
+                    report.flag(path, n, f"missing or empty column {text_column!r}")
                     continue
                 text = str(value)
             count = tok.count(text)
@@ -309,7 +315,7 @@ def _scan(store: ArtifactStore, spec: ProjectSpec, dataset: Manifest, tok: _Toke
             if max_length is not None and count > max_length:
                 report.over += 1
                 report.flag(
-                    f.path,
+                    path,
                     n,
                     f"{count} tokens, over max_length {max_length}: truncated",
                     severity="warning",
@@ -344,12 +350,54 @@ def _estimate(
     return steps, round(steps * batch * nodes * mean_tokens * flops_per_token / flops, 1)
 
 
-def check_artifacts(
+def _data_files(paths: list[str], chat: bool) -> list[str]:
+    """The dataset files the task reads, sorted (hidden folders skipped)."""
+    kinds = (".jsonl", ".json", ".parquet") if chat else _DATA_SUFFIXES
+    return sorted(
+        p
+        for p in paths
+        if PurePosixPath(p).suffix.lower() in kinds
+        and not any(part.startswith(".") for part in PurePosixPath(p).parts)
+    )
+
+
+def collect_inputs(
     store: ArtifactStore, spec: ProjectSpec, *, model_key: str, dataset_key: str
-) -> DatasetValidated | ValidationFailed:
-    """Run the check on the cached model and dataset manifests; returns the event."""
-    tok = _Tokenizer(store, store.get_manifest(model_key))
-    report = _scan(store, spec, store.get_manifest(dataset_key), tok)
+) -> dict[str, Any]:
+    """Decrypt what the check reads (the fetcher's side): the model's tokenizer and config
+    files, each data file's first ROWS lines (JSONL, with its row count) or its bytes."""
+    model = {f.path: f for f in store.get_manifest(model_key).files}
+    files = {
+        name: _read(store, model[name])
+        for name in _MODEL_FILES
+        if name in model and model[name].size <= _MAX_MODEL_FILE_BYTES
+    }
+    dataset = {f.path: f for f in store.get_manifest(dataset_key).files}
+    entries: list[dict[str, Any]] = []
+    budget = ROWS
+    for path in _data_files(list(dataset), spec.task == "chat"):
+        f = dataset[path]
+        if path.lower().endswith(".jsonl"):
+            lines: list[bytes] = []
+            total = 0
+            for line in _lines(store, f):
+                if line.strip():
+                    total += 1
+                    if len(lines) < budget:
+                        lines.append(line)
+            budget -= len(lines)
+            entries.append({"path": path, "lines": lines, "total": total})
+        elif f.size > _MAX_FILE_BYTES:
+            entries.append({"path": path, "skipped": True})
+        else:
+            entries.append({"path": path, "data": _read(store, f)})
+    return {"model": files, "data": entries}
+
+
+def evaluate(spec: ProjectSpec, inputs: dict[str, Any]) -> DatasetValidated | ValidationFailed:
+    """The check itself, on :func:`collect_inputs`'s result (runs in the child process)."""
+    tok = _Tokenizer(inputs["model"])
+    report = _scan(spec, inputs["data"], tok)
     if spec.task == "chat" and tok.template is None:
         report.flag("tokenizer_config.json", 0, "the model has no chat template: use causal-lm")
     if tok.tokenizer is None:
@@ -383,3 +431,107 @@ def check_artifacts(
         issues=report.issues,
         notes=report.notes,
     )
+
+
+def _encode(inputs: dict[str, Any]) -> bytes:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    doc = {
+        "model": {k: b64(v) for k, v in inputs["model"].items()},
+        "data": [
+            {
+                **{k: v for k, v in e.items() if k not in ("lines", "data")},
+                **({"lines": [b64(x) for x in e["lines"]]} if "lines" in e else {}),
+                **({"data": b64(e["data"])} if "data" in e else {}),
+            }
+            for e in inputs["data"]
+        ],
+    }
+    return json.dumps(doc).encode()
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    doc = json.loads(raw)
+    model = {k: base64.b64decode(v) for k, v in doc["model"].items()}
+    data = []
+    for e in doc["data"]:
+        if "lines" in e:
+            e["lines"] = [base64.b64decode(x) for x in e["lines"]]
+        if "data" in e:
+            e["data"] = base64.b64decode(e["data"])
+        data.append(e)
+    return {"model": model, "data": data}
+
+
+def _limit() -> None:
+    """The child's own limits, set before it reads anything (no preexec_fn: the fetcher
+    runs checks from worker threads)."""
+    resource.setrlimit(resource.RLIMIT_AS, (_MEMORY, _MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (TIMEOUT, TIMEOUT))
+
+
+def check_artifacts(
+    store: ArtifactStore,
+    spec: ProjectSpec,
+    *,
+    model_key: str,
+    dataset_key: str,
+    timeout: float = TIMEOUT,
+) -> DatasetValidated | ValidationFailed:
+    """Run the check on the cached model and dataset; returns its event. The untrusted
+    parts (template, tokenizer, rows) are parsed in a limited child process."""
+    inputs = collect_inputs(store, spec, model_key=model_key, dataset_key=dataset_key)
+    request = json.dumps({"spec": spec.model_dump(mode="json")}).encode() + b"\n" + _encode(inputs)
+    with tempfile.TemporaryDirectory(prefix="aidp-preflight-") as home:
+        env = {
+            "PATH": os.defpath,
+            "HOME": home,
+            "LANG": "C.UTF-8",
+            "TOKENIZERS_PARALLELISM": "false",
+            "RAYON_NUM_THREADS": "1",
+        }
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-m", "services.fetcher.preflight"],
+                input=request,
+                capture_output=True,
+                env=env,
+                cwd=home,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return _unfinished(spec, f"the check did not finish in {timeout:.0f} s")
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        return _unfinished(spec, f"the check failed ({tail[0][:200]})")
+    try:
+        out = json.loads(proc.stdout)
+        if out.get("type") == "ValidationFailed":
+            return ValidationFailed.model_validate(out["payload"])
+        return DatasetValidated.model_validate(out["payload"])
+    except (ValueError, KeyError, TypeError):
+        return _unfinished(spec, "the check's answer was not readable")
+
+
+def _unfinished(spec: ProjectSpec, why: str) -> DatasetValidated:
+    """A check that could not run passes with a note: the run is not lost to it."""
+    return DatasetValidated(
+        task=spec.task, rows_checked=0, method=spec.train.method, notes=[f"{why}; not checked"]
+    )
+
+
+def _child() -> None:
+    """``python -I -m services.fetcher.preflight``: a request on stdin, the event on stdout."""
+    _limit()
+    raw = sys.stdin.buffer.read()
+    head, _, body = raw.partition(b"\n")
+    spec = ProjectSpec.model_validate(json.loads(head)["spec"])
+    event = evaluate(spec, _decode(body))
+    sys.stdout.write(
+        json.dumps({"type": type(event).__name__, "payload": event.model_dump(mode="json")})
+    )
+
+
+if __name__ == "__main__":
+    _child()

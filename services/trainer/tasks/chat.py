@@ -103,9 +103,7 @@ def main() -> None:
         raise SystemExit("the model's tokenizer has no chat template: use task causal-lm")
     model = _lora.wrap(_lora.load_base(model_dir, method, device), method, options)
 
-    checkpoints = Path(
-        os.environ.get("AIDP_CHECKPOINT_ROOT") or aidp.workspace() / "checkpoints"
-    )
+    checkpoints = Path(os.environ.get("AIDP_CHECKPOINT_ROOT") or aidp.workspace() / "checkpoints")
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() and method != "full"
     config = SFTConfig(
         output_dir=str(checkpoints),

@@ -31,13 +31,27 @@ def _put(store: ArtifactStore, files: dict[str, bytes]) -> str:
 
 
 def _check(
-    tmp_path: Path, model_dir: Path, data: bytes, **spec_kw: Any
+    tmp_path: Path,
+    model_dir: Path,
+    data: bytes,
+    *,
+    template: str | None = None,
+    timeout: float = 120,
+    **spec_kw: Any,
 ) -> DatasetValidated | ValidationFailed:
     store = ArtifactStore(tmp_path / "store", InMemoryVault())
-    model_key = _put(store, {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()})
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    if template is not None:
+        files["chat_template.jinja"] = template.encode()
+        config = json.loads(files["tokenizer_config.json"])
+        config.pop("chat_template", None)
+        files["tokenizer_config.json"] = json.dumps(config).encode()
+    model_key = _put(store, files)
     dataset_key = _put(store, {"train.jsonl": data})
     spec = ProjectSpec.model_validate(chat_spec("pf", **spec_kw))
-    return check_artifacts(store, spec, model_key=model_key, dataset_key=dataset_key)
+    return check_artifacts(
+        store, spec, model_key=model_key, dataset_key=dataset_key, timeout=timeout
+    )
 
 
 def _jsonl(rows: list[Any]) -> bytes:
@@ -59,7 +73,8 @@ def test_a_good_chat_dataset_passes_with_token_counts_and_an_estimate(
 def test_malformed_rows_fail_with_their_row_numbers(tmp_path: Path, model_dir: Path) -> None:
     rows: list[Any] = chat_dataset_rows(10)
     rows[2] = {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "x"}]}
-    rows[4] = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}
+    empty = {"role": "assistant", "content": ""}
+    rows[4] = {"messages": [{"role": "user", "content": "hi"}, empty]}
     rows[6] = {"conversation": []}
     rows[7] = "{not json"
     event = _check(tmp_path, model_dir, _jsonl(rows))
@@ -98,3 +113,22 @@ def test_method_left_out_is_chosen_from_the_model_size() -> None:
     params = estimate_params(qwen_05b)
     assert params is not None and 450e6 < params < 550e6  # Qwen2-0.5B: 494M
     assert estimate_params({"model_type": "bert"}) is None
+
+
+def test_a_hub_template_that_loops_is_cut_off_and_the_run_goes_on(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    looping = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    event = _check(tmp_path, model_dir, _jsonl(chat_dataset_rows(4)), template=looping, timeout=5)
+    assert isinstance(event, DatasetValidated) and event.rows_checked == 0
+    assert "did not finish in 5 s" in event.notes[0]
+
+
+def test_a_template_reaching_for_python_internals_is_refused_by_the_sandbox(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    hostile = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+    event = _check(tmp_path, model_dir, _jsonl(chat_dataset_rows(3)), template=hostile)
+    assert isinstance(event, ValidationFailed) and event.error_rows == 3
+    assert "the chat template failed" in event.issues[0].problem
+    assert "unsafe" in event.issues[0].problem

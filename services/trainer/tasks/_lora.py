@@ -25,18 +25,43 @@ from typing import Any
 
 import torch
 
-__all__ = ["LORA_FROM_PARAMS", "load_base", "lora_options", "resolve_method", "save_model"]
+__all__ = [
+    "LORA_FROM_PARAMS",
+    "estimate_params",
+    "load_base",
+    "lora_options",
+    "resolve_method",
+    "save_model",
+]
 
 LORA_FROM_PARAMS = 500_000_000
 
 
-def _count_params(config: Any) -> int:
-    """Parameters of a decoder from its config (embeddings + per-layer attention and MLP)."""
-    hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0) or 0)
-    layers = int(getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 0) or 0)
-    vocab = int(getattr(config, "vocab_size", 0) or 0)
-    inner = int(getattr(config, "intermediate_size", 0) or 4 * hidden)
-    return vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * inner)
+def estimate_params(config: dict[str, Any]) -> int | None:
+    """Parameters of a decoder from its ``config.json``: the same estimate as the fetcher's
+    pre-flight check (``services/fetcher/preflight.py``), so both choose the same method."""
+    sub = config.get("text_config")
+    text: dict[str, Any] = sub if isinstance(sub, dict) else config
+
+    def size(*names: str) -> int:
+        for name in names:
+            value = text.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return 0
+
+    hidden = size("hidden_size", "n_embd", "d_model")
+    layers = size("num_hidden_layers", "n_layer", "num_layers")
+    vocab = size("vocab_size")
+    if not (hidden and layers and vocab):
+        return None
+    inner = size("intermediate_size", "n_inner") or 4 * hidden
+    heads = size("num_attention_heads") or 1
+    kv = size("num_key_value_heads") or heads
+    attention = 2 * hidden * hidden + 2 * hidden * (hidden * kv // max(1, heads))
+    mlp = (3 if text.get("model_type") not in ("gpt2", "gpt_neox", "opt") else 2) * hidden * inner
+    embeddings = vocab * hidden * (1 if text.get("tie_word_embeddings", True) else 2)
+    return int(embeddings + layers * (attention + mlp))
 
 
 def resolve_method(model_dir: Path) -> str:
@@ -44,10 +69,12 @@ def resolve_method(model_dir: Path) -> str:
     method = (os.environ.get("AIDP_TRAIN_METHOD") or "").strip()
     if method in ("full", "lora", "qlora"):
         return method
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-    return "lora" if _count_params(config) >= LORA_FROM_PARAMS else "full"
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    params = estimate_params(config) if isinstance(config, dict) else None
+    return "lora" if params is not None and params >= LORA_FROM_PARAMS else "full"
 
 
 def lora_options(args: dict[str, Any]) -> dict[str, Any]:

@@ -4,12 +4,14 @@ model's real tokenizer and chat template."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.fetcher.preflight import check_artifacts, estimate_params
+from services.trainer.staging import TASKS_DIR
 from shared.events import DatasetValidated, ValidationFailed
 from shared.secrets import InMemoryVault
 from shared.spec import ProjectSpec
@@ -113,6 +115,15 @@ def test_method_left_out_is_chosen_from_the_model_size() -> None:
     params = estimate_params(qwen_05b)
     assert params is not None and 450e6 < params < 550e6  # Qwen2-0.5B: 494M
     assert estimate_params({"model_type": "bert"}) is None
+    # the node decides with the same estimate (its _lora.py cannot import the fetcher)
+    sys.path.insert(0, str(TASKS_DIR))
+    try:
+        import _lora  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(TASKS_DIR))
+    gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "vocab_size": 50257}
+    for config in (qwen_05b, gpt2, {"model_type": "bert"}):
+        assert _lora.estimate_params(config) == estimate_params(config)
 
 
 def test_a_hub_template_that_loops_is_cut_off_and_the_run_goes_on(

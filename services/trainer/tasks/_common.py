@@ -2,9 +2,10 @@
 
 Needs only torch, transformers and safetensors (+ ``aidp_progress``, copied next to it).
 Each task builds a model and a dict of equally long tensors (one row per example); this
-module shards, batches, trains with AdamW and a linear schedule, reports progress from
-rank 0, writes resumable checkpoints (weights as safetensors, optimizer and schedule
-state loaded with ``weights_only=True``) and resumes from ``AIDP_RESUME_DIR``.
+module shards, batches, trains with AdamW and transformers' linear schedule with warm-up
+(``get_linear_schedule_with_warmup``), reports progress from rank 0, writes resumable
+checkpoints (weights as safetensors, optimizer and schedule state loaded with
+``weights_only=True``) and resumes from ``AIDP_RESUME_DIR``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import aidp_progress as aidp
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_model, save_model
+from transformers import get_linear_schedule_with_warmup
 
 __all__ = [
     "Distributed",
@@ -237,12 +239,9 @@ def run_training(
         lr=cfg.learning_rate,
     )
 
-    def schedule(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / max(1, cfg.warmup_steps)
-        return max(0.0, (total - step) / max(1, total - cfg.warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # linear warm-up from 0 over warmup_steps, then linear decay to 0 at the last step (the
+    # schedule of transformers' Trainer and of the chat task); its state is a LambdaLR's
+    scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
     start = _load_checkpoint(model, optimizer, scheduler) if report else 0
     reporter = aidp.Reporter(
         total_steps=total, samples_per_step=cfg.batch_size * ctx.world_size, start_step=start

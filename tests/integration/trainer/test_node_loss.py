@@ -1,0 +1,170 @@
+"""A training node lost mid-run (issue 19 item 4): the trainer and the provisioner on one
+bus, the nodes real sshd hosts in network namespaces. The run's spec lists two hosts for
+one node; the first host dies (every process in its namespace killed, sshd included) after
+a checkpoint: the trainer sends NodeLost, the provisioner puts the second host in its place
+(NodesReplaced) and the run resumes there from its checkpoint and completes.
+
+The namespaces share this machine's filesystem, so the node's python is this venv's: the
+environment builder is the provisioner harness's fake, answering with that interpreter
+(building a real environment with Ansible is covered by tests/integration/provisioner).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from services.provisioner.settings import ProvisionerSettings
+from services.trainer.models import Checkpoint
+from shared.events import ProjectCreated
+from shared.secrets import InMemoryVault
+from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
+from tests.unit.provisioner.harness import FakeEnvBuilder
+from tests.unit.provisioner.harness import Harness as Provisioner
+from tests.unit.trainer.conftest import running_trainer
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+    pytest.mark.usefixtures("namespaced_hosts"),
+]
+
+BUS = "memory://node-loss"
+
+#: Sleeps per step so the host can be killed mid-run; checks its resume state.
+SCRIPT = """
+    import json, time
+    import aidp_progress as aidp
+
+    total = int(aidp.train_args()["steps"])
+    resumed = aidp.resume_step()
+    if resumed:
+        state = json.loads((aidp.resume_dir() / "state.json").read_text())
+        assert state["step"] == resumed, state
+    reporter = aidp.Reporter(total_steps=total, samples_per_step=4, min_interval=0)
+    for step in range(resumed + 1, total + 1):
+        time.sleep(float(aidp.train_args()["sleep"]))
+        reporter.step(step, loss=1.0 / step)
+        if step % aidp.checkpoint_every() == 0:
+            (aidp.checkpoint_dir(step) / "state.json").write_text(json.dumps({"step": step}))
+            aidp.checkpoint_saved(step)
+    (aidp.output_dir() / "weights.txt").write_text("trained")
+    aidp.completed({"resumed_from": float(resumed)})
+"""
+
+
+class LocalPythonBuilder(FakeEnvBuilder):
+    """The fake builder, with this venv's interpreter as the environment's (the hosts share
+    this machine's filesystem)."""
+
+    async def configure(self, **kwargs: Any) -> dict[str, Any]:
+        return {**await super().configure(**kwargs), "python": sys.executable}
+
+
+def kill_host(host: SshHost) -> None:
+    """The machine is gone: every process in its namespace dies (sshd and the training)."""
+    pids = subprocess.run(
+        ["ip", "netns", "pids", host.netns], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+async def test_a_lost_ssh_host_is_replaced_and_the_run_resumes_there(
+    tmp_path: Path, tiny_files: tuple[Path, Path]
+) -> None:
+    with sshd_hosts(2) as (first, second):
+        private, public = generate_key(tmp_path / "node_key")
+        known = tmp_path / "known_hosts"
+        for host in (first, second):
+            host.authorize(public)
+        known.write_text("".join(f"{h.address} {h.host_key_pub}\n" for h in (first, second)))
+        owner = uuid.uuid4()
+        vault = InMemoryVault()
+        vault.put_user_secret(str(owner), "NODE_KEY", private)
+        prov_settings = ProvisionerSettings(
+            data_dir=tmp_path / "prov",
+            env_dir=tmp_path / "envs",
+            retry_delay=0.2,
+            reaper_interval=3600,
+            bus_url=BUS,
+            ssh_node_root=str(tmp_path / "node-root"),
+            ssh_connect_timeout=3,
+        )
+        trainer_settings: dict[str, Any] = {
+            "bus_url": BUS,
+            "trainer_ssh_keys": [tmp_path / "node_key"],
+            "trainer_known_hosts": known,
+            "trainer_node_timeout_seconds": 4.0,
+            "trainer_drop_checkpoints_on_register": False,
+        }
+        spec = {
+            "name": "lossy",
+            "model": "hf://tests/tiny-bert",
+            "task": "custom",
+            "train": {
+                "entrypoint": "train.py",
+                "script": textwrap.dedent(SCRIPT),
+                "args": {"steps": 40, "sleep": 0.25},
+                "checkpoint_every": 5,
+            },
+            "resources": {
+                "provider": "ssh",
+                "nodes": 1,
+                "hosts": [
+                    {"address": h.address, "user": "root", "identity": "NODE_KEY"}
+                    for h in (first, second)
+                ],
+            },
+        }
+        async with (
+            Provisioner(prov_settings, bus_url=BUS, vault=vault, builder=LocalPythonBuilder()),
+            running_trainer(tmp_path, tiny_files, **trainer_settings) as trainer,
+        ):
+            run_id, project_id = uuid.uuid4(), uuid.uuid4()
+            for payload in (
+                ProjectCreated(owner_id=owner, spec=spec),
+                trainer.artifacts(dataset=False),
+            ):
+                await trainer.publish(payload, run_id=run_id, project_id=project_id)
+            ev = trainer.events
+            started = await ev.first("TrainingStarted", run_id, timeout=180)
+            runtime = trainer.app.state.runtime
+
+            def checkpointed() -> bool:
+                with runtime.db.session() as session:
+                    rows = session.exec(select(Checkpoint).where(Checkpoint.run_id == run_id))
+                    return any(c.step >= 10 for c in rows.all())
+
+            await ev.wait_for(checkpointed, timeout=120, what="a checkpoint of step 10")
+            kill_host(first)
+
+            lost = await ev.first("NodeLost", run_id, timeout=60)
+            replaced = await ev.first("NodesReplaced", run_id, timeout=120)
+            completed = await ev.first("TrainingCompleted", run_id, timeout=180)
+
+        starts = ev.of("TrainingStarted", run_id)
+    assert started.payload["attempt"] == 1
+    assert lost.payload["nodes"] == ["ssh-0"] and lost.payload["resume_step"] >= 10
+    [node] = replaced.payload["nodes"]
+    assert node["name"] == "ssh-0" and node["address"] == second.address
+    assert replaced.payload["replaced"] == ["ssh-0"]
+    assert [s.payload["attempt"] for s in starts] == [1, 2]
+    resumed = starts[-1].payload["resumed_from_step"]
+    assert resumed is not None and resumed >= 10
+    assert completed.payload["metrics"]["resumed_from"] == float(resumed)
+    steps = [e.payload["step"] for e in ev.of("TrainingProgress", run_id)]
+    assert steps[-1] == 40
+    assert any("lost during training" in line for line in ev.logs(run_id))

@@ -25,11 +25,11 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.gateway.deps import GatewayDep, route_template
+from services.gateway.deps import GatewayDep, role_rank, route_template
 from services.gateway.identity import Identity
 from services.gateway.routes.serving import _authorize_object
 from services.gateway.scopes import required_scope
-from shared.errors import AidpError, NotFound, Unauthenticated
+from shared.errors import AidpError, Forbidden, NotFound, Unauthenticated
 
 __all__ = ["router"]
 
@@ -41,6 +41,14 @@ DeploymentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 PREFIX = "/api/deployments/{deployment_id}/v1"
 #: a generation may take minutes before its first byte (non-streamed) or between tokens
 _TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
+_CACHE_MAX = 100_000  # deployments whose project is remembered (then forgotten at once)
+#: the caller's role on a project (NULL: none; no row: no such project)
+_ROLE = """
+SELECT m.role AS role
+FROM gateway_projects p
+LEFT JOIN gateway_members m ON m.project_id = p.id AND m.user_id = :user
+WHERE p.id = :project
+"""
 
 _TYPES = {
     400: "invalid_request_error",
@@ -104,23 +112,48 @@ async def _openai_caller(request: Request, gateway: GatewayDep) -> Identity | Ai
 Caller = Annotated[Identity | AidpError, Depends(_openai_caller)]
 
 
+def _project_cache(request: Request) -> dict[uuid.UUID, uuid.UUID]:
+    """Deployment id → project id, learned from the trainer (a deployment never changes
+    project, so this is never stale; a deleted one is refused by the trainer)."""
+    cache: dict[uuid.UUID, uuid.UUID] | None = getattr(request.app.state, "openai_projects", None)
+    if cache is None or len(cache) > _CACHE_MAX:
+        cache = request.app.state.openai_projects = {}
+    return cache
+
+
 async def _deployment(
-    gateway: GatewayDep, caller: Identity | AidpError, deployment_id: str
+    request: Request, gateway: GatewayDep, caller: Identity | AidpError, deployment_id: str
 ) -> Identity:
+    """The caller, authorised (editor, as ``/predict``) on the deployment's project: the
+    role is checked on every request; which project it is, asked of the trainer once."""
     if isinstance(caller, AidpError):
         raise caller
     user = caller
     try:  # every deployment id is a UUID: anything else names no deployment
-        uuid.UUID(deployment_id)
+        dep_id = uuid.UUID(deployment_id)
     except ValueError:
         raise NotFound("deployment not found") from None
-    await _authorize_object(
-        gateway,
-        user=user,
-        path=f"/internal/deployments/{deployment_id}",
-        need="editor",
-        what="deployment",
-    )
+    cache = _project_cache(request)
+    project_id = cache.get(dep_id)
+    if project_id is None:
+        body, _ = await _authorize_object(
+            gateway,
+            user=user,
+            path=f"/internal/deployments/{deployment_id}",
+            need="editor",
+            what="deployment",
+        )
+        cache[dep_id] = uuid.UUID(str(body["project_id"]))
+        return user
+    # deps.authorize's rule, read on the event loop (no thread hop on the hot path)
+    row = await gateway.db.aio.fetch_one(_ROLE, {"user": user.user_id, "project": project_id})
+    role = row["role"] if row is not None else None
+    if row is not None and role is None and user.is_admin:
+        role = "viewer"
+    if role is None:
+        raise NotFound("deployment not found")
+    if role_rank(role) < role_rank("editor"):
+        raise Forbidden(f"your role on this project is {role}; this needs editor")
     return user
 
 
@@ -189,7 +222,7 @@ async def _guarded(
     path: str,
 ) -> Response:
     try:
-        user = await _deployment(gateway, caller, deployment_id)
+        user = await _deployment(request, gateway, caller, deployment_id)
         body = b""
         if request.method == "POST":
             body = await request.body()

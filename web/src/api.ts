@@ -1,6 +1,8 @@
 // The one way the UI talks to the gateway (DESIGN §5): JSON over fetch, bearer tokens,
 // silent refresh (before expiry and on a 401), and errors as ApiError with a readable message.
 
+import type { components } from "./api-types";
+
 export class ApiError extends Error {
   constructor(
     public status: number,
@@ -262,45 +264,14 @@ export function uploadFile(
 }
 
 // --- shapes of the gateway's answers (services/gateway/schemas.py) ----------------------
+// Generated from the OpenAPI document into api-types.ts (`npm run gen:api`), so they follow
+// the gateway's models; the others below are still written by hand.
 
-export type RunStatus =
-  | "queued"
-  | "preparing"
-  | "training"
-  | "deploying"
-  | "deployed"
-  | "succeeded"
-  | "failed"
-  | "cancelled";
+type Schemas = components["schemas"];
 
-export interface Project {
-  id: string;
-  name: string;
-  spec: Record<string, unknown>;
-  status: RunStatus | null;
-  current_run_id: string | null;
-  role: "viewer" | "editor" | "owner";
-  created_at: string;
-  updated_at: string;
-}
-
-export interface Run {
-  id: string;
-  project_id: string;
-  number: number;
-  status: RunStatus;
-  error: string | null;
-  progress: Record<string, unknown> | null;
-  model_version: string | null;
-  deployment_id: string | null;
-  endpoint: string | null;
-  created_at: string;
-  updated_at: string;
-  preparing_at: string | null;
-  training_at: string | null;
-  deploying_at: string | null;
-  finished_at: string | null;
-}
+export type RunStatus = Schemas["RunOut"]["status"];
+export type Project = Schemas["ProjectOut"];
+export type Run = Schemas["RunOut"];
 
 export interface ModelVersion {
   id: string;
@@ -321,31 +292,12 @@ export interface Deployment {
   endpoint: string | null;
 }
 
-export interface Member {
-  user_id: string;
-  email: string;
-  role: "viewer" | "editor" | "owner";
-}
+export type Member = Schemas["MemberOut"];
 
 /** A pending invitation (POST …/members answers one; the invitee accepts or declines). */
-export interface Invitation {
-  id: string;
-  project_id: string;
-  project_name: string | null;
-  email: string;
-  role: Member["role"];
-  invited_by_email: string;
-  created_at: string;
-  status: "invited";
-}
+export type Invitation = Schemas["InvitationOut"];
 
-export interface Upload {
-  id: string;
-  uri: string;
-  size_bytes: number;
-  digest: string;
-  filename: string | null;
-}
+export type Upload = Schemas["UploadOut"];
 
 export interface Me {
   id: string;

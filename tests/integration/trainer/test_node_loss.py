@@ -11,6 +11,7 @@ environment builder is the provisioner harness's fake, answering with that inter
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -168,3 +169,90 @@ async def test_a_lost_ssh_host_is_replaced_and_the_run_resumes_there(
     steps = [e.payload["step"] for e in ev.of("TrainingProgress", run_id)]
     assert steps[-1] == 40
     assert any("lost during training" in line for line in ev.logs(run_id))
+
+
+def freeze_host(host: SshHost, sig: signal.Signals = signal.SIGSTOP) -> None:
+    """The machine hangs: its processes stop, its connections stay open (nothing closes
+    them, the kernel still acknowledges TCP), nothing answers."""
+    pids = subprocess.run(
+        ["ip", "netns", "pids", host.netns], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), sig)
+        except ProcessLookupError:
+            pass
+
+
+async def test_a_node_that_stops_answering_is_declared_lost_within_the_timeout(
+    tmp_path: Path, tiny_files: tuple[Path, Path]
+) -> None:
+    """No provisioner here: the trainer alone must notice a hung node whose connection
+    stays open, and ask for a replacement (NodeLost) within a bounded time."""
+    from shared.events import EnvInfo, NodeInfo, NodesReady, RunCancelled
+
+    with sshd_hosts(1) as (host,):
+        _, public = generate_key(tmp_path / "node_key")
+        host.authorize(public)
+        known = tmp_path / "known_hosts"
+        known.write_text(f"{host.address} {host.host_key_pub}\n")
+        workdir = tmp_path / "node"
+        workdir.mkdir()
+        node = NodeInfo(
+            name="ssh-0",
+            address=host.address,
+            ssh_user="root",
+            provider="ssh",
+            workdir=str(workdir),
+            python=sys.executable,
+        )
+        timeout = 4.0
+        settings: dict[str, Any] = {
+            "bus_url": "memory://node-silent",
+            "trainer_ssh_keys": [tmp_path / "node_key"],
+            "trainer_known_hosts": known,
+            "trainer_node_timeout_seconds": timeout,
+        }
+        spec = {
+            "name": "silent",
+            "model": "hf://tests/tiny-bert",
+            "task": "custom",
+            "train": {
+                "entrypoint": "train.py",
+                "script": textwrap.dedent(SCRIPT),
+                "args": {"steps": 400, "sleep": 0.25},
+                "checkpoint_every": 5,
+            },
+        }
+        try:
+            async with running_trainer(tmp_path, tiny_files, **settings) as trainer:
+                run_id, project_id = uuid.uuid4(), uuid.uuid4()
+                env = EnvInfo(lock_hash="c" * 64, python=sys.executable, torch_version="2.13.0")
+                for payload in (
+                    ProjectCreated(owner_id=uuid.uuid4(), spec=spec),
+                    NodesReady(nodes=[node], env=env),
+                    trainer.artifacts(dataset=False),
+                ):
+                    await trainer.publish(payload, run_id=run_id, project_id=project_id)
+                ev = trainer.events
+                await ev.wait_for(
+                    lambda: any(e.payload["step"] >= 3 for e in ev.of("TrainingProgress", run_id)),
+                    timeout=180,
+                    what="training under way",
+                )
+                loop = asyncio.get_running_loop()
+                frozen_at = loop.time()
+                freeze_host(host)
+                lost = await ev.first("NodeLost", run_id, timeout=60)
+                took = loop.time() - frozen_at
+                await trainer.publish(RunCancelled(), run_id=run_id, project_id=project_id)
+        finally:
+            freeze_host(host, signal.SIGKILL)  # let the hosts' teardown reap them
+    assert lost.payload["nodes"] == ["ssh-0"]
+    assert lost.payload["reason"].startswith("node ssh-0 lost during training")
+    # silent for the timeout, then a fresh connection that gets no answer in the timeout
+    assert took < 3 * timeout + 10, took
+    assert not ev.of("TrainingFailed", run_id)
+    logs = ev.logs(run_id)
+    assert not any("heartbeat" in line for line in logs)  # heartbeats are not log lines
+    assert any("aidp: node ssh-0" in line for line in logs), logs[-5:]

@@ -143,3 +143,18 @@ def test_a_template_reaching_for_python_internals_is_refused_by_the_sandbox(
     assert isinstance(event, ValidationFailed) and event.error_rows == 3
     assert "the chat template failed" in event.issues[0].problem
     assert "unsafe" in event.issues[0].problem
+
+
+def test_causal_lm_rows_need_their_text_column(tmp_path: Path, model_dir: Path) -> None:
+    store = ArtifactStore(tmp_path / "store", InMemoryVault())
+    model_key = _put(store, {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()})
+    csv = b"text,label\nthe apple is red,1\n,0\nthe sky is blue,1\n"
+    dataset_key = _put(store, {"train.csv": csv, ".hidden/x.csv": b"text\n\n"})
+    spec = chat_spec("pf", method="full", args={"lora_r": None})
+    spec["task"], spec["train"]["args"] = "causal-lm", {"max_steps": 4, "max_length": 32}
+    event = check_artifacts(
+        store, ProjectSpec.model_validate(spec), model_key=model_key, dataset_key=dataset_key
+    )
+    assert isinstance(event, ValidationFailed) and event.rows_checked == 3
+    assert [(i.file, i.row) for i in event.issues] == [("train.csv", 2)]
+    assert "missing or empty column 'text'" in event.issues[0].problem

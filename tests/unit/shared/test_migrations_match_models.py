@@ -2,9 +2,10 @@
 
 For each service the test applies its migrations (the shared outbox/inbox chain, then the
 service's own, as :meth:`shared.db.Database.migrate` does at start) to a fresh SQLite
-database and compares the result with the models through Alembic's autogenerate
-comparison: a table, column, type, nullability or index that one side has and the other
-lacks fails the test. Fix the model or add a migration (``services/<name>/migrations``).
+database, and to a fresh PostgreSQL database (types differ there), and compares the result
+with the models through Alembic's autogenerate comparison: a table, column, type,
+nullability or index that one side has and the other lacks fails the test. Fix the model
+or add a migration (``services/<name>/migrations``).
 """
 
 from __future__ import annotations
@@ -44,12 +45,21 @@ def _describe(diff: list) -> str:
     return "\n".join(f"  {d!r}" for d in diff)
 
 
+@pytest.mark.parametrize(
+    "dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 @pytest.mark.parametrize("service", SERVICES)
-def test_migrations_match_the_models(service: str, tmp_path: Path) -> None:
+def test_migrations_match_the_models(
+    service: str, dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     location = _migrations(service)
     models = _models_of(service)
     assert {t for t in models.tables if t not in SHARED_TABLES}, f"no {service}_ tables found"
-    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    if dialect == "postgresql":
+        url = request.getfixturevalue("postgres_url")  # a fresh database
+    else:
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+    db = Database(url)
     try:
         db.migrate(location, service=service)
         with db.engine.connect() as conn:
@@ -59,8 +69,8 @@ def test_migrations_match_the_models(service: str, tmp_path: Path) -> None:
     # the version tables are Alembic's own, not models
     diff = [d for d in diff if not repr(d).startswith("('remove_table', Table('alembic_version")]
     assert diff == [], (
-        f"{service}: the migrations and the models differ (add_* is in the models only, "
-        f"remove_* in the migrations only):\n{_describe(diff)}"
+        f"{service} on {dialect}: the migrations and the models differ (add_* is in the "
+        f"models only, remove_* in the migrations only):\n{_describe(diff)}"
     )
 
 

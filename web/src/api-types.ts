@@ -2213,6 +2213,12 @@ export interface components {
              * @enum {string}
              */
             provider: "local" | "ssh" | "idc";
+            /**
+             * Retry Larger On Oom
+             * @description a training process that runs out of memory is retried once, from its last checkpoint, on the next choice (the next instance type or fallback provider: list them smaller first)
+             * @default false
+             */
+            retry_larger_on_oom: boolean;
         };
         /** RevokedKey */
         RevokedKey: {

@@ -208,6 +208,9 @@ class NodeLost(EventPayload):
     reason: str
     attempt: int = 1
     resume_step: int | None = None
+    #: not lost: the training ran out of memory and the spec's ``retry_larger_on_oom`` asks
+    #: for the run's next choice (every node moves there, once per run)
+    larger: bool = False
 
 
 class NodesReplaced(EventPayload):

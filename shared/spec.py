@@ -291,6 +291,12 @@ class ResourcesSpec(_Strict):
     hosts: list[HostSpec] = Field(default_factory=list)
     autostop_minutes: int = Field(30, ge=1, le=10_080)
     max_hourly_usd: float | None = Field(None, gt=0)
+    retry_larger_on_oom: bool = Field(
+        False,
+        description="a training process that runs out of memory is retried once, from its"
+        " last checkpoint, on the next choice (the next instance type or fallback provider:"
+        " list them smaller first)",
+    )
 
     @field_validator("instance_type")
     @classmethod
@@ -321,6 +327,11 @@ class ResourcesSpec(_Strict):
             raise ValueError("fallback local runs one node (resources.nodes: 1)")
         if isinstance(self.instance_type, list) and "idc" not in chain:
             raise ValueError("instance_type: a list of instance types is for provider idc")
+        if self.retry_larger_on_oom and len(self.choices()) < 2:
+            raise ValueError(
+                "retry_larger_on_oom needs a choice to move to: list several instance types"
+                " or a fallback provider"
+            )
         return self
 
     def providers(self) -> list[Provider]:

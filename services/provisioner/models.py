@@ -76,6 +76,8 @@ class RunNodes(SQLModel, table=True):
     replacements: int = 0
     #: records of every node lost, each with ``pending`` (True until replaced)
     lost: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    #: moved to the next choice after running out of memory (retry_larger_on_oom: once)
+    grown: bool = False
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     last_active_at: datetime = Field(default_factory=_now)

@@ -10,6 +10,10 @@ instance, the next free host of ``resources.hosts``), checks it, configures the 
 environment on it (the same lock) and announces ``NodesReplaced`` with the whole node list
 (``replacing → ready``); the trainer resumes the run from its last checkpoint.
 
+``NodeLost`` with ``larger`` (the training ran out of memory and the spec says
+``retry_larger_on_oom``) moves every node to the run's next choice instead (:func:`_grow`),
+once per run.
+
 A run has at most ``AIDP_MAX_NODE_REPLACEMENTS`` nodes replaced; a loss past that, or a
 replacement that cannot be made, is ``NodesFailed`` (``step: replace``) and the trainer
 fails the run (its TrainingFailed releases the nodes). Spot instances that the cloud takes
@@ -33,6 +37,7 @@ from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.models import RunNodes
 from shared.errors import AidpError, dependency_outage
 from shared.events import Envelope, NodeLost, NodesFailed, NodesReplaced
+from shared.spec import ProjectSpec
 
 if TYPE_CHECKING:
     from services.provisioner.service import Provisioner
@@ -52,7 +57,14 @@ def record_loss(
     records = [n for n in row.nodes or [] if n.get("name") in set(lost.nodes)]
     budget = prov.settings.max_node_replacements
     problem = None
-    if not records:
+    if lost.larger:  # out of memory: every node moves to the next choice, once
+        records = list(row.nodes or [])
+        choices = ProjectSpec.model_validate(row.spec).resources.choices()
+        if row.grown:
+            problem = f"{lost.reason}; retry_larger_on_oom retries once, on {row.provider} already"
+        elif row.choice + 1 >= len(choices):
+            problem = f"{lost.reason}; no larger choice is left to retry on"
+    elif not records:
         problem = f"NodeLost names no node of the run ({', '.join(lost.nodes)[:200]})"
     elif row.replacements + len(records) > budget:
         problem = (
@@ -66,7 +78,10 @@ def record_loss(
             _event(event, row, cause),
         )
         return False
-    pending = [{**record, "pending": True, "reason": lost.reason[:500]} for record in records]
+    pending = [
+        {**record, "pending": True, "reason": lost.reason[:500], "larger": lost.larger}
+        for record in records
+    ]
     prov.transition(session, row, "replacing", lost=[*(row.lost or []), *pending], cause=cause)
     return True
 
@@ -90,6 +105,10 @@ async def replace_lost(prov: Provisioner, run_id: uuid.UUID) -> None:
         current = [Node.from_record(r) for r in row.nodes or []]
         reason = next((str(r.get("reason") or "") for r in row.lost or [] if r.get("pending")), "")
         lock_hash = row.lock_hash
+        larger = any(r.get("larger") for r in row.lost or [] if r.get("pending"))
+    if larger:
+        await _grow(prov, run_id, reason)
+        return
     names = ", ".join(n.name for n in pending)
     try:
         lock = prov.locks.load(prov.builder.input_key(ctx.spec))
@@ -147,7 +166,76 @@ async def replace_lost(prov: Provisioner, run_id: uuid.UUID) -> None:
 
 
 def _node_fields(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in ("pending", "reason")}
+    return {k: v for k, v in record.items() if k not in ("pending", "reason", "larger")}
+
+
+async def _grow(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
+    """Out of memory (``retry_larger_on_oom``): give back every node of the run and make
+    them again with the run's next choice (instance type or fallback provider), once."""
+    with prov.runtime.db.session() as s:
+        row = s.get(RunNodes, run_id)
+        if row is None or row.state != "replacing":
+            return
+        ctx = prov._context(row)
+        driver = prov.drivers(row.provider, row.owner_id)
+        choices = ProjectSpec.model_validate(row.spec).resources.choices()
+        here, there = choices[row.choice], choices[row.choice + 1]
+        owner = row.owner_id
+    try:
+        lock = prov.locks.load(prov.builder.input_key(ctx.spec))
+        if lock is None:
+            raise RuntimeError("the run's environment lock is missing")
+        await prov._progress(
+            run_id, "larger", f"{reason}: retrying on {there.label()} (was {here.label()})", None
+        )
+        await prov._teardown(ctx, driver, keep_state=True)
+        with prov.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id, with_for_update=True)
+            if row is None or row.state != "replacing":
+                return
+            row.choice, row.provider, row.nodes, row.grown = (
+                row.choice + 1,
+                there.provider,
+                [],
+                True,
+            )
+            row.credential_source, row.hourly_usd = None, None
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            ctx = prov._context(row)
+        driver = prov.drivers(there.provider, owner)
+        await driver.check_request(ctx)
+        ctx = prov._reserve(ctx, driver, owner)
+        nodes = await prov._create_nodes(ctx, driver)
+        env = await prov.builder.configure(
+            spec=ctx.spec,
+            lock=lock,
+            nodes=nodes,
+            driver=driver,
+            private_dir=ctx.state_dir / "configure",
+            progress=lambda stage, message, pct: prov._progress(run_id, stage, message, pct),
+            cancel=prov._cancel.setdefault(run_id, threading.Event()),
+        )
+        if driver.capabilities.remote:
+            users = await asyncio.gather(*(detect_run_user(driver, n) for n in nodes))
+            nodes = [
+                replace(n, extra={**n.extra, "run_user": u})
+                for n, u in zip(nodes, users, strict=True)
+            ]
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if dependency_outage(exc) is not None:
+            raise
+        if isinstance(exc, AidpError):
+            message = exc.message
+        else:
+            log.exception("moving run %s to a larger choice failed unexpectedly", run_id)
+            message = f"{type(exc).__name__}: {exc}"
+        _replace_failed(prov, run_id, f"retrying on {there.label()} failed: {message}")
+        return
+    _replaced(prov, run_id, nodes=nodes, env=env)
 
 
 def _replaced(
@@ -158,12 +246,13 @@ def _replaced(
         if row is None or row.state != "replacing":
             return  # released meanwhile
         lost = [r for r in row.lost or [] if r.get("pending")]
-        python = (row.env or {}).get("python") or env.get("python")
+        grew = any(r.get("larger") for r in lost)
+        python = env.get("python") or (row.env or {}).get("python")
         infos = [
             n.info(python=python).model_copy(update={"run_user": n.extra.get("run_user")})
             for n in nodes
         ]
-        count = row.replacements + len(lost)
+        count = row.replacements + (0 if grew else len(lost))
         event = NodesReplaced(
             nodes=infos,
             replaced=[str(r["name"]) for r in lost],
@@ -178,6 +267,7 @@ def _replaced(
             nodes=[n.record() for n in nodes],
             lost=[{**r, "pending": False} for r in row.lost or []],
             replacements=count,
+            env={**(row.env or {}), **env} if grew else row.env,
         )
         s.commit()
     prov.runtime.published()

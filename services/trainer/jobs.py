@@ -74,6 +74,21 @@ _KILLED = 128 + signal.SIGKILL
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*)$")
 
 
+#: What an out-of-memory death leaves in the last lines of stderr (PyTorch, CUDA, Python,
+#: TensorFlow's resource exhaustion).
+_OOM = re.compile(
+    r"OutOfMemoryError|CUDA out of memory|\bMemoryError\b|ResourceExhaustedError|out of memory",
+    re.IGNORECASE,
+)
+
+
+def _out_of_memory(limit_hit: str | None, tail: list[str]) -> str | None:
+    """The evidence that a training process ran out of memory, or None."""
+    if limit_hit and "memory" in limit_hit.lower():
+        return limit_hit
+    return next((line.strip() for line in reversed(tail) if _OOM.search(line)), None)
+
+
 @dataclass
 class _Attempt:
     """What one launch observed."""
@@ -716,6 +731,13 @@ class JobRunner:
                 relay.log(lost[0], "stderr", f"aidp: {reason}; asking for a replacement")
                 await relay.flush()
                 return await self._replace_nodes(run.run_id, lost, reason, launched=True)
+        oom = _out_of_memory(outcome.limit_hit, tail)
+        if oom is not None and spec.resources.retry_larger_on_oom:
+            reason = f"training ran out of memory ({oom[:300]})"
+            relay.log(execs[0].node.name, "stderr", f"aidp: {reason}; retrying on a larger choice")
+            await relay.flush()
+            names = [e.node.name for e in execs]
+            return await self._replace_nodes(run.run_id, names, reason, launched=True, larger=True)
         if outcome.limit_hit:  # the same limit would stop a retry too
             reason = f"the sandbox stopped the training process: it hit {outcome.limit_hit}"
             signalled = False
@@ -766,15 +788,22 @@ class JobRunner:
         return lost
 
     async def _replace_nodes(
-        self, run_id: uuid.UUID, lost: list[str], reason: str, *, launched: bool
+        self,
+        run_id: uuid.UUID,
+        lost: list[str],
+        reason: str,
+        *,
+        launched: bool,
+        larger: bool = False,
     ) -> bool:
-        """Ask the provisioner for replacements (NodeLost) and leave the run ``replacing``
+        """Ask the provisioner for replacements (NodeLost; ``larger``: every node on the
+        run's next choice, after running out of memory) and leave the run ``replacing``
         (no job owns it until NodesReplaced); past the attempt budget the run fails."""
-        await asyncio.to_thread(self._to_replacing, run_id, lost, reason, launched)
+        await asyncio.to_thread(self._to_replacing, run_id, lost, reason, launched, larger)
         return False
 
     def _to_replacing(
-        self, run_id: uuid.UUID, lost: list[str], reason: str, launched: bool
+        self, run_id: uuid.UUID, lost: list[str], reason: str, launched: bool, larger: bool
     ) -> None:
         with self.runtime.db.session() as session:
             run = session.get(Run, run_id)
@@ -801,6 +830,7 @@ class JobRunner:
                     reason=reason,
                     attempt=max(1, attempts),
                     resume_step=ckpt.step if ckpt is not None else None,
+                    larger=larger,
                 )
                 transition(
                     session,

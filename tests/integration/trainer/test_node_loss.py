@@ -256,3 +256,99 @@ async def test_a_node_that_stops_answering_is_declared_lost_within_the_timeout(
     logs = ev.logs(run_id)
     assert not any("heartbeat" in line for line in logs)  # heartbeats are not log lines
     assert any("aidp: node ssh-0" in line for line in logs), logs[-5:]
+
+
+#: Runs out of memory at step 8 of its first attempt (after the checkpoint of step 5).
+OOM_SCRIPT = """
+    import time
+    import aidp_progress as aidp
+
+    resumed = aidp.resume_step()
+    for step in range(resumed + 1, 13):
+        time.sleep(0.05)
+        aidp.report(step, total_steps=12, loss=1.0 / step)
+        if step % 5 == 0:
+            (aidp.checkpoint_dir(step) / "state.txt").write_text(str(step))
+            aidp.checkpoint_saved(step)
+        if step == 8 and resumed == 0:
+            raise MemoryError("cannot allocate 64 GiB for the activations")
+    (aidp.output_dir() / "weights.txt").write_text("trained")
+    aidp.completed({"resumed_from": float(resumed)})
+"""
+
+
+async def test_out_of_memory_retries_once_on_the_next_choice(
+    tmp_path: Path, tiny_files: tuple[Path, Path]
+) -> None:
+    """``retry_larger_on_oom``: the run ran out of memory on this machine (provider local);
+    its nodes move to the next choice (fallback ssh) and it resumes there from its
+    checkpoint."""
+    with sshd_hosts(1) as (host,):
+        private, public = generate_key(tmp_path / "node_key")
+        host.authorize(public)
+        known = tmp_path / "known_hosts"
+        known.write_text(f"{host.address} {host.host_key_pub}\n")
+        owner = uuid.uuid4()
+        vault = InMemoryVault()
+        vault.put_user_secret(str(owner), "NODE_KEY", private)
+        bus = "memory://node-oom"
+        prov_settings = ProvisionerSettings(
+            data_dir=tmp_path / "prov",
+            env_dir=tmp_path / "envs",
+            retry_delay=0.2,
+            reaper_interval=3600,
+            bus_url=bus,
+            ssh_node_root=str(tmp_path / "node-root"),
+            ssh_connect_timeout=3,
+        )
+        trainer_settings: dict[str, Any] = {
+            "bus_url": bus,
+            "trainer_ssh_keys": [tmp_path / "node_key"],
+            "trainer_known_hosts": known,
+        }
+        spec = {
+            "name": "hungry",
+            "model": "hf://tests/tiny-bert",
+            "task": "custom",
+            "train": {
+                "entrypoint": "train.py",
+                "script": textwrap.dedent(OOM_SCRIPT),
+                "checkpoint_every": 5,
+            },
+            "resources": {
+                "provider": "local",
+                "fallback": ["ssh"],
+                "hosts": [{"address": host.address, "user": "root", "identity": "NODE_KEY"}],
+                "retry_larger_on_oom": True,
+            },
+        }
+        async with (
+            Provisioner(
+                prov_settings, bus_url=bus, vault=vault, builder=LocalPythonBuilder()
+            ) as prov,
+            running_trainer(tmp_path, tiny_files, **trainer_settings) as trainer,
+        ):
+            run_id, project_id = uuid.uuid4(), uuid.uuid4()
+            for payload in (
+                ProjectCreated(owner_id=owner, spec=spec),
+                trainer.artifacts(dataset=False),
+            ):
+                await trainer.publish(payload, run_id=run_id, project_id=project_id)
+            ev = trainer.events
+            completed = await ev.first("TrainingCompleted", run_id, timeout=240)
+            moved = [
+                e.payload["message"]
+                for e in prov.of("ProvisioningProgress", run_id)
+                if e.payload["stage"] == "larger"
+            ]
+        lost = ev.of("NodeLost", run_id)
+        replaced = ev.of("NodesReplaced", run_id)
+        starts = ev.of("TrainingStarted", run_id)
+    assert [e.payload["larger"] for e in lost] == [True]
+    assert "MemoryError: cannot allocate 64 GiB" in lost[0].payload["reason"]
+    assert len(moved) == 1 and moved[0].endswith("retrying on ssh (was local)"), moved
+    [node] = replaced[0].payload["nodes"]
+    assert node["provider"] == "ssh" and node["address"] == host.address
+    assert [s.payload["nodes"] for s in starts] == [["local-0"], ["ssh-0"]]
+    assert starts[-1].payload["resumed_from_step"] == 5
+    assert completed.payload["metrics"]["resumed_from"] == 5.0

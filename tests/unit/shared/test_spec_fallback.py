@@ -57,6 +57,7 @@ def test_choices_list_every_instance_type_then_each_fallback_provider() -> None:
         ({"provider": "idc", "instance_type": ["ok", "$(reboot)"]}, "instance_type '$(reboot)'"),
         ({"provider": "local", "instance_type": ["a", "b"]}, "is for provider idc"),
         ({"provider": "idc", "fallback": ["aws"]}, "fallback.0"),
+        ({"provider": "idc", "retry_larger_on_oom": True}, "retry_larger_on_oom needs a choice"),
     ],
 )
 def test_what_each_choice_needs_is_checked_at_submit(
@@ -65,3 +66,10 @@ def test_what_each_choice_needs_is_checked_at_submit(
     with pytest.raises(ValidationError) as caught:
         _spec(**resources)
     assert message in str(caught.value)
+
+
+def test_retry_larger_on_oom_with_a_next_choice_is_valid() -> None:
+    spec = _spec(
+        provider="idc", instance_type=["vm-spr-sml", "vm-spr-lrg"], retry_larger_on_oom=True
+    )
+    assert spec.resources.retry_larger_on_oom

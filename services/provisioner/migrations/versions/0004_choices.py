@@ -21,10 +21,14 @@ def upgrade() -> None:
             sa.Column("replacements", sa.Integer(), nullable=False, server_default="0")
         )
         batch.add_column(sa.Column("lost", sa.JSON(), nullable=True))
+        batch.add_column(
+            sa.Column("grown", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("provisioner_runs") as batch:
+        batch.drop_column("grown")
         batch.drop_column("lost")
         batch.drop_column("replacements")
         batch.drop_column("choice")

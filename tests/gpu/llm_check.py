@@ -159,7 +159,12 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("FAIL: no CUDA device visible to torch")
         return 1
-    have_trl = importlib.util.find_spec("trl") is not None
+    try:  # importable, not only installed (TRL needs datasets and its dependencies)
+        import trl  # noqa: F401
+
+        have_trl = True
+    except Exception:
+        have_trl = False
     have_bnb = importlib.util.find_spec("bitsandbytes") is not None
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
     print(f"trl: {'yes' if have_trl else 'no'}; bitsandbytes: {'yes' if have_bnb else 'no'}")

@@ -134,13 +134,14 @@ class WebhookSender:
         error: str | None = None
         try:
             body, headers = self._request(delivery, hook)
+            url = self.key.open(hook.url, webhook_id=hook.id, field="url")
             addresses = await asyncio.to_thread(
                 check_webhook_url,
-                hook.url,
+                url,
                 allow_private=self.settings.webhook_allow_private,
                 allow_hosts=self.settings.webhook_allow_hosts,
             )
-            parts = urlsplit(hook.url)
+            parts = urlsplit(url)
             address = addresses[0]
             ip = f"[{address}]" if address.version == 6 else str(address)
             netloc = ip if parts.port is None else f"{ip}:{parts.port}"

@@ -15,7 +15,9 @@ Each request is a POST of JSON with::
 
 The secret is generated here, shown once in the create answer, and stored sealed
 (AES-256-GCM, the webhook id as associated data) under the platform's webhook key, a
-platform secret in Vault (``platform/webhook-key``, created once, never replaced).
+platform secret in Vault (``platform/webhook-key``, created once, never replaced). The URL
+is sealed the same way (a Slack URL is a credential) and listed masked
+(:func:`masked_url`).
 ``format: slack`` sends ``{"text": "..."}`` (a Slack incoming-webhook payload) instead.
 
 URLs follow the rules of https:// dataset sources (:mod:`shared.netguard`): https only, and
@@ -62,6 +64,7 @@ __all__ = [
     "delete_webhook",
     "list_deliveries",
     "list_webhooks",
+    "masked_url",
     "notification_kind",
     "sign",
     "stage_deliveries",
@@ -107,16 +110,33 @@ class WebhookKey:
                 self._key = key
             return self._key
 
-    def seal(self, plaintext: str, *, webhook_id: uuid.UUID) -> str:
+    def seal(self, plaintext: str, *, webhook_id: uuid.UUID, field: str = "secret") -> str:
+        """AES-256-GCM of ``plaintext``; the webhook id and the field are associated data
+        (a sealed value cannot be moved to another webhook or field)."""
         nonce = os.urandom(12)
-        sealed = AESGCM(self._load()).encrypt(nonce, plaintext.encode(), webhook_id.bytes)
+        aad = webhook_id.bytes + field.encode()
+        sealed = AESGCM(self._load()).encrypt(nonce, plaintext.encode(), aad)
         return "v1:" + base64.b64encode(nonce + sealed).decode()
 
-    def open(self, sealed: str, *, webhook_id: uuid.UUID) -> str:
+    def open(self, sealed: str, *, webhook_id: uuid.UUID, field: str = "secret") -> str:
         if not sealed.startswith("v1:"):
-            raise ValueError("unknown sealed-secret version")
+            raise ValueError("unknown sealed-value version")
         raw = base64.b64decode(sealed[3:])
-        return AESGCM(self._load()).decrypt(raw[:12], raw[12:], webhook_id.bytes).decode()
+        aad = webhook_id.bytes + field.encode()
+        return AESGCM(self._load()).decrypt(raw[:12], raw[12:], aad).decode()
+
+
+def masked_url(url: str) -> str:
+    """``url`` as shown in lists: scheme, host and port, and only the start of the path
+    (the rest may be a token, as in Slack's incoming-webhook URLs)."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    shown = path if len(path) <= 12 else path[:12] + "…"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{shown}"
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -185,13 +205,15 @@ def create_webhook(
     secret = "whsec_" + secrets.token_urlsafe(32)
     hook = Webhook(
         project_id=project_id,
-        url=url,
+        url="",
         format=format,
         events=sorted(set(events)),
         secret_sealed="",
         created_by=user_id,
     )
     hook.secret_sealed = key.seal(secret, webhook_id=hook.id)
+    # a receiver URL can be a credential itself (Slack's carry their token in the path)
+    hook.url = key.seal(url, webhook_id=hook.id, field="url")
     with runtime.db.session() as session:
         count = len(
             session.execute(

@@ -117,6 +117,9 @@ async def test_signed_delivery_retried_until_delivered(hooks: Harness, receiver:
         row = s.get(Webhook, uuid.UUID(hook_id))
         assert row is not None and secret not in row.secret_sealed
         assert row.secret_sealed.startswith("v1:")
+        # the URL too (a Slack URL is a credential); listed masked past its path's start
+        assert row.url.startswith("v1:") and "127.0.0.1" not in row.url
+    assert listed[0]["url"] == receiver.url  # a short path is shown whole
 
     await hooks.publish(
         new_event(
@@ -289,3 +292,11 @@ def test_migration_matches_the_models(tmp_path: Path) -> None:
     db.dispose()
     relevant = [d for d in diff if any(f"'{t}'" in repr(d) or f"<{t}>" in repr(d) for t in tables)]
     assert relevant == []
+
+
+def test_urls_are_listed_masked() -> None:
+    from services.gateway.webhooks import masked_url
+
+    slack = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"
+    assert masked_url(slack) == "https://hooks.slack.com/services/T0…"
+    assert masked_url("https://[::1]:8443/h") == "https://[::1]:8443/h"

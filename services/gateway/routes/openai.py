@@ -5,8 +5,10 @@ access JWT or an API token with the ``predict`` scope) make the official ``opena
 clients work: ``GET /models``, ``POST /chat/completions``, ``POST /completions``, with
 ``stream: true`` answered as server-sent events passed through chunk by chunk.
 
-Authorisation is the deployment's (``routes/serving._authorize_object``): the caller needs
-the editor role on its project, as for ``/predict``; another user gets 404. Every error
+Authorisation is the deployment's: the caller needs the editor role on its project, as for
+``/predict``; another user gets 404. Which project a deployment belongs to is asked of the
+trainer once (``routes/serving._authorize_object``) and remembered (it never changes); the
+role is read on every request, on the event loop (``shared.db.aio``). Every error
 answer has the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``, so
 clients raise their usual exceptions (``openai.NotFoundError``, ``BadRequestError`` …).
 The body is checked for JSON here and forwarded as is; the engine on the node checks the

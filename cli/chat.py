@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.output import EXIT_USAGE, err_console, fail, handle_errors
+from cli.resolve import resolve_deployment
 from cli.sdk import Client
 from cli.text import printable
 
@@ -42,7 +43,9 @@ def _reply(
 
 @handle_errors
 def chat(
-    deployment_id: Annotated[str, typer.Argument(metavar="DEPLOYMENT", help="A deployment id.")],
+    deployment_id: Annotated[
+        str, typer.Argument(metavar="DEPLOYMENT", help="A deployment id (or a unique prefix).")
+    ],
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Send one message, print the reply.")
     ] = None,
@@ -58,6 +61,7 @@ def chat(
 ) -> None:
     """Chat with a deployed language model (task causal-lm or chat), replies streamed."""
     client = Client.from_config()
+    deployment_id = resolve_deployment(client, deployment_id)  # a unique prefix will do
     model = client.chat_model(deployment_id)
     params = {"model": model, "max_tokens": max_tokens, "temperature": temperature}
     history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []

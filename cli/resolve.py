@@ -60,7 +60,7 @@ def pick(kind: str, ref: str, candidates: Iterable[tuple[str, str]]) -> str:
     if len(matches) == 1:
         return matches[0][0]
     if not matches:
-        raise ApiError(404, "not_found", f"no {kind} {ref!r}")
+        raise ApiError(404, "not_found", f"{kind} {ref!r} not found")
     raise AmbiguousId(kind, ref, matches)
 
 

@@ -58,4 +58,4 @@ def test_add_list_deliveries_remove(calls: list[str]) -> None:
     assert r.exit_code == 0 and f"webhook {H} removed" in r.output
     assert f"DELETE /api/projects/{P}/webhooks/{H}" in calls
     r = runner.invoke(app, ["webhooks", "remove", "demo", "0000"])
-    assert r.exit_code == 1 and "no webhook" in r.output
+    assert r.exit_code == 1 and "webhook '0000' not found" in r.output

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from cli.config import DEFAULT_SERVER, Config, load_config, save_config
-from cli.output import EXIT_USAGE, JsonOpt, console, fail, handle_errors, print_json, print_table
+from cli.output import (
+    EXIT_USAGE,
+    JsonOpt,
+    WideOpt,
+    console,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+)
+from cli.resolve import pick
 from cli.sdk import Client
 
 __all__ = ["login", "logout", "register", "secrets_app", "tokens_app", "whoami"]
@@ -145,22 +155,68 @@ def whoami(as_json: JsonOpt = False) -> None:
 
 @tokens_app.command("create")
 @handle_errors
-def tokens_create(name: str) -> None:
+def tokens_create(
+    name: str,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope", "-s", help="read, run, deploy, predict, admin (repeatable; default read)."
+        ),
+    ] = None,
+    expires_days: Annotated[
+        int | None, typer.Option("--expires-days", min=1, help="Days until it expires.")
+    ] = None,
+) -> None:
     """Create an API token; it is shown once."""
-    body = Client.from_config().create_api_token(name)
+    body = Client.from_config().create_api_token(
+        name, scopes=list(scope or []) or None, expires_in_days=expires_days
+    )
     token = body.get("token") or body.get("value") or body.get("api_token")
-    console.print(f"API token {name!r} (shown once): {token}", highlight=False, markup=False)
+    scopes = ", ".join(body.get("scopes") or [])
+    console.print(
+        f"API token {name!r} [{scopes}] (shown once): {token}", highlight=False, markup=False
+    )
+
+
+@tokens_app.command("revoke")
+@handle_errors
+def tokens_revoke(
+    token: Annotated[str, typer.Argument(help="Token id (or a unique prefix), or its name.")],
+) -> None:
+    """Revoke an API token: anything using it stops working at once."""
+    client = Client.from_config()
+    rows = client.list_api_tokens()
+    named = [r for r in rows if r.get("name") == token]
+    token_id = (
+        str(named[0]["id"])
+        if len(named) == 1
+        else pick("API token", token, ((str(r["id"]), str(r.get("name", ""))) for r in rows))
+    )
+    client.revoke_api_token(token_id)
+    console.print(f"API token {token_id} revoked", highlight=False)
 
 
 @tokens_app.command("list")
 @handle_errors
-def tokens_list(as_json: JsonOpt = False) -> None:
+def tokens_list(as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """List your API tokens (never their values)."""
     rows = Client.from_config().list_api_tokens()
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, [("id", "id"), ("name", "name"), ("created", "created_at")])
+        print_table(
+            rows,
+            [
+                ("id", "id"),
+                ("name", "name"),
+                ("scopes", "scopes"),
+                ("created", "created_at"),
+                ("last used", "last_used_at"),
+                ("expires", "expires_at"),
+            ],
+            empty="no API tokens: aidp tokens create NAME",
+            wide=wide,
+        )
 
 
 # --- secrets ---------------------------------------------------------------------------

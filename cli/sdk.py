@@ -227,12 +227,28 @@ class Client:
         """The caller: ``{"id", "email", ...}``."""
         return self.request("GET", "/api/auth/me")
 
-    def create_api_token(self, name: str) -> Json:
-        """A new API token for CI; the value appears only in this answer."""
-        return self.request("POST", "/api/auth/tokens", json={"name": name})
+    def create_api_token(
+        self,
+        name: str,
+        *,
+        scopes: list[str] | None = None,
+        expires_in_days: int | None = None,
+    ) -> Json:
+        """A new API token for CI (default scope: read); the value appears only in this
+        answer."""
+        body: dict[str, Any] = {"name": name}
+        if scopes:
+            body["scopes"] = scopes
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return self.request("POST", "/api/auth/tokens", json=body)
 
     def list_api_tokens(self) -> list[Json]:
         return self.request("GET", "/api/auth/tokens")
+
+    def revoke_api_token(self, token_id: str) -> None:
+        """Revoke one of your API tokens: anything using it stops working."""
+        self.request("DELETE", f"/api/auth/tokens/{token_id}")
 
     # --- secrets ----------------------------------------------------------------------
 

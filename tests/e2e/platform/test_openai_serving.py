@@ -10,6 +10,7 @@ bodies; another user's token gets ``openai.NotFoundError`` and a missing token
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import openai
 import pytest
 
 from tests.e2e.platform.conftest import REPO, embedded_platform
+from tests.e2e.web.test_web_flow import _ensure_ui_built as ensure_ui_built
 from tests.support.hf_server import HubServer
 from tests.support.pipeline import ApiUser
 from tests.support.tiny_chat_model import chat_spec, publish_tiny_chat_project
@@ -37,6 +39,7 @@ def chat_hub(tmp_path: Path) -> Iterator[HubServer]:
 
 @pytest.fixture
 def platform(tmp_path: Path, chat_hub: HubServer) -> Iterator[str]:
+    ensure_ui_built()  # the chat box is checked in the browser too
     with embedded_platform(tmp_path / "data", chat_hub, tmp_path / "aidp.log") as url:
         yield url
 
@@ -126,6 +129,17 @@ def test_lora_chat_model_serves_the_openai_api(platform: str, tmp_path: Path) ->
     anonymous = openai.OpenAI(base_url=base_url, api_key="not-a-token", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         anonymous.models.list()
+
+    # the project page: a chat box answers, streamed, with the openai snippet beside it
+    browser = subprocess.run(
+        ["node", str(REPO / "tests" / "e2e" / "web" / "chat.mjs"), platform, alice.email,
+         "Correct-horse-42!", project["id"], str(REPO / "tests" / "e2e" / "artifacts" / "chat")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert browser.returncode == 0, browser.stdout[-2000:] + browser.stderr[-2000:]
+    seen = json.loads(browser.stdout.strip().splitlines()[-1])
+    assert seen["reply"] and not seen["errors"], seen
+    assert f"/api/deployments/{dep_id}/v1" in seen["snippet"] and "OpenAI(" in seen["snippet"]
 
     # the CLI: one message, the reply streamed to stdout
     config = tmp_path / "cli-config"

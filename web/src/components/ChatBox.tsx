@@ -74,7 +74,8 @@ export function ChatBox({ deploymentId, canEdit }: { deploymentId: string; canEd
       const response = await fetch(`${base}/chat/completions`, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream", Authorization: `Bearer ${token}` },
-        body: JSON.stringify({ model, messages: sent, stream: true, max_tokens: 256 }),
+        // no max_tokens: the server allows what the model's context leaves (at most 512)
+        body: JSON.stringify({ model, messages: sent, stream: true }),
         signal: controller.signal,
       });
       if (!response.ok || !response.body) {
@@ -95,6 +96,8 @@ export function ChatBox({ deploymentId, canEdit }: { deploymentId: string; canEd
       }
     } catch (err) {
       if ((err as Error).name !== "AbortError") setError(err);
+      // a reply that never started is not part of the conversation
+      setMessages((all) => (all.length && all[all.length - 1].role === "assistant" && !all[all.length - 1].content ? all.slice(0, -1) : all));
     } finally {
       setBusy(false);
       abort.current = null;

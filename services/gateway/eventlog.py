@@ -31,6 +31,7 @@ __all__ = [
     "append",
     "append_many",
     "events_after",
+    "events_after_async",
     "frame_text",
     "frames_after",
     "frames_after_async",
@@ -363,3 +364,20 @@ async def latest_seqs_async(db: Database, project_ids: Sequence[uuid.UUID]) -> d
         )
         found.update({r["id"]: int(r["last_seq"]) for r in rows})
     return found
+
+
+_EVENTS_AFTER = """
+SELECT seq, body FROM gateway_events
+WHERE project_id = :project AND seq > :after AND seq <= :until
+ORDER BY seq LIMIT :limit
+"""
+
+
+async def events_after_async(
+    db: Database, project_id: uuid.UUID, *, after: int, until: int, limit: int
+) -> list[tuple[int, str]]:
+    """:func:`events_after` with ``until`` (a connection's catch-up), read with ``db.aio``."""
+    rows = await db.aio.fetch(
+        _EVENTS_AFTER, {"project": project_id, "after": after, "until": until, "limit": limit}
+    )
+    return [(int(r["seq"]), str(r["body"])) for r in rows]

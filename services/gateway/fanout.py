@@ -44,7 +44,7 @@ from typing import Any
 
 from services.gateway.eventlog import (
     Frame,
-    events_after,
+    events_after_async,
     frame_text,
     frames_after_async,
     latest_seqs_async,
@@ -404,13 +404,8 @@ class Connection:
     async def _catch_up(self, sub: Subscription, until: int) -> None:
         """Send stored events ``last_sent < seq <= until`` of ``sub`` from the log."""
         while sub.last_sent < until and self.subs.get(sub.project_id) is sub:
-            rows = await asyncio.to_thread(
-                events_after,
-                self._db,
-                sub.project_id,
-                after=sub.last_sent,
-                until=until,
-                limit=_PAGE,
+            rows = await events_after_async(
+                self._db, sub.project_id, after=sub.last_sent, until=until, limit=_PAGE
             )
             if not rows:
                 return  # the project's events are gone (deleted)

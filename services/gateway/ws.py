@@ -36,7 +36,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from services.gateway.deps import Gateway, authorize
-from services.gateway.eventlog import latest_seqs
+from services.gateway.eventlog import latest_seqs_async
 from services.gateway.fanout import Connection, Subscription
 from services.gateway.identity import Identity
 from services.gateway.scopes import WEBSOCKET, required_scope
@@ -150,7 +150,7 @@ async def _subscribe(
     # an event committed in between is either at or below latest (backfilled) or buffered.
     conn.subs[project_id] = sub
     gateway.hub.watch(conn, project_id)
-    latest = (await asyncio.to_thread(latest_seqs, gateway.db, [project_id])).get(project_id)
+    latest = (await latest_seqs_async(gateway.db, [project_id])).get(project_id)
     if conn.subs.get(project_id) is not sub:
         return  # replaced by a newer subscribe meanwhile
     if latest is None:

@@ -510,6 +510,14 @@ class VLLMEngine:
                 parsed = wire.error_body(
                     "vLLM answered a body that is not JSON", type="server_error"
                 )
+            if response.status >= 400 and isinstance(parsed, dict) and "error" not in parsed:
+                # older vLLM: {"object": "error", "message", "type", "param", "code"}
+                parsed = wire.error_body(
+                    str(parsed.get("message") or f"vLLM answered {response.status}"),
+                    type=str(parsed.get("type") or "invalid_request_error"),
+                    param=parsed.get("param"),
+                    code=str(parsed["code"]) if parsed.get("code") is not None else None,
+                )
             return Answer(status=response.status, body=parsed)
 
         def relay() -> Iterator[bytes]:

@@ -64,13 +64,15 @@ def test_every_route_has_a_scope_mapping(harness: Harness) -> None:
     for method, path, authenticated in routes:
         scope = ROUTE_SCOPES[(method if method != "HEAD" else "GET", path)]
         assert (scope is not None) == authenticated, (method, path, scope)
-    # the rule: platform administration needs admin; reads need read; deployments deploy;
-    # predictions predict; every other change run
+    # the rule: platform administration needs admin; the OpenAI API and predictions need
+    # predict; reads need read; deployments deploy; every other change run
     for (method, path), scope in ROUTE_SCOPES.items():
         if scope is None:
             continue
         if path.startswith("/api/admin/"):
             assert scope is Scope.ADMIN, (method, path)
+        elif "/v1/" in path:  # the OpenAI-compatible API: a predict key lists models too
+            assert scope is Scope.PREDICT, (method, path)
         elif method in ("GET", WEBSOCKET):
             assert scope is Scope.READ, (method, path)
         elif path.endswith("/predict"):

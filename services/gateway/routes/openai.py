@@ -30,6 +30,7 @@ from starlette.background import BackgroundTask
 from services.gateway.deps import GatewayDep, role_rank, route_template
 from services.gateway.identity import Identity
 from services.gateway.routes.serving import _authorize_object
+from services.gateway.schemas import ErrorOut
 from services.gateway.scopes import required_scope
 from shared.errors import AidpError, Forbidden, NotFound, Unauthenticated
 
@@ -74,6 +75,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "A service this route needs is unavailable",
     }.items()
 }
+#: a malformed deployment id in the path is refused before the route, in the platform's shape
+_RESPONSES[422] = {"model": ErrorOut, "description": "Malformed deployment id in the path"}
 
 
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:

@@ -179,31 +179,32 @@ async def _grow(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
         ctx = prov._context(row)
         driver = prov.drivers(row.provider, row.owner_id)
         choices = ProjectSpec.model_validate(row.spec).resources.choices()
-        here, there = choices[row.choice], choices[row.choice + 1]
+        moved = row.grown  # a restart after the move: only the new nodes are left to make
+        here = choices[row.choice - 1 if moved else row.choice]
+        there = choices[row.choice if moved else row.choice + 1]
         owner = row.owner_id
     try:
         lock = prov.locks.load(prov.builder.input_key(ctx.spec))
         if lock is None:
             raise RuntimeError("the run's environment lock is missing")
-        await prov._progress(
-            run_id, "larger", f"{reason}: retrying on {there.label()} (was {here.label()})", None
-        )
-        await prov._teardown(ctx, driver, keep_state=True)
-        with prov.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id, with_for_update=True)
-            if row is None or row.state != "replacing":
-                return
-            row.choice, row.provider, row.nodes, row.grown = (
-                row.choice + 1,
-                there.provider,
-                [],
-                True,
+        if not moved:
+            await prov._progress(
+                run_id,
+                "larger",
+                f"{reason}: retrying on {there.label()} (was {here.label()})",
+                None,
             )
-            row.credential_source, row.hourly_usd = None, None
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-            ctx = prov._context(row)
+            await prov._teardown(ctx, driver, keep_state=True)
+            with prov.runtime.db.session() as s:
+                row = s.get(RunNodes, run_id, with_for_update=True)
+                if row is None or row.state != "replacing":
+                    return
+                row.choice, row.provider, row.nodes = row.choice + 1, there.provider, []
+                row.grown, row.credential_source, row.hourly_usd = True, None, None
+                s.add(row)
+                s.commit()
+                s.refresh(row)
+                ctx = prov._context(row)
         driver = prov.drivers(there.provider, owner)
         await driver.check_request(ctx)
         ctx = prov._reserve(ctx, driver, owner)

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +67,48 @@ SCRIPT = """
 """
 
 
+@pytest.fixture(scope="module")
+def node_python() -> Iterator[str]:
+    """A python any uid can run (the hosts share this machine's filesystem, and where the
+    machine has the ``aidp-run`` user a run goes as its own uid): a venv of the system
+    Python 3.11 outside ``/root`` that sees this venv's packages through a ``.pth`` file
+    (as tests/integration/trainer/test_ssh_nodes.py does)."""
+    base = Path(tempfile.mkdtemp(prefix="aidp-nodeloss-"))
+    os.chmod(base, 0o711)
+    env = base / "env"
+    system_python = shutil.which("python3.11", path="/usr/bin")
+    assert system_python is not None, "needs /usr/bin/python3.11 (scripts/bootstrap.sh)"
+    subprocess.run([system_python, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = sysconfig.get_paths()["purelib"]
+    (env / "lib" / "python3.11" / "site-packages" / "aidp-test.pth").write_text(site + "\n")
+    for folder in (env, *env.rglob("*")):
+        if folder.is_dir():
+            os.chmod(folder, 0o755)
+    try:
+        yield str(env / "bin" / "python")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 class LocalPythonBuilder(FakeEnvBuilder):
-    """The fake builder, with this venv's interpreter as the environment's (the hosts share
-    this machine's filesystem)."""
+    """The fake builder, answering with an interpreter of this machine: ``remote`` for SSH
+    nodes (see ``node_python``), this venv's for the local node (the trainer's sandbox)."""
+
+    def __init__(self, remote: str) -> None:
+        super().__init__()
+        self.remote = remote
 
     async def configure(self, **kwargs: Any) -> dict[str, Any]:
-        return {**await super().configure(**kwargs), "python": sys.executable}
+        local = all(n.provider == "local" for n in kwargs["nodes"])
+        python = sys.executable if local else self.remote
+        return {**await super().configure(**kwargs), "python": python}
+
+
+def node_root() -> str:
+    """The SSH nodes' root, in a folder every uid may pass through."""
+    base = Path(tempfile.mkdtemp(prefix="aidp-noderoot-"))
+    os.chmod(base, 0o711)
+    return str(base / "root")
 
 
 def kill_host(host: SshHost) -> None:
@@ -84,7 +124,7 @@ def kill_host(host: SshHost) -> None:
 
 
 async def test_a_lost_ssh_host_is_replaced_and_the_run_resumes_there(
-    tmp_path: Path, tiny_files: tuple[Path, Path]
+    tmp_path: Path, tiny_files: tuple[Path, Path], node_python: str
 ) -> None:
     with sshd_hosts(2) as (first, second):
         private, public = generate_key(tmp_path / "node_key")
@@ -101,7 +141,7 @@ async def test_a_lost_ssh_host_is_replaced_and_the_run_resumes_there(
             retry_delay=0.2,
             reaper_interval=3600,
             bus_url=BUS,
-            ssh_node_root=str(tmp_path / "node-root"),
+            ssh_node_root=node_root(),
             ssh_connect_timeout=3,
         )
         trainer_settings: dict[str, Any] = {
@@ -131,7 +171,9 @@ async def test_a_lost_ssh_host_is_replaced_and_the_run_resumes_there(
             },
         }
         async with (
-            Provisioner(prov_settings, bus_url=BUS, vault=vault, builder=LocalPythonBuilder()),
+            Provisioner(
+                prov_settings, bus_url=BUS, vault=vault, builder=LocalPythonBuilder(node_python)
+            ),
             running_trainer(tmp_path, tiny_files, **trainer_settings) as trainer,
         ):
             run_id, project_id = uuid.uuid4(), uuid.uuid4()
@@ -278,7 +320,7 @@ OOM_SCRIPT = """
 
 
 async def test_out_of_memory_retries_once_on_the_next_choice(
-    tmp_path: Path, tiny_files: tuple[Path, Path]
+    tmp_path: Path, tiny_files: tuple[Path, Path], node_python: str
 ) -> None:
     """``retry_larger_on_oom``: the run ran out of memory on this machine (provider local);
     its nodes move to the next choice (fallback ssh) and it resumes there from its
@@ -298,7 +340,7 @@ async def test_out_of_memory_retries_once_on_the_next_choice(
             retry_delay=0.2,
             reaper_interval=3600,
             bus_url=bus,
-            ssh_node_root=str(tmp_path / "node-root"),
+            ssh_node_root=node_root(),
             ssh_connect_timeout=3,
         )
         trainer_settings: dict[str, Any] = {
@@ -324,7 +366,7 @@ async def test_out_of_memory_retries_once_on_the_next_choice(
         }
         async with (
             Provisioner(
-                prov_settings, bus_url=bus, vault=vault, builder=LocalPythonBuilder()
+                prov_settings, bus_url=bus, vault=vault, builder=LocalPythonBuilder(node_python)
             ) as prov,
             running_trainer(tmp_path, tiny_files, **trainer_settings) as trainer,
         ):

@@ -21,6 +21,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/projects/{project_id}/members"): None,  # filled in (an existing email)
     ("put", "/api/secrets/{name}"): {"value": "v"},
     ("post", "/api/deployments/{deployment_id}/predict"): {"inputs": [1]},
+    ("post", "/api/projects/{project_id}/clone"): {"name": "copy"},
+    ("post", "/api/projects/{project_id}/webhooks"): {"url": "https://hooks.example.com/x"},
 }
 # ids whose objects live in another service (trainer): answered 503 without it
 DOWNSTREAM_IDS = ("{model_id}", "{deployment_id}")
@@ -73,6 +75,7 @@ def test_authorisation_matrix(platform: Platform) -> None:
         "model_id": "m-1",
         "deployment_id": "d-1",
         "invitation_id": str(uuid.uuid4()),
+        "webhook_id": str(uuid.uuid4()),
     }
     operations = _operations(platform)
     assert len(operations) >= 25
@@ -95,7 +98,12 @@ def test_authorisation_matrix(platform: Platform) -> None:
         status = _call(platform, method, template, ids, stranger.headers, body)
         assert status == 404, (method, template, status)
         checked["404"] += 1
-        # a viewer changes nothing
+        # a viewer changes nothing (cloning makes a project of their own: a fork they may make
+        # of what they can read; the source is untouched, as the end of this test checks)
+        if template.endswith("/clone"):
+            status = _call(platform, method, template, ids, viewer.headers, body)
+            assert status == 201, (method, template, status)
+            continue
         if method != "get":
             status = _call(platform, method, template, ids, viewer.headers, body)
             assert status == 403, (method, template, status)

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Routes answered by another service (fetcher, trainer, provisioner), which is not running
 # here: they answer a documented 503. They are covered with stand-ins in the unit tests.
 DOWNSTREAM = re.compile(
-    r"^/api/(artifacts|uploads|models/|deployments/|projects/\{project_id\}/models"
+    r"^/api/(artifacts|uploads|models/|deployments(/|$)|projects/\{project_id\}/models"
     r"|runs/\{run_id\}/environment|admin/cloud-access)"
 )
 

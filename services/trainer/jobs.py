@@ -117,6 +117,8 @@ class JobRunner:
         self._wake = asyncio.Event()
         self.on_deploy: Any = None  # set by the service: async (deployment_id) -> None
         self._secrets: dict[uuid.UUID, RunSecrets] = {}  # launched, until monitored
+        #: the output readers of each monitored run, by node name (silent nodes' are stopped)
+        self._pumps: dict[uuid.UUID, dict[str, asyncio.Future[int | None]]] = {}
         #: set at a run's first progress: the warm pool starts the next spare then
         self._first_progress: dict[uuid.UUID, asyncio.Event] = {}
         self.warm = WarmPool(
@@ -588,19 +590,27 @@ class JobRunner:
                 if silent:  # alive nodes send heartbeats: these stopped answering
                     outcome.silent = silent
                     await self._cut_off(execs, procs, silent, relay)
+                    await self._end_pumps(run.run_id, silent)
                     return
 
         flusher = asyncio.ensure_future(relay.run())
         storer = asyncio.ensure_future(store_checkpoints())
         watcher = asyncio.ensure_future(watch())
+        pumps = [asyncio.ensure_future(pump(e, p)) for e, p in zip(execs, procs, strict=True)]
+        self._pumps[run.run_id] = dict(zip((e.node.name for e in execs), pumps, strict=True))
         try:
-            outcome.codes = list(
-                await asyncio.gather(*(pump(e, p) for e, p in zip(execs, procs, strict=True)))
-            )
+            results = await asyncio.gather(*pumps, return_exceptions=True)
+            for result in results:  # a pump cut off from a silent node: no exit code
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    raise result
+            outcome.codes = [r if isinstance(r, int) else None for r in results]
         except asyncio.CancelledError:
             await asyncio.shield(self._kill(execs, procs, grace=0))
             raise
         finally:
+            self._pumps.pop(run.run_id, None)
             if (first := self._first_progress.pop(run.run_id, None)) is not None:
                 first.set()  # no progress came: the spare need not wait any longer
             watcher.cancel()
@@ -634,8 +644,17 @@ class JobRunner:
                 f"aidp: node {executor.node.name} sent nothing for {timeout:g} s"
                 " (AIDP_TRAINER_NODE_TIMEOUT_SECONDS)",
             )
-            await executor.close()
+            await executor.abort()
         await self._kill([e for e, _ in alive], [p for _, p in alive])
+
+    async def _end_pumps(self, run_id: uuid.UUID, silent: set[str]) -> None:
+        """Give the streams of cut-off nodes the node timeout to end, then stop reading."""
+        tasks = [t for n, t in self._pumps.get(run_id, {}).items() if n in silent]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.trainer_node_timeout_seconds)
+        for task in pending:
+            task.cancel()
 
     async def _kill(
         self, execs: list[NodeExecutor], procs: list[NodeProcess], grace: float | None = None
@@ -770,7 +789,7 @@ class JobRunner:
         async def answers(executor: NodeExecutor) -> bool:
             if isinstance(executor, LocalExecutor):
                 return True
-            await executor.close()  # a new connection, not the one that broke
+            await executor.abort()  # a new connection, not the one that broke
             try:
                 code, _, _ = await asyncio.wait_for(
                     executor.run(["true"], timeout=timeout), timeout

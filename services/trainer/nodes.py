@@ -173,6 +173,10 @@ class NodeExecutor(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release locally
         """Release connections."""
 
+    async def abort(self) -> None:
+        """Drop connections at once, without a goodbye to a node that no longer answers."""
+        await self.close()
+
     async def release(self) -> None:  # noqa: B027 - optional hook
         """Release what the node held for the run once its processes are gone."""
 
@@ -755,6 +759,15 @@ class SSHExecutor(NodeExecutor):
         for conn in (self._conn, self._tunnel):
             if conn is not None:
                 conn.close()
+        self._conn = self._tunnel = None
+
+    async def abort(self) -> None:
+        for listener in self._forwards.values():
+            listener.close()
+        self._forwards.clear()
+        for conn in (self._conn, self._tunnel):
+            if conn is not None:
+                conn.abort()  # closes the socket now: every stream of it ends
         self._conn = self._tunnel = None
 
 

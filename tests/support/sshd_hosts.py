@@ -170,6 +170,17 @@ def private_link(jump: SshHost, node: SshHost) -> str:
     return f"{subnet}.2"
 
 
+def _free_subnet() -> int:
+    """A ``10.<n>.0.0/16`` no interface of this machine uses (tests of other sessions may
+    hold sshd hosts at the same time: a shared subnet routes their packets astray)."""
+    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        subnet = 200 + secrets.randbelow(50)
+        if f" 10.{subnet}." not in used:
+            return subnet
+    raise RuntimeError("no free 10.200-249 subnet for sshd hosts")
+
+
 @contextmanager
 def sshd_hosts(count: int, *, start: bool = True) -> Iterator[list[SshHost]]:
     """``count`` sshd hosts in their own network namespaces; all removed on exit."""
@@ -178,7 +189,7 @@ def sshd_hosts(count: int, *, start: bool = True) -> Iterator[list[SshHost]]:
         raise RuntimeError(reason)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     tag = secrets.token_hex(2)
-    subnet = 200 + secrets.randbelow(50)
+    subnet = _free_subnet()
     base = Path(tempfile.mkdtemp(prefix="aidp-sshd-"))
     hosts: list[SshHost] = []
     try:

@@ -21,7 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SshHost", "available", "generate_key", "private_link", "sshd_hosts"]
+__all__ = [
+    "SshHost",
+    "available",
+    "clear_stale_shell_locks",
+    "generate_key",
+    "private_link",
+    "sshd_hosts",
+]
 
 SSHD = "/usr/sbin/sshd"
 
@@ -35,6 +42,35 @@ def available() -> str | None:
     if shutil.which("ip") is None:
         return "iproute2 missing"
     return None
+
+
+def _running_rehash() -> bool:
+    """Whether a ``pyenv rehash`` runs (and is not stopped) anywhere on this machine."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"pyenv-rehash" in cmdline and state not in ("T", "t", "Z"):
+            return True
+    return False
+
+
+def clear_stale_shell_locks() -> None:
+    """Drop a pyenv rehash lock that no live rehash holds.
+
+    The hosts share this machine's accounts, so each SSH command runs root's ``~/.bashrc``;
+    where that runs ``pyenv init`` (as on these CI machines) every command does a ``pyenv
+    rehash`` under the lock file ``~/.pyenv/shims/.pyenv-shim``. A test that kills or
+    freezes a host's processes can leave the lock behind, and every later SSH command (and
+    shell) on the machine then waits for it forever. Call after killing or freezing hosts.
+    """
+    lock = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
+    if lock.exists() and not _running_rehash():
+        lock.unlink(missing_ok=True)
 
 
 def _run(*argv: str) -> None:
@@ -192,6 +228,7 @@ def sshd_hosts(count: int, *, start: bool = True) -> Iterator[list[SshHost]]:
     subnet = _free_subnet()
     base = Path(tempfile.mkdtemp(prefix="aidp-sshd-"))
     hosts: list[SshHost] = []
+    clear_stale_shell_locks()
     try:
         for index in range(count):
             hosts.append(_make_host(index, tag, subnet, base))
@@ -205,3 +242,4 @@ def sshd_hosts(count: int, *, start: bool = True) -> Iterator[list[SshHost]]:
         for index in range(count):
             subprocess.run(["ip", "link", "del", f"av{tag}{index}o"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+        clear_stale_shell_locks()

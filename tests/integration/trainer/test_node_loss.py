@@ -32,7 +32,7 @@ from services.provisioner.settings import ProvisionerSettings
 from services.trainer.models import Checkpoint
 from shared.events import ProjectCreated
 from shared.secrets import InMemoryVault
-from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
+from tests.support.sshd_hosts import SshHost, clear_stale_shell_locks, generate_key, sshd_hosts
 from tests.unit.provisioner.harness import FakeEnvBuilder
 from tests.unit.provisioner.harness import Harness as Provisioner
 from tests.unit.trainer.conftest import running_trainer
@@ -121,6 +121,7 @@ def kill_host(host: SshHost) -> None:
             os.kill(int(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
+    clear_stale_shell_locks()  # a shell killed mid `pyenv rehash` must not hang the others
 
 
 async def test_a_lost_ssh_host_is_replaced_and_the_run_resumes_there(
@@ -224,6 +225,7 @@ def freeze_host(host: SshHost, sig: signal.Signals = signal.SIGSTOP) -> None:
             os.kill(int(pid), sig)
         except ProcessLookupError:
             pass
+    clear_stale_shell_locks()  # a shell frozen mid `pyenv rehash` must not hang the others
 
 
 async def test_a_node_that_stops_answering_is_declared_lost_within_the_timeout(

@@ -6,7 +6,10 @@
   PATH, ``xpu`` when ``xpu-smi`` or ``sycl-ls`` is. ``cpu`` is always offered.
 - IDC instance types: from the type's name (``…gaudi…`` → Gaudi, ``…pvc…`` → Intel Max
   GPUs (xpu), ``vm-spr…``/``bm-spr…`` → CPU only); an unknown naming scheme is not judged.
-- SSH hosts: not known before the run (the node's own ``nvidia-smi`` counts its GPUs).
+- SSH hosts: not known before the run; once a host answers its probe,
+  :func:`remote_accelerators` asks it the same questions over SSH (its answers are only
+  counted, never passed on), and a missing accelerator fails the run before the
+  environment is configured on it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ import re
 import shutil
 import subprocess
 
-__all__ = ["detect_local_accelerators", "idc_instance_accelerators", "missing_accelerator"]
+__all__ = [
+    "REMOTE_PROBE",
+    "detect_local_accelerators",
+    "idc_instance_accelerators",
+    "missing_accelerator",
+    "remote_accelerators",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,28 @@ def detect_local_accelerators() -> frozenset[str]:
     if shutil.which("xpu-smi") or shutil.which("sycl-ls"):
         found.add("xpu")
     log.info("local node accelerators: %s", ", ".join(sorted(found)))
+    return frozenset(found)
+
+
+#: The shell lines a remote node answers: ``nvidia-smi -L``'s GPU lines, then a marker per
+#: tool found (``aidp-gaudi``, ``aidp-xpu``). Nothing from the node reaches a shell here.
+REMOTE_PROBE = (
+    "nvidia-smi -L 2>/dev/null; "
+    "command -v hl-smi >/dev/null 2>&1 && echo aidp-gaudi; "
+    "(command -v xpu-smi || command -v sycl-ls) >/dev/null 2>&1 && echo aidp-xpu; true"
+)
+
+
+def remote_accelerators(probe_output: str) -> frozenset[str]:
+    """Accelerators a remote node offers, from its answer to :data:`REMOTE_PROBE`."""
+    found = {"cpu"}
+    if _GPU_LINE.search(probe_output):
+        found.add("cuda")
+    lines = set(probe_output.split())
+    if "aidp-gaudi" in lines:
+        found.add("gaudi")
+    if "aidp-xpu" in lines:
+        found.add("xpu")
     return frozenset(found)
 
 

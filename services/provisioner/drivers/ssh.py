@@ -15,6 +15,11 @@ import shutil
 import uuid
 from typing import Any, ClassVar
 
+from services.provisioner.accelerators import (
+    REMOTE_PROBE,
+    missing_accelerator,
+    remote_accelerators,
+)
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import (
     ansible_ssh_vars,
@@ -101,7 +106,15 @@ class SshDriver(NodeDriver):
         )
 
     async def check_node(self, ctx: RunContext, node: Node) -> Node:
-        return await probe(node, connect_timeout=self.settings.ssh_connect_timeout)
+        node = await probe(node, connect_timeout=self.settings.ssh_connect_timeout)
+        wanted = ctx.spec.resources.accelerator
+        if wanted != "cpu":  # asked of the host itself: nothing else knows what it has
+            _, out, _ = await self.run(node, REMOTE_PROBE, timeout=30)
+            where = f"ssh host {node.name} ({node.address})"
+            problem = missing_accelerator(wanted, remote_accelerators(out), where)
+            if problem is not None:
+                raise ProviderError(problem, code="accelerator_unavailable")
+        return node
 
     async def run(self, node: Node, script: str, *, timeout: float = 60) -> tuple[int, str, str]:
         return await run_ssh(

@@ -170,3 +170,34 @@ async def test_unsafe_inventory_drives_a_real_ssh_connection(
     assert echoed == f"{payload} root@{host.address}\n"
     inventory = (state / "configure" / "inventory.yml").read_text()
     assert f'ansible_host: !unsafe "{host.address}"' in inventory
+
+
+async def test_cuda_on_an_ssh_host_without_a_gpu_fails_before_configuring(
+    real_settings: ProvisionerSettings, client_key: tuple[str, str]
+) -> None:
+    """Issue 16 item 3: the host is asked what it has (nvidia-smi -L lists no GPU here), and
+    a ``cuda`` spec fails at the nodes step with a clear message, not a CPU run."""
+    settings = real_settings.model_copy(
+        update={"ssh_connect_timeout": 3, "ssh_package_source": "index"}
+    )
+    vault = InMemoryVault()
+    owner = uuid.uuid4()
+    vault.put_user_secret(str(owner), KEY, client_key[0])
+    with sshd_hosts(1) as (host,):
+        host.authorize(client_key[1])
+        spec = spec_dict(provider="ssh", nodes=1, accelerator="cuda")
+        spec["resources"]["hosts"] = [
+            {"address": host.address, "user": "root", "port": 22, "identity": KEY}
+        ]
+        builder = _FixedLockBuilder(settings)
+        async with Harness(settings, bus_url=settings.bus_url, vault=vault, builder=builder) as h:
+            run = uuid.uuid4()
+            await h.publish(
+                ProjectCreated(owner_id=owner, spec=spec), project_id=uuid.uuid4(), run_id=run
+            )
+            failed = (await h.wait_for("NodesFailed", run, timeout=240)).payload
+            stages = [e.payload["stage"] for e in h.of("ProvisioningProgress", run)]
+    assert failed["step"] == "nodes", failed
+    assert "resources.accelerator: 'cuda' is not available on ssh host ssh-0" in failed["reason"]
+    assert "no NVIDIA GPU" in failed["reason"] and "accelerator: cpu" in failed["reason"]
+    assert not any(stage in ("ansible", "configure") for stage in stages), stages

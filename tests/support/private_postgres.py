@@ -3,8 +3,8 @@ disturbing the machine's shared server (the other tests' databases live there).
 
 It runs the machine's PostgreSQL binaries (``/usr/lib/postgresql/<v>/bin``) as the
 ``postgres`` user (``initdb`` refuses root) on a free port, trust auth on loopback, in a
-directory under /tmp that the context removes. Skipped where the binaries or that user are
-missing.
+directory under /tmp that the context removes. Fails clearly where the binaries or that
+user are missing (scripts/bootstrap.sh installs them).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from tests.support.infra import free_port
 
@@ -91,11 +89,11 @@ class PrivatePostgres:
 def private_postgres() -> Iterator[PrivatePostgres]:
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries on this machine")
+        raise RuntimeError("no PostgreSQL server: scripts/bootstrap.sh installs it")
     try:
         owner = pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("no postgres user on this machine")
+        raise RuntimeError("no postgres user: scripts/bootstrap.sh installs postgresql") from None
     data = Path(tempfile.mkdtemp(prefix="aidp-pg-"))
     os.chown(data, owner.pw_uid, owner.pw_gid)
     server = PrivatePostgres(bin_dir, data, free_port())

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +75,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the XDG layout is Linux's")
 def test_default_place_is_the_platform_config_folder(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@
 Layout under ``root``::
 
     blobs/ab/cdef…   one encrypted blob per distinct plaintext, named by its keyed name
+    holds/<name>/…   who else needs a blob (:mod:`shared.blob_holds`; eviction skips it)
     tmp/             blobs being written (renamed into blobs/ when complete)
     .naming          written once no blob of the old (sha256) naming is left
 
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from shared.blob_holds import BlobHolds
 from shared.blob_names import NamingKey
 from shared.crypto import (
     CHUNK_SIZE,
@@ -188,6 +190,7 @@ class ArtifactStore:
         self.min_free_bytes = min_free_bytes
         self._blobs = self.root / "blobs"
         self._tmp = self.root / "tmp"
+        self.holds = BlobHolds(self.root / "holds")  # blobs other services reference
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._key_ready = False

@@ -285,7 +285,8 @@ class ArtifactCache:
         )
 
     def evict(self, key: str) -> None:
-        """Forget an artifact and delete the blobs no other artifact or upload references."""
+        """Forget an artifact and delete the blobs no other artifact or upload references
+        and no other service holds (:mod:`shared.blob_holds`)."""
         with self.db.session() as s:
             art = s.get(Artifact, key)
             if art is None:
@@ -307,7 +308,8 @@ class ArtifactCache:
                 select(Artifact).where(Artifact.cache_key == art.cache_key)
             ).first()
         for digest in digests - still:
-            self.store.delete(digest)
+            if not self.store.holds.is_held(digest):  # e.g. a LoRA version's base/ files
+                self.store.delete(digest)
         if manifests_left is None:
             self.store.delete(art.cache_key)
 

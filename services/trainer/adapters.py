@@ -4,9 +4,11 @@ A LoRA/QLoRA run's ``output/model`` (see ``tasks/_lora.py``) holds the adapter
 (``adapter_config.json``, ``adapter_model.safetensors``), the tokenizer and
 ``aidp_adapter.json``. When it is registered unmerged, :func:`with_base` adds the base
 model's files under ``base/`` to the version's manifest — the same blobs as the cached
-base artifact (no byte is copied or sent) — so the version is self-contained: a download
-or a server gets base + adapter from one manifest. :func:`adapter_facts` reads
-``aidp_adapter.json`` for the lineage (method, rank, alpha, dropout, target modules).
+base artifact (no byte is copied or sent), held for the version in the store
+(:mod:`shared.blob_holds`) so that the fetcher evicting the base keeps them — so the
+version is self-contained: a download or a server gets base + adapter from one manifest.
+:func:`adapter_facts` reads ``aidp_adapter.json`` for the lineage (method, rank, alpha,
+dropout, target modules).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def with_base(store: ArtifactStore, tree: StoredTree, base_key: str) -> StoredTr
     )
     existed = store.has(store.name_of_bytes(manifest.to_json()))
     key = store.put_manifest(manifest)
+    # the fetcher may evict the base artifact later: the version keeps its base/ blobs
+    store.holds.hold((f.digest for f in base.files), holder=key)
     created = tree.created if existed else tree.created | {key}
     return replace(
         tree,

@@ -4,6 +4,10 @@ Each service owns its tables (prefixed with its name) and its Alembic migration 
 (``services/<name>/migrations``, version table ``alembic_version_<name>``); the shared
 outbox and inbox tables have their own chain in ``shared/db/migrations``.
 :meth:`Database.migrate` upgrades a deployed database in place.
+
+Async code never calls a session on the event loop: it reads through
+:attr:`Database.aio` or runs a synchronous unit of work with :func:`run_sync`
+(:mod:`shared.db.offload`, the rule; ``tests/unit/test_async_rule.py`` enforces it).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from sqlmodel import Session, create_engine
 
 from shared.db.aio import AsyncDatabase
 from shared.db.migrate import upgrade
+from shared.db.offload import run_sync
 
-__all__ = ["SHARED_MIGRATIONS", "AsyncDatabase", "Database"]
+__all__ = ["SHARED_MIGRATIONS", "AsyncDatabase", "Database", "run_sync"]
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -58,7 +63,9 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session; the caller commits. Rolled back if the block raises."""
+        """A session; the caller commits. Rolled back if the block raises.
+
+        Blocking: from async code only inside a function run with :func:`run_sync`."""
         with Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session

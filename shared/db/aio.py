@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from shared.db.offload import run_sync
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -272,7 +274,7 @@ class AsyncDatabase:
         if self.kind == "sqlite":
             names, rows = await self._fetch_sqlite(statement, values)
         else:
-            names, rows = await asyncio.to_thread(self._fetch_sync, statement, values)
+            names, rows = await run_sync(self._fetch_sync, statement, values)
         decoders = [
             (name, _DECODERS[kind]) for name, kind in (types or {}).items() if name in names
         ]

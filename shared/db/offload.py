@@ -1,0 +1,45 @@
+"""The one rule for database access from async code: never block the event loop.
+
+Every service runs one event loop (bus handlers, HTTP routes, background jobs). A
+synchronous SQLAlchemy call — ``with db.session()``, ``session.execute``, ``commit``, a
+plain method that opens a session — holds that loop for a whole round trip (or for the
+``busy_timeout`` of a locked SQLite file, or a dead PostgreSQL connection's timeout), and
+every other handler and request of the service waits behind it.
+
+So async code reaches the database in exactly two ways:
+
+- **reads on hot routes**: :attr:`Database.aio <shared.db.Database.aio>`
+  (``await db.aio.fetch(...)``, :mod:`shared.db.aio`), async drivers, no thread hop;
+- **everything else** (ORM, writes, the outbox, the inbox): a *synchronous* function that
+  opens its own session, does the whole unit of work and commits, called through
+  ``await run_sync(fn, *args, **kwargs)``. One hop per unit of work: put the reads and
+  writes that belong together in one function instead of hopping per statement, and
+  ``await`` nothing between :func:`~shared.outbox.claim_inbox` and the commit.
+
+``tests/unit/test_async_rule.py`` scans ``services/`` and ``shared/`` and fails on any
+``async def`` that opens a session, uses one, or calls a plain function that does. A line
+that must break the rule says why with ``# async-rule: ok <reason>`` (rare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+__all__ = ["run_sync"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking database work ``fn(*args, **kwargs)`` in a worker thread and await it.
+
+    The worker is the loop's default executor (``asyncio.to_thread``): the caller's
+    context variables — the current trace span, log fields — go along, so spans and
+    logs opened inside ``fn`` join the caller's trace. Cancelling the awaiting task does
+    not stop ``fn``: it finishes (its session commits or rolls back) in the background;
+    the task just stops waiting for it.
+    """
+    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
-import re
 import signal
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +50,14 @@ from services.trainer.staging import (
     store_tree,
     workspace_of,
 )
+from services.trainer.training.outcome import (
+    Attempt,
+    Verdict,
+    budget,
+    classify,
+    classify_launch_failure,
+    needs_node_check,
+)
 from services.trainer.warm import WarmPool, WarmSpare
 from shared.errors import Conflict, ProviderError
 from shared.events import (
@@ -68,39 +74,6 @@ from shared.store import ArtifactStore, DiskFull
 __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
-
-_SIGNALLED = re.compile(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG\w+\) received")
-_KILLED = 128 + signal.SIGKILL
-_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*)$")
-
-
-#: What an out-of-memory death leaves in the last lines of stderr (PyTorch, CUDA, Python,
-#: TensorFlow's resource exhaustion).
-_OOM = re.compile(
-    r"OutOfMemoryError|CUDA out of memory|\bMemoryError\b|ResourceExhaustedError|out of memory",
-    re.IGNORECASE,
-)
-
-
-def _out_of_memory(limit_hit: str | None, tail: list[str]) -> str | None:
-    """The evidence that a training process ran out of memory, or None."""
-    if limit_hit and "memory" in limit_hit.lower():
-        return limit_hit
-    return next((line.strip() for line in reversed(tail) if _OOM.search(line)), None)
-
-
-@dataclass
-class _Attempt:
-    """What one launch observed."""
-
-    codes: list[int | None] = field(default_factory=list)
-    completed: tuple[int, dict[str, float]] | None = None
-    cancelled: bool = False
-    lost_lease: bool = False
-    limit_hit: str | None = None  #: the sandbox limit that killed a process
-    disk_full: str | None = None  #: a checkpoint could not be stored: the store's disk is full
-    #: nodes that sent heartbeats and then no line for the node timeout
-    silent: set[str] = field(default_factory=set)
 
 
 class JobRunner:
@@ -257,11 +230,13 @@ class JobRunner:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 lost = await self._lost_nodes(execs, suspects=set())
-                if lost:
-                    reason = f"launch failed: {exc}"
-                    return await self._replace_nodes(run_id, lost, reason, launched=False)
+                failure = classify_launch_failure(str(exc), lost=lost)
+                if failure.verdict is Verdict.REPLACE:
+                    return await self._replace_nodes(
+                        run_id, list(failure.nodes), failure.reason, launched=False
+                    )
                 return await asyncio.to_thread(
-                    self._retry_or_fail, run_id, f"launch failed: {exc}", None, True, False
+                    self._retry_or_fail, run_id, failure.reason, None, True, False
                 )
             attempt_no = run.attempt + 1
             started = TrainingStarted(
@@ -505,7 +480,7 @@ class JobRunner:
 
     async def _monitor(
         self, run: Run, execs: list[NodeExecutor], procs: list[NodeProcess]
-    ) -> tuple[_Attempt, EventRelay]:
+    ) -> tuple[Attempt, EventRelay]:
         secrets = self._secrets.pop(run.run_id, None) or RunSecrets()
         relay = EventRelay(
             self.runtime,
@@ -517,7 +492,7 @@ class JobRunner:
         )
         for note in secrets.notes:
             relay.note(note)
-        outcome = _Attempt()
+        outcome = Attempt()
         progressed = self._first_progress.get(run.run_id)
         checkpoints: asyncio.Queue[tuple[NodeExecutor, int, str] | None] = asyncio.Queue()
 
@@ -712,20 +687,34 @@ class JobRunner:
         run: Run,
         spec: ProjectSpec,
         execs: list[NodeExecutor],
-        outcome: _Attempt,
+        outcome: Attempt,
         relay: EventRelay,
     ) -> bool:
-        if outcome.lost_lease:
+        tail = list(relay.stderr_tail)
+        lost: list[str] = []
+        if needs_node_check(outcome, tail):
+            lost = await self._lost_nodes(execs, suspects=outcome.silent)
+        names = [e.node.name for e in execs]
+        decided = classify(
+            outcome,
+            tail,
+            lost=lost,
+            node_names=names,
+            retry_larger_on_oom=spec.resources.retry_larger_on_oom,
+        )
+        if decided.note is not None:
+            relay.log(decided.note[0], "stderr", decided.note[1])
+            await relay.flush()
+        if decided.verdict is Verdict.ABANDONED:
             return False
-        if outcome.cancelled:
+        if decided.verdict is Verdict.CANCELLED:
             await self.cleanup(run.run_id, execs)
             return False
-        if outcome.disk_full:  # a retry would meet the same full disk
-            await asyncio.to_thread(self._finish_failed, run.run_id, outcome.disk_full, None, False)
+        if decided.verdict is Verdict.FAILED:
+            await asyncio.to_thread(self._finish_failed, run.run_id, decided.reason, None, False)
             await self.cleanup(run.run_id, execs)
             return False
-        codes = outcome.codes
-        if codes and all(code == 0 for code in codes):
+        if decided.verdict is Verdict.COMPLETED:
             try:
                 await self._complete(run, spec, execs, outcome)
             except DiskFull as exc:
@@ -733,48 +722,16 @@ class JobRunner:
                 await asyncio.to_thread(self._finish_failed, run.run_id, reason, None, False)
                 await self.cleanup(run.run_id, execs)
             return False
-        tail = list(relay.stderr_tail)
-        # a directly started process killed by SIGKILL inside the sandbox's wrapper exits 137
-        # (128 + 9), as torchrun reports ``exitcode: -9`` for its worker
-        signalled = any(c is None or c < 0 or c == _KILLED for c in codes) or any(
-            _SIGNALLED.search(t) for t in tail
-        )
-        exit_code = next((c for c in codes if c not in (0, None)), None)
-        if (signalled or outcome.silent) and not outcome.limit_hit:
-            lost = await self._lost_nodes(execs, suspects=outcome.silent)
-            if lost:
-                reason = (
-                    f"node {', '.join(lost)} lost during training:"
-                    f" {'it went silent' if set(lost) <= outcome.silent else 'it does not answer'}"
-                )
-                relay.log(lost[0], "stderr", f"aidp: {reason}; asking for a replacement")
-                await relay.flush()
-                return await self._replace_nodes(run.run_id, lost, reason, launched=True)
-        oom = _out_of_memory(outcome.limit_hit, tail)
-        if oom is not None and spec.resources.retry_larger_on_oom:
-            reason = f"training ran out of memory ({oom[:300]})"
-            relay.log(execs[0].node.name, "stderr", f"aidp: {reason}; retrying on a larger choice")
-            await relay.flush()
-            names = [e.node.name for e in execs]
-            return await self._replace_nodes(run.run_id, names, reason, launched=True, larger=True)
-        if outcome.limit_hit:  # the same limit would stop a retry too
-            reason = f"the sandbox stopped the training process: it hit {outcome.limit_hit}"
-            signalled = False
-        elif signalled:
-            reason = f"training process was killed or its node was lost (exit {exit_code})"
-        else:
-            error = next(
-                (
-                    m.group(1)
-                    for t in reversed(tail)
-                    if (m := _EXCEPTION.match(t.strip())) and "ChildFailedError" not in t
-                ),
-                None,
+        if decided.verdict is Verdict.REPLACE:
+            return await self._replace_nodes(
+                run.run_id,
+                list(decided.nodes),
+                decided.reason,
+                launched=True,
+                larger=decided.larger,
             )
-            detail = error or (tail[-1] if tail else "no output")
-            reason = f"training failed (exit {exit_code}): {detail}"
         retry = await asyncio.to_thread(
-            self._retry_or_fail, run.run_id, reason, exit_code, signalled
+            self._retry_or_fail, run.run_id, decided.reason, decided.exit_code, decided.retryable
         )
         if not retry:
             await self.cleanup(run.run_id, execs)
@@ -828,10 +785,13 @@ class JobRunner:
             run = session.get(Run, run_id)
             if run is None or run.state not in ACTIVE or run.owner != self.instance:
                 return
-            attempts = run.attempt + (0 if launched else 1)
-            if attempts >= self.settings.trainer_max_attempts:
-                budget = self.settings.trainer_max_attempts
-                final = f"{reason}; no launches left ({attempts} of {budget})"
+            spent = budget(
+                run.attempt, launched=launched, max_attempts=self.settings.trainer_max_attempts
+            )
+            attempts = spent.attempts
+            if not spent.retry:
+                limit = self.settings.trainer_max_attempts
+                final = f"{reason}; no launches left ({attempts} of {limit})"
                 transition(
                     session,
                     run,
@@ -882,8 +842,14 @@ class JobRunner:
             run = session.get(Run, run_id)
             if run is None or run.state not in ACTIVE:
                 return False
-            attempts = run.attempt + (0 if launched else 1)
-            if retryable and attempts < self.settings.trainer_max_attempts:
+            spent = budget(
+                run.attempt,
+                launched=launched,
+                max_attempts=self.settings.trainer_max_attempts,
+                retryable=retryable,
+            )
+            attempts = spent.attempts
+            if spent.retry:
                 log.warning("run %s attempt %d: %s; retrying", run_id, attempts, reason)
                 transition(
                     session,
@@ -931,7 +897,7 @@ class JobRunner:
         self.runtime.published()
 
     async def _complete(
-        self, run: Run, spec: ProjectSpec, execs: list[NodeExecutor], outcome: _Attempt
+        self, run: Run, spec: ProjectSpec, execs: list[NodeExecutor], outcome: Attempt
     ) -> None:
         index, metrics = outcome.completed or (0, {})
         executor = execs[index]

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
 from shared.bus.base import Bus, StoredEvent, UnroutableError
-from shared.db import Database
+from shared.db import Database, run_sync
 from shared.events import Envelope
 
 __all__ = ["InboxRow", "OutboxRelay", "OutboxRow", "add_to_outbox", "claim_inbox"]
@@ -203,21 +203,24 @@ class OutboxRelay:
                 pass
 
     async def relay_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were confirmed."""
-        with self.db.session() as session:
-            rows = self._claim(session)
-            if not rows:
-                session.rollback()
-                return 0
-            if not self.db.is_postgres:
-                session.commit()  # SQLite: no row locks to keep; don't hold a snapshot
+        """Publish one batch of pending rows; returns how many were confirmed.
+
+        The batch's session spans the publish (on PostgreSQL its transaction holds the row
+        locks from claim to mark); its database steps run off the loop (``run_sync``)."""
+        batch = await run_sync(self._claim_batch)
+        if batch is None:
+            return 0
+        session, rows = batch
+        try:
             results = await self.bus.publish_stored([_stored(row) for row in rows])
-            confirmed = [row.seq for row, err in zip(rows, results, strict=True) if err is None]
-            failed = [(row, err) for row, err in zip(rows, results, strict=True) if err is not None]
-            given_up = [row.seq for row, err in failed if self._give_up(row, err)]
-            retry = [row.seq for row, _ in failed if row.seq not in given_up]
-            self._mark(session, sent=confirmed + given_up, retry=retry)
-            session.commit()
+        except BaseException:
+            await run_sync(session.close)  # rolls back: the rows stay pending, unlocked
+            raise
+        confirmed = [row.seq for row, err in zip(rows, results, strict=True) if err is None]
+        failed = [(row, err) for row, err in zip(rows, results, strict=True) if err is not None]
+        given_up = [row.seq for row, err in failed if self._give_up(row, err)]
+        retry = [row.seq for row, _ in failed if row.seq not in given_up]
+        await run_sync(self._settle, session, sent=confirmed + given_up, retry=retry)
         if given_up:
             log.error(
                 "dropped %d outbox events of %s: no queue bound after %.0fs",
@@ -232,6 +235,30 @@ class OutboxRelay:
         if retry and not confirmed:
             await asyncio.sleep(0.5)  # broker trouble: back off a little
         return len(confirmed)
+
+    def _claim_batch(self) -> tuple[Session, Sequence[Row[Any]]] | None:
+        """A new session and the rows it claimed; None (the session closed) when there are
+        none. The caller ends the session with :meth:`_settle` or ``close``."""
+        session = Session(self.db.engine, expire_on_commit=False)
+        try:
+            rows = self._claim(session)
+            if not rows:
+                session.close()
+                return None
+            if not self.db.is_postgres:
+                session.commit()  # SQLite: no row locks to keep; don't hold a snapshot
+        except BaseException:
+            session.close()
+            raise
+        return session, rows
+
+    def _settle(self, session: Session, *, sent: list[int], retry: list[int]) -> None:
+        """Mark a claimed batch's outcome, commit and close its session."""
+        try:
+            self._mark(session, sent=sent, retry=retry)
+            session.commit()
+        finally:
+            session.close()
 
     def _claim(self, session: Session) -> Sequence[Row[Any]]:
         """Select (and on PostgreSQL lock) the oldest pending rows of this service."""

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from shared.bus import Bus, create_bus
-from shared.db import Database
+from shared.db import Database, run_sync
 from shared.errors import (
     AidpError,
     DependencyDown,
@@ -109,7 +109,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         setup_logging(self.settings.log_level, json_lines=self.settings.log_json)
         setup_tracing(self.name, self.settings.otel_exporter, self.settings.otel_sample_ratio)
-        await asyncio.to_thread(self.db.migrate, *self.migrations, service=self.name)
+        await run_sync(self.db.migrate, *self.migrations, service=self.name)
         if self._vault is None:
             self._vault = await asyncio.to_thread(connect_vault, self.settings)
         self.secrets, self.keys = self._vault
@@ -165,11 +165,14 @@ class ServiceRuntime:
         finally:
             await self.stop()
 
+    def _ping_db(self) -> None:
+        with self.db.session() as session:
+            session.connection().exec_driver_sql("SELECT 1")
+
     async def readiness(self) -> dict[str, bool]:
         checks: dict[str, bool] = {"started": self.ready}
         try:
-            with self.db.session() as session:
-                session.connection().exec_driver_sql("SELECT 1")
+            await run_sync(self._ping_db)
             checks["db"] = True
         except Exception:
             checks["db"] = False

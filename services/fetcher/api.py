@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from services.fetcher.cache import ArtifactCache
 from services.fetcher.models import Upload
+from shared.db import run_sync
 from shared.errors import InvalidInput, Unauthenticated
 from shared.service_auth import require_caller
 from shared.store import Manifest, ManifestFile
@@ -44,23 +45,20 @@ def build_router(cache_of: Any) -> APIRouter:
         # refused before the body is read when its length is declared, else while counting
         declared = request.headers.get("content-length")
         incoming = int(declared) if declared and declared.isdigit() else 0
-        await asyncio.to_thread(quota.check_upload, user, incoming)
-        room = None if quota.unlimited else quota.limit - await asyncio.to_thread(quota.usage, user)
+        await run_sync(quota.check_upload, user, incoming)
+        room = None if quota.unlimited else quota.limit - await run_sync(quota.usage, user)
         digest, size = await _stream_into_store(request, cache, room=room, user=user)
         upload_id = str(uuid.uuid4())
         name = f"upload://{upload_id}"
-        with cache.db.session() as s:
-            s.add(
-                Upload(
-                    id=upload_id, owner_id=user, filename=filename, digest=digest, size_bytes=size
-                )
-            )
-            s.commit()
+        upload = Upload(
+            id=upload_id, owner_id=user, filename=filename, digest=digest, size_bytes=size
+        )
+        await run_sync(_save, cache, upload)
         files = [ManifestFile(filename, digest, size)]
         manifest_key = await asyncio.to_thread(
             cache.store.put_manifest, Manifest(source=name, revision=digest, files=files)
         )
-        await asyncio.to_thread(
+        await run_sync(
             cache.record,
             key=f"{name}@{digest}",
             source=name,
@@ -92,11 +90,17 @@ def build_router(cache_of: Any) -> APIRouter:
         """Artifacts used by runs of ``project_id`` (repeatable), or every one with
         ``all=true`` (the gateway's admin view); neither: none."""
         cache: ArtifactCache = cache_of(request)
-        return await asyncio.to_thread(
+        return await run_sync(
             cache.listing, project_ids=None if all_ else (project_id or []), user_id=user
         )
 
     return router
+
+
+def _save(cache: ArtifactCache, upload: Upload) -> None:
+    with cache.db.session() as s:
+        s.add(upload)
+        s.commit()
 
 
 async def _stream_into_store(

@@ -32,6 +32,7 @@ from services.fetcher.errors import FetchCancelled, FetchFailed
 from services.fetcher.models import FetchJob, Resolution, utcnow
 from services.fetcher.preflight import check_artifacts
 from services.fetcher.service import Fetcher
+from shared.db import run_sync
 from shared.events import (
     ArtifactRef,
     ArtifactsCached,
@@ -118,9 +119,13 @@ class JobRunner:
 
     async def resume(self) -> None:
         """Start every pending job no live replica holds (after a restart)."""
+        for run_id in await run_sync(self._unheld):
+            self.start(run_id)
+
+    def _unheld(self) -> list[uuid.UUID]:
         now = utcnow()
         with self.runtime.db.session() as s:
-            run_ids = list(
+            return list(
                 s.exec(
                     select(FetchJob.run_id).where(
                         FetchJob.status == "pending",
@@ -132,8 +137,6 @@ class JobRunner:
                     )
                 )
             )
-        for run_id in run_ids:
-            self.start(run_id)
 
     async def watch(self) -> None:
         """Forever: take over pending jobs whose replica stopped renewing its claim."""
@@ -169,7 +172,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(max(self.claim.total_seconds() / 3, 0.1))
             try:
-                held = await asyncio.to_thread(self.try_claim, run_id)
+                held = await run_sync(self.try_claim, run_id)
             except Exception:
                 log.exception("renewing the claim of fetch job %s failed", run_id)
                 continue
@@ -178,17 +181,17 @@ class JobRunner:
                 entry.cancelled.set()
                 return
 
-    def cancel(self, run_id: uuid.UUID) -> None:
+    async def cancel(self, run_id: uuid.UUID) -> None:
         """Stop the job of ``run_id`` (if running here) and unpin its artifacts."""
         entry = self.running.get(run_id)
         if entry is not None:
             entry.cancelled.set()
-        self.fetcher.cache.unpin(run_id)
+        await run_sync(self.fetcher.cache.unpin, run_id)
 
     async def _run(self, run_id: uuid.UUID, entry: _Running) -> None:
         keeper: asyncio.Task[None] | None = None
         try:
-            if not await asyncio.to_thread(self.try_claim, run_id):
+            if not await run_sync(self.try_claim, run_id):
                 return  # done, cancelled, or another replica runs it
             keeper = asyncio.ensure_future(self._keep_claim(run_id, entry))
             await self._run_job(run_id, entry)
@@ -200,8 +203,7 @@ class JobRunner:
             self.running.pop(run_id, None)
 
     async def _run_job(self, run_id: uuid.UUID, entry: _Running) -> None:
-        with self.runtime.db.session() as s:
-            job = s.get(FetchJob, run_id)
+        job = await run_sync(self._job, run_id)
         if job is None or job.status != "pending":
             return
         cause = Envelope.model_validate_json(job.cause)
@@ -239,17 +241,23 @@ class JobRunner:
             if entry.lost:
                 return  # another replica runs (and reports) this job now
             if failure is None:
-                self._finish(run_id, "cancelled", None, cause)
+                await run_sync(self._finish, run_id, "cancelled", None, cause)
             else:
-                self.fetcher.cache.unpin(run_id)
-                self._finish(run_id, "failed", failure, cause)
+                await run_sync(self.fetcher.cache.unpin, run_id)
+                await run_sync(self._finish, run_id, "failed", failure, cause)
             return
         if entry.cancelled.is_set():
             if not entry.lost:
-                self._finish(run_id, "cancelled", None, cause)
+                await run_sync(self._finish, run_id, "cancelled", None, cause)
             return
         checked = await self._preflight(spec, refs)
-        self._finish(run_id, "done", ArtifactsCached(artifacts=refs), cause, *checked)
+        await run_sync(
+            self._finish, run_id, "done", ArtifactsCached(artifacts=refs), cause, *checked
+        )
+
+    def _job(self, run_id: uuid.UUID) -> FetchJob | None:
+        with self.runtime.db.session() as s:
+            return s.get(FetchJob, run_id)
 
     async def _preflight(self, spec: ProjectSpec, refs: list[ArtifactRef]) -> list[EventPayload]:
         """The pre-flight check of an LLM task's data (``preflight.py``): its event, staged

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Sequence
 
 from services.trainer.deploy import DeploymentManager
-from services.trainer.jobs import JobRunner
 from services.trainer.naming import migrate_to_keyed_names
 from services.trainer.settings import TrainerSettings
+from services.trainer.training.runner import JobRunner
 from shared.runtime import ServiceRuntime
 from shared.store import ArtifactStore
 

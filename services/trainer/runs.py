@@ -9,11 +9,11 @@ States::
 
 ``waiting`` collects the spec (``ProjectCreated``/``RunRequested``), ``NodesReady`` and
 ``ArtifactsCached`` in any order; once all are known the run moves to ``staging`` and a
-background job picks it up (:mod:`services.trainer.jobs`). A run that lost a node waits in
-``replacing`` (NodeLost sent, no job owns it) until ``NodesReplaced`` brings it back to
-``staging`` on the new node list, or ``NodesFailed`` fails it. A transition changes the row
-and stages at most one event in the same transaction (outbox), so the state and the event
-commit together.
+background job picks it up (:mod:`services.trainer.training.runner`). A run that lost a
+node waits in ``replacing`` (NodeLost sent, no job owns it) until ``NodesReplaced`` brings
+it back to ``staging`` on the new node list, or ``NodesFailed`` fails it. A transition
+changes the row and stages at most one event in the same transaction (outbox), so the
+state and the event commit together.
 """
 
 from __future__ import annotations

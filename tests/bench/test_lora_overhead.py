@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from services.trainer.launch import launch_env, plan_launch
 from services.trainer.nodes import safe_env
 from services.trainer.relay import parse_marker
 from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
+from services.trainer.training.plan import launch_env, plan_launch
 from shared.events import EnvInfo, NodesReady, ProjectCreated
 from shared.spec import ProjectSpec
 from tests.support.tiny_chat_model import chat_dataset_rows, make_tiny_chat_model, write_jsonl

@@ -31,10 +31,10 @@ from typing import Any
 
 import pytest
 
-from services.trainer.launch import launch_env, plan_launch
 from services.trainer.nodes import safe_env
 from services.trainer.relay import parse_marker
 from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
+from services.trainer.training.plan import launch_env, plan_launch
 from shared.events import EnvInfo, NodesReady, ProjectCreated
 from shared.spec import ProjectSpec
 from tests.unit.trainer.conftest import PYTHON, Harness, running_trainer, text_spec

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from services.provisioner.envs.lock import EnvRequest, env_request
 from services.provisioner.settings import ProvisionerSettings
-from services.trainer.launch import launch_env, plan_launch, script_of
+from services.trainer.training.plan import launch_env, plan_launch, script_of
 from shared.spec import ProjectSpec
 
 

@@ -38,7 +38,7 @@ __all__ = [
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 PROGRESS_CLIENT = Path(__file__).parent / "progress_client.py"
-SERVING_DIR = Path(__file__).parent / "serving"
+SERVING_DIR = Path(__file__).parent / "model_server"
 
 
 def workspace_of(executor: NodeExecutor, run_id: object) -> str:

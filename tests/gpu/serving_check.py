@@ -4,7 +4,7 @@
 
 Builds a Qwen2-shaped model with random weights (hidden 896, 24 layers: ~0.4 B parameters
 with the tiny chat tokenizer of ``tests/support/tiny_chat_model.py``), starts the
-inference server exactly as a deployment does (``services/trainer/serving/server.py``,
+inference server exactly as a deployment does (``services/trainer/model_server/server.py``,
 ``--engine auto``: vLLM's OpenAI server when ``vllm`` imports, else transformers on the
 GPU) and speaks the OpenAI API to it with the standard library only:
 

@@ -43,14 +43,14 @@ from typing import Any
 try:  # on a node: staged beside this file
     import serving_keras_engine as keras_engine  # type: ignore[import-not-found]
 except ImportError:  # in the repository
-    from services.trainer.serving import keras_engine
+    from services.trainer.model_server import keras_engine
 
 try:  # on a node: staged beside this file
     import serving_llm as llm  # type: ignore[import-not-found]
     import serving_openai_wire as wire  # type: ignore[import-not-found]
 except ImportError:  # in the repository
-    from services.trainer.serving import llm
-    from services.trainer.serving import openai_wire as wire
+    from services.trainer.model_server import llm
+    from services.trainer.model_server import openai_wire as wire
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_INPUTS = 256

@@ -34,7 +34,7 @@ from typing import Any
 try:  # on a node: staged beside this file
     import serving_openai_wire as wire  # type: ignore[import-not-found]
 except ImportError:  # in the repository
-    from services.trainer.serving import openai_wire as wire
+    from services.trainer.model_server import openai_wire as wire
 
 __all__ = [
     "LLM_TASKS",

@@ -8,11 +8,12 @@ served over real HTTP for the idc driver's tests.
   (or ``Failed`` with a message for types in ``fail_types``). On Ready the registered keys
   are appended to the node's and the jump host's ``authorized_keys``, as cloud-init and
   the account's jump host would.
-- Faults: ``inject(method, path_prefix, status, times)`` answers the next ``times`` matching
-  requests with ``status`` (429 carries ``Retry-After``); ``max_instances`` is a quota whose
-  breach answers 429 with code 8 and a "quota" message; creating an instance of a type in
-  ``no_capacity_types`` answers 429 with code 8 (RESOURCE_EXHAUSTED) and an "insufficient
-  capacity" message, as the cloud does when a type is sold out in the zone.
+- Faults: ``inject(method, path_prefix, status, times, retry_after)`` answers the next
+  ``times`` matching requests with ``status`` (a 429 carries ``Retry-After: <retry_after>``);
+  ``max_instances`` is a quota whose breach answers 429 with code 8 and a "quota" message;
+  creating an instance of a type in ``no_capacity_types`` answers 429 with code 8
+  (RESOURCE_EXHAUSTED) and an "insufficient capacity" message, as the cloud does when a type
+  is sold out in the zone.
 - ``preempt(resource_id)`` deletes an instance behind the user's back (a preempted spot
   instance, or one deleted in the console); its node's sshd is the test's to stop.
 """
@@ -54,6 +55,7 @@ class _Fault:
     prefix: str
     status: int
     times: int
+    retry_after: str = "0"
 
 
 @dataclass
@@ -77,8 +79,10 @@ class IdcCloud:
     tokens_issued: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def inject(self, method: str, prefix: str, status: int, times: int = 1) -> None:
-        self.faults.append(_Fault(method, prefix, status, times))
+    def inject(
+        self, method: str, prefix: str, status: int, times: int = 1, retry_after: str = "0"
+    ) -> None:
+        self.faults.append(_Fault(method, prefix, status, times, retry_after))
 
     def preempt(self, resource_id: str) -> None:
         with self.lock:
@@ -108,7 +112,7 @@ def build_app(cloud: IdcCloud) -> FastAPI:
             for fault in cloud.faults:
                 if fault.times > 0 and fault.method == method and path.startswith(fault.prefix):
                     fault.times -= 1
-                    headers = {"Retry-After": "0"} if fault.status == 429 else {}
+                    headers = {"Retry-After": fault.retry_after} if fault.status == 429 else {}
                     response = _error(fault.status, 14, "injected fault", **headers)
                     break
         if response is None and path.startswith("/v1/"):

@@ -1,27 +1,33 @@
 """A small client for the Intel Tiber AI Cloud compute API (see shared/reference/idc-api.md).
 
-Auth is OAuth2 client credentials: a token is fetched, reused until shortly before it
-expires, and fetched again on a 401. 429 and 5xx answers (and connection errors) are retried
-with exponential backoff (honouring ``Retry-After``); a 429 whose message speaks of a quota
-is not a rate limit and fails at once, nor one whose gRPC code is 8 (RESOURCE_EXHAUSTED)
-and whose message speaks of capacity (``code="no_capacity"``: the provisioner tries the
-spec's next choice). Errors carry the API's own ``message``.
+Auth is OAuth2 client credentials through Authlib's httpx client
+(:class:`~authlib.integrations.httpx_client.AsyncOAuth2Client`): a token is fetched on the
+first call, reused until shortly before it expires (a tenth of its lifetime, at most a
+minute) and fetched again by Authlib then, or by this client once on a 401 (revoked early).
+429 and 5xx answers and connection errors, of the API and of the token endpoint alike, are
+retried by :mod:`stamina` with exponential backoff (honouring ``Retry-After``); a 429 whose
+message speaks of a quota is not a rate limit and fails at once, nor one whose gRPC code is 8
+(RESOURCE_EXHAUSTED) and whose message speaks of capacity (``code="no_capacity"``: the
+provisioner tries the spec's next choice). Errors carry the API's own ``message``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import stamina
 
 from shared.errors import ProviderError, TransientError
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 __all__ = ["IdcClient", "IdcCredentials"]
+
+#: The longest wait between two tries, whatever the backoff or ``Retry-After`` asks.
+_MAX_WAIT = 60.0
 
 
 @dataclass(frozen=True, repr=False)
@@ -35,8 +41,20 @@ class IdcCredentials:
         return f"IdcCredentials(cloudaccount={self.cloudaccount!r}, source={self.source!r})"
 
 
+class _RetryableAnswer(Exception):
+    """A 429 (rate limit) or 5xx answer: worth the same call again, after a wait."""
+
+    def __init__(self, response: httpx2.Response, message: str) -> None:
+        super().__init__(f"{response.status_code}: {message}")
+        self.retry_after = _retry_after(response)
+
+
 class IdcClient:
-    """Calls one cloud account's compute API. Use as an async context manager."""
+    """Calls one cloud account's compute API. Use as an async context manager.
+
+    ``max_retries``: tries after the first one of a failing call; ``backoff``: the wait
+    before the first retry, doubling (at most a minute) unless the answer's ``Retry-After``
+    names one."""
 
     def __init__(
         self,
@@ -54,15 +72,26 @@ class IdcClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.timeout = timeout
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._http: httpx.AsyncClient | None = None
+        self._http: AsyncOAuth2Client | None = None
         self.calls = 0
 
     async def __aenter__(self) -> IdcClient:
-        import httpx  # lazy: only runs that use IDC pay for it
+        # lazy: only runs that use IDC pay for these imports
+        from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-        self._http = httpx.AsyncClient(timeout=self.timeout)
+        creds = self.credentials
+        self._http = AsyncOAuth2Client(
+            client_id=creds.client_id,
+            client_secret=creds.client_secret,
+            token_endpoint=self.token_url,
+            token_endpoint_auth_method=_basic_and_client_id,
+            grant_type="client_credentials",  # Authlib fetches a new token when it expires
+            update_token=self._token_updated,
+            headers={"Content-Type": "application/json"},  # every API call, per the docs
+            timeout=self.timeout,
+            event_hooks={"request": [self._count]},
+        )
+        self._http.register_compliance_hook("access_token_response", self._token_answer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -71,96 +100,67 @@ class IdcClient:
             self._http = None
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> AsyncOAuth2Client:
         if self._http is None:
             raise RuntimeError("IdcClient used outside 'async with'")
         return self._http
 
+    async def _count(self, _request: httpx2.Request) -> None:
+        self.calls += 1  # every request sent, the token endpoint's too
+
     # -- auth --------------------------------------------------------------------------
 
-    async def _fetch_token(self) -> str:
-        creds = self.credentials
-        basic = base64.b64encode(f"{creds.client_id}:{creds.client_secret}".encode()).decode()
-        response = await self._send(
-            "POST",
-            self.token_url,
-            headers={
-                "Authorization": f"Basic {basic}",
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
-            content=f"grant_type=client_credentials&client_id={creds.client_id}".encode(),
-            auth=False,
-        )
-        body = response.json()
-        self._token = str(body["access_token"])
-        lifetime = float(body.get("expires_in", 3600))
-        # Refresh a little before expiry (a tenth of the lifetime, at most a minute).
-        self._token_expires = time.monotonic() + lifetime - min(60.0, lifetime / 10)
-        return self._token
+    def _token_answer(self, response: httpx2.Response) -> httpx2.Response:
+        """Authlib's hook on the token endpoint's answer: its failures are mapped (and
+        retried) like the API's, since IDC answers ``{code, message}``, not OAuth errors."""
+        _check(response, "POST", self.token_url)
+        return response
 
-    async def _bearer(self) -> str:
-        if self._token is None or time.monotonic() >= self._token_expires:
-            return await self._fetch_token()
-        return self._token
+    async def _token_updated(self, token: dict[str, Any], **_: Any) -> None:
+        self._set_leeway(token)
+
+    def _set_leeway(self, token: dict[str, Any]) -> None:
+        """Refresh a tenth of the token's lifetime before it expires, at most a minute."""
+        lifetime = float(token.get("expires_in") or 3600)
+        self.http.leeway = min(60.0, lifetime / 10)
+
+    async def _fetch_token(self) -> None:
+        token = await self.http.fetch_token()
+        self._set_leeway(token)
 
     # -- transport ---------------------------------------------------------------------
 
-    async def _send(
-        self, method: str, url: str, *, auth: bool = True, **kwargs: Any
-    ) -> httpx.Response:
-        import httpx
-
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+        """One API call, retried while it fails transiently (see the module docstring);
+        :class:`TransientError` once the retries are spent."""
         refreshed = False
-        attempt = 0
-        while True:
-            headers = dict(kwargs.pop("headers", {}) or {})
-            if auth:
-                headers["Authorization"] = f"Bearer {await self._bearer()}"
-                headers.setdefault("Content-Type", "application/json")
-            self.calls += 1
-            try:
-                response = await self.http.request(method, url, headers=headers, **kwargs)
-            except httpx.TransportError as exc:
-                response = None
-                error = f"{type(exc).__name__}: {exc}"
-            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-            if response is not None:
-                if response.status_code < 300:
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retry_wait,
+                attempts=self.max_retries + 1,
+                timeout=None,
+                wait_initial=self.backoff,
+                wait_max=_MAX_WAIT,
+                wait_jitter=0.0,
+            ):
+                with attempt:
+                    if not self.http.token:
+                        await self._fetch_token()
+                    response = await self.http.request(method, url, **kwargs)
+                    if response.status_code == 401 and not refreshed:
+                        refreshed = True  # expired or revoked: fetch a new one, once
+                        await self._fetch_token()
+                        response = await self.http.request(method, url, **kwargs)
+                    _check(response, method, url)
                     return response
-                if response.status_code == 401 and auth and not refreshed:
-                    refreshed = True
-                    self._token = None  # expired or revoked: fetch a new one, once
-                    continue
-                message = _api_message(response)
-                retryable = response.status_code == 429 or response.status_code >= 500
-                if response.status_code == 429 and "quota" in message.lower():
-                    raise ProviderError(
-                        f"Intel Tiber AI Cloud quota: {message}", code="quota_exceeded"
-                    )
-                if response.status_code == 429 and _no_capacity(response, message):
-                    raise ProviderError(
-                        f"Intel Tiber AI Cloud has no capacity: {message}",
-                        code="no_capacity",
-                        retryable=True,
-                    )
-                if not retryable:
-                    raise ProviderError(
-                        f"Intel Tiber AI Cloud {method} {_path(url)} answered"
-                        f" {response.status_code}: {message}",
-                        code=f"idc_{response.status_code}",
-                        retryable=response.status_code in (408, 409),
-                    )
-                error = f"{response.status_code}: {message}"
-                delay = _retry_after(response) or self.backoff * (2**attempt)
-            else:
-                delay = self.backoff * (2**attempt)
-            attempt += 1
-            if attempt > self.max_retries:
-                raise TransientError(
-                    f"Intel Tiber AI Cloud {method} {_path(url)} still failing after"
-                    f" {self.max_retries} retries: {error}"
-                )
-            await asyncio.sleep(min(delay, 60.0))
+        except _RetryableAnswer as exc:
+            error = str(exc)
+        except _transport_errors() as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        raise TransientError(
+            f"Intel Tiber AI Cloud {method} {_path(url)} still failing after"
+            f" {self.max_retries} retries: {error}"
+        )
 
     def _account(self, path: str) -> str:
         return f"{self.api_url}/v1/cloudaccounts/{self.credentials.cloudaccount}{path}"
@@ -225,7 +225,58 @@ class IdcClient:
         return list(found.get("items", []))
 
 
-def _api_message(response: httpx.Response) -> str:
+def _basic_and_client_id(
+    client: Any, method: str, uri: str, headers: dict[str, str], body: str
+) -> tuple[str, dict[str, str], str]:
+    """IDC's token request: HTTP Basic client authentication with the client id also in the
+    form (``grant_type=client_credentials&client_id=…``), as Intel's own provider sends it."""
+    from authlib.oauth2.auth import encode_client_secret_basic, encode_none
+
+    uri, headers, body = encode_client_secret_basic(client, method, uri, headers, body)
+    return encode_none(client, method, uri, headers, body)  # type: ignore[no-any-return]
+
+
+def _check(response: httpx2.Response, method: str, url: str) -> None:
+    """Nothing for a success; else the error the answer means: :class:`_RetryableAnswer` for
+    a rate limit or a server error, :class:`ProviderError` for the rest (quota, capacity)."""
+    if response.status_code < 300:
+        return
+    message = _api_message(response)
+    if response.status_code == 429 and "quota" in message.lower():
+        raise ProviderError(f"Intel Tiber AI Cloud quota: {message}", code="quota_exceeded")
+    if response.status_code == 429 and _no_capacity(response, message):
+        raise ProviderError(
+            f"Intel Tiber AI Cloud has no capacity: {message}",
+            code="no_capacity",
+            retryable=True,
+        )
+    if response.status_code == 429 or response.status_code >= 500:
+        raise _RetryableAnswer(response, message)
+    raise ProviderError(
+        f"Intel Tiber AI Cloud {method} {_path(url)} answered {response.status_code}: {message}",
+        code=f"idc_{response.status_code}",
+        retryable=response.status_code in (408, 409),
+    )
+
+
+def _retry_wait(exc: Exception) -> bool | float:
+    """stamina's hook: whether ``exc`` is worth another try, and the wait a positive
+    ``Retry-After`` asks for (else the exponential backoff's)."""
+    if isinstance(exc, _RetryableAnswer):
+        return min(exc.retry_after, _MAX_WAIT) if exc.retry_after else True
+    return isinstance(exc, _transport_errors())
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts: Authlib's client is built on httpx2 where installed,
+    on httpx before (older Authlib, or no httpx2)."""
+    import httpx
+    import httpx2
+
+    return (httpx.TransportError, httpx2.TransportError)
+
+
+def _api_message(response: httpx2.Response) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -235,7 +286,7 @@ def _api_message(response: httpx.Response) -> str:
     return str(body)[:500]
 
 
-def _no_capacity(response: httpx.Response, message: str) -> bool:
+def _no_capacity(response: httpx2.Response, message: str) -> bool:
     """A RESOURCE_EXHAUSTED answer (gRPC code 8, HTTP 429) that speaks of capacity: the
     instance type is sold out in the zone, which no retry of the same call will change."""
     try:
@@ -245,7 +296,7 @@ def _no_capacity(response: httpx.Response, message: str) -> bool:
     return code == 8 and "capacity" in message.lower()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx2.Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts import PredictRequest, PredictResponse
 from shared.spec import ProjectSpec
 
 __all__ = [
@@ -330,12 +331,9 @@ class EndpointOut(_Out):
     deployment: DeploymentOut | None = None
 
 
-class PredictIn(_In):
-    inputs: list[Any] = Field(min_length=1, max_length=1024)
-
-
-class PredictOut(_Out):
-    outputs: list[Any]
+# the trainer's internal predict route takes the same shapes (shared.contracts)
+PredictIn = PredictRequest
+PredictOut = PredictResponse
 
 
 class EnvironmentOut(_Out):

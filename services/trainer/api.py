@@ -19,6 +19,7 @@ from services.trainer.app_state import TrainerState
 from services.trainer.deploy import deployment_view
 from services.trainer.models import ModelVersion
 from services.trainer.registry import get_model, model_view
+from shared.contracts import PredictRequest
 from shared.service_auth import require_caller
 from shared.store import ArtifactStore
 
@@ -33,12 +34,6 @@ def _state(request: Request) -> TrainerState:
 
 
 StateDep = Annotated[TrainerState, Depends(_state)]
-
-
-class PredictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[Any] = Field(min_length=1, max_length=256)
 
 
 @router.get("/projects/{project_id}/models")
@@ -253,7 +248,7 @@ async def rollback_endpoint(project_id: uuid.UUID, state: StateDep) -> dict[str,
 
 
 @router.post("/deployments/{deployment_id}/predict")
-async def predict(deployment_id: uuid.UUID, body: PredictBody, state: StateDep) -> JSONResponse:
+async def predict(deployment_id: uuid.UUID, body: PredictRequest, state: StateDep) -> JSONResponse:
     """The server's answer; ``X-Aidp-Replica`` (which replica answered) and
     ``X-Aidp-Cold-Start`` (the request waited for the servers to start) say how."""
     result, sent = await state.deployments.predict_forwarded(deployment_id, body.model_dump())

@@ -120,6 +120,16 @@ async def test_deployment_lifecycle_through_the_gateway(platform: Platform) -> N
         assert r.headers["x-aidp-cold-start"] == "false"
         replicas.append(r.headers["x-aidp-replica"])
     assert replicas == ["0", "1", "0", "1"]
+    # one limit on both sides (shared.contracts): the full batch is served, one more is a
+    # 422 from the gateway itself, not a trainer error passed on
+    r = await gw.client.post(
+        f"/api/deployments/{d1}/predict", json={"inputs": ["ok"] * 256}, headers=owner
+    )
+    assert r.status_code == 200 and len(r.json()["outputs"]) == 256, r.text
+    r = await gw.client.post(
+        f"/api/deployments/{d1}/predict", json={"inputs": ["ok"] * 257}, headers=owner
+    )
+    assert r.status_code == 422 and "inputs" in r.text, r.text
 
     # the live alias forwards to it
     r = await gw.client.post(

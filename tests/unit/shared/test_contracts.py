@@ -16,11 +16,12 @@ def test_the_model_server_keeps_the_contracts_input_limit() -> None:
 
 def test_predict_request_bounds_and_strictness() -> None:
     assert PredictRequest(inputs=["x"] * MAX_PREDICT_INPUTS).inputs[-1] == "x"
-    for bad in (
+    bads: list[dict[str, object]] = [
         {"inputs": []},
         {"inputs": ["x"] * (MAX_PREDICT_INPUTS + 1)},
         {"inputs": ["x"], "extra": 1},
-    ):
+    ]
+    for bad in bads:
         with pytest.raises(ValidationError):
             PredictRequest.model_validate(bad)
     assert PredictResponse.model_validate({"outputs": [1], "note": "kept out"}).outputs == [1]

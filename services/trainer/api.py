@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from services.trainer.app_state import TrainerState
-from services.trainer.deploy import deployment_view
 from services.trainer.models import ModelVersion
 from services.trainer.registry import get_model, model_view
+from services.trainer.serving.views import deployment_view
 from shared.contracts import PredictRequest
 from shared.service_auth import require_caller
 from shared.store import ArtifactStore

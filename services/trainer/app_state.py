@@ -7,8 +7,8 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from services.trainer.deploy import DeploymentManager
 from services.trainer.naming import migrate_to_keyed_names
+from services.trainer.serving.manager import DeploymentManager
 from services.trainer.settings import TrainerSettings
 from services.trainer.training.runner import JobRunner
 from shared.runtime import ServiceRuntime

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.trainer.deploy import DeploymentManager
 from services.trainer.models import Deployment, ModelVersion
+from services.trainer.serving.manager import DeploymentManager
 from tests.support.service_auth import as_service
 from tests.unit.trainer.conftest import Harness, put_dir, running_trainer
 
@@ -137,7 +137,7 @@ async def test_only_the_lease_holder_watches_and_another_replica_adopts(
     state = trainer.app.state.trainer
     other = DeploymentManager(state.runtime, state.settings, state.jobs.store)  # a 2nd replica
     try:
-        assert not await asyncio.to_thread(other._claim, dep_id)  # the lease is held
+        assert not await asyncio.to_thread(other.leases.claim, dep_id)  # the lease is held
         await other.resume_all()
         await asyncio.sleep(0.5)
         assert deployment(trainer, dep_id).owner == state.deployments.instance

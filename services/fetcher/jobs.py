@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import stamina
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
@@ -317,29 +318,40 @@ class JobRunner:
             self._emit(warning, cause)
             loop.call_soon_threadsafe(self.runtime.published)
 
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await asyncio.to_thread(
-                    self.fetcher.fetch,
-                    source,
-                    run_id=job.run_id,
-                    owner_id=job.owner_id,
-                    creds=creds,
-                    progress=progress,
-                    cancelled=entry.cancelled,
-                    offline_ok=offline_ok,
-                    notice=stale,
-                )
-            except FetchFailed as exc:
-                if not exc.retryable or attempt == self.attempts or entry.cancelled.is_set():
+        def worth_retrying(exc: Exception) -> bool:
+            return isinstance(exc, FetchFailed) and exc.retryable and not entry.cancelled.is_set()
+
+        # retry_delay, then twice it, ...: 2 s and 4 s by default (three attempts)
+        async for attempt in stamina.retry_context(
+            on=worth_retrying,
+            attempts=self.attempts,
+            timeout=None,
+            wait_initial=self.retry_delay,
+            wait_max=60.0,
+            wait_jitter=0.0,
+        ):
+            with attempt:
+                try:
+                    return await asyncio.to_thread(
+                        self.fetcher.fetch,
+                        source,
+                        run_id=job.run_id,
+                        owner_id=job.owner_id,
+                        creds=creds,
+                        progress=progress,
+                        cancelled=entry.cancelled,
+                        offline_ok=offline_ok,
+                        notice=stale,
+                    )
+                except FetchFailed as exc:
+                    if worth_retrying(exc) and attempt.num < self.attempts:
+                        log.warning(
+                            "fetching %s failed (%s); retry %d",
+                            public_url(source.uri),
+                            scrub_urls(exc.message),
+                            attempt.num,
+                        )
                     raise
-                log.warning(
-                    "fetching %s failed (%s); retry %d",
-                    public_url(source.uri),
-                    scrub_urls(exc.message),
-                    attempt,
-                )
-                await asyncio.sleep(self.retry_delay * attempt)
         raise AssertionError("unreachable")
 
     def _emit(self, payload: EventPayload, cause: Envelope) -> None:

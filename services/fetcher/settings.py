@@ -58,7 +58,9 @@ class FetcherSettings(BaseServiceSettings):
         None, description="Extra CA bundle trusted for https:// sources (e.g. an internal mirror)."
     )
     fetch_attempts: int = Field(3, ge=1, le=10, description="Tries per source on retryable errors.")
-    retry_delay: float = Field(2.0, ge=0, description="Seconds before a retry (times the attempt).")
+    retry_delay: float = Field(
+        2.0, ge=0, description="Seconds before the first retry of a source (doubling after)."
+    )
     s3_part_bytes: int = Field(
         8 * 1024**2,
         ge=64 * 1024,

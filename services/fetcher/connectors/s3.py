@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import stamina
+
 from services.fetcher.connectors.base import Connector, Credentials, Progress, RemoteFile
 from services.fetcher.errors import FetchFailed
 from services.fetcher.ssrf import check_host, is_allowed
@@ -366,42 +368,71 @@ class S3Connector(Connector):
         if have:
             log.info("resuming %s/%s at byte %d of %d", bucket, obj.key, have, obj.size)
             progress(have)
-        failures = 0
         while have < obj.size:
-            end = min(have + self.part_bytes, obj.size) - 1
+            # Each part: tried again from the bytes written so far after an interruption,
+            # _PART_RETRIES times at most (a part that completes starts a fresh count).
             try:
-                body = self._get_part(client, source, endpoint, bucket, obj, have, end)
-                try:  # a broken stream resumes below, from the bytes written so far
-                    for chunk in body.iter_chunks(1 << 20):
-                        fh.write(chunk)
-                        have += len(chunk)
-                        progress(len(chunk))
-                finally:
-                    body.close()
-                fh.flush()
-                if have != end + 1:
-                    raise OSError(f"short part: {have} of {end + 1} bytes")
-                failures = 0
+                for attempt in stamina.retry_context(
+                    on=(BotoCoreError, HTTPError, OSError),
+                    attempts=_PART_RETRIES + 1,
+                    timeout=None,
+                    wait_initial=0.2,
+                    wait_max=1.0,
+                    wait_jitter=0.0,
+                ):
+                    with attempt:
+                        have = self._fill_part(client, source, endpoint, bucket, obj, fh, progress)
             except (BotoCoreError, HTTPError, OSError) as exc:
                 fh.flush()
                 have = fh.seek(0, os.SEEK_END)
-                failures += 1
-                if failures > _PART_RETRIES:
-                    raise FetchFailed(
-                        f"Downloading {source.uri} was interrupted ({type(exc).__name__}) "
-                        f"at byte {have} of {obj.key!r}; it resumes from there.",
-                        retryable=True,
-                    ) from None
-                log.warning(
-                    "part of %s/%s interrupted at byte %d (%s); resuming",
-                    bucket,
-                    obj.key,
-                    have,
-                    type(exc).__name__,
-                )
-                time.sleep(min(0.2 * failures, 1.0))
+                raise FetchFailed(
+                    f"Downloading {source.uri} was interrupted ({type(exc).__name__}) "
+                    f"at byte {have} of {obj.key!r}; it resumes from there.",
+                    retryable=True,
+                ) from None
         fh.flush()
         os.fsync(fh.fileno())
+
+    def _fill_part(
+        self,
+        client: Any,
+        source: Source,
+        endpoint: str | None,
+        bucket: str,
+        obj: _Object,
+        fh: IO[bytes],
+        progress: Progress,
+    ) -> int:
+        """Append the next part (at most ``part_bytes``) to ``fh``, from the bytes it holds;
+        the bytes it holds after. An interruption is raised after logging it."""
+        from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
+
+        fh.flush()
+        have = fh.seek(0, os.SEEK_END)
+        end = min(have + self.part_bytes, obj.size) - 1
+        try:
+            body = self._get_part(client, source, endpoint, bucket, obj, have, end)
+            try:  # a broken stream resumes from the bytes written so far
+                for chunk in body.iter_chunks(1 << 20):
+                    fh.write(chunk)
+                    have += len(chunk)
+                    progress(len(chunk))
+            finally:
+                body.close()
+            fh.flush()
+            if have != end + 1:
+                raise OSError(f"short part: {have} of {end + 1} bytes")
+        except (BotoCoreError, HTTPError, OSError) as exc:
+            log.warning(
+                "part of %s/%s interrupted at byte %d (%s)",
+                bucket,
+                obj.key,
+                have,
+                type(exc).__name__,
+            )
+            raise
+        return have
 
     def _get_part(
         self,

@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import stamina
+
 from services.provisioner.accelerators import idc_instance_accelerators, missing_accelerator
 from services.provisioner.cloud_access import Billing, platform_credentials_refused
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
@@ -370,15 +372,19 @@ class IdcDriver(NodeDriver):
         )
 
     async def check_node(self, ctx: RunContext, node: Node) -> Node:
-        """A Ready VM may still be booting sshd: retry connection failures for a while."""
-        deadline = time.monotonic() + 180
-        while True:
-            try:
+        """A Ready VM may still be booting sshd: retry connection failures (every 3 s, for
+        three minutes)."""
+        async for attempt in stamina.retry_context(
+            on=_sshd_not_up_yet,
+            attempts=None,
+            timeout=180.0,
+            wait_initial=3.0,
+            wait_max=3.0,
+            wait_jitter=0.0,
+        ):
+            with attempt:
                 return await probe(node, connect_timeout=self.settings.ssh_connect_timeout)
-            except ProviderError as exc:
-                if not exc.retryable or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(3)
+        raise AssertionError("unreachable")
 
     async def run(self, node: Node, script: str, *, timeout: float = 60) -> tuple[int, str, str]:
         return await run_ssh(
@@ -428,6 +434,10 @@ class IdcDriver(NodeDriver):
         values = ansible_ssh_vars(node, connect_timeout=self.settings.ssh_connect_timeout)
         values["ansible_ssh_private_key_file"] = node.identity_file
         return values
+
+
+def _sshd_not_up_yet(exc: Exception) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
 
 
 def _is_uuid(text: str) -> bool:

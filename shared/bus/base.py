@@ -75,6 +75,10 @@ async def call_through_outages(
     """Call ``handler``; while it fails because a dependency is down, wait (backoff from
     0.25 s to 5 s) and call it again, up to ``hold_seconds``. Returns the last error (None on
     success). Cancellation propagates."""
+    # Hand-written, not stamina: the outcome is the last error, returned for the caller's
+    # ack/retry/dead-letter policy (not raised), no wait may run past the hold (stamina's
+    # timeout only stops after an attempt that ends past it), and each hold is logged with
+    # the unavailable dependency's name.
     deadline = time.monotonic() + hold_seconds
     pause = 0.25
     while True:

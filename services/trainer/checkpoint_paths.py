@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import posixpath
 
-from services.trainer.nodes import ISOLATED, LocalExecutor, NodeExecutor
+from services.trainer.nodes.base import ISOLATED, NodeExecutor
+from services.trainer.nodes.local import LocalExecutor
 from shared.errors import ProviderError
 
 __all__ = ["checkpoint_path_problem", "ensure_inside"]

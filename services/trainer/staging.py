@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.trainer.nodes import NodeExecutor
+from services.trainer.nodes.base import NodeExecutor
 from shared.errors import NotFound, ProviderError
 from shared.store import ArtifactStore, DiskFull, Manifest, ManifestFile
 from shared.store_migration import migrate_manifest, successor

@@ -16,7 +16,7 @@ Inside the sandbox the workspace keeps the spare's path (a bind mount follows th
 not its name): the run's ``AIDP_*`` paths point there; progress and checkpoint messages
 carry paths relative to the workspace, which the trainer resolves against the run's own
 workspace as always. Everything else — cancel (the process group), the memory limit, the
-output, the exit status — is the same :class:`~services.trainer.nodes.NodeProcess` the cold
+output, the exit status — is the same :class:`~services.trainer.nodes.base.NodeProcess` the cold
 path returns. Runs that resume from a checkpoint, custom scripts and several processes or
 nodes keep the cold launch.
 
@@ -42,7 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.trainer.nodes import LocalExecutor, LocalSandbox, NodeProcess, _LocalProcess
+from services.trainer.nodes.base import NodeProcess
+from services.trainer.nodes.local import LocalExecutor, LocalProcess, LocalSandbox
 from shared.sandbox.cgroups import remove_cgroup
 from shared.sandbox.command import SandboxSpec, sandbox_env
 from shared.sandbox.confined import confined_open
@@ -403,7 +404,7 @@ class WarmPool:
         spare.proc.stdin.write(json.dumps(claim).encode() + b"\n")
         await spare.proc.stdin.drain()
         spare.proc.stdin.close()
-        return _LocalProcess(spare.proc, cgroup=spare.spec.cgroup, memory_mb=spare.memory_mb)
+        return LocalProcess(spare.proc, cgroup=spare.spec.cgroup, memory_mb=spare.memory_mb)
 
 
 #: Model architectures whose code a spare imports ahead (the key's most recent ones).

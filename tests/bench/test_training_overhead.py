@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from services.trainer.nodes import safe_env
+from services.trainer.nodes.base import safe_env
 from services.trainer.relay import parse_marker
 from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
 from services.trainer.training.plan import launch_env, plan_launch

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.nodes import LocalExecutor, LocalSandbox, sandboxes_for
+from services.trainer.nodes.local import LocalExecutor, LocalSandbox, sandboxes_for
 from shared.events import EnvInfo, NodesReady, ProjectCreated
 from tests.unit.trainer.conftest import (
     PYTHON,

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from services.trainer.nodes import LocalExecutor, NodeExecutor
+from services.trainer.nodes.base import NodeExecutor
+from services.trainer.nodes.local import LocalExecutor
 from shared.errors import ProviderError
 from shared.sandbox.confined import ConfinementError, confined_dir_fd
 

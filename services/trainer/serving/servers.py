@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 
 from services.trainer.models import Deployment, ModelVersion
-from services.trainer.nodes import NodeExecutor, node_executor
+from services.trainer.nodes.base import NodeExecutor
+from services.trainer.nodes.factory import node_executor
 from services.trainer.serving.endpoints import ServerEndpoints
 from services.trainer.serving.records import DeploymentRecords
 from services.trainer.settings import TrainerSettings

@@ -12,7 +12,7 @@ import posixpath
 
 from services.trainer.checkpoint_paths import ensure_inside
 from services.trainer.models import Run
-from services.trainer.nodes import NodeExecutor
+from services.trainer.nodes.base import NodeExecutor
 from services.trainer.retention import prune_checkpoints
 from services.trainer.settings import TrainerSettings
 from services.trainer.staging import restore_missing, store_tree, workspace_of

@@ -20,7 +20,8 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 
 from services.trainer.models import Checkpoint, Run
-from services.trainer.nodes import LocalExecutor, NodeExecutor, NodeProcess
+from services.trainer.nodes.base import NodeExecutor, NodeProcess
+from services.trainer.nodes.local import LocalExecutor
 from services.trainer.redaction import RunSecrets, read_run_secrets
 from services.trainer.settings import TrainerSettings
 from services.trainer.staging import workspace_of

@@ -19,7 +19,7 @@ import signal
 
 from services.trainer.checkpoint_paths import checkpoint_path_problem
 from services.trainer.models import Run
-from services.trainer.nodes import NodeExecutor, NodeProcess
+from services.trainer.nodes.base import NodeExecutor, NodeProcess
 from services.trainer.redaction import RunSecrets
 from services.trainer.relay import EventRelay, parse_marker
 from services.trainer.settings import TrainerSettings

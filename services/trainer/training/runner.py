@@ -26,7 +26,9 @@ import uuid
 from typing import Any
 
 from services.trainer.models import Run
-from services.trainer.nodes import LocalExecutor, NodeExecutor, node_executor
+from services.trainer.nodes.base import NodeExecutor
+from services.trainer.nodes.factory import node_executor
+from services.trainer.nodes.local import LocalExecutor
 from services.trainer.relay import EventRelay
 from services.trainer.runs import ACTIVE
 from services.trainer.settings import TrainerSettings

@@ -15,7 +15,7 @@ import posixpath
 import signal
 
 from services.trainer.models import Checkpoint, Run
-from services.trainer.nodes import NodeExecutor
+from services.trainer.nodes.base import NodeExecutor
 from services.trainer.staging import stage_manifest, stage_sources, workspace_of
 from shared.spec import ProjectSpec
 from shared.store import ArtifactStore

@@ -26,7 +26,7 @@ from sqlmodel import select
 from services.trainer import ssh_runs
 from services.trainer.checkpoint_paths import ensure_inside
 from services.trainer.models import Checkpoint, ModelVersion
-from services.trainer.nodes import SSHExecutor
+from services.trainer.nodes.ssh import SSHExecutor
 from services.trainer.staging import stage_manifest, store_tree
 from shared.errors import ProviderError
 from shared.events import ArtifactsCached, EnvInfo, NodeInfo, NodesReady, ProjectCreated

@@ -119,7 +119,8 @@ async def test_sandbox_workspace_belongs_to_the_run_uid(trainer: Harness) -> Non
 
 
 def test_trainer_refuses_local_nodes_in_distributed_mode_unless_allowed(tmp_path: Path) -> None:
-    from services.trainer.nodes import LocalExecutor, node_executor
+    from services.trainer.nodes.factory import node_executor
+    from services.trainer.nodes.local import LocalExecutor
     from services.trainer.settings import TrainerSettings
     from shared.errors import ProviderError
     from shared.events import NodeInfo

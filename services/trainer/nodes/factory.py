@@ -1,0 +1,72 @@
+"""Which executor a node gets: local (sandboxed, provider ``local``) or SSH, with the
+trainer's settings (SSH keys, known hosts, node timeout, the run's sandbox)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from services.trainer.nodes.base import NodeExecutor
+from services.trainer.nodes.local import LocalExecutor, LocalSandbox, host_name, sandboxes_for
+from services.trainer.nodes.ssh import SSHExecutor
+from services.trainer.settings import TrainerSettings
+from shared.errors import ProviderError
+from shared.events import NodeInfo
+
+__all__ = ["executor_for", "node_executor"]
+
+
+def executor_for(
+    node: NodeInfo,
+    *,
+    ssh_keys: Sequence[str] = (),
+    known_hosts: str | None = None,
+    accept_unknown_host_keys: bool = False,
+    sandbox: LocalSandbox | None = None,
+    node_timeout: float = 30,
+) -> NodeExecutor:
+    """The executor for a node: local for provider ``local``, SSH otherwise."""
+    if node.provider == "local" and node.ssh_user is None:
+        return LocalExecutor(node, sandbox=sandbox)
+    return SSHExecutor(
+        node,
+        client_keys=ssh_keys,
+        known_hosts=known_hosts,
+        accept_unknown_host_keys=accept_unknown_host_keys,
+        connect_timeout=min(15.0, node_timeout),
+        node_timeout=node_timeout,
+    )
+
+
+def node_executor(
+    node: NodeInfo | Mapping[str, Any],
+    settings: TrainerSettings,
+    *,
+    tenant: uuid.UUID | str,
+    shared_network: bool = False,
+    peers: Sequence[str] = (),
+) -> NodeExecutor:
+    """:func:`executor_for` with the trainer's SSH settings (keys, known_hosts, opt-in) and,
+    for a local node, the sandbox of run ``tenant`` (``shared_network``: the run's ranks
+    share one network namespace)."""
+    info = node if isinstance(node, NodeInfo) else NodeInfo.model_validate(node)
+    if info.provider == "local" and info.ssh_user is None and not settings.local_provider_allowed():
+        raise ProviderError(
+            "provider local is disabled in distributed mode (AIDP_ALLOW_LOCAL_PROVIDER=true"
+            " allows it)"
+        )
+    known = settings.trainer_known_hosts
+    return executor_for(
+        info,
+        ssh_keys=[str(p) for p in settings.trainer_ssh_keys],
+        known_hosts=str(known) if known else None,
+        accept_unknown_host_keys=settings.trainer_accept_unknown_host_keys,
+        node_timeout=settings.trainer_node_timeout_seconds,
+        sandbox=LocalSandbox(
+            sandboxes_for(settings.sandbox_policy()),
+            tenant=str(tenant),
+            shared_network=shared_network,
+            peers=tuple(host_name(p) for p in peers),
+        ),
+    )

@@ -22,8 +22,9 @@ async def test_unreachable_hub_is_retried_until_it_is_back(
     hub.commit("org/tiny", {"model.bin": os.urandom(2048)})
     hub.stop()
     caplog.set_level(logging.WARNING, logger="services.fetcher.jobs")
-    settings = {"hf_endpoint": hub.url, "fetch_attempts": 3, "retry_delay": 1.0}
-    async with running_fetcher(tmp_path, **settings) as f:
+    async with running_fetcher(
+        tmp_path, hf_endpoint=hub.url, fetch_attempts=3, retry_delay=1.0
+    ) as f:
         asyncio.get_running_loop().call_later(0.5, hub.start)  # back during the first wait
         started = time.monotonic()
         outcome = await f.fetch(spec("hf://org/tiny"), timeout=30)
@@ -39,8 +40,9 @@ async def test_lasting_outage_fails_retryably_after_the_attempts(
     hub.commit("org/tiny", {"model.bin": os.urandom(2048)})
     hub.stop()
     caplog.set_level(logging.WARNING, logger="services.fetcher.jobs")
-    settings = {"hf_endpoint": hub.url, "fetch_attempts": 3, "retry_delay": 0.1}
-    async with running_fetcher(tmp_path, **settings) as f:
+    async with running_fetcher(
+        tmp_path, hf_endpoint=hub.url, fetch_attempts=3, retry_delay=0.1
+    ) as f:
         outcome = await f.fetch(spec("hf://org/tiny"), timeout=30)
     assert outcome.type == "ArtifactsFailed" and outcome.payload["retryable"] is True
     retried = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
@@ -51,8 +53,9 @@ async def test_failure_retrying_cannot_fix_is_tried_once(
     tmp_path: Path, hub: HubServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="services.fetcher.jobs")
-    settings = {"hf_endpoint": hub.url, "fetch_attempts": 3, "retry_delay": 5.0}
-    async with running_fetcher(tmp_path, **settings) as f:
+    async with running_fetcher(
+        tmp_path, hf_endpoint=hub.url, fetch_attempts=3, retry_delay=5.0
+    ) as f:
         started = time.monotonic()
         outcome = await f.fetch(spec("hf://org/no-such-model"), timeout=30)
         assert time.monotonic() - started < 5.0  # no wait for a retry

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlmodel import select
 
 from services.provisioner.models import RunNodes
 from services.provisioner.replacement import record_loss
 from services.provisioner.service import Provisioner
+from shared.db import run_sync
 from shared.events import (
     DatasetValidated,
     DeploymentStopped,
@@ -51,14 +52,10 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
             run = _typed(payload, RunRequested)
             spec, owner = run.spec, run.requested_by
         prov = provisioner
-        with runtime.db.session() as s:
-            if not claim_inbox(s, envelope, service=runtime.name):
-                return
-            row = prov.record_run(s, envelope=envelope, spec=spec, owner_id=owner)
-            s.commit()
+        row = await run_sync(_record_run, prov, envelope, spec, owner)
         if row is None or envelope.run_id is None:
             return
-        if row.state == "requested" or prov.settle_preflight(envelope.run_id):
+        if row.state == "requested" or await run_sync(prov.settle_preflight, envelope.run_id):
             prov.schedule(envelope.run_id, "provision")
 
     async def on_preflight(envelope: Envelope) -> None:
@@ -67,27 +64,14 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
             return
         passed = isinstance(payload, DatasetValidated)
         reason = _typed(payload, ValidationFailed).reason if not passed else None
-        with runtime.db.session() as s:
-            if not claim_inbox(s, envelope, service=runtime.name):
-                return
-            provisioner.record_preflight(s, run_id=envelope.run_id, passed=passed, reason=reason)
-            s.commit()
-        if provisioner.settle_preflight(envelope.run_id):
+        if not await run_sync(_record_preflight, provisioner, envelope, passed, reason):
+            return
+        if await run_sync(provisioner.settle_preflight, envelope.run_id):
             provisioner.schedule(envelope.run_id, "provision")
 
     async def release_runs(envelope: Envelope, run_ids: list[uuid.UUID], reason: str) -> None:
-        prov = provisioner
-        released: list[uuid.UUID] = []
-        with runtime.db.session() as s:
-            if not claim_inbox(s, envelope, service=runtime.name):
-                return
-            for run_id in run_ids:
-                row = s.get(RunNodes, run_id)
-                if row is not None and prov.request_release(s, row, reason=reason, cause=envelope):
-                    released.append(run_id)
-            s.commit()
-        for run_id in released:
-            prov.schedule(run_id, "release")
+        for run_id in await run_sync(_request_releases, provisioner, envelope, run_ids, reason):
+            provisioner.schedule(run_id, "release")
 
     async def on_cancelled(envelope: Envelope) -> None:
         parse_payload(envelope)
@@ -95,42 +79,19 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
 
     async def on_project_deleted(envelope: Envelope) -> None:
         payload = _typed(parse_payload(envelope), ProjectDeleted)
-
-        with runtime.db.session() as s:
-            known = s.exec(
-                select(RunNodes.run_id).where(RunNodes.project_id == envelope.project_id)
-            ).all()
+        known = await run_sync(_project_runs, runtime, envelope.project_id)
         await release_runs(envelope, sorted({*known, *payload.run_ids}), "project_deleted")
 
     async def on_training_started(envelope: Envelope) -> None:
         parse_payload(envelope)
-        with runtime.db.session() as s:
-            if not claim_inbox(s, envelope, service=runtime.name):
-                return
-            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-            if row is not None:
-                row.training = True
-                row.last_active_at = datetime.now(UTC)
-                s.add(row)
-            s.commit()
+        await run_sync(_mark_training, runtime, envelope)
 
     async def on_training_completed(envelope: Envelope) -> None:
         _typed(parse_payload(envelope), TrainingCompleted)
-        with runtime.db.session() as s:
-            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-            deploys = row is not None and ProjectSpec.model_validate(row.spec).deploy.enabled
-        if not deploys:
+        if not await run_sync(_deploys, runtime, envelope.run_id):
             await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "completed")
             return
-        with runtime.db.session() as s:  # the trainer serves from the node: keep it
-            if not claim_inbox(s, envelope, service=runtime.name):
-                return
-            row = s.get(RunNodes, envelope.run_id)
-            if row is not None:
-                row.training, row.serving = False, True
-                row.last_active_at = datetime.now(UTC)
-                s.add(row)
-            s.commit()
+        await run_sync(_mark_serving, runtime, envelope)  # the trainer serves from the node
 
     async def on_training_failed(envelope: Envelope) -> None:
         parse_payload(envelope)
@@ -138,10 +99,7 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
 
     async def on_deployment_failed(envelope: Envelope) -> None:
         parse_payload(envelope)
-        with runtime.db.session() as s:
-            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-            serving = row is not None and row.serving
-        if serving:
+        if await run_sync(_serving, runtime, envelope.run_id):
             await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "undeployed")
 
     async def on_deployment_stopped(envelope: Envelope) -> None:
@@ -149,10 +107,7 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
         payload = _typed(parse_payload(envelope), DeploymentStopped)
         if not payload.on_run_nodes:
             return
-        with runtime.db.session() as s:
-            row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-            serving = row is not None and row.serving
-        if serving:
+        if await run_sync(_serving, runtime, envelope.run_id):
             await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "undeployed")
 
     async def on_node_lost(envelope: Envelope) -> None:
@@ -160,12 +115,9 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
         payload = _typed(parse_payload(envelope), NodeLost)
         if envelope.run_id is None:
             return
-        with runtime.db.session() as s:
-            if not claim_inbox(s, envelope, service=runtime.name):
-                return
-            row = s.get(RunNodes, envelope.run_id)
-            start = row is not None and record_loss(provisioner, s, row, payload, cause=envelope)
-            s.commit()
+        start = await run_sync(_record_loss, provisioner, envelope, payload)
+        if start is None:
+            return  # handled already
         runtime.published()
         if start:
             provisioner.schedule(envelope.run_id, "replace")
@@ -184,3 +136,100 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
         "TrainingFailed": on_training_failed,
         "DeploymentFailed": on_deployment_failed,
     }
+
+
+# -- the handlers' database work: each a unit of work in one session, run off the loop ------
+
+
+def _record_run(
+    prov: Provisioner, envelope: Envelope, spec: dict[str, Any], owner: uuid.UUID | None
+) -> RunNodes | None:
+    """The run's row as recorded; None when the event was handled already."""
+    with prov.runtime.db.session() as s:
+        if not claim_inbox(s, envelope, service=prov.runtime.name):
+            return None
+        row = prov.record_run(s, envelope=envelope, spec=spec, owner_id=owner)
+        s.commit()
+    return row
+
+
+def _record_preflight(
+    prov: Provisioner, envelope: Envelope, passed: bool, reason: str | None
+) -> bool:
+    """False when the event was handled already."""
+    assert envelope.run_id is not None
+    with prov.runtime.db.session() as s:
+        if not claim_inbox(s, envelope, service=prov.runtime.name):
+            return False
+        prov.record_preflight(s, run_id=envelope.run_id, passed=passed, reason=reason)
+        s.commit()
+    return True
+
+
+def _request_releases(
+    prov: Provisioner, envelope: Envelope, run_ids: list[uuid.UUID], reason: str
+) -> list[uuid.UUID]:
+    """The runs whose release this event starts (none when it was handled already)."""
+    released: list[uuid.UUID] = []
+    with prov.runtime.db.session() as s:
+        if not claim_inbox(s, envelope, service=prov.runtime.name):
+            return []
+        for run_id in run_ids:
+            row = s.get(RunNodes, run_id)
+            if row is not None and prov.request_release(s, row, reason=reason, cause=envelope):
+                released.append(run_id)
+        s.commit()
+    return released
+
+
+def _project_runs(runtime: ServiceRuntime, project_id: uuid.UUID | None) -> list[uuid.UUID]:
+    with runtime.db.session() as s:
+        return list(s.exec(select(RunNodes.run_id).where(RunNodes.project_id == project_id)).all())
+
+
+def _mark_training(runtime: ServiceRuntime, envelope: Envelope) -> None:
+    with runtime.db.session() as s:
+        if not claim_inbox(s, envelope, service=runtime.name):
+            return
+        row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+        if row is not None:
+            row.training = True
+            row.last_active_at = datetime.now(UTC)
+            s.add(row)
+        s.commit()
+
+
+def _deploys(runtime: ServiceRuntime, run_id: uuid.UUID | None) -> bool:
+    """Whether the run's spec deploys the trained model (from its nodes)."""
+    with runtime.db.session() as s:
+        row = s.get(RunNodes, run_id) if run_id else None
+        return row is not None and ProjectSpec.model_validate(row.spec).deploy.enabled
+
+
+def _mark_serving(runtime: ServiceRuntime, envelope: Envelope) -> None:
+    with runtime.db.session() as s:
+        if not claim_inbox(s, envelope, service=runtime.name):
+            return
+        row = s.get(RunNodes, envelope.run_id)
+        if row is not None:
+            row.training, row.serving = False, True
+            row.last_active_at = datetime.now(UTC)
+            s.add(row)
+        s.commit()
+
+
+def _serving(runtime: ServiceRuntime, run_id: uuid.UUID | None) -> bool:
+    with runtime.db.session() as s:
+        row = s.get(RunNodes, run_id) if run_id else None
+        return row is not None and row.serving
+
+
+def _record_loss(prov: Provisioner, envelope: Envelope, payload: NodeLost) -> bool | None:
+    """Whether a replacement starts; None when the event was handled already."""
+    with prov.runtime.db.session() as s:
+        if not claim_inbox(s, envelope, service=prov.runtime.name):
+            return None
+        row = s.get(RunNodes, envelope.run_id)
+        start = row is not None and record_loss(prov, s, row, payload, cause=envelope)
+        s.commit()
+    return start

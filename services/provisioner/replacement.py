@@ -28,16 +28,17 @@ import threading
 import uuid
 from collections.abc import Awaitable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlmodel import Session
 
-from services.provisioner.drivers.base import Node
+from services.provisioner.drivers.base import Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.models import RunNodes
+from shared.db import run_sync
 from shared.errors import AidpError, dependency_outage
 from shared.events import Envelope, NodeLost, NodesFailed, NodesReplaced
-from shared.spec import ProjectSpec
+from shared.spec import Choice, ProjectSpec
 
 if TYPE_CHECKING:
     from services.provisioner.service import Provisioner
@@ -92,26 +93,49 @@ def _event(payload: Any, row: RunNodes, cause: Envelope | None) -> Envelope:
     return new_event(payload, project_id=row.project_id, run_id=row.run_id, cause=cause)
 
 
-async def replace_lost(prov: Provisioner, run_id: uuid.UUID) -> None:
-    """The job: replace every pending lost node of a ``replacing`` run, then NodesReplaced."""
+class _Loss(NamedTuple):
+    """A ``replacing`` run's lost nodes, as the job starts on them."""
+
+    ctx: RunContext
+    driver: NodeDriver
+    history: list[Node]  # every node the run ever lost
+    pending: list[Node]  # those still to replace
+    current: list[Node]
+    reason: str
+    lock_hash: str | None
+    larger: bool  # out of memory: move every node to the next choice
+
+
+def _loss(prov: Provisioner, run_id: uuid.UUID) -> _Loss | None:
     with prov.runtime.db.session() as s:
         row = s.get(RunNodes, run_id)
         if row is None or row.state != "replacing":
-            return
-        ctx = prov._context(row)
-        driver = prov.drivers(row.provider, row.owner_id)
-        history = [Node.from_record(_node_fields(r)) for r in row.lost or []]
-        pending = [Node.from_record(_node_fields(r)) for r in row.lost or [] if r.get("pending")]
-        current = [Node.from_record(r) for r in row.nodes or []]
-        reason = next((str(r.get("reason") or "") for r in row.lost or [] if r.get("pending")), "")
-        lock_hash = row.lock_hash
-        larger = any(r.get("larger") for r in row.lost or [] if r.get("pending"))
+            return None
+        lost = row.lost or []
+        return _Loss(
+            ctx=prov._context(row),
+            driver=prov.drivers(row.provider, row.owner_id),
+            history=[Node.from_record(_node_fields(r)) for r in lost],
+            pending=[Node.from_record(_node_fields(r)) for r in lost if r.get("pending")],
+            current=[Node.from_record(r) for r in row.nodes or []],
+            reason=next((str(r.get("reason") or "") for r in lost if r.get("pending")), ""),
+            lock_hash=row.lock_hash,
+            larger=any(r.get("larger") for r in lost if r.get("pending")),
+        )
+
+
+async def replace_lost(prov: Provisioner, run_id: uuid.UUID) -> None:
+    """The job: replace every pending lost node of a ``replacing`` run, then NodesReplaced."""
+    loss = await run_sync(_loss, prov, run_id)
+    if loss is None:
+        return
+    ctx, driver, history, pending, current, reason, lock_hash, larger = loss
     if larger:
         await _grow(prov, run_id, reason)
         return
     names = ", ".join(n.name for n in pending)
     try:
-        lock = prov.locks.load(prov.builder.input_key(ctx.spec))
+        lock = await run_sync(prov.locks.load, prov.builder.input_key(ctx.spec))
         if lock is None or lock.lock_hash != lock_hash:
             raise RuntimeError("the run's environment lock is missing")
         await prov._progress(run_id, "replace", f"node {names} lost ({reason}): replacing it", None)
@@ -128,9 +152,9 @@ async def replace_lost(prov: Provisioner, run_id: uuid.UUID) -> None:
                 return driver.replace_node(ctx, lost, avoid=avoid)
 
             node = await prov._retrying(run_id, make)
-            prov._add_node(run_id, node)
+            await run_sync(prov._add_node, run_id, node)
             node = await driver.check_node(ctx, node)
-            prov._add_node(run_id, node)
+            await run_sync(prov._add_node, run_id, node)
             await prov._progress(
                 run_id, "replace", f"{node.name}: replacement at {node.address} reachable", None
             )
@@ -160,9 +184,12 @@ async def replace_lost(prov: Provisioner, run_id: uuid.UUID) -> None:
         else:
             log.exception("replacing nodes of run %s failed unexpectedly", run_id)
             message = f"{type(exc).__name__}: {exc}"
-        _replace_failed(prov, run_id, f"replacing lost node {names} failed: {message}")
+        await run_sync(
+            _replace_failed, prov, run_id, f"replacing lost node {names} failed: {message}"
+        )
         return
-    _replaced(prov, run_id, nodes=sorted([*keep, *fresh], key=lambda n: n.index), env=env)
+    nodes = sorted([*keep, *fresh], key=lambda n: n.index)
+    await run_sync(_replaced, prov, run_id, nodes=nodes, env=env)
 
 
 def _node_fields(record: dict[str, Any]) -> dict[str, Any]:
@@ -172,19 +199,12 @@ def _node_fields(record: dict[str, Any]) -> dict[str, Any]:
 async def _grow(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
     """Out of memory (``retry_larger_on_oom``): give back every node of the run and make
     them again with the run's next choice (instance type or fallback provider), once."""
-    with prov.runtime.db.session() as s:
-        row = s.get(RunNodes, run_id)
-        if row is None or row.state != "replacing":
-            return
-        ctx = prov._context(row)
-        driver = prov.drivers(row.provider, row.owner_id)
-        choices = ProjectSpec.model_validate(row.spec).resources.choices()
-        moved = row.grown  # a restart after the move: only the new nodes are left to make
-        here = choices[row.choice - 1 if moved else row.choice]
-        there = choices[row.choice if moved else row.choice + 1]
-        owner = row.owner_id
+    plan = await run_sync(_growth, prov, run_id)
+    if plan is None:
+        return
+    ctx, driver, moved, here, there, owner = plan
     try:
-        lock = prov.locks.load(prov.builder.input_key(ctx.spec))
+        lock = await run_sync(prov.locks.load, prov.builder.input_key(ctx.spec))
         if lock is None:
             raise RuntimeError("the run's environment lock is missing")
         if not moved:
@@ -195,19 +215,13 @@ async def _grow(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
                 None,
             )
             await prov._teardown(ctx, driver, keep_state=True)
-            with prov.runtime.db.session() as s:
-                row = s.get(RunNodes, run_id, with_for_update=True)
-                if row is None or row.state != "replacing":
-                    return
-                row.choice, row.provider, row.nodes = row.choice + 1, there.provider, []
-                row.grown, row.credential_source, row.hourly_usd = True, None, None
-                s.add(row)
-                s.commit()
-                s.refresh(row)
-                ctx = prov._context(row)
+            grown = await run_sync(_move_up, prov, run_id, there)
+            if grown is None:
+                return
+            ctx = grown
         driver = prov.drivers(there.provider, owner)
         await driver.check_request(ctx)
-        ctx = prov._reserve(ctx, driver, owner)
+        ctx = await run_sync(prov._reserve, ctx, driver, owner)
         nodes = await prov._create_nodes(ctx, driver)
         env = await prov.builder.configure(
             spec=ctx.spec,
@@ -234,9 +248,43 @@ async def _grow(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
         else:
             log.exception("moving run %s to a larger choice failed unexpectedly", run_id)
             message = f"{type(exc).__name__}: {exc}"
-        _replace_failed(prov, run_id, f"retrying on {there.label()} failed: {message}")
+        await run_sync(
+            _replace_failed, prov, run_id, f"retrying on {there.label()} failed: {message}"
+        )
         return
-    _replaced(prov, run_id, nodes=nodes, env=env)
+    await run_sync(_replaced, prov, run_id, nodes=nodes, env=env)
+
+
+def _growth(
+    prov: Provisioner, run_id: uuid.UUID
+) -> tuple[RunContext, NodeDriver, bool, Choice, Choice, uuid.UUID | None] | None:
+    """A growing run's context and driver, whether it moved already, the choice it leaves
+    and the one it moves to, its owner; None when it is not ``replacing``."""
+    with prov.runtime.db.session() as s:
+        row = s.get(RunNodes, run_id)
+        if row is None or row.state != "replacing":
+            return None
+        ctx = prov._context(row)
+        driver = prov.drivers(row.provider, row.owner_id)
+        choices = ProjectSpec.model_validate(row.spec).resources.choices()
+        moved = row.grown  # a restart after the move: only the new nodes are left to make
+        here = choices[row.choice - 1 if moved else row.choice]
+        there = choices[row.choice if moved else row.choice + 1]
+        return ctx, driver, moved, here, there, row.owner_id
+
+
+def _move_up(prov: Provisioner, run_id: uuid.UUID, there: Choice) -> RunContext | None:
+    """Point the run at its next choice (once); None when it is not ``replacing``."""
+    with prov.runtime.db.session() as s:
+        row = s.get(RunNodes, run_id, with_for_update=True)
+        if row is None or row.state != "replacing":
+            return None
+        row.choice, row.provider, row.nodes = row.choice + 1, there.provider, []
+        row.grown, row.credential_source, row.hourly_usd = True, None, None
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return prov._context(row)
 
 
 def _replaced(

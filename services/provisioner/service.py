@@ -35,6 +35,7 @@ from services.provisioner.locks import LockStore
 from services.provisioner.models import ACTIVE_STATES, Preflight, RunNodes
 from services.provisioner.replacement import replace_lost
 from services.provisioner.settings import ProvisionerSettings
+from shared.db import run_sync
 from shared.errors import AidpError, ProviderError, TransientError, dependency_outage
 from shared.events import (
     Envelope,
@@ -59,6 +60,8 @@ DriverFactory = Callable[[str, uuid.UUID | None], NodeDriver]
 
 #: ProviderError codes that mean "not here, not now": the next choice is tried.
 CAPACITY_CODES = frozenset({"no_capacity", "quota_exceeded"})
+# states whose job a restart resumes
+_UNFINISHED = ("requested", "provisioning", "replacing", "releasing")
 
 
 def no_capacity(exc: BaseException) -> bool:
@@ -100,6 +103,7 @@ class Provisioner:
         self.locks = locks
         self._jobs: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self._cancel: dict[uuid.UUID, threading.Event] = {}
+        self._nodes_lock = threading.Lock()  # _add_node runs in worker threads (run_sync)
 
     # -- state -------------------------------------------------------------------------
 
@@ -252,20 +256,21 @@ class Provisioner:
 
     async def resume(self) -> None:
         """Restart unfinished jobs (called at start)."""
+        jobs = {"releasing": "release", "replacing": "replace"}
+        for run_id, state in await run_sync(self._runs_in, _UNFINISHED):
+            self.schedule(run_id, jobs.get(state, "provision"))
+        for run_id, _state in await run_sync(self._runs_in, ("validating",)):
+            # a check recorded just before a stop
+            if await run_sync(self.settle_preflight, run_id):
+                self.schedule(run_id, "provision")
+
+    def _runs_in(self, states: tuple[str, ...]) -> list[tuple[uuid.UUID, str]]:
+        """``(run_id, state)`` of every run in one of ``states``."""
         with self.runtime.db.session() as s:
             rows = s.exec(
-                select(RunNodes.run_id, RunNodes.state).where(
-                    col(RunNodes.state).in_(["requested", "provisioning", "replacing", "releasing"])
-                )
+                select(RunNodes.run_id, RunNodes.state).where(col(RunNodes.state).in_(states))
             ).all()
-        jobs = {"releasing": "release", "replacing": "replace"}
-        for run_id, state in rows:
-            self.schedule(run_id, jobs.get(state, "provision"))
-        with self.runtime.db.session() as s:
-            waiting = s.exec(select(RunNodes.run_id).where(RunNodes.state == "validating")).all()
-        for run_id in waiting:  # a check recorded just before a stop
-            if self.settle_preflight(run_id):
-                self.schedule(run_id, "provision")
+        return [(run_id, state) for run_id, state in rows]
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -291,6 +296,11 @@ class Provisioner:
     async def _progress(
         self, run_id: uuid.UUID, stage: str, message: str, percent: float | None
     ) -> None:
+        await run_sync(self._stage_progress, run_id, stage, message, percent)
+
+    def _stage_progress(
+        self, run_id: uuid.UUID, stage: str, message: str, percent: float | None
+    ) -> None:
         with self.runtime.db.session() as s:
             row = s.get(RunNodes, run_id)
             if row is None:
@@ -312,7 +322,9 @@ class Provisioner:
             s.commit()
 
     def _add_node(self, run_id: uuid.UUID, node: Node) -> None:
-        with self.runtime.db.session() as s:
+        """Record ``node`` in the run's node list (a read-modify-write of one column: the
+        nodes of a run, made in parallel, are recorded one at a time)."""
+        with self._nodes_lock, self.runtime.db.session() as s:
             row = s.get(RunNodes, run_id)
             if row is None:
                 return
@@ -339,30 +351,24 @@ class Provisioner:
     # -- provision ---------------------------------------------------------------------
 
     async def _provision(self, run_id: uuid.UUID) -> None:
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id)
-            if row is None or row.state not in ("requested", "provisioning"):
-                return
-            self.transition(s, row, "provisioning", attempts=row.attempts + 1)
-            s.commit()
-            s.refresh(row)
-            ctx = self._context(row)
-            provider, owner, index = row.provider, row.owner_id, row.choice
-            choices = ProjectSpec.model_validate(row.spec).resources.choices()
+        started = await run_sync(self._start_provisioning, run_id)
+        if started is None:
+            return
+        ctx, provider, owner, index, choices = started
         driver = self.drivers(provider, owner)
         step = "check"
         try:
             await self._check_choices(ctx, choices[index:], owner)
-            ctx = self._reserve(ctx, driver, owner)
+            ctx = await run_sync(self._reserve, ctx, driver, owner)
             step = "lock"
             await self._progress(run_id, "lock", "resolving the environment's packages", 2)
-            lock = self.locks.load(self.builder.input_key(ctx.spec))
+            lock = await run_sync(self.locks.load, self.builder.input_key(ctx.spec))
             if lock is None:
-                self.locks.save(await self.builder.resolve(ctx.spec))
-                lock = self.locks.load(self.builder.input_key(ctx.spec))
+                await run_sync(self.locks.save, await self.builder.resolve(ctx.spec))
+                lock = await run_sync(self.locks.load, self.builder.input_key(ctx.spec))
             if lock is None:
                 raise RuntimeError("the lock just stored is missing")
-            self._update(run_id, lock_hash=lock.lock_hash, lock=lock.text)
+            await run_sync(self._update, run_id, lock_hash=lock.lock_hash, lock=lock.text)
             step = "nodes"
             while True:
                 try:
@@ -373,7 +379,7 @@ class Provisioner:
                         raise
                     ctx, driver = await self._fall_back(ctx, driver, choices, index, exc)
                     index += 1
-                    ctx = self._reserve(ctx, driver, owner)  # the next choice's price
+                    ctx = await run_sync(self._reserve, ctx, driver, owner)  # its price
             step = "configure"
             env = await self.builder.configure(
                 spec=ctx.spec,
@@ -397,7 +403,22 @@ class Provisioner:
                 raise  # not the run's failure: the guard runs the job again once it is back
             await self._fail(ctx, driver, step=step, exc=exc)
             return
-        self._ready(run_id, nodes, env)
+        await run_sync(self._ready, run_id, nodes, env)
+
+    def _start_provisioning(
+        self, run_id: uuid.UUID
+    ) -> tuple[RunContext, str, uuid.UUID | None, int, list[Choice]] | None:
+        """Move the run to ``provisioning`` (one more attempt): its context, provider,
+        owner, current choice and choices; None when it is not to be provisioned."""
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            if row is None or row.state not in ("requested", "provisioning"):
+                return None
+            self.transition(s, row, "provisioning", attempts=row.attempts + 1)
+            s.commit()
+            s.refresh(row)
+            choices = ProjectSpec.model_validate(row.spec).resources.choices()
+            return self._context(row), row.provider, row.owner_id, row.choice, choices
 
     async def _check_choices(
         self, ctx: RunContext, choices: list[Choice], owner: uuid.UUID | None
@@ -405,7 +426,7 @@ class Provisioner:
         """Every choice left must pass its driver's check (accelerator, credentials, price
         caps, allow-list) before anything is created: a fallback is never a way around a
         limit."""
-        full = ProjectSpec.model_validate(self._row_spec(ctx.run_id))
+        full = ProjectSpec.model_validate(await run_sync(self._row_spec, ctx.run_id))
         for choice in choices:
             narrowed = replace(ctx, spec=full.narrowed(choice))
             try:
@@ -442,9 +463,9 @@ class Provisioner:
 
         async def one(index: int) -> Node:
             node = await self._retrying(run_id, lambda: driver.create_node(ctx, index))
-            self._add_node(run_id, node)
+            await run_sync(self._add_node, run_id, node)
             node = await driver.check_node(ctx, node)
-            self._add_node(run_id, node)
+            await run_sync(self._add_node, run_id, node)
             return node
 
         results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
@@ -471,18 +492,24 @@ class Provisioner:
             None,
         )
         await self._teardown(ctx, driver, keep_state=True)
+        fresh = await run_sync(self._next_choice, ctx.run_id, index + 1, there)
+        if fresh is None:
+            raise asyncio.CancelledError  # released meanwhile
+        return fresh, self.drivers(there.provider, fresh.owner_id)
+
+    def _next_choice(self, run_id: uuid.UUID, index: int, choice: Choice) -> RunContext | None:
+        """Point a provisioning run at choice ``index``; None if it was released meanwhile."""
         with self.runtime.db.session() as s:
-            row = s.get(RunNodes, ctx.run_id, with_for_update=True)
+            row = s.get(RunNodes, run_id, with_for_update=True)
             if row is None or row.state != "provisioning":
-                raise asyncio.CancelledError  # released meanwhile
-            row.choice, row.provider, row.nodes = index + 1, there.provider, []
+                return None
+            row.choice, row.provider, row.nodes = index, choice.provider, []
             row.credential_source, row.hourly_usd = None, None
             row.updated_at = _now()
             s.add(row)
             s.commit()
             s.refresh(row)
-            fresh = self._context(row)
-        return fresh, self.drivers(there.provider, fresh.owner_id)
+            return self._context(row)
 
     def _ready(self, run_id: uuid.UUID, nodes: list[Node], env: dict[str, Any]) -> None:
         infos = [
@@ -529,8 +556,11 @@ class Provisioner:
             reason, retryable = f"{type(exc).__name__}: {exc}", False
         await self._progress(ctx.run_id, "teardown", f"{step} failed; removing nodes", None)
         await self._teardown(ctx, driver)
+        await run_sync(self._record_failure, ctx.run_id, reason, retryable, step)
+
+    def _record_failure(self, run_id: uuid.UUID, reason: str, retryable: bool, step: str) -> None:
         with self.runtime.db.session() as s:
-            row = s.get(RunNodes, ctx.run_id, with_for_update=True)
+            row = s.get(RunNodes, run_id, with_for_update=True)
             if row is None:
                 return
             event = NodesFailed(reason=reason, retryable=retryable, step=step)
@@ -543,9 +573,7 @@ class Provisioner:
     ) -> list[str]:
         """Terminate every recorded node and the run's provider resources; never raises.
         ``keep_state``: the run goes on (another choice): its private state dir stays."""
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, ctx.run_id)
-            records = list(row.nodes or []) if row else []
+        records = await run_sync(self._node_records, ctx.run_id)
         names: list[str] = []
         for record in records:
             node = Node.from_record(record)
@@ -563,6 +591,11 @@ class Provisioner:
             shutil.rmtree(ctx.state_dir, ignore_errors=True)
         return names
 
+    def _node_records(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
+        with self.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id)
+            return list(row.nodes or []) if row else []
+
     # -- release -----------------------------------------------------------------------
 
     async def _release(self, run_id: uuid.UUID) -> None:
@@ -573,14 +606,23 @@ class Provisioner:
         if job is not None and not job.done():
             job.cancel()
             await asyncio.gather(job, return_exceptions=True)
+        releasing = await run_sync(self._releasing, run_id)
+        if releasing is None:
+            return
+        ctx, provider, owner = releasing
+        driver = self.drivers(provider, owner)
+        names = await self._teardown(ctx, driver)
+        await run_sync(self._released, run_id, names)
+
+    def _releasing(self, run_id: uuid.UUID) -> tuple[RunContext, str, uuid.UUID | None] | None:
+        """A releasing run's context, provider and owner (None: not releasing)."""
         with self.runtime.db.session() as s:
             row = s.get(RunNodes, run_id)
             if row is None or row.state != "releasing":
-                return
-            ctx = self._context(row)
-            provider, owner = row.provider, row.owner_id
-        driver = self.drivers(provider, owner)
-        names = await self._teardown(ctx, driver)
+                return None
+            return self._context(row), row.provider, row.owner_id
+
+    def _released(self, run_id: uuid.UUID, names: list[str]) -> None:
         with self.runtime.db.session() as s:
             row = s.get(RunNodes, run_id, with_for_update=True)
             if row is None or row.state != "releasing":
@@ -593,6 +635,13 @@ class Provisioner:
 
     async def sweep(self) -> None:
         """One pass: release idle nodes (autostop), then reap leaked provider resources."""
+        for run_id in await run_sync(self._release_idle):
+            await self._progress(run_id, "autostop", "nodes idle: releasing them", None)
+            self.schedule(run_id, "release")
+        await self.reap()
+
+    def _release_idle(self) -> list[uuid.UUID]:
+        """Mark the ready runs idle past their autostop for release; their ids."""
         now = _now()
         idle: list[uuid.UUID] = []
         with self.runtime.db.session() as s:
@@ -604,20 +653,11 @@ class Provisioner:
                     self.request_release(s, row, reason="autostop")
                     idle.append(row.run_id)
             s.commit()
-        for run_id in idle:
-            await self._progress(run_id, "autostop", "nodes idle: releasing them", None)
-            self.schedule(run_id, "release")
-        await self.reap()
+        return idle
 
     async def reap(self) -> list[str]:
         """Ask every billed provider to delete resources of runs that have ended."""
-        with self.runtime.db.session() as s:
-            active = set(
-                s.exec(
-                    select(RunNodes.run_id).where(col(RunNodes.state).in_(sorted(ACTIVE_STATES)))
-                ).all()
-            )
-            owners = set(s.exec(select(RunNodes.owner_id).where(RunNodes.provider == "idc")).all())
+        active, owners = await run_sync(self._reap_scope)
         removed: list[str] = []
         for owner in {None, *owners}:
             try:
@@ -628,6 +668,17 @@ class Provisioner:
             except Exception as exc:
                 log.warning("reaper pass failed for owner %s: %s", owner, exc)
         return removed
+
+    def _reap_scope(self) -> tuple[set[uuid.UUID], set[uuid.UUID | None]]:
+        """The active runs, and the owners of billed (idc) runs."""
+        with self.runtime.db.session() as s:
+            active = set(
+                s.exec(
+                    select(RunNodes.run_id).where(col(RunNodes.state).in_(sorted(ACTIVE_STATES)))
+                ).all()
+            )
+            owners = set(s.exec(select(RunNodes.owner_id).where(RunNodes.provider == "idc")).all())
+        return active, owners
 
     async def sweep_forever(self) -> None:
         while True:

@@ -24,6 +24,8 @@ that must break the rule says why with ``# async-rule: ok <reason>`` (rare).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -36,10 +38,28 @@ T = TypeVar("T")
 async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run blocking database work ``fn(*args, **kwargs)`` in a worker thread and await it.
 
-    The worker is the loop's default executor (``asyncio.to_thread``): the caller's
-    context variables — the current trace span, log fields — go along, so spans and
-    logs opened inside ``fn`` join the caller's trace. Cancelling the awaiting task does
-    not stop ``fn``: it finishes (its session commits or rolls back) in the background;
-    the task just stops waiting for it.
+    The worker is the loop's default executor; the caller's context variables — the
+    current trace span, log fields — go along (as with ``asyncio.to_thread``), so spans
+    and logs opened inside ``fn`` join the caller's trace.
+
+    Cancellation: a thread cannot be stopped, so a cancelled caller first waits for ``fn``
+    to end (its session committed or rolled back) and then raises ``CancelledError``.
+    Whoever cancelled a job and then reads what it wrote (a release reading the nodes a
+    provisioning job recorded) sees every write the job started — ``asyncio.to_thread``
+    would let the job end while its last write is still running.
     """
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, fn, *args, **kwargs)
+    work: asyncio.Future[T] = loop.run_in_executor(None, call)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            try:
+                await asyncio.wait({work})
+            except asyncio.CancelledError:
+                continue  # cancelled again: the work still has to end first
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller was cancelled, its error is moot
+        raise

@@ -20,9 +20,12 @@ code states (annotations, ``self.x = Cls(...)``, ``self.x = param``, return anno
 from __future__ import annotations
 
 import ast
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("services", "shared")
@@ -539,3 +542,53 @@ def test_the_scan_finds_what_it_should() -> None:
         ("bad_nested_call", "work()"),
         ("bad_session_param", "session.commit()"),
     }
+
+
+# -- the helper ----------------------------------------------------------------------------
+
+
+async def test_run_sync_runs_off_the_loop_with_the_callers_context() -> None:
+    import contextvars
+    import threading
+
+    from shared.db import run_sync
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    var.set("caller")
+
+    def work(a: int, *, b: int) -> tuple[str, bool, int]:
+        on_loop = threading.current_thread() is threading.main_thread()
+        return var.get(), on_loop, a + b
+
+    assert await run_sync(work, 1, b=2) == ("caller", False, 3)
+
+    def boom() -> None:
+        raise LookupError("from the worker")
+
+    with pytest.raises(LookupError, match="from the worker"):
+        await run_sync(boom)
+
+
+async def test_a_cancelled_run_sync_waits_for_the_work_to_end() -> None:
+    """Cancelling the caller never leaves the unit of work running behind its back."""
+    import threading
+    import time
+
+    from shared.db import run_sync
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_write() -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    task = asyncio.ensure_future(run_sync(slow_write))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()  # twice: it still waits
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()

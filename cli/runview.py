@@ -186,7 +186,10 @@ class RunView:
 
     def _on_TrainingCompleted(self, p: dict[str, Any]) -> list[str]:
         self.model_version, self.metrics = p.get("model_version"), p.get("metrics") or {}
-        self._advance("deploying" if self.deploy_enabled else "succeeded")
+        deploys = p.get("deploy")  # absent from an older trainer's event: the spec says
+        self._advance(
+            "deploying" if (self.deploy_enabled if deploys is None else deploys) else "succeeded"
+        )
         shown = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items() if _num(v))
         return [f"model {self.model_version} trained{' (' + shown + ')' if shown else ''}"]
 

@@ -359,6 +359,10 @@ class TrainingCompleted(EventPayload):
     model_version: str
     metrics: dict[str, float] = Field(default_factory=dict)
     digest: str
+    #: True: a deployment of the model was created with the run's completion (the spec's
+    #: ``deploy.enabled``) and the trainer starts it on this event; the run goes on to
+    #: ``deploying``. None: a producer older than the field (read the spec instead).
+    deploy: bool | None = None
 
 
 class TrainingFailed(EventPayload):

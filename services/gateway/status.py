@@ -67,7 +67,9 @@ def _target(
         return "failed", {"error": str(getattr(payload, "reason", "failed"))}
     if isinstance(payload, TrainingCompleted):
         extra["model_version"] = payload.model_version
-        return ("deploying" if deploy_enabled else "succeeded"), extra
+        # the event says whether the run deploys; the spec only for an older trainer's
+        deploys = payload.deploy if payload.deploy is not None else deploy_enabled
+        return ("deploying" if deploys else "succeeded"), extra
     if isinstance(payload, ModelDeployed):
         extra["deployment_id"] = payload.deployment_id
         extra["endpoint"] = payload.endpoint

@@ -87,8 +87,11 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
         await run_sync(_mark_training, runtime, envelope)
 
     async def on_training_completed(envelope: Envelope) -> None:
-        _typed(parse_payload(envelope), TrainingCompleted)
-        if not await run_sync(_deploys, runtime, envelope.run_id):
+        payload = _typed(parse_payload(envelope), TrainingCompleted)
+        deploys = payload.deploy  # what the trainer did; None: a trainer older than the field
+        if deploys is None:
+            deploys = await run_sync(_deploys, runtime, envelope.run_id)
+        if not deploys:
             await release_runs(envelope, [envelope.run_id] if envelope.run_id else [], "completed")
             return
         await run_sync(_mark_serving, runtime, envelope)  # the trainer serves from the node
@@ -200,7 +203,8 @@ def _mark_training(runtime: ServiceRuntime, envelope: Envelope) -> None:
 
 
 def _deploys(runtime: ServiceRuntime, run_id: uuid.UUID | None) -> bool:
-    """Whether the run's spec deploys the trained model (from its nodes)."""
+    """Whether the run's spec deploys the trained model (from its nodes): for a
+    ``TrainingCompleted`` without ``deploy`` (an older trainer)."""
     with runtime.db.session() as s:
         row = s.get(RunNodes, run_id) if run_id else None
         return row is not None and ProjectSpec.model_validate(row.spec).deploy.enabled

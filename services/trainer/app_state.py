@@ -53,7 +53,6 @@ class TrainerState:
         await asyncio.to_thread(migrate_to_keyed_names, self.runtime.db, store)
         self._jobs = JobRunner(self.runtime, self.settings, store)
         self._deployments = DeploymentManager(self.runtime, self.settings, store)
-        self._jobs.on_deploy = self._deploy
         self.runtime.spawn(self._jobs.supervise(), name="supervisor")
         self.deploy_supervisor = self.runtime.spawn(
             self._deployments.supervise(), name="deployments"
@@ -63,8 +62,12 @@ class TrainerState:
         if self._deployments is not None:
             await self._deployments.close()
 
-    async def _deploy(self, deployment_id: uuid.UUID) -> None:
-        self.deployments.start(deployment_id)
+    async def start_deployments(self, deployment_ids: Sequence[uuid.UUID]) -> None:
+        """Training completed with ``deploy``: start the deployments created with it
+        (those this instance already watches are left alone: a redelivered event or the
+        supervisor's adoption must not restart their servers)."""
+        for dep_id in deployment_ids:
+            self.deployments.start_unwatched(dep_id)
 
     def kick(self) -> None:
         if self._jobs is not None:

@@ -1,7 +1,9 @@
 """Event handlers of the trainer service: thin, they call the service logic.
 
 Each handler claims the event in the inbox, records its effect and commits; the message is
-acked right after. Training and deployments run in background tasks.
+acked right after. Training and deployments run in background tasks. The trainer consumes
+its own ``TrainingCompleted``: when it says ``deploy``, the serving side starts the
+deployment created with it (training and serving are joined by the event, not a call).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from shared.events import (
     NodesReady,
     NodesReleased,
     NodesReplaced,
+    TrainingCompleted,
     ValidationFailed,
     parse_payload,
 )
@@ -59,14 +62,12 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
         return None
 
     def on_nodes(s: Any, e: Envelope, p: Any) -> Any:
-        if service.record_nodes(s, payload=p, stage=runtime.stage, **ids(e)):
-            return _kick(state)
-        return None
+        return _kick_if(state, service.record_nodes(s, payload=p, stage=runtime.stage, **ids(e)))
 
     def on_artifacts(s: Any, e: Envelope, p: Any) -> Any:
-        if service.record_artifacts(s, payload=p, stage=runtime.stage, **ids(e)):
-            return _kick(state)
-        return None
+        return _kick_if(
+            state, service.record_artifacts(s, payload=p, stage=runtime.stage, **ids(e))
+        )
 
     def on_failed(s: Any, e: Envelope, p: Any) -> Any:
         service.fail_inputs(s, payload=p, stage=runtime.stage, **ids(e))
@@ -75,6 +76,12 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
     def on_cancel(s: Any, e: Envelope, p: Any) -> Any:
         service.cancel_run(s, stage=runtime.stage, **ids(e))
         return None
+
+    def on_completed(s: Any, e: Envelope, p: Any) -> Any:
+        """Training completed with ``deploy``: start its deployment (once: the inbox drops
+        a redelivery, and a deployment already watched here is left alone)."""
+        deployments = service.deployments_to_start(s, run_id=e.run_id, payload=p)  # type: ignore[arg-type]
+        return state.start_deployments(deployments) if deployments else None
 
     def on_released(s: Any, e: Envelope, p: Any) -> Any:
         deployments = service.release_nodes(s, run_id=e.run_id, nodes=p.nodes)  # type: ignore[arg-type]
@@ -95,6 +102,7 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
         ValidationFailed.event_type(): handler(on_failed),
         "RunCancelled": handler(on_cancel),
         NodesReleased.event_type(): handler(on_released),
+        TrainingCompleted.event_type(): handler(on_completed),
     }
 
 

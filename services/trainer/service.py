@@ -25,12 +25,14 @@ from shared.events import (
     NodesFailed,
     NodesReady,
     NodesReplaced,
+    TrainingCompleted,
     TrainingFailed,
     ValidationFailed,
 )
 
 __all__ = [
     "cancel_run",
+    "deployments_to_start",
     "fail_inputs",
     "record_artifacts",
     "record_nodes",
@@ -187,3 +189,19 @@ def release_nodes(session: Session, *, run_id: uuid.UUID, nodes: list[str]) -> l
     ).all()
     names = set(nodes)
     return [d.id for d in deployments if not names or (d.node or {}).get("name") in names]
+
+
+def deployments_to_start(
+    session: Session, *, run_id: uuid.UUID, payload: TrainingCompleted
+) -> list[uuid.UUID]:
+    """Training completed: the deployments its completion created, still to be started
+    (``starting``), when the event says the run deploys; none otherwise."""
+    if not payload.deploy:
+        return []
+    return list(
+        session.exec(
+            select(Deployment.id).where(
+                Deployment.run_id == run_id, Deployment.status == "starting"
+            )
+        ).all()
+    )

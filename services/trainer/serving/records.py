@@ -91,17 +91,6 @@ class DeploymentRecords:
     def get(self, dep_id: uuid.UUID) -> Deployment:
         return self.load(dep_id)[0]
 
-    def started_for_run(self, run_id: uuid.UUID) -> list[uuid.UUID]:
-        """The deployments created for a run's completion that wait for their first start."""
-        with self.runtime.db.session() as session:
-            return list(
-                session.exec(
-                    select(Deployment.id).where(
-                        Deployment.run_id == run_id, Deployment.status == "starting"
-                    )
-                ).all()
-            )
-
     def view(self, dep_id: uuid.UUID) -> dict[str, Any]:
         """The API view of one deployment (its model version, whether it is live)."""
         with self.runtime.db.session() as session:

@@ -224,8 +224,10 @@ class RunRecords:
         adapter: dict[str, Any] | None = None,
     ) -> uuid.UUID | None:
         """Register the model, ``succeeded`` with ``TrainingCompleted``; with
-        ``deploy.enabled`` also ``deploying`` and a new deployment on the node that wrote
-        the model (returned; None when the run does not deploy or is no longer training)."""
+        ``deploy.enabled`` also ``deploying`` and a new deployment (``starting``) on the
+        node that wrote the model, returned (None when the run does not deploy or is no
+        longer training). The event says ``deploy``: the serving side starts the
+        deployment when it consumes it (:mod:`services.trainer.handlers`)."""
         key = tree.key
         with self.runtime.db.session() as session:
             run = session.get(Run, run_id)
@@ -240,18 +242,22 @@ class RunRecords:
                 metrics=metrics,
                 adapter=adapter,
             )
+            deploys = deploy.enabled and run.project_id is not None
+            completed = TrainingCompleted(
+                model_version=str(model.id), metrics=metrics, digest=key, deploy=deploys
+            )
             transition(
                 session,
                 run,
                 to="succeeded",
                 stage=self.runtime.stage,
-                event=TrainingCompleted(model_version=str(model.id), metrics=metrics, digest=key),
+                event=completed,
                 model_id=model.id,
                 owner=None,
                 lease_until=None,
             )
             deployment_id = None
-            if deploy.enabled and run.project_id is not None:
+            if deploys and run.project_id is not None:
                 transition(session, run, to="deploying", event=None, stage=self.runtime.stage)
                 node = (run.nodes or [])[node_index]
                 deployment = Deployment(

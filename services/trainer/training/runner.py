@@ -6,7 +6,8 @@ another replica) are resumed; a claimed run's job renews the lease while it work
 attempt: kill any process group a previous attempt left, stage artifacts (and the latest
 checkpoint) on every node and start the processes (:mod:`.launch`), relay their output and
 store checkpoints as they appear (:mod:`.monitor`), then act on the attempt's outcome
-(:mod:`.outcome`): completed (register the model, maybe deploy: :mod:`.complete`), retry
+(:mod:`.outcome`): completed (register the model: :mod:`.complete`; ``TrainingCompleted``
+says whether it deploys, and the serving side starts the deployment from it), retry
 from the latest checkpoint (the process was killed), a lost node (NodeLost: the run waits
 in ``replacing`` for NodesReplaced and resumes on the new node list from its latest
 checkpoint), or failed (an error in the script). State changes: :mod:`.records`.
@@ -71,7 +72,6 @@ class JobRunner:
         self.instance = uuid.uuid4().hex
         self.jobs: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
-        self.on_deploy: Any = None  # set by the service: async (deployment_id) -> None
         self.warm = WarmPool(
             size=settings.trainer_warm_workers,
             min_available_mb=settings.trainer_warm_min_available_mb,
@@ -263,8 +263,7 @@ class JobRunner:
             return
         if deployment_id is None:
             await self.cleanup(run.run_id, execs)
-        elif self.on_deploy is not None:
-            await self.on_deploy(deployment_id)
+        # else: the deployment starts when the trainer consumes TrainingCompleted (deploy)
 
     async def _lost_nodes(self, execs: list[NodeExecutor], *, suspects: set[str]) -> list[str]:
         """The remote nodes that do not answer a fresh SSH connection within the node

@@ -99,6 +99,11 @@ def test_status_moves_forward_only() -> None:
     )
     deploying = _derive(TrainingCompleted(model_version="v", digest="d"), "training", deploy=True)
     assert deploying["status"] == "deploying" and deploying["deploying_at"] == NOW
+    # the event's own ``deploy`` wins over the spec (None: an older trainer, the spec says)
+    said = TrainingCompleted(model_version="v", digest="d", deploy=False)
+    assert _derive(said, "training", deploy=True)["status"] == "succeeded"
+    said = TrainingCompleted(model_version="v", digest="d", deploy=True)
+    assert _derive(said, "training")["status"] == "deploying"
     deployed = _derive(ModelDeployed(deployment_id=uuid.uuid4(), endpoint="/e"), "deploying")
     assert deployed["status"] == "deployed" and deployed["finished_at"] == NOW
     assert _derive(RunCancelled(), "training")["status"] == "cancelled"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import httpx
 import pytest
 
@@ -26,9 +29,20 @@ async def test_text_classification_trains_deploys_and_predicts(trainer: Harness)
     assert progress["total_steps"] == 24 and progress["samples_per_sec"] > 0
     assert progress["loss"] is not None and progress["eta_seconds"] == 0
 
+    assert completed.payload["deploy"] is True  # the serving side starts it from the event
     deployed = await ev.first("ModelDeployed", run_id, timeout=120)
     dep_id = deployed.payload["deployment_id"]
     assert deployed.payload["endpoint"] == f"/api/deployments/{dep_id}/predict"
+
+    # a redelivered TrainingCompleted starts nothing again: same servers, one ModelDeployed
+    manager = trainer.app.state.trainer.deployments
+    before = await asyncio.to_thread(manager.get, uuid.UUID(dep_id))
+    await trainer.bus.publish(completed)
+    await ev.wait_for(lambda: len(ev.of("TrainingCompleted", run_id)) == 2, what="redelivery")
+    await asyncio.sleep(1.5)
+    after = await asyncio.to_thread(manager.get, uuid.UUID(dep_id))
+    assert (after.status, after.procs, after.restarts) == ("running", before.procs, 0)
+    assert len(ev.of("ModelDeployed", run_id)) == 1
 
     transport = httpx.ASGITransport(app=trainer.app)
     async with httpx.AsyncClient(

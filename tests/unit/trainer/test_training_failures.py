@@ -62,6 +62,7 @@ async def test_custom_script_progress_through_helper_module(trainer: Harness) ->
     steps = [e.payload["step"] for e in trainer.events.of("TrainingProgress", run_id)]
     assert steps[-1] == 10 and steps == sorted(steps)
     assert completed.payload["metrics"] == {"final_loss": 0.1}
+    assert completed.payload["deploy"] is False  # no deploy section: nothing to start
     last = trainer.events.of("TrainingProgress", run_id)[-1].payload
     assert last["samples_per_sec"] > 0 and last["learning_rate"] == 0.1
 

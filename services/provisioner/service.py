@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import stamina
 from sqlmodel import Session, col, select
 
 from services.provisioner.cloud_access import CloudAccessPolicy
@@ -238,21 +239,27 @@ class Provisioner:
     async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
         """Run a job; while the database (or Vault) is down, wait and run it again (jobs
         start from the row's state, so a second run picks up where the first stopped)."""
-        pause = 0.5
-        while True:
-            try:
-                await job()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                dependency = dependency_outage(exc)
-                if dependency is None:  # a bug: logged, the row stays for resume at next start
-                    log.exception("provisioner job crashed")
-                    return
+
+        def outage(exc: Exception) -> bool:
+            dependency = dependency_outage(exc)
+            if dependency is not None:
                 log.warning("provisioner job paused: the %s is unavailable (%s)", dependency, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
+            return dependency is not None
+
+        try:
+            # No bound: a job waits out an outage however long it lasts (0.5 s, doubling to 10 s).
+            async for attempt in stamina.retry_context(
+                on=outage,
+                attempts=None,
+                timeout=None,
+                wait_initial=0.5,
+                wait_max=10.0,
+                wait_jitter=0.0,
+            ):
+                with attempt:
+                    await job()
+        except Exception:  # a bug: logged, the row stays for resume at next start
+            log.exception("provisioner job crashed")
 
     async def resume(self) -> None:
         """Restart unfinished jobs (called at start)."""

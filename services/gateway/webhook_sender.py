@@ -29,7 +29,7 @@ from sqlmodel import col
 from services.gateway.settings import GatewaySettings
 from services.gateway.webhook_models import Webhook, WebhookDelivery
 from services.gateway.webhooks import WebhookKey, check_webhook_url, sign, slack_text
-from shared.db import Database
+from shared.db import Database, run_sync
 from shared.errors import InvalidInput
 
 __all__ = ["WebhookSender"]
@@ -63,7 +63,7 @@ class WebhookSender:
         ) as client:
             while True:
                 try:
-                    claimed = await asyncio.to_thread(self._claim)
+                    claimed = await run_sync(self._claim)
                     if claimed:
                         await asyncio.gather(*(self._send(client, *item) for item in claimed))
                         continue
@@ -169,7 +169,7 @@ class WebhookSender:
         except Exception as exc:  # a sealed secret that no longer opens, ...
             log.exception("webhook delivery %s failed", delivery.id)
             error = f"{type(exc).__name__}"
-        await asyncio.to_thread(self._record, delivery, code, error)
+        await run_sync(self._record, delivery, code, error)
 
     def _record(self, delivery: WebhookDelivery, code: int | None, error: str | None) -> None:
         now = _now()

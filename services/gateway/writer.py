@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 
 from services.gateway.eventlog import Frame, append_many
-from shared.db import Database
+from shared.db import Database, run_sync
 from shared.events import Envelope
 
 __all__ = ["LogWriter"]
@@ -56,7 +56,7 @@ class LogWriter:
 
     async def _write(self, batch: list[tuple[Envelope, asyncio.Future[None]]]) -> None:
         try:
-            frames = await asyncio.to_thread(append_many, self._db, [e for e, _ in batch])
+            frames = await run_sync(append_many, self._db, [e for e, _ in batch])
         except Exception as exc:  # each handler raises it: the bus retries each message
             for _, future in batch:
                 if not future.done():

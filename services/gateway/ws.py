@@ -40,6 +40,7 @@ from services.gateway.eventlog import latest_seqs_async
 from services.gateway.fanout import Connection, Subscription
 from services.gateway.identity import Identity
 from services.gateway.scopes import WEBSOCKET, required_scope
+from shared.db import run_sync
 from shared.errors import AidpError, ClientError, Unauthenticated
 
 __all__ = ["origin_allowed", "router"]
@@ -133,7 +134,7 @@ async def _subscribe(
     except ValueError:
         raise _Close(CLOSE_PROTOCOL, "project_id is a UUID") from None
     try:
-        await asyncio.to_thread(
+        await run_sync(
             authorize, gateway.db, identity=identity, project_id=project_id, need="viewer"
         )
     except ClientError:

@@ -27,7 +27,7 @@ from typing import Any
 from services.gateway.deps import authorize
 from services.gateway.fanout import Connection
 from services.gateway.identity import Identity, TokenVerifier
-from shared.db import Database
+from shared.db import Database, run_sync
 from shared.errors import AidpError, ClientError, Unauthenticated
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHENTICATED", "SessionGuard"]
@@ -109,7 +109,7 @@ class SessionGuard:
         if session is None:
             return
         try:
-            await asyncio.to_thread(
+            await run_sync(
                 authorize, self._db, identity=session.identity, project_id=project_id, need="viewer"
             )
         except ClientError:

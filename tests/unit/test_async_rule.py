@@ -341,6 +341,18 @@ class Index:
             return f"calls {_qualname(callee)}(), which uses the database"
         return None
 
+    def unit_of_work(self, func: FuncInfo) -> bool:
+        """Whether a plain function's own body opens or uses a session (a unit of database
+        work, for ``run_sync``) — not one that only calls such functions among other, maybe
+        long, work (a download that records what it fetched stays on ``to_thread``)."""
+        scope = Scope(self, func)
+        for node in scope.walk():
+            if isinstance(node, ast.Call):
+                reason = self.blocking_reason(node, scope)
+                if reason is not None and not reason.startswith("calls "):
+                    return True
+        return False
+
     def blocks(self, func: FuncInfo) -> bool:
         """Whether a plain function makes a blocking database call (transitively)."""
         if func in self._blocking:
@@ -415,7 +427,7 @@ def violations(index: Index) -> list[str]:
             for node in scope.walk():
                 if not isinstance(node, ast.Call):
                     continue
-                reason = index.blocking_reason(node, scope)
+                reason = index.blocking_reason(node, scope) or _offload_reason(index, node, scope)
                 if reason is None:
                     continue
                 line = mod.lines[node.lineno - 1]
@@ -424,6 +436,33 @@ def violations(index: Index) -> list[str]:
                 where = f"{mod.path}:{node.lineno}"
                 found.append(f"{where}: async {func.node.name}() {reason}")
     return sorted(set(found))
+
+
+def _offload_reason(index: Index, call: ast.Call, scope: Scope) -> str | None:
+    """Database work sent to a thread some other way than ``run_sync`` (the one helper:
+    its cancellation waits for the work, and there is one place to bound or trace it)."""
+    func, mod = call.func, scope.func.module
+    if isinstance(func, ast.Attribute) and func.attr == "run_in_executor":
+        how, sent = "run_in_executor", call.args[1:2]
+    elif (isinstance(func, ast.Attribute) and func.attr == "to_thread") or (
+        isinstance(func, ast.Name) and mod.imports.get(func.id) == "asyncio.to_thread"
+    ):
+        how, sent = "to_thread", call.args[:1]
+    else:
+        return None
+    if not sent:
+        return None
+    target = sent[0]
+    if isinstance(target, ast.Call) and _last_name(target.func) == "partial" and target.args:
+        target = target.args[0]
+    if isinstance(target, ast.Lambda):
+        if not isinstance(target.body, ast.Call):
+            return None
+        target = target.body.func
+    callee = index.callee(ast.Call(func=target, args=[], keywords=[]), scope)
+    if not isinstance(callee, FuncInfo) or callee.is_async or not index.unit_of_work(callee):
+        return None
+    return f"sends database work to a thread with {how}: use run_sync"
 
 
 def _all_functions(mod: ModuleInfo) -> Iterator[FuncInfo]:
@@ -520,6 +559,12 @@ class Service:
         await run_sync(lambda: self.store.save(x))
         self.store.pure()
 
+    async def bad_hop(self, x) -> None:
+        await asyncio.to_thread(self.store.save, x)
+
+    async def good_hop(self) -> None:
+        await asyncio.to_thread(self.store.pure)
+
     async def excused(self, x) -> None:
         self.store.save(x)  # async-rule: ok a test of the escape
 """
@@ -541,6 +586,7 @@ def test_the_scan_finds_what_it_should() -> None:
         ("bad_call", "self.store.save_twice(x)"),
         ("bad_nested_call", "work()"),
         ("bad_session_param", "session.commit()"),
+        ("bad_hop", "await asyncio.to_thread(self.store.save, x)"),
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ from services.gateway.downstream import parse_answer
 from services.gateway.errors import responses
 from services.gateway.models import Member
 from services.gateway.schemas import ArtifactOut, UploadOut
+from shared.db import run_sync
 
 __all__ = ["router"]
 
@@ -36,7 +36,7 @@ async def list_artifacts(user: CurrentUser, gateway: GatewayDep) -> list[Artifac
     if user.is_admin:
         params = {"all": "true"}
     else:
-        params = {"project_id": await asyncio.to_thread(_project_ids, gateway, user.user_id)}
+        params = {"project_id": await run_sync(_project_ids, gateway, user.user_id)}
     body = await gateway.downstream.fetcher.json(
         "GET", "/internal/artifacts", user_id=user.user_id, params=params
     )

@@ -9,7 +9,6 @@ projects the caller holds a role on.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -31,6 +30,7 @@ from services.gateway.schemas import (
     PredictOut,
     PromoteIn,
 )
+from shared.db import run_sync
 from shared.errors import Conflict
 
 __all__ = ["router"]
@@ -63,7 +63,7 @@ async def list_deployments(
 ) -> list[DeploymentOut]:
     """The deployments of the caller's projects (newest first), with state, model version,
     replicas and whether each is its project's live one."""
-    projects = await asyncio.to_thread(_memberships, gateway, user, project_id)
+    projects = await run_sync(_memberships, gateway, user, project_id)
     ids = sorted(projects, key=str)
     found: list[DeploymentOut] = []
     for start in range(0, len(ids), _CHUNK):

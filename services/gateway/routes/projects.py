@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated
 
@@ -31,6 +30,7 @@ from services.gateway.schemas import (
     ProjectPatch,
 )
 from services.gateway.scopes import InsufficientScope
+from shared.db import run_sync
 from shared.errors import NotFound
 from shared.scopes import Scope
 
@@ -73,7 +73,7 @@ async def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep
     """Create a project from a spec (DESIGN §4) and start its run 1 (422 when its cloud
     price limits break the platform's caps)."""
     await check_cloud_caps(gateway.downstream.provisioner, user.user_id, body.spec)
-    project, run = await asyncio.to_thread(
+    project, run = await run_sync(
         service.create_project,
         gateway.runtime,
         owner=user,
@@ -150,11 +150,9 @@ async def add_member(
     user_id, email = await _lookup(gateway, body.email)
     project_id = access.project.id
     if user_id is not None:
-        members = await asyncio.to_thread(
-            service.list_members, gateway.runtime, project_id=project_id
-        )
+        members = await run_sync(service.list_members, gateway.runtime, project_id=project_id)
         if any(m.user_id == user_id for m in members):
-            member, _created = await asyncio.to_thread(
+            member, _created = await run_sync(
                 service.set_member,
                 gateway.runtime,
                 project_id=project_id,
@@ -165,7 +163,7 @@ async def add_member(
             )
             response.status_code = 200
             return member_out(member)
-    invitation = await asyncio.to_thread(
+    invitation = await run_sync(
         invitations.invite,
         gateway.runtime,
         project_id=project_id,

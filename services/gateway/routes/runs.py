@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from services.gateway.schemas import (
     RunOut,
     StoredEvent,
 )
+from shared.db import run_sync
 from shared.spec import ProjectSpec
 
 __all__ = ["router"]
@@ -66,7 +66,7 @@ async def request_run(
     spec = body.spec if body and body.spec else _stored_spec(access.project.spec)
     if spec is not None:
         await check_cloud_caps(gateway.downstream.provisioner, access.identity.user_id, spec)
-    run = await asyncio.to_thread(
+    run = await run_sync(
         service.request_run,
         gateway.runtime,
         access=access,

@@ -6,7 +6,6 @@ on that project (404 when they hold no role), then forwards the call.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from services.gateway.schemas import (
     PredictIn,
     PredictOut,
 )
+from shared.db import run_sync
 from shared.errors import NotFound
 
 __all__ = ["router"]
@@ -47,7 +47,7 @@ async def _authorize_object(
     except (KeyError, TypeError):
         raise NotFound(f"{what} not found") from None
     try:
-        access = await asyncio.to_thread(
+        access = await run_sync(
             authorize, gateway.db, identity=user, project_id=uuid.UUID(str(project_id)), need=need
         )
     except (NotFound, ValueError):

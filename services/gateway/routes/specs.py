@@ -4,7 +4,6 @@ run's), ``GET /api/runs/{id}/spec`` (the spec snapshot a run ran with) and
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -19,6 +18,7 @@ from services.gateway.models import Project, Run
 from services.gateway.routes.projects import project_out
 from services.gateway.schemas import ProjectOut
 from services.gateway.spec_check import errors_of, parse_yaml
+from shared.db import run_sync
 from shared.errors import InvalidInput
 from shared.spec import ProjectSpec
 
@@ -97,10 +97,10 @@ async def validate_spec(body: SpecCheckIn, user: CurrentUser, gateway: GatewayDe
             errors.append({"path": path, "message": exc.message.removeprefix(f"{path}: ")})
     diff = None
     if body.project_id is not None and isinstance(data, dict):
-        await asyncio.to_thread(
+        await run_sync(
             authorize, gateway.db, identity=user, project_id=body.project_id, need="viewer"
         )
-        old = await asyncio.to_thread(_latest_run_spec, gateway, body.project_id)
+        old = await run_sync(_latest_run_spec, gateway, body.project_id)
         diff = service.spec_diff(old, spec_json or data)
     return SpecCheckOut(
         valid=not errors,
@@ -139,7 +139,7 @@ async def clone_project(body: CloneIn, access: ProjectViewer, gateway: GatewayDe
                 "send a corrected one in spec"
             ) from None
     await check_cloud_caps(gateway.downstream.provisioner, access.identity.user_id, spec)
-    project, run = await asyncio.to_thread(
+    project, run = await run_sync(
         service.create_project,
         gateway.runtime,
         owner=access.identity,

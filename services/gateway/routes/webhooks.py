@@ -17,6 +17,7 @@ from services.gateway import webhooks as service
 from services.gateway.deps import GatewayDep, ProjectEditor
 from services.gateway.errors import responses
 from services.gateway.webhook_models import Webhook, WebhookDelivery
+from shared.db import run_sync
 
 __all__ = ["router"]
 
@@ -122,7 +123,7 @@ async def create_webhook(
         allow_private=settings.webhook_allow_private,
         allow_hosts=settings.webhook_allow_hosts,
     )
-    hook, secret = await asyncio.to_thread(
+    hook, secret = await run_sync(
         service.create_webhook,
         gateway.runtime,
         _key(request),

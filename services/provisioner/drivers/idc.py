@@ -36,6 +36,7 @@ from services.provisioner.drivers.nodevalues import check_host, check_proxy, che
 from services.provisioner.drivers.sshcmd import ansible_ssh_vars, probe, run_ssh
 from services.provisioner.drivers.terraform import TerraformRun, terraform_binary
 from services.provisioner.settings import ProvisionerSettings
+from shared.db import run_sync
 from shared.errors import ProviderError
 from shared.secrets import SecretStore
 
@@ -158,7 +159,8 @@ class IdcDriver(NodeDriver):
         )
         if problem is not None:
             raise ProviderError(problem, code="accelerator_unavailable")
-        creds = self.credentials(creating=True)
+        # off the loop: whether the owner may use the platform's account is a database read
+        creds = await run_sync(self.credentials, creating=True)
         spec_cap = ctx.spec.resources.max_hourly_usd
         platform_cap = (
             self.settings.cloud_max_price_per_hour if creds.source == "platform" else None
@@ -263,11 +265,10 @@ class IdcDriver(NodeDriver):
 
     async def _create_with_terraform(self, ctx: RunContext, index: int, binary: str) -> Node:
         """All of the run's nodes in one apply (idempotent); node ``index`` from the outputs."""
-        async with self.client(creating=True) as api:
+        async with await run_sync(self.client, creating=True) as api:
             identity, ssh_key = await self._run_key(ctx, api)
-        outputs = await self._terraform(ctx, binary, creating=True).apply(
-            self.terraform_variables(ctx, ssh_key)
-        )
+        terraform = await run_sync(self._terraform, ctx, binary, creating=True)
+        outputs = await terraform.apply(self.terraform_variables(ctx, ssh_key))
         item = outputs["instances"][index]
         instance = {
             "metadata": {"resourceId": item["id"], "name": item["name"]},
@@ -288,7 +289,7 @@ class IdcDriver(NodeDriver):
         binary = self.use_terraform()
         if binary is not None:
             return await self._create_with_terraform(ctx, index, binary)
-        async with self.client(creating=True) as api:
+        async with await run_sync(self.client, creating=True) as api:
             identity, ssh_key = await self._run_key(ctx, api)
             name = instance_name(ctx.run_id, index)
             instance = await api.instance_by_name(name)

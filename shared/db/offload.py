@@ -16,9 +16,15 @@ So async code reaches the database in exactly two ways:
   writes that belong together in one function instead of hopping per statement, and
   ``await`` nothing between :func:`~shared.outbox.claim_inbox` and the commit.
 
+Other blocking work (a download, a subprocess, Vault) stays on ``asyncio.to_thread``,
+even when it records something in the database at the end: ``run_sync``'s cancellation
+waits for the work (below), which a long job must not impose on its canceller.
+
 ``tests/unit/test_async_rule.py`` scans ``services/`` and ``shared/`` and fails on any
-``async def`` that opens a session, uses one, or calls a plain function that does. A line
-that must break the rule says why with ``# async-rule: ok <reason>`` (rare).
+``async def`` that opens a session, uses one, calls a plain function that does, or sends
+a unit of database work to a thread without ``run_sync``. It cannot see through callbacks:
+keep database work out of a callback that async code calls. A line that must break the
+rule says why with ``# async-rule: ok <reason>`` (rare).
 """
 
 from __future__ import annotations

@@ -14,7 +14,11 @@ imports (also re-exports), nested ``def`` s, and attributes and variables whose 
 code states (annotations, ``self.x = Cls(...)``, ``self.x = param``, return annotations,
 ``with ... as``) — so an unknown callee is never guessed at. Every ``async def`` body
 (without its nested ``def`` s and lambdas, which run where they are sent: ``run_sync``,
-``to_thread``) must make none. A flagged line may end with ``# async-rule: ok <reason>``.
+``to_thread``) must make none. Nor may it send a *unit of database work* — a plain
+function whose own body opens or uses a session — to ``asyncio.to_thread`` or
+``run_in_executor``: that is ``run_sync``'s job (longer work that only records something
+through another function stays on ``to_thread``). A callback (``Callable`` attribute or
+parameter) is not followed. A flagged line may end with ``# async-rule: ok <reason>``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Live progress of a run from the WebSocket event stream (DESIGN §6).
+"""Live progress of a run from the WebSocket event stream (docs/design.md §6).
 
 :func:`follow_run` ties a :class:`~cli.sdk.Client` stream to a renderer until the run ends.
 The state lives in :mod:`cli.runview`, the drawing in :mod:`cli.render` (re-exported here).

@@ -1,4 +1,4 @@
-"""The ``aidp`` command (DESIGN §7). Every command talks to the server through the SDK.
+"""The ``aidp`` command (docs/design.md §7). Every command talks to the server through the SDK.
 
 Exit codes: 0 ok, 1 a run failed (or the server failed us), 2 usage errors (bad arguments,
 invalid spec, not logged in).
@@ -115,7 +115,7 @@ def serve_one(
 @app.command()
 @handle_errors
 def run(
-    spec: Annotated[Path, typer.Argument(help="Project spec (YAML, DESIGN §4).")],
+    spec: Annotated[Path, typer.Argument(help="Project spec (YAML, docs/design.md §4).")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show live progress.")] = False,
     name: Annotated[str | None, typer.Option(help="Override the spec's name.")] = None,
     as_json: JsonOpt = False,

@@ -53,7 +53,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn SDK and spec errors into one readable line and the DESIGN §7 exit code."""
+    """Turn SDK and spec errors into one readable line and the docs/design.md §7 exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -1,4 +1,4 @@
-"""The state of one run, folded from its event envelopes (DESIGN §3). Pure; unit tested."""
+"""The state of one run, folded from its event envelopes (docs/design.md §3). Pure; unit tested."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ class Client:
         return _decode(response, authenticated=auth)
 
     def refresh(self) -> None:
-        """Rotate the refresh token for a fresh access token (DESIGN §5)."""
+        """Rotate the refresh token for a fresh access token (docs/design.md §5)."""
         if not self.refresh_token:
             raise NotLoggedIn("session expired: run `aidp login` again")
         response = self._send(
@@ -266,7 +266,7 @@ class Client:
     # --- projects and runs ------------------------------------------------------------
 
     def create_project(self, spec: Json, *, name: str | None = None) -> Json:
-        """Create a project from a spec (DESIGN §4); starts run 1. Returns the project."""
+        """Create a project from a spec (docs/design.md §4); starts run 1. Returns the project."""
         return self.request(
             "POST", "/api/projects", json={"name": name or spec.get("name"), "spec": spec}
         )
@@ -493,7 +493,7 @@ class Client:
     ) -> Iterator[Json]:
         """Yield ``{"type": "event", "seq", "event": envelope}`` for a project, for ever.
 
-        Follows DESIGN §6: authenticate, subscribe after ``seq``, get the backfill then live
+        Follows docs/design.md §6: authenticate, subscribe after ``seq``, get the backfill then live
         events. On a dropped connection it reconnects (with backoff) and resubscribes after
         the last seq seen, so no event is lost or repeated. Stop by breaking out of the loop.
         ``idle_timeout`` yields ``{"type": "idle"}`` after that many quiet seconds, letting

@@ -207,7 +207,7 @@ def health_router(runtime_of: Callable[[Request], ServiceRuntime]) -> APIRouter:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the error taxonomy to the JSON error shape of DESIGN §5, once."""
+    """Map the error taxonomy to the JSON error shape of docs/design.md §5, once."""
 
     @app.exception_handler(AidpError)
     async def _aidp_error(_request: Request, exc: AidpError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""The base settings class every service extends (DESIGN §8).
+"""The base settings class every service extends (docs/design.md §8).
 
 One pydantic-settings class per service, prefix ``AIDP_``. Values are read when the class
 is instantiated (in ``main.py``), never at import time.

@@ -1,4 +1,4 @@
-"""The project spec (DESIGN §4): one strict pydantic model, shared by every service.
+"""The project spec (docs/design.md §4): one strict pydantic model, shared by every service.
 
 API bodies and YAML files are validated with :meth:`ProjectSpec.model_validate`; unknown
 fields are refused with the field named. Sources are URIs parsed by :func:`parse_source`:

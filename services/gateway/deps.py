@@ -1,7 +1,7 @@
 """Dependencies of every route: who is calling (:data:`CurrentUser`) and what they may do
 on a project (:func:`authorize`, wrapped by :data:`ProjectViewer` … :data:`RunEditor`).
 
-Authorisation rule (DESIGN §9): a user acts only on projects where they hold a role
+Authorisation rule (docs/design.md §9): a user acts only on projects where they hold a role
 (viewer < editor < owner). No role: 404, as if the project did not exist. A role too low
 for the action: 403. Platform admins read every project (as viewers) but change only
 those where they hold a role.

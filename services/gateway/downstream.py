@@ -1,4 +1,4 @@
-"""Calls to the other services' internal APIs (DESIGN §2), one client per service.
+"""Calls to the other services' internal APIs (docs/design.md §2), one client per service.
 
 An unreachable service (connection refused, timeout, not registered in process) is a
 :class:`shared.errors.TransientError`, answered 503; a 404 from the service is a

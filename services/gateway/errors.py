@@ -1,7 +1,7 @@
 """Error answers of the gateway: validation errors naming the field, documented statuses.
 
 ``RESPONSES`` feeds ``responses=`` of each route so the OpenAPI document lists every
-status the route can answer, with the one error shape of DESIGN §5.
+status the route can answer, with the one error shape of docs/design.md §5.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def install_validation_handler(app: FastAPI) -> None:
 
 
 def install_http_error_handler(app: FastAPI, *, fallback: Any = None) -> None:
-    """Answer routing errors (404, 405) in the DESIGN §5 shape; unknown GET paths go to
+    """Answer routing errors (404, 405) in the docs/design.md §5 shape; unknown GET paths go to
     ``fallback(method, path)`` first (the web UI), which returns a response or None."""
 
     @app.exception_handler(StarletteHTTPException)

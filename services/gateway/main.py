@@ -149,7 +149,7 @@ def create_app(
     app = FastAPI(
         title="aidp",
         version="1",
-        description="AI Deployment Platform API (DESIGN §5).",
+        description="AI Deployment Platform API (docs/design.md §5).",
         openapi_url="/api/openapi.json",
         docs_url=None,  # served from packaged assets below (install_local_docs)
         redoc_url=None,

@@ -8,7 +8,7 @@ the caller's role, and the JSON comes from the row dicts in one ``pydantic_core.
 call — the same serialiser, and so the same output, as the ``ProjectOut`` / ``RunOut``
 models the routes still declare for the OpenAPI document.
 
-Authorisation is that of :func:`services.gateway.deps.authorize` (DESIGN §9): no role on
+Authorisation is that of :func:`services.gateway.deps.authorize` (docs/design.md §9): no role on
 the project → 404 (platform admins read every project as viewers).
 """
 

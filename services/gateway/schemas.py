@@ -210,7 +210,7 @@ class AuditPage(_Out):
 
 class StoredEvent(_Out):
     seq: int
-    event: dict[str, Any] = Field(description="The envelope (DESIGN §3).")
+    event: dict[str, Any] = Field(description="The envelope (docs/design.md §3).")
 
 
 class EventPage(_Out):

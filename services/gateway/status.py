@@ -1,4 +1,4 @@
-"""Run status derived from events (DESIGN §3), as a pure function.
+"""Run status derived from events (docs/design.md §3), as a pure function.
 
 ``queued → preparing (provisioning ∥ fetching) → training → deploying →
 deployed | succeeded | failed | cancelled``. Status only moves forward; a terminal status

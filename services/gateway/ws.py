@@ -1,4 +1,4 @@
-"""``/api/ws``: the WebSocket status stream of DESIGN §6.
+"""``/api/ws``: the WebSocket status stream of docs/design.md §6.
 
 Protocol (client → server): first ``{"type": "auth", "token"}`` within
 ``ws_auth_timeout`` seconds, then any number of ``{"type": "subscribe", "project_id",

@@ -754,7 +754,7 @@ export interface paths {
         put?: never;
         /**
          * Create Project
-         * @description Create a project from a spec (DESIGN §4) and start its run 1 (422 when its cloud
+         * @description Create a project from a spec (docs/design.md §4) and start its run 1 (422 when its cloud
          *     price limits break the platform's caps).
          */
         post: operations["create_project_api_projects_post"];
@@ -2442,7 +2442,7 @@ export interface components {
         StoredEvent: {
             /**
              * Event
-             * @description The envelope (DESIGN §3).
+             * @description The envelope (docs/design.md §3).
              */
             event: {
                 [key: string]: unknown;

@@ -1,1 +1,1 @@
-"""Routers of the public API (DESIGN §5), one module per resource."""
+"""Routers of the public API (docs/design.md §5), one module per resource."""

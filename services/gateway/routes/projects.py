@@ -70,7 +70,7 @@ def member_out(member: Member) -> MemberOut:
 
 @router.post("", status_code=201, responses=responses(422, 429))
 async def create_project(body: ProjectIn, user: CurrentUser, gateway: GatewayDep) -> ProjectOut:
-    """Create a project from a spec (DESIGN §4) and start its run 1 (422 when its cloud
+    """Create a project from a spec (docs/design.md §4) and start its run 1 (422 when its cloud
     price limits break the platform's caps)."""
     await check_cloud_caps(gateway.downstream.provisioner, user.user_id, body.spec)
     project, run = await run_sync(

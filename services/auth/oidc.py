@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
@@ -237,7 +238,7 @@ class OidcProvider:
         try:
             with self._client(redirect_uri) as client:
                 token = client.fetch_token(endpoint, code=code, code_verifier=code_verifier)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx2.HTTPError) as exc:  # Authlib's client is httpx2's
             log.warning("oidc: token endpoint unreachable: %s", type(exc).__name__)
             raise OidcError("sso_unavailable", "the identity provider is not reachable") from None
         except Exception as exc:  # authlib's OAuthError and friends: the provider said no

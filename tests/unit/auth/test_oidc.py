@@ -549,6 +549,21 @@ def test_an_unreachable_provider_is_a_clear_error(sso: Callable[..., TestClient]
     assert r.headers["location"] == "/#/sso-error?code=sso_unavailable"
 
 
+def test_a_token_endpoint_that_cannot_be_reached_is_unavailable_not_a_refusal(
+    sso: Callable[..., TestClient], idp: OidcServer
+) -> None:
+    # Authlib's client is built on httpx2, whose errors are not httpx's
+    idp.discovery_overrides = {"token_endpoint": "http://127.0.0.1:9/token"}
+    try:
+        client = sso(oidc_http_timeout_seconds=2)
+        sub, email = person(idp)
+        r = sign_in(client, idp, sub)
+    finally:
+        idp.discovery_overrides = {}
+    assert error_code(r) == "sso_unavailable"
+    assert not account_exists(client, email)
+
+
 def test_unfinished_sign_ins_are_limited_per_address(sso: Callable[..., TestClient]) -> None:
     client = sso(oidc_pending_limit_per_address=2)
     begin(client)

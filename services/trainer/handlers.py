@@ -13,6 +13,7 @@ from typing import Any
 
 from services.trainer import service
 from services.trainer.app_state import TrainerState
+from shared.db import run_sync
 from shared.events import (
     ArtifactsCached,
     ArtifactsFailed,
@@ -37,20 +38,7 @@ def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, Ev
     def handler(
         effect: Callable[[Any, Envelope, Any], Any],
     ) -> Callable[[Envelope], Awaitable[None]]:
-        async def handle(envelope: Envelope) -> None:
-            if envelope.run_id is None:
-                return
-            payload = parse_payload(envelope)
-            with runtime.db.session() as session:
-                if not claim_inbox(session, envelope, service=runtime.name):
-                    return
-                after = effect(session, envelope, payload)
-                session.commit()
-            runtime.published()
-            if after is not None:
-                await after
-
-        return handle
+        return _handler(runtime, effect)
 
     ids = lambda e: {"run_id": e.run_id, "project_id": e.project_id}  # noqa: E731
 
@@ -112,3 +100,32 @@ async def _kick(state: TrainerState) -> None:
 
 def _kick_if(state: TrainerState, changed: bool) -> Any:
     return _kick(state) if changed else None
+
+
+def _handler(
+    runtime: ServiceRuntime, effect: Callable[[Any, Envelope, Any], Any]
+) -> Callable[[Envelope], Awaitable[None]]:
+    """An event handler: inbox claim + ``effect`` in one transaction (a worker thread),
+    then what ``effect`` returned is awaited (background work)."""
+
+    def record(envelope: Envelope, payload: Any) -> tuple[bool, Any]:
+        """Claim and record in one transaction: (claimed, what to await after)."""
+        with runtime.db.session() as session:
+            if not claim_inbox(session, envelope, service=runtime.name):
+                return False, None
+            after = effect(session, envelope, payload)
+            session.commit()
+        return True, after
+
+    async def handle(envelope: Envelope) -> None:
+        if envelope.run_id is None:
+            return
+        payload = parse_payload(envelope)
+        claimed, after = await run_sync(record, envelope, payload)
+        if not claimed:
+            return
+        runtime.published()
+        if after is not None:
+            await after
+
+    return handle

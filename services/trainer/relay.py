@@ -21,6 +21,7 @@ from typing import Any
 from services.trainer.models import Run
 from services.trainer.progress_client import MARKER
 from services.trainer.redaction import Redactor
+from shared.db import run_sync
 from shared.events import EventPayload, TrainingLog, TrainingProgress, new_event
 from shared.runtime import ServiceRuntime
 
@@ -127,7 +128,7 @@ class EventRelay:
             payloads, step = self._due(force)
             if not payloads:
                 return
-            await asyncio.to_thread(self._write, payloads, step)
+            await run_sync(self._write, payloads, step)
             self.runtime.published()
             self.events_written += len(payloads)
 

@@ -35,6 +35,7 @@ from services.trainer.serving.traffic import Traffic
 from services.trainer.serving.views import WAITS, Forwarded
 from services.trainer.serving.watch import Watchers
 from services.trainer.settings import TrainerSettings
+from shared.db import run_sync
 from shared.errors import Conflict, InvalidInput, ProviderError, TransientError
 from shared.runtime import ServiceRuntime
 from shared.store import ArtifactStore
@@ -157,7 +158,7 @@ class DeploymentManager:
             raise Conflict(f"deployment {dep_id} is {dep.status}, not running")
         replica, touch = self.traffic.request(dep_id, len(procs))
         if touch:
-            await asyncio.to_thread(self.records.touch, dep_id)
+            await run_sync(self.records.touch, dep_id)
         response = await self.servers.call(
             dep,
             method,
@@ -211,7 +212,7 @@ class DeploymentManager:
         rollback: bool = False,
     ) -> Deployment:
         """Start a stopped, failed or idle deployment again (no-op for a serving one)."""
-        dep, needs_watch, moved = await asyncio.to_thread(
+        dep, needs_watch, moved = await run_sync(
             self.changes.prepare_start,
             dep_id,
             promote=promote,
@@ -231,7 +232,7 @@ class DeploymentManager:
         idle), else once it is running (a stopped one is started)."""
         dep = await asyncio.to_thread(self.get, dep_id)
         if dep.status in ("running", "idle"):
-            superseded = await asyncio.to_thread(
+            superseded = await run_sync(
                 self.changes.promote_now, dep_id, keep_previous=keep_previous, rollback=rollback
             )
             await self.watchers.stop_superseded(superseded)
@@ -242,7 +243,7 @@ class DeploymentManager:
 
     async def rollback(self, project_id: uuid.UUID) -> Deployment:
         """Move the project's alias back to the deployment live before the current one."""
-        previous = await asyncio.to_thread(self.records.previous_of, project_id)
+        previous = await run_sync(self.records.previous_of, project_id)
         if previous is None:
             raise Conflict("this project has no earlier live deployment to roll back to")
         return await self.promote(previous, rollback=True)
@@ -267,9 +268,9 @@ class DeploymentManager:
         if keep_previous is not None:
             changes["keep_previous"] = keep_previous
         if changes:
-            await asyncio.to_thread(self.records.update, dep_id, **changes)
+            await run_sync(self.records.update, dep_id, **changes)
         if replicas is not None and replicas != dep.replicas and dep.status == "running":
-            if await asyncio.to_thread(self.records.move, dep_id, ("running",), "waking"):
+            if await run_sync(self.records.move, dep_id, ("running",), "waking"):
                 self.start(dep_id)
         return await asyncio.to_thread(self.get, dep_id)
 
@@ -283,9 +284,7 @@ class DeploymentManager:
     ) -> Deployment:
         """Stop the servers and remove the decrypted model they served (``delete``: the
         deployment goes too)."""
-        dep = await asyncio.to_thread(
-            self.changes.record_stop, dep_id, reason=reason, by=by, delete=delete
-        )
+        dep = await run_sync(self.changes.record_stop, dep_id, reason=reason, by=by, delete=delete)
         watcher = self.watchers.tasks.pop(dep_id, None)
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
@@ -305,7 +304,7 @@ class DeploymentManager:
             await self.servers.endpoints.forget(dep_id)
             self.traffic.forget(dep_id)
         if not delete:
-            await asyncio.to_thread(self.records.update, dep_id, pid=None, port=None, procs=None)
+            await run_sync(self.records.update, dep_id, pid=None, port=None, procs=None)
         dep.status = "stopped"
         return dep
 
@@ -333,7 +332,7 @@ class DeploymentManager:
     async def _shutdown_servers(self) -> None:
         """Kill every server of the deployments this trainer serves; a running one is left
         ``waking`` (started again, without a new ``ModelDeployed``, at the next start)."""
-        deps = await asyncio.to_thread(self.leases.serving_here)
+        deps = await run_sync(self.leases.serving_here)
         for dep in deps:
             executor = self.servers.executor(dep)
             try:
@@ -341,7 +340,7 @@ class DeploymentManager:
             except Exception:
                 log.warning("could not stop the servers of deployment %s", dep.id)
             status = "starting" if dep.status == "starting" else "waking"
-            await asyncio.to_thread(
+            await run_sync(
                 self.records.update,
                 dep.id,
                 status=status,

@@ -26,6 +26,7 @@ from services.trainer.serving.endpoints import ServerEndpoints
 from services.trainer.serving.records import DeploymentRecords
 from services.trainer.settings import TrainerSettings
 from services.trainer.staging import stage_manifest, stage_sources
+from shared.db import run_sync
 from shared.errors import ProviderError
 from shared.store import ArtifactStore
 
@@ -147,11 +148,11 @@ class Servers:
                 proc = await executor.start(argv, cwd=ws, env=dict(_SERVER_ENV))
                 procs.append({"pid": proc.pgid, "port": None})
                 port_files.append(port_file)
-                await asyncio.to_thread(
+                await run_sync(
                     self.records.update, dep.id, pid=procs[0]["pid"], procs=[dict(p) for p in procs]
                 )
             await self._wait_ports(executor, procs, port_files)
-            await asyncio.to_thread(
+            await run_sync(
                 self.records.update, dep.id, port=procs[0]["port"], procs=[dict(p) for p in procs]
             )
             dep.port, dep.procs = procs[0]["port"], procs

@@ -25,6 +25,7 @@ from services.trainer.serving.servers import Servers
 from services.trainer.serving.traffic import Traffic
 from services.trainer.serving.views import LIVE
 from services.trainer.settings import TrainerSettings
+from shared.db import run_sync
 from shared.runtime import ServiceRuntime
 
 __all__ = ["Watchers"]
@@ -71,7 +72,7 @@ class Watchers:
 
     async def resume_all(self) -> None:
         """One pass of :meth:`supervise`: take over deployments nobody watches."""
-        for dep_id in await asyncio.to_thread(self.leases.unwatched):
+        for dep_id in await run_sync(self.leases.unwatched):
             if dep_id not in self.tasks:
                 self.start(dep_id)
 
@@ -87,7 +88,7 @@ class Watchers:
     async def _leased(self, dep_id: uuid.UUID) -> None:
         """Run the deployment's lifecycle while holding its lease; stop if the lease is lost
         (another replica took over: it restarts or adopts the server, never both)."""
-        if not await asyncio.to_thread(self.leases.claim, dep_id):
+        if not await run_sync(self.leases.claim, dep_id):
             self.tasks.pop(dep_id, None)
             return
         worker = asyncio.ensure_future(self._run(dep_id))
@@ -98,7 +99,7 @@ class Watchers:
                 )
                 if done:
                     break
-                if not await asyncio.to_thread(self.leases.claim, dep_id):
+                if not await run_sync(self.leases.claim, dep_id):
                     log.warning("deployment %s: watch lease lost to another replica", dep_id)
                     worker.cancel()
                     break
@@ -106,13 +107,13 @@ class Watchers:
         finally:
             if not worker.done():
                 worker.cancel()
-            await asyncio.shield(asyncio.to_thread(self.leases.release, dep_id))
+            await asyncio.shield(run_sync(self.leases.release, dep_id))
             if self.tasks.get(dep_id) is asyncio.current_task():
                 self.tasks.pop(dep_id, None)
 
     async def _run(self, dep_id: uuid.UUID) -> None:
         try:
-            dep, model = await asyncio.to_thread(self.records.load, dep_id)
+            dep, model = await run_sync(self.records.load, dep_id)
             if dep.status == "running":  # adopted: after a restart or from another replica
                 if await self.servers.healthy(dep):
                     self.traffic.used_now(dep_id, only_if_unknown=True)
@@ -121,26 +122,26 @@ class Watchers:
                         if outcome == "idle":
                             await self._scale_to_zero(dep_id)
                         return
-                if not await asyncio.to_thread(
+                if not await run_sync(
                     self.changes.count_restart, dep_id, "inference server stopped answering"
                 ):
                     return
             while True:
-                dep, model = await asyncio.to_thread(self.records.load, dep_id)
+                dep, model = await run_sync(self.records.load, dep_id)
                 if dep.status not in LIVE:
                     return
                 try:
                     await self._start_server(dep, model)
                 except Exception as exc:
                     log.warning("deployment %s failed to start: %s", dep_id, exc)
-                    if not await asyncio.to_thread(self.changes.count_restart, dep_id, str(exc)):
+                    if not await run_sync(self.changes.count_restart, dep_id, str(exc)):
                         return
                     continue
                 outcome = await self._watch(dep_id)
                 if outcome == "idle":
                     await self._scale_to_zero(dep_id)
                     return
-                if outcome == "gone" or not await asyncio.to_thread(
+                if outcome == "gone" or not await run_sync(
                     self.changes.count_restart, dep_id, "inference server stopped answering"
                 ):
                     return
@@ -148,13 +149,13 @@ class Watchers:
             raise
         except Exception as exc:
             log.exception("deployment %s crashed", dep_id)
-            await asyncio.to_thread(self.changes.fail, dep_id, f"deployment error: {exc}")
+            await run_sync(self.changes.fail, dep_id, f"deployment error: {exc}")
 
     async def _start_server(self, dep: Deployment, model: ModelVersion) -> None:
         """Start the servers; mark the deployment running (and stop what it supersedes)."""
         await self.servers.start(dep, model)
         self.traffic.used_now(dep.id)
-        superseded = await asyncio.to_thread(self.changes.mark_running, dep.id, str(model.id))
+        superseded = await run_sync(self.changes.mark_running, dep.id, str(model.id))
         await self.stop_superseded(superseded)
 
     async def stop_superseded(self, dep_ids: list[uuid.UUID]) -> None:
@@ -171,7 +172,7 @@ class Watchers:
         failures = 0
         while failures < self.settings.trainer_health_failures:
             await asyncio.sleep(self.settings.trainer_health_seconds)
-            dep, _ = await asyncio.to_thread(self.records.load, dep_id)
+            dep, _ = await run_sync(self.records.load, dep_id)
             if dep.status != "running":
                 return "gone"
             if self.traffic.idle_for(dep) is not None:
@@ -181,16 +182,14 @@ class Watchers:
 
     async def _scale_to_zero(self, dep_id: uuid.UUID) -> None:
         """Stop the servers of an idle deployment; it stays ``idle`` until a request comes."""
-        dep, _ = await asyncio.to_thread(self.records.load, dep_id)
+        dep, _ = await run_sync(self.records.load, dep_id)
         reason = f"scaled to zero after {dep.idle_timeout_s}s without a request"
-        if not await asyncio.to_thread(
-            self.records.move, dep_id, ("running",), "idle", reason=reason
-        ):
+        if not await run_sync(self.records.move, dep_id, ("running",), "idle", reason=reason):
             return
         executor = self.servers.executor(dep)
         try:
             await self.servers.kill(dep, executor)
         finally:
             await self.servers.endpoints.forget(dep_id)
-            await asyncio.to_thread(self.records.update, dep_id, pid=None, port=None, procs=None)
+            await run_sync(self.records.update, dep_id, pid=None, port=None, procs=None)
         log.info("deployment %s: %s", dep_id, reason)

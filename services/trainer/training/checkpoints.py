@@ -7,7 +7,6 @@ from the node, and older checkpoints beyond ``trainer_keep_checkpoints`` are pru
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 
 from services.trainer.checkpoint_paths import ensure_inside
@@ -17,6 +16,7 @@ from services.trainer.retention import prune_checkpoints
 from services.trainer.settings import TrainerSettings
 from services.trainer.staging import restore_missing, store_tree, workspace_of
 from services.trainer.training.records import RunRecords
+from shared.db import run_sync
 from shared.runtime import ServiceRuntime
 from shared.store import ArtifactStore
 
@@ -49,10 +49,10 @@ async def store_checkpoint(
         revision=f"step-{step}",
         meta={"kind": "checkpoint", "run_id": str(run.run_id), "step": step},
     )
-    await asyncio.to_thread(records.record_checkpoint, run.run_id, step, tree)
+    await run_sync(records.record_checkpoint, run.run_id, step, tree)
     await restore_missing(executor=executor, store=store, root=root, tree=tree)
     await executor.remove_tree(root)
-    await asyncio.to_thread(
+    await run_sync(
         prune_checkpoints,
         runtime.db,
         store,

@@ -22,6 +22,7 @@ from services.trainer.settings import TrainerSettings
 from services.trainer.staging import restore_missing, store_tree, workspace_of
 from services.trainer.training.outcome import Attempt
 from services.trainer.training.records import RunRecords
+from shared.db import run_sync
 from shared.runtime import ServiceRuntime
 from shared.spec import ProjectSpec
 from shared.store import ArtifactStore
@@ -60,10 +61,10 @@ async def complete(
     if adapter and not adapter["merged"] and base_key:  # a LoRA adapter: + base/ (adapters.py)
         tree = await asyncio.to_thread(with_base, store, tree, base_key)
     clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    deployment_id = await asyncio.to_thread(
+    deployment_id = await run_sync(
         records.record_completion, run.run_id, tree, clean, spec.deploy, index, adapter
     )
     await restore_missing(executor=executor, store=store, root=root, tree=stored)
     if settings.trainer_drop_checkpoints_on_register:
-        await asyncio.to_thread(prune_checkpoints, runtime.db, store, run_id=run.run_id, keep=0)
+        await run_sync(prune_checkpoints, runtime.db, store, run_id=run.run_id, keep=0)
     return deployment_id

@@ -28,6 +28,7 @@ from services.trainer.training.launch import Handoff
 from services.trainer.training.lease import RunLeases
 from services.trainer.training.outcome import Attempt
 from services.trainer.training.records import RunRecords
+from shared.db import run_sync
 from shared.errors import ProviderError
 from shared.runtime import ServiceRuntime
 from shared.store import ArtifactStore, DiskFull
@@ -218,7 +219,7 @@ class _Watch:
         timeout = self.settings.trainer_node_timeout_seconds
         while True:
             await asyncio.sleep(self.settings.trainer_poll_seconds)
-            state = await asyncio.to_thread(self.m.leases.renew, self.run_row.run_id)
+            state = await run_sync(self.m.leases.renew, self.run_row.run_id)
             if state is None or state == "cancelled":
                 self.outcome.cancelled = state == "cancelled"
                 self.outcome.lost_lease = state is None

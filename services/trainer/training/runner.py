@@ -49,6 +49,7 @@ from services.trainer.training.outcome import (
 from services.trainer.training.records import RunRecords
 from services.trainer.training.stage import kill_previous
 from services.trainer.warm import WarmPool
+from shared.db import run_sync
 from shared.errors import ProviderError
 from shared.events import EnvInfo, TrainingStarted
 from shared.runtime import ServiceRuntime
@@ -101,7 +102,7 @@ class JobRunner:
     async def _supervise(self) -> None:
         while True:
             try:
-                for run_id in await asyncio.to_thread(self.leases.claim, self.jobs):
+                for run_id in await run_sync(self.leases.claim, self.jobs):
                     self.jobs[run_id] = self.runtime.spawn(self._job(run_id), name=f"run-{run_id}")
             except Exception:
                 log.exception("trainer supervisor pass failed")
@@ -127,23 +128,21 @@ class JobRunner:
             while await self._attempt(run_id):
                 pass
         except asyncio.CancelledError:
-            await asyncio.shield(asyncio.to_thread(self.leases.release, run_id))
+            await asyncio.shield(run_sync(self.leases.release, run_id))
             raise
         except Exception as exc:  # an aidp bug or an unreachable store: fail visibly
             log.exception("training job for run %s crashed", run_id)
-            await asyncio.to_thread(
-                self.records.finish_failed, run_id, f"trainer error: {exc}", None, True
-            )
+            await run_sync(self.records.finish_failed, run_id, f"trainer error: {exc}", None, True)
         finally:
             self.jobs.pop(run_id, None)
 
     async def _attempt(self, run_id: uuid.UUID) -> bool:
         """One launch. Returns True when the run should be launched again (retry)."""
-        run, ckpt = await asyncio.to_thread(self.records.load, run_id)
+        run, ckpt = await run_sync(self.records.load, run_id)
         if run.state not in ACTIVE:
             return False
         if run.state == "training":  # resumed after a trainer crash or restart
-            if not await asyncio.to_thread(self.records.back_to_staging, run_id):
+            if not await run_sync(self.records.back_to_staging, run_id):
                 return False
         spec = ProjectSpec.model_validate(run.spec)
         env = EnvInfo.model_validate(run.env)
@@ -163,7 +162,7 @@ class JobRunner:
                 attempt=run.attempt + 1,
                 resumed_from_step=ckpt.step if ckpt else None,
             )
-            ok = await asyncio.to_thread(
+            ok = await run_sync(
                 self.records.to_training,
                 run_id,
                 started,
@@ -217,7 +216,7 @@ class JobRunner:
         if decided.verdict is Verdict.ABANDONED:
             return False
         if decided.verdict is Verdict.REPLACE:  # no job owns the run until NodesReplaced
-            await asyncio.to_thread(
+            await run_sync(
                 self.records.to_replacing,
                 run_id,
                 list(decided.nodes),
@@ -228,9 +227,9 @@ class JobRunner:
             return False
         retry = False
         if decided.verdict is Verdict.FAILED:
-            await asyncio.to_thread(self.records.finish_failed, run_id, decided.reason, None, False)
+            await run_sync(self.records.finish_failed, run_id, decided.reason, None, False)
         elif decided.verdict is Verdict.RETRY_OR_FAIL:
-            retry = await asyncio.to_thread(
+            retry = await run_sync(
                 self.records.retry_or_fail,
                 run_id,
                 decided.reason,
@@ -258,7 +257,7 @@ class JobRunner:
             )
         except DiskFull as exc:
             reason = f"the trained model was not stored: {exc.message}"
-            await asyncio.to_thread(self.records.finish_failed, run.run_id, reason, None, False)
+            await run_sync(self.records.finish_failed, run.run_id, reason, None, False)
             await self.cleanup(run.run_id, execs)
             return
         if deployment_id is None:
@@ -293,7 +292,7 @@ class JobRunner:
 
     async def cleanup(self, run_id: uuid.UUID, execs: list[NodeExecutor] | None = None) -> None:
         """Remove the run's workspace (all plaintext) from its nodes. Best effort."""
-        run, _ = await asyncio.to_thread(self.records.load, run_id)
+        run, _ = await run_sync(self.records.load, run_id)
         own = execs is None
         execs = execs if execs is not None else self.executors(run.nodes or [], run_id)
         try:
@@ -309,4 +308,4 @@ class JobRunner:
             if own:
                 for executor in execs:
                     await executor.close()
-        await asyncio.to_thread(self.records.mark_cleaned, run_id)
+        await run_sync(self.records.mark_cleaned, run_id)

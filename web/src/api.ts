@@ -1,4 +1,4 @@
-// The one way the UI talks to the gateway (DESIGN §5): JSON over fetch, bearer tokens,
+// The one way the UI talks to the gateway (docs/design.md §5): JSON over fetch, bearer tokens,
 // silent refresh (before expiry and on a 401), and errors as ApiError with a readable message.
 
 import type { components } from "./api-types";
@@ -176,7 +176,7 @@ export async function decode<T>(response: Response): Promise<T> {
   return body as T;
 }
 
-/** The DESIGN §5 error shape (or FastAPI's `detail`) turned into an ApiError. */
+/** The docs/design.md §5 error shape (or FastAPI's `detail`) turned into an ApiError. */
 export function errorFrom(status: number, body: unknown, fallback = ""): ApiError {
   const b = body as
     | { error?: { code?: string; message?: string } & Record<string, unknown>; detail?: unknown }

@@ -1,4 +1,4 @@
-// Folding a project's event stream (DESIGN §3) into the live state of each run.
+// Folding a project's event stream (docs/design.md §3) into the live state of each run.
 import type { Envelope, RunStatus, StoredEvent } from "./api";
 
 export type StageName = "fetching" | "provisioning" | "training" | "deploying";

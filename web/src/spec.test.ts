@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_FORM, toSpec, toYaml, validate } from "./spec";
 
 describe("spec form", () => {
-  it("the defaults make a valid spec with the DESIGN §4 shape", () => {
+  it("the defaults make a valid spec with the docs/design.md §4 shape", () => {
     expect(validate(DEFAULT_FORM)).toEqual({});
     const spec = toSpec(DEFAULT_FORM);
     expect(spec.model).toBe("hf://sentence-transformers/all-MiniLM-L6-v2@main");

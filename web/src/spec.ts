@@ -189,7 +189,7 @@ export function datasetUri(f: SpecForm): string | null {
   }
 }
 
-/** The project spec (DESIGN §4) the form describes. */
+/** The project spec (docs/design.md §4) the form describes. */
 export function toSpec(f: SpecForm): Record<string, unknown> {
   const args: Record<string, number> = {
     epochs: Number(f.epochs),

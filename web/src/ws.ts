@@ -1,4 +1,4 @@
-// Live project events over the WebSocket (DESIGN §6): authenticate, subscribe after the last
+// Live project events over the WebSocket (docs/design.md §6): authenticate, subscribe after the last
 // seq seen, and on any drop reconnect with backoff and resubscribe — no gap, no duplicate.
 import { useEffect, useRef, useState } from "react";
 import { freshAccessToken, refresh, type StoredEvent } from "./api";

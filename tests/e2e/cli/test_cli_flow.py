@@ -1,4 +1,4 @@
-"""The CLI against a running platform over real HTTP and WebSocket (DESIGN §7)."""
+"""The CLI against a running platform over real HTTP and WebSocket (docs/design.md §7)."""
 
 from __future__ import annotations
 

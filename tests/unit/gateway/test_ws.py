@@ -1,4 +1,4 @@
-"""The WebSocket status stream (DESIGN §6)."""
+"""The WebSocket status stream (docs/design.md §6)."""
 
 from __future__ import annotations
 

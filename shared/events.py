@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.service.clock import utcnow
 from shared.urls import public_url, scrub_urls
 
 __all__ = [
@@ -70,10 +71,6 @@ __all__ = [
 ]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class EventPayload(BaseModel):
     """Base of every event payload. Unknown fields are ignored (rule 3)."""
 
@@ -94,7 +91,7 @@ class Envelope(BaseModel):
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     type: str
     version: int = 1
-    occurred_at: datetime = Field(default_factory=_utcnow)
+    occurred_at: datetime = Field(default_factory=utcnow)
     project_id: uuid.UUID | None = None
     run_id: uuid.UUID | None = None
     correlation_id: uuid.UUID | None = None

@@ -27,14 +27,11 @@ from sqlmodel import Field, Session, SQLModel
 from shared.bus.base import Bus, StoredEvent, UnroutableError
 from shared.db import Database, run_sync
 from shared.events import Envelope
+from shared.service.clock import utcnow
 
 __all__ = ["InboxRow", "OutboxRelay", "OutboxRow", "add_to_outbox", "claim_inbox"]
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class OutboxRow(SQLModel, table=True):
@@ -51,7 +48,7 @@ class OutboxRow(SQLModel, table=True):
     service: str = Field(max_length=64)
     event_type: str = Field(max_length=128)
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
     attempts: int = 0
     # Routing fields (shared_0002): null only on rows staged before that migration.
@@ -67,7 +64,7 @@ class InboxRow(SQLModel, table=True):
     service: str = Field(primary_key=True, max_length=64)
     event_id: uuid.UUID = Field(primary_key=True)
     event_type: str = Field(max_length=128)
-    handled_at: datetime = Field(default_factory=_now)
+    handled_at: datetime = Field(default_factory=utcnow)
 
 
 def add_to_outbox(session: Session, envelope: Envelope, *, service: str) -> None:
@@ -286,7 +283,7 @@ class OutboxRelay:
         """Record the outcome of a batch (the caller commits)."""
         if sent:
             session.execute(
-                update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=_now())  # type: ignore[union-attr]
+                update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=utcnow())  # type: ignore[union-attr]
             )
         if retry:
             session.execute(
@@ -301,4 +298,4 @@ class OutboxRelay:
         created = row.created_at
         if created.tzinfo is None:  # SQLite returns naive UTC datetimes
             created = created.replace(tzinfo=UTC)
-        return (_now() - created).total_seconds() >= self.unroutable_grace
+        return (utcnow() - created).total_seconds() >= self.unroutable_grace

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from shared.service.clock import utcnow
+
 __all__ = [
     "ApiToken",
     "AuthLock",
@@ -25,10 +27,6 @@ __all__ = [
     "aware",
     "utcnow",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def aware(value: datetime) -> datetime:

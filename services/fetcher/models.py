@@ -22,10 +22,12 @@ provider ids of ``fetcher_aliases``.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
+
+from shared.service.clock import utcnow
 
 __all__ = [
     "Alias",
@@ -39,10 +41,6 @@ __all__ = [
     "Upload",
     "utcnow",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class FetchJob(SQLModel, table=True):

@@ -13,7 +13,7 @@ inviter's ``member_invites_per_hour`` (from the audit trail, so every replica ag
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -24,6 +24,7 @@ from services.gateway.identity import Identity
 from services.gateway.models import AuditEntry, Invitation, Member, Project
 from shared.errors import NotFound, RateLimited
 from shared.runtime import ServiceRuntime
+from shared.service.clock import utcnow
 
 __all__ = [
     "accept_invitation",
@@ -37,12 +38,8 @@ __all__ = [
 _WINDOW = timedelta(hours=1)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _check_rate(session: Any, actor: uuid.UUID, per_hour: int) -> None:
-    since = _now() - _WINDOW
+    since = utcnow() - _WINDOW
     sent = session.execute(
         select(func.count()).where(
             col(AuditEntry.actor_id) == actor,

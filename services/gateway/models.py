@@ -8,11 +8,13 @@ gapless and commit in order even with several gateway replicas on PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from shared.service.clock import utcnow
 
 __all__ = [
     "AuditEntry",
@@ -27,10 +29,6 @@ __all__ = [
 
 ROLES = ("viewer", "editor", "owner")
 TERMINAL_STATUSES = frozenset({"deployed", "succeeded", "failed", "cancelled"})
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _bigint() -> Any:
@@ -53,8 +51,8 @@ class Project(SQLModel, table=True):
     #: requester then confirms the spec once)
     spec_changed_by: uuid.UUID | None = None
     spec_changed_at: datetime | None = None
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class SpecApproval(SQLModel, table=True):
@@ -66,7 +64,7 @@ class SpecApproval(SQLModel, table=True):
     user_id: uuid.UUID = Field(primary_key=True)
     spec_hash: str = Field(max_length=64)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    approved_at: datetime = Field(default_factory=_now)
+    approved_at: datetime = Field(default_factory=utcnow)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -79,7 +77,7 @@ class AuditEntry(SQLModel, table=True):
         default=None, sa_column=Column(_bigint(), primary_key=True, autoincrement=True)
     )
     project_id: uuid.UUID
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utcnow)
     action: str = Field(max_length=32)
     actor_id: uuid.UUID | None = None
     actor_email: str = Field(default="", max_length=320)
@@ -98,7 +96,7 @@ class Member(SQLModel, table=True):
     user_id: uuid.UUID = Field(primary_key=True, index=True)
     email: str = Field(default="", max_length=320)
     role: str = Field(max_length=16)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Run(SQLModel, table=True):
@@ -116,8 +114,8 @@ class Run(SQLModel, table=True):
     model_version: str | None = Field(default=None, max_length=200)
     deployment_id: uuid.UUID | None = None
     endpoint: str | None = Field(default=None, max_length=500)
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
     preparing_at: datetime | None = None
     training_at: datetime | None = None
     deploying_at: datetime | None = None
@@ -139,7 +137,7 @@ class Event(SQLModel, table=True):
     run_id: uuid.UUID | None = None
     type: str = Field(max_length=128)
     body: str = Field(sa_column=Column(Text, nullable=False))
-    stored_at: datetime = Field(default_factory=_now)
+    stored_at: datetime = Field(default_factory=utcnow)
 
 
 class Invitation(SQLModel, table=True):
@@ -157,4 +155,4 @@ class Invitation(SQLModel, table=True):
     role: str = Field(max_length=16)
     invited_by: uuid.UUID
     invited_by_email: str = Field(default="", max_length=320)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -11,7 +11,6 @@ import difflib
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -44,6 +43,7 @@ from shared.events import (
     new_event,
 )
 from shared.runtime import ServiceRuntime
+from shared.service.clock import utcnow
 from shared.spec import ProjectSpec
 
 __all__ = [
@@ -60,10 +60,6 @@ __all__ = [
     "spec_hash",
     "update_project",
 ]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _spec_json(spec: ProjectSpec) -> dict[str, Any]:
@@ -124,7 +120,7 @@ def _approve(
     if approval is None:
         approval = SpecApproval(project_id=project_id, user_id=user_id, spec_hash=digest, spec=spec)
     else:
-        approval.spec_hash, approval.spec, approval.approved_at = digest, spec, _now()
+        approval.spec_hash, approval.spec, approval.approved_at = digest, spec, utcnow()
     session.add(approval)
 
 
@@ -250,7 +246,7 @@ def create_project(
         owner_id=owner.user_id,
         run_count=1,
         spec_changed_by=owner.user_id,
-        spec_changed_at=_now(),
+        spec_changed_at=utcnow(),
     )
     run = Run(project_id=project.id, number=1, spec=spec_json, requested_by=owner.user_id)
     project.current_run_id = run.id
@@ -334,7 +330,7 @@ def update_project(
             digest = spec_hash(spec_json)
             if digest != spec_hash(project.spec):
                 project.spec = spec_json
-                project.spec_changed_by, project.spec_changed_at = identity.user_id, _now()
+                project.spec_changed_by, project.spec_changed_at = identity.user_id, utcnow()
                 _audit(
                     session,
                     project.id,
@@ -345,7 +341,7 @@ def update_project(
                 )
             # whoever writes a spec has approved it (also when it was already this one)
             _approve(session, project.id, identity.user_id, spec_json, digest)
-        project.updated_at = _now()
+        project.updated_at = utcnow()
         session.add(project)
         _commit_named(session, project.name)
     return project
@@ -422,7 +418,7 @@ def request_run(
         project.run_count += 1
         run = Run(project_id=project.id, number=project.run_count, spec=spec_json, requested_by=by)
         project.current_run_id = run.id
-        project.updated_at = _now()
+        project.updated_at = utcnow()
         session.add(project)
         session.add(run)
         _audit(
@@ -456,7 +452,7 @@ def cancel_run(runtime: ServiceRuntime, *, run_id: uuid.UUID, by: uuid.UUID) -> 
             raise NotFound("run not found")
         if run.status in TERMINAL_STATUSES:
             raise Conflict(f"run already {run.status}")
-        now = _now()
+        now = utcnow()
         run.status, run.finished_at, run.updated_at = "cancelled", now, now
         session.add(run)
         runtime.stage(

@@ -10,17 +10,15 @@ platform's webhook key in Vault), never in plaintext.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.service.clock import utcnow
+
 __all__ = ["Webhook", "WebhookDelivery"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Webhook(SQLModel, table=True):
@@ -33,7 +31,7 @@ class Webhook(SQLModel, table=True):
     events: list[str] = Field(sa_column=Column(JSON, nullable=False))
     secret_sealed: str = Field(sa_column=Column(Text, nullable=False))
     created_by: uuid.UUID
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -55,8 +53,8 @@ class WebhookDelivery(SQLModel, table=True):
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
-    next_attempt_at: datetime = Field(default_factory=_now)
+    next_attempt_at: datetime = Field(default_factory=utcnow)
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None

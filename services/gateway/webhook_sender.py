@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -31,6 +31,7 @@ from services.gateway.webhook_models import Webhook, WebhookDelivery
 from services.gateway.webhooks import WebhookKey, check_webhook_url, sign, slack_text
 from shared.db import Database, run_sync
 from shared.errors import InvalidInput
+from shared.service.clock import utcnow
 
 __all__ = ["WebhookSender"]
 
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 
 _BATCH = 20
 _MAX_DELAY = 3600.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class WebhookSender:
@@ -80,7 +77,7 @@ class WebhookSender:
                 self._wake.clear()
 
     def _claim(self) -> list[tuple[WebhookDelivery, Webhook]]:
-        now = _now()
+        now = utcnow()
         lease = now + timedelta(seconds=self.settings.webhook_timeout + 30)
         claimed: list[tuple[WebhookDelivery, Webhook]] = []
         with self.db.session() as session:
@@ -172,7 +169,7 @@ class WebhookSender:
         await run_sync(self._record, delivery, code, error)
 
     def _record(self, delivery: WebhookDelivery, code: int | None, error: str | None) -> None:
-        now = _now()
+        now = utcnow()
         attempts = delivery.attempts + 1
         values: dict[str, object] = {
             "attempts": attempts,

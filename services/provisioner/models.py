@@ -9,11 +9,13 @@ of it gets a byte-identical lock.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
+
+from shared.service.clock import utcnow
 
 __all__ = [
     "ACTIVE_STATES",
@@ -41,10 +43,6 @@ STATES = (
     "failed",
 )
 ACTIVE_STATES = frozenset({"requested", "provisioning", "ready", "replacing", "releasing"})
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class RunNodes(SQLModel, table=True):
@@ -78,9 +76,9 @@ class RunNodes(SQLModel, table=True):
     lost: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     #: moved to the next choice after running out of memory (retry_larger_on_oom: once)
     grown: bool = False
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
-    last_active_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    last_active_at: datetime = Field(default_factory=utcnow)
 
 
 class Preflight(SQLModel, table=True):
@@ -92,7 +90,7 @@ class Preflight(SQLModel, table=True):
     run_id: uuid.UUID = Field(primary_key=True)
     passed: bool
     reason: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class EnvLock(SQLModel, table=True):
@@ -101,7 +99,7 @@ class EnvLock(SQLModel, table=True):
     input_key: str = Field(primary_key=True, max_length=64)  # sha256 of the resolution input
     lock_hash: str = Field(max_length=64)  # sha256 of the lock text
     lock: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class CloudAccess(SQLModel, table=True):
@@ -113,7 +111,7 @@ class CloudAccess(SQLModel, table=True):
     user_id: uuid.UUID = Field(primary_key=True)
     email: str | None = Field(default=None, max_length=320)  # for display only
     granted_by: uuid.UUID | None = None
-    granted_at: datetime = Field(default_factory=_now)
+    granted_at: datetime = Field(default_factory=utcnow)
 
 
 class CloudAccessChange(SQLModel, table=True):
@@ -122,7 +120,7 @@ class CloudAccessChange(SQLModel, table=True):
     __tablename__ = "provisioner_cloud_access_changes"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    at: datetime = Field(default_factory=_now, index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
     actor_id: uuid.UUID | None = None
     before: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     after: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))

@@ -49,6 +49,7 @@ from shared.events import (
     new_event,
 )
 from shared.runtime import ServiceRuntime
+from shared.service.clock import utcnow
 from shared.spec import LLM_TASKS, Choice, ProjectSpec
 
 __all__ = ["DriverFactory", "Provisioner", "no_capacity"]
@@ -73,10 +74,6 @@ def no_capacity(exc: BaseException) -> bool:
     if exc.code in CAPACITY_CODES:
         return True
     return exc.code == "instance_failed" and "capacity" in exc.message.lower()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(value: datetime) -> datetime:
@@ -120,7 +117,7 @@ class Provisioner:
     ) -> None:
         """Move ``row`` to ``state`` (with ``fields``) and stage the event announcing it."""
         row.state = state
-        row.updated_at = _now()
+        row.updated_at = utcnow()
         for name, value in fields.items():
             setattr(row, name, value)
         session.add(row)
@@ -324,7 +321,7 @@ class Provisioner:
                 return
             for name, value in fields.items():
                 setattr(row, name, value)
-            row.updated_at = _now()
+            row.updated_at = utcnow()
             s.add(row)
             s.commit()
 
@@ -512,7 +509,7 @@ class Provisioner:
                 return None
             row.choice, row.provider, row.nodes = index, choice.provider, []
             row.credential_source, row.hourly_usd = None, None
-            row.updated_at = _now()
+            row.updated_at = utcnow()
             s.add(row)
             s.commit()
             s.refresh(row)
@@ -548,7 +545,7 @@ class Provisioner:
                 event=payload,
                 env=env,
                 nodes=[n.record() for n in nodes],
-                last_active_at=_now(),
+                last_active_at=utcnow(),
             )
             s.commit()
         self.runtime.published()
@@ -649,7 +646,7 @@ class Provisioner:
 
     def _release_idle(self) -> list[uuid.UUID]:
         """Mark the ready runs idle past their autostop for release; their ids."""
-        now = _now()
+        now = utcnow()
         idle: list[uuid.UUID] = []
         with self.runtime.db.session() as s:
             ready = s.exec(select(RunNodes).where(RunNodes.state == "ready")).all()

@@ -75,7 +75,8 @@ async def test_second_run_starts_warm_and_trains_like_a_cold_one(trainer: Harnes
 
 async def test_no_spare_under_memory_pressure_and_only_eligible_launches(tmp_path: Path) -> None:
     from services.trainer.settings import TrainerSettings
-    from services.trainer.warm import WarmPool, available_memory_mb
+    from services.trainer.warm import WarmPool
+    from services.trainer.warm_boot import available_memory_mb
 
     settings = TrainerSettings(data_dir=tmp_path / "data")
     node = NodeInfo(name="n", address="127.0.0.1", workdir=str(tmp_path), python=PYTHON)

@@ -8,9 +8,9 @@ Both speak the OpenAI wire format (``openai_wire``) for ``/v1/models``,
   ``TextIteratorStreamer`` for streams, stop sequences cut on the text, one generation at
   a time. A LoRA adapter (``adapter_config.json`` in the model folder) is applied on its
   base with peft (``PeftModel.from_pretrained``) and merged for speed.
-- :class:`VLLMEngine` (CUDA nodes with ``vllm`` importable): vLLM's own OpenAI server
-  (``python -m vllm.entrypoints.openai.api_server``) on the node's loopback, adapters
-  through ``--enable-lora --lora-modules``; requests are passed through as they are.
+- ``VLLMEngine`` (``vllm_engine.py``; CUDA nodes with ``vllm`` importable): vLLM's own
+  OpenAI server (``python -m vllm.entrypoints.openai.api_server``) on the node's loopback,
+  adapters through ``--enable-lora --lora-modules``; requests are passed through as they are.
 
 Staged beside ``server.py`` as ``serving_llm.py``; standard library plus torch,
 transformers (and peft for adapters) from the node's environment.
@@ -18,39 +18,36 @@ transformers (and peft for adapters) from the node's environment.
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # on a node: staged beside this file
     import serving_openai_wire as wire  # type: ignore[import-not-found]
 except ImportError:  # in the repository
     from services.trainer.model_server import openai_wire as wire
 
+if TYPE_CHECKING:
+    from services.trainer.model_server.vllm_engine import VLLMEngine
+
 __all__ = [
     "LLM_TASKS",
     "Answer",
     "TransformersEngine",
-    "VLLMEngine",
     "adapter_info",
     "load_engine",
-    "vllm_argv",
+    "sse_answer",
 ]
 
 LLM_TASKS = ("causal-lm", "chat")
 DEFAULT_MAX_TOKENS = 512  # when a request names none (and the context allows it)
 PREDICT_MAX_TOKENS = 16
 STREAM_TIMEOUT = 600.0  # seconds a stream waits for the next token
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass
@@ -206,7 +203,7 @@ class TransformersEngine:
                     completion_tokens=gen.completion_tokens,
                 )
             )
-        return _sse_answer(self._chat_events(gen, req, len(ids)))
+        return sse_answer(self._chat_events(gen, req, len(ids)))
 
     def _chat_events(
         self, gen: Generation, req: wire.ChatRequest, n_prompt: int
@@ -246,7 +243,7 @@ class TransformersEngine:
                     completion_tokens=gen.completion_tokens,
                 )
             )
-        return _sse_answer(self._completion_events(gen, req, len(ids), prefix))
+        return sse_answer(self._completion_events(gen, req, len(ids), prefix))
 
     def _completion_events(
         self, gen: Generation, req: wire.CompletionRequest, n_prompt: int, prefix: str
@@ -270,7 +267,7 @@ class TransformersEngine:
             gen.close()
 
 
-def _sse_answer(events: Iterator[bytes]) -> Answer:
+def sse_answer(events: Iterator[bytes]) -> Answer:
     return Answer(stream=events, content_type="text/event-stream")
 
 
@@ -378,171 +375,6 @@ class Generation:
         self._thread.join()
 
 
-# -- the vLLM engine -------------------------------------------------------------------------
-
-
-def vllm_argv(
-    *,
-    python: str,
-    model_dir: str,
-    name: str,
-    port: int,
-    adapter: dict[str, Any] | None = None,
-    gpus: int = 1,
-    max_model_len: int | None = None,
-) -> list[str]:
-    """The command line of vLLM's OpenAI server for this deployment.
-
-    Without an adapter the model is served as ``name``; with one the base is served as
-    ``<name>-base`` and the adapter as ``name`` (vLLM LoRA). Never remote code; safetensors
-    only; loopback only (the inference server in front of it is the way in)."""
-    argv = [
-        python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--load-format",
-        "safetensors",
-        "--generation-config",
-        "auto",
-    ]
-    if adapter is None:
-        argv += ["--model", model_dir, "--served-model-name", name]
-    else:
-        rank = int(adapter.get("rank") or 8)
-        max_rank = next((r for r in VLLM_LORA_RANKS if r >= rank), VLLM_LORA_RANKS[-1])
-        argv += [
-            "--model",
-            str(adapter["base"]),
-            "--served-model-name",
-            f"{name}-base",
-            "--enable-lora",
-            "--lora-modules",
-            f"{name}={model_dir}",
-            "--max-lora-rank",
-            str(max_rank),
-        ]
-    if gpus > 1:
-        argv += ["--tensor-parallel-size", str(gpus)]
-    if max_model_len:
-        argv += ["--max-model-len", str(max_model_len)]
-    return argv
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class VLLMEngine:
-    """vLLM's OpenAI server as a child process; ``/v1`` requests are passed through."""
-
-    def __init__(
-        self, model_dir: str, name: str, *, base_dir: str | None = None, start_timeout: float = 1800
-    ) -> None:
-        import torch
-
-        self.name = name
-        self.port = _free_port()
-        adapter = adapter_info(model_dir, base_dir)
-        argv = vllm_argv(
-            python=sys.executable,
-            model_dir=model_dir,
-            name=name,
-            port=self.port,
-            adapter=adapter,
-            gpus=max(1, torch.cuda.device_count()),
-        )
-        self.proc = subprocess.Popen(argv, stdout=sys.stdout, stderr=sys.stderr)
-        deadline = time.monotonic() + start_timeout
-        while not self._ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode} while starting")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError("vLLM did not become ready in time")
-            time.sleep(1)
-
-    def _ready(self) -> bool:
-        try:
-            status, _, _ = self._call("GET", "/health", None, timeout=2)
-        except OSError:
-            return False
-        return status == 200
-
-    def _call(
-        self, method: str, path: str, body: Any, *, timeout: float = STREAM_TIMEOUT
-    ) -> tuple[int, str, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.getheader("Content-Type", ""), response.read()
-        finally:
-            conn.close()
-
-    def models(self) -> dict[str, Any]:
-        status, _, data = self._call("GET", "/v1/models", None)
-        return dict(json.loads(data)) if status == 200 else wire.models_list(self.name, 0)
-
-    def openai(self, path: str, body: Any) -> Answer:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=STREAM_TIMEOUT)
-        conn.request(
-            "POST",
-            path,
-            body=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        response = conn.getresponse()
-        content_type = response.getheader("Content-Type", "application/json")
-        if "text/event-stream" not in content_type:
-            data = response.read()
-            conn.close()
-            try:
-                parsed = json.loads(data)
-            except ValueError:
-                parsed = wire.error_body(
-                    "vLLM answered a body that is not JSON", type="server_error"
-                )
-            if response.status >= 400 and isinstance(parsed, dict) and "error" not in parsed:
-                # older vLLM: {"object": "error", "message", "type", "param", "code"}
-                parsed = wire.error_body(
-                    str(parsed.get("message") or f"vLLM answered {response.status}"),
-                    type=str(parsed.get("type") or "invalid_request_error"),
-                    param=parsed.get("param"),
-                    code=str(parsed["code"]) if parsed.get("code") is not None else None,
-                )
-            return Answer(status=response.status, body=parsed)
-
-        def relay() -> Iterator[bytes]:
-            try:
-                while chunk := response.read1(65536):
-                    yield chunk
-            finally:
-                conn.close()
-
-        return Answer(status=response.status, stream=relay(), content_type="text/event-stream")
-
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        results = []
-        for text in texts:
-            body = {"model": self.name, "prompt": text, "max_tokens": PREDICT_MAX_TOKENS}
-            status, _, data = self._call("POST", "/v1/completions", {**body, "temperature": 0})
-            if status != 200:
-                raise ValueError(f"vLLM answered {status}: {data[:200]!r}")
-            results.append({"generated_text": text + json.loads(data)["choices"][0]["text"]})
-        return results
-
-    def close(self) -> None:
-        self.proc.terminate()
-
-
 def load_engine(
     model_dir: str, name: str, *, engine: str = "auto", base_dir: str | None = None
 ) -> TransformersEngine | VLLMEngine:
@@ -555,5 +387,9 @@ def load_engine(
             if torch.cuda.is_available():
                 engine = "vllm"
     if engine == "vllm":
+        try:  # on a node: staged beside this file
+            from serving_vllm_engine import VLLMEngine  # type: ignore[import-not-found]
+        except ImportError:  # in the repository
+            from services.trainer.model_server.vllm_engine import VLLMEngine
         return VLLMEngine(model_dir, name, base_dir=base_dir)
     return TransformersEngine(model_dir, name, base_dir=base_dir)

@@ -38,7 +38,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # on a node: staged beside this file
     import serving_keras_engine as keras_engine  # type: ignore[import-not-found]
@@ -51,6 +51,9 @@ try:  # on a node: staged beside this file
 except ImportError:  # in the repository
     from services.trainer.model_server import llm
     from services.trainer.model_server import openai_wire as wire
+
+if TYPE_CHECKING:
+    from services.trainer.model_server.vllm_engine import VLLMEngine
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_INPUTS = 256
@@ -74,7 +77,7 @@ class Model:
         self.task = task
         self.torch = torch
         self.lock = threading.Lock()
-        self.engine: llm.TransformersEngine | llm.VLLMEngine | None = None
+        self.engine: llm.TransformersEngine | VLLMEngine | None = None
         if task in llm.LLM_TASKS:
             self.engine = llm.load_engine(model_dir, name, engine=engine, base_dir=base_dir)
             return

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from services.trainer.model_server import openai_wire as wire
-from services.trainer.model_server.llm import vllm_argv
+from services.trainer.model_server.vllm_engine import vllm_argv
 
 
 def parse_sse(data: bytes) -> list[Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, update
@@ -32,6 +31,7 @@ from services.fetcher.quota import StorageQuota
 from shared.crypto import IntegrityError as BlobCorrupt
 from shared.db import Database
 from shared.errors import NotFound
+from shared.service.leases import KeyLeases
 from shared.store import ArtifactStore, DiskFull, ManifestFile
 from shared.urls import public_url
 
@@ -55,9 +55,9 @@ class ArtifactCache:
         self.quota = StorageQuota(db, user_quota_bytes)
         self.store = store
         self.max_bytes = max_bytes
-        self.lease = timedelta(seconds=lease_seconds)
         self.verify = verify
         self.holder = uuid.uuid4().hex
+        self.leases = KeyLeases(db, Lease, instance=self.holder, seconds=lease_seconds)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -317,35 +317,13 @@ class ArtifactCache:
 
     def acquire(self, key: str) -> bool:
         """Take the download lease for ``key`` (True) unless a live holder has it."""
-        now = utcnow()
-        with self.db.session() as s:
-            s.add(Lease(key=key, holder=self.holder, expires_at=now + self.lease))
-            try:
-                s.commit()
-                return True
-            except IntegrityError:
-                s.rollback()
-            result = s.execute(
-                update(Lease)
-                .where(Lease.key == key, Lease.expires_at < now)  # type: ignore[arg-type]
-                .values(holder=self.holder, expires_at=now + self.lease)
-            )
-            s.commit()
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return self.leases.claim(key)
 
     def renew(self, key: str) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(Lease)
-                .where(Lease.key == key, Lease.holder == self.holder)  # type: ignore[arg-type]
-                .values(expires_at=utcnow() + self.lease)
-            )
-            s.commit()
+        self.leases.renew(key)
 
     def release(self, key: str) -> None:
-        with self.db.session() as s:
-            s.execute(delete(Lease).where(Lease.key == key, Lease.holder == self.holder))  # type: ignore[arg-type]
-            s.commit()
+        self.leases.release(key)
 
     # -- listing -------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import stamina
-from sqlalchemy import or_, update
-from sqlmodel import col, select
+from sqlalchemy import update
+from sqlmodel import col
 
 from services.fetcher.connectors import Credentials
 from services.fetcher.errors import FetchCancelled, FetchFailed
@@ -47,6 +47,7 @@ from shared.events import (
 )
 from shared.runtime import ServiceRuntime
 from shared.secrets import SecretStore
+from shared.service.leases import RowLeases
 from shared.spec import LLM_TASKS, ProjectSpec, Source
 from shared.urls import public_url, scrub_urls
 
@@ -109,6 +110,15 @@ class JobRunner:
         self.retry_delay = retry_delay
         self.claim = timedelta(seconds=claim_seconds)
         self.holder = uuid.uuid4().hex
+        self.leases = RowLeases(
+            runtime.db,
+            key=FetchJob.run_id,
+            holder=FetchJob.claimed_by,
+            until=FetchJob.claim_expires_at,
+            instance=self.holder,
+            seconds=claim_seconds,
+            eligible=lambda: [col(FetchJob.status) == "pending"],
+        )
         self.running: dict[uuid.UUID, _Running] = {}
 
     def start(self, run_id: uuid.UUID) -> None:
@@ -124,20 +134,7 @@ class JobRunner:
             self.start(run_id)
 
     def _unheld(self) -> list[uuid.UUID]:
-        now = utcnow()
-        with self.runtime.db.session() as s:
-            return list(
-                s.exec(
-                    select(FetchJob.run_id).where(
-                        FetchJob.status == "pending",
-                        or_(
-                            col(FetchJob.claimed_by).is_(None),
-                            col(FetchJob.claimed_by) == self.holder,
-                            col(FetchJob.claim_expires_at) < now,
-                        ),
-                    )
-                )
-            )
+        return self.leases.unheld()
 
     async def watch(self) -> None:
         """Forever: take over pending jobs whose replica stopped renewing its claim."""
@@ -151,23 +148,7 @@ class JobRunner:
 
     def try_claim(self, run_id: uuid.UUID) -> bool:
         """Claim (or renew the claim of) a pending job; True when this replica holds it."""
-        now = utcnow()
-        with self.runtime.db.session() as s:
-            result = s.execute(
-                update(FetchJob)
-                .where(
-                    col(FetchJob.run_id) == run_id,
-                    col(FetchJob.status) == "pending",
-                    or_(
-                        col(FetchJob.claimed_by).is_(None),
-                        col(FetchJob.claimed_by) == self.holder,
-                        col(FetchJob.claim_expires_at) < now,
-                    ),
-                )
-                .values(claimed_by=self.holder, claim_expires_at=now + self.claim)
-            )
-            s.commit()
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return self.leases.claim(run_id)
 
     async def _keep_claim(self, run_id: uuid.UUID, entry: _Running) -> None:
         while True:
@@ -378,7 +359,7 @@ class JobRunner:
                 .where(
                     col(FetchJob.run_id) == run_id,
                     col(FetchJob.status) == "pending",
-                    col(FetchJob.claimed_by) == self.holder,
+                    self.leases.held(),
                 )
                 .values(**values)
             )

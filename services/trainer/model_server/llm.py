@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 try:  # on a node: staged beside this file
+    import serving_openai_answers as answers  # type: ignore[import-not-found]
     import serving_openai_wire as wire  # type: ignore[import-not-found]
 except ImportError:  # in the repository
+    from services.trainer.model_server import openai_answers as answers
     from services.trainer.model_server import openai_wire as wire
 
 if TYPE_CHECKING:
@@ -127,7 +129,7 @@ class TransformersEngine:
     # -- the API -----------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        return wire.models_list(self.name, self.created)
+        return answers.models_list(self.name, self.created)
 
     def openai(self, path: str, body: Any) -> Answer:
         """Answer ``/v1/...`` (OpenAIError for a bad request)."""
@@ -194,8 +196,8 @@ class TransformersEngine:
         if not req.stream:
             text = "".join(gen)
             return Answer(
-                body=wire.chat_response(
-                    id=wire.new_id("chatcmpl"),
+                body=answers.chat_response(
+                    id=answers.new_id("chatcmpl"),
                     model=self.name,
                     text=text,
                     finish_reason=gen.finish_reason,
@@ -208,10 +210,10 @@ class TransformersEngine:
     def _chat_events(
         self, gen: Generation, req: wire.ChatRequest, n_prompt: int
     ) -> Iterator[bytes]:
-        rid, created = wire.new_id("chatcmpl"), int(time.time())
+        rid, created = answers.new_id("chatcmpl"), int(time.time())
 
         def chunk(**kw: Any) -> bytes:
-            return wire.sse(wire.chat_chunk(id=rid, model=self.name, created=created, **kw))
+            return answers.sse(answers.chat_chunk(id=rid, model=self.name, created=created, **kw))
 
         try:
             yield chunk(delta={"role": "assistant", "content": ""})
@@ -220,8 +222,8 @@ class TransformersEngine:
                     yield chunk(delta={"content": piece})
             yield chunk(finish_reason=gen.finish_reason)
             if req.include_usage:
-                yield chunk(usage_counts=wire.usage(n_prompt, gen.completion_tokens))
-            yield wire.SSE_DONE
+                yield chunk(usage_counts=answers.usage(n_prompt, gen.completion_tokens))
+            yield answers.SSE_DONE
         finally:
             gen.close()
 
@@ -234,8 +236,8 @@ class TransformersEngine:
         if not req.stream:
             text = prefix + "".join(gen)
             return Answer(
-                body=wire.completion_response(
-                    id=wire.new_id("cmpl"),
+                body=answers.completion_response(
+                    id=answers.new_id("cmpl"),
                     model=self.name,
                     text=text,
                     finish_reason=gen.finish_reason,
@@ -248,10 +250,12 @@ class TransformersEngine:
     def _completion_events(
         self, gen: Generation, req: wire.CompletionRequest, n_prompt: int, prefix: str
     ) -> Iterator[bytes]:
-        rid, created = wire.new_id("cmpl"), int(time.time())
+        rid, created = answers.new_id("cmpl"), int(time.time())
 
         def chunk(**kw: Any) -> bytes:
-            return wire.sse(wire.completion_chunk(id=rid, model=self.name, created=created, **kw))
+            return answers.sse(
+                answers.completion_chunk(id=rid, model=self.name, created=created, **kw)
+            )
 
         try:
             if prefix:
@@ -261,8 +265,8 @@ class TransformersEngine:
                     yield chunk(text=piece)
             yield chunk(finish_reason=gen.finish_reason)
             if req.include_usage:
-                yield chunk(usage_counts=wire.usage(n_prompt, gen.completion_tokens))
-            yield wire.SSE_DONE
+                yield chunk(usage_counts=answers.usage(n_prompt, gen.completion_tokens))
+            yield answers.SSE_DONE
         finally:
             gen.close()
 
@@ -293,7 +297,7 @@ class Generation:
         self.finish_reason = "stop"
         self.error: BaseException | None = None
         self._cancel = threading.Event()
-        self._stops = wire.StopMatcher(params.stop)
+        self._stops = answers.StopMatcher(params.stop)
         outer = self
 
         class Streamer(TextIteratorStreamer):  # counts the generated tokens

@@ -47,9 +47,11 @@ except ImportError:  # in the repository
 
 try:  # on a node: staged beside this file
     import serving_llm as llm  # type: ignore[import-not-found]
+    import serving_openai_answers as answers  # type: ignore[import-not-found]
     import serving_openai_wire as wire  # type: ignore[import-not-found]
 except ImportError:  # in the repository
     from services.trainer.model_server import llm
+    from services.trainer.model_server import openai_answers as answers
     from services.trainer.model_server import openai_wire as wire
 
 if TYPE_CHECKING:
@@ -257,7 +259,7 @@ def make_handler(model: Model, name: str, token: str | None = None) -> type[Base
                     raise
                 except Exception as exc:  # after the headers: the error as the last event
                     sys.stderr.write(f"stream failed: {exc!r}\n")
-                    error = wire.sse(wire.error_body(str(exc), type="server_error"))
+                    error = answers.sse(wire.error_body(str(exc), type="server_error"))
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(error), error))
                 self.wfile.write(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):

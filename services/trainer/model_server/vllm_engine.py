@@ -15,9 +15,11 @@ from typing import Any
 
 try:  # on a node: staged beside this file
     import serving_llm as llm  # type: ignore[import-not-found]
+    import serving_openai_answers as answers  # type: ignore[import-not-found]
     import serving_openai_wire as wire  # type: ignore[import-not-found]
 except ImportError:  # in the repository
     from services.trainer.model_server import llm
+    from services.trainer.model_server import openai_answers as answers
     from services.trainer.model_server import openai_wire as wire
 
 __all__ = ["VLLMEngine", "vllm_argv"]
@@ -134,7 +136,7 @@ class VLLMEngine:
 
     def models(self) -> dict[str, Any]:
         status, _, data = self._call("GET", "/v1/models", None)
-        return dict(json.loads(data)) if status == 200 else wire.models_list(self.name, 0)
+        return dict(json.loads(data)) if status == 200 else answers.models_list(self.name, 0)
 
     def openai(self, path: str, body: Any) -> llm.Answer:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=llm.STREAM_TIMEOUT)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.trainer.model_server import openai_answers as answers
 from services.trainer.model_server import openai_wire as wire
 from services.trainer.model_server.vllm_engine import vllm_argv
 
@@ -24,9 +25,11 @@ def parse_sse(data: bytes) -> list[Any]:
 
 
 def test_sse_frames_one_json_line_per_event_and_done_last() -> None:
-    chunk = wire.chat_chunk(id="c1", model="m", created=1, delta={"content": "a\nb\n\ndata: x"})
+    chunk = answers.chat_chunk(id="c1", model="m", created=1, delta={"content": "a\nb\n\ndata: x"})
     body = (
-        wire.sse(chunk) + wire.sse(wire.chat_chunk(id="c1", model="m", created=1)) + wire.SSE_DONE
+        answers.sse(chunk)
+        + answers.sse(answers.chat_chunk(id="c1", model="m", created=1))
+        + answers.SSE_DONE
     )
     # a newline in the content never breaks the framing: JSON escapes it
     assert body.count(b"\n\n") == 3
@@ -36,7 +39,7 @@ def test_sse_frames_one_json_line_per_event_and_done_last() -> None:
 
 
 def test_final_usage_chunk_has_no_choices() -> None:
-    chunk = wire.chat_chunk(id="c", model="m", created=1, usage_counts=wire.usage(3, 4))
+    chunk = answers.chat_chunk(id="c", model="m", created=1, usage_counts=answers.usage(3, 4))
     assert chunk["choices"] == [] and chunk["usage"] == {
         "prompt_tokens": 3,
         "completion_tokens": 4,
@@ -45,7 +48,7 @@ def test_final_usage_chunk_has_no_choices() -> None:
 
 
 def feed_all(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
-    matcher = wire.StopMatcher(stops)
+    matcher = answers.StopMatcher(stops)
     out, stopped = "", False
     for piece in pieces:
         text, stopped = matcher.feed(piece)
@@ -61,13 +64,13 @@ def test_stop_sequence_split_across_pieces_is_never_sent() -> None:
 
 
 def test_held_back_prefix_is_released_when_it_is_not_a_stop() -> None:
-    matcher = wire.StopMatcher(["END"])
+    matcher = answers.StopMatcher(["END"])
     assert matcher.feed("abc E") == ("abc ", False)  # "E" might start END
     assert matcher.feed("ND!") == ("", True)
-    matcher = wire.StopMatcher(["END"])
+    matcher = answers.StopMatcher(["END"])
     assert matcher.feed("abc E") == ("abc ", False)
     assert matcher.feed("nd") == ("End", False)
-    matcher = wire.StopMatcher(["END"])
+    matcher = answers.StopMatcher(["END"])
     assert matcher.feed("EN") == ("", False)
     assert matcher.flush() == "EN"  # the generation ended: what was held goes out
 

@@ -8,6 +8,7 @@ deployment created with it (training and serving are joined by the event, not a 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,10 +36,15 @@ __all__ = ["build_handlers"]
 def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, EventHandler]:
     """Event type -> handler; the service queue is bound to exactly these types."""
 
+    # One handler's transaction at a time: the inputs of a run arrive as separate events
+    # (spec, nodes, artifacts) and each checks whether the others are already recorded;
+    # two at once would each miss the other's uncommitted row and the run would never start.
+    serial = asyncio.Lock()
+
     def handler(
         effect: Callable[[Any, Envelope, Any], Any],
     ) -> Callable[[Envelope], Awaitable[None]]:
-        return _handler(runtime, effect)
+        return _handler(runtime, effect, serial)
 
     ids = lambda e: {"run_id": e.run_id, "project_id": e.project_id}  # noqa: E731
 
@@ -103,10 +109,11 @@ def _kick_if(state: TrainerState, changed: bool) -> Any:
 
 
 def _handler(
-    runtime: ServiceRuntime, effect: Callable[[Any, Envelope, Any], Any]
+    runtime: ServiceRuntime, effect: Callable[[Any, Envelope, Any], Any], serial: asyncio.Lock
 ) -> Callable[[Envelope], Awaitable[None]]:
-    """An event handler: inbox claim + ``effect`` in one transaction (a worker thread),
-    then what ``effect`` returned is awaited (background work)."""
+    """An event handler: inbox claim + ``effect`` in one transaction (a worker thread,
+    one at a time under ``serial``), then what ``effect`` returned is awaited (background
+    work, outside the lock)."""
 
     def record(envelope: Envelope, payload: Any) -> tuple[bool, Any]:
         """Claim and record in one transaction: (claimed, what to await after)."""
@@ -121,7 +128,8 @@ def _handler(
         if envelope.run_id is None:
             return
         payload = parse_payload(envelope)
-        claimed, after = await run_sync(record, envelope, payload)
+        async with serial:
+            claimed, after = await run_sync(record, envelope, payload)
         if not claimed:
             return
         runtime.published()

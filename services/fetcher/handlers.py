@@ -1,114 +1,94 @@
-"""Event handlers of the fetcher service: thin, they record jobs and start them."""
+"""Event handlers of the fetcher service: thin, they record jobs and start them.
+
+Each handler is a domain function on :class:`shared.service.inbox.Inbox` (claim, apply,
+commit, publish in one place); ``then`` starts or cancels the background job after the
+commit.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from services.fetcher.jobs import JobRunner
-from services.fetcher.models import FetchJob, utcnow
-from shared.db import run_sync
+from services.fetcher.models import FetchJob
 from shared.errors import InvalidInput
-from shared.events import (
-    Envelope,
-    ProjectCreated,
-    ProjectDeleted,
-    RunRequested,
-    parse_payload,
-)
-from shared.outbox import claim_inbox
+from shared.events import Envelope, ProjectCreated, ProjectDeleted, RunCancelled, RunRequested
 from shared.runtime import EventHandler, ServiceRuntime
+from shared.service.clock import utcnow
+from shared.service.inbox import Inbox
 
 __all__ = ["build_handlers"]
 
 
 def build_handlers(runtime: ServiceRuntime, runner: JobRunner) -> dict[str, EventHandler]:
     """Event type -> handler; the service queue is bound to exactly these types."""
+    inbox = Inbox(runtime)
 
-    async def on_run_started(envelope: Envelope) -> None:
-        if envelope.run_id is None:
-            raise InvalidInput(f"{envelope.type} without run_id")
-        if await run_sync(_record_job, runtime, envelope):
+    async def start(recorded: bool, envelope: Envelope) -> None:
+        if recorded and envelope.run_id is not None:
             runner.start(envelope.run_id)
 
-    async def on_run_cancelled(envelope: Envelope) -> None:
-        if envelope.run_id is not None:
-            if await run_sync(_cancel_jobs, runtime, [envelope.run_id], envelope):
-                await runner.cancel(envelope.run_id)
-
-    async def on_project_deleted(envelope: Envelope) -> None:
-        payload = parse_payload(envelope)
-        run_ids = set(payload.run_ids) if isinstance(payload, ProjectDeleted) else set()
-        if envelope.project_id is not None:
-            run_ids |= await run_sync(_project_jobs, runtime, envelope.project_id)
-        ordered = sorted(run_ids)
-        if await run_sync(_cancel_jobs, runtime, ordered, envelope):
-            for run_id in ordered:
-                await runner.cancel(run_id)
-
-    return {
-        "ProjectCreated": on_run_started,
-        "RunRequested": on_run_started,
-        "RunCancelled": on_run_cancelled,
-        "ProjectDeleted": on_project_deleted,
-    }
-
-
-def _record_job(runtime: ServiceRuntime, envelope: Envelope) -> bool:
-    """Record the fetch job a run asks for; False when the event was handled already."""
-    assert envelope.run_id is not None
-    payload = parse_payload(envelope)
-    with runtime.db.session() as s:
-        if not claim_inbox(s, envelope, service=runtime.name):
-            return False
-        if isinstance(payload, ProjectCreated):
-            owner: str | None = str(payload.owner_id)
-            spec = payload.spec
-        elif isinstance(payload, RunRequested):
-            spec = payload.spec
-            owner = str(payload.requested_by) if payload.requested_by else None
-            if owner is None and envelope.project_id is not None:
-                previous = s.exec(
-                    select(FetchJob).where(FetchJob.project_id == envelope.project_id)
-                ).first()
-                owner = previous.owner_id if previous else None
-        else:
-            raise InvalidInput(f"unexpected event {envelope.type}")
-        if s.get(FetchJob, envelope.run_id) is None:
-            s.add(
-                FetchJob(
-                    run_id=envelope.run_id,
-                    project_id=envelope.project_id,
-                    owner_id=owner,
-                    spec=_json(spec),
-                    cause=envelope.model_dump_json(),
-                )
-            )
-        s.commit()
-    return True
-
-
-def _project_jobs(runtime: ServiceRuntime, project_id: uuid.UUID) -> set[uuid.UUID]:
-    with runtime.db.session() as s:
-        return set(s.exec(select(FetchJob.run_id).where(FetchJob.project_id == project_id)))
-
-
-def _cancel_jobs(runtime: ServiceRuntime, run_ids: list[uuid.UUID], envelope: Envelope) -> bool:
-    """Mark the pending jobs of ``run_ids`` cancelled; False when the event was handled
-    already (the caller then leaves the running jobs alone)."""
-    with runtime.db.session() as s:
-        if not claim_inbox(s, envelope, service=runtime.name):
-            return False
+    async def cancel(run_ids: list[uuid.UUID], _envelope: Envelope) -> None:
         for run_id in run_ids:
-            job = s.get(FetchJob, run_id)
-            if job is not None and job.status == "pending":
-                job.status, job.updated_at = "cancelled", utcnow()
-        s.commit()
+            await runner.cancel(run_id)
+
+    inbox.handles(ProjectCreated, RunRequested, then=start)(record_job)
+    inbox.handles(RunCancelled, then=cancel)(cancel_run)
+    inbox.handles(ProjectDeleted, then=cancel)(cancel_project)
+    return inbox.handlers()
+
+
+def record_job(s: Session, event: ProjectCreated | RunRequested, envelope: Envelope) -> bool:
+    """Record the fetch job a run asks for (once per run)."""
+    if envelope.run_id is None:
+        raise InvalidInput(f"{envelope.type} without run_id")
+    if isinstance(event, ProjectCreated):
+        owner: str | None = str(event.owner_id)
+    else:
+        owner = str(event.requested_by) if event.requested_by else None
+        if owner is None and envelope.project_id is not None:
+            previous = s.exec(
+                select(FetchJob).where(FetchJob.project_id == envelope.project_id)
+            ).first()
+            owner = previous.owner_id if previous else None
+    if s.get(FetchJob, envelope.run_id) is None:
+        s.add(
+            FetchJob(
+                run_id=envelope.run_id,
+                project_id=envelope.project_id,
+                owner_id=owner,
+                spec=json.dumps(event.spec),
+                cause=envelope.model_dump_json(),
+            )
+        )
     return True
 
 
-def _json(spec: dict[str, object]) -> str:
-    import json
+def cancel_run(s: Session, _event: RunCancelled, envelope: Envelope) -> list[uuid.UUID]:
+    """Cancel the run's pending job; the runs whose running jobs to stop."""
+    run_ids = [envelope.run_id] if envelope.run_id is not None else []
+    _cancel_jobs(s, run_ids)
+    return run_ids
 
-    return json.dumps(spec)
+
+def cancel_project(s: Session, event: ProjectDeleted, envelope: Envelope) -> list[uuid.UUID]:
+    """Cancel every job of the project (the event's runs and those recorded here)."""
+    run_ids = set(event.run_ids)
+    if envelope.project_id is not None:
+        run_ids |= set(
+            s.exec(select(FetchJob.run_id).where(FetchJob.project_id == envelope.project_id))
+        )
+    ordered = sorted(run_ids)
+    _cancel_jobs(s, ordered)
+    return ordered
+
+
+def _cancel_jobs(s: Session, run_ids: list[uuid.UUID]) -> None:
+    """Mark the pending jobs of ``run_ids`` cancelled."""
+    for run_id in run_ids:
+        job = s.get(FetchJob, run_id)
+        if job is not None and job.status == "pending":
+            job.status, job.updated_at = "cancelled", utcnow()

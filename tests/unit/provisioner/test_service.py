@@ -163,6 +163,25 @@ async def test_training_end_releases_unless_deployed(harness: Harness, cloud: Fa
     assert cloud.nodes == {}
 
 
+async def test_training_completed_says_whether_the_nodes_serve(
+    harness: Harness, cloud: FakeCloud
+) -> None:
+    # the event's deploy wins over the spec (no deployment was made: release)
+    project, run = await _create(harness, spec_dict(provider="idc", deploy=True))
+    await harness.wait_for("NodesReady", run)
+    done = TrainingCompleted(model_version="1", digest="ab", deploy=False)
+    await harness.publish(done, project_id=project, run_id=run)
+    await harness.wait_for("NodesReleased", run)
+    assert cloud.nodes == {}
+
+    project2, run2 = await _create(harness, spec_dict(provider="idc"))
+    await harness.wait_for("NodesReady", run2)
+    done = TrainingCompleted(model_version="1", digest="ab", deploy=True)
+    await harness.publish(done, project_id=project2, run_id=run2)
+    await asyncio.sleep(0.3)
+    assert harness.of("NodesReleased", run2) == [] and len(cloud.nodes) == 1
+
+
 async def test_training_failed_releases(harness: Harness, cloud: FakeCloud) -> None:
     project, run = await _create(harness, spec_dict(provider="idc"))
     await harness.wait_for("NodesReady", run)

@@ -12,7 +12,7 @@ role is read on every request, on the event loop (``shared.db.aio``). Every erro
 answer has the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``, so
 clients raise their usual exceptions (``openai.NotFoundError``, ``BadRequestError`` …).
 The body is checked for JSON here and forwarded as is; the engine on the node checks the
-arguments (``services/trainer/serving/openai_wire.py``).
+arguments (``services/trainer/model_server/openai_wire.py``).
 """
 
 from __future__ import annotations

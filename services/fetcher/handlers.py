@@ -13,7 +13,7 @@ import uuid
 from sqlmodel import Session, select
 
 from services.fetcher.jobs import JobRunner
-from services.fetcher.models import FetchJob
+from services.fetcher.models import FETCH_JOB, FetchJob, FetchJobState
 from shared.errors import InvalidInput
 from shared.events import Envelope, ProjectCreated, ProjectDeleted, RunCancelled, RunRequested
 from shared.runtime import EventHandler, ServiceRuntime
@@ -90,5 +90,6 @@ def _cancel_jobs(s: Session, run_ids: list[uuid.UUID]) -> None:
     """Mark the pending jobs of ``run_ids`` cancelled."""
     for run_id in run_ids:
         job = s.get(FetchJob, run_id)
-        if job is not None and job.status == "pending":
-            job.status, job.updated_at = "cancelled", utcnow()
+        if job is not None and job.status == FetchJobState.PENDING:
+            FETCH_JOB.transition(job, FetchJobState.CANCELLED, attr="status")
+            job.updated_at = utcnow()

@@ -30,7 +30,7 @@ from sqlmodel import col
 
 from services.fetcher.connectors import Credentials
 from services.fetcher.errors import FetchCancelled, FetchFailed
-from services.fetcher.models import FetchJob, Resolution, utcnow
+from services.fetcher.models import FETCH_JOB, FetchJob, FetchJobState, Resolution, utcnow
 from services.fetcher.preflight import check_artifacts
 from services.fetcher.service import Fetcher
 from shared.db import run_sync
@@ -350,7 +350,11 @@ class JobRunner:
     ) -> None:
         """Move the job out of ``pending`` and stage its event, only while holding its claim
         (one conditional UPDATE, so two replicas can never both report the job)."""
-        values: dict[str, object] = {"status": status, "updated_at": utcnow()}
+        # the UPDATE below only moves a pending job: check the target is one it may reach
+        values: dict[str, object] = {
+            "status": FETCH_JOB.check(FetchJobState.PENDING, status).value,
+            "updated_at": utcnow(),
+        }
         if isinstance(payload, ArtifactsFailed):
             values["reason"] = payload.reason
         with self.runtime.db.session() as s:

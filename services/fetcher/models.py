@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from shared.service.clock import utcnow
+from shared.service.states import Transitions
 
 __all__ = [
+    "FETCH_JOB",
     "Alias",
     "Artifact",
     "ArtifactFile",
     "FetchJob",
+    "FetchJobState",
     "Lease",
     "Pin",
     "Resolution",
@@ -41,6 +45,28 @@ __all__ = [
     "Upload",
     "utcnow",
 ]
+
+
+class FetchJobState(StrEnum):
+    """The status of a fetch job (the strings stored in ``fetcher_jobs.status``)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: A pending job ends once: cached, failed or cancelled.
+FETCH_JOB = Transitions(
+    FetchJobState,
+    {
+        FetchJobState.PENDING: {
+            FetchJobState.DONE,
+            FetchJobState.FAILED,
+            FetchJobState.CANCELLED,
+        }
+    },
+)
 
 
 class FetchJob(SQLModel, table=True):

@@ -10,38 +10,66 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
 from shared.service.clock import utcnow
+from shared.service.states import Transitions
 
 __all__ = [
     "ACTIVE_STATES",
     "CloudAccess",
     "CloudAccessChange",
     "EnvLock",
+    "NODES",
     "Preflight",
     "RunNodes",
+    "RunState",
     "STATES",
 ]
 
-#: requested → provisioning → ready → releasing → released; failed ends a run's nodes
-#: (its partial nodes are already torn down when the row says failed). An LLM task's run
-#: starts in validating: it waits for the fetcher's pre-flight check (DatasetValidated →
-#: requested; ValidationFailed → failed, nothing created).
-#: A ready run whose node was lost (NodeLost) is ``replacing`` until NodesReplaced.
-STATES = (
-    "validating",
-    "requested",
-    "provisioning",
-    "ready",
-    "replacing",
-    "releasing",
-    "released",
-    "failed",
+
+class RunState(StrEnum):
+    """The state of one run's nodes (the strings stored in ``provisioner_runs.state``).
+
+    requested → provisioning → ready → releasing → released; failed ends a run's nodes
+    (its partial nodes are already torn down when the row says failed). An LLM task's run
+    starts in validating: it waits for the fetcher's pre-flight check (DatasetValidated →
+    requested; ValidationFailed → failed, nothing created). A ready run whose node was lost
+    (NodeLost) is ``replacing`` until NodesReplaced.
+    """
+
+    VALIDATING = "validating"
+    REQUESTED = "requested"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    REPLACING = "replacing"
+    RELEASING = "releasing"
+    RELEASED = "released"
+    FAILED = "failed"
+
+
+_R = RunState
+#: Every move :meth:`services.provisioner.service.Provisioner.transition` makes. A
+#: provisioning job may be resumed (provisioning → provisioning, one more attempt); a
+#: failure is recorded whatever the state (a job failing after its run was released).
+NODES = Transitions(
+    RunState,
+    {
+        _R.VALIDATING: {_R.REQUESTED, _R.FAILED, _R.RELEASED},
+        _R.REQUESTED: {_R.PROVISIONING, _R.RELEASING, _R.FAILED},
+        _R.PROVISIONING: {_R.PROVISIONING, _R.READY, _R.RELEASING, _R.FAILED},
+        _R.READY: {_R.REPLACING, _R.RELEASING, _R.FAILED},
+        _R.REPLACING: {_R.READY, _R.RELEASING, _R.FAILED},
+        _R.RELEASING: {_R.RELEASED, _R.FAILED},
+        _R.RELEASED: {_R.FAILED},
+        _R.FAILED: {_R.FAILED},
+    },
 )
+STATES = tuple(s.value for s in RunState)
 ACTIVE_STATES = frozenset({"requested", "provisioning", "ready", "replacing", "releasing"})
 
 

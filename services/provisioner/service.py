@@ -33,7 +33,7 @@ from services.provisioner.drivers.base import Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.envs.builder import EnvBuilder
 from services.provisioner.locks import LockStore
-from services.provisioner.models import ACTIVE_STATES, Preflight, RunNodes
+from services.provisioner.models import ACTIVE_STATES, NODES, Preflight, RunNodes
 from services.provisioner.replacement import replace_lost
 from services.provisioner.settings import ProvisionerSettings
 from shared.db import run_sync
@@ -115,8 +115,9 @@ class Provisioner:
         cause: Envelope | None = None,
         **fields: Any,
     ) -> None:
-        """Move ``row`` to ``state`` (with ``fields``) and stage the event announcing it."""
-        row.state = state
+        """Move ``row`` to ``state`` (with ``fields``) and stage the event announcing it;
+        :class:`~shared.service.states.InvalidTransition` for a move :data:`NODES` lacks."""
+        NODES.transition(row, state)
         row.updated_at = utcnow()
         for name, value in fields.items():
             setattr(row, name, value)

@@ -107,6 +107,14 @@ class ServiceRuntime:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Open the resources, then subscribe: for services whose handlers need nothing
+        that is built from the opened resources (else see :mod:`shared.service.app`)."""
+        await self.open()
+        await self.subscribe()
+
+    async def open(self) -> None:
+        """Phase one: logging, tracing, migrated database, Vault (secrets, keys), service
+        auth and a connected bus — nothing is delivered yet."""
         setup_logging(self.settings.log_level, json_lines=self.settings.log_json)
         setup_tracing(self.name, self.settings.otel_exporter, self.settings.otel_sample_ratio)
         await run_sync(self.db.migrate, *self.migrations, service=self.name)
@@ -115,6 +123,9 @@ class ServiceRuntime:
         self.secrets, self.keys = self._vault
         await asyncio.to_thread(self._bind_service_auth)
         await self.bus.connect()
+
+    async def subscribe(self) -> None:
+        """Phase two: subscribe the registered handlers, start the outbox relay, ready."""
         if self._handlers:
             await self.bus.subscribe(
                 self.name,

@@ -22,10 +22,10 @@ from services.fetcher.naming import migrate_to_keyed_names
 from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
-from shared.events import Envelope
 from shared.limits import install_body_limits
-from shared.runtime import EventHandler, ServiceRuntime, health_router, install_error_handlers
+from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
+from shared.service.app import two_phase
 from shared.store import ArtifactStore
 
 __all__ = ["create_app"]
@@ -51,88 +51,75 @@ def create_app(
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
     state = _Deferred()
 
-    handlers: dict[str, EventHandler] = {}
-    wired = asyncio.Event()
-
-    async def dispatch_later(envelope: Envelope) -> None:
-        # The bus delivers as soon as the runtime starts; the cache needs its key service.
-        await wired.wait()
-        await handlers[envelope.type](envelope)
-
-    runtime.on(
-        {
-            name: dispatch_later
-            for name in ("ProjectCreated", "RunRequested", "RunCancelled", "ProjectDeleted")
+    async def wire() -> None:
+        """Build what needs the key service, then the handlers (before any delivery)."""
+        store = ArtifactStore(
+            settings.resolved_store_dir(),
+            runtime.keys,
+            settings.transit_key,
+            min_free_bytes=settings.store_min_free_bytes,
+        )
+        await asyncio.to_thread(migrate_to_keyed_names, runtime.db, store)
+        state.cache = ArtifactCache(
+            db=runtime.db,
+            store=store,
+            max_bytes=settings.cache_max_bytes,
+            lease_seconds=settings.lease_seconds,
+            verify=settings.verify_cached,
+            user_quota_bytes=settings.user_storage_quota_bytes,
+        )
+        work_dir = settings.resolved_work_dir()
+        sql = SqlConnector(
+            allow_hosts=settings.fetch_allow_hosts,
+            connect_timeout=settings.connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+            max_bytes=settings.db_max_bytes,
+            batch_rows=settings.db_batch_rows,
+        )
+        connectors = {
+            "s3": S3Connector(
+                allow_hosts=settings.fetch_allow_hosts,
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+                part_bytes=settings.s3_part_bytes,
+                partial_dir=work_dir / "s3-partial",
+            ),
+            "postgresql": sql,
+            "mysql": sql,
+            "hf": HuggingFaceConnector(
+                endpoint=settings.hf_endpoint, timeout=settings.connect_timeout
+            ),
+            "kaggle": KaggleConnector(
+                environment=settings.kaggle_api_environment, endpoint=settings.kaggle_endpoint
+            ),
+            "https": UrlConnector(
+                max_bytes=settings.url_max_bytes,
+                allow_hosts=settings.fetch_allow_hosts,
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+                ca_bundle=settings.url_ca_bundle,
+            ),
         }
-    )
+        fetcher = Fetcher(
+            cache=state.cache,
+            connectors=connectors,
+            work_dir=work_dir,
+            progress_interval=settings.progress_interval,
+        )
+        await asyncio.to_thread(fetcher.sweep_scratch)
+        state.runner = JobRunner(
+            runtime=runtime,
+            fetcher=fetcher,
+            attempts=settings.fetch_attempts,
+            retry_delay=settings.retry_delay,
+            claim_seconds=settings.lease_seconds,
+        )
+        runtime.on(build_handlers(runtime, state.runner))
+        app.state.cache, app.state.runner = state.cache, state.runner
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan():
-            store = ArtifactStore(
-                settings.resolved_store_dir(),
-                runtime.keys,
-                settings.transit_key,
-                min_free_bytes=settings.store_min_free_bytes,
-            )
-            await asyncio.to_thread(migrate_to_keyed_names, runtime.db, store)
-            state.cache = ArtifactCache(
-                db=runtime.db,
-                store=store,
-                max_bytes=settings.cache_max_bytes,
-                lease_seconds=settings.lease_seconds,
-                verify=settings.verify_cached,
-                user_quota_bytes=settings.user_storage_quota_bytes,
-            )
-            work_dir = settings.resolved_work_dir()
-            sql = SqlConnector(
-                allow_hosts=settings.fetch_allow_hosts,
-                connect_timeout=settings.connect_timeout,
-                statement_timeout=settings.db_statement_timeout,
-                max_bytes=settings.db_max_bytes,
-                batch_rows=settings.db_batch_rows,
-            )
-            connectors = {
-                "s3": S3Connector(
-                    allow_hosts=settings.fetch_allow_hosts,
-                    connect_timeout=settings.connect_timeout,
-                    read_timeout=settings.read_timeout,
-                    part_bytes=settings.s3_part_bytes,
-                    partial_dir=work_dir / "s3-partial",
-                ),
-                "postgresql": sql,
-                "mysql": sql,
-                "hf": HuggingFaceConnector(
-                    endpoint=settings.hf_endpoint, timeout=settings.connect_timeout
-                ),
-                "kaggle": KaggleConnector(
-                    environment=settings.kaggle_api_environment, endpoint=settings.kaggle_endpoint
-                ),
-                "https": UrlConnector(
-                    max_bytes=settings.url_max_bytes,
-                    allow_hosts=settings.fetch_allow_hosts,
-                    connect_timeout=settings.connect_timeout,
-                    read_timeout=settings.read_timeout,
-                    ca_bundle=settings.url_ca_bundle,
-                ),
-            }
-            fetcher = Fetcher(
-                cache=state.cache,
-                connectors=connectors,
-                work_dir=work_dir,
-                progress_interval=settings.progress_interval,
-            )
-            await asyncio.to_thread(fetcher.sweep_scratch)
-            state.runner = JobRunner(
-                runtime=runtime,
-                fetcher=fetcher,
-                attempts=settings.fetch_attempts,
-                retry_delay=settings.retry_delay,
-                claim_seconds=settings.lease_seconds,
-            )
-            handlers.update(build_handlers(runtime, state.runner))
-            _app.state.cache, _app.state.runner = state.cache, state.runner
-            wired.set()
+        async with two_phase(runtime, wire):
             await state.runner.resume()
             runtime.spawn(state.runner.watch(), name="fetch-job-watch")
             yield

@@ -51,6 +51,7 @@ from shared.events import MembershipChanged, SessionsRevoked
 from shared.limits import install_body_limits
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
+from shared.service.app import two_phase
 
 __all__ = ["create_app"]
 
@@ -128,7 +129,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan():
+        async def wire() -> None:
+            """The event log writer runs before the first status event is delivered."""
             runtime.spawn(writer.run(), name="event-log-writer")
             runtime.spawn(load_auth_document(app, downstream.auth), name="auth-openapi")
             runtime.spawn(hub.poll_forever(), name="ws-poll")
@@ -141,6 +143,8 @@ def create_app(
                 [SessionsRevoked.event_type(), MembershipChanged.event_type()],
                 identity_events(sessions, guard),
             )
+
+        async with two_phase(runtime, wire):
             try:
                 yield
             finally:

@@ -2057,13 +2057,19 @@ export interface components {
             /** Revoked Sessions */
             revoked_sessions: number;
         };
-        /** PredictIn */
-        PredictIn: {
+        /**
+         * PredictRequest
+         * @description The model's inputs (strings for text tasks, base64 or URLs for images).
+         */
+        PredictRequest: {
             /** Inputs */
             inputs: unknown[];
         };
-        /** PredictOut */
-        PredictOut: {
+        /**
+         * PredictResponse
+         * @description One output per input, in order.
+         */
+        PredictResponse: {
             /** Outputs */
             outputs: unknown[];
         };
@@ -4374,7 +4380,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PredictIn"];
+                "application/json": components["schemas"]["PredictRequest"];
             };
         };
         responses: {
@@ -4384,7 +4390,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PredictOut"];
+                    "application/json": components["schemas"]["PredictResponse"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5644,7 +5650,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PredictIn"];
+                "application/json": components["schemas"]["PredictRequest"];
             };
         };
         responses: {
@@ -5654,7 +5660,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PredictOut"];
+                    "application/json": components["schemas"]["PredictResponse"];
                 };
             };
             /** @description Missing, invalid or expired token */

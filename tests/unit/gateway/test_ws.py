@@ -92,11 +92,14 @@ async def test_origin_allow_list_checked_before_accept(served: Served) -> None:
 async def test_backfill_then_live_without_gap_or_duplicate(served: Served) -> None:
     token, headers = _token(served)
     project = await served.create_project(headers)
-    await _progress(served, project, range(1, 21))  # seqs 2..21 (1 is ProjectCreated)
     db = served.app.state.runtime.db
     from services.gateway.eventlog import latest_seqs
 
     pid = uuid.UUID(project["id"])
+    # ProjectCreated (seq 1) goes through the outbox; a trainer's progress only ever
+    # follows it, so the test's direct publishes do too
+    await wait_until(lambda: latest_seqs(db, [pid]).get(pid) == 1)
+    await _progress(served, project, range(1, 21))  # seqs 2..21 (1 is ProjectCreated)
     await wait_until(lambda: latest_seqs(db, [pid]).get(pid) == 21)
 
     ws = await wsclient.authed(served.ws_url, token)

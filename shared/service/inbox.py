@@ -16,7 +16,10 @@ For each delivery the generated bus handler:
    declared (anything else is :class:`~shared.errors.InvalidInput`: dead-lettered);
 2. in one database session, off the event loop (:func:`shared.db.run_sync`): claims the
    envelope in the inbox (:func:`shared.outbox.claim_inbox`), calls the function, commits —
-   the claim, the state change and the staged outbox events commit together or not at all;
+   the claim, the state change and the staged outbox events commit together or not at all.
+   One unit at a time per service process: the functions check then write (a run's state,
+   its pending job), which is only safe when two deliveries about the same run cannot
+   interleave — as when they ran on the loop, before the async rule;
 3. wakes the outbox relay (``runtime.published()``) so the staged events go out now;
 4. awaits ``then(result, envelope)``, if given: the effects outside the database (start or
    cancel a background job) that must follow the commit.
@@ -34,6 +37,7 @@ event log writer, group commit) keep their own inbox claim; the semantics are th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -69,6 +73,7 @@ class Inbox:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
         self._handlers: dict[str, EventHandler] = {}
+        self._one_at_a_time = asyncio.Lock()  # see step 2 of the module docstring
 
     def handles(self, *types: type[EventPayload], then: Then | None = None) -> Callable[[F], F]:
         """Register the decorated domain function for the events ``types``."""
@@ -97,7 +102,8 @@ class Inbox:
             event = parse_payload(envelope)
             if not isinstance(event, types):
                 raise InvalidInput(f"unexpected event {envelope.type} for {apply.__name__}")
-            result = await run_sync(self._unit, apply, event, envelope)
+            async with self._one_at_a_time:
+                result = await run_sync(self._unit, apply, event, envelope)
             if isinstance(result, _Seen):
                 return
             self.runtime.published()

@@ -98,7 +98,10 @@ class Source(BaseModel):
         return self.scheme == "kaggle" and self.revision.isdigit()
 
 
-def parse_source(uri: str, *, kind: Literal["model", "dataset"], options: Any = None) -> Source:
+SourceKind = Literal["model", "dataset"]
+
+
+def parse_source(uri: str, *, kind: SourceKind, options: Any = None) -> Source:
     """Parse an artifact URI; raises ``ValueError`` with a readable message. ``options``:
     a :class:`~shared.data_sources.DatasetSpec` (endpoint, region, query, table)."""
     if not isinstance(uri, str) or "://" not in uri:
@@ -130,26 +133,36 @@ def parse_source(uri: str, *, kind: Literal["model", "dataset"], options: Any = 
     if revision and not _REV.fullmatch(revision):
         raise ValueError(f"{uri!r}: invalid revision {revision!r}")
     if scheme == "hf":
-        if path.startswith("datasets/"):
-            path, kind = path.removeprefix("datasets/"), "dataset"
-        elif path.startswith("models/"):
-            path = path.removeprefix("models/")
-        if not _REPO.fullmatch(path):
-            raise ValueError(f"{uri!r}: a HuggingFace id is 'owner/name'")
+        path, kind = _hub_path(uri, path, kind)
     else:
-        if path.startswith("models/"):
-            kind = "model"
-            if len(path.split("/")) != 5:
-                raise ValueError(
-                    f"{uri!r}: a Kaggle model is models/owner/slug/framework/variation"
-                )
-        elif path.startswith("datasets/"):
-            path = path.removeprefix("datasets/")
-        if kind == "dataset" and not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+", path):
-            raise ValueError(f"{uri!r}: a Kaggle dataset is 'owner/slug'")
-        if revision and not revision.isdigit():
-            raise ValueError(f"{uri!r}: a Kaggle version is a number")
+        path, kind = _kaggle_path(uri, path, kind, revision)
     return Source(scheme=scheme, kind=kind, id=path, revision=revision or None, uri=uri)  # type: ignore[arg-type]
+
+
+def _hub_path(uri: str, path: str, kind: SourceKind) -> tuple[str, SourceKind]:
+    """A HuggingFace URI's repo id and kind (``datasets/…`` is a dataset)."""
+    if path.startswith("datasets/"):
+        path, kind = path.removeprefix("datasets/"), "dataset"
+    elif path.startswith("models/"):
+        path = path.removeprefix("models/")
+    if not _REPO.fullmatch(path):
+        raise ValueError(f"{uri!r}: a HuggingFace id is 'owner/name'")
+    return path, kind
+
+
+def _kaggle_path(uri: str, path: str, kind: SourceKind, revision: str) -> tuple[str, SourceKind]:
+    """A Kaggle URI's id and kind (``models/owner/slug/framework/variation`` is a model)."""
+    if path.startswith("models/"):
+        kind = "model"
+        if len(path.split("/")) != 5:
+            raise ValueError(f"{uri!r}: a Kaggle model is models/owner/slug/framework/variation")
+    elif path.startswith("datasets/"):
+        path = path.removeprefix("datasets/")
+    if kind == "dataset" and not re.fullmatch(r"[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+", path):
+        raise ValueError(f"{uri!r}: a Kaggle dataset is 'owner/slug'")
+    if revision and not revision.isdigit():
+        raise ValueError(f"{uri!r}: a Kaggle version is a number")
+    return path, kind
 
 
 def is_host_address(value: str) -> bool:

@@ -194,8 +194,11 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             if sent >= self.batch_size:
                 continue  # more may be waiting
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # lands as the event is set, and the relay then never stops
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -68,10 +68,9 @@ class WebhookSender:
                     raise
                 except Exception:  # keep sending; a DB hiccup is retried next turn
                     log.exception("webhook sender turn failed")
-                try:
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self.settings.webhook_poll_interval
-                    )
+                try:  # asyncio.timeout: 3.11's wait_for can swallow a cancel (shared.outbox)
+                    async with asyncio.timeout(self.settings.webhook_poll_interval):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()

@@ -180,8 +180,9 @@ class WarmPool:
     ) -> None:
         try:
             if after is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(after.wait(), after_timeout)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see shared.outbox
+                    async with asyncio.timeout(after_timeout):
+                        await after.wait()
             if available_memory_mb() < self.min_available_mb:
                 return
             spare = await self._spawn(executor, python, key)

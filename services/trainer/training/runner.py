@@ -107,8 +107,9 @@ class JobRunner:
             except Exception:
                 log.exception("trainer supervisor pass failed")
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.trainer_poll_seconds * 2)
+            try:  # asyncio.timeout: 3.11's wait_for can swallow a cancel (see shared.outbox)
+                async with asyncio.timeout(self.settings.trainer_poll_seconds * 2):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -164,16 +164,7 @@ class RunRecords:
                 )
                 session.commit()
                 return True
-            transition(
-                session,
-                run,
-                to="failed",
-                stage=self.runtime.stage,
-                reason=reason,
-                event=TrainingFailed(reason=reason, exit_code=exit_code, retryable=retryable),
-                owner=None,
-                lease_until=None,
-            )
+            self._to_failed(session, run, reason, exit_code, retryable)
             session.commit()
         self.runtime.published()
         return False
@@ -186,18 +177,24 @@ class RunRecords:
             run = session.get(Run, run_id)
             if run is None or run.state not in ACTIVE:
                 return
-            transition(
-                session,
-                run,
-                to="failed",
-                stage=self.runtime.stage,
-                reason=reason,
-                event=TrainingFailed(reason=reason, exit_code=exit_code, retryable=retryable),
-                owner=None,
-                lease_until=None,
-            )
+            self._to_failed(session, run, reason, exit_code, retryable)
             session.commit()
         self.runtime.published()
+
+    def _to_failed(
+        self, session: Any, run: Run, reason: str, exit_code: int | None, retryable: bool
+    ) -> None:
+        """``failed`` with ``TrainingFailed``, the lease dropped (the caller commits)."""
+        transition(
+            session,
+            run,
+            to="failed",
+            stage=self.runtime.stage,
+            reason=reason,
+            event=TrainingFailed(reason=reason, exit_code=exit_code, retryable=retryable),
+            owner=None,
+            lease_until=None,
+        )
 
     def record_checkpoint(self, run_id: uuid.UUID, step: int, tree: StoredTree) -> None:
         """A stored checkpoint (a step stored before keeps its row; its blobs are counted)."""

@@ -38,6 +38,7 @@ def _drive(client: Client, answers: list[dict[str, str]]) -> Any:
     callback with each answer (``state`` filled in when ``"STATE"``)."""
     result: dict[str, Any] = {}
     pages: list[str] = []
+    browsers: list[threading.Thread] = []
 
     def show(url: str) -> None:
         query = parse_qs(urlsplit(url).query)
@@ -50,12 +51,18 @@ def _drive(client: Client, answers: list[dict[str, str]]) -> Any:
                 r = httpx.get(f"http://127.0.0.1:{port}/callback", params=params, timeout=10)
                 pages.append(r.text)
 
-        threading.Thread(target=browser, daemon=True).start()
+        thread = threading.Thread(target=browser, daemon=True)
+        browsers.append(thread)
+        thread.start()
 
     try:
         result["me"] = sso_sign_in(client, open_browser=False, timeout=10, show_url=show)
     except SsoFailed as exc:
         result["error"] = str(exc)
+    # sign-in returns once the callback arrived, which can be before the browser has read
+    # the page the listener answered with: wait for the browser before looking at pages.
+    for thread in browsers:
+        thread.join(timeout=10)
     result["pages"] = pages
     return result
 

@@ -2,13 +2,16 @@
 
 Each handler is a domain function on :class:`shared.service.inbox.Inbox` (claim, apply,
 commit, publish in one place); ``then`` schedules the provisioning, replacement or release
-job after the commit.
+job after the commit. Both take the :class:`Provisioner` first; :func:`build_handlers`
+binds it.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from sqlmodel import Session, select
 
@@ -38,108 +41,151 @@ from shared.spec import ProjectSpec
 
 __all__ = ["build_handlers"]
 
+R = TypeVar("R")
+
 
 def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[str, EventHandler]:
     """Event type -> handler; the service queue is bound to exactly these types."""
-    prov = provisioner
     inbox = Inbox(runtime)
 
-    async def provision(state: str | None, envelope: Envelope) -> None:
-        """A new run is provisioned at once, or once its pre-flight check is settled."""
-        run_id = envelope.run_id
-        if run_id is None or state is None:
-            return
-        if state == "requested" or await run_sync(prov.settle_preflight, run_id):
-            prov.schedule(run_id, "provision")
+    def bind(fn: Callable[..., R]) -> Callable[..., R]:
+        return _bound(provisioner, fn)
 
-    async def release(run_ids: list[uuid.UUID], _envelope: Envelope) -> None:
-        for run_id in run_ids:
-            prov.schedule(run_id, "release")
-
-    async def replace(start: bool, envelope: Envelope) -> None:
-        if start and envelope.run_id is not None:
-            prov.schedule(envelope.run_id, "replace")
-
-    def releasing(reason: str) -> Callable[[Session, object, Envelope], list[uuid.UUID]]:
-        """A domain function releasing the event's run for ``reason``."""
-
-        def release_run(s: Session, _event: object, envelope: Envelope) -> list[uuid.UUID]:
-            return _request_releases(prov, s, envelope, _own(envelope), reason)
-
-        release_run.__name__ = f"release_{reason}"
-        return release_run
-
-    def record_run(
-        s: Session, event: ProjectCreated | RunRequested, envelope: Envelope
-    ) -> str | None:
-        """The recorded run's state; None when the run was known already."""
-        owner = event.owner_id if isinstance(event, ProjectCreated) else event.requested_by
-        row = prov.record_run(s, envelope=envelope, spec=event.spec, owner_id=owner)
-        return None if row is None else row.state
-
-    def record_preflight(
-        s: Session, event: DatasetValidated | ValidationFailed, envelope: Envelope
-    ) -> str | None:
-        """Keep the check's outcome; ``validating`` so that ``provision`` settles it."""
-        if envelope.run_id is None:
-            return None
-        reason = event.reason if isinstance(event, ValidationFailed) else None
-        prov.record_preflight(s, run_id=envelope.run_id, passed=reason is None, reason=reason)
-        return "validating"
-
-    def project_deleted(s: Session, event: ProjectDeleted, envelope: Envelope) -> list[uuid.UUID]:
-        known = s.exec(select(RunNodes.run_id).where(RunNodes.project_id == envelope.project_id))
-        runs = sorted({*known.all(), *event.run_ids})
-        return _request_releases(prov, s, envelope, runs, "project_deleted")
-
-    def training_started(s: Session, _event: TrainingStarted, envelope: Envelope) -> None:
-        row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-        if row is not None:
-            row.training, row.last_active_at = True, utcnow()
-            s.add(row)
-
-    def training_completed(
-        s: Session, event: TrainingCompleted, envelope: Envelope
-    ) -> list[uuid.UUID]:
-        """Release the nodes, unless the trainer now serves the model from them."""
-        row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-        deploys = event.deploy  # what the trainer did; None: a trainer older than the field
-        if deploys is None:
-            deploys = row is not None and ProjectSpec.model_validate(row.spec).deploy.enabled
-        if not deploys:
-            return _request_releases(prov, s, envelope, _own(envelope), "completed")
-        if row is not None:
-            row.training, row.serving, row.last_active_at = False, True, utcnow()
-            s.add(row)
-        return []
-
-    def undeployed(
-        s: Session, event: DeploymentFailed | DeploymentStopped, envelope: Envelope
-    ) -> list[uuid.UUID]:
-        """A deployment serving from its run's nodes failed or stopped: nothing needs them."""
-        if isinstance(event, DeploymentStopped) and not event.on_run_nodes:
-            return []
-        row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-        if row is None or not row.serving:
-            return []
-        return _request_releases(prov, s, envelope, _own(envelope), "undeployed")
-
-    def node_lost(s: Session, event: NodeLost, envelope: Envelope) -> bool:
-        """The trainer lost a node: whether a replacement starts (or the run fails past
-        its budget)."""
-        row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
-        return row is not None and record_loss(prov, s, row, event, cause=envelope)
-
-    inbox.handles(ProjectCreated, RunRequested, then=provision)(record_run)
-    inbox.handles(DatasetValidated, ValidationFailed, then=provision)(record_preflight)
-    inbox.handles(RunCancelled, then=release)(releasing("cancelled"))
-    inbox.handles(TrainingFailed, then=release)(releasing("failed"))
-    inbox.handles(ProjectDeleted, then=release)(project_deleted)
-    inbox.handles(TrainingStarted)(training_started)
-    inbox.handles(TrainingCompleted, then=release)(training_completed)
-    inbox.handles(DeploymentFailed, DeploymentStopped, then=release)(undeployed)
-    inbox.handles(NodeLost, then=replace)(node_lost)
+    inbox.handles(ProjectCreated, RunRequested, then=bind(start_provisioning))(bind(record_run))
+    inbox.handles(DatasetValidated, ValidationFailed, then=bind(start_provisioning))(
+        bind(record_preflight)
+    )
+    inbox.handles(RunCancelled, then=bind(start_releases))(bind(release_cancelled))
+    inbox.handles(TrainingFailed, then=bind(start_releases))(bind(release_failed))
+    inbox.handles(ProjectDeleted, then=bind(start_releases))(bind(project_deleted))
+    inbox.handles(TrainingStarted)(bind(training_started))
+    inbox.handles(TrainingCompleted, then=bind(start_releases))(bind(training_completed))
+    inbox.handles(DeploymentFailed, DeploymentStopped, then=bind(start_releases))(
+        bind(undeployed)
+    )
+    inbox.handles(NodeLost, then=bind(start_replacement))(bind(node_lost))
     return inbox.handlers()
+
+
+def _bound(prov: Provisioner, fn: Callable[..., R]) -> Callable[..., R]:
+    """``fn`` with the provisioner as its first argument, under ``fn``'s name (the inbox
+    names its bus handler after the domain function)."""
+    return functools.update_wrapper(functools.partial(fn, prov), fn)
+
+
+# -- after the commit: start the jobs ------------------------------------------------------
+
+
+async def start_provisioning(prov: Provisioner, state: str | None, envelope: Envelope) -> None:
+    """A new run is provisioned at once, or once its pre-flight check is settled."""
+    run_id = envelope.run_id
+    if run_id is None or state is None:
+        return
+    if state == "requested" or await run_sync(prov.settle_preflight, run_id):
+        prov.schedule(run_id, "provision")
+
+
+async def start_releases(
+    prov: Provisioner, run_ids: list[uuid.UUID], _envelope: Envelope
+) -> None:
+    for run_id in run_ids:
+        prov.schedule(run_id, "release")
+
+
+async def start_replacement(prov: Provisioner, start: bool, envelope: Envelope) -> None:
+    if start and envelope.run_id is not None:
+        prov.schedule(envelope.run_id, "replace")
+
+
+# -- domain functions: one database unit each (shared.service.inbox) -----------------------
+
+
+def record_run(
+    prov: Provisioner, s: Session, event: ProjectCreated | RunRequested, envelope: Envelope
+) -> str | None:
+    """The recorded run's state; None when the run was known already."""
+    owner = event.owner_id if isinstance(event, ProjectCreated) else event.requested_by
+    row = prov.record_run(s, envelope=envelope, spec=event.spec, owner_id=owner)
+    return None if row is None else row.state
+
+
+def record_preflight(
+    prov: Provisioner, s: Session, event: DatasetValidated | ValidationFailed, envelope: Envelope
+) -> str | None:
+    """Keep the check's outcome; ``validating`` so that ``start_provisioning`` settles it."""
+    if envelope.run_id is None:
+        return None
+    reason = event.reason if isinstance(event, ValidationFailed) else None
+    prov.record_preflight(s, run_id=envelope.run_id, passed=reason is None, reason=reason)
+    return "validating"
+
+
+def release_cancelled(
+    prov: Provisioner, s: Session, _event: RunCancelled, envelope: Envelope
+) -> list[uuid.UUID]:
+    """Release the cancelled run's nodes."""
+    return _request_releases(prov, s, envelope, _own(envelope), "cancelled")
+
+
+def release_failed(
+    prov: Provisioner, s: Session, _event: TrainingFailed, envelope: Envelope
+) -> list[uuid.UUID]:
+    """Release the nodes of a run whose training failed."""
+    return _request_releases(prov, s, envelope, _own(envelope), "failed")
+
+
+def project_deleted(
+    prov: Provisioner, s: Session, event: ProjectDeleted, envelope: Envelope
+) -> list[uuid.UUID]:
+    """Release the nodes of every run of the project (the event's and those known here)."""
+    known = s.exec(select(RunNodes.run_id).where(RunNodes.project_id == envelope.project_id))
+    runs = sorted({*known.all(), *event.run_ids})
+    return _request_releases(prov, s, envelope, runs, "project_deleted")
+
+
+def training_started(
+    _prov: Provisioner, s: Session, _event: TrainingStarted, envelope: Envelope
+) -> None:
+    """The run's nodes are busy training (autostop leaves them alone)."""
+    row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+    if row is not None:
+        row.training, row.last_active_at = True, utcnow()
+        s.add(row)
+
+
+def training_completed(
+    prov: Provisioner, s: Session, event: TrainingCompleted, envelope: Envelope
+) -> list[uuid.UUID]:
+    """Release the nodes, unless the trainer now serves the model from them."""
+    row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+    deploys = event.deploy  # what the trainer did; None: a trainer older than the field
+    if deploys is None:
+        deploys = row is not None and ProjectSpec.model_validate(row.spec).deploy.enabled
+    if not deploys:
+        return _request_releases(prov, s, envelope, _own(envelope), "completed")
+    if row is not None:
+        row.training, row.serving, row.last_active_at = False, True, utcnow()
+        s.add(row)
+    return []
+
+
+def undeployed(
+    prov: Provisioner, s: Session, event: DeploymentFailed | DeploymentStopped, envelope: Envelope
+) -> list[uuid.UUID]:
+    """A deployment serving from its run's nodes failed or stopped: nothing needs them."""
+    if isinstance(event, DeploymentStopped) and not event.on_run_nodes:
+        return []
+    row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+    if row is None or not row.serving:
+        return []
+    return _request_releases(prov, s, envelope, _own(envelope), "undeployed")
+
+
+def node_lost(prov: Provisioner, s: Session, event: NodeLost, envelope: Envelope) -> bool:
+    """The trainer lost a node: whether a replacement starts (or the run fails past
+    its budget)."""
+    row = s.get(RunNodes, envelope.run_id) if envelope.run_id else None
+    return row is not None and record_loss(prov, s, row, event, cause=envelope)
 
 
 def _own(envelope: Envelope) -> list[uuid.UUID]:

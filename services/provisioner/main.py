@@ -20,6 +20,7 @@ from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
+from shared.service.app import two_phase
 
 __all__ = ["create_app"]
 
@@ -56,13 +57,18 @@ def create_app(
         locks=locks,
         cloud_access=cloud_access,
     )
-    runtime.on(build_handlers(runtime, provisioner))
+
+    async def wire() -> None:
+        """Resume the unfinished jobs and start the sweeps before the queue is subscribed:
+        a delivery (a release, say) never finds its run's resumed job not scheduled yet,
+        and never has a resume schedule a second job after it."""
+        await provisioner.resume()
+        runtime.spawn(provisioner.sweep_forever(), name="sweep")
+        runtime.on(build_handlers(runtime, provisioner))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan():
-            await provisioner.resume()
-            runtime.spawn(provisioner.sweep_forever(), name="sweep")
+        async with two_phase(runtime, wire):
             yield
 
     app = FastAPI(title="aidp provisioner", lifespan=lifespan)

@@ -35,6 +35,8 @@ from sqlmodel import Session
 from services.provisioner.drivers.base import Node, NodeDriver, RunContext
 from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.models import RunNodes
+from services.provisioner.provisioning import create_nodes, reserve
+from services.provisioner.release import teardown
 from shared.db import run_sync
 from shared.errors import AidpError, dependency_outage
 from shared.events import Envelope, NodeLost, NodesFailed, NodesReplaced
@@ -214,15 +216,15 @@ async def _grow(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
                 f"{reason}: retrying on {there.label()} (was {here.label()})",
                 None,
             )
-            await prov._teardown(ctx, driver, keep_state=True)
+            await teardown(prov, ctx, driver, keep_state=True)
             grown = await run_sync(_move_up, prov, run_id, there)
             if grown is None:
                 return
             ctx = grown
         driver = prov.drivers(there.provider, owner)
         await driver.check_request(ctx)
-        ctx = await run_sync(prov._reserve, ctx, driver, owner)
-        nodes = await prov._create_nodes(ctx, driver)
+        ctx = await run_sync(reserve, prov, ctx, driver, owner)
+        nodes = await create_nodes(prov, ctx, driver)
         env = await prov.builder.configure(
             spec=ctx.spec,
             lock=lock,

@@ -11,46 +11,41 @@ nodes torn down first); ready → replacing → ready when the trainer lost a no
 TrainingCompleted unless
 the spec deploys (the trainer serves from the node: kept until the project is deleted, the
 run cancelled or the deployment fails), on RunCancelled, ProjectDeleted and autostop.
+
+This module keeps the run's state (records, transitions), schedules the jobs and holds the
+steps they share (progress, node records, retries); the jobs themselves live in
+:mod:`services.provisioner.provisioning` (requested → ready, capacity fallback),
+:mod:`services.provisioner.replacement` (lost nodes) and
+:mod:`services.provisioner.release` (release, teardown, autostop and the reaper).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stamina
 from sqlmodel import Session, col, select
 
+from services.provisioner import release as releases
 from services.provisioner.cloud_access import CloudAccessPolicy
 from services.provisioner.drivers.base import Node, NodeDriver, RunContext
-from services.provisioner.drivers.sshcmd import detect_run_user
 from services.provisioner.envs.builder import EnvBuilder
 from services.provisioner.locks import LockStore
-from services.provisioner.models import ACTIVE_STATES, NODES, Preflight, RunNodes
+from services.provisioner.models import NODES, Preflight, RunNodes
+from services.provisioner.provisioning import no_capacity, provision
 from services.provisioner.replacement import replace_lost
 from services.provisioner.settings import ProvisionerSettings
 from shared.db import run_sync
-from shared.errors import AidpError, ProviderError, TransientError, dependency_outage
-from shared.events import (
-    Envelope,
-    EnvInfo,
-    EventPayload,
-    NodesFailed,
-    NodesReady,
-    NodesReleased,
-    ProvisioningProgress,
-    new_event,
-)
+from shared.errors import TransientError, dependency_outage
+from shared.events import Envelope, EventPayload, ProvisioningProgress, new_event
 from shared.runtime import ServiceRuntime
 from shared.service.clock import utcnow
-from shared.spec import LLM_TASKS, Choice, ProjectSpec
+from shared.spec import LLM_TASKS, ProjectSpec
 
 __all__ = ["DriverFactory", "Provisioner", "no_capacity"]
 
@@ -60,24 +55,8 @@ log = logging.getLogger(__name__)
 DriverFactory = Callable[[str, uuid.UUID | None], NodeDriver]
 
 
-#: ProviderError codes that mean "not here, not now": the next choice is tried.
-CAPACITY_CODES = frozenset({"no_capacity", "quota_exceeded"})
 # states whose job a restart resumes
 _UNFINISHED = ("requested", "provisioning", "replacing", "releasing")
-
-
-def no_capacity(exc: BaseException) -> bool:
-    """True when ``exc`` says the provider lacks capacity (or a quota is hit) for the
-    requested instance type: a reason to try the spec's next choice, not to fail."""
-    if not isinstance(exc, ProviderError):
-        return False
-    if exc.code in CAPACITY_CODES:
-        return True
-    return exc.code == "instance_failed" and "capacity" in exc.message.lower()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Provisioner:
@@ -226,13 +205,15 @@ class Provisioner:
                 return
             self._cancel[run_id] = threading.Event()
             if action == "provision":
-                job: Callable[[], Awaitable[None]] = lambda: self._provision(run_id)  # noqa: E731
+                job: Callable[[], Awaitable[None]] = lambda: provision(self, run_id)  # noqa: E731
             else:
                 job = lambda: replace_lost(self, run_id)  # noqa: E731
             task = self.runtime.spawn(self._guard(job), name=f"{action}-{run_id}")
             self._jobs[run_id] = task
         else:
-            self.runtime.spawn(self._guard(lambda: self._release(run_id)), name=f"release-{run_id}")
+            self.runtime.spawn(
+                self._guard(lambda: releases.release(self, run_id)), name=f"release-{run_id}"
+            )
 
     async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
         """Run a job; while the database (or Vault) is down, wait and run it again (jobs
@@ -353,342 +334,15 @@ class Provisioner:
                     reported = exc.message
                 await asyncio.sleep(self.settings.retry_delay)
 
-    # -- provision ---------------------------------------------------------------------
-
-    async def _provision(self, run_id: uuid.UUID) -> None:
-        started = await run_sync(self._start_provisioning, run_id)
-        if started is None:
-            return
-        ctx, provider, owner, index, choices = started
-        driver = self.drivers(provider, owner)
-        step = "check"
-        try:
-            await self._check_choices(ctx, choices[index:], owner)
-            ctx = await run_sync(self._reserve, ctx, driver, owner)
-            step = "lock"
-            await self._progress(run_id, "lock", "resolving the environment's packages", 2)
-            lock = await run_sync(self.locks.load, self.builder.input_key(ctx.spec))
-            if lock is None:
-                await run_sync(self.locks.save, await self.builder.resolve(ctx.spec))
-                lock = await run_sync(self.locks.load, self.builder.input_key(ctx.spec))
-            if lock is None:
-                raise RuntimeError("the lock just stored is missing")
-            await run_sync(self._update, run_id, lock_hash=lock.lock_hash, lock=lock.text)
-            step = "nodes"
-            while True:
-                try:
-                    nodes = await self._create_nodes(ctx, driver)
-                    break
-                except ProviderError as exc:
-                    if not no_capacity(exc) or index + 1 >= len(choices):
-                        raise
-                    ctx, driver = await self._fall_back(ctx, driver, choices, index, exc)
-                    index += 1
-                    ctx = await run_sync(self._reserve, ctx, driver, owner)  # its price
-            step = "configure"
-            env = await self.builder.configure(
-                spec=ctx.spec,
-                lock=lock,
-                nodes=nodes,
-                driver=driver,
-                private_dir=ctx.state_dir / "configure",
-                progress=lambda stage, message, pct: self._progress(run_id, stage, message, pct),
-                cancel=self._cancel.setdefault(run_id, threading.Event()),
-            )
-            if driver.capabilities.remote:  # node_base made a run user where it could
-                users = await asyncio.gather(*(detect_run_user(driver, n) for n in nodes))
-                nodes = [
-                    replace(n, extra={**n.extra, "run_user": u})
-                    for n, u in zip(nodes, users, strict=True)
-                ]
-        except asyncio.CancelledError:
-            raise  # a release took over; it tears the nodes down
-        except Exception as exc:
-            if dependency_outage(exc) is not None:
-                raise  # not the run's failure: the guard runs the job again once it is back
-            await self._fail(ctx, driver, step=step, exc=exc)
-            return
-        await run_sync(self._ready, run_id, nodes, env)
-
-    def _start_provisioning(
-        self, run_id: uuid.UUID
-    ) -> tuple[RunContext, str, uuid.UUID | None, int, list[Choice]] | None:
-        """Move the run to ``provisioning`` (one more attempt): its context, provider,
-        owner, current choice and choices; None when it is not to be provisioned."""
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id)
-            if row is None or row.state not in ("requested", "provisioning"):
-                return None
-            self.transition(s, row, "provisioning", attempts=row.attempts + 1)
-            s.commit()
-            s.refresh(row)
-            choices = ProjectSpec.model_validate(row.spec).resources.choices()
-            return self._context(row), row.provider, row.owner_id, row.choice, choices
-
-    async def _check_choices(
-        self, ctx: RunContext, choices: list[Choice], owner: uuid.UUID | None
-    ) -> None:
-        """Every choice left must pass its driver's check (accelerator, credentials, price
-        caps, allow-list) before anything is created: a fallback is never a way around a
-        limit."""
-        full = ProjectSpec.model_validate(await run_sync(self._row_spec, ctx.run_id))
-        for choice in choices:
-            narrowed = replace(ctx, spec=full.narrowed(choice))
-            try:
-                await self.drivers(choice.provider, owner).check_request(narrowed)
-            except ProviderError as exc:
-                if len(choices) == 1:
-                    raise
-                raise ProviderError(
-                    f"{choice.label()}: {exc.message}", code=exc.code, retryable=exc.retryable
-                ) from exc
-
-    def _row_spec(self, run_id: uuid.UUID) -> dict[str, Any]:
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id)
-            return dict(row.spec) if row is not None else {}
-
-    def _reserve(self, ctx: RunContext, driver: NodeDriver, owner: uuid.UUID | None) -> RunContext:
-        """Record the choice's price and account (the per-user cap is checked here)."""
-        billing = driver.billing(ctx)
-        if billing is not None and self.cloud_access is not None:
-            self.cloud_access.reserve(ctx.run_id, owner, billing)
-            return replace(ctx, credential_source=billing.source)
-        return ctx
-
-    async def _create_nodes(self, ctx: RunContext, driver: NodeDriver) -> list[Node]:
-        """Create and check every node of the run (in parallel); the first error raises
-        once all have ended (what was created is recorded for the teardown)."""
-        run_id, count = ctx.run_id, ctx.spec.resources.nodes
-        where = ctx.spec.resources.instance_type or driver.name
-        message = f"creating {count} {driver.name} node(s)"
-        if where != driver.name:
-            message += f" ({where})"
-        await self._progress(run_id, "nodes", message, 5)
-
-        async def one(index: int) -> Node:
-            node = await self._retrying(run_id, lambda: driver.create_node(ctx, index))
-            await run_sync(self._add_node, run_id, node)
-            node = await driver.check_node(ctx, node)
-            await run_sync(self._add_node, run_id, node)
-            return node
-
-        results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        return [r for r in results if isinstance(r, Node)]
-
-    async def _fall_back(
-        self,
-        ctx: RunContext,
-        driver: NodeDriver,
-        choices: list[Choice],
-        index: int,
-        exc: ProviderError,
-    ) -> tuple[RunContext, NodeDriver]:
-        """Give back what choice ``index`` created and move the run to the next choice,
-        saying why (ProvisioningProgress stage ``fallback``)."""
-        here, there = choices[index], choices[index + 1]
-        await self._progress(
-            ctx.run_id,
-            "fallback",
-            f"{here.label()} has no capacity ({exc.message}); trying {there.label()}",
-            None,
-        )
-        await self._teardown(ctx, driver, keep_state=True)
-        fresh = await run_sync(self._next_choice, ctx.run_id, index + 1, there)
-        if fresh is None:
-            raise asyncio.CancelledError  # released meanwhile
-        return fresh, self.drivers(there.provider, fresh.owner_id)
-
-    def _next_choice(self, run_id: uuid.UUID, index: int, choice: Choice) -> RunContext | None:
-        """Point a provisioning run at choice ``index``; None if it was released meanwhile."""
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id, with_for_update=True)
-            if row is None or row.state != "provisioning":
-                return None
-            row.choice, row.provider, row.nodes = index, choice.provider, []
-            row.credential_source, row.hourly_usd = None, None
-            row.updated_at = utcnow()
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-            return self._context(row)
-
-    def _ready(self, run_id: uuid.UUID, nodes: list[Node], env: dict[str, Any]) -> None:
-        infos = [
-            node.info(python=env["python"]).model_copy(
-                update={"run_user": node.extra.get("run_user")}
-            )
-            for node in nodes
-        ]
-        payload = NodesReady(
-            nodes=infos,
-            env=EnvInfo(
-                lock_hash=env["lock_hash"],
-                python=env["python"],
-                torch_version=env["torch_version"],
-                accelerator=env["accelerator"],
-                framework=env.get("framework") or "pytorch",
-                tensorflow_version=env.get("tensorflow_version") or "",
-                keras_version=env.get("keras_version") or "",
-            ),
-        )
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id, with_for_update=True)
-            if row is None or row.state != "provisioning":
-                return  # released meanwhile: the release job owns the nodes now
-            self.transition(
-                s,
-                row,
-                "ready",
-                event=payload,
-                env=env,
-                nodes=[n.record() for n in nodes],
-                last_active_at=utcnow(),
-            )
-            s.commit()
-        self.runtime.published()
-
-    async def _fail(
-        self, ctx: RunContext, driver: NodeDriver, *, step: str, exc: Exception
-    ) -> None:
-        if isinstance(exc, AidpError):
-            reason, retryable = exc.message, exc.retryable
-        else:
-            log.exception("provisioning %s failed unexpectedly", ctx.run_id)
-            reason, retryable = f"{type(exc).__name__}: {exc}", False
-        await self._progress(ctx.run_id, "teardown", f"{step} failed; removing nodes", None)
-        await self._teardown(ctx, driver)
-        await run_sync(self._record_failure, ctx.run_id, reason, retryable, step)
-
-    def _record_failure(self, run_id: uuid.UUID, reason: str, retryable: bool, step: str) -> None:
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id, with_for_update=True)
-            if row is None:
-                return
-            event = NodesFailed(reason=reason, retryable=retryable, step=step)
-            self.transition(s, row, "failed", event=event, error=reason, failed_step=step)
-            s.commit()
-        self.runtime.published()
-
-    async def _teardown(
-        self, ctx: RunContext, driver: NodeDriver, *, keep_state: bool = False
-    ) -> list[str]:
-        """Terminate every recorded node and the run's provider resources; never raises.
-        ``keep_state``: the run goes on (another choice): its private state dir stays."""
-        records = await run_sync(self._node_records, ctx.run_id)
-        names: list[str] = []
-        for record in records:
-            node = Node.from_record(record)
-            try:
-                await driver.terminate_node(ctx, node)
-                names.append(node.name)
-            except Exception as exc:  # keep going: the reaper catches what is left
-                log.warning("terminating %s failed: %s", node.name, exc)
-        try:
-            await driver.release_run(ctx)
-        except Exception as exc:
-            log.warning("releasing run %s resources failed: %s", ctx.run_id, exc)
-        if not keep_state:
-            self._cancel.pop(ctx.run_id, None)
-            shutil.rmtree(ctx.state_dir, ignore_errors=True)
-        return names
-
-    def _node_records(self, run_id: uuid.UUID) -> list[dict[str, Any]]:
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id)
-            return list(row.nodes or []) if row else []
-
-    # -- release -----------------------------------------------------------------------
-
-    async def _release(self, run_id: uuid.UUID) -> None:
-        cancel = self._cancel.get(run_id)
-        if cancel is not None:
-            cancel.set()
-        job = self._jobs.pop(run_id, None)
-        if job is not None and not job.done():
-            job.cancel()
-            await asyncio.gather(job, return_exceptions=True)
-        releasing = await run_sync(self._releasing, run_id)
-        if releasing is None:
-            return
-        ctx, provider, owner = releasing
-        driver = self.drivers(provider, owner)
-        names = await self._teardown(ctx, driver)
-        await run_sync(self._released, run_id, names)
-
-    def _releasing(self, run_id: uuid.UUID) -> tuple[RunContext, str, uuid.UUID | None] | None:
-        """A releasing run's context, provider and owner (None: not releasing)."""
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id)
-            if row is None or row.state != "releasing":
-                return None
-            return self._context(row), row.provider, row.owner_id
-
-    def _released(self, run_id: uuid.UUID, names: list[str]) -> None:
-        with self.runtime.db.session() as s:
-            row = s.get(RunNodes, run_id, with_for_update=True)
-            if row is None or row.state != "releasing":
-                return
-            self.transition(s, row, "released", event=NodesReleased(nodes=names))
-            s.commit()
-        self.runtime.published()
-
-    # -- sweeps: autostop and the reaper ---------------------------------------------------
+    # -- sweeps: autostop and the reaper (services.provisioner.release) -------------------
 
     async def sweep(self) -> None:
         """One pass: release idle nodes (autostop), then reap leaked provider resources."""
-        for run_id in await run_sync(self._release_idle):
-            await self._progress(run_id, "autostop", "nodes idle: releasing them", None)
-            self.schedule(run_id, "release")
-        await self.reap()
-
-    def _release_idle(self) -> list[uuid.UUID]:
-        """Mark the ready runs idle past their autostop for release; their ids."""
-        now = utcnow()
-        idle: list[uuid.UUID] = []
-        with self.runtime.db.session() as s:
-            ready = s.exec(select(RunNodes).where(RunNodes.state == "ready")).all()
-            for row in ready:
-                minutes = ProjectSpec.model_validate(row.spec).resources.autostop_minutes
-                quiet = now - _aware(row.last_active_at) > timedelta(minutes=minutes)
-                if not row.training and not row.serving and quiet:
-                    self.request_release(s, row, reason="autostop")
-                    idle.append(row.run_id)
-            s.commit()
-        return idle
+        await releases.sweep(self)
 
     async def reap(self) -> list[str]:
         """Ask every billed provider to delete resources of runs that have ended."""
-        active, owners = await run_sync(self._reap_scope)
-        removed: list[str] = []
-        for owner in {None, *owners}:
-            try:
-                driver = self.drivers("idc", owner)
-                removed += await driver.reap(active_run_ids=active)
-            except ProviderError as exc:
-                log.debug("reaper skipped owner %s: %s", owner, exc.message)
-            except Exception as exc:
-                log.warning("reaper pass failed for owner %s: %s", owner, exc)
-        return removed
-
-    def _reap_scope(self) -> tuple[set[uuid.UUID], set[uuid.UUID | None]]:
-        """The active runs, and the owners of billed (idc) runs."""
-        with self.runtime.db.session() as s:
-            active = set(
-                s.exec(
-                    select(RunNodes.run_id).where(col(RunNodes.state).in_(sorted(ACTIVE_STATES)))
-                ).all()
-            )
-            owners = set(s.exec(select(RunNodes.owner_id).where(RunNodes.provider == "idc")).all())
-        return active, owners
+        return await releases.reap(self)
 
     async def sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reaper_interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("provisioner sweep failed")
+        await releases.sweep_forever(self)

@@ -3,19 +3,16 @@
 :meth:`Fetcher.fetch` is synchronous (provider clients are) and runs in a worker thread.
 Plaintext exists only in a per-download scratch directory under the work dir (outside the
 store), and each file is deleted as soon as it is encrypted into the store. Each scratch
-directory holds an exclusive ``flock`` for as long as its download runs, so
+directory holds an exclusive ``flock`` for as long as its download runs (``scratch.py``), so
 :meth:`Fetcher.sweep_scratch` (run at start) can delete what a killed process left behind
 without touching the live downloads of another process sharing the work dir.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -26,16 +23,14 @@ from services.fetcher.cache import ArtifactCache
 from services.fetcher.connectors import Connector, Credentials, RemoteFile
 from services.fetcher.errors import FetchCancelled, FetchFailed
 from services.fetcher.models import Artifact, Resolution, Upload
+from services.fetcher.progress import ProgressSink, Throttle
+from services.fetcher.scratch import scratch_dir, sweep_scratch
 from shared.events import ArtifactRef
 from shared.spec import Source
 from shared.store import DiskFull, Manifest, ManifestFile
 
 __all__ = ["Fetcher", "ProgressSink", "StaleNotice", "source_name"]
 
-log = logging.getLogger(__name__)
-
-#: (source uri, bytes done, bytes total or None) — already throttled by the caller.
-ProgressSink = Callable[[str, int, int | None], None]
 #: Told (source, last resolution, why the provider failed) when a floating ref is served
 #: from its last resolution because the provider could not be reached.
 StaleNotice = Callable[[Source, Resolution, str], None]
@@ -44,8 +39,6 @@ StaleNotice = Callable[[Source, Resolution, str], None]
 _Check = Callable[[Artifact], None]
 
 _POLL = 0.2
-_SCRATCH_PREFIX = "fetch-"
-_LOCK = ".aidp-lock"
 
 
 def source_name(source: Source) -> str:
@@ -55,36 +48,6 @@ def source_name(source: Source) -> str:
     if source.scheme in ("kaggle", "upload"):
         return f"{source.scheme}://{source.id}"
     return source.id
-
-
-class _Throttle:
-    def __init__(
-        self,
-        source: Source,
-        total: int | None,
-        sink: ProgressSink,
-        interval: float,
-        cancelled: threading.Event,
-        heartbeat: Callable[[], None],
-    ) -> None:
-        self.source, self.total, self.sink, self.interval = source, total, sink, interval
-        self.cancelled, self.heartbeat = cancelled, heartbeat
-        self.done = 0
-        self._last = 0.0
-
-    def __call__(self, n: int) -> None:
-        if self.cancelled.is_set():
-            raise FetchCancelled()
-        self.done += n
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            self.heartbeat()
-            self.sink(self.source.uri, self.done, self.total)
-
-    def final(self) -> None:
-        if self.done:
-            self.sink(self.source.uri, self.done, self.total or self.done)
 
 
 class Fetcher:
@@ -105,20 +68,7 @@ class Fetcher:
 
     def sweep_scratch(self) -> int:
         """Delete scratch directories no live process holds (left by a killed download)."""
-        removed = 0
-        for path in self.work_dir.glob(f"{_SCRATCH_PREFIX}*"):
-            try:  # no lock file: being created right now (or not ours) -> left alone
-                with (path / _LOCK).open("r") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed += 1
-            except BlockingIOError:
-                continue  # a live download in another process
-            except OSError:
-                continue  # no lock file, vanished meanwhile, or not ours to delete
-        if removed:
-            log.info("removed %d scratch directories of interrupted downloads", removed)
-        return removed
+        return sweep_scratch(self.work_dir)
 
     def fetch(
         self,
@@ -315,7 +265,7 @@ class Fetcher:
             self.cache.make_room(expected, keep={lease_key}, requester=owner_id)
             self._make_disk_room(missing, keep={lease_key}, requester=owner_id)
         total = sum(f.size or 0 for f in missing) or None
-        throttle = _Throttle(
+        throttle = Throttle(
             source,
             total,
             progress,
@@ -323,32 +273,10 @@ class Fetcher:
             cancelled,
             lambda: self.cache.renew(lease_key),
         )
-        aliases = {f.path: f.aliases for f in missing}
         if not remote or missing:
-            scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=self.work_dir))
-            held = (scratch / _LOCK).open("a")
-            fcntl.flock(held, fcntl.LOCK_EX)  # released by the kernel if this process dies
-            try:
-                for path, local in connector.download(
-                    source, revision, creds, missing, scratch, throttle
-                ):
-                    digest, size = self.cache.store.put_file(local)
-                    local.unlink(missing_ok=True)  # plaintext lives no longer than needed
-                    self.cache.add_aliases(aliases.get(path, ()), digest)
-                    files.append(ManifestFile(path, digest, size))
-                    if cancelled.is_set():
-                        raise FetchCancelled()
-            except DiskFull as exc:
-                raise FetchFailed(f"Fetching {source.uri} stopped: {exc.message}") from None
-            except OSError as exc:
-                if not DiskFull.is_enospc(exc):
-                    raise
-                free = shutil.disk_usage(scratch).free
-                full = DiskFull(self.work_dir, free=free)
-                raise FetchFailed(f"Fetching {source.uri} stopped: {full.message}") from None
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-                held.close()
+            files += self._store_missing(
+                source, connector, revision, creds, missing, throttle, cancelled
+            )
         throttle.final()
         files.sort(key=lambda f: f.path)
         # a source that names no revision before its download (https, a database query):
@@ -389,6 +317,42 @@ class Fetcher:
             size_bytes=art.size_bytes,
             cache_key=manifest_key,
         )
+
+    def _store_missing(
+        self,
+        source: Source,
+        connector: Connector,
+        revision: str,
+        creds: Credentials,
+        missing: list[RemoteFile],
+        throttle: Throttle,
+        cancelled: threading.Event,
+    ) -> list[ManifestFile]:
+        """Download ``missing`` into a scratch directory, each file encrypted into the store
+        (and its plaintext deleted) as it arrives; the stored files. A full disk is a
+        FetchFailed with a readable message."""
+        aliases = {f.path: f.aliases for f in missing}
+        stored: list[ManifestFile] = []
+        with scratch_dir(self.work_dir) as scratch:
+            try:
+                for path, local in connector.download(
+                    source, revision, creds, missing, scratch, throttle
+                ):
+                    digest, size = self.cache.store.put_file(local)
+                    local.unlink(missing_ok=True)  # plaintext lives no longer than needed
+                    self.cache.add_aliases(aliases.get(path, ()), digest)
+                    stored.append(ManifestFile(path, digest, size))
+                    if cancelled.is_set():
+                        raise FetchCancelled()
+            except DiskFull as exc:
+                raise FetchFailed(f"Fetching {source.uri} stopped: {exc.message}") from None
+            except OSError as exc:
+                if not DiskFull.is_enospc(exc):
+                    raise
+                free = shutil.disk_usage(scratch).free
+                full = DiskFull(self.work_dir, free=free)
+                raise FetchFailed(f"Fetching {source.uri} stopped: {full.message}") from None
+        return stored
 
     def _upload(self, source: Source, *, run_id: uuid.UUID, owner_id: str | None) -> ArtifactRef:
         with self.cache.db.session() as s:

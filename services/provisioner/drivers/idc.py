@@ -14,6 +14,9 @@ Credentials: the owner's Vault secrets ``ITAC_CLIENT_ID``, ``ITAC_CLIENT_SECRET`
 owners the operator allows, within the platform's price caps
 (:mod:`services.provisioner.cloud_access`). Deleting a run's resources always works with
 the account that created them.
+
+Instance names, labels, request bodies, the wait for ``Ready`` and the reading of an
+answer into a node are in :mod:`services.provisioner.drivers.idc_instances`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -32,7 +34,19 @@ from services.provisioner.accelerators import idc_instance_accelerators, missing
 from services.provisioner.cloud_access import Billing, platform_credentials_refused
 from services.provisioner.drivers.base import Capabilities, Node, NodeDriver, RunContext
 from services.provisioner.drivers.idc_api import IdcClient, IdcCredentials
-from services.provisioner.drivers.nodevalues import check_host, check_proxy, check_user
+from services.provisioner.drivers.idc_instances import (
+    MANAGED_LABEL,
+    RUN_LABEL,
+    TF_INSTANCE_FIELDS,
+    USER_DATA,
+    create_body,
+    instance_name,
+    is_uuid,
+    key_name,
+    node_from_instance,
+    terraform_instance,
+    wait_ready,
+)
 from services.provisioner.drivers.sshcmd import ansible_ssh_vars, probe, run_ssh
 from services.provisioner.drivers.terraform import TerraformRun, terraform_binary
 from services.provisioner.settings import ProvisionerSettings
@@ -41,29 +55,6 @@ from shared.errors import ProviderError
 from shared.secrets import SecretStore
 
 __all__ = ["TF_INSTANCE_FIELDS", "IdcDriver", "instance_name", "key_name"]
-
-#: Fields of each item of the Terraform module's ``instances`` output that the driver reads.
-TF_INSTANCE_FIELDS = (
-    "id", "name", "private_ip", "user_name", "proxy_user", "proxy_address", "proxy_port",
-)  # fmt: skip
-
-RUN_LABEL = "aidp-run"
-MANAGED_LABEL = "aidp-managed"
-
-_USER_DATA = """#cloud-config
-package_update: false
-packages: [python3, python3-venv]
-runcmd:
-  - [sh, -c, "mkdir -p /opt/aidp && chmod 0777 /opt/aidp"]
-"""
-
-
-def instance_name(run_id: uuid.UUID, index: int) -> str:
-    return f"aidp-{run_id.hex[:12]}-{index}"
-
-
-def key_name(run_id: uuid.UUID) -> str:
-    return f"aidp-{run_id}"
 
 
 class IdcDriver(NodeDriver):
@@ -214,26 +205,14 @@ class IdcDriver(NodeDriver):
         return str(private), key_name(ctx.run_id)
 
     def _create_body(self, ctx: RunContext, index: int, ssh_key: str) -> dict[str, Any]:
-        zone = f"{self.settings.idc_region}a"
-        return {
-            "metadata": {
-                "name": instance_name(ctx.run_id, index),
-                "labels": {
-                    RUN_LABEL: str(ctx.run_id),
-                    MANAGED_LABEL: "true",
-                    "aidp-project": str(ctx.project_id),
-                },
-            },
-            "spec": {
-                "availabilityZone": zone,
-                "instanceType": self._instance_type(ctx),
-                "machineImage": self.settings.idc_machine_image,
-                "runStrategy": "RerunOnFailure",
-                "sshPublicKeyNames": [ssh_key],
-                "interfaces": [{"name": "eth0", "vNet": f"{zone}-default"}],
-                "userData": _USER_DATA,
-            },
-        }
+        return create_body(
+            ctx,
+            index,
+            ssh_key,
+            region=self.settings.idc_region,
+            instance_type=self._instance_type(ctx),
+            machine_image=self.settings.idc_machine_image,
+        )
 
     def _terraform(self, ctx: RunContext, binary: str, *, creating: bool = False) -> TerraformRun:
         creds = self.credentials(creating=creating, source=ctx.credential_source)
@@ -260,7 +239,7 @@ class IdcDriver(NodeDriver):
             "instance_type": self._instance_type(ctx),
             "machine_image": self.settings.idc_machine_image,
             "ssh_key_name": ssh_key,
-            "user_data": _USER_DATA,
+            "user_data": USER_DATA,
         }
 
     async def _create_with_terraform(self, ctx: RunContext, index: int, binary: str) -> Node:
@@ -269,20 +248,7 @@ class IdcDriver(NodeDriver):
             identity, ssh_key = await self._run_key(ctx, api)
         terraform = await run_sync(self._terraform, ctx, binary, creating=True)
         outputs = await terraform.apply(self.terraform_variables(ctx, ssh_key))
-        item = outputs["instances"][index]
-        instance = {
-            "metadata": {"resourceId": item["id"], "name": item["name"]},
-            "status": {
-                "phase": "Ready",
-                "interfaces": [{"addresses": [item["private_ip"]]}],
-                "userName": item["user_name"],
-                "sshProxy": {
-                    "proxyUser": item["proxy_user"],
-                    "proxyAddress": item["proxy_address"],
-                    "proxyPort": item["proxy_port"],
-                },
-            },
-        }
+        instance = terraform_instance(outputs["instances"][index])
         return self._node(ctx, index, instance, identity)
 
     async def create_node(self, ctx: RunContext, index: int) -> Node:
@@ -296,80 +262,23 @@ class IdcDriver(NodeDriver):
             if instance is None:
                 await ctx.report("nodes", f"creating {name} ({self._instance_type(ctx)})")
                 instance = await api.create_instance(self._create_body(ctx, index, ssh_key))
-            instance = await self._wait_ready(ctx, api, instance)
+            instance = await wait_ready(
+                ctx,
+                api,
+                instance,
+                timeout=self.settings.idc_ready_timeout,
+                poll_interval=self.settings.idc_poll_interval,
+            )
         return self._node(ctx, index, instance, identity)
 
-    async def _wait_ready(
-        self, ctx: RunContext, api: IdcClient, instance: dict[str, Any]
-    ) -> dict[str, Any]:
-        resource_id = instance["metadata"]["resourceId"]
-        name = instance["metadata"].get("name", resource_id)
-        deadline = time.monotonic() + self.settings.idc_ready_timeout
-        last_phase = ""
-        while True:
-            status = instance.get("status") or {}
-            phase = status.get("phase", "")
-            if phase != last_phase:
-                await ctx.report("nodes", f"{name}: {phase or 'submitted'}")
-                last_phase = phase
-            if phase == "Ready":
-                return instance
-            if phase == "Failed":
-                message = status.get("message") or "no message"
-                await api.delete_instance(resource_id)
-                raise ProviderError(
-                    f"instance {name} failed to provision: {message}", code="instance_failed"
-                )
-            if time.monotonic() > deadline:
-                await api.delete_instance(resource_id)
-                raise ProviderError(
-                    f"instance {name} not Ready after {self.settings.idc_ready_timeout:.0f} s"
-                    f" (last phase {phase!r}); deleted it",
-                    retryable=True,
-                )
-            await asyncio.sleep(self.settings.idc_poll_interval)
-            found = await api.instance(resource_id)
-            if found is None:
-                raise ProviderError(f"instance {name} disappeared while provisioning")
-            instance = found
-
     def _node(self, ctx: RunContext, index: int, instance: dict[str, Any], identity: str) -> Node:
-        status = instance.get("status") or {}
-        try:
-            address = status["interfaces"][0]["addresses"][0]
-        except (KeyError, IndexError) as exc:
-            raise ProviderError(f"instance {instance['metadata']} is Ready without an IP") from exc
-        # The cloud API's answers reach ssh and Ansible: each one is checked strictly.
-        name = instance_name(ctx.run_id, index)
-        address = check_host(address, what=f"instance {name} address")
-        user = check_user(status.get("userName") or "ubuntu", what=f"instance {name} user")
-        proxy = status.get("sshProxy") or {}
-        jump = None
-        if proxy.get("proxyAddress"):
-            jump = check_proxy(
-                proxy.get("proxyUser", "guest"),
-                proxy["proxyAddress"],
-                proxy.get("proxyPort", 22),
-                what=f"instance {name} ssh proxy",
-            )
-        root = self.settings.ssh_node_root
-        known_hosts = ctx.state_dir / "known_hosts"  # fresh VMs: pinned for this run only
-        known_hosts.touch(mode=0o600, exist_ok=True)
-        return Node(
-            name=f"idc-{index}",
-            index=index,
+        return node_from_instance(
+            ctx,
+            index,
+            instance,
+            identity,
             provider=self.name,
-            address=address,
-            workdir=f"{root}/runs/{ctx.run_id}",
-            env_root=f"{root}/envs",
-            tools_dir=f"{root}/bin",
-            accelerator=ctx.spec.resources.accelerator,
-            ssh_user=user,
-            ssh_port=22,
-            proxy=jump,
-            identity_file=identity,
-            known_hosts=str(known_hosts),
-            resource_id=instance["metadata"]["resourceId"],
+            node_root=self.settings.ssh_node_root,
         )
 
     async def check_node(self, ctx: RunContext, node: Node) -> Node:
@@ -427,7 +336,7 @@ class IdcDriver(NodeDriver):
             for key in await api.list_ssh_keys():
                 name = key["metadata"]["name"]
                 if name.startswith("aidp-") and name.removeprefix("aidp-") not in active:
-                    if _is_uuid(name.removeprefix("aidp-")):
+                    if is_uuid(name.removeprefix("aidp-")):
                         await api.delete_ssh_key(name)
         return removed
 
@@ -440,10 +349,3 @@ class IdcDriver(NodeDriver):
 def _sshd_not_up_yet(exc: Exception) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
 
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True

@@ -242,7 +242,7 @@ class JobRunner:
             return s.get(FetchJob, run_id)
 
     async def _preflight(self, spec: ProjectSpec, refs: list[ArtifactRef]) -> list[EventPayload]:
-        """The pre-flight check of an LLM task's data (``preflight.py``): its event, staged
+        """The pre-flight check of an LLM task's data (``preflight/``): its event, staged
         with ArtifactsCached; the provisioner waits for it before creating any node."""
         if spec.task not in LLM_TASKS:
             return []

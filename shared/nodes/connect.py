@@ -1,0 +1,32 @@
+"""An asyncssh connection to a node from its :class:`~shared.nodes.transport.NodeAccess`
+(the trainer's: one long-lived connection per node for commands, SFTP and port forwards).
+asyncssh is imported here only, when a connection is made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.nodes.errors import classify_connect_error
+from shared.nodes.transport import NodeAccess
+
+__all__ = ["open_connection"]
+
+
+async def open_connection(access: NodeAccess, *, name: str) -> tuple[Any, Any]:
+    """Connect to node ``name``: ``(connection, jump connection or None)``; both are the
+    caller's to close. Raises a classified ProviderError when it cannot."""
+    import asyncssh
+
+    tunnel: Any = None
+    try:
+        options = access.asyncssh_options()
+        if access.jump is not None:
+            # the jump host is reached with the node's own key, known_hosts and policy
+            tunnel = await asyncssh.connect(access.jump.host, **access.asyncssh_options(jump=True))
+            options["tunnel"] = tunnel
+        conn = await asyncssh.connect(access.host, **options)
+    except (OSError, asyncssh.Error) as exc:
+        if tunnel is not None:
+            tunnel.close()
+        raise classify_connect_error(exc, name=name, known_hosts=access.known_hosts) from exc
+    return conn, tunnel

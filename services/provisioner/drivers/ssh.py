@@ -5,7 +5,7 @@ the run uses or lost (``resources.hosts`` may list more hosts than ``nodes``).
 ``identity`` names a user secret in Vault holding a private key;
 it is written 0600 into the run's private state dir for the run's lifetime only. Host keys
 are pinned per user in ``known_hosts_dir/<user id>`` (trust on first use, then a changed
-key is a clear failure, never silently accepted).
+key is a clear failure, never silently accepted): the policy of :mod:`shared.nodes`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from services.provisioner.drivers.sshcmd import (
     classify_ssh_failure,
     probe,
     run_ssh,
-    write_key,
 )
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
+from shared.nodes import SSH_FAILED, write_key
 from shared.secrets import SecretStore
 from shared.spec import HostSpec
 
@@ -124,7 +124,7 @@ class SshDriver(NodeDriver):
     async def terminate_node(self, ctx: RunContext, node: Node) -> None:
         """Remove the run's workdir on the host (the host itself is the user's)."""
         rc, _, err = await self.run(node, f"rm -rf {shlex.quote(node.workdir)}", timeout=60)
-        if rc == 255:
+        if rc == SSH_FAILED:
             # An unreachable host keeps a stale workdir; that must not block the release.
             await ctx.report("release", str(classify_ssh_failure(node, err)))
 

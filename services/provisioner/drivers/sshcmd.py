@@ -1,6 +1,7 @@
-"""OpenSSH plumbing shared by the ssh and idc drivers: one set of options for probes and for
-Ansible, a jump host through ``ProxyCommand`` (``-J`` would not pass our key and
-known_hosts to the jump), and readable errors from ssh's own output.
+"""OpenSSH plumbing shared by the ssh and idc drivers: a driver's ``Node`` as a
+:class:`shared.nodes.NodeAccess` (the one set of ssh options and the one host-key policy of
+:mod:`shared.nodes`: host keys pinned on first contact) for probes and for Ansible,
+readable errors from ssh's own output, the probe and the run-user check.
 
 What a node answers is untrusted: the probe's answer is parsed strictly
 (:func:`~services.provisioner.drivers.nodevalues.parse_probe_answer`) and the connection
@@ -8,11 +9,8 @@ values handed to Ansible are checked again in :func:`ansible_ssh_vars`."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shlex
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from services.provisioner.drivers.base import Node, NodeDriver
@@ -24,6 +22,16 @@ from services.provisioner.drivers.nodevalues import (
     parse_probe_answer,
 )
 from shared.errors import ProviderError
+from shared.nodes import (
+    SSH_FAILED,
+    HostKeyPolicy,
+    NodeAccess,
+    communicate,
+    parse_jump,
+    run_command,
+    write_key,
+)
+from shared.nodes import classify_ssh_failure as _classify
 
 __all__ = [
     "absolute",
@@ -31,6 +39,7 @@ __all__ = [
     "RUN_USER",
     "classify_ssh_failure",
     "detect_run_user",
+    "node_access",
     "node_ssh_options",
     "probe",
     "probe_script",
@@ -40,51 +49,27 @@ __all__ = [
     "write_key",
 ]
 
-_PROBE_FAIL = 255  # ssh's own exit status for connection failures
+_PROBE_FAIL = SSH_FAILED  # ssh's own exit status for connection failures
 
 
-def write_key(path: Path, private_key: str) -> Path:
-    """Write a private key 0600 (created with that mode: never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = private_key if private_key.endswith("\n") else private_key + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-    return path
-
-
-def _base_options(
-    *, identity_file: str | None, known_hosts: str | None, connect_timeout: int
-) -> list[str]:
-    opts = [
-        "-o", "BatchMode=yes",
-        "-o", f"ConnectTimeout={connect_timeout}",
-        "-o", "StrictHostKeyChecking=accept-new",
-        "-o", "ServerAliveInterval=15",
-        "-o", "LogLevel=ERROR",
-    ]  # fmt: skip
-    if known_hosts:
-        opts += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
-    if identity_file:
-        opts += ["-o", "IdentitiesOnly=yes", "-i", identity_file]
-    return opts
+def node_access(node: Node, *, connect_timeout: int = 10) -> NodeAccess:
+    """How to reach ``node`` (:mod:`shared.nodes`): its key, and its host key pinned on
+    first contact into the node's known_hosts (per user, or per run for fresh VMs)."""
+    return NodeAccess(
+        host=node.address,
+        port=node.ssh_port,
+        user=node.ssh_user,
+        jump=parse_jump(node.proxy) if node.proxy else None,
+        identity_files=(node.identity_file,) if node.identity_file else (),
+        known_hosts=node.known_hosts,
+        host_keys=HostKeyPolicy.PIN_ON_FIRST_USE,
+        connect_timeout=connect_timeout,
+    )
 
 
 def node_ssh_options(node: Node, *, connect_timeout: int = 10) -> list[str]:
     """ssh options (no destination) reaching ``node``, through its jump host if any."""
-    opts = _base_options(
-        identity_file=node.identity_file,
-        known_hosts=node.known_hosts,
-        connect_timeout=connect_timeout,
-    )
-    if node.proxy:
-        user_host, _, port = node.proxy.rpartition(":")
-        if not user_host:
-            user_host, port = node.proxy, "22"
-        jump = ["ssh", *opts, "-W", "%h:%p", "-p", port, user_host]
-        opts += ["-o", "ProxyCommand=" + shlex.join(jump)]
-    return opts
+    return node_access(node, connect_timeout=connect_timeout).openssh_options()
 
 
 def ansible_ssh_vars(node: Node, *, connect_timeout: int = 10) -> dict[str, Any]:
@@ -107,64 +92,25 @@ def ansible_ssh_vars(node: Node, *, connect_timeout: int = 10) -> dict[str, Any]
 
 def classify_ssh_failure(node: Node, stderr: str) -> ProviderError:
     """Turn ssh's stderr for a failed connection into a clear, retry-aware error."""
-    where = f"{node.ssh_user}@{node.address}:{node.ssh_port}"
-    text = stderr.strip()
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
-        return ProviderError(
-            f"node {node.name} ({where}): host key mismatch: the host's key differs from the"
-            f" one recorded in {node.known_hosts}. If the host was reinstalled, remove its"
-            f" entry; otherwise someone may be intercepting the connection. ssh said: {text}",
-            code="host_key_mismatch",
-        )
-    if "Permission denied" in text:
-        return ProviderError(
-            f"node {node.name} ({where}): authentication refused (is the identity's public key"
-            f" in the user's authorized_keys?). ssh said: {text}",
-            code="ssh_auth_failed",
-        )
-    retryable = any(
-        s in text for s in ("Connection refused", "timed out", "No route to host", "unreachable")
+    return _classify(
+        name=node.name,
+        where=f"{node.ssh_user}@{node.address}:{node.ssh_port}",
+        known_hosts=node.known_hosts,
+        stderr=stderr,
     )
-    return ProviderError(
-        f"node {node.name} ({where}) is unreachable: {text or 'ssh failed without a message'}",
-        retryable=retryable,
-        code="node_unreachable",
-    )
-
-
-async def _communicate(argv: list[str], timeout: float) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 124, "", f"timed out after {timeout:.0f} s"
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 async def run_local(script: str, *, timeout: float = 60) -> tuple[int, str, str]:
     """Run a shell script on this machine."""
-    return await _communicate(["/bin/sh", "-c", script], timeout)
+    return await communicate(["/bin/sh", "-c", script], timeout)
 
 
 async def run_ssh(
     node: Node, script: str, *, timeout: float = 60, connect_timeout: int = 10
 ) -> tuple[int, str, str]:
     """Run a shell script on ``node`` over ssh; exit 255 means ssh itself failed."""
-    argv = [
-        "ssh",
-        *node_ssh_options(node, connect_timeout=connect_timeout),
-        "-p", str(node.ssh_port),
-        f"{node.ssh_user}@{node.address}",
-        "/bin/sh -c " + shlex.quote(script),
-    ]  # fmt: skip
-    return await _communicate(argv, timeout)
+    access = node_access(node, connect_timeout=connect_timeout)
+    return await run_command(access, script, timeout=timeout)
 
 
 def probe_script(workdir: str) -> str:

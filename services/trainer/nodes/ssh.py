@@ -23,6 +23,7 @@ from services.trainer.nodes.base import (
 from services.trainer.ssh_runs import LEASE_SCRIPT, RELEASE_SCRIPT, START_SCRIPT, env_script
 from shared.errors import ProviderError
 from shared.events import NodeInfo
+from shared.nodes import HostKeyPolicy, NodeAccess, open_connection, parse_jump
 
 __all__ = ["SSHExecutor"]
 
@@ -85,11 +86,13 @@ class _SSHProcess(NodeProcess):
 
 
 class SSHExecutor(NodeExecutor):
-    """A remote node reached with asyncssh (``ssh_user@address:ssh_port``, optional jump).
+    """A remote node reached with asyncssh (``ssh_user@address:ssh_port``, optional jump),
+    through :mod:`shared.nodes` (the same options and host-key policy as the provisioner).
 
-    ``client_keys`` are private key paths of the platform. Host keys are checked against
-    ``known_hosts`` (a file; None: ``~/.ssh/known_hosts``, and no file means no host is
-    trusted); only ``accept_unknown_host_keys=True`` (an explicit opt-in) skips the check.
+    ``client_keys`` are private key paths of the platform (only those are offered). Host
+    keys are checked against ``known_hosts`` (a file; None: ``~/.ssh/known_hosts``, and no
+    file means no host is trusted); only ``accept_unknown_host_keys=True`` (an explicit
+    opt-in) skips the check.
     """
 
     def __init__(
@@ -106,44 +109,35 @@ class SSHExecutor(NodeExecutor):
         #: keepalives every third of it, three unanswered close the connection: a node
         #: that stops answering (even without closing its connection) ends every stream
         self.node_timeout = node_timeout
-        self.client_keys = list(client_keys)
-        # asyncssh: None = no check, () = the default known_hosts file, a path = that file
-        self.known_hosts: Any = None if accept_unknown_host_keys else (known_hosts or ())
-        self.connect_timeout = connect_timeout
+        #: how the node is reached: the one transport and host-key policy of shared.nodes
+        #: (the trainer only checks pinned keys; it never records one)
+        self.access = NodeAccess(
+            host=node.address,
+            port=node.ssh_port,
+            user=node.ssh_user,
+            jump=parse_jump(node.proxy) if node.proxy else None,
+            identity_files=tuple(client_keys),
+            known_hosts=known_hosts,
+            host_keys=(
+                HostKeyPolicy.UNCHECKED if accept_unknown_host_keys else HostKeyPolicy.PINNED
+            ),
+            connect_timeout=connect_timeout,
+            keepalive_interval=max(1.0, node_timeout / 3),
+            keepalive_count=3,
+        )
         self._conn: Any = None
         self._tunnel: Any = None
         self._forwards: dict[int, Any] = {}
         self._lock = asyncio.Lock()
 
     async def _connection(self) -> Any:
-        import asyncssh
-
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
-            options: dict[str, Any] = {
-                "username": self.node.ssh_user,
-                "port": self.node.ssh_port,
-                "known_hosts": self.known_hosts,
-                "connect_timeout": self.connect_timeout,
-                "keepalive_interval": max(1.0, self.node_timeout / 3),
-                "keepalive_count_max": 3,
-            }
-            if self.client_keys:
-                options["client_keys"] = self.client_keys
-            try:
-                if self.node.proxy:
-                    self._tunnel = await asyncssh.connect(
-                        self.node.proxy,
-                        known_hosts=self.known_hosts,
-                        client_keys=self.client_keys or (),
-                    )
-                    options["tunnel"] = self._tunnel
-                self._conn = await asyncssh.connect(self.node.address, **options)
-            except (OSError, asyncssh.Error) as exc:
-                raise ProviderError(
-                    f"cannot reach node {self.node.name} over SSH: {exc}", retryable=True
-                ) from exc
+            if self._tunnel is not None:  # the jump connection of a connection now closed
+                self._tunnel.close()
+                self._tunnel = None
+            self._conn, self._tunnel = await open_connection(self.access, name=self.node.name)
             return self._conn
 
     async def run(self, argv: Sequence[str], *, timeout: float = 120) -> tuple[int, str, str]:

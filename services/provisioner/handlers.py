@@ -60,9 +60,7 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
     inbox.handles(ProjectDeleted, then=bind(start_releases))(bind(project_deleted))
     inbox.handles(TrainingStarted)(bind(training_started))
     inbox.handles(TrainingCompleted, then=bind(start_releases))(bind(training_completed))
-    inbox.handles(DeploymentFailed, DeploymentStopped, then=bind(start_releases))(
-        bind(undeployed)
-    )
+    inbox.handles(DeploymentFailed, DeploymentStopped, then=bind(start_releases))(bind(undeployed))
     inbox.handles(NodeLost, then=bind(start_replacement))(bind(node_lost))
     return inbox.handlers()
 
@@ -85,9 +83,7 @@ async def start_provisioning(prov: Provisioner, state: str | None, envelope: Env
         prov.schedule(run_id, "provision")
 
 
-async def start_releases(
-    prov: Provisioner, run_ids: list[uuid.UUID], _envelope: Envelope
-) -> None:
+async def start_releases(prov: Provisioner, run_ids: list[uuid.UUID], _envelope: Envelope) -> None:
     for run_id in run_ids:
         prov.schedule(run_id, "release")
 

@@ -29,15 +29,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tests.support.infra import free_port
 
 __all__ = ["IdcCloud", "NodeSlot", "idc_server"]
+
+#: Every compute API path starts here; the account is checked where the cloud checks it.
+_BASE = "/v1/cloudaccounts/{account}"
 
 
 @dataclass
@@ -101,194 +104,242 @@ def _error(status: int, code: int, message: str, **headers: str) -> JSONResponse
 
 
 def build_app(cloud: IdcCloud) -> FastAPI:
+    """The fake cloud's app: the routes below, on ``cloud`` (``app.state.cloud``)."""
     app = FastAPI()
-    base = "/v1/cloudaccounts/{account}"
-
-    @app.middleware("http")
-    async def faults_and_auth(request: Request, call_next: Callable[..., Any]) -> Any:
-        path, method = request.url.path, request.method
-        response: Any = None
-        with cloud.lock:
-            for fault in cloud.faults:
-                if fault.times > 0 and fault.method == method and path.startswith(fault.prefix):
-                    fault.times -= 1
-                    headers = {"Retry-After": fault.retry_after} if fault.status == 429 else {}
-                    response = _error(fault.status, 14, "injected fault", **headers)
-                    break
-        if response is None and path.startswith("/v1/"):
-            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            expires = cloud.tokens.get(token)
-            if expires is None or expires < time.monotonic():
-                response = _error(401, 16, "token expired or invalid")
-        if response is None:
-            response = await call_next(request)
-        cloud.log.append((method, path, response.status_code))
-        return response
-
-    @app.post("/oauth2/token")
-    async def token(request: Request) -> Any:
-        expected = base64.b64encode(f"{cloud.client_id}:{cloud.client_secret}".encode()).decode()
-        form = (await request.body()).decode()
-        if request.headers.get("Authorization") != f"Basic {expected}":
-            return _error(401, 16, "invalid client credentials")
-        if "grant_type=client_credentials" not in form:
-            return _error(400, 3, "unsupported grant_type")
-        value = secrets.token_urlsafe(24)
-        cloud.tokens[value] = time.monotonic() + cloud.token_ttl
-        cloud.tokens_issued += 1
-        return {"access_token": value, "token_type": "Bearer", "expires_in": cloud.token_ttl}
-
-    def _account_ok(account: str) -> JSONResponse | None:
-        if account != cloud.cloudaccount:
-            return _error(403, 7, f"no access to cloud account {account}")
-        return None
-
-    # -- ssh keys --------------------------------------------------------------------------
-
-    @app.post(base + "/sshpublickeys")
-    async def create_key(account: str, body: dict[str, Any]) -> Any:
-        if (denied := _account_ok(account)) is not None:
-            return denied
-        name = body["metadata"]["name"]
-        if name in cloud.keys:
-            return _error(409, 6, f"ssh key {name} already exists")
-        key = {
-            "metadata": {"name": name, "resourceId": str(uuid.uuid4())},
-            "spec": {"sshPublicKey": body["spec"]["sshPublicKey"]},
-        }
-        cloud.keys[name] = key
-        return key
-
-    @app.get(base + "/sshpublickeys")
-    async def list_keys(account: str) -> Any:
-        return {"items": list(cloud.keys.values())}
-
-    @app.get(base + "/sshpublickeys/name/{name}")
-    async def get_key(account: str, name: str) -> Any:
-        key = cloud.keys.get(name)
-        return key if key else _error(404, 5, f"ssh key {name} not found")
-
-    @app.delete(base + "/sshpublickeys/name/{name}")
-    async def delete_key(account: str, name: str) -> Any:
-        if cloud.keys.pop(name, None) is None:
-            return _error(404, 5, f"ssh key {name} not found")
-        return {}
-
-    # -- instances -------------------------------------------------------------------------
-
-    def _advance(instance: dict[str, Any]) -> None:
-        status = instance["status"]
-        if status["phase"] != "Provisioning":
-            return
-        instance["_polls"] += 1
-        itype = instance["spec"]["instanceType"]
-        if itype in cloud.fail_types:
-            status.update(phase="Failed", message=cloud.fail_types[itype])
-            return
-        if instance["_polls"] < cloud.ready_after:
-            return
-        slot = cloud.slots[instance["_slot"] % len(cloud.slots)]
-        public_keys = [
-            cloud.keys[n]["spec"]["sshPublicKey"]
-            for n in instance["spec"]["sshPublicKeyNames"]
-            if n in cloud.keys
-        ]
-        for path in (slot.authorized_keys, cloud.proxy_authorized_keys):
-            if path is not None:
-                with path.open("a") as handle:
-                    handle.writelines(k + "\n" for k in public_keys)
-        status.update(
-            phase="Ready",
-            message="Instance ready",
-            interfaces=[{"name": "eth0", "addresses": [slot.private_ip]}],
-            userName=slot.user,
-        )
-        if cloud.proxy:
-            user, address, port = cloud.proxy
-            status["sshProxy"] = {"proxyUser": user, "proxyAddress": address, "proxyPort": port}
-
-    def _public(instance: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in instance.items() if not k.startswith("_")}
-
-    @app.post(base + "/instances")
-    async def create_instance(account: str, body: dict[str, Any]) -> Any:
-        if (denied := _account_ok(account)) is not None:
-            return denied
-        name = body["metadata"]["name"]
-        if any(i["metadata"]["name"] == name for i in cloud.instances.values()):
-            return _error(409, 6, f"instance {name} already exists")
-        if len(cloud.instances) >= cloud.max_instances:
-            return _error(
-                429, 8, f"quota exceeded: at most {cloud.max_instances} instances per account"
-            )
-        itype = body["spec"].get("instanceType", "")
-        if itype in cloud.no_capacity_types:
-            zone = body["spec"].get("availabilityZone", "")
-            return _error(
-                429, 8, f"insufficient capacity: no {itype} instances available in {zone}"
-            )
-        for key in body["spec"].get("sshPublicKeyNames", []):
-            if key not in cloud.keys:
-                return _error(400, 3, f"ssh key {key} not found")
-        resource_id = str(uuid.uuid4())
-        instance = {
-            "metadata": {
-                "name": name,
-                "resourceId": resource_id,
-                "labels": body["metadata"].get("labels", {}),
-                "cloudAccountId": account,
-            },
-            "spec": body["spec"],
-            "status": {"phase": "Provisioning", "message": "Instance is provisioning"},
-            "_polls": 0,
-            # The n-th created instance lives on slot n (round robin).
-            "_slot": sum(
-                1 for m, p, c in cloud.log if m == "POST" and p.endswith("/instances") and c == 200
-            ),
-        }
-        cloud.instances[resource_id] = instance
-        return _public(instance)
-
-    def _by_name(name: str) -> dict[str, Any] | None:
-        return next((i for i in cloud.instances.values() if i["metadata"]["name"] == name), None)
-
-    @app.get(base + "/instances")
-    async def list_instances(account: str) -> Any:
-        return {"items": [_public(i) for i in cloud.instances.values()]}
-
-    @app.post(base + "/instances/search")
-    async def search_instances(account: str, body: dict[str, Any]) -> Any:
-        wanted = (body.get("metadata") or {}).get("labels") or {}
-        items = [
-            _public(i)
-            for i in cloud.instances.values()
-            if all(i["metadata"]["labels"].get(k) == v for k, v in wanted.items())
-        ]
-        return {"items": items}
-
-    @app.get(base + "/instances/id/{resource_id}")
-    async def get_instance(account: str, resource_id: str) -> Any:
-        instance = cloud.instances.get(resource_id)
-        if instance is None:
-            return _error(404, 5, f"instance {resource_id} not found")
-        _advance(instance)
-        return _public(instance)
-
-    @app.get(base + "/instances/name/{name}")
-    async def get_instance_by_name(account: str, name: str) -> Any:
-        instance = _by_name(name)
-        if instance is None:
-            return _error(404, 5, f"instance {name} not found")
-        _advance(instance)
-        return _public(instance)
-
-    @app.delete(base + "/instances/id/{resource_id}")
-    async def delete_instance(account: str, resource_id: str) -> Any:
-        if cloud.instances.pop(resource_id, None) is None:
-            return _error(404, 5, f"instance {resource_id} not found")
-        return {}
-
+    app.state.cloud = cloud
+    app.middleware("http")(_faults_and_auth)
+    app.include_router(_oauth)
+    app.include_router(_keys)
+    app.include_router(_instances)
     return app
+
+
+def _cloud(request: Request) -> IdcCloud:
+    return request.app.state.cloud  # type: ignore[no-any-return]
+
+
+Cloud = Annotated[IdcCloud, Depends(_cloud)]
+
+
+# -- faults and auth -----------------------------------------------------------------------
+
+
+async def _faults_and_auth(request: Request, call_next: Callable[..., Any]) -> Any:
+    """An injected fault answers first; then every ``/v1/`` call needs a live token."""
+    cloud = _cloud(request)
+    path, method = request.url.path, request.method
+    response = _injected_fault(cloud, method, path)
+    if response is None and path.startswith("/v1/"):
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        expires = cloud.tokens.get(token)
+        if expires is None or expires < time.monotonic():
+            response = _error(401, 16, "token expired or invalid")
+    if response is None:
+        response = await call_next(request)
+    cloud.log.append((method, path, response.status_code))
+    return response
+
+
+def _injected_fault(cloud: IdcCloud, method: str, path: str) -> JSONResponse | None:
+    """The answer of the first injected fault matching the request (one of its ``times``)."""
+    with cloud.lock:
+        for fault in cloud.faults:
+            if fault.times > 0 and fault.method == method and path.startswith(fault.prefix):
+                fault.times -= 1
+                headers = {"Retry-After": fault.retry_after} if fault.status == 429 else {}
+                return _error(fault.status, 14, "injected fault", **headers)
+    return None
+
+
+_oauth = APIRouter()
+
+
+@_oauth.post("/oauth2/token")
+async def token(request: Request, cloud: Cloud) -> Any:
+    expected = base64.b64encode(f"{cloud.client_id}:{cloud.client_secret}".encode()).decode()
+    form = (await request.body()).decode()
+    if request.headers.get("Authorization") != f"Basic {expected}":
+        return _error(401, 16, "invalid client credentials")
+    if "grant_type=client_credentials" not in form:
+        return _error(400, 3, "unsupported grant_type")
+    value = secrets.token_urlsafe(24)
+    cloud.tokens[value] = time.monotonic() + cloud.token_ttl
+    cloud.tokens_issued += 1
+    return {"access_token": value, "token_type": "Bearer", "expires_in": cloud.token_ttl}
+
+
+def _account_ok(cloud: IdcCloud, account: str) -> JSONResponse | None:
+    if account != cloud.cloudaccount:
+        return _error(403, 7, f"no access to cloud account {account}")
+    return None
+
+
+# -- ssh keys ------------------------------------------------------------------------------
+
+_keys = APIRouter(prefix=_BASE + "/sshpublickeys")
+
+
+@_keys.post("")
+async def create_key(account: str, body: dict[str, Any], cloud: Cloud) -> Any:
+    if (denied := _account_ok(cloud, account)) is not None:
+        return denied
+    name = body["metadata"]["name"]
+    if name in cloud.keys:
+        return _error(409, 6, f"ssh key {name} already exists")
+    key = {
+        "metadata": {"name": name, "resourceId": str(uuid.uuid4())},
+        "spec": {"sshPublicKey": body["spec"]["sshPublicKey"]},
+    }
+    cloud.keys[name] = key
+    return key
+
+
+@_keys.get("")
+async def list_keys(account: str, cloud: Cloud) -> Any:
+    return {"items": list(cloud.keys.values())}
+
+
+@_keys.get("/name/{name}")
+async def get_key(account: str, name: str, cloud: Cloud) -> Any:
+    key = cloud.keys.get(name)
+    return key if key else _error(404, 5, f"ssh key {name} not found")
+
+
+@_keys.delete("/name/{name}")
+async def delete_key(account: str, name: str, cloud: Cloud) -> Any:
+    if cloud.keys.pop(name, None) is None:
+        return _error(404, 5, f"ssh key {name} not found")
+    return {}
+
+
+# -- instances -----------------------------------------------------------------------------
+
+_instances = APIRouter(prefix=_BASE + "/instances")
+
+
+def _advance(cloud: IdcCloud, instance: dict[str, Any]) -> None:
+    """One more poll of a ``Provisioning`` instance: ``Failed`` for a type in
+    ``fail_types``, else ``Ready`` (on its slot, the run's keys authorized) after
+    ``ready_after`` polls."""
+    status = instance["status"]
+    if status["phase"] != "Provisioning":
+        return
+    instance["_polls"] += 1
+    itype = instance["spec"]["instanceType"]
+    if itype in cloud.fail_types:
+        status.update(phase="Failed", message=cloud.fail_types[itype])
+        return
+    if instance["_polls"] < cloud.ready_after:
+        return
+    slot = cloud.slots[instance["_slot"] % len(cloud.slots)]
+    public_keys = [
+        cloud.keys[n]["spec"]["sshPublicKey"]
+        for n in instance["spec"]["sshPublicKeyNames"]
+        if n in cloud.keys
+    ]
+    for path in (slot.authorized_keys, cloud.proxy_authorized_keys):
+        if path is not None:
+            with path.open("a") as handle:
+                handle.writelines(k + "\n" for k in public_keys)
+    status.update(
+        phase="Ready",
+        message="Instance ready",
+        interfaces=[{"name": "eth0", "addresses": [slot.private_ip]}],
+        userName=slot.user,
+    )
+    if cloud.proxy:
+        user, address, port = cloud.proxy
+        status["sshProxy"] = {"proxyUser": user, "proxyAddress": address, "proxyPort": port}
+
+
+def _public(instance: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in instance.items() if not k.startswith("_")}
+
+
+def _create_refused(cloud: IdcCloud, account: str, body: dict[str, Any]) -> JSONResponse | None:
+    """Why the cloud refuses to create the instance ``body`` asks for (None: it does not)."""
+    if (denied := _account_ok(cloud, account)) is not None:
+        return denied
+    name = body["metadata"]["name"]
+    if any(i["metadata"]["name"] == name for i in cloud.instances.values()):
+        return _error(409, 6, f"instance {name} already exists")
+    if len(cloud.instances) >= cloud.max_instances:
+        return _error(
+            429, 8, f"quota exceeded: at most {cloud.max_instances} instances per account"
+        )
+    itype = body["spec"].get("instanceType", "")
+    if itype in cloud.no_capacity_types:
+        zone = body["spec"].get("availabilityZone", "")
+        return _error(429, 8, f"insufficient capacity: no {itype} instances available in {zone}")
+    for key in body["spec"].get("sshPublicKeyNames", []):
+        if key not in cloud.keys:
+            return _error(400, 3, f"ssh key {key} not found")
+    return None
+
+
+@_instances.post("")
+async def create_instance(account: str, body: dict[str, Any], cloud: Cloud) -> Any:
+    if (refused := _create_refused(cloud, account, body)) is not None:
+        return refused
+    resource_id = str(uuid.uuid4())
+    instance = {
+        "metadata": {
+            "name": body["metadata"]["name"],
+            "resourceId": resource_id,
+            "labels": body["metadata"].get("labels", {}),
+            "cloudAccountId": account,
+        },
+        "spec": body["spec"],
+        "status": {"phase": "Provisioning", "message": "Instance is provisioning"},
+        "_polls": 0,
+        # The n-th created instance lives on slot n (round robin).
+        "_slot": sum(
+            1 for m, p, c in cloud.log if m == "POST" and p.endswith("/instances") and c == 200
+        ),
+    }
+    cloud.instances[resource_id] = instance
+    return _public(instance)
+
+
+@_instances.get("")
+async def list_instances(account: str, cloud: Cloud) -> Any:
+    return {"items": [_public(i) for i in cloud.instances.values()]}
+
+
+@_instances.post("/search")
+async def search_instances(account: str, body: dict[str, Any], cloud: Cloud) -> Any:
+    wanted = (body.get("metadata") or {}).get("labels") or {}
+    items = [
+        _public(i)
+        for i in cloud.instances.values()
+        if all(i["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+    ]
+    return {"items": items}
+
+
+@_instances.get("/id/{resource_id}")
+async def get_instance(account: str, resource_id: str, cloud: Cloud) -> Any:
+    instance = cloud.instances.get(resource_id)
+    if instance is None:
+        return _error(404, 5, f"instance {resource_id} not found")
+    _advance(cloud, instance)
+    return _public(instance)
+
+
+@_instances.get("/name/{name}")
+async def get_instance_by_name(account: str, name: str, cloud: Cloud) -> Any:
+    instance = next((i for i in cloud.instances.values() if i["metadata"]["name"] == name), None)
+    if instance is None:
+        return _error(404, 5, f"instance {name} not found")
+    _advance(cloud, instance)
+    return _public(instance)
+
+
+@_instances.delete("/id/{resource_id}")
+async def delete_instance(account: str, resource_id: str, cloud: Cloud) -> Any:
+    if cloud.instances.pop(resource_id, None) is None:
+        return _error(404, 5, f"instance {resource_id} not found")
+    return {}
 
 
 @contextmanager

@@ -348,4 +348,3 @@ class IdcDriver(NodeDriver):
 
 def _sshd_not_up_yet(exc: Exception) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
-

@@ -14,11 +14,13 @@ their manifest key in the encrypted store.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from shared.service.clock import utcnow
 
 __all__ = [
     "Checkpoint",
@@ -29,10 +31,6 @@ __all__ = [
     "Run",
     "StoreNaming",
 ]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Run(SQLModel, table=True):
@@ -59,8 +57,8 @@ class Run(SQLModel, table=True):
     nodes_released: bool = False
     workspace_cleaned: bool = False
     model_id: uuid.UUID | None = None
-    created_at: datetime = Field(default_factory=now)
-    updated_at: datetime = Field(default_factory=now)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Checkpoint(SQLModel, table=True):
@@ -74,7 +72,7 @@ class Checkpoint(SQLModel, table=True):
     step: int
     manifest_key: str = Field(max_length=64)
     size_bytes: int = Field(default=0, sa_type=BigInteger)  # BIGINT in trainer_0001
-    created_at: datetime = Field(default_factory=now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class ModelVersion(SQLModel, table=True):
@@ -92,7 +90,7 @@ class ModelVersion(SQLModel, table=True):
     size_bytes: int = Field(default=0, sa_type=BigInteger)  # BIGINT in trainer_0001
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     lineage: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    created_at: datetime = Field(default_factory=now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Deployment(SQLModel, table=True):
@@ -126,8 +124,8 @@ class Deployment(SQLModel, table=True):
     promote_on_ready: bool = False
     keep_previous: bool = False
     rollback: bool = False
-    created_at: datetime = Field(default_factory=now)
-    updated_at: datetime = Field(default_factory=now)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class ProjectEndpoint(SQLModel, table=True):
@@ -139,7 +137,7 @@ class ProjectEndpoint(SQLModel, table=True):
     project_id: uuid.UUID = Field(primary_key=True)
     deployment_id: uuid.UUID | None = None
     history: list[str] = Field(default_factory=list, sa_column=Column(JSON))
-    updated_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class CreatedBlob(SQLModel, table=True):
@@ -152,7 +150,7 @@ class CreatedBlob(SQLModel, table=True):
     __tablename__ = "trainer_blobs"
 
     digest: str = Field(primary_key=True, max_length=64)
-    created_at: datetime = Field(default_factory=now)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class StoreNaming(SQLModel, table=True):
@@ -161,4 +159,4 @@ class StoreNaming(SQLModel, table=True):
     __tablename__ = "trainer_store_naming"
 
     step: str = Field(primary_key=True, max_length=64)
-    done_at: datetime = Field(default_factory=now)
+    done_at: datetime = Field(default_factory=utcnow)

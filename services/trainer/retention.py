@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from services.trainer.models import Checkpoint, CreatedBlob, ModelVersion, now
+from services.trainer.models import Checkpoint, CreatedBlob, ModelVersion
 from shared.db import Database
 from shared.errors import NotFound
+from shared.service.clock import utcnow
 from shared.store import ArtifactStore
 
 __all__ = ["prune_checkpoints", "record_created"]
@@ -56,7 +57,7 @@ def record_created(session: Session, digests: Iterable[str]) -> None:
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    rows = [{"digest": d, "created_at": now()} for d in wanted]
+    rows = [{"digest": d, "created_at": utcnow()} for d in wanted]
     statement = insert(CreatedBlob).values(rows).on_conflict_do_nothing(index_elements=["digest"])
     session.execute(statement)
 

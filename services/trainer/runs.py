@@ -25,9 +25,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from services.trainer.models import Run, now
+from services.trainer.models import Run
 from shared.errors import Conflict
 from shared.events import EventPayload, new_event
+from shared.service.clock import utcnow
 from shared.spec import ProjectSpec
 
 __all__ = [
@@ -106,7 +107,7 @@ def transition(
     run.state = to
     for name, value in changes.items():
         setattr(run, name, value)
-    run.updated_at = now()
+    run.updated_at = utcnow()
     session.add(run)
     if event is not None:
         stage(session, new_event(event, project_id=run.project_id, run_id=run.run_id))

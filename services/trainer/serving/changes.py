@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from services.trainer.models import Deployment, ModelVersion, Run, now
+from services.trainer.models import Deployment, ModelVersion, Run
 from services.trainer.runs import transition
 from services.trainer.serving import live
 from services.trainer.serving.records import DeploymentRecords
@@ -30,6 +30,7 @@ from shared.events import (
     new_event,
 )
 from shared.runtime import ServiceRuntime
+from shared.service.clock import utcnow
 
 __all__ = ["DeploymentChanges"]
 
@@ -53,7 +54,7 @@ class DeploymentChanges:
             if dep is None or dep.status not in LIVE:
                 return []
             first = dep.status == "starting"
-            dep.status, dep.reason, dep.updated_at = "running", None, now()
+            dep.status, dep.reason, dep.updated_at = "running", None, utcnow()
             dep.endpoint = f"{self.settings.trainer_public_prefix}/deployments/{dep.id}/predict"
             session.add(dep)
             if first:
@@ -116,7 +117,7 @@ class DeploymentChanges:
                 dep.reason = reason
                 if dep.status == "running":  # predict answers 409 until it is back
                     dep.status = "restarting"
-                dep.updated_at = now()
+                dep.updated_at = utcnow()
                 session.add(dep)
                 session.commit()
                 return True
@@ -129,7 +130,7 @@ class DeploymentChanges:
             dep = session.get(Deployment, dep_id)
             if dep is None or dep.status in ("failed", "stopped"):
                 return
-            dep.status, dep.reason, dep.updated_at = "failed", reason, now()
+            dep.status, dep.reason, dep.updated_at = "failed", reason, utcnow()
             dep.promote_on_ready = False
             session.add(dep)
             event = DeploymentFailed(reason=reason, deployment_id=dep.id)
@@ -155,7 +156,7 @@ class DeploymentChanges:
                 and posixpath.basename(dep.workdir or "").startswith("aidp-run-")
                 and reason != "nodes released"
             )
-            dep.status, dep.reason, dep.updated_at = "stopped", reason, now()
+            dep.status, dep.reason, dep.updated_at = "stopped", reason, utcnow()
             dep.promote_on_ready = dep.rollback = False
             session.add(dep)
             if serving or delete:
@@ -212,7 +213,7 @@ class DeploymentChanges:
             elif dep.status == "idle":
                 dep.status, dep.reason = "waking", None
                 needs_watch = True
-            dep.updated_at = now()
+            dep.updated_at = utcnow()
             session.add(dep)
             session.commit()
             session.refresh(dep)

@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from services.trainer.models import Deployment, ProjectEndpoint, now
+from services.trainer.models import Deployment, ProjectEndpoint
 from shared.events import DeploymentPromoted, new_event
+from shared.service.clock import utcnow
 
 __all__ = ["HISTORY", "forget", "live_of", "previous_of", "set_live"]
 
@@ -59,7 +60,7 @@ def set_live(
         history = [h for h in history if h != str(previous)] + [str(previous)]
     row.history = history[-HISTORY:]
     row.deployment_id = dep.id
-    row.updated_at = now()
+    row.updated_at = utcnow()
     session.add(row)
     stage(
         session,
@@ -82,5 +83,5 @@ def forget(session: Session, *, dep: Deployment) -> None:
     row.history = [h for h in (row.history or []) if h != str(dep.id)]
     if row.deployment_id == dep.id:
         row.deployment_id = None
-    row.updated_at = now()
+    row.updated_at = utcnow()
     session.add(row)

@@ -10,13 +10,14 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from services.trainer.models import Deployment, ModelVersion, Run, now
+from services.trainer.models import Deployment, ModelVersion, Run
 from services.trainer.serving import live
 from services.trainer.serving.views import deployment_view
 from services.trainer.settings import TrainerSettings
 from shared.errors import NotFound
 from shared.events import NodeInfo
 from shared.runtime import ServiceRuntime
+from shared.service.clock import utcnow
 
 __all__ = ["DeploymentRecords"]
 
@@ -143,7 +144,7 @@ class DeploymentRecords:
             if dep is not None:
                 for k, v in changes.items():
                     setattr(dep, k, v)
-                dep.updated_at = now()
+                dep.updated_at = utcnow()
                 session.add(dep)
                 session.commit()
 
@@ -153,7 +154,7 @@ class DeploymentRecords:
             result = session.execute(
                 update(Deployment)
                 .where(col(Deployment.id) == dep_id, col(Deployment.status).in_(sources))
-                .values(status=to, updated_at=now(), **changes)
+                .values(status=to, updated_at=utcnow(), **changes)
             )
             session.commit()
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -162,6 +163,8 @@ class DeploymentRecords:
         """Record a request (``last_request_at``: any replica's traffic keeps it awake)."""
         with self.runtime.db.session() as session:
             session.execute(
-                update(Deployment).where(col(Deployment.id) == dep_id).values(last_request_at=now())
+                update(Deployment)
+                .where(col(Deployment.id) == dep_id)
+                .values(last_request_at=utcnow())
             )
             session.commit()

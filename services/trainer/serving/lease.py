@@ -5,21 +5,22 @@ Each live deployment is watched by exactly one replica, the holder of its lease
 ``trainer_lease_seconds``). Only the holder restarts a crashed server; when a replica dies
 or stops, its leases expire (or are released) and another replica's supervisor adopts the
 running servers (health check) or restarts them.
+
+The lease is kept by the service kit's :class:`shared.service.leases.RowLeases` (claim —
+which also renews and steals after expiry — and release); only live deployments are leased.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from services.trainer.models import Deployment, now
+from services.trainer.models import Deployment
 from services.trainer.serving.views import LIVE
 from services.trainer.settings import TrainerSettings
 from shared.db import Database
+from shared.service.leases import RowLeases
 
 __all__ = ["DeploymentLeases"]
 
@@ -31,57 +32,33 @@ class DeploymentLeases:
         self.db = db
         self.settings = settings
         self.instance = instance
-
-    def _free(self) -> Any:
-        """Rows whose lease is free, expired or this instance's."""
-        return or_(
-            col(Deployment.owner).is_(None),
-            col(Deployment.lease_until) < now(),
-            col(Deployment.owner) == self.instance,
+        self.rows = RowLeases(
+            db,
+            key=Deployment.id,
+            holder=Deployment.owner,
+            until=Deployment.lease_until,
+            instance=instance,
+            seconds=settings.trainer_lease_seconds,
+            eligible=lambda: [col(Deployment.status).in_(LIVE)],
         )
 
     def unwatched(self) -> list[uuid.UUID]:
         """Live deployments nobody else watches."""
-        with self.db.session() as session:
-            return list(
-                session.exec(
-                    select(Deployment.id).where(col(Deployment.status).in_(LIVE), self._free())
-                ).all()
-            )
+        return list(self.rows.unheld())
 
     def serving_here(self) -> list[Deployment]:
         """The live deployments this instance serves (or that nobody watches)."""
         with self.db.session() as session:
             return list(
                 session.exec(
-                    select(Deployment).where(col(Deployment.status).in_(LIVE), self._free())
+                    select(Deployment).where(*self.rows.eligible(), self.rows.claimable())
                 ).all()
             )
 
     def claim(self, dep_id: uuid.UUID) -> bool:
         """Take (or extend) the lease; False while another replica holds a live one."""
-        with self.db.session() as session:
-            result = session.execute(
-                update(Deployment)
-                .where(
-                    col(Deployment.id) == dep_id,
-                    col(Deployment.status).in_(LIVE),
-                    self._free(),
-                )
-                .values(
-                    owner=self.instance,
-                    lease_until=now() + timedelta(seconds=self.settings.trainer_lease_seconds),
-                )
-            )
-            session.commit()
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return self.rows.claim(dep_id)
 
     def release(self, dep_id: uuid.UUID) -> None:
         """Give the lease up (the watcher ended)."""
-        with self.db.session() as session:
-            session.execute(
-                update(Deployment)
-                .where(col(Deployment.id) == dep_id, col(Deployment.owner) == self.instance)
-                .values(owner=None, lease_until=None)
-            )
-            session.commit()
+        self.rows.release(dep_id)

@@ -4,21 +4,25 @@ The supervisor claims runs in an active state (``staging``/``training``) whose l
 free, expired or already its own; the run's job renews it every poll while it works and
 releases it when cancelled. A crashed trainer's leases expire, so another instance takes
 its runs over and resumes them from their latest checkpoint.
+
+The lease is the run's ``owner``/``lease_until`` pair, kept by the service kit's
+:class:`shared.service.leases.RowLeases` (claim, renew, steal after expiry, release); this
+class only adds what the job needs on top: a renewal that also reads the run's state.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Container
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from datetime import datetime
 
-from sqlalchemy import or_, update
-from sqlmodel import col, select
+from sqlmodel import col
 
-from services.trainer.models import Run, now
+from services.trainer.models import Run
 from services.trainer.runs import ACTIVE
 from services.trainer.settings import TrainerSettings
 from shared.db import Database
+from shared.service.leases import RowLeases
 
 __all__ = ["RunLeases"]
 
@@ -30,59 +34,33 @@ class RunLeases:
         self.db = db
         self.settings = settings
         self.instance = instance
+        self.rows = RowLeases(
+            db,
+            key=Run.run_id,
+            holder=Run.owner,
+            until=Run.lease_until,
+            instance=instance,
+            seconds=settings.trainer_lease_seconds,
+            eligible=lambda: [col(Run.state).in_(ACTIVE)],  # a finished run is never leased
+        )
 
     def lease_end(self) -> datetime:
         """When a lease taken or renewed now expires."""
-        return now() + timedelta(seconds=self.settings.trainer_lease_seconds)
+        return self.rows.lease_end()
 
-    def claim(self, skip: Container[uuid.UUID]) -> list[uuid.UUID]:
+    def claim(self, skip: Collection[uuid.UUID]) -> list[uuid.UUID]:
         """Take the lease of every active run nobody holds (or whose lease expired);
         ``skip``: runs this instance already works on. Returns the runs claimed."""
-        claimed = []
-        with self.db.session() as session:
-            candidates = session.exec(select(Run.run_id).where(col(Run.state).in_(ACTIVE))).all()
-            for run_id in candidates:
-                if run_id in skip:
-                    continue
-                moment = now()
-                result = session.execute(
-                    update(Run)
-                    .where(
-                        col(Run.run_id) == run_id,
-                        col(Run.state).in_(ACTIVE),
-                        or_(
-                            col(Run.owner).is_(None),
-                            col(Run.lease_until) < moment,
-                            col(Run.owner) == self.instance,
-                        ),
-                    )
-                    .values(owner=self.instance, lease_until=self.lease_end())
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(run_id)
-            session.commit()
-        return claimed
+        return list(self.rows.claim_many(skip=skip))
 
     def renew(self, run_id: uuid.UUID) -> str | None:
         """Extend the lease; returns the run's state, or None if the lease was lost."""
+        if not self.rows.renew(run_id):
+            return None
         with self.db.session() as session:
-            result = session.execute(
-                update(Run)
-                .where(col(Run.run_id) == run_id, col(Run.owner) == self.instance)
-                .values(lease_until=self.lease_end())
-            )
-            session.commit()
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
             run = session.get(Run, run_id)
             return None if run is None else run.state
 
     def release(self, run_id: uuid.UUID) -> None:
         """Give the lease up (the job was cancelled): another instance may take the run."""
-        with self.db.session() as session:
-            session.execute(
-                update(Run)
-                .where(col(Run.run_id) == run_id, col(Run.owner) == self.instance)
-                .values(owner=None, lease_until=None)
-            )
-            session.commit()
+        self.rows.release(run_id)

@@ -41,9 +41,10 @@ class TrainerState:
             raise RuntimeError("trainer not started")
         return self._deployments
 
-    async def start(self) -> None:
+    async def build(self) -> None:
         """Build the store on the connected key service (moved to keyed blob names if it
-        is not yet); resume jobs and deployments."""
+        is not yet), the job runner and the deployment manager (the first phase of the
+        start: before any event is delivered, see :mod:`shared.service.app`)."""
         store = ArtifactStore(
             self.settings.resolved_store_dir(),
             self.runtime.keys,
@@ -53,9 +54,12 @@ class TrainerState:
         await asyncio.to_thread(migrate_to_keyed_names, self.runtime.db, store)
         self._jobs = JobRunner(self.runtime, self.settings, store)
         self._deployments = DeploymentManager(self.runtime, self.settings, store)
-        self.runtime.spawn(self._jobs.supervise(), name="supervisor")
+
+    def start(self) -> None:
+        """Resume jobs and deployments: their supervisors run until the service stops."""
+        self.runtime.spawn(self.jobs.supervise(), name="supervisor")
         self.deploy_supervisor = self.runtime.spawn(
-            self._deployments.supervise(), name="deployments"
+            self.deployments.supervise(), name="deployments"
         )
 
     async def stop(self) -> None:

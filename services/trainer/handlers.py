@@ -1,20 +1,31 @@
 """Event handlers of the trainer service: thin, they call the service logic.
 
-Each handler claims the event in the inbox, records its effect and commits; the message is
-acked right after. Training and deployments run in background tasks. The trainer consumes
-its own ``TrainingCompleted``: when it says ``deploy``, the serving side starts the
-deployment created with it (training and serving are joined by the event, not a call).
+Each handler is a domain function on :class:`shared.service.inbox.Inbox` (claim, apply,
+commit, publish in one place): it records the event's effect through
+:mod:`services.trainer.service`, and ``then`` does what follows the commit (wake the job
+runner, start or stop deployments). Training and deployments run in background tasks. The
+trainer consumes its own ``TrainingCompleted``: when it says ``deploy``, the serving side
+starts the deployment created with it (training and serving are joined by the event, not a
+call).
+
+One handler's transaction at a time: the inputs of a run arrive as separate events (spec,
+nodes, artifacts) and each checks whether the others are already recorded; two at once
+would each miss the other's uncommitted row and the run would never start. The inbox runs
+its units one at a time per service process (its own lock), which is that serialisation.
+
+Events without a run id carry nothing the trainer records: they are claimed and dropped.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Sequence
 from typing import Any
+
+from sqlmodel import Session
 
 from services.trainer import service
 from services.trainer.app_state import TrainerState
-from shared.db import run_sync
 from shared.events import (
     ArtifactsCached,
     ArtifactsFailed,
@@ -23,117 +34,109 @@ from shared.events import (
     NodesReady,
     NodesReleased,
     NodesReplaced,
+    ProjectCreated,
+    RunCancelled,
+    RunRequested,
     TrainingCompleted,
     ValidationFailed,
-    parse_payload,
 )
-from shared.outbox import claim_inbox
 from shared.runtime import EventHandler, ServiceRuntime
+from shared.service.inbox import Inbox
 
 __all__ = ["build_handlers"]
 
 
 def build_handlers(runtime: ServiceRuntime, state: TrainerState) -> dict[str, EventHandler]:
     """Event type -> handler; the service queue is bound to exactly these types."""
+    inbox = Inbox(runtime)
+    record = _Record(runtime)
 
-    # One handler's transaction at a time: the inputs of a run arrive as separate events
-    # (spec, nodes, artifacts) and each checks whether the others are already recorded;
-    # two at once would each miss the other's uncommitted row and the run would never start.
-    serial = asyncio.Lock()
+    async def kick(ready: bool, _envelope: Envelope) -> None:
+        if ready:  # a run became ready: the job runner looks for work now
+            state.kick()
 
-    def handler(
-        effect: Callable[[Any, Envelope, Any], Any],
-    ) -> Callable[[Envelope], Awaitable[None]]:
-        return _handler(runtime, effect, serial)
+    async def deploy(deployments: Sequence[uuid.UUID], _envelope: Envelope) -> None:
+        if deployments:
+            await state.start_deployments(deployments)
 
-    ids = lambda e: {"run_id": e.run_id, "project_id": e.project_id}  # noqa: E731
+    async def released(deployments: Sequence[uuid.UUID] | None, envelope: Envelope) -> None:
+        if deployments is not None:
+            await state.after_release(envelope.run_id, deployments)
 
-    def on_spec(s: Any, e: Envelope, p: Any) -> Any:
-        owner = getattr(p, "owner_id", None) or getattr(p, "requested_by", None)
-        owner_id = str(owner) if owner is not None else None
-        if service.record_spec(s, spec=p.spec, owner_id=owner_id, stage=runtime.stage, **ids(e)):
-            return _kick(state)
-        return None
+    inbox.handles(ProjectCreated, RunRequested, then=kick)(record.spec)
+    inbox.handles(NodesReady, then=kick)(record.nodes)
+    inbox.handles(NodesReplaced, then=kick)(record.replacement)
+    inbox.handles(ArtifactsCached, then=kick)(record.artifacts)
+    inbox.handles(NodesFailed, ArtifactsFailed, ValidationFailed)(record.failed)
+    inbox.handles(RunCancelled)(record.cancel)
+    inbox.handles(NodesReleased, then=released)(record.released)
+    inbox.handles(TrainingCompleted, then=deploy)(record.completed)
+    return inbox.handlers()
 
-    def on_nodes(s: Any, e: Envelope, p: Any) -> Any:
-        return _kick_if(state, service.record_nodes(s, payload=p, stage=runtime.stage, **ids(e)))
 
-    def on_artifacts(s: Any, e: Envelope, p: Any) -> Any:
-        return _kick_if(
-            state, service.record_artifacts(s, payload=p, stage=runtime.stage, **ids(e))
+class _Record:
+    """The domain functions: each records one event in the inbox's transaction (``s``) and
+    returns what its ``then`` needs. ``stage`` puts the events they cause in the outbox."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.stage = runtime.stage
+
+    def spec(self, s: Session, event: ProjectCreated | RunRequested, e: Envelope) -> bool:
+        """The run's spec: whose secrets it gets is the project's owner, or who asked."""
+        if e.run_id is None:
+            return False
+        owner: Any = getattr(event, "owner_id", None) or getattr(event, "requested_by", None)
+        return service.record_spec(
+            s,
+            run_id=e.run_id,
+            project_id=e.project_id,
+            spec=event.spec,
+            owner_id=str(owner) if owner is not None else None,
+            stage=self.stage,
         )
 
-    def on_failed(s: Any, e: Envelope, p: Any) -> Any:
-        service.fail_inputs(s, payload=p, stage=runtime.stage, **ids(e))
-        return None
+    def nodes(self, s: Session, event: NodesReady, e: Envelope) -> bool:
+        if e.run_id is None:
+            return False
+        return service.record_nodes(
+            s, run_id=e.run_id, project_id=e.project_id, payload=event, stage=self.stage
+        )
 
-    def on_cancel(s: Any, e: Envelope, p: Any) -> Any:
-        service.cancel_run(s, stage=runtime.stage, **ids(e))
-        return None
+    def replacement(self, s: Session, event: NodesReplaced, e: Envelope) -> bool:
+        if e.run_id is None:
+            return False
+        return service.record_replacement(
+            s, run_id=e.run_id, project_id=e.project_id, payload=event, stage=self.stage
+        )
 
-    def on_completed(s: Any, e: Envelope, p: Any) -> Any:
-        """Training completed with ``deploy``: start its deployment (once: the inbox drops
-        a redelivery, and a deployment already watched here is left alone)."""
-        deployments = service.deployments_to_start(s, run_id=e.run_id, payload=p)  # type: ignore[arg-type]
-        return state.start_deployments(deployments) if deployments else None
+    def artifacts(self, s: Session, event: ArtifactsCached, e: Envelope) -> bool:
+        if e.run_id is None:
+            return False
+        return service.record_artifacts(
+            s, run_id=e.run_id, project_id=e.project_id, payload=event, stage=self.stage
+        )
 
-    def on_released(s: Any, e: Envelope, p: Any) -> Any:
-        deployments = service.release_nodes(s, run_id=e.run_id, nodes=p.nodes)  # type: ignore[arg-type]
-        return state.after_release(e.run_id, deployments)
-
-    return {
-        "ProjectCreated": handler(on_spec),
-        "RunRequested": handler(on_spec),
-        NodesReady.event_type(): handler(on_nodes),
-        NodesReplaced.event_type(): handler(
-            lambda s, e, p: _kick_if(
-                state, service.record_replacement(s, payload=p, stage=runtime.stage, **ids(e))
+    def failed(
+        self, s: Session, event: NodesFailed | ArtifactsFailed | ValidationFailed, e: Envelope
+    ) -> None:
+        if e.run_id is not None:
+            service.fail_inputs(
+                s, run_id=e.run_id, project_id=e.project_id, payload=event, stage=self.stage
             )
-        ),
-        ArtifactsCached.event_type(): handler(on_artifacts),
-        NodesFailed.event_type(): handler(on_failed),
-        ArtifactsFailed.event_type(): handler(on_failed),
-        ValidationFailed.event_type(): handler(on_failed),
-        "RunCancelled": handler(on_cancel),
-        NodesReleased.event_type(): handler(on_released),
-        TrainingCompleted.event_type(): handler(on_completed),
-    }
 
+    def cancel(self, s: Session, _event: RunCancelled, e: Envelope) -> None:
+        if e.run_id is not None:
+            service.cancel_run(s, run_id=e.run_id, project_id=e.project_id, stage=self.stage)
 
-async def _kick(state: TrainerState) -> None:
-    state.kick()
+    def released(self, s: Session, event: NodesReleased, e: Envelope) -> list[uuid.UUID] | None:
+        """Nodes released: the deployments on them (to stop); None without a run."""
+        if e.run_id is None:
+            return None
+        return service.release_nodes(s, run_id=e.run_id, nodes=event.nodes)
 
-
-def _kick_if(state: TrainerState, changed: bool) -> Any:
-    return _kick(state) if changed else None
-
-
-def _handler(
-    runtime: ServiceRuntime, effect: Callable[[Any, Envelope, Any], Any], serial: asyncio.Lock
-) -> Callable[[Envelope], Awaitable[None]]:
-    """An event handler: inbox claim + ``effect`` in one transaction (a worker thread,
-    one at a time under ``serial``), then what ``effect`` returned is awaited (background
-    work, outside the lock)."""
-
-    def record(envelope: Envelope, payload: Any) -> tuple[bool, Any]:
-        """Claim and record in one transaction: (claimed, what to await after)."""
-        with runtime.db.session() as session:
-            if not claim_inbox(session, envelope, service=runtime.name):
-                return False, None
-            after = effect(session, envelope, payload)
-            session.commit()
-        return True, after
-
-    async def handle(envelope: Envelope) -> None:
-        if envelope.run_id is None:
-            return
-        payload = parse_payload(envelope)
-        async with serial:
-            claimed, after = await run_sync(record, envelope, payload)
-        if not claimed:
-            return
-        runtime.published()
-        if after is not None:
-            await after
-
-    return handle
+    def completed(self, s: Session, event: TrainingCompleted, e: Envelope) -> list[uuid.UUID]:
+        """Training completed with ``deploy``: its deployment, to start (once: the inbox
+        drops a redelivery, and a deployment already watched here is left alone)."""
+        if e.run_id is None:
+            return []
+        return service.deployments_to_start(s, run_id=e.run_id, payload=event)

@@ -16,6 +16,7 @@ from services.trainer.settings import TrainerSettings
 from shared.bus import Bus
 from shared.runtime import ServiceRuntime, health_router, install_error_handlers
 from shared.secrets import KeyService, SecretStore
+from shared.service.app import two_phase
 
 __all__ = ["create_app"]
 
@@ -32,12 +33,17 @@ def create_app(
     settings = settings or TrainerSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
     trainer = TrainerState(runtime, settings)
-    runtime.on(build_handlers(runtime, trainer))
+
+    async def wire() -> None:
+        """Build what needs the key service (store, job runner, deployment manager), then
+        the handlers: no event is delivered before what it calls exists."""
+        await trainer.build()
+        runtime.on(build_handlers(runtime, trainer))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan():
-            await trainer.start()
+        async with two_phase(runtime, wire):
+            trainer.start()
             try:
                 yield
             finally:

@@ -117,162 +117,178 @@ class UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
-def make_handler(model: Model, name: str, token: str | None = None) -> type[BaseHTTPRequestHandler]:
-    engine = getattr(model, "engine", None)  # an LLM engine (tasks causal-lm, chat)
+class Handler(BaseHTTPRequestHandler):
+    """The routes (module docstring); :func:`make_handler` binds a model, its name and the
+    bearer token to a subclass, one per server."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"
+    model: Any  #: the loaded model (:class:`Model` or a Keras one)
+    name: str  #: the model's name in the routes
+    token: str | None = None  #: the bearer token every request must carry, if any
+    engine: Any = None  #: an LLM engine (tasks causal-lm, chat): the OpenAI API
 
-        def setup(self) -> None:
-            super().setup()
-            if self.connection.family in (socket.AF_INET, socket.AF_INET6):  # tokens go at once
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def setup(self) -> None:
+        super().setup()
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):  # tokens go at once
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def address_string(self) -> str:  # a Unix socket's peer has no address
-            return str(self.client_address[0]) if self.client_address else "unix"
+    def address_string(self) -> str:  # a Unix socket's peer has no address
+        return str(self.client_address[0]) if self.client_address else "unix"
 
-        def _authorised(self) -> bool:
-            if token is None:
-                return True
-            sent = self.headers.get("Authorization") or ""
-            if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                return True
-            self._send(401, {"error": "unauthorised"})
-            return False
+    def _authorised(self) -> bool:
+        if self.token is None:
+            return True
+        sent = self.headers.get("Authorization") or ""
+        if hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
+            return True
+        self._send(401, {"error": "unauthorised"})
+        return False
 
-        def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                raise ValueError("request body too large")
-            return json.loads(self.rfile.read(length) or b"{}")
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ValueError("request body too large")
+        return json.loads(self.rfile.read(length) or b"{}")
 
-        def do_GET(self) -> None:  # noqa: N802
-            if not self._authorised():
-                return
-            path = self.path.split("?")[0].rstrip("/")
-            if path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{name}/ready"):
-                self._send(200, {"ready": True})
-            elif path == f"/v2/models/{name}":
-                self._send(
-                    200,
-                    {
-                        "name": name,
-                        "platform": getattr(model, "platform", "pytorch"),
-                        "versions": ["1"],
-                        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-                    },
-                )
-            elif path == "/v2":
-                self._send(200, {"name": "aidp-serving", "version": "1", "extensions": []})
-            elif path == "/v1/models":
-                if engine is None:
-                    self._no_openai()
-                else:
-                    self._send(200, engine.models())
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._authorised():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        name = self.name
+        if path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{name}/ready"):
+            self._send(200, {"ready": True})
+        elif path == f"/v2/models/{name}":
+            self._send(200, _model_metadata(self.model, name))
+        elif path == "/v2":
+            self._send(200, {"name": "aidp-serving", "version": "1", "extensions": []})
+        elif path == "/v1/models":
+            if self.engine is None:
+                self._no_openai()
+            else:
+                self._send(200, self.engine.models())
+        else:
+            self._send(404, {"error": f"no route {path}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._authorised():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        if path.startswith("/v1/"):
+            self._openai(path)
+            return
+        try:
+            body = self._body()
+            if path == "/predict":
+                texts = _texts(body.get("inputs"))
+                self._send(200, {"outputs": self.model.predict(texts)})
+            elif path == f"/v2/models/{self.name}/infer":
+                tensors = body.get("inputs") or []
+                if not tensors:
+                    raise ValueError("inputs: one BYTES tensor of texts expected")
+                texts = _texts(tensors[0].get("data"))
+                results = self.model.predict(texts)
+                self._send(200, _v2_response(self.name, body.get("id"), results))
             else:
                 self._send(404, {"error": f"no route {path}"})
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._send(400, {"error": str(exc)})
 
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorised():
-                return
-            path = self.path.split("?")[0].rstrip("/")
-            if path.startswith("/v1/"):
-                self._openai(path)
-                return
+    # -- the OpenAI API (tasks causal-lm and chat) -------------------------------------------
+
+    def _no_openai(self) -> None:
+        self._send(
+            404,
+            wire.error_body(
+                f"this deployment serves the task {self.model.task}; the OpenAI API is served "
+                f"for {' and '.join(llm.LLM_TASKS)} models",
+                code="not_found",
+            ),
+        )
+
+    def _openai(self, path: str) -> None:
+        if self.engine is None:
+            self._no_openai()
+            return
+        try:
             try:
                 body = self._body()
-                if path == "/predict":
-                    inputs = body.get("inputs")
-                    texts = _texts(inputs)
-                    self._send(200, {"outputs": model.predict(texts)})
-                elif path == f"/v2/models/{name}/infer":
-                    tensors = body.get("inputs") or []
-                    if not tensors:
-                        raise ValueError("inputs: one BYTES tensor of texts expected")
-                    texts = _texts(tensors[0].get("data"))
-                    self._send(200, _v2_response(name, body.get("id"), model.predict(texts)))
-                else:
-                    self._send(404, {"error": f"no route {path}"})
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                self._send(400, {"error": str(exc)})
-
-        # -- the OpenAI API (tasks causal-lm and chat) ---------------------------------------
-
-        def _no_openai(self) -> None:
+            except ValueError as exc:
+                raise wire.OpenAIError(f"the request body is not valid JSON: {exc}") from None
+            answer = self.engine.openai(path, body)
+        except wire.OpenAIError as exc:
+            self._send(exc.status, exc.body())
+            return
+        except Exception as exc:  # the engine failed: the client's request was fine
+            sys.stderr.write(f"openai {path} failed: {exc!r}\n")
             self._send(
-                404,
+                500,
                 wire.error_body(
-                    f"this deployment serves the task {model.task}; the OpenAI API is served "
-                    f"for {' and '.join(llm.LLM_TASKS)} models",
-                    code="not_found",
+                    f"generation failed: {exc}", type="server_error", code="generation_failed"
                 ),
             )
+            return
+        if answer.stream is None:
+            self._send(answer.status, answer.body)
+        else:
+            self._send_stream(answer.status, answer.content_type, answer.stream)
 
-        def _openai(self, path: str) -> None:
-            if engine is None:
-                self._no_openai()
-                return
+    def _send_stream(self, status: int, content_type: str, chunks: Iterator[bytes]) -> None:
+        """A chunked answer, each piece sent as it comes; a client gone stops the source."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
             try:
-                try:
-                    body = self._body()
-                except ValueError as exc:
-                    raise wire.OpenAIError(f"the request body is not valid JSON: {exc}") from None
-                answer = engine.openai(path, body)
-            except wire.OpenAIError as exc:
-                self._send(exc.status, exc.body())
-                return
-            except Exception as exc:  # the engine failed: the client's request was fine
-                sys.stderr.write(f"openai {path} failed: {exc!r}\n")
-                self._send(
-                    500,
-                    wire.error_body(
-                        f"generation failed: {exc}", type="server_error", code="generation_failed"
-                    ),
-                )
-                return
-            if answer.stream is None:
-                self._send(answer.status, answer.body)
-            else:
-                self._send_stream(answer.status, answer.content_type, answer.stream)
-
-        def _send_stream(self, status: int, content_type: str, chunks: Iterator[bytes]) -> None:
-            """A chunked answer, each piece sent as it comes; a client gone stops the source."""
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            try:
-                try:
-                    for data in chunks:
-                        if data:
-                            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                except (BrokenPipeError, ConnectionResetError):
-                    raise
-                except Exception as exc:  # after the headers: the error as the last event
-                    sys.stderr.write(f"stream failed: {exc!r}\n")
-                    error = answers.sse(wire.error_body(str(exc), type="server_error"))
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(error), error))
-                self.wfile.write(b"0\r\n\r\n")
+                for data in chunks:
+                    if data:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-            finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
+                raise
+            except Exception as exc:  # after the headers: the error as the last event
+                sys.stderr.write(f"stream failed: {exc!r}\n")
+                error = answers.sse(wire.error_body(str(exc), type="server_error"))
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(error), error))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
-    return Handler
+
+def make_handler(model: Model, name: str, token: str | None = None) -> type[BaseHTTPRequestHandler]:
+    """The request handler class serving ``model`` as ``name`` (``token``: required bearer)."""
+    bound = {
+        "model": model,
+        "name": name,
+        "token": token,
+        "engine": getattr(model, "engine", None),  # an LLM engine (tasks causal-lm, chat)
+    }
+    return type("Handler", (Handler,), bound)
+
+
+def _model_metadata(model: Any, name: str) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: the model's Open Inference Protocol metadata."""
+    return {
+        "name": name,
+        "platform": getattr(model, "platform", "pytorch"),
+        "versions": ["1"],
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+    }
 
 
 def _texts(inputs: Any) -> list[str]:

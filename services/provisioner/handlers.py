@@ -49,7 +49,9 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
     inbox = Inbox(runtime)
 
     def bind(fn: Callable[..., R]) -> Callable[..., R]:
-        return _bound(provisioner, fn)
+        """``fn`` with the provisioner as its first argument, under ``fn``'s name (the
+        inbox names its bus handler after the domain function)."""
+        return functools.update_wrapper(functools.partial(fn, provisioner), fn)
 
     inbox.handles(ProjectCreated, RunRequested, then=bind(start_provisioning))(bind(record_run))
     inbox.handles(DatasetValidated, ValidationFailed, then=bind(start_provisioning))(
@@ -63,12 +65,6 @@ def build_handlers(runtime: ServiceRuntime, provisioner: Provisioner) -> dict[st
     inbox.handles(DeploymentFailed, DeploymentStopped, then=bind(start_releases))(bind(undeployed))
     inbox.handles(NodeLost, then=bind(start_replacement))(bind(node_lost))
     return inbox.handlers()
-
-
-def _bound(prov: Provisioner, fn: Callable[..., R]) -> Callable[..., R]:
-    """``fn`` with the provisioner as its first argument, under ``fn``'s name (the inbox
-    names its bus handler after the domain function)."""
-    return functools.update_wrapper(functools.partial(fn, prov), fn)
 
 
 # -- after the commit: start the jobs ------------------------------------------------------

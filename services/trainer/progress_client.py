@@ -1,7 +1,8 @@
 """aidp_progress: report training progress to aidp from any training script.
 
 Standard library only. The trainer copies this file next to the training script as
-``aidp_progress.py`` and puts it on ``PYTHONPATH``, so a custom script does::
+``aidp_progress.py`` (with its Keras callback, ``progress_keras.py``, as
+``aidp_progress_keras.py``) and puts it on ``PYTHONPATH``, so a custom script does::
 
     import aidp_progress as aidp
 
@@ -126,9 +127,6 @@ def train_args() -> dict[str, Any]:
 
 def checkpoint_every() -> int:
     return max(1, int(os.environ.get("AIDP_CHECKPOINT_EVERY") or 50))
-
-
-_spec_checkpoint_every = checkpoint_every  # keras_callback's argument shadows the name
 
 
 def resume_dir() -> Path | None:
@@ -281,35 +279,6 @@ def trainer_callback(samples_per_step: int | None = None) -> Any:
     return AidpCallback()
 
 
-def _numbers(logs: dict[str, Any]) -> dict[str, float]:
-    """Keras logs as floats (the loss left out: it is reported on its own)."""
-    out = {}
-    for key, value in logs.items():
-        try:
-            out[key] = float(value)
-        except (TypeError, ValueError):
-            continue
-    out.pop("loss", None)
-    return out
-
-
-def _learning_rate(model: Any) -> float | None:
-    """The optimizer's current learning rate (a variable, or a schedule's value), if any."""
-    optimizer = getattr(model, "optimizer", None)
-    try:
-        rate = optimizer.learning_rate  # type: ignore[union-attr]
-        if callable(rate):
-            rate = rate(optimizer.iterations)  # type: ignore[union-attr]
-        return float(rate)
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-#: A Keras checkpoint's files: the weights (with the optimizer's variables) and the step.
-KERAS_WEIGHTS = "checkpoint.weights.h5"
-KERAS_STATE = "state.json"
-
-
 def keras_callback(
     *, checkpoint_every: int | None = None, samples_per_step: int | None = None
 ) -> Any:
@@ -320,109 +289,13 @@ def keras_callback(
     ``checkpoint_every`` steps (default ``train.checkpoint_every``) have passed since the
     last; on a resumed attempt ``on_train_begin`` loads it (the model must be built, e.g.
     a functional model, and compiled) and ``fit`` continues at the next epoch.
+
+    The callback lives in ``aidp_progress_keras.py``, staged beside this file: imported
+    here, on first use, so scripts without Keras never load it.
     """
-    import keras
+    from aidp_progress_keras import keras_callback as make  # type: ignore[import-not-found]
 
-    every = checkpoint_every or _spec_checkpoint_every()
-
-    class AidpKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.reporter: Reporter | None = None
-            self.steps_per_epoch = 0
-            self.step = 0
-            self.epoch = 0
-            self.epoch_base = 0
-            self.last_checkpoint = 0
-            self.resumed_from: int | None = None
-
-        def _restore(self) -> int:
-            """Load the resumed checkpoint into the model; the epochs it finished."""
-            path = resume_dir()
-            if path is None or not (path / KERAS_STATE).exists():
-                return 0
-            state = json.loads((path / KERAS_STATE).read_text())
-            optimizer = getattr(self.model, "optimizer", None)
-            if optimizer is not None and not optimizer.built:
-                optimizer.build(self.model.trainable_variables)  # its variables load too
-            self.model.load_weights(str(path / KERAS_WEIGHTS))
-            self.resumed_from = int(state["step"])
-            return int(state["epoch"])
-
-        def on_train_begin(self, logs: Any = None) -> None:
-            params = self.params or {}
-            self.steps_per_epoch = int(params.get("steps") or 0)
-            epochs = int(params.get("epochs") or 1)
-            total = self.steps_per_epoch * epochs if self.steps_per_epoch else None
-            done_epochs = self._restore()
-            if done_epochs:
-                self.model._initial_epoch = done_epochs  # what BackupAndRestore sets
-            self.step = self.last_checkpoint = self.resumed_from or 0
-            self.reporter = Reporter(
-                total_steps=total, samples_per_step=samples_per_step, start_step=self.step
-            )
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.epoch = epoch
-            if self.steps_per_epoch:
-                self.step = epoch * self.steps_per_epoch
-            self.epoch_base = self.step
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            # from the batch index, not a count of calls: with steps_per_execution > 1
-            # Keras calls back once per execution
-            self.step = self.epoch_base + int(batch) + 1
-            logs = logs or {}
-            if self.reporter is None:
-                return
-            metrics = _numbers(logs)
-            loss = logs.get("loss")
-            lr = _learning_rate(self.model)
-            epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else float(self.epoch)
-            self.reporter.step(
-                self.step,
-                loss=None if loss is None else float(loss),
-                epoch=epoch,
-                learning_rate=lr,
-                metrics=metrics,
-            )
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if self.reporter is not None and logs:  # the epoch's validation metrics too
-                values = _numbers(logs)
-                loss = logs.get("loss")
-                self.reporter.step(
-                    self.step,
-                    loss=None if loss is None else float(loss),
-                    epoch=float(epoch + 1),
-                    learning_rate=_learning_rate(self.model),
-                    metrics=values,
-                    samples=0,
-                    force=True,
-                )
-            last_epoch = epoch + 1 >= int((self.params or {}).get("epochs") or 1)
-            if self.step - self.last_checkpoint >= every and not last_epoch:
-                self._save(epoch + 1)
-
-        def _save(self, epochs_done: int) -> None:
-            if not is_main_process():
-                return
-            final = checkpoint_dir(self.step)
-            tmp = final.with_name(final.name + ".tmp")
-            if tmp.exists():
-                for leftover in tmp.iterdir():
-                    leftover.unlink()
-            tmp.mkdir(parents=True, exist_ok=True)
-            self.model.save_weights(str(tmp / KERAS_WEIGHTS))
-            (tmp / KERAS_STATE).write_text(json.dumps({"step": self.step, "epoch": epochs_done}))
-            for old in final.iterdir():
-                old.unlink()
-            final.rmdir()
-            tmp.rename(final)
-            self.last_checkpoint = self.step
-            checkpoint_saved(self.step, final)
-
-    return AidpKerasCallback()
+    return make(checkpoint_every=checkpoint_every, samples_per_step=samples_per_step)
 
 
 def keras_save(model: Any, *, labels: list[str] | None = None, **serving: Any) -> Path:

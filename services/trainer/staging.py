@@ -5,7 +5,7 @@ Layout of a run workspace on a node (``<node workdir>/aidp-run-<run id>``)::
     cache/blobs/<name>     decrypted blobs by their store name: a relaunch re-sends nothing
     model/ data/           hard links into the cache, by the manifests' relative paths
     resume/                the checkpoint being resumed from
-    src/                   the task scripts and aidp_progress.py
+    src/                   the task scripts, aidp_progress.py and aidp_progress_keras.py
     checkpoints/ output/   written by training, stored encrypted by the trainer
 
 The cache lives inside the workspace so plaintext exists only there; removing the
@@ -38,6 +38,8 @@ __all__ = [
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 PROGRESS_CLIENT = Path(__file__).parent / "progress_client.py"
+#: ``aidp_progress.keras_callback``'s implementation, staged beside it
+PROGRESS_KERAS = Path(__file__).parent / "progress_keras.py"
 SERVING_DIR = Path(__file__).parent / "model_server"
 
 
@@ -91,11 +93,13 @@ def manifest_of(store: ArtifactStore, key: str) -> Manifest:
 
 
 async def stage_sources(*, executor: NodeExecutor, workspace: str, extra: dict[str, str]) -> None:
-    """Copy the task scripts, ``aidp_progress.py``, the serving script and ``extra`` files."""
+    """Copy the task scripts, ``aidp_progress.py`` (and ``aidp_progress_keras.py``), the
+    serving script and ``extra`` files."""
     files: dict[str, bytes] = {
         f"src/{p.name}": p.read_bytes() for p in sorted(TASKS_DIR.glob("*.py"))
     }
     files["src/aidp_progress.py"] = PROGRESS_CLIENT.read_bytes()
+    files["src/aidp_progress_keras.py"] = PROGRESS_KERAS.read_bytes()
     for p in sorted(SERVING_DIR.glob("*.py")):
         files[f"src/serving_{p.name}"] = p.read_bytes()
     for rel, text in extra.items():

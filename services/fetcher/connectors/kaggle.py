@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from services.fetcher.connectors.base import Connector, Credentials, Progress, RemoteFile
+from services.fetcher.connectors.common import write_chunks
 from services.fetcher.errors import FetchFailed
 from shared.spec import Source
 
@@ -177,9 +178,7 @@ class KaggleConnector(Connector):
         with self._client(creds) as client, _KaggleErrors(source):
             response = self._request_archive(client, source, int(revision))
             with archive.open("wb") as out:
-                for chunk in response.iter_content(1 << 20):
-                    out.write(chunk)
-                    progress(len(chunk))
+                write_chunks(response.iter_content(1 << 20), out, progress)
         try:
             yield from _extract(archive, workdir / "files", source)
         finally:

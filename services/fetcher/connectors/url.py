@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from services.fetcher.connectors.base import Connector, Credentials, Progress, RemoteFile
+from services.fetcher.connectors.common import host_literal, write_chunks
 from services.fetcher.errors import FetchFailed
 from services.fetcher.ssrf import Address, check_url
 from shared.spec import Source
@@ -106,7 +107,7 @@ class UrlConnector(Connector):
         host = parts.hostname or ""
         error: httpx.TransportError | None = None
         for address in addresses:
-            literal = f"[{address}]" if address.version == 6 else str(address)
+            literal = host_literal(address)
             netloc = f"{literal}:{parts.port}" if parts.port else literal
             pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
             with httpx.Client(timeout=self.timeout, verify=self.verify, trust_env=False) as client:
@@ -150,14 +151,14 @@ class UrlConnector(Connector):
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchFailed(self._too_big(source))
-        received = 0
         with target.open("wb") as out:
-            for chunk in response.iter_bytes(1 << 20):
-                received += len(chunk)
-                if received > self.max_bytes:
-                    raise FetchFailed(self._too_big(source))
-                out.write(chunk)
-                progress(len(chunk))
+            write_chunks(
+                response.iter_bytes(1 << 20),
+                out,
+                progress,
+                max_bytes=self.max_bytes,
+                too_big=self._too_big(source),
+            )
 
     def _too_big(self, source: Source) -> str:
         return (

@@ -39,7 +39,8 @@ LORA_FROM_PARAMS = 500_000_000
 
 def estimate_params(config: dict[str, Any]) -> int | None:
     """Parameters of a decoder from its ``config.json``: the same estimate as the fetcher's
-    pre-flight check (``services/fetcher/preflight.py``), so both choose the same method."""
+    pre-flight check (``services/fetcher/preflight/estimate.py``), so both choose the same
+    method."""
     sub = config.get("text_config")
     text: dict[str, Any] = sub if isinstance(sub, dict) else config
 

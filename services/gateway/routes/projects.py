@@ -96,10 +96,10 @@ async def list_projects(
         # the admin listing is platform administration: a read-only token of an admin
         # (e.g. a CI key) must not see every tenant's projects
         raise InsufficientScope(Scope.ADMIN)
-    rows = await reads.projects_of(
+    body = await reads.projects_answer(
         gateway.db.aio, user=user, everything=everything and user.is_admin
     )
-    return reads.json_response(rows)
+    return Response(content=body, media_type="application/json")
 
 
 @router.get("/{project_id}", response_model=ProjectOut, responses=responses(404))

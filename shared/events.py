@@ -67,6 +67,7 @@ __all__ = [
     "UnknownEventError",
     "new_event",
     "parse_payload",
+    "run_owner",
     "upcaster",
 ]
 
@@ -124,6 +125,18 @@ class RunRequested(EventPayload):
     spec: dict[str, Any]
     run_number: int = 1
     requested_by: uuid.UUID | None = None
+    #: The run's owner: whose secrets, cloud access and quotas it uses (the gateway's
+    #: rule: the member who asked, else the project's owner). None: a producer older than
+    #: the field (consumers then fall back, see :func:`run_owner`).
+    owner_id: uuid.UUID | None = None
+
+
+def run_owner(event: ProjectCreated | RunRequested) -> uuid.UUID | None:
+    """The owner a run-starting event names; None when an older producer named none
+    (the consumer then keeps the owner of the project's previous run)."""
+    if isinstance(event, ProjectCreated):
+        return event.owner_id
+    return event.owner_id or event.requested_by
 
 
 class RunCancelled(EventPayload):

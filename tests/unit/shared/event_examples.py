@@ -25,7 +25,7 @@ DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "ProjectCreated": {"owner_id": OWNER, "spec": SPEC, "run_number": 1},
-    "RunRequested": {"spec": SPEC, "run_number": 2, "requested_by": OWNER},
+    "RunRequested": {"spec": SPEC, "run_number": 2, "requested_by": OWNER, "owner_id": OWNER},
     "RunCancelled": {"by": OWNER},
     "ProjectDeleted": {"by": OWNER, "run_ids": [DEPLOYMENT]},
     "ProvisioningProgress": {"stage": "ansible", "message": "installing torch", "percent": 40.0},

@@ -117,8 +117,9 @@ class NodeAccess:
             "-o", "LogLevel=ERROR",
         ]  # fmt: skip
         known_hosts = "/dev/null" if policy is HostKeyPolicy.UNCHECKED else self.known_hosts
-        if known_hosts:
-            opts += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        if known_hosts:  # that file only: the system-wide one is never consulted
+            opts += ["-o", f"UserKnownHostsFile={known_hosts}"]
+            opts += ["-o", "GlobalKnownHostsFile=/dev/null"]
         if self.identity_files:
             opts += ["-o", "IdentitiesOnly=yes"]
             for path in self.identity_files:

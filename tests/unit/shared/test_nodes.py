@@ -187,9 +187,7 @@ async def test_open_connection_classifies_a_refused_connection() -> None:
     ],
 )
 def test_classify_ssh_failure(stderr: str, code: str, retryable: bool) -> None:
-    error = classify_ssh_failure(
-        name="ssh-0", where="root@h:22", known_hosts="/k", stderr=stderr
-    )
+    error = classify_ssh_failure(name="ssh-0", where="root@h:22", known_hosts="/k", stderr=stderr)
     assert (error.code, error.retryable) == (code, retryable)
     assert str(error).startswith("node ssh-0 (root@h:22)")
 

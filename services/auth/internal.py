@@ -1,4 +1,5 @@
-"""Internal API for the gateway (trusted network only; never exposed publicly).
+"""Internal API for the gateway (trusted network only; never exposed publicly). The shapes
+of the first three are ``shared/contracts/identity.py``, which the gateway reads them with.
 
 - ``POST /internal/introspect {"token"}`` →
   ``{"user_id","email","is_admin","kind","scopes","not_before"}`` or 401 (also for any
@@ -19,14 +20,8 @@ from fastapi import APIRouter, Query
 from services.auth import service
 from services.auth.deps import Ctx
 from services.auth.errors import ERROR_RESPONSES
-from services.auth.schemas import (
-    IntrospectIn,
-    IntrospectOut,
-    SessionsOut,
-    UserOut,
-    UserRef,
-    normalise_email,
-)
+from services.auth.schemas import UserOut, normalise_email
+from shared.contracts.identity import IntrospectOut, IntrospectIn, SessionsOut, UserRef
 from shared.errors import NotFound
 from shared.service_auth import require_caller
 

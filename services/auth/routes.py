@@ -30,11 +30,11 @@ from services.auth.schemas import (
     RegisterIn,
     RevokedKey,
     RotatedKey,
-    SessionsOut,
     TokenPairOut,
     UserAdminOut,
     UserOut,
 )
+from shared.contracts.identity import SessionsOut
 from shared.errors import Unauthenticated
 
 __all__ = ["router"]

@@ -7,12 +7,12 @@ hashes or secrets, except the token values a response exists to hand out once.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.auth.emails import normalise_email
+from shared.contracts.identity import UtcDatetime
 
 __all__ = [
     "ApiTokenCreate",
@@ -20,8 +20,6 @@ __all__ = [
     "ApiTokenOut",
     "Credentials",
     "Email",
-    "IntrospectIn",
-    "IntrospectOut",
     "InvitationCreate",
     "InvitationOut",
     "Jwk",
@@ -34,11 +32,9 @@ __all__ = [
     "RegisterIn",
     "RevokedKey",
     "RotatedKey",
-    "SessionsOut",
     "TokenPairOut",
     "UserAdminOut",
     "UserOut",
-    "UserRef",
     "normalise_email",
 ]
 
@@ -53,13 +49,7 @@ def _no_control(value: str) -> str:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 Email = Annotated[str, AfterValidator(normalise_email)]
-#: SQLite hands back naive datetimes; everything stored is UTC, so say so on the wire.
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Password = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_no_control)]
 Token = Annotated[str, Field(min_length=1, max_length=4096, pattern=TOKEN_PATTERN)]
 
@@ -115,11 +105,6 @@ class ApiTokenCreate(_Strict):
     )
 
 
-class IntrospectIn(_Strict):
-    # Any string up to the limit: a malformed token is an inactive one (401), not a 422.
-    token: str = Field(max_length=4096)
-
-
 class InvitationCreate(_Strict):
     email: Email | None = Field(None, description="Only this address may use the code.")
     expires_in_hours: int | None = Field(None, ge=1, le=24 * 90)
@@ -130,12 +115,6 @@ class InvitationOut(BaseModel):
     email: str | None
     expires_at: UtcDatetime
     code: str = Field(description="The single-use code. Shown once; hand it to the invitee.")
-
-
-class SessionsOut(BaseModel):
-    not_before: UtcDatetime | None = Field(
-        description="Access tokens of the user issued (iat) before this are revoked."
-    )
 
 
 class RevokedKey(BaseModel):
@@ -156,11 +135,6 @@ class UserOut(BaseModel):
     email: str
     is_admin: bool
     created_at: UtcDatetime
-
-
-class UserRef(BaseModel):
-    id: str
-    email: str
 
 
 class TokenPairOut(BaseModel):
@@ -189,17 +163,6 @@ class ApiTokenOut(BaseModel):
 
 class ApiTokenCreated(ApiTokenOut):
     token: str = Field(description="The token value. Shown once; store it now.")
-
-
-class IntrospectOut(BaseModel):
-    user_id: str
-    email: str
-    is_admin: bool
-    kind: Literal["access", "api"]
-    scopes: list[str] = Field(description="What the token may do (shared.scopes).")
-    not_before: UtcDatetime | None = Field(
-        None, description="The user's sessions_not_before (access tokens older are revoked)."
-    )
 
 
 class Jwk(BaseModel):

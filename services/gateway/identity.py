@@ -33,6 +33,7 @@ import jwt
 
 from services.gateway.downstream import Downstream
 from services.gateway.sessions import SessionRegistry
+from shared.contracts.identity import IntrospectOut, IntrospectIn, parse_answer
 from shared.errors import TransientError, Unauthenticated
 from shared.scopes import ALL_SCOPES, Scope
 
@@ -254,21 +255,27 @@ class TokenVerifier:
         if not _API_TOKEN_SHAPE.fullmatch(token):
             raise Unauthenticated("malformed API token")
         try:
-            response = await self.auth.client().post("/internal/introspect", json={"token": token})
+            response = await self.auth.client().post(
+                "/internal/introspect", json=IntrospectIn(token=token).model_dump()
+            )
         except httpx.TransportError as exc:
             raise TransientError("auth service is unavailable") from exc
         if response.status_code in (400, 401, 403, 404, 422):
             raise Unauthenticated("invalid or revoked API token")
         if response.status_code != 200:
             raise TransientError(f"auth introspection failed ({response.status_code})")
-        body = response.json()
         try:
-            is_admin = body.get("is_admin") is True
-            return Identity(
-                user_id=uuid.UUID(str(body["user_id"])),
-                email=str(body.get("email") or ""),
-                is_admin=is_admin,
-                scopes=_scopes(body.get("scopes"), is_admin=is_admin),
-            )
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            body = response.json()
+        except ValueError as exc:
+            raise TransientError("auth introspection answered invalid JSON") from exc
+        answer = parse_answer(IntrospectOut, body, what="introspection")
+        try:
+            user_id = uuid.UUID(answer.user_id)
+        except ValueError as exc:
             raise TransientError("auth introspection answered an unexpected body") from exc
+        return Identity(
+            user_id=user_id,
+            email=answer.email,
+            is_admin=answer.is_admin,
+            scopes=_scopes(answer.scopes, is_admin=answer.is_admin),
+        )

@@ -23,10 +23,10 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
 
 from services.gateway.downstream import Downstream
-from shared.errors import AidpError, NotFound, TransientError
+from shared.contracts.identity import user_sessions
+from shared.errors import NotFound
 from shared.events import Envelope, SessionsRevoked, parse_payload
 
 __all__ = ["SessionRegistry"]
@@ -36,18 +36,6 @@ log = logging.getLogger(__name__)
 _MAX_USERS = 65_536
 
 Listener = Callable[[uuid.UUID, float], None]
-
-
-def _epoch(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    raise ValueError(f"not a time: {value!r}")
 
 
 class SessionRegistry:
@@ -97,14 +85,10 @@ class SessionRegistry:
 
     async def _fetch(self, user_id: uuid.UUID) -> float | None:
         try:
-            body = await self.auth.json("GET", f"/internal/users/{user_id}/sessions")
-            fetched = _epoch(body.get("not_before") if isinstance(body, dict) else None)
+            answer = await user_sessions(self.auth, user_id)
+            fetched = answer.not_before.timestamp() if answer.not_before else None
         except NotFound:
             fetched = None  # an auth without the route yet, or a user it does not know
-        except AidpError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise TransientError("auth answered an unexpected sessions body") from exc
         # a push that arrived while asking wins if it is newer
         current = self._known.get(user_id, (None, 0.0))[0]
         if current is not None and (fetched is None or current > fetched):

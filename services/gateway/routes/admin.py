@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.deps import CurrentUser, GatewayDep
 from services.gateway.errors import responses
 from services.gateway.identity import Identity
-from shared.errors import Forbidden, InvalidInput, NotFound
+from shared.contracts.identity import lookup_user
+from shared.errors import Forbidden, InvalidInput
 
 __all__ = ["router"]
 
@@ -55,13 +56,10 @@ async def _resolve(gateway: GatewayDep, entry: str) -> dict[str, Any]:
         return {"user_id": str(uuid.UUID(entry)), "email": None}
     except ValueError:
         pass
-    try:
-        found = await gateway.downstream.auth.json(
-            "GET", "/internal/users/lookup", params={"email": entry}
-        )
-    except NotFound:
-        raise InvalidInput(f"no user with the email {entry!r}") from None
-    return {"user_id": str(found["id"]), "email": found.get("email")}
+    found = await lookup_user(gateway.downstream.auth, entry)
+    if found is None:
+        raise InvalidInput(f"no user with the email {entry!r}")
+    return {"user_id": found.id, "email": found.email}
 
 
 @router.get("/cloud-access", responses=responses(403, 503))

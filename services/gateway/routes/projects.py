@@ -30,8 +30,8 @@ from services.gateway.schemas import (
     ProjectPatch,
 )
 from services.gateway.scopes import InsufficientScope
+from shared.contracts.identity import lookup_user
 from shared.db import run_sync
-from shared.errors import NotFound
 from shared.scopes import Scope
 
 __all__ = ["router"]
@@ -179,14 +179,12 @@ async def add_member(
 async def _lookup(gateway: GatewayDep, email: str) -> tuple[uuid.UUID | None, str]:
     """The registered user behind ``email`` (None when there is none) and the email to
     address the invitation to (auth's canonical form when registered)."""
-    try:
-        found = await gateway.downstream.auth.json(
-            "GET", "/internal/users/lookup", params={"email": email}
-        )
-        return uuid.UUID(str(found["id"])), str(found.get("email") or email)
-    except NotFound:
+    found = await lookup_user(gateway.downstream.auth, email)
+    if found is None:
         return None, email
-    except (KeyError, ValueError, TypeError):
+    try:
+        return uuid.UUID(found.id), found.email or email
+    except ValueError:  # not an id auth would give: treat as unknown, as before
         return None, email
 
 

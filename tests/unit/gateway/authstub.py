@@ -18,6 +18,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from shared.contracts.identity import IntrospectOut
+from shared.scopes import ALL_SCOPES
+
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -134,10 +137,17 @@ class AuthStub:
             if user_id is None:
                 return JSONResponse({"error": {"code": "unauthenticated", "message": "no"}}, 401)
             email = next((e for e, u in self.users.items() if u == user_id), "")
-            body: dict[str, Any] = {"user_id": str(user_id), "email": email, "is_admin": False}
-            if body_in.token in self.api_token_scopes:
-                body["scopes"] = self.api_token_scopes[body_in.token]
-            return JSONResponse(body)
+            # the answer auth gives, in the shared contract's shape (a drift fails here)
+            answer = IntrospectOut(
+                user_id=str(user_id),
+                email=email,
+                is_admin=False,
+                kind="api",
+                scopes=self.api_token_scopes.get(
+                    body_in.token, sorted(s.value for s in ALL_SCOPES)
+                ),
+            )
+            return JSONResponse(answer.model_dump(mode="json"))
 
         @app.get("/internal/users/{user_id}/sessions")
         def sessions(user_id: uuid.UUID) -> dict[str, Any]:

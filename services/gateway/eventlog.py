@@ -7,6 +7,16 @@ unique ``event_id`` makes the log its own inbox: a redelivered event fails the i
 is dropped. Events of unknown (or deleted) projects are dropped. An event that ends a run
 (or deploys a model) also stages the project's webhook deliveries in the same transaction
 (:func:`services.gateway.webhooks.stage_deliveries`).
+
+Why the log is not on the service kit's inbox (:class:`shared.service.inbox.Inbox`): the
+kit handles ONE envelope per transaction (claim it in the ``inbox`` table, apply, commit),
+while the log's writer commits MANY per transaction — group commit
+(:class:`services.gateway.writer.LogWriter`): a PostgreSQL commit waits for the WAL flush,
+so one event per commit would cap the log at a few hundred events per second. And the log
+needs no second claim row: the stored event is the claim (one read of the batch's
+``event_id`` values first; a concurrent writer's duplicate fails the unique index at
+commit and the batch is redone one by one). The guarantees are the kit's: an event is
+acked only after the transaction storing it committed, and a redelivery changes nothing.
 """
 
 from __future__ import annotations
@@ -211,34 +221,6 @@ def _update_runs(session: Session, envelopes: list[Envelope], *, now: datetime) 
         session.execute(update(Run).where(col(Run.id) == run_id).values(**values))
     if notices:
         stage_deliveries(session, notices)
-
-
-def _append_in(
-    session: Session, envelope: Envelope, *, project_id: uuid.UUID, now: datetime
-) -> Frame | None:
-    seq = session.execute(
-        update(Project)
-        .where(col(Project.id) == project_id)
-        .values(last_seq=col(Project.last_seq) + 1)
-        .returning(col(Project.last_seq))
-    ).scalar_one_or_none()
-    if seq is None:
-        return None
-    body = envelope.model_dump_json()
-    session.execute(
-        insert(Event).values(
-            project_id=project_id,
-            seq=seq,
-            event_id=envelope.id,
-            run_id=envelope.run_id,
-            type=envelope.type,
-            body=body,
-            stored_at=now,
-        )
-    )
-    if envelope.run_id is not None:
-        _update_run(session, envelope, project_id=project_id, now=now)
-    return _frame(project_id, seq, body, envelope)
 
 
 def _update_run(

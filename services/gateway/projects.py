@@ -1,26 +1,23 @@
-"""Projects, members and runs: every state change and its event commit together.
+"""Projects and runs: every state change and its event commit together.
 
 Each function takes the runtime (database + outbox) and keyword-only arguments, changes
 rows in ONE transaction, stages the events other services need in the outbox of that
-same transaction, and wakes the relay after the commit.
+same transaction, and wakes the relay after the commit. Members are in ``members.py``,
+spec approvals and the audit trail in ``spec_approvals.py`` (re-exported here).
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 import uuid
 from typing import Any
 
-import yaml
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from services.gateway.deps import Access, role_rank
-from services.gateway.errors import SpecChanged
+from services.gateway.deps import Access
 from services.gateway.identity import Identity
+from services.gateway.members import list_members, remove_member, set_member, stage_membership
 from services.gateway.models import (
     TERMINAL_STATUSES,
     AuditEntry,
@@ -32,10 +29,17 @@ from services.gateway.models import (
     SpecApproval,
 )
 from services.gateway.runlimits import check_active_runs
+from services.gateway.spec_approvals import (
+    approve,
+    audit,
+    audit_trail,
+    check_spec,
+    spec_diff,
+    spec_hash,
+)
 from services.gateway.webhooks import delete_project_webhooks
-from shared.errors import Conflict, Forbidden, NotFound
+from shared.errors import Conflict, NotFound
 from shared.events import (
-    MembershipChanged,
     ProjectCreated,
     ProjectDeleted,
     RunCancelled,
@@ -46,6 +50,8 @@ from shared.runtime import ServiceRuntime
 from shared.service.clock import utcnow
 from shared.spec import ProjectSpec
 
+# members and spec approvals live in their own modules; the routes reach every project
+# operation through this one (``from services.gateway import projects as service``)
 __all__ = [
     "audit_trail",
     "cancel_run",
@@ -56,7 +62,9 @@ __all__ = [
     "list_runs",
     "remove_member",
     "request_run",
+    "run_status",
     "set_member",
+    "spec_diff",
     "spec_hash",
     "update_project",
 ]
@@ -64,142 +72,6 @@ __all__ = [
 
 def _spec_json(spec: ProjectSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_none=True)
-
-
-# --- spec approvals and the audit trail ----------------------------------------------------
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the spec's canonical JSON (sorted keys, no spaces)."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted paths (``train.args.epochs``, ``secrets``) whose values differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        paths: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old or key not in new:
-                paths.append(path)
-            else:
-                paths.extend(_changed_paths(old[key], new[key], path))
-        return paths
-    return [] if old == new else [prefix or "."]
-
-
-def _yaml(spec: dict[str, Any] | None) -> list[str]:
-    if not spec:
-        return []
-    text = yaml.safe_dump(spec, sort_keys=True, default_flow_style=False, allow_unicode=True)
-    return text.splitlines(keepends=True)
-
-
-def spec_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    """Unified diff of the YAML of ``old`` (the approved spec; None: nothing approved) and
-    ``new``."""
-    return "".join(
-        difflib.unified_diff(
-            _yaml(old),
-            _yaml(new),
-            fromfile="approved" if old is not None else "(none approved)",
-            tofile="current",
-        )
-    )
-
-
-def _audit(session: Any, project_id: uuid.UUID, action: str, **fields: Any) -> None:
-    session.add(AuditEntry(project_id=project_id, action=action, **fields))
-
-
-def _approve(
-    session: Any, project_id: uuid.UUID, user_id: uuid.UUID, spec: dict[str, Any], digest: str
-) -> None:
-    approval = session.get(SpecApproval, (project_id, user_id))
-    if approval is None:
-        approval = SpecApproval(project_id=project_id, user_id=user_id, spec_hash=digest, spec=spec)
-    else:
-        approval.spec_hash, approval.spec, approval.approved_at = digest, spec, utcnow()
-    session.add(approval)
-
-
-def _check_spec(
-    session: Any, project: Project, *, identity: Identity, confirm_spec_hash: str | None
-) -> None:
-    """Let the stored spec run with the requester's credentials only if the requester
-    wrote it, approved this very spec before, or confirms it now (``confirm_spec_hash``
-    equal to the current hash, which records the approval); else :class:`SpecChanged`."""
-    digest = spec_hash(project.spec)
-    user_id = identity.user_id
-    approval = session.get(SpecApproval, (project.id, user_id))
-    if confirm_spec_hash is not None:
-        if confirm_spec_hash == digest:
-            already = approval is not None and approval.spec_hash == digest
-            _approve(session, project.id, user_id, project.spec, digest)
-            if not already:
-                _audit(
-                    session,
-                    project.id,
-                    "spec_approved",
-                    actor_id=user_id,
-                    actor_email=identity.email or "",
-                    spec_hash=digest,
-                )
-            return
-        reason = "confirm_spec_hash is not the hash of the current spec"
-    elif project.spec_changed_by == user_id or (
-        approval is not None and approval.spec_hash == digest
-    ):
-        return
-    else:
-        reason = "the spec was changed since you last wrote or approved it"
-    changer = project.spec_changed_by
-    changer_email = None
-    if changer is not None:
-        member = session.get(Member, (project.id, changer))
-        # a member who left since is still named, from the audit trail
-        changer_email = (
-            member.email
-            if member is not None
-            else session.execute(
-                select(col(AuditEntry.actor_email))
-                .where(
-                    col(AuditEntry.project_id) == project.id,
-                    col(AuditEntry.actor_id) == changer,
-                )
-                .order_by(col(AuditEntry.id).desc())
-                .limit(1)
-            ).scalar()
-        )
-    old = approval.spec if approval is not None else None
-    raise SpecChanged(
-        f"{reason}; review the diff and start again with confirm_spec_hash",
-        details={
-            "spec_hash": digest,
-            "approved_spec_hash": approval.spec_hash if approval is not None else None,
-            "changed_by": str(changer) if changer is not None else None,
-            "changed_by_email": changer_email or None,
-            "changed_at": project.spec_changed_at.isoformat() if project.spec_changed_at else None,
-            "changed_paths": _changed_paths(old or {}, project.spec),
-            "diff": spec_diff(old, project.spec),
-        },
-    )
-
-
-def audit_trail(
-    runtime: ServiceRuntime, *, project_id: uuid.UUID, after: int = 0, limit: int = 200
-) -> list[AuditEntry]:
-    """The project's audit entries with ``id > after``, oldest first."""
-    with runtime.db.session() as session:
-        return list(
-            session.execute(
-                select(AuditEntry)
-                .where(col(AuditEntry.project_id) == project_id, col(AuditEntry.id) > after)
-                .order_by(col(AuditEntry.id))
-                .limit(limit)
-            ).scalars()
-        )
 
 
 def _check_name_free(
@@ -259,9 +131,9 @@ def create_project(
             Member(project_id=project.id, user_id=owner.user_id, email=owner.email, role="owner")
         )
         session.add(run)
-        _approve(session, project.id, owner.user_id, spec_json, digest)
-        _audit(session, project.id, "project_created", spec_hash=digest, **actor)
-        _audit(
+        approve(session, project.id, owner.user_id, spec_json, digest)
+        audit(session, project.id, "project_created", spec_hash=digest, **actor)
+        audit(
             session,
             project.id,
             "run_started",
@@ -331,7 +203,7 @@ def update_project(
             if digest != spec_hash(project.spec):
                 project.spec = spec_json
                 project.spec_changed_by, project.spec_changed_at = identity.user_id, utcnow()
-                _audit(
+                audit(
                     session,
                     project.id,
                     "spec_changed",
@@ -340,7 +212,7 @@ def update_project(
                     spec_hash=digest,
                 )
             # whoever writes a spec has approved it (also when it was already this one)
-            _approve(session, project.id, identity.user_id, spec_json, digest)
+            approve(session, project.id, identity.user_id, spec_json, digest)
         project.updated_at = utcnow()
         session.add(project)
         _commit_named(session, project.name)
@@ -369,7 +241,7 @@ def delete_project(runtime: ServiceRuntime, *, access: Access) -> None:
             select(col(Member.user_id)).where(col(Member.project_id) == project_id)
         ).scalars()
         for user_id in members:  # their open sockets on the project close (4403)
-            _stage_membership(runtime, session, project_id, user_id, None)
+            stage_membership(runtime, session, project_id, user_id, None)
         for table in (Event, Run, Member, SpecApproval, AuditEntry, Invitation):
             session.execute(delete(table).where(col(table.project_id) == project_id))  # type: ignore[attr-defined]
         delete_project_webhooks(session, project_id)
@@ -411,7 +283,7 @@ def request_run(
             raise Conflict(f"run {active[0]} of this project is still active; cancel it first")
         check_active_runs(session, by, max_active_runs)
         if spec is None:
-            _check_spec(
+            check_spec(
                 session, project, identity=access.identity, confirm_spec_hash=confirm_spec_hash
             )
         spec_json = _spec_json(spec) if spec is not None else project.spec
@@ -421,7 +293,7 @@ def request_run(
         project.updated_at = utcnow()
         session.add(project)
         session.add(run)
-        _audit(
+        audit(
             session,
             project.id,
             "run_started",
@@ -472,107 +344,3 @@ def list_runs(runtime: ServiceRuntime, *, project_id: uuid.UUID) -> list[Run]:
                 .order_by(col(Run.number).desc())
             ).scalars()
         )
-
-
-# --- members -----------------------------------------------------------------------------
-
-
-def list_members(runtime: ServiceRuntime, *, project_id: uuid.UUID) -> list[Member]:
-    with runtime.db.session() as session:
-        return list(
-            session.execute(
-                select(Member)
-                .where(col(Member.project_id) == project_id)
-                .order_by(col(Member.created_at))
-            ).scalars()
-        )
-
-
-def _stage_membership(
-    runtime: ServiceRuntime,
-    session: Any,
-    project_id: uuid.UUID,
-    user_id: uuid.UUID,
-    role: str | None,
-) -> None:
-    """Stage ``MembershipChanged``: every gateway replica re-authorises the user's sockets."""
-    runtime.stage(
-        session, new_event(MembershipChanged(user_id=user_id, role=role), project_id=project_id)
-    )
-
-
-def _owners(session: Any, project_id: uuid.UUID) -> int:
-    return int(
-        session.execute(
-            select(func.count()).where(
-                col(Member.project_id) == project_id, col(Member.role) == "owner"
-            )
-        ).scalar_one()
-    )
-
-
-def set_member(
-    runtime: ServiceRuntime,
-    *,
-    project_id: uuid.UUID,
-    user_id: uuid.UUID,
-    email: str,
-    role: str,
-    actor: Identity | None = None,
-) -> tuple[Member, bool]:
-    """Grant ``role`` (or change it); returns (member, created). The last owner stays."""
-    with runtime.db.session() as session:
-        member = session.get(Member, (project_id, user_id), with_for_update=True)
-        created = member is None
-        if member is None:
-            member = Member(project_id=project_id, user_id=user_id, email=email, role=role)
-            action = "member_added"
-        else:
-            if member.role == "owner" and role != "owner" and _owners(session, project_id) <= 1:
-                raise Conflict("a project keeps at least one owner")
-            action = "member_role_changed" if member.role != role else ""
-            member.role, member.email = role, email or member.email
-        session.add(member)
-        if action == "member_role_changed":
-            _stage_membership(runtime, session, project_id, user_id, role)
-        if action:
-            _audit(
-                session,
-                project_id,
-                action,
-                actor_id=actor.user_id if actor else None,
-                actor_email=actor.email if actor else "",
-                subject_id=user_id,
-                subject_email=member.email,
-                role=role,
-            )
-        session.commit()
-    runtime.published()
-    return member, created
-
-
-def remove_member(runtime: ServiceRuntime, *, access: Access, user_id: uuid.UUID) -> None:
-    """Remove a member (owners may remove anyone; anyone may leave); the last owner stays."""
-    project_id = access.project.id
-    if user_id != access.identity.user_id and role_rank(access.role) < role_rank("owner"):
-        raise Forbidden("only owners remove other members")
-    with runtime.db.session() as session:
-        member = session.get(Member, (project_id, user_id), with_for_update=True)
-        if member is None:
-            raise NotFound("member not found")
-        if member.role == "owner" and _owners(session, project_id) <= 1:
-            raise Conflict("a project keeps at least one owner")
-        _audit(
-            session,
-            project_id,
-            "member_left" if user_id == access.identity.user_id else "member_removed",
-            actor_id=access.identity.user_id,
-            actor_email=access.identity.email,
-            subject_id=user_id,
-            subject_email=member.email,
-            role=member.role,
-        )
-        session.delete(member)
-        _stage_membership(runtime, session, project_id, user_id, None)
-        session.commit()
-    runtime.published()

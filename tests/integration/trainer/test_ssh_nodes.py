@@ -134,8 +134,10 @@ async def test_unknown_host_keys_are_refused_unless_opted_in(
     wrong.write_text(f"{host.address} {impostor}\n")
     node = ssh_node(host, tmp_path / "node")
     pinned_wrong = SSHExecutor(node, client_keys=[str(client_key)], known_hosts=str(wrong))
-    with pytest.raises(ProviderError, match="cannot reach node"):
+    with pytest.raises(ProviderError, match="cannot reach node") as caught:
         await pinned_wrong.run(["true"])
+    # the shared classification (shared.nodes): trying again cannot help
+    assert caught.value.code == "host_key_mismatch" and not caught.value.retryable
     opted_in = SSHExecutor(node, client_keys=[str(client_key)], accept_unknown_host_keys=True)
     try:
         assert (await opted_in.run(["echo", "hi"]))[:2] == (0, "hi\n")

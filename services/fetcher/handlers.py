@@ -15,7 +15,14 @@ from sqlmodel import Session, select
 from services.fetcher.jobs import JobRunner
 from services.fetcher.models import FETCH_JOB, FetchJob, FetchJobState
 from shared.errors import InvalidInput
-from shared.events import Envelope, ProjectCreated, ProjectDeleted, RunCancelled, RunRequested
+from shared.events import (
+    Envelope,
+    ProjectCreated,
+    ProjectDeleted,
+    RunCancelled,
+    RunRequested,
+    run_owner,
+)
 from shared.runtime import EventHandler, ServiceRuntime
 from shared.service.clock import utcnow
 from shared.service.inbox import Inbox
@@ -45,15 +52,14 @@ def record_job(s: Session, event: ProjectCreated | RunRequested, envelope: Envel
     """Record the fetch job a run asks for (once per run)."""
     if envelope.run_id is None:
         raise InvalidInput(f"{envelope.type} without run_id")
-    if isinstance(event, ProjectCreated):
-        owner: str | None = str(event.owner_id)
-    else:
-        owner = str(event.requested_by) if event.requested_by else None
-        if owner is None and envelope.project_id is not None:
-            previous = s.exec(
-                select(FetchJob).where(FetchJob.project_id == envelope.project_id)
-            ).first()
-            owner = previous.owner_id if previous else None
+    named = run_owner(event)
+    owner = str(named) if named is not None else None
+    if owner is None and envelope.project_id is not None:  # an older producer: keep the
+        # owner of the project's previous run
+        previous = s.exec(
+            select(FetchJob).where(FetchJob.project_id == envelope.project_id)
+        ).first()
+        owner = previous.owner_id if previous else None
     if s.get(FetchJob, envelope.run_id) is None:
         s.add(
             FetchJob(

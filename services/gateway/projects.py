@@ -306,7 +306,8 @@ def request_run(
         runtime.stage(
             session,
             new_event(
-                RunRequested(spec=spec_json, run_number=run.number, requested_by=by),
+                # the run acts with the requester's secrets and cloud access (see above)
+                RunRequested(spec=spec_json, run_number=run.number, requested_by=by, owner_id=by),
                 project_id=project.id,
                 run_id=run.id,
             ),

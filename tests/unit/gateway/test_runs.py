@@ -125,6 +125,7 @@ async def test_rerun_conflicts_while_active_and_cancel_emits(harness: Harness) -
     assert cancelled.payload["by"] == str(user_id)
     assert requested.type == "RunRequested" and requested.payload["run_number"] == 2
     assert requested.payload["spec"]["model"] == SPEC["model"]
+    assert requested.payload["owner_id"] == requested.payload["requested_by"] == str(user_id)
     runs = (await harness.client.get(f"/api/projects/{pid}/runs", headers=headers)).json()
     assert [r["number"] for r in runs] == [2, 1]
     await bus.close()

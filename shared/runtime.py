@@ -15,30 +15,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from shared.bus import Bus, create_bus
 from shared.db import Database, run_sync
-from shared.errors import (
-    AidpError,
-    DependencyDown,
-    RateLimited,
-    TransientError,
-    dependency_outage,
-    http_status_for,
-)
+from shared.errors import AidpError
 from shared.events import Envelope
 from shared.outbox import OutboxRelay, add_to_outbox
 from shared.secrets import KeyService, SecretStore, connect_vault
 from shared.secrets.policies import SERVICE_NAMES
+from shared.service.http_errors import install_error_handlers
 from shared.service_auth import ServiceAuth, signing_keys_for
 from shared.settings import BaseServiceSettings
 from shared.telemetry import setup_logging, setup_tracing
 
+#: ``install_error_handlers`` lives in :mod:`shared.service.http_errors` (the one HTTP error
+#: installer); it stays importable from here for the services that import it from here.
 __all__ = ["EventHandler", "ServiceRuntime", "health_router", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
@@ -215,35 +209,3 @@ def health_router(runtime_of: Callable[[Request], ServiceRuntime]) -> APIRouter:
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     return router
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map the error taxonomy to the JSON error shape of docs/design.md §5, once."""
-
-    @app.exception_handler(AidpError)
-    async def _aidp_error(_request: Request, exc: AidpError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, RateLimited | DependencyDown):
-            headers = {"Retry-After": str(exc.retry_after)}
-        elif isinstance(exc, TransientError):
-            headers = {"Retry-After": str(DependencyDown.retry_after)}
-        return JSONResponse(
-            {"error": {"code": exc.code, "message": exc.message}},
-            status_code=http_status_for(exc),
-            headers=headers,
-        )
-
-    @app.exception_handler(SQLAlchemyError)
-    @app.exception_handler(psycopg.Error)
-    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-        """The database down (restarted, unreachable, out of connections): 503 with
-        Retry-After, never a 500; any other database error stays an internal error."""
-        if dependency_outage(exc) is None:
-            log.error("database error on %s %s: %r", request.method, request.url.path, exc)
-            return JSONResponse(
-                {"error": {"code": "internal", "message": "internal error"}}, status_code=500
-            )
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return await _aidp_error(
-            request, DependencyDown("database", "The database is unavailable; try again shortly.")
-        )

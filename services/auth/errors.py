@@ -1,16 +1,15 @@
-"""HTTP error shape for the auth app: validation and routing errors as
-``{"error": {"code", "message"}}`` (the AidpError handler comes from shared.runtime)."""
+"""HTTP errors of the auth app: the error responses its routes document, and how it words
+validation errors. The handlers are the one installer's
+(:func:`shared.service.http_errors.install_error_handlers`, with :data:`VALIDATION`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from shared.service.http_errors import ValidationStyle
+from shared.service.http_errors import validation_message as shared_validation_message
 
-__all__ = ["ERROR_RESPONSES", "install_validation_handlers", "validation_message"]
+__all__ = ["ERROR_RESPONSES", "VALIDATION", "validation_message"]
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -40,27 +39,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: How auth words request validation errors: every error, pydantic's message lower-cased
+#: ("password: field required", "admin: extra inputs are not permitted"). The gateway's auth
+#: proxy relays these answers verbatim, so this wording is what the web UI and CLI show.
+VALIDATION = ValidationStyle(max_errors=None, lowercase=True, unknown_field=None)
+
+
 def validation_message(errors: list[Any]) -> str:
     """``field.path: problem; ...`` with the request part (body/query) left out."""
-    parts = []
-    for error in errors:
-        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(loc) or "body"
-        parts.append(f"{field}: {str(error.get('msg', 'invalid')).lower()}")
-    return "; ".join(parts) or "invalid input"
-
-
-def install_validation_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        message = validation_message(list(exc.errors()))
-        return JSONResponse({"error": {"code": "invalid", "message": message}}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return JSONResponse(
-            {"error": {"code": code, "message": str(exc.detail)}},
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+    return shared_validation_message(errors, VALIDATION)

@@ -1,4 +1,7 @@
-"""Wiring of the auth service: settings, runtime, routes, lifespan. No logic here."""
+"""Wiring of the auth service: settings, runtime, routes, lifespan. No logic here.
+
+The lifespan starts in two phases (:func:`shared.service.app.two_phase`): the context is
+built from the opened database and Vault, then the queue is subscribed."""
 
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ from fastapi import FastAPI
 
 from services.auth import internal, routes, sso_routes
 from services.auth.context import build_context
-from services.auth.errors import install_validation_handlers
+from services.auth.errors import VALIDATION
 from services.auth.handlers import build_handlers
 from services.auth.settings import AuthSettings
 from shared.bus import Bus
 from shared.limits import install_body_limits
-from shared.runtime import ServiceRuntime, health_router, install_error_handlers
+from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
+from shared.service.app import two_phase
+from shared.service.http_errors import install_error_handlers
 
 __all__ = ["create_app"]
 
@@ -37,19 +42,24 @@ def create_app(
     """
     settings = settings or AuthSettings()
     runtime = ServiceRuntime(settings, migrations=[MIGRATIONS], bus=bus, vault=vault)
-    runtime.on(build_handlers(runtime))
+
+    async def wire() -> None:
+        """The context (signing keyring, limiters, SSO provider) needs the opened database
+        and Vault; it exists before the queue is subscribed and readiness turns true."""
+        ctx = await asyncio.to_thread(
+            build_context,
+            settings=settings,
+            db=runtime.db,
+            store=runtime.secrets,
+            stage=runtime.stage,
+            published=runtime.published,
+        )
+        runtime.on(build_handlers(runtime, ctx))
+        app.state.auth = ctx
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan():
-            app.state.auth = await asyncio.to_thread(
-                build_context,
-                settings=settings,
-                db=runtime.db,
-                store=runtime.secrets,
-                stage=runtime.stage,
-                published=runtime.published,
-            )
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with two_phase(runtime, wire):
             yield
 
     app = FastAPI(title="aidp auth", lifespan=lifespan)
@@ -58,7 +68,6 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(sso_routes.router)
     app.include_router(internal.router)
-    install_error_handlers(app)
+    install_error_handlers(app, validation=VALIDATION)
     install_body_limits(app, settings)
-    install_validation_handlers(app)
     return app

@@ -21,6 +21,10 @@ Accounts (issuer + subject are remembered in ``auth_identities``):
 
 The platform then issues its own tokens, as a password login would.
 
+This module is the flow (start, callback); the account rules are
+:mod:`services.auth.sso_accounts`, the CLI's hand-off :mod:`services.auth.sso_cli`, the
+refusal :mod:`services.auth.sso_refused`. Their public names are importable from here.
+
 A CLI sign-in (``aidp login --sso``) starts the same way with ``cli_port``,
 ``cli_challenge`` (S256 of a verifier only the CLI holds) and ``cli_state``; the callback
 sends the browser to ``http://127.0.0.1:<cli_port>/callback`` with a one-time hand-off
@@ -29,74 +33,52 @@ code, which ``POST /oidc/token`` trades, with the verifier, for a token pair.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
 import re
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlencode
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services.auth import invitations
 from services.auth.context import AuthContext
-from services.auth.emails import normalise_email
-from services.auth.models import AuthLock, Identity, OidcFlow, User, aware, utcnow
-from services.auth.oidc import OidcClaims, OidcError, OidcProvider
+from services.auth.models import OidcFlow, aware, utcnow
+from services.auth.oidc import OidcError, OidcProvider
 from services.auth.opaque import sha256_hex
-from services.auth.revocation import revoke_sessions
 from services.auth.service import TokenPair, issue_session
-from shared.errors import AidpError, NotFound, RateLimited, Unauthenticated
+from services.auth.sso_accounts import NO_PASSWORD, checked_email, resolve_user
+from services.auth.sso_cli import (
+    HANDOFF_SECONDS,
+    cli_redirect,
+    redeem_handoff,
+    s256,
+    valid_cli_params,
+)
+from services.auth.sso_cli import STATE as _STATE
+from services.auth.sso_refused import SsoRefused
+from shared.errors import NotFound, RateLimited
 
 __all__ = [
+    "HANDOFF_SECONDS",
     "NO_PASSWORD",
+    "Finished",
     "SsoRefused",
     "StartedFlow",
+    "cli_redirect",
     "finish",
     "flow_cookie_name",
     "redeem_handoff",
     "s256",
     "start",
+    "valid_cli_params",
 ]
 
 log = logging.getLogger("aidp.auth.sso")
 
-#: ``password_hash`` of an account made by SSO: not an argon2 hash, so no password matches.
-NO_PASSWORD = "!sso"
-HANDOFF_SECONDS = 120
-_STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_PKCE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _PROVIDER_ERROR = re.compile(r"^[a-z_]{1,40}$")
-
-_MESSAGES = {
-    "sso_state_invalid": "this sign-in link is invalid, expired or was opened in another "
-    "browser; start again",
-    "sso_email_missing": "the identity provider did not share an email address",
-    "sso_registration_closed": "there is no account for this email and registration is "
-    "closed; ask an administrator",
-    "sso_invitation_required": "this platform is invite-only: ask an administrator for an "
-    "invitation and sign in with it",
-    "sso_account_disabled": "this account is disabled; ask an administrator",
-    "sso_identity_conflict": "this account is already linked to another identity at the "
-    "provider; ask an administrator",
-    "sso_retry": "signing in raced with another sign-in; try again",
-}
-
-
-class SsoRefused(AidpError):
-    """A sign-in that ends here; ``code`` (``sso_…``) is what the UI or CLI is told."""
-
-    status = 403
-
-    def __init__(self, code: str, message: str | None = None, *, cli: OidcFlow | None = None):
-        super().__init__(message or _MESSAGES.get(code, "single sign-on failed"), code=code)
-        self.cli = cli  # a CLI flow: the error goes back to its loopback listener
 
 
 @dataclass(frozen=True)
@@ -117,12 +99,6 @@ class Finished:
     pair: TokenPair | None = None  # browser: the session (refresh cookie)
     cli_redirect: str | None = None  # CLI: where the browser goes with the hand-off code
     email: str = ""
-
-
-def s256(verifier: str) -> str:
-    """The PKCE S256 challenge of ``verifier`` (RFC 7636)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _provider(ctx: AuthContext) -> OidcProvider:
@@ -192,12 +168,6 @@ def start(
     return StartedFlow(authorization_url=url, binding=binding, cookie_name=flow_cookie_name(state))
 
 
-def cli_redirect(flow: OidcFlow, **params: str) -> str:
-    """The CLI's loopback listener (always 127.0.0.1: never an address from the request)."""
-    query = urlencode({**params, "state": flow.cli_state or ""})
-    return f"http://127.0.0.1:{flow.cli_port}/callback?{query}"
-
-
 def _spend_flow(ctx: AuthContext, *, state: str | None, binding: str | None) -> OidcFlow:
     if not state or not _STATE.fullmatch(state):
         raise SsoRefused("sso_state_invalid")
@@ -250,9 +220,9 @@ def finish(
             redirect_uri=flow.redirect_uri,
             nonce=flow.nonce,
         )
-        email = _checked_email(claims, trust=ctx.settings.oidc_trust_email)
+        email = checked_email(claims, trust=ctx.settings.oidc_trust_email)
         with ctx.db.session() as session:
-            user = _resolve_user(ctx, session, claims, email, invitation=flow.invitation)
+            user = resolve_user(ctx, session, claims, email, invitation=flow.invitation)
             if cli is None:
                 pair = issue_session(ctx, session, user)
                 _commit(ctx, session)
@@ -285,175 +255,3 @@ def _commit(ctx: AuthContext, session: Session) -> None:
         session.rollback()
         raise SsoRefused("sso_retry") from None
     ctx.published()
-
-
-def _checked_email(claims: OidcClaims, *, trust: bool = False) -> str:
-    if not claims.email:
-        raise SsoRefused("sso_email_missing")
-    try:
-        email = normalise_email(claims.email)
-    except (ValueError, AidpError):
-        raise SsoRefused(
-            "sso_email_invalid", "the identity provider's email address is not usable here"
-        ) from None
-    if not claims.email_verified and not trust:
-        raise SsoRefused(
-            "sso_email_unverified",
-            f"your identity provider has not verified the email address {email}; verify it "
-            "there, then sign in again",
-        )
-    return email
-
-
-def _is_admin_group(ctx: AuthContext, claims: OidcClaims) -> bool:
-    group = ctx.settings.oidc_admin_group
-    return group is not None and group in claims.groups
-
-
-def _resolve_user(
-    ctx: AuthContext, session: Session, claims: OidcClaims, email: str, *, invitation: str | None
-) -> User:
-    s = ctx.settings
-    now = utcnow()
-    identity = session.exec(
-        select(Identity).where(Identity.issuer == claims.issuer, Identity.subject == claims.subject)
-    ).first()
-    if identity is not None:
-        user = session.get(User, identity.user_id)
-        if user is None:
-            raise SsoRefused("sso_account_disabled")
-        identity.email, identity.last_login_at = email, now
-        session.add(identity)
-    else:
-        user = session.exec(select(User).where(User.email == email)).first()
-        if user is not None:
-            linked = session.exec(
-                select(Identity.id).where(
-                    Identity.user_id == user.id, Identity.issuer == claims.issuer
-                )
-            ).first()
-            if linked is not None:
-                raise SsoRefused("sso_identity_conflict")
-        else:
-            user = _new_user(ctx, session, claims, email, invitation=invitation)
-        session.add(
-            Identity(
-                id=str(uuid.uuid4()),
-                user_id=user.id,
-                issuer=claims.issuer,
-                subject=claims.subject,
-                email=email,
-                created_at=now,
-                last_login_at=now,
-            )
-        )
-    if user.disabled_at is not None:
-        raise SsoRefused("sso_account_disabled")
-    if s.oidc_admin_group is not None:
-        admin = _is_admin_group(ctx, claims) or user.email in s.admin_emails
-        if admin != user.is_admin:
-            user.is_admin = admin
-            session.add(user)
-            if not admin:  # tokens that still say "admin" must die now
-                revoke_sessions(ctx, session, user, reason="admin_revoked")
-            log.info("oidc: admin flag of user %s set to %s by group", user.id, admin)
-    return user
-
-
-def _new_user(
-    ctx: AuthContext, session: Session, claims: OidcClaims, email: str, *, invitation: str | None
-) -> User:
-    s = ctx.settings
-    mode = s.registration_mode()
-    if mode == "closed":
-        raise SsoRefused("sso_registration_closed")
-    in_group = _is_admin_group(ctx, claims)
-    domain = email.rsplit("@", 1)[-1]
-    user_id = str(uuid.uuid4())
-    if mode == "invite" and not (
-        email in s.admin_emails or in_group or domain in s.oidc_allowed_domains
-    ):
-        if not invitation:
-            raise SsoRefused("sso_invitation_required")
-        try:
-            invitations.redeem_invitation(session, code=invitation, email=email, user_id=user_id)
-        except AidpError as exc:
-            raise SsoRefused("sso_invitation_invalid", exc.message) from None
-    if s.oidc_admin_group is not None:
-        is_admin = in_group or email in s.admin_emails
-    elif s.admin_emails:
-        is_admin = email in s.admin_emails
-    elif s.bound_to_loopback():  # as register(): the first account on loopback is the admin
-        lock = select(AuthLock).where(AuthLock.name == "first-admin").with_for_update()
-        session.exec(lock).first()
-        is_admin = session.exec(select(User.id).limit(1)).first() is None
-    else:
-        is_admin = False
-    now = utcnow()
-    user = User(
-        id=user_id,
-        email=email,
-        password_hash=NO_PASSWORD,
-        is_admin=is_admin,
-        created_at=now,
-        password_changed_at=now,
-    )
-    session.add(user)
-    session.flush()
-    log.info("oidc: account %s created by single sign-on", user_id)
-    return user
-
-
-def redeem_handoff(ctx: AuthContext, *, code: str, code_verifier: str) -> TokenPair:
-    """The CLI's last step: the hand-off code and the verifier of the flow's
-    ``cli_challenge`` → a token pair. Single use, two minutes."""
-    invalid = Unauthenticated("invalid or expired sign-in code")
-    if not code or len(code) > 200 or not code_verifier or len(code_verifier) > 200:
-        raise invalid
-    now = utcnow()
-    with ctx.db.session() as session:
-        flow = session.exec(
-            select(OidcFlow).where(OidcFlow.handoff_hash == sha256_hex(code))
-        ).first()
-        if (
-            flow is None
-            or flow.handoff_used_at is not None
-            or aware(flow.expires_at) <= now
-            or flow.cli_challenge is None
-            or flow.user_id is None
-        ):
-            raise invalid
-        if not hmac.compare_digest(flow.cli_challenge.encode(), s256(code_verifier).encode()):
-            raise invalid
-        spent = session.execute(
-            update(OidcFlow)
-            .where(col(OidcFlow.id) == flow.id, col(OidcFlow.handoff_used_at).is_(None))
-            .values(handoff_used_at=now)
-        )
-        if spent.rowcount != 1:  # type: ignore[attr-defined]
-            raise invalid
-        user = session.get(User, flow.user_id)
-        if user is None or user.disabled_at is not None:
-            raise invalid
-        pair = issue_session(ctx, session, user)
-        session.commit()
-    return pair
-
-
-def valid_cli_params(
-    cli_port: int | None, cli_challenge: str | None, cli_state: str | None
-) -> str | None:
-    """None when the CLI parameters are all absent or all well-formed, else what is wrong."""
-    given = [v is not None for v in (cli_port, cli_challenge, cli_state)]
-    if not any(given):
-        return None
-    if not all(given):
-        return "cli_port, cli_challenge and cli_state go together"
-    assert cli_port is not None and cli_challenge is not None and cli_state is not None
-    if not 1024 <= cli_port <= 65535:
-        return "cli_port: must be 1024-65535"
-    if not _PKCE.fullmatch(cli_challenge):
-        return "cli_challenge: must be the S256 challenge (43 URL-safe characters)"
-    if not _STATE.fullmatch(cli_state):
-        return "cli_state: 16-128 URL-safe characters"
-    return None

@@ -33,6 +33,7 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
     ValidationFailed,
+    run_owner,
 )
 from shared.runtime import EventHandler, ServiceRuntime
 from shared.service.clock import utcnow
@@ -96,7 +97,7 @@ def record_run(
     prov: Provisioner, s: Session, event: ProjectCreated | RunRequested, envelope: Envelope
 ) -> str | None:
     """The recorded run's state; None when the run was known already."""
-    owner = event.owner_id if isinstance(event, ProjectCreated) else event.requested_by
+    owner = run_owner(event)  # None (an older producer): record_run keeps the previous one
     row = prov.record_run(s, envelope=envelope, spec=event.spec, owner_id=owner)
     return None if row is None else row.state
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from sqlmodel import Session
 
@@ -39,6 +38,7 @@ from shared.events import (
     RunRequested,
     TrainingCompleted,
     ValidationFailed,
+    run_owner,
 )
 from shared.runtime import EventHandler, ServiceRuntime
 from shared.service.inbox import Inbox
@@ -82,10 +82,10 @@ class _Record:
         self.stage = runtime.stage
 
     def spec(self, s: Session, event: ProjectCreated | RunRequested, e: Envelope) -> bool:
-        """The run's spec: whose secrets it gets is the project's owner, or who asked."""
+        """The run's spec: whose secrets it gets is the owner the event names."""
         if e.run_id is None:
             return False
-        owner: Any = getattr(event, "owner_id", None) or getattr(event, "requested_by", None)
+        owner = run_owner(event)
         return service.record_spec(
             s,
             run_id=e.run_id,

@@ -12,11 +12,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.gateway.browser import SecurityHeadersMiddleware, install_local_docs
 from services.gateway.deps import Gateway
 from services.gateway.downstream import Downstreams
-from services.gateway.errors import (
-    install_http_error_handler,
-    install_spec_changed_handler,
-    install_validation_handler,
-)
 from services.gateway.eventlog import Frame
 from services.gateway.fanout import Hub
 from services.gateway.handlers import build_handlers, identity_events
@@ -49,9 +44,10 @@ from services.gateway.wsguard import SessionGuard
 from shared.bus import Bus
 from shared.events import MembershipChanged, SessionsRevoked
 from shared.limits import install_body_limits
-from shared.runtime import ServiceRuntime, health_router, install_error_handlers
+from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
 from shared.service.app import two_phase
+from shared.service.http_errors import install_error_handlers
 
 __all__ = ["create_app"]
 
@@ -179,13 +175,11 @@ def create_app(
         app.include_router(module.router)
     app.include_router(ws_router)
     app.include_router(health_router(lambda request: request.app.state.runtime))
-    install_error_handlers(app)
-    install_spec_changed_handler(app)
-    install_validation_handler(app)
     install_openapi(app)
     install_local_docs(app, openapi_url="/api/openapi.json")
     web = WebUI.load(settings.web_dist)
-    install_http_error_handler(app, fallback=web.response if web else None)
+    # unknown GET paths are the web UI's (its client-side routes) before they are a 404
+    install_error_handlers(app, fallback=web.response if web else None)
     # outermost: every answer carries the headers, a 413 and an error page included
     app.add_middleware(SecurityHeadersMiddleware, tls=settings.tls_cert is not None)
     return app

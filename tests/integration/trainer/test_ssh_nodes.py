@@ -33,7 +33,7 @@ from shared.events import ArtifactsCached, EnvInfo, NodeInfo, NodesReady, Projec
 from shared.secrets import InMemoryVault
 from shared.store import ArtifactStore
 from tests.support.hostile import hostile_spec, parse_report
-from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
+from tests.support.sshd_hosts import SshHost, generate_key, private_link, sshd_hosts
 from tests.unit.trainer.conftest import put_dir, running_trainer, text_spec
 
 pytestmark = [
@@ -143,6 +143,34 @@ async def test_unknown_host_keys_are_refused_unless_opted_in(
         assert (await opted_in.run(["echo", "hi"]))[:2] == (0, "hi\n")
     finally:
         await opted_in.close()
+
+
+async def test_a_node_behind_a_jump_host_is_reached_with_the_same_keys_and_checks(
+    tmp_path: Path, client_key: Path
+) -> None:
+    """The node's private address is reachable only through the jump host (as an IDC VM's):
+    the jump host is reached as ``user@host:port`` with the node's key and known_hosts."""
+    with sshd_hosts(2) as (jump, behind):
+        for made in (jump, behind):
+            made.authorize(client_key.with_suffix(".pub").read_text())
+        private_ip = private_link(jump, behind)
+        node = ssh_node(behind, tmp_path / "node").model_copy(
+            update={"address": private_ip, "ssh_port": 22, "proxy": f"root@{jump.address}:22"}
+        )
+        known = tmp_path / "known_hosts"
+        known.write_text(f"{private_ip} {behind.host_key_pub}\n")
+        only_node = SSHExecutor(node, client_keys=[str(client_key)], known_hosts=str(known))
+        with pytest.raises(ProviderError, match="cannot reach node") as caught:
+            await only_node.run(["true"])  # the jump host's key is not pinned: refused
+        assert caught.value.code == "host_key_mismatch"
+        known.write_text(
+            f"{private_ip} {behind.host_key_pub}\n{jump.address} {jump.host_key_pub}\n"
+        )
+        executor = SSHExecutor(node, client_keys=[str(client_key)], known_hosts=str(known))
+        try:
+            assert (await executor.run(["echo", "hi"]))[:2] == (0, "hi\n")
+        finally:
+            await executor.close()
 
 
 async def test_training_over_ssh(

@@ -5,7 +5,7 @@ Layout of a run workspace on a node (``<node workdir>/aidp-run-<run id>``)::
     cache/blobs/<name>     decrypted blobs by their store name: a relaunch re-sends nothing
     model/ data/           hard links into the cache, by the manifests' relative paths
     resume/                the checkpoint being resumed from
-    src/                   the task scripts, aidp_progress.py and aidp_progress_keras.py
+    src/                   the task scripts and what they import (node_sources)
     checkpoints/ output/   written by training, stored encrypted by the trainer
 
 The cache lives inside the workspace so plaintext exists only there; removing the
@@ -29,6 +29,7 @@ __all__ = [
     "TASKS_DIR",
     "StoredTree",
     "manifest_of",
+    "node_sources",
     "restore_missing",
     "stage_manifest",
     "stage_sources",
@@ -41,6 +42,8 @@ PROGRESS_CLIENT = Path(__file__).parent / "progress_client.py"
 #: ``aidp_progress.keras_callback``'s implementation, staged beside it
 PROGRESS_KERAS = Path(__file__).parent / "progress_keras.py"
 SERVING_DIR = Path(__file__).parent / "model_server"
+#: the parameter-count rule the pre-flight check uses too, staged as ``_model_size.py``
+MODEL_SIZE = Path(__file__).parents[2] / "shared" / "model_size.py"
 
 
 def workspace_of(executor: NodeExecutor, run_id: object) -> str:
@@ -92,14 +95,20 @@ def manifest_of(store: ArtifactStore, key: str) -> Manifest:
         return store.get_manifest(migrate_manifest(store, key))
 
 
+def node_sources() -> dict[str, bytes]:
+    """What a run's ``src/`` holds for training, by workspace-relative path: the task
+    scripts, ``aidp_progress.py``, ``aidp_progress_keras.py`` and ``_model_size.py``."""
+    files = {f"src/{p.name}": p.read_bytes() for p in sorted(TASKS_DIR.glob("*.py"))}
+    files["src/aidp_progress.py"] = PROGRESS_CLIENT.read_bytes()
+    files["src/aidp_progress_keras.py"] = PROGRESS_KERAS.read_bytes()
+    files["src/_model_size.py"] = MODEL_SIZE.read_bytes()
+    return files
+
+
 async def stage_sources(*, executor: NodeExecutor, workspace: str, extra: dict[str, str]) -> None:
     """Copy the task scripts, ``aidp_progress.py`` (and ``aidp_progress_keras.py``), the
     serving script and ``extra`` files."""
-    files: dict[str, bytes] = {
-        f"src/{p.name}": p.read_bytes() for p in sorted(TASKS_DIR.glob("*.py"))
-    }
-    files["src/aidp_progress.py"] = PROGRESS_CLIENT.read_bytes()
-    files["src/aidp_progress_keras.py"] = PROGRESS_KERAS.read_bytes()
+    files = node_sources()
     for p in sorted(SERVING_DIR.glob("*.py")):
         files[f"src/serving_{p.name}"] = p.read_bytes()
     for rel, text in extra.items():

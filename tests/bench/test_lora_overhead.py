@@ -24,10 +24,10 @@ import pytest
 
 from services.trainer.nodes.base import safe_env
 from services.trainer.relay import parse_marker
-from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
 from services.trainer.training.plan import launch_env, plan_launch
 from shared.events import EnvInfo, NodesReady, ProjectCreated
 from shared.spec import ProjectSpec
+from tests.support.node_src import write_node_sources
 from tests.support.tiny_chat_model import chat_dataset_rows, make_tiny_chat_model, write_jsonl
 from tests.unit.trainer.conftest import PYTHON, Harness, running_trainer
 
@@ -60,9 +60,7 @@ def direct_run(tiny: tuple[Path, Path], ws: Path) -> dict[str, float]:
     """The same TRL script started by hand: no trainer, no relay, no events."""
     shutil.rmtree(ws, ignore_errors=True)
     (ws / "src").mkdir(parents=True)
-    for path in TASKS_DIR.glob("*.py"):
-        shutil.copy(path, ws / "src" / path.name)
-    shutil.copy(PROGRESS_CLIENT, ws / "src" / "aidp_progress.py")
+    write_node_sources(ws)
     shutil.copytree(tiny[0], ws / "model")
     shutil.copytree(tiny[1], ws / "data")
     parsed = ProjectSpec.model_validate(spec())

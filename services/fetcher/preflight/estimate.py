@@ -1,48 +1,21 @@
 """The model's size from its ``config.json``, and the run's steps and time from it.
 
-:func:`estimate_params` has a twin in the trainer's ``tasks/_lora.py`` (the node cannot
-import the fetcher): both must choose the same training method (a test compares them).
+:func:`estimate_params` is ``shared.model_size``'s, the rule the training task on the node
+uses too (staged there beside the task scripts), so both choose the same training method.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from services.fetcher.preflight.rows import Report
+from shared.model_size import estimate_params
 from shared.spec import ProjectSpec
 
 __all__ = ["estimate", "estimate_params"]
 
 #: Sustained training FLOP/s assumed per node for the time estimate (rough).
 _FLOPS = {"cpu": 2e11, "cuda": 2e14, "gaudi": 1.5e14, "xpu": 1e14}
-
-
-def estimate_params(config: dict[str, Any]) -> int | None:
-    """Parameters of a decoder-only model from its ``config.json`` (embeddings plus per
-    layer attention and MLP); None when the config lacks the sizes."""
-    sub = config.get("text_config")
-    text: dict[str, Any] = sub if isinstance(sub, dict) else config
-
-    def size(*names: str) -> int:
-        for name in names:
-            value = text.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-        return 0
-
-    hidden = size("hidden_size", "n_embd", "d_model")
-    layers = size("num_hidden_layers", "n_layer", "num_layers")
-    vocab = size("vocab_size")
-    if not (hidden and layers and vocab):
-        return None
-    inner = size("intermediate_size", "n_inner") or 4 * hidden
-    heads = size("num_attention_heads") or 1
-    kv = size("num_key_value_heads") or heads
-    attention = 2 * hidden * hidden + 2 * hidden * (hidden * kv // max(1, heads))
-    mlp = (3 if text.get("model_type") not in ("gpt2", "gpt_neox", "opt") else 2) * hidden * inner
-    embeddings = vocab * hidden * (1 if text.get("tie_word_embeddings", True) else 2)
-    return int(embeddings + layers * (attention + mlp))
 
 
 def estimate(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _model_size import estimate_params  # shared/model_size.py, staged beside us
 
 __all__ = [
     "LORA_FROM_PARAMS",
@@ -35,34 +36,6 @@ __all__ = [
 ]
 
 LORA_FROM_PARAMS = 500_000_000
-
-
-def estimate_params(config: dict[str, Any]) -> int | None:
-    """Parameters of a decoder from its ``config.json``: the same estimate as the fetcher's
-    pre-flight check (``services/fetcher/preflight/estimate.py``), so both choose the same
-    method."""
-    sub = config.get("text_config")
-    text: dict[str, Any] = sub if isinstance(sub, dict) else config
-
-    def size(*names: str) -> int:
-        for name in names:
-            value = text.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-        return 0
-
-    hidden = size("hidden_size", "n_embd", "d_model")
-    layers = size("num_hidden_layers", "n_layer", "num_layers")
-    vocab = size("vocab_size")
-    if not (hidden and layers and vocab):
-        return None
-    inner = size("intermediate_size", "n_inner") or 4 * hidden
-    heads = size("num_attention_heads") or 1
-    kv = size("num_key_value_heads") or heads
-    attention = 2 * hidden * hidden + 2 * hidden * (hidden * kv // max(1, heads))
-    mlp = (3 if text.get("model_type") not in ("gpt2", "gpt_neox", "opt") else 2) * hidden * inner
-    embeddings = vocab * hidden * (1 if text.get("tie_word_embeddings", True) else 2)
-    return int(embeddings + layers * (attention + mlp))
 
 
 def resolve_method(model_dir: Path) -> str:

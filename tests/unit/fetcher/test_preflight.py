@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.fetcher.preflight import check_artifacts, estimate_params
-from services.trainer.staging import TASKS_DIR
+from services.trainer.staging import node_sources
 from shared.events import DatasetValidated, ValidationFailed
 from shared.secrets import InMemoryVault
 from shared.spec import ProjectSpec
@@ -101,7 +101,7 @@ def test_rows_over_max_length_are_warnings(tmp_path: Path, model_dir: Path) -> N
     assert "over max_length 64" in event.issues[0].problem
 
 
-def test_method_left_out_is_chosen_from_the_model_size() -> None:
+def test_method_left_out_is_chosen_from_the_model_size(tmp_path: Path) -> None:
     qwen_05b = {
         "model_type": "qwen2",
         "hidden_size": 896,
@@ -115,12 +115,17 @@ def test_method_left_out_is_chosen_from_the_model_size() -> None:
     params = estimate_params(qwen_05b)
     assert params is not None and 450e6 < params < 550e6  # Qwen2-0.5B: 494M
     assert estimate_params({"model_type": "bert"}) is None
-    # the node decides with the same estimate (its _lora.py cannot import the fetcher)
-    sys.path.insert(0, str(TASKS_DIR))
+    # the node decides with the same rule: its _lora imports the staged shared/model_size.py
+    src = tmp_path / "src"
+    for rel, data in node_sources().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    sys.path.insert(0, str(src))
     try:
         import _lora  # type: ignore[import-not-found]
     finally:
-        sys.path.remove(str(TASKS_DIR))
+        sys.path.remove(str(src))
+        sys.modules.pop("_model_size", None)
     gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "vocab_size": 50257}
     for config in (qwen_05b, gpt2, {"model_type": "bert"}):
         assert _lora.estimate_params(config) == estimate_params(config)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
+from tests.support.node_src import write_node_sources
 from tests.support.tiny_chat_model import chat_dataset_rows, make_tiny_chat_model, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -35,11 +35,7 @@ def run_task(
     every: int = 1000,
     resume: Path | None = None,
 ) -> list[dict[str, Any]]:
-    src = ws / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    for path in TASKS_DIR.glob("*.py"):
-        shutil.copy(path, src / path.name)
-    shutil.copy(PROGRESS_CLIENT, src / "aidp_progress.py")
+    src = write_node_sources(ws)
     env = {
         "PATH": os.environ["PATH"],
         "AIDP_WORKSPACE": str(ws),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
+from tests.support.node_src import write_node_sources
 
 pytestmark = pytest.mark.slow  # two runs of the loop in fresh interpreters (torch imports)
 
@@ -50,11 +50,7 @@ aidp.completed({{}})
 
 
 def _run(ws: Path, resume: Path | None = None) -> list[dict[str, Any]]:
-    src = ws / "src"
-    src.mkdir(parents=True)
-    for path in TASKS_DIR.glob("*.py"):
-        shutil.copy(path, src / path.name)
-    shutil.copy(PROGRESS_CLIENT, src / "aidp_progress.py")
+    src = write_node_sources(ws)
     (src / "lr_check.py").write_text(SCRIPT)
     env = {
         "PATH": os.environ["PATH"],

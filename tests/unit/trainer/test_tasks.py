@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -13,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.staging import PROGRESS_CLIENT, TASKS_DIR
+from tests.support.node_src import write_node_sources
 from tests.unit.trainer.factories import build_tiny_gpt2, write_sentiment_csv
 
 pytestmark = pytest.mark.slow
 
 
 def run_task(ws: Path, script: str, args: dict[str, object]) -> list[dict[str, object]]:
-    src = ws / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    for path in TASKS_DIR.glob("*.py"):
-        shutil.copy(path, src / path.name)
-    shutil.copy(PROGRESS_CLIENT, src / "aidp_progress.py")
+    src = write_node_sources(ws)
     env = {
         "PATH": os.environ["PATH"],
         "AIDP_WORKSPACE": str(ws),

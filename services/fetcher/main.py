@@ -23,9 +23,10 @@ from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
 from shared.limits import install_body_limits
-from shared.runtime import ServiceRuntime, health_router, install_error_handlers
+from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
 from shared.service.app import two_phase
+from shared.service.http_errors import install_error_handlers
 from shared.store import ArtifactStore
 
 __all__ = ["create_app"]

@@ -18,9 +18,10 @@ from services.provisioner.locks import LockStore
 from services.provisioner.service import DriverFactory, Provisioner
 from services.provisioner.settings import ProvisionerSettings
 from shared.bus import Bus
-from shared.runtime import ServiceRuntime, health_router, install_error_handlers
+from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
 from shared.service.app import two_phase
+from shared.service.http_errors import install_error_handlers
 
 __all__ = ["create_app"]
 

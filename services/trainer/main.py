@@ -14,9 +14,10 @@ from services.trainer.handlers import build_handlers
 from services.trainer.openai_api import router as openai_router
 from services.trainer.settings import TrainerSettings
 from shared.bus import Bus
-from shared.runtime import ServiceRuntime, health_router, install_error_handlers
+from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
 from shared.service.app import two_phase
+from shared.service.http_errors import install_error_handlers
 
 __all__ = ["create_app"]
 

@@ -21,7 +21,7 @@ from services.auth import service
 from services.auth.deps import Ctx
 from services.auth.errors import ERROR_RESPONSES
 from services.auth.schemas import UserOut, normalise_email
-from shared.contracts.identity import IntrospectOut, IntrospectIn, SessionsOut, UserRef
+from shared.contracts.identity import IntrospectIn, IntrospectOut, SessionsOut, UserRef
 from shared.errors import NotFound
 from shared.service_auth import require_caller
 

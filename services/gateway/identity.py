@@ -33,7 +33,7 @@ import jwt
 
 from services.gateway.downstream import Downstream
 from services.gateway.sessions import SessionRegistry
-from shared.contracts.identity import IntrospectOut, IntrospectIn, parse_answer
+from shared.contracts.identity import IntrospectIn, IntrospectOut, parse_answer
 from shared.errors import TransientError, Unauthenticated
 from shared.scopes import ALL_SCOPES, Scope
 

@@ -26,11 +26,9 @@ the last renewal. Renew at least every third of it (the callers' convention) so 
 heartbeat does not lose the lease.
 
 Users: the fetcher's jobs (``fetcher_jobs.claimed_by/claim_expires_at``) and single-flight
-downloads (``fetcher_leases``). The trainer's run and deployment leases
-(``services/trainer/training/lease.py``, ``services/trainer/serving/lease.py``) have the same
-semantics (owner/lease_until, free-expired-or-own claims) and adopt this module by building
-``RowLeases(db, key=Run.run_id, holder=Run.owner, until=Run.lease_until,
-eligible=lambda: [col(Run.state).in_(ACTIVE)], ...)`` once their move is done.
+downloads (``fetcher_leases``), and the trainer's run and deployment leases
+(``services/trainer/training/lease.py``, ``services/trainer/serving/lease.py``). The
+provisioner has none yet (its replicas each resume every unfinished run).
 """
 
 from __future__ import annotations

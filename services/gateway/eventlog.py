@@ -129,11 +129,11 @@ def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | Non
     now = datetime.now(UTC)
     with db.session() as session:
         seen = set(
-            session.execute(
-                select(col(Event.event_id)).where(
-                    col(Event.event_id).in_([e.id for e in envelopes])
-                )
-            ).scalars()
+            session.connection()
+            .execute(
+                select(_EVENTS.c.event_id).where(_EVENTS.c.event_id.in_([e.id for e in envelopes]))
+            )
+            .scalars()
         )
         wanted: list[Envelope | None] = []
         counts: dict[uuid.UUID, int] = {}
@@ -146,12 +146,16 @@ def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | Non
             counts[envelope.project_id] = counts.get(envelope.project_id, 0) + 1
         next_seq: dict[uuid.UUID, int] = {}
         for project_id in sorted(counts):  # a fixed lock order: no deadlock between writers
-            last = session.execute(
-                update(Project)
-                .where(col(Project.id) == project_id)
-                .values(last_seq=col(Project.last_seq) + counts[project_id])
-                .returning(col(Project.last_seq))
-            ).scalar_one_or_none()
+            last = (
+                session.connection()
+                .execute(
+                    update(_PROJECTS)
+                    .where(_PROJECTS.c.id == project_id)
+                    .values(last_seq=_PROJECTS.c.last_seq + counts[project_id])
+                    .returning(_PROJECTS.c.last_seq)
+                )
+                .scalar_one_or_none()
+            )
             if last is not None:
                 next_seq[project_id] = last - counts[project_id] + 1
         frames: list[Frame | None] = []
@@ -176,7 +180,8 @@ def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | Non
             )
             frames.append(_frame(item.project_id, seq, body, item))
         if rows:
-            session.execute(insert(Event), rows)
+            # Core, not the ORM's bulk insert: the same executemany at a third of the CPU
+            session.connection().execute(_EVENTS.insert(), rows)
             stored = [
                 e for e, f in zip(wanted, frames, strict=True) if e is not None and f is not None
             ]
@@ -189,16 +194,40 @@ def append_many(db: Database, envelopes: Sequence[Envelope]) -> list[Frame | Non
     return frames
 
 
+# Core tables: the hot path's statements skip the ORM's bulk-persistence machinery
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+_RUNS = Run.__table__  # type: ignore[attr-defined]
+_PROJECTS = Project.__table__  # type: ignore[attr-defined]
+
+#: run id -> whether the run deploys (from its spec snapshot, which never changes)
+_DEPLOYS: dict[uuid.UUID, bool] = {}
+_DEPLOYS_MAX = 10_000
+
+
+def _deploy_enabled(spec: object) -> bool:
+    deploy = spec.get("deploy") if isinstance(spec, dict) else None
+    return bool(isinstance(deploy, dict) and deploy.get("enabled", False))
+
+
 def _update_runs(session: Session, envelopes: list[Envelope], *, now: datetime) -> None:
     """Fold the batch's events into the status of each run they name (one update per run)."""
     run_ids = {e.run_id for e in envelopes if e.run_id is not None}
     if not run_ids:
         return
+    connection = session.connection()
+    unknown = [r for r in run_ids if r not in _DEPLOYS]
+    if unknown:  # a run's spec is its snapshot, fixed at creation: read it once
+        if len(_DEPLOYS) > _DEPLOYS_MAX:
+            _DEPLOYS.clear()
+        for run_id, spec in connection.execute(
+            select(_RUNS.c.id, _RUNS.c.spec).where(_RUNS.c.id.in_(unknown))
+        ).all():
+            _DEPLOYS[run_id] = _deploy_enabled(spec)
     runs = {
-        run_id: (project_id, status, spec)
-        for run_id, project_id, status, spec in session.execute(
-            select(col(Run.id), col(Run.project_id), col(Run.status), col(Run.spec)).where(
-                col(Run.id).in_(list(run_ids))
+        run_id: (project_id, status)
+        for run_id, project_id, status in connection.execute(
+            select(_RUNS.c.id, _RUNS.c.project_id, _RUNS.c.status).where(
+                _RUNS.c.id.in_(list(run_ids))
             )
         ).all()
     }
@@ -208,17 +237,17 @@ def _update_runs(session: Session, envelopes: list[Envelope], *, now: datetime) 
         known = runs.get(envelope.run_id)  # type: ignore[arg-type]
         if known is None or known[0] != envelope.project_id:
             continue
-        project_id, status, spec = known
-        deploy_enabled = bool((spec or {}).get("deploy", {}).get("enabled", False))
+        project_id, status = known
+        deploy_enabled = _DEPLOYS.get(envelope.run_id, False)  # type: ignore[arg-type]
         change = derive(envelope, status=status, deploy_enabled=deploy_enabled, now=now).values
         kind = notification_kind(envelope, change)
         if kind is not None:
             notices.append((envelope, kind))
         if change:
             changes.setdefault(envelope.run_id, {}).update(change)  # type: ignore[arg-type]
-            runs[envelope.run_id] = (project_id, str(change.get("status", status)), spec)  # type: ignore[index]
+            runs[envelope.run_id] = (project_id, str(change.get("status", status)))  # type: ignore[index]
     for run_id, values in changes.items():
-        session.execute(update(Run).where(col(Run.id) == run_id).values(**values))
+        connection.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(**values))
     if notices:
         stage_deliveries(session, notices)
 
@@ -234,7 +263,7 @@ def _update_run(
     if row is None:
         return
     status, spec = row
-    deploy_enabled = bool((spec or {}).get("deploy", {}).get("enabled", False))
+    deploy_enabled = _deploy_enabled(spec)
     change = derive(envelope, status=status, deploy_enabled=deploy_enabled, now=now)
     if change.values:
         session.execute(update(Run).where(col(Run.id) == envelope.run_id).values(**change.values))

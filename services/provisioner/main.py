@@ -60,10 +60,12 @@ def create_app(
     )
 
     async def wire() -> None:
-        """Resume the unfinished jobs and start the sweeps before the queue is subscribed:
+        """Resume the unfinished jobs this replica can claim and start the lease heartbeat
+        and the sweeps before the queue is subscribed:
         a delivery (a release, say) never finds its run's resumed job not scheduled yet,
         and never has a resume schedule a second job after it."""
         await provisioner.resume()
+        runtime.spawn(provisioner.heartbeat_forever(), name="leases")
         runtime.spawn(provisioner.sweep_forever(), name="sweep")
         runtime.on(build_handlers(runtime, provisioner))
 

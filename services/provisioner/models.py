@@ -1,9 +1,10 @@
 """Tables owned by the provisioner service (names prefixed ``provisioner_``).
 
 ``provisioner_runs`` is the job state machine of one run's nodes; every transition goes
-through :func:`services.provisioner.service.transition`. ``provisioner_locks`` keeps the
-resolved lock of each environment input, so a spec is resolved once and every later run
-of it gets a byte-identical lock.
+through :func:`services.provisioner.service.transition`. Its ``lease_holder``/``lease_until``
+say which replica works on the run (:mod:`services.provisioner.lease`).
+``provisioner_locks`` keeps the resolved lock of each environment input, so a spec is
+resolved once and every later run of it gets a byte-identical lock.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class RunNodes(SQLModel, table=True):
     lost: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     #: moved to the next choice after running out of memory (retry_larger_on_oom: once)
     grown: bool = False
+    #: the replica working on the run (:mod:`services.provisioner.lease`); None: free
+    lease_holder: str | None = Field(default=None, max_length=64)
+    #: when that lease expires unless renewed (another replica may then take the run over)
+    lease_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     last_active_at: datetime = Field(default_factory=utcnow)

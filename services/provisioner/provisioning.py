@@ -121,9 +121,11 @@ def _start_provisioning(
     """Move the run to ``provisioning`` (one more attempt): its context, provider,
     owner, current choice and choices; None when it is not to be provisioned."""
     with prov.runtime.db.session() as s:
-        row = s.get(RunNodes, run_id)
+        row = s.get(RunNodes, run_id, with_for_update=True)
         if row is None or row.state not in ("requested", "provisioning"):
             return None
+        if not prov.leases.holds(row):
+            return None  # another replica took the run over
         prov.transition(s, row, "provisioning", attempts=row.attempts + 1)
         s.commit()
         s.refresh(row)
@@ -251,8 +253,8 @@ def _ready(prov: Provisioner, run_id: uuid.UUID, nodes: list[Node], env: dict[st
     )
     with prov.runtime.db.session() as s:
         row = s.get(RunNodes, run_id, with_for_update=True)
-        if row is None or row.state != "provisioning":
-            return  # released meanwhile: the release job owns the nodes now
+        if row is None or row.state != "provisioning" or not prov.leases.holds(row):
+            return  # released meanwhile (the release step owns the nodes), or taken over
         prov.transition(
             s,
             row,
@@ -284,8 +286,8 @@ def _record_failure(
 ) -> None:
     with prov.runtime.db.session() as s:
         row = s.get(RunNodes, run_id, with_for_update=True)
-        if row is None:
-            return
+        if row is None or not prov.leases.holds(row):
+            return  # another replica took the run over: its attempt decides
         event = NodesFailed(reason=reason, retryable=retryable, step=step)
         prov.transition(s, row, "failed", event=event, error=reason, failed_step=step)
         s.commit()

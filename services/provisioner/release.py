@@ -1,12 +1,14 @@
 """Giving nodes back: the release job, the teardown it shares, autostop and the reaper.
 
-:func:`release` stops a run's provisioning or replacement job, then tears its nodes down
-(``releasing → released``, ``NodesReleased``). :func:`teardown` terminates every recorded
-node and the run's provider resources and never raises (the reaper catches what is left);
-the provisioning job also uses it when a choice fails or has no capacity.
+:func:`release` tears a ``releasing`` run's nodes down (``releasing → released``,
+``NodesReleased``); the run's job (:mod:`services.provisioner.jobs`) has stopped its
+provisioning or replacement step first and holds its lease. :func:`teardown` terminates
+every recorded node and the run's provider resources and never raises (the reaper catches
+what is left); the provisioning job also uses it when a choice fails or has no capacity.
 
 :func:`sweep` is one periodic pass (:func:`sweep_forever`): ready runs idle past their
-``autostop_minutes`` are released, then :func:`reap` asks every billed provider to delete
+``autostop_minutes`` are released (each claimed first, so that of several replicas
+sweeping one database only one stops a node), then :func:`reap` asks every billed provider to delete
 the resources of runs that have ended.
 """
 
@@ -74,14 +76,7 @@ def _node_records(prov: Provisioner, run_id: uuid.UUID) -> list[dict[str, Any]]:
 
 
 async def release(prov: Provisioner, run_id: uuid.UUID) -> None:
-    """The job: stop the run's other job, tear its nodes down, announce NodesReleased."""
-    cancel = prov._cancel.get(run_id)
-    if cancel is not None:
-        cancel.set()
-    job = prov._jobs.pop(run_id, None)
-    if job is not None and not job.done():
-        job.cancel()
-        await asyncio.gather(job, return_exceptions=True)
+    """The step: tear a releasing run's nodes down, announce NodesReleased."""
     releasing = await run_sync(_releasing, prov, run_id)
     if releasing is None:
         return
@@ -105,8 +100,8 @@ def _releasing(
 def _released(prov: Provisioner, run_id: uuid.UUID, names: list[str]) -> None:
     with prov.runtime.db.session() as s:
         row = s.get(RunNodes, run_id, with_for_update=True)
-        if row is None or row.state != "releasing":
-            return
+        if row is None or row.state != "releasing" or not prov.leases.holds(row):
+            return  # another replica took the run over: it releases the nodes
         prov.transition(s, row, "released", event=NodesReleased(nodes=names))
         s.commit()
     prov.runtime.published()
@@ -128,19 +123,32 @@ def _aware(value: datetime) -> datetime:
 
 
 def _release_idle(prov: Provisioner) -> list[uuid.UUID]:
-    """Mark the ready runs idle past their autostop for release; their ids."""
+    """Mark the ready runs idle past their autostop for release; their ids. Each is claimed
+    first: a run another replica holds (or marked already) is left to it."""
     now = utcnow()
-    idle: list[uuid.UUID] = []
     with prov.runtime.db.session() as s:
         ready = s.exec(select(RunNodes).where(RunNodes.state == "ready")).all()
-        for row in ready:
-            minutes = ProjectSpec.model_validate(row.spec).resources.autostop_minutes
-            quiet = now - _aware(row.last_active_at) > timedelta(minutes=minutes)
-            if not row.training and not row.serving and quiet:
+        candidates = [row.run_id for row in ready if _idle(row, now)]
+    idle: list[uuid.UUID] = []
+    for run_id in candidates:
+        if not prov.leases.claim(run_id):
+            continue
+        with prov.runtime.db.session() as s:
+            row = s.get(RunNodes, run_id, with_for_update=True)
+            if row is not None and row.state == "ready" and _idle(row, now):
                 prov.request_release(s, row, reason="autostop")
-                idle.append(row.run_id)
-        s.commit()
+                s.commit()
+                idle.append(run_id)  # the release job goes on under this lease
+                continue
+        prov.leases.release(run_id)  # busy again meanwhile
     return idle
+
+
+def _idle(row: RunNodes, now: datetime) -> bool:
+    """Nothing trains on or serves from the run's nodes, quiet past its autostop."""
+    minutes = ProjectSpec.model_validate(row.spec).resources.autostop_minutes
+    quiet = now - _aware(row.last_active_at) > timedelta(minutes=minutes)
+    return not row.training and not row.serving and quiet
 
 
 async def reap(prov: Provisioner) -> list[str]:

@@ -294,8 +294,8 @@ def _replaced(
 ) -> None:
     with prov.runtime.db.session() as s:
         row = s.get(RunNodes, run_id, with_for_update=True)
-        if row is None or row.state != "replacing":
-            return  # released meanwhile
+        if row is None or row.state != "replacing" or not prov.leases.holds(row):
+            return  # released meanwhile, or taken over by another replica
         lost = [r for r in row.lost or [] if r.get("pending")]
         grew = any(r.get("larger") for r in lost)
         python = env.get("python") or (row.env or {}).get("python")
@@ -329,7 +329,7 @@ def _replace_failed(prov: Provisioner, run_id: uuid.UUID, reason: str) -> None:
     TrainingFailed releases every recorded node, replacements made so far included)."""
     with prov.runtime.db.session() as s:
         row = s.get(RunNodes, run_id, with_for_update=True)
-        if row is None or row.state != "replacing":
+        if row is None or row.state != "replacing" or not prov.leases.holds(row):
             return
         event = NodesFailed(reason=reason[:2000], retryable=False, step="replace")
         prov.transition(s, row, "ready", event=event, error=reason[:2000])

@@ -3,7 +3,10 @@
 Handlers only record intent (a row, a state) in the same transaction as their inbox claim;
 :class:`Provisioner` runs the long work in background tasks and emits events through the
 outbox. Every state change goes through :meth:`Provisioner.transition`, which also stages
-the event that announces it. Unfinished jobs are resumed at start (``resume``).
+the event that announces it. Replicas share the database: a run's job works under the run's
+lease (:mod:`services.provisioner.lease`, :mod:`services.provisioner.jobs`), and a replica
+resumes at start (``resume``), and later takes over, only the unfinished runs whose lease is
+free or expired.
 
 States: requested → provisioning → ready → releasing → released, or → failed (partial
 nodes torn down first); ready → replacing → ready when the trainer lost a node
@@ -35,10 +38,11 @@ from services.provisioner import release as releases
 from services.provisioner.cloud_access import CloudAccessPolicy
 from services.provisioner.drivers.base import Node, NodeDriver, RunContext
 from services.provisioner.envs.builder import EnvBuilder
+from services.provisioner.jobs import RunJobs
+from services.provisioner.lease import RunLeases
 from services.provisioner.locks import LockStore
 from services.provisioner.models import NODES, Preflight, RunNodes
-from services.provisioner.provisioning import no_capacity, provision
-from services.provisioner.replacement import replace_lost
+from services.provisioner.provisioning import no_capacity
 from services.provisioner.settings import ProvisionerSettings
 from shared.db import run_sync
 from shared.errors import TransientError, dependency_outage
@@ -53,10 +57,6 @@ log = logging.getLogger(__name__)
 
 #: ``factory(provider, owner_id)`` → a driver acting with that owner's credentials.
 DriverFactory = Callable[[str, uuid.UUID | None], NodeDriver]
-
-
-# states whose job a restart resumes
-_UNFINISHED = ("requested", "provisioning", "replacing", "releasing")
 
 
 class Provisioner:
@@ -78,7 +78,9 @@ class Provisioner:
         self.drivers = drivers
         self.builder = builder
         self.locks = locks
-        self._jobs: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self.leases = RunLeases(runtime.db, seconds=settings.provisioner_lease_seconds)
+        self.jobs = RunJobs(self, self.leases)
+        #: set to stop a run's configure (a worker thread) when its release takes over
         self._cancel: dict[uuid.UUID, threading.Event] = {}
         self._nodes_lock = threading.Lock()  # _add_node runs in worker threads (run_sync)
 
@@ -198,22 +200,11 @@ class Provisioner:
     # -- scheduling --------------------------------------------------------------------
 
     def schedule(self, run_id: uuid.UUID, action: str) -> None:
-        """Start ``provision``, ``replace`` (lost nodes, :mod:`.replacement`) or ``release``
-        for a run in a background task."""
-        if action in ("provision", "replace"):
-            if run_id in self._jobs and not self._jobs[run_id].done():
-                return
-            self._cancel[run_id] = threading.Event()
-            if action == "provision":
-                job: Callable[[], Awaitable[None]] = lambda: provision(self, run_id)  # noqa: E731
-            else:
-                job = lambda: replace_lost(self, run_id)  # noqa: E731
-            task = self.runtime.spawn(self._guard(job), name=f"{action}-{run_id}")
-            self._jobs[run_id] = task
-        else:
-            self.runtime.spawn(
-                self._guard(lambda: releases.release(self, run_id)), name=f"release-{run_id}"
-            )
+        """Work on a run in a background job (:class:`~services.provisioner.jobs.RunJobs`):
+        ``provision``, ``replace`` (lost nodes, :mod:`.replacement`) or ``release``, as the
+        run's state asks, under its lease. ``release`` stops a provisioning or replacement
+        job in flight here first; on another replica, that replica's heartbeat does."""
+        self.jobs.start(run_id, action)
 
     async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
         """Run a job; while the database (or Vault) is down, wait and run it again (jobs
@@ -241,22 +232,22 @@ class Provisioner:
             log.exception("provisioner job crashed")
 
     async def resume(self) -> None:
-        """Restart unfinished jobs (called at start)."""
-        jobs = {"releasing": "release", "replacing": "replace"}
-        for run_id, state in await run_sync(self._runs_in, _UNFINISHED):
-            self.schedule(run_id, jobs.get(state, "provision"))
-        for run_id, _state in await run_sync(self._runs_in, ("validating",)):
-            # a check recorded just before a stop
+        """At start: take over the unfinished runs whose lease is free or expired (not
+        those another live replica works on), and settle the pre-flight checks recorded
+        just before a stop."""
+        await self.jobs.beat()
+        for run_id in await run_sync(self._validating):
             if await run_sync(self.settle_preflight, run_id):
                 self.schedule(run_id, "provision")
 
-    def _runs_in(self, states: tuple[str, ...]) -> list[tuple[uuid.UUID, str]]:
-        """``(run_id, state)`` of every run in one of ``states``."""
+    def _validating(self) -> list[uuid.UUID]:
         with self.runtime.db.session() as s:
-            rows = s.exec(
-                select(RunNodes.run_id, RunNodes.state).where(col(RunNodes.state).in_(states))
-            ).all()
-        return [(run_id, state) for run_id, state in rows]
+            rows = s.exec(select(RunNodes.run_id).where(RunNodes.state == "validating"))
+            return list(rows.all())
+
+    async def heartbeat_forever(self) -> None:
+        """Renew held leases, act on cancels other replicas recorded, take runs over."""
+        await self.jobs.heartbeat_forever()
 
     # -- helpers -----------------------------------------------------------------------
 

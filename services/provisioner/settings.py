@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
+from shared.nodes import known_hosts_dir
 from shared.settings import SandboxedServiceSettings
 
 __all__ = [
@@ -170,7 +171,9 @@ class ProvisionerSettings(SandboxedServiceSettings):
     )
     ssh_connect_timeout: int = Field(10, ge=1, description="Seconds for an SSH connect.")
     known_hosts_dir: Path | None = Field(
-        None, description="known_hosts per user for ssh nodes (default data_dir/known_hosts)."
+        None,
+        description="known_hosts per user for ssh nodes (default data_dir/known_hosts); the"
+        " trainer checks host keys against the same files (shared.nodes.user_known_hosts).",
     )
 
     # -- Intel Tiber AI Cloud ---------------------------------------------------------------
@@ -242,6 +245,12 @@ class ProvisionerSettings(SandboxedServiceSettings):
         60.0, gt=0, description="Seconds between reaper/autostop sweeps."
     )
     retry_delay: float = Field(5.0, gt=0, description="Seconds before retrying a busy driver.")
+    provisioner_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a replica's lease on a run lasts unless renewed (every third of"
+        " it while a job works); an expired lease lets another replica take the run over.",
+    )
     max_node_replacements: int = Field(
         3,
         ge=0,
@@ -255,7 +264,7 @@ class ProvisionerSettings(SandboxedServiceSettings):
         return path
 
     def resolved_known_hosts_dir(self) -> Path:
-        path = self.known_hosts_dir or self.data_dir / "known_hosts"
+        path = known_hosts_dir(self.data_dir, self.known_hosts_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

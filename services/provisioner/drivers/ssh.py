@@ -29,7 +29,7 @@ from services.provisioner.drivers.sshcmd import (
 )
 from services.provisioner.settings import ProvisionerSettings
 from shared.errors import ProviderError
-from shared.nodes import SSH_FAILED, write_key
+from shared.nodes import SSH_FAILED, user_known_hosts, write_key
 from shared.secrets import SecretStore
 from shared.spec import HostSpec
 
@@ -62,7 +62,7 @@ class SshDriver(NodeDriver):
                     )
 
     def _known_hosts(self, owner_id: uuid.UUID | None) -> str:
-        path = self.settings.resolved_known_hosts_dir() / str(owner_id or "platform")
+        path = user_known_hosts(self.settings.resolved_known_hosts_dir(), owner_id)
         path.touch(mode=0o600, exist_ok=True)
         return str(path)
 

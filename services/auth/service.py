@@ -18,7 +18,8 @@ from sqlmodel import Session, select
 from services.auth import api_tokens, devices, invitations, sessions
 from services.auth.access import issue_access_token, verify_access_token
 from services.auth.context import AuthContext
-from services.auth.models import AuthLock, User, utcnow
+from services.auth.first_admin import new_account_is_admin
+from services.auth.models import User, utcnow
 from services.auth.opaque import API_TOKEN_PREFIX
 from services.auth.passwords import check_policy
 from services.auth.revocation import revoke_sessions, sessions_not_before
@@ -151,14 +152,7 @@ def register(
         user_id = str(uuid.uuid4())
         if needs_code:
             invitations.redeem_invitation(session, code=invitation, email=email, user_id=user_id)
-        if s.admin_emails:
-            is_admin = email in s.admin_emails
-        elif s.bound_to_loopback():  # serialise "am I the first?" across replicas
-            lock = select(AuthLock).where(AuthLock.name == "first-admin").with_for_update()
-            session.exec(lock).first()
-            is_admin = session.exec(select(User.id).limit(1)).first() is None
-        else:
-            is_admin = False
+        is_admin = new_account_is_admin(session, s, email)
         now = utcnow()
         user = User(
             id=user_id,

@@ -17,7 +17,8 @@ from sqlmodel import Session, select
 from services.auth import invitations
 from services.auth.context import AuthContext
 from services.auth.emails import normalise_email
-from services.auth.models import AuthLock, Identity, User, utcnow
+from services.auth.first_admin import new_account_is_admin
+from services.auth.models import Identity, User, utcnow
 from services.auth.oidc import OidcClaims
 from services.auth.revocation import revoke_sessions
 from services.auth.sso_refused import SsoRefused
@@ -128,14 +129,8 @@ def _new_user(
             raise SsoRefused("sso_invitation_invalid", exc.message) from None
     if s.oidc_admin_group is not None:
         is_admin = in_group or email in s.admin_emails
-    elif s.admin_emails:
-        is_admin = email in s.admin_emails
-    elif s.bound_to_loopback():  # as register(): the first account on loopback is the admin
-        lock = select(AuthLock).where(AuthLock.name == "first-admin").with_for_update()
-        session.exec(lock).first()
-        is_admin = session.exec(select(User.id).limit(1)).first() is None
-    else:
-        is_admin = False
+    else:  # as register(): ADMIN_EMAILS, else the first account on loopback
+        is_admin = new_account_is_admin(session, s, email)
     now = utcnow()
     user = User(
         id=user_id,

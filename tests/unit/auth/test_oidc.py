@@ -403,6 +403,34 @@ def test_closed_registration_only_lets_existing_accounts_in(
     assert sign_in(client, idp, old_sub).headers["location"] == "/#/sso-complete"
 
 
+def test_the_first_account_on_loopback_is_the_admin_by_sso_as_by_registration(
+    sso: Callable[..., TestClient], idp: OidcServer
+) -> None:
+    """One bootstrap rule for both ways in (services/auth/first_admin.py)."""
+    client = sso()
+    first, _ = person(idp)
+    assert sign_in(client, idp, first).headers["location"] == "/#/sso-complete"
+    assert me(client, session_token(client))["is_admin"] is True
+    later = sso()
+    second, _ = person(idp)
+    assert sign_in(later, idp, second).headers["location"] == "/#/sso-complete"
+    assert me(later, session_token(later))["is_admin"] is False
+    assert register(later, "third@example.com")["is_admin"] is False
+
+
+def test_off_loopback_being_first_makes_no_admin_but_admin_emails_do(
+    sso: Callable[..., TestClient], idp: OidcServer
+) -> None:
+    client = sso(host="0.0.0.0", registration="open")
+    first, _ = person(idp)
+    assert sign_in(client, idp, first).headers["location"] == "/#/sso-complete"
+    assert me(client, session_token(client))["is_admin"] is False
+    named = sso(host="0.0.0.0", registration="open", admin_emails="boss@example.com")
+    boss, _ = person(idp, email="boss@example.com")
+    assert sign_in(named, idp, boss).headers["location"] == "/#/sso-complete"
+    assert me(named, session_token(named))["is_admin"] is True
+
+
 def test_the_admin_group_maps_to_platform_admin_at_every_sign_in(
     sso: Callable[..., TestClient], idp: OidcServer
 ) -> None:

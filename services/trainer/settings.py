@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from shared.nodes import known_hosts_dir
 from shared.settings import SandboxedServiceSettings
 
 __all__ = ["TrainerSettings"]
@@ -57,9 +58,17 @@ class TrainerSettings(SandboxedServiceSettings):
     trainer_ssh_keys: list[Path] = Field(
         default_factory=list, description="Private key files used to reach SSH nodes."
     )
+    known_hosts_dir: Path | None = Field(
+        None,
+        description="The provisioner's known_hosts per user (default data_dir/known_hosts;"
+        " one setting for both services): a user's ssh host is checked against the key the"
+        " provisioner pinned for the run's owner there.",
+    )
     trainer_known_hosts: Path | None = Field(
         None,
-        description="known_hosts file pinning node host keys (None: ~/.ssh/known_hosts).",
+        description="Deprecated override: one known_hosts file for every node instead of"
+        " the owner's pinned file (None: the owner's file for ssh hosts, ~/.ssh/known_hosts"
+        " for other providers' nodes).",
     )
     trainer_accept_unknown_host_keys: bool = Field(
         False,
@@ -109,6 +118,10 @@ class TrainerSettings(SandboxedServiceSettings):
     trainer_public_prefix: str = Field(
         "/api", description="Gateway prefix of the endpoint in ModelDeployed."
     )
+
+    def resolved_known_hosts_dir(self) -> Path:
+        """The provisioner's per-user known_hosts folder (read here, never created)."""
+        return known_hosts_dir(self.data_dir, self.known_hosts_dir)
 
     def serving_root(self) -> Path:
         """Where deployments of models without live run nodes get their workspaces."""

@@ -16,12 +16,16 @@ One host-key policy: host keys are pinned
     - The provisioner pins a host's key on its first contact with it
       (:attr:`HostKeyPolicy.PIN_ON_FIRST_USE`, OpenSSH's ``accept-new``) into a
       known_hosts file of the platform's own, never a user's ``~/.ssh``: per user for
-      the user's own hosts (``known_hosts_dir/<user id>``), per run for fresh cloud VMs
-      (the run's state dir). From then on a changed key is refused
-      (``host_key_mismatch``, not retryable), never silently accepted.
+      the user's own hosts (``known_hosts_dir/<user id>``, :func:`user_known_hosts`), per
+      run for fresh cloud VMs (the run's state dir). From then on a changed key is
+      refused (``host_key_mismatch``, not retryable), never silently accepted.
     - Every other connection (the trainer's, and any without a known_hosts file of its
       own) only checks (:attr:`HostKeyPolicy.PINNED`): an unknown or changed key is
-      refused. The system-wide known_hosts is never consulted when a file is named.
+      refused. The system-wide known_hosts is never consulted when a file is named, and
+      a named file that does not exist trusts no host (a clear ``host_key_mismatch``).
+    - The trainer checks a user's host against the very file the provisioner pinned it
+      in: both find it with :func:`user_known_hosts` in the one ``AIDP_KNOWN_HOSTS_DIR``
+      (:func:`known_hosts_dir`).
     - :attr:`HostKeyPolicy.UNCHECKED` skips the check only on an operator's explicit,
       documented opt-in (``AIDP_TRAINER_ACCEPT_UNKNOWN_HOST_KEYS``).
     - A jump host is reached with the same keys, known_hosts and policy as the node.
@@ -36,6 +40,7 @@ from __future__ import annotations
 from shared.nodes.connect import open_connection
 from shared.nodes.errors import classify_connect_error, classify_ssh_failure
 from shared.nodes.keys import write_key
+from shared.nodes.known_hosts import known_hosts_dir, user_known_hosts
 from shared.nodes.transport import (
     SSH_FAILED,
     HostKeyPolicy,
@@ -54,8 +59,10 @@ __all__ = [
     "classify_connect_error",
     "classify_ssh_failure",
     "communicate",
+    "known_hosts_dir",
     "open_connection",
     "parse_jump",
     "run_command",
+    "user_known_hosts",
     "write_key",
 ]

@@ -1,5 +1,11 @@
 """Which executor a node gets: local (sandboxed, provider ``local``) or SSH, with the
-trainer's settings (SSH keys, known hosts, node timeout, the run's sandbox)."""
+trainer's settings (SSH keys, known hosts, node timeout, the run's sandbox).
+
+Host keys (one policy with the provisioner, :mod:`shared.nodes`): a user's own host
+(provider ``ssh``) is checked against the file the provisioner pinned its key in, the run
+owner's known_hosts (:func:`shared.nodes.user_known_hosts`); other providers' nodes
+against ``~/.ssh/known_hosts``. ``AIDP_TRAINER_KNOWN_HOSTS`` (deprecated) names one file
+for every node instead."""
 
 from __future__ import annotations
 
@@ -13,8 +19,12 @@ from services.trainer.nodes.ssh import SSHExecutor
 from services.trainer.settings import TrainerSettings
 from shared.errors import ProviderError
 from shared.events import NodeInfo
+from shared.nodes import user_known_hosts
 
-__all__ = ["executor_for", "node_executor"]
+__all__ = ["USER_HOSTS", "executor_for", "node_executor", "pinned_known_hosts"]
+
+#: the provider of users' own hosts, whose keys the provisioner pins per user
+USER_HOSTS = "ssh"
 
 
 def executor_for(
@@ -39,28 +49,40 @@ def executor_for(
     )
 
 
+def pinned_known_hosts(
+    node: NodeInfo, settings: TrainerSettings, owner: uuid.UUID | str | None
+) -> str | None:
+    """The known_hosts file the node's host key is checked against (None: ssh's default,
+    ``~/.ssh/known_hosts``): see the module docstring."""
+    if settings.trainer_known_hosts is not None:
+        return str(settings.trainer_known_hosts)
+    if node.provider == USER_HOSTS:
+        return str(user_known_hosts(settings.resolved_known_hosts_dir(), owner))
+    return None
+
+
 def node_executor(
     node: NodeInfo | Mapping[str, Any],
     settings: TrainerSettings,
     *,
     tenant: uuid.UUID | str,
+    owner: uuid.UUID | str | None = None,
     shared_network: bool = False,
     peers: Sequence[str] = (),
 ) -> NodeExecutor:
-    """:func:`executor_for` with the trainer's SSH settings (keys, known_hosts, opt-in) and,
-    for a local node, the sandbox of run ``tenant`` (``shared_network``: the run's ranks
-    share one network namespace)."""
+    """:func:`executor_for` with the trainer's SSH settings (keys, the host keys pinned for
+    the run's ``owner``, opt-in) and, for a local node, the sandbox of run ``tenant``
+    (``shared_network``: the run's ranks share one network namespace)."""
     info = node if isinstance(node, NodeInfo) else NodeInfo.model_validate(node)
     if info.provider == "local" and info.ssh_user is None and not settings.local_provider_allowed():
         raise ProviderError(
             "provider local is disabled in distributed mode (AIDP_ALLOW_LOCAL_PROVIDER=true"
             " allows it)"
         )
-    known = settings.trainer_known_hosts
     return executor_for(
         info,
         ssh_keys=[str(p) for p in settings.trainer_ssh_keys],
-        known_hosts=str(known) if known else None,
+        known_hosts=pinned_known_hosts(info, settings, owner),
         accept_unknown_host_keys=settings.trainer_accept_unknown_host_keys,
         node_timeout=settings.trainer_node_timeout_seconds,
         sandbox=LocalSandbox(

@@ -78,6 +78,19 @@ class DeploymentRecords:
             session.commit()
             return dep
 
+    def run_owner(self, dep: Deployment) -> str | None:
+        """The owner of the run that trained the deployment's model: its node's host key is
+        checked against the key pinned for that user (None: no such run any more)."""
+        with self.runtime.db.session() as session:
+            run_id = (
+                dep.run_id
+                or session.exec(
+                    select(ModelVersion.run_id).where(ModelVersion.id == dep.model_id)
+                ).first()
+            )
+            run = session.get(Run, run_id) if run_id is not None else None
+            return run.owner_id if run is not None else None
+
     def load(self, dep_id: uuid.UUID) -> tuple[Deployment, ModelVersion]:
         """The deployment and its model version (NotFound when either is gone)."""
         with self.runtime.db.session() as session:

@@ -21,7 +21,7 @@ import httpx
 
 from services.trainer.models import Deployment, ModelVersion
 from services.trainer.nodes.base import NodeExecutor
-from services.trainer.nodes.factory import node_executor
+from services.trainer.nodes.factory import USER_HOSTS, node_executor
 from services.trainer.serving.endpoints import ServerEndpoints
 from services.trainer.serving.records import DeploymentRecords
 from services.trainer.settings import TrainerSettings
@@ -71,8 +71,12 @@ class Servers:
         """The executor of the deployment's node (one per deployment, kept)."""
         executor = self._executors.get(dep.id)
         if executor is None:
+            node = dep.node or {}
+            # A user's host is checked against the key pinned for the run's owner. A
+            # blocking read, but one primary-key lookup once per deployment (kept below).
+            owner = self.records.run_owner(dep) if node.get("provider") == USER_HOSTS else None
             executor = node_executor(
-                dep.node or {}, self.settings, tenant=dep.run_id or dep.model_id
+                node, self.settings, tenant=dep.run_id or dep.model_id, owner=owner
             )
             self._executors[dep.id] = executor
         return executor

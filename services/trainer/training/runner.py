@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from services.trainer.models import Run
 from services.trainer.nodes.base import NodeExecutor
@@ -115,12 +114,20 @@ class JobRunner:
 
     # -- one job -------------------------------------------------------------------------
 
-    def executors(self, nodes: list[dict[str, Any]], run_id: uuid.UUID) -> list[NodeExecutor]:
-        """Executors of the run's nodes; local ones sandbox the run, its ranks in one
-        network namespace."""
+    def executors(self, run: Run) -> list[NodeExecutor]:
+        """Executors of the run's nodes: SSH ones check the host keys pinned for the run's
+        owner; local ones sandbox the run, its ranks in one network namespace."""
+        nodes = run.nodes or []
         names = [str(n.get("name", "")) for n in nodes]
         return [
-            node_executor(n, self.settings, tenant=run_id, shared_network=True, peers=names)
+            node_executor(
+                n,
+                self.settings,
+                tenant=run.run_id,
+                owner=run.owner_id,
+                shared_network=True,
+                peers=names,
+            )
             for n in nodes
         ]
 
@@ -147,7 +154,7 @@ class JobRunner:
                 return False
         spec = ProjectSpec.model_validate(run.spec)
         env = EnvInfo.model_validate(run.env)
-        execs = self.executors(run.nodes or [], run_id)
+        execs = self.executors(run)
         try:
             await kill_previous(run, execs)
             try:
@@ -295,7 +302,7 @@ class JobRunner:
         """Remove the run's workspace (all plaintext) from its nodes. Best effort."""
         run, _ = await run_sync(self.records.load, run_id)
         own = execs is None
-        execs = execs if execs is not None else self.executors(run.nodes or [], run_id)
+        execs = execs if execs is not None else self.executors(run)
         try:
             for executor in execs:
                 try:

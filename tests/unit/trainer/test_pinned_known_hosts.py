@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
+from services.trainer.models import Deployment, ModelVersion, Run
 from services.trainer.nodes.factory import node_executor, pinned_known_hosts
 from services.trainer.nodes.ssh import SSHExecutor
 from services.trainer.settings import TrainerSettings
@@ -48,3 +50,34 @@ def test_other_providers_and_the_deprecated_override(tmp_path: Path) -> None:
     override = TrainerSettings(data_dir=tmp_path, trainer_known_hosts=one_file)
     for provider in ("ssh", "idc"):
         assert pinned_known_hosts(_node(provider), override, owner) == str(one_file)
+
+
+async def test_a_deployment_on_a_users_host_checks_its_runs_owners_key(trainer: Any) -> None:
+    """Deployments made through the API carry no run id: the owner is the one of the run
+    that trained the model."""
+    owner, run_id = uuid.uuid4(), uuid.uuid4()
+    state = trainer.app.state.trainer
+    with state.runtime.db.session() as session:
+        session.add(Run(run_id=run_id, owner_id=str(owner)))
+        model = ModelVersion(
+            project_id=uuid.uuid4(), run_id=run_id, version=1, task="t", manifest_key="k"
+        )
+        session.add(model)
+        session.commit()
+        model_id = model.id
+    servers = state.deployments.servers
+    pinned = state.settings.resolved_known_hosts_dir() / str(owner)
+    for dep_run in (None, run_id):
+        dep = Deployment(
+            project_id=uuid.uuid4(),
+            model_id=model_id,
+            run_id=dep_run,
+            node=_node("ssh").model_dump(),
+        )
+        executor = servers.executor(dep)
+        try:
+            assert isinstance(executor, SSHExecutor)
+            assert executor.access.known_hosts == str(pinned)
+        finally:
+            await executor.close()
+            servers.drop_executor(dep.id)

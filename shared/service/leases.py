@@ -26,9 +26,11 @@ the last renewal. Renew at least every third of it (the callers' convention) so 
 heartbeat does not lose the lease.
 
 Users: the fetcher's jobs (``fetcher_jobs.claimed_by/claim_expires_at``) and single-flight
-downloads (``fetcher_leases``), and the trainer's run and deployment leases
-(``services/trainer/training/lease.py``, ``services/trainer/serving/lease.py``). The
-provisioner has none yet (its replicas each resume every unfinished run).
+downloads (``fetcher_leases``), the trainer's run and deployment leases
+(``services/trainer/training/lease.py``, ``services/trainer/serving/lease.py``) and the
+provisioner's run leases (``provisioner_runs.lease_holder/lease_until``,
+``services/provisioner/lease.py``: a replica resumes only the runs it can claim, and
+autostop claims a run before stopping its nodes).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from services.provisioner.drivers.ssh import SshDriver
 from services.provisioner.drivers.sshcmd import classify_ssh_failure
 from services.provisioner.settings import ProvisionerSettings
 from services.trainer.nodes.factory import node_executor
+from services.trainer.nodes.ssh import SSHExecutor
 from services.trainer.settings import TrainerSettings
 from shared.errors import ProviderError
 from shared.events import ArtifactsCached, EnvInfo, NodesReady, ProjectCreated
@@ -101,6 +102,7 @@ async def test_the_trainer_reaches_a_host_whose_key_the_provisioner_pinned(
     info = node.info(python=sys.executable)
     executor = node_executor(info, settings, tenant=uuid.uuid4(), owner=str(owner))
     try:
+        assert isinstance(executor, SSHExecutor)
         assert executor.access.known_hosts == node.known_hosts  # the very same file
         assert (await executor.run(["echo", "hi"]))[:2] == (0, "hi\n")
     finally:

@@ -24,7 +24,8 @@ Publishing uses one confirm channel: every publish is ``mandatory`` (unroutable 
 come back and raise :class:`UnroutableError`), persistent, and bounded by
 ``publish_timeout``. Consumers each get their own channel with QoS ``prefetch``; each
 delivery runs the handler in its own task, then is acked, requeued (retry) or rejected
-(dead-letter) according to :func:`shared.errors.delivery_action`.
+(dead-letter) according to :func:`shared.errors.delivery_action`. Acks decided in one
+event-loop turn go out together as one multiple ack where that is safe (:mod:`.acks`).
 
 The connection is robust: after a broker-side close or a network failure aio-pika
 reconnects, re-declares the exchanges, queues and bindings and restarts the consumers.
@@ -43,6 +44,7 @@ false meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -59,9 +61,11 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
 from pydantic import ValidationError
 
+from shared.bus.acks import acks_for, drain_acks
 from shared.bus.base import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -279,6 +283,7 @@ class RabbitBus(Bus):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=_SETTLE_TIMEOUT)
+        await drain_acks(_SETTLE_TIMEOUT)
         self._consumers.clear()
         self._publish_channel = self._exchange = None
         try:
@@ -571,7 +576,7 @@ class RabbitBus(Bus):
             envelope = Envelope.from_bytes(message.body)
         except (ValidationError, ValueError) as exc:
             log.error("dead-lettering an invalid message on %s: %s", queue, exc)
-            await self._settle(message.reject(requeue=False))
+            await self._settle_alone(message, message.reject(requeue=False))
             return
         error: BaseException | None = None
         traceparent = envelope.traceparent or _header(message, "traceparent")
@@ -579,23 +584,23 @@ class RabbitBus(Bus):
             with consumer_span(f"consume {envelope.type}", traceparent, queue=queue):
                 error = await call_through_outages(handler, envelope, queue=queue)
         except asyncio.CancelledError:
-            await self._settle(message.nack(requeue=True))
+            await self._settle_alone(message, message.nack(requeue=True))
             raise
         except Exception as exc:
             error = exc
         action = delivery_action(error)
         if action is DeliveryAction.ACK:
-            await self._settle(message.ack())
+            _ack(message)
         elif action is DeliveryAction.RETRY:
             deliveries = _delivery_count(message) + 1
             log.warning(
                 "retrying %s on %s (delivery %d): %r", envelope.type, queue, deliveries, error
             )
             await asyncio.sleep(_retry_backoff(deliveries))
-            await self._settle(message.nack(requeue=True))
+            await self._settle_alone(message, message.nack(requeue=True))
         else:
             log.error("dead-lettering %s on %s: %r", envelope.type, queue, error)
-            await self._settle(message.reject(requeue=False))
+            await self._settle_alone(message, message.reject(requeue=False))
 
     async def _deliver_broadcast(
         self, queue: str, message: AbstractIncomingMessage, handler: Handler
@@ -606,19 +611,30 @@ class RabbitBus(Bus):
             with consumer_span(f"consume {envelope.type}", envelope.traceparent, queue=queue):
                 await handler(envelope)
         except asyncio.CancelledError:
-            await self._settle(message.ack())
+            _ack(message)
             raise
         except Exception as exc:
             log.warning("broadcast handler failed on %s: %r", queue, exc)
-        await self._settle(message.ack())
+        _ack(message)
 
     @staticmethod
-    async def _settle(result: Any) -> None:
-        """Await an ack/nack/reject; a dead channel means the broker redelivers anyway."""
+    async def _settle_alone(message: AbstractIncomingMessage, result: Any) -> None:
+        """Await a nack/reject of ``message``, then let batched acks pass its tag; a dead
+        channel means the broker redelivers anyway."""
         try:
             await _bounded(result, _SETTLE_TIMEOUT)
         except Exception as exc:
             log.warning("could not settle a delivery (it will be redelivered): %r", exc)
+        with contextlib.suppress(ChannelInvalidStateError):
+            acks_for(message.channel).settled(message.delivery_tag or 0)
+
+
+def _ack(message: AbstractIncomingMessage) -> None:
+    """Acknowledge ``message`` with the other acks of this loop turn (:mod:`.acks`)."""
+    try:
+        acks_for(message.channel).ack(message.delivery_tag or 0)
+    except ChannelInvalidStateError:
+        log.warning("could not acknowledge a delivery (its channel closed): redelivered")
 
 
 def _header(message: AbstractIncomingMessage, name: str) -> str | None:

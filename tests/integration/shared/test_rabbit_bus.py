@@ -299,3 +299,69 @@ async def test_a_publish_channel_that_keeps_failing_is_rebuilt(
     failures = await asyncio.wait_for(publish_until_confirmed(), 20)
     assert failures > 0 and bus.resets == 1
     assert await bus.healthy()
+
+
+def _queue_counts(amqp_url: str, queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) of ``queue`` as the broker's management API reports them."""
+    api, auth = management(amqp_url)
+    vhost = quote(vhost_of(amqp_url), safe="")
+    info = httpx.get(f"{api}/queues/{vhost}/{queue}", auth=auth, timeout=10).json()
+    return int(info.get("messages_ready", -1)), int(info.get("messages_unacknowledged", -1))
+
+
+@pytest.mark.slow
+async def test_batched_acks_never_cover_a_delivery_still_being_handled(
+    amqp_url: str, buses: list[RabbitBus]
+) -> None:
+    """Deliveries finished together are acked with few frames; one still being handled
+    after them stays unacknowledged at the broker until its handler returns."""
+    from shared.bus import acks
+
+    total, handled = 120, Counter[int]()
+    release = asyncio.Event()
+    all_in = asyncio.Event()
+
+    async def handler(envelope: Envelope) -> None:
+        number = int(envelope.payload["spec"]["n"])
+        handled[number] += 1
+        if sum(handled.values()) >= total:
+            all_in.set()
+        await all_in.wait()  # finish together, like a group commit
+        if number == 0:
+            await release.wait()
+
+    bus = await connected(amqp_url, buses)
+    await bus.subscribe("batched", ["ProjectCreated"], handler, prefetch=total * 2)
+    publisher = await connected(amqp_url, buses)
+    await publisher.publish_many([created(n) for n in range(total)])
+    await eventually(all_in.is_set, what="every delivery handled")
+    # the first delivery is still being handled: every other one is acked on its own
+    # frame or a multiple one that stops below it — never past it
+    counts: tuple[int, int] = (-1, -1)
+
+    def one_unacked() -> bool:
+        nonlocal counts
+        counts = _queue_counts(amqp_url, "batched")
+        return counts == (0, 1)
+
+    await eventually(one_unacked, timeout=30, what=f"one unacked delivery (have {counts})")
+    release.set()
+
+    def none_left() -> bool:
+        nonlocal counts
+        counts = _queue_counts(amqp_url, "batched")
+        return counts == (0, 0)
+
+    await eventually(none_left, timeout=30, what=f"every delivery acked (have {counts})")
+    assert all(n == 1 for n in handled.values()) and len(handled) == total  # no redelivery
+
+    # a second run with nothing held back: one multiple ack covers the lot
+    handled.clear()
+    all_in.clear()
+    release.set()
+    frames_before = sum(a.frames_sent for a in list(acks._BY_CHANNEL.values()))
+    await publisher.publish_many([created(n) for n in range(total)])
+    await eventually(all_in.is_set, what="every delivery handled again")
+    await eventually(none_left, timeout=30, what=f"every delivery acked (have {counts})")
+    frames = sum(a.frames_sent for a in list(acks._BY_CHANNEL.values())) - frames_before
+    assert frames < total / 4, frames

@@ -191,7 +191,9 @@ def _request_releases(
     """Mark the runs' nodes for release; the runs whose release job starts."""
     released: list[uuid.UUID] = []
     for run_id in run_ids:
-        row = s.get(RunNodes, run_id)
+        # locked: a replica's job moving the run on at the same moment must not overwrite
+        # the release (the state is how the replica holding the run learns of it)
+        row = s.get(RunNodes, run_id, with_for_update=True)
         if row is not None and prov.request_release(s, row, reason=reason, cause=envelope):
             released.append(run_id)
     return released

@@ -1,4 +1,8 @@
-"""Internal HTTP API: uploads (streamed into the encrypted store) and the artifact list."""
+"""Internal HTTP API: uploads (streamed into the encrypted store) and the artifact list.
+
+Their query, answers and file-name rule are ``shared/contracts/artifacts.py``'s, which the
+gateway reads them with.
+"""
 
 from __future__ import annotations
 
@@ -9,37 +13,47 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
 
 from services.fetcher.cache import ArtifactCache
 from services.fetcher.models import Upload
+from shared.contracts.artifacts import (
+    ARTIFACTS_PATH,
+    MAX_FILENAME_LENGTH,
+    UPLOADS_PATH,
+    ArtifactRow,
+    UploadAnswer,
+    check_upload_filename,
+)
 from shared.db import run_sync
-from shared.errors import InvalidInput, Unauthenticated
+from shared.errors import Unauthenticated
 from shared.service_auth import require_caller
 from shared.store import Manifest, ManifestFile
 
 __all__ = ["build_router"]
 
 _END = object()
+_PREFIX = "/internal"
+
+
+def _route(path: str) -> str:
+    """A contract's path as declared under the router's prefix."""
+    return path.removeprefix(_PREFIX)
 
 
 def build_router(cache_of: Any) -> APIRouter:
     """Routes under ``/internal``; ``cache_of(request)`` returns the ArtifactCache."""
     # only the gateway calls these (service token, shared.service_auth)
-    router = APIRouter(
-        prefix="/internal", tags=["fetcher"], dependencies=[require_caller("gateway")]
-    )
+    router = APIRouter(prefix=_PREFIX, tags=["fetcher"], dependencies=[require_caller("gateway")])
 
-    @router.post("/uploads", status_code=201)
+    @router.post(_route(UPLOADS_PATH), status_code=201)
     async def upload(
         request: Request,
-        filename: Annotated[str, Query(min_length=1, max_length=255)],
+        filename: Annotated[str, Query(min_length=1, max_length=MAX_FILENAME_LENGTH)],
         user: Annotated[str | None, Header(alias="X-Aidp-User")] = None,
-    ) -> JSONResponse:
+    ) -> UploadAnswer:
         if not user:
             raise Unauthenticated("X-Aidp-User is required")
-        if "/" in filename or "\\" in filename or filename in (".", ".."):
-            raise InvalidInput("filename must be a plain file name")
+        check_upload_filename(filename)  # before the body is read
         cache: ArtifactCache = cache_of(request)
         quota = cache.quota
         # refused before the body is read when its length is declared, else while counting
@@ -69,18 +83,11 @@ def build_router(cache_of: Any) -> APIRouter:
             files=files,
             owner_id=user,
         )
-        return JSONResponse(
-            {
-                "id": upload_id,
-                "uri": name,
-                "size_bytes": size,
-                "digest": digest,
-                "filename": filename,
-            },
-            status_code=201,
+        return UploadAnswer(
+            id=upload_id, uri=name, size_bytes=size, digest=digest, filename=filename
         )
 
-    @router.get("/artifacts")
+    @router.get(_route(ARTIFACTS_PATH), response_model=list[ArtifactRow])
     async def artifacts(
         request: Request,
         project_id: Annotated[list[uuid.UUID] | None, Query()] = None,

@@ -2,8 +2,9 @@
 accelerator the provider's node lacks (``cuda`` asked of a CPU-only local machine).
 
 The provisioner owns the caps (``AIDP_CLOUD_MAX_PRICE_PER_HOUR`` and who may use the
-platform's credentials); ``POST /internal/cloud-access/check`` answers 422 when a spec asks
-more than they allow, or an accelerator the node lacks. Asking before the run exists turns a
+platform's credentials); ``POST /internal/cloud-access/check`` (its body declared in
+``shared/contracts/cloud_access.py``) answers 422 when a spec asks more than they allow, or
+an accelerator the node lacks. Asking before the run exists turns a
 failed provisioning into a 422 the user sees at once. ``provider: idc`` specs and ``local``
 ones asking an accelerator are sent, also when idc or local is only a
 ``resources.fallback`` (ssh hosts are only known when probed); the per-user cap
@@ -20,6 +21,7 @@ import logging
 import uuid
 
 from services.gateway.downstream import Downstream
+from shared.contracts.cloud_access import check_spec
 from shared.errors import TransientError
 from shared.spec import ProjectSpec
 
@@ -36,10 +38,6 @@ async def check_cloud_caps(provisioner: Downstream, user_id: uuid.UUID, spec: Pr
     if "idc" not in chain and not ("local" in chain and res.accelerator != "cpu"):
         return
     try:
-        await provisioner.request(
-            "POST",
-            "/internal/cloud-access/check",
-            json={"user_id": str(user_id), "spec": spec.model_dump(mode="json")},
-        )
+        await check_spec(provisioner, user_id, spec)
     except TransientError:
         log.warning("provisioner unreachable: cloud caps will be checked when provisioning")

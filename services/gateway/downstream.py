@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ValidationError
 
+from shared.contracts.answers import parse_answer  # an answer out of contract: 502
 from shared.errors import (
     ClientError,
     Conflict,
@@ -160,18 +160,6 @@ class Downstream:
                 await response.aclose()
             self._check(response)
         return response
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_answer(model: type[M], body: Any, *, service: str) -> M:
-    """Validate a downstream answer against our response model (502 if it does not fit)."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        log.warning("%s answered an unexpected body: %s", service, exc.errors()[:3])
-        raise ProviderError(f"{service} service answered an unexpected body") from None
 
 
 def _error_code(response: httpx.Response) -> str | None:

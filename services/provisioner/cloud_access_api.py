@@ -12,6 +12,9 @@
   ``resources.accelerator`` is not on the node (``local``: this machine; ``idc``: the
   instance type, where its name tells); every choice of ``resources.instance_type`` and
   ``resources.fallback`` is checked, and the 422 names the one refused
+
+The request bodies (the check's, the ``PUT``'s) are declared in
+``shared/contracts/cloud_access.py``, which the gateway sends them with.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.provisioner.cloud_access import CloudAccessPolicy
 from services.provisioner.drivers.base import RunContext
+from shared.contracts.cloud_access import CHECK_PATH, AccessUpdate, SpecCheck
 from shared.errors import InvalidInput, ProviderError
 from shared.service_auth import require_caller
-from shared.spec import ProjectSpec
 
 __all__ = ["cloud_access_router"]
 
@@ -37,34 +39,12 @@ _SPEC_REFUSALS = frozenset(
 )
 #: Providers whose refusals are known before the run (ssh hosts are probed when they run).
 _CHECKED_PROVIDERS = frozenset({"idc", "local"})
-
-
-class AccessUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: uuid.UUID
-    email: str | None = Field(None, max_length=320)
-
-
-class AccessUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    users: list[AccessUser] = Field(max_length=10_000)
-    actor_id: uuid.UUID | None = None
-
-
-class SpecCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: uuid.UUID
-    spec: dict[str, Any]
+_PREFIX = "/internal/cloud-access"
 
 
 def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
     # only the gateway calls these (service token, shared.service_auth)
-    router = APIRouter(
-        prefix="/internal/cloud-access", tags=["internal"], dependencies=[require_caller("gateway")]
-    )
+    router = APIRouter(prefix=_PREFIX, tags=["internal"], dependencies=[require_caller("gateway")])
 
     @router.get("")
     def show() -> dict[str, Any]:
@@ -82,14 +62,12 @@ def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
         """Who changed the admin list when, and how (newest first)."""
         return {"changes": policy.changes()}
 
-    @router.post("/check", status_code=204, response_class=Response)
+    @router.post(CHECK_PATH.removeprefix(_PREFIX), status_code=204, response_class=Response)
     async def check(body: SpecCheck, request: Request) -> Response:
         """Refuse (422) a spec whose price limits break the platform's caps for this user,
-        or whose accelerator the provider's node lacks."""
-        try:
-            spec = ProjectSpec.model_validate(body.spec)
-        except ValidationError as exc:
-            raise InvalidInput(f"invalid spec: {exc.errors()[0]['msg']}") from None
+        or whose accelerator the provider's node lacks (an invalid spec: the 422 of
+        validation)."""
+        spec = body.spec
         choices = spec.resources.choices()
         for choice in choices:  # a fallback must keep within the caps as much as the first
             if choice.provider not in _CHECKED_PROVIDERS:

@@ -1,4 +1,9 @@
-"""The trainer's internal HTTP API (called by the gateway, which authorises callers)."""
+"""The trainer's internal HTTP API (called by the gateway, which authorises callers).
+
+Its request bodies and answers are ``shared/contracts/deployments.py``'s (predictions:
+``shared/contracts/predict.py``), which the gateway reads them with; a model download is a
+tar stream.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from services.trainer.app_state import TrainerState
@@ -20,6 +24,16 @@ from services.trainer.models import ModelVersion
 from services.trainer.registry import get_model, model_view
 from services.trainer.serving.views import deployment_view
 from shared.contracts import PredictRequest
+from shared.contracts.deployments import (
+    MAX_LISTED_PROJECTS,
+    ConfigureRequest,
+    DeployAnswer,
+    DeploymentRecord,
+    DeployRequest,
+    EndpointRecord,
+    ModelRecord,
+    PromoteRequest,
+)
 from shared.service_auth import require_caller
 from shared.store import ArtifactStore
 
@@ -36,7 +50,7 @@ def _state(request: Request) -> TrainerState:
 StateDep = Annotated[TrainerState, Depends(_state)]
 
 
-@router.get("/projects/{project_id}/models")
+@router.get("/projects/{project_id}/models", response_model=list[ModelRecord])
 def list_models(project_id: uuid.UUID, state: StateDep) -> list[dict[str, Any]]:
     with state.runtime.db.session() as session:
         rows = session.exec(
@@ -47,7 +61,7 @@ def list_models(project_id: uuid.UUID, state: StateDep) -> list[dict[str, Any]]:
         return [model_view(m) for m in rows]
 
 
-@router.get("/models/{model_id}")
+@router.get("/models/{model_id}", response_model=ModelRecord)
 def read_model(model_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
     with state.runtime.db.session() as session:
         return model_view(get_model(session, model_id))
@@ -126,41 +140,15 @@ def download_model(model_id: uuid.UUID, state: StateDep) -> StreamingResponse:
     )
 
 
-class DeployBody(BaseModel):
-    """How to deploy: replicas, scale-to-zero idle time, keep the project's other
-    deployments running, become the live alias once running."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    replicas: int = Field(1, ge=1, le=8)
-    idle_timeout_s: int | None = Field(None, ge=1, le=30 * 86400)
-    keep_previous: bool = False
-    promote: bool = True
-
-
-class ConfigureBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    replicas: int | None = Field(None, ge=1, le=8)
-    idle_timeout_s: int | None = Field(None, ge=0, le=30 * 86400)  # 0: never scale to zero
-    keep_previous: bool | None = None
-
-
-class PromoteBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    keep_previous: bool | None = None
-
-
 def _caller(request: Request) -> str | None:
     return request.headers.get("X-Aidp-User")
 
 
-@router.post("/models/{model_id}/deploy", status_code=202)
+@router.post("/models/{model_id}/deploy", status_code=202, response_model=DeployAnswer)
 async def deploy_model(
-    model_id: uuid.UUID, state: StateDep, body: DeployBody | None = None
+    model_id: uuid.UUID, state: StateDep, body: DeployRequest | None = None
 ) -> dict[str, Any]:
-    body = body or DeployBody()
+    body = body or DeployRequest()
     dep = await asyncio.to_thread(
         state.deployments.create,
         model_id=model_id,
@@ -175,22 +163,22 @@ async def deploy_model(
     return view
 
 
-@router.get("/deployments")
+@router.get("/deployments", response_model=list[DeploymentRecord])
 async def list_deployments(
-    state: StateDep, project_id: Annotated[list[uuid.UUID], Query(max_length=1000)]
+    state: StateDep, project_id: Annotated[list[uuid.UUID], Query(max_length=MAX_LISTED_PROJECTS)]
 ) -> list[dict[str, Any]]:
     """The deployments of the given projects (the gateway passes the caller's)."""
     return await asyncio.to_thread(state.deployments.list_views, project_id)
 
 
-@router.get("/deployments/{deployment_id}")
+@router.get("/deployments/{deployment_id}", response_model=DeploymentRecord)
 async def read_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
     return await asyncio.to_thread(state.deployments.view, deployment_id)
 
 
-@router.patch("/deployments/{deployment_id}")
+@router.patch("/deployments/{deployment_id}", response_model=DeploymentRecord)
 async def configure_deployment(
-    deployment_id: uuid.UUID, body: ConfigureBody, state: StateDep
+    deployment_id: uuid.UUID, body: ConfigureRequest, state: StateDep
 ) -> dict[str, Any]:
     await state.deployments.configure(
         deployment_id,
@@ -202,7 +190,7 @@ async def configure_deployment(
     return await asyncio.to_thread(state.deployments.view, deployment_id)
 
 
-@router.delete("/deployments/{deployment_id}")
+@router.delete("/deployments/{deployment_id}", response_model=DeploymentRecord)
 async def delete_deployment(
     deployment_id: uuid.UUID, state: StateDep, request: Request
 ) -> dict[str, Any]:
@@ -212,7 +200,7 @@ async def delete_deployment(
     return deployment_view(dep)
 
 
-@router.post("/deployments/{deployment_id}/stop")
+@router.post("/deployments/{deployment_id}/stop", response_model=DeploymentRecord)
 async def stop_deployment(
     deployment_id: uuid.UUID, state: StateDep, request: Request
 ) -> dict[str, Any]:
@@ -220,15 +208,17 @@ async def stop_deployment(
     return await asyncio.to_thread(state.deployments.view, deployment_id)
 
 
-@router.post("/deployments/{deployment_id}/start", status_code=202)
+@router.post("/deployments/{deployment_id}/start", status_code=202, response_model=DeploymentRecord)
 async def start_deployment(deployment_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
     await state.deployments.resume(deployment_id)
     return await asyncio.to_thread(state.deployments.view, deployment_id)
 
 
-@router.post("/deployments/{deployment_id}/promote", status_code=202)
+@router.post(
+    "/deployments/{deployment_id}/promote", status_code=202, response_model=DeploymentRecord
+)
 async def promote_deployment(
-    deployment_id: uuid.UUID, state: StateDep, body: PromoteBody | None = None
+    deployment_id: uuid.UUID, state: StateDep, body: PromoteRequest | None = None
 ) -> dict[str, Any]:
     await state.deployments.promote(
         deployment_id, keep_previous=body.keep_previous if body else None
@@ -236,12 +226,14 @@ async def promote_deployment(
     return await asyncio.to_thread(state.deployments.view, deployment_id)
 
 
-@router.get("/projects/{project_id}/endpoint")
+@router.get("/projects/{project_id}/endpoint", response_model=EndpointRecord)
 async def read_endpoint(project_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
     return await asyncio.to_thread(state.deployments.endpoint_view, project_id)
 
 
-@router.post("/projects/{project_id}/endpoint/rollback", status_code=202)
+@router.post(
+    "/projects/{project_id}/endpoint/rollback", status_code=202, response_model=EndpointRecord
+)
 async def rollback_endpoint(project_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
     await state.deployments.rollback(project_id)
     return await asyncio.to_thread(state.deployments.endpoint_view, project_id)

@@ -1,18 +1,19 @@
-"""The artifact cache listing and dataset uploads: answered by the fetcher."""
+"""The artifact cache listing and dataset uploads: answered by the fetcher, read through
+its contract (``shared/contracts/artifacts.py``; an answer out of it is a 502)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlmodel import col, select
 
 from services.gateway.deps import CurrentUser, Gateway, GatewayDep
-from services.gateway.downstream import parse_answer
 from services.gateway.errors import responses
 from services.gateway.models import Member
 from services.gateway.schemas import ArtifactOut, UploadOut
+from shared.contracts import artifacts as contract
 from shared.db import run_sync
 
 __all__ = ["router"]
@@ -32,17 +33,11 @@ async def list_artifacts(user: CurrentUser, gateway: GatewayDep) -> list[Artifac
     """Cached models and datasets the caller's projects use (platform admins: all of them;
     content-addressed, encrypted at rest). An URL source is shown without its query string;
     another user's upload without its digest."""
-    params: dict[str, Any]
-    if user.is_admin:
-        params = {"all": "true"}
-    else:
-        params = {"project_id": await run_sync(_project_ids, gateway, user.user_id)}
-    body = await gateway.downstream.fetcher.json(
-        "GET", "/internal/artifacts", user_id=user.user_id, params=params
+    projects = None if user.is_admin else await run_sync(_project_ids, gateway, user.user_id)
+    rows = await contract.list_artifacts(
+        gateway.downstream.fetcher, user_id=user.user_id, project_ids=projects
     )
-    if not isinstance(body, list):
-        body = []
-    return [parse_answer(ArtifactOut, item, service="fetcher") for item in body]
+    return [ArtifactOut.model_validate(row.model_dump()) for row in rows]
 
 
 @router.post(
@@ -62,7 +57,14 @@ async def upload(
     request: Request,
     user: CurrentUser,
     gateway: GatewayDep,
-    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\\x00]+$")],
+    filename: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=contract.MAX_FILENAME_LENGTH,
+            pattern=contract.FILENAME_PATTERN,
+        ),
+    ],
 ) -> UploadOut:
     """Upload a dataset file (raw body, streamed through to the fetcher, never held whole).
 
@@ -71,12 +73,11 @@ async def upload(
     headers = {"Content-Type": request.headers.get("content-type", "application/octet-stream")}
     if "content-length" in request.headers:
         headers["Content-Length"] = request.headers["content-length"]
-    body = await gateway.downstream.fetcher.json(
-        "POST",
-        "/internal/uploads",
+    stored = await contract.upload(
+        gateway.downstream.fetcher,
         user_id=user.user_id,
-        params={"filename": filename},
-        headers=headers,
+        filename=filename,
         content=request.stream(),
+        headers=headers,
     )
-    return parse_answer(UploadOut, body, service="fetcher")
+    return UploadOut.model_validate(stored.model_dump())

@@ -3,25 +3,30 @@ and each project's live alias (``/api/projects/{id}/endpoint``) with roll back.
 
 The trainer owns deployments; the gateway authorises the caller on the deployment's
 project (viewers read; editors stop, start, promote, change settings, predict; another
-user gets 404) and forwards. ``GET /api/deployments`` lists the deployments of the
-projects the caller holds a role on.
+user gets 404) and forwards through the typed calls of ``shared/contracts/deployments.py``
+(an answer out of the contract is a 502). ``GET /api/deployments`` lists the deployments of
+the projects the caller holds a role on.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import col, select
 
 from services.gateway.deps import CurrentUser, GatewayDep, ProjectEditor, ProjectViewer
-from services.gateway.downstream import parse_answer
 from services.gateway.errors import responses
 from services.gateway.identity import Identity
 from services.gateway.models import Member, Project
-from services.gateway.routes.serving import ObjectId, _authorize_object, forward_predict
+from services.gateway.routes.serving import (
+    ObjectId,
+    authorize_deployment,
+    deployment_out,
+    forward_predict,
+)
 from services.gateway.schemas import (
     DeploymentOut,
     DeploymentPatchIn,
@@ -30,15 +35,13 @@ from services.gateway.schemas import (
     PredictOut,
     PromoteIn,
 )
+from shared.contracts import deployments as contract
 from shared.db import run_sync
 from shared.errors import Conflict
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["deployments"])
-
-#: Projects per trainer query (the query string stays short).
-_CHUNK = 200
 
 
 def _memberships(
@@ -64,20 +67,15 @@ async def list_deployments(
     """The deployments of the caller's projects (newest first), with state, model version,
     replicas and whether each is its project's live one."""
     projects = await run_sync(_memberships, gateway, user, project_id)
-    ids = sorted(projects, key=str)
+    records = await contract.list_deployments(
+        gateway.downstream.trainer, sorted(projects, key=str), user_id=user.user_id
+    )
     found: list[DeploymentOut] = []
-    for start in range(0, len(ids), _CHUNK):
-        body = await gateway.downstream.trainer.json(
-            "GET",
-            "/internal/deployments",
-            user_id=user.user_id,
-            params=[("project_id", str(pid)) for pid in ids[start : start + _CHUNK]],
-        )
-        for item in body if isinstance(body, list) else []:
-            out = parse_answer(DeploymentOut, item, service="trainer")
-            if out.project_id in projects:  # the trainer answered only what was asked
-                out.project_name, out.role = projects[out.project_id]
-                found.append(out)
+    for record in records:
+        if record.project_id in projects:  # the trainer answered only what was asked
+            out = DeploymentOut.model_validate(record.model_dump())
+            out.project_name, out.role = projects[record.project_id]
+            found.append(out)
     found.sort(key=lambda d: (d.created_at is not None, d.created_at), reverse=True)
     return found
 
@@ -86,23 +84,17 @@ async def _editor_call(
     gateway: GatewayDep,
     user: Identity,
     deployment_id: str,
-    method: str,
-    action: str,
-    json: dict[str, Any] | None = None,
+    change: Literal["stop", "start", "promote", "configure"],
+    request: contract.PromoteRequest | contract.ConfigureRequest | None = None,
 ) -> DeploymentOut:
-    """Authorise an editor on the deployment's project, call the trainer's ``action``."""
-    _, access = await _authorize_object(
-        gateway,
-        user=user,
-        path=f"/internal/deployments/{deployment_id}",
-        need="editor",
-        what="deployment",
+    """Authorise an editor on the deployment's project, ask the trainer for ``change``."""
+    _, access = await authorize_deployment(
+        gateway, user=user, deployment_id=deployment_id, need="editor"
     )
-    path = f"/internal/deployments/{deployment_id}" + (f"/{action}" if action else "")
-    body = await gateway.downstream.trainer.json(method, path, user_id=user.user_id, json=json)
-    out = parse_answer(DeploymentOut, body, service="trainer")
-    out.project_name, out.role = access.project.name, access.role
-    return out
+    record = await contract.change_deployment(
+        gateway.downstream.trainer, deployment_id, change, user_id=user.user_id, request=request
+    )
+    return deployment_out(record, access)
 
 
 @router.post("/api/deployments/{deployment_id}/stop", responses=responses(403, 404, 503))
@@ -110,7 +102,7 @@ async def stop_deployment(
     deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
 ) -> DeploymentOut:
     """Stop the deployment's servers (editor); it can be started again."""
-    return await _editor_call(gateway, user, deployment_id, "POST", "stop")
+    return await _editor_call(gateway, user, deployment_id, "stop")
 
 
 @router.post(
@@ -122,7 +114,7 @@ async def start_deployment(
     deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
 ) -> DeploymentOut:
     """Start a stopped, failed or scaled-to-zero deployment again (editor)."""
-    return await _editor_call(gateway, user, deployment_id, "POST", "start")
+    return await _editor_call(gateway, user, deployment_id, "start")
 
 
 @router.post(
@@ -139,8 +131,8 @@ async def promote_deployment(
     """Make the deployment its project's live one (editor): at once when it serves, else
     once it is running (a stopped one is started). The project's other deployments then
     stop, unless ``keep_previous``."""
-    payload = (body or PromoteIn()).model_dump()
-    return await _editor_call(gateway, user, deployment_id, "POST", "promote", payload)
+    request = contract.PromoteRequest.model_validate((body or PromoteIn()).model_dump())
+    return await _editor_call(gateway, user, deployment_id, "promote", request)
 
 
 @router.patch("/api/deployments/{deployment_id}", responses=responses(403, 404, 422, 503))
@@ -148,18 +140,19 @@ async def configure_deployment(
     deployment_id: ObjectId, body: DeploymentPatchIn, user: CurrentUser, gateway: GatewayDep
 ) -> DeploymentOut:
     """Change replicas, the scale-to-zero idle time or keep_previous (editor)."""
-    payload = body.model_dump(exclude_unset=True)
-    return await _editor_call(gateway, user, deployment_id, "PATCH", "", payload)
+    # only the fields the caller set are sent (unset: unchanged)
+    request = contract.ConfigureRequest.model_validate(body.model_dump(exclude_unset=True))
+    return await _editor_call(gateway, user, deployment_id, "configure", request)
 
 
 # --- the live alias -----------------------------------------------------------------
 
 
 async def _endpoint(gateway: GatewayDep, project_id: uuid.UUID, user: Identity) -> EndpointOut:
-    body = await gateway.downstream.trainer.json(
-        "GET", f"/internal/projects/{project_id}/endpoint", user_id=user.user_id
+    record = await contract.read_endpoint(
+        gateway.downstream.trainer, project_id, user_id=user.user_id
     )
-    return parse_answer(EndpointOut, body, service="trainer")
+    return EndpointOut.model_validate(record.model_dump())
 
 
 async def live_deployment_id(gateway: GatewayDep, project_id: uuid.UUID, user: Identity) -> str:
@@ -201,9 +194,7 @@ async def predict_live(access: ProjectEditor, body: PredictIn, gateway: GatewayD
 async def rollback_endpoint(access: ProjectEditor, gateway: GatewayDep) -> EndpointOut:
     """Point the live alias back at the deployment live before (editor): at once when it
     serves, else once it has started again; the one rolled back from then stops."""
-    body = await gateway.downstream.trainer.json(
-        "POST",
-        f"/internal/projects/{access.project.id}/endpoint/rollback",
-        user_id=access.identity.user_id,
+    record = await contract.rollback_endpoint(
+        gateway.downstream.trainer, access.project.id, user_id=access.identity.user_id
     )
-    return parse_answer(EndpointOut, body, service="trainer")
+    return EndpointOut.model_validate(record.model_dump())

@@ -7,7 +7,8 @@ clients work: ``GET /models``, ``POST /chat/completions``, ``POST /completions``
 
 Authorisation is the deployment's: the caller needs the editor role on its project, as for
 ``/predict``; another user gets 404. Which project a deployment belongs to is asked of the
-trainer once (``routes/serving._authorize_object``) and remembered (it never changes); the
+trainer once (``routes/serving.authorize_deployment``, the trainer's answer read through
+``shared/contracts/deployments.py``) and remembered (it never changes); the
 role is read on every request, on the event loop (``shared.db.aio``). Every error
 answer has the OpenAI shape ``{"error": {"message", "type", "param", "code"}}``, so
 clients raise their usual exceptions (``openai.NotFoundError``, ``BadRequestError`` …).
@@ -29,7 +30,7 @@ from starlette.background import BackgroundTask
 
 from services.gateway.deps import GatewayDep, role_rank, route_template
 from services.gateway.identity import Identity
-from services.gateway.routes.serving import _authorize_object
+from services.gateway.routes.serving import authorize_deployment
 from services.gateway.schemas import ErrorOut
 from services.gateway.scopes import required_scope
 from shared.errors import AidpError, Forbidden, NotFound, Unauthenticated
@@ -141,14 +142,10 @@ async def _deployment(
     cache = _project_cache(request)
     project_id = cache.get(dep_id)
     if project_id is None:
-        body, _ = await _authorize_object(
-            gateway,
-            user=user,
-            path=f"/internal/deployments/{deployment_id}",
-            need="editor",
-            what="deployment",
+        record, _ = await authorize_deployment(
+            gateway, user=user, deployment_id=deployment_id, need="editor"
         )
-        cache[dep_id] = uuid.UUID(str(body["project_id"]))
+        cache[dep_id] = record.project_id
         return user
     # deps.authorize's rule, read on the event loop (no thread hop on the hot path)
     row = await gateway.db.aio.fetch_one(_ROLE, {"user": user.user_id, "project": project_id})

@@ -1,20 +1,21 @@
 """Model versions, downloads, deployments and predictions: answered by the trainer.
 
 The gateway asks the trainer which project an object belongs to, authorises the caller
-on that project (404 when they hold no role), then forwards the call.
+on that project (404 when they hold no role), then forwards the call. The trainer's answers
+are read through their contract (``shared/contracts/deployments.py``, ``predict.py``): one
+out of it is a 502, never passed on.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.gateway.deps import Access, CurrentUser, GatewayDep, ProjectViewer, authorize
-from services.gateway.downstream import parse_answer
 from services.gateway.errors import responses
 from services.gateway.identity import Identity
 from services.gateway.schemas import (
@@ -25,6 +26,8 @@ from services.gateway.schemas import (
     PredictIn,
     PredictOut,
 )
+from shared.contracts import deployments as contract
+from shared.contracts.answers import parse_answer
 from shared.db import run_sync
 from shared.errors import NotFound
 
@@ -35,35 +38,60 @@ router = APIRouter(tags=["models"])
 ObjectId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 
 
-async def _authorize_object(
-    gateway: GatewayDep, *, user: Identity, path: str, need: str, what: str
-) -> tuple[dict[str, Any], Access]:
-    """Fetch ``path`` from the trainer and authorise the caller on its project."""
+async def _authorize_on(
+    gateway: GatewayDep, user: Identity, project_id: uuid.UUID, *, need: str, what: str
+) -> Access:
     try:
-        body = await gateway.downstream.trainer.json("GET", path, user_id=user.user_id)
-        project_id = body["project_id"]
+        return await run_sync(
+            authorize, gateway.db, identity=user, project_id=project_id, need=need
+        )
     except NotFound:
         raise NotFound(f"{what} not found") from None
-    except (KeyError, TypeError):
-        raise NotFound(f"{what} not found") from None
+
+
+async def authorize_model(
+    gateway: GatewayDep, *, user: Identity, model_id: str, need: str
+) -> tuple[contract.ModelRecord, Access]:
+    """The model (asked of the trainer) and the caller's access on its project (404 when
+    either is missing)."""
     try:
-        access = await run_sync(
-            authorize, gateway.db, identity=user, project_id=uuid.UUID(str(project_id)), need=need
+        model = await contract.read_model(
+            gateway.downstream.trainer, model_id, user_id=user.user_id
         )
-    except (NotFound, ValueError):
-        raise NotFound(f"{what} not found") from None
-    return body, access
+    except NotFound:
+        raise NotFound("model not found") from None
+    return model, await _authorize_on(gateway, user, model.project_id, need=need, what="model")
+
+
+async def authorize_deployment(
+    gateway: GatewayDep, *, user: Identity, deployment_id: str, need: str
+) -> tuple[contract.DeploymentRecord, Access]:
+    """The deployment (asked of the trainer) and the caller's access on its project (404
+    when either is missing)."""
+    try:
+        dep = await contract.read_deployment(
+            gateway.downstream.trainer, deployment_id, user_id=user.user_id
+        )
+    except NotFound:
+        raise NotFound("deployment not found") from None
+    access = await _authorize_on(gateway, user, dep.project_id, need=need, what="deployment")
+    return dep, access
+
+
+def deployment_out(record: contract.DeploymentRecord, access: Access) -> DeploymentOut:
+    """The public view of the trainer's record, with the project's name and caller's role."""
+    out = DeploymentOut.model_validate(record.model_dump())
+    out.project_name, out.role = access.project.name, access.role
+    return out
 
 
 @router.get("/api/projects/{project_id}/models", responses=responses(404, 503))
 async def list_models(access: ProjectViewer, gateway: GatewayDep) -> list[ModelOut]:
     """Model versions of the project, with lineage."""
-    body = await gateway.downstream.trainer.json(
-        "GET", f"/internal/projects/{access.project.id}/models", user_id=access.identity.user_id
+    models = await contract.list_models(
+        gateway.downstream.trainer, access.project.id, user_id=access.identity.user_id
     )
-    if not isinstance(body, list):
-        body = []
-    return [parse_answer(ModelOut, item, service="trainer") for item in body]
+    return [ModelOut.model_validate(m.model_dump()) for m in models]
 
 
 @router.get(
@@ -75,9 +103,7 @@ async def download_model(
     model_id: ObjectId, user: CurrentUser, gateway: GatewayDep
 ) -> StreamingResponse:
     """The model's files as a tar stream (decrypted by the trainer)."""
-    await _authorize_object(
-        gateway, user=user, path=f"/internal/models/{model_id}", need="viewer", what="model"
-    )
+    await authorize_model(gateway, user=user, model_id=model_id, need="viewer")
     upstream = await gateway.downstream.trainer.open_stream(
         "GET", f"/internal/models/{model_id}/download", user_id=user.user_id
     )
@@ -104,16 +130,12 @@ async def deploy_model(
     """Deploy a model version behind an inference endpoint (editor). Once running it
     becomes the project's live endpoint and the project's other deployments stop, unless
     ``keep_previous`` (or ``promote: false``)."""
-    await _authorize_object(
-        gateway, user=user, path=f"/internal/models/{model_id}", need="editor", what="model"
+    await authorize_model(gateway, user=user, model_id=model_id, need="editor")
+    request = contract.DeployRequest.model_validate((options or DeployIn()).model_dump())
+    answer = await contract.deploy_model(
+        gateway.downstream.trainer, model_id, request, user_id=user.user_id
     )
-    body = await gateway.downstream.trainer.json(
-        "POST",
-        f"/internal/models/{model_id}/deploy",
-        user_id=user.user_id,
-        json=(options or DeployIn()).model_dump(),
-    )
-    return parse_answer(DeployOut, body, service="trainer")
+    return DeployOut.model_validate(answer.model_dump())
 
 
 @router.get("/api/deployments/{deployment_id}", responses=responses(404, 503))
@@ -121,16 +143,10 @@ async def get_deployment(
     deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
 ) -> DeploymentOut:
     """One deployment: state, model version, replicas, whether it is live (viewer)."""
-    body, access = await _authorize_object(
-        gateway,
-        user=user,
-        path=f"/internal/deployments/{deployment_id}",
-        need="viewer",
-        what="deployment",
+    record, access = await authorize_deployment(
+        gateway, user=user, deployment_id=deployment_id, need="viewer"
     )
-    out = parse_answer(DeploymentOut, body, service="trainer")
-    out.project_name, out.role = access.project.name, access.role
-    return out
+    return deployment_out(record, access)
 
 
 @router.delete(
@@ -143,13 +159,7 @@ async def delete_deployment(
     deployment_id: ObjectId, user: CurrentUser, gateway: GatewayDep
 ) -> Response:
     """Stop serving (editor)."""
-    await _authorize_object(
-        gateway,
-        user=user,
-        path=f"/internal/deployments/{deployment_id}",
-        need="editor",
-        what="deployment",
-    )
+    await authorize_deployment(gateway, user=user, deployment_id=deployment_id, need="editor")
     await gateway.downstream.trainer.request(
         "DELETE", f"/internal/deployments/{deployment_id}", user_id=user.user_id
     )
@@ -170,13 +180,13 @@ async def forward_predict(
         "POST",
         f"/internal/deployments/{deployment_id}/predict",
         user_id=user.user_id,
-        json={"inputs": body.inputs},
+        json=body.model_dump(mode="json"),
     )
     try:
         answer = upstream.json()
     except ValueError:
         answer = None
-    out = parse_answer(PredictOut, answer, service="trainer")
+    out = parse_answer(PredictOut, answer, service=gateway.downstream.trainer.name)
     headers = {h: upstream.headers[h] for h in PASSED_HEADERS if h in upstream.headers}
     headers["X-Aidp-Deployment"] = deployment_id
     return JSONResponse(out.model_dump(mode="json"), headers=headers)
@@ -193,11 +203,5 @@ async def predict(
     """Run the deployed model on ``inputs`` (editor). A deployment scaled to zero starts
     first (the answer then carries ``X-Aidp-Cold-Start: true``); ``X-Aidp-Replica`` says
     which server answered."""
-    await _authorize_object(
-        gateway,
-        user=user,
-        path=f"/internal/deployments/{deployment_id}",
-        need="editor",
-        what="deployment",
-    )
+    await authorize_deployment(gateway, user=user, deployment_id=deployment_id, need="editor")
     return await forward_predict(gateway, user=user, deployment_id=deployment_id, body=body)

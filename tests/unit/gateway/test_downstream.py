@@ -82,7 +82,8 @@ class Services:
                 "endpoint": "/api/deployments/dep-1/predict",
             }
             self.deployments["dep-1"] = dep
-            return {"deployment_id": "dep-1", "status": "starting"}
+            # the contract's answer: the deployment, its id repeated as deployment_id
+            return {**dep, "deployment_id": "dep-1"}
 
         @t.get("/internal/deployments/{did}")
         def deployment(did: str) -> JSONResponse:

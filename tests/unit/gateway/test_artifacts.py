@@ -95,3 +95,18 @@ async def test_artifacts_are_listed_per_project(harness: Harness, fetcher: Fetch
     # platform admins see every artifact
     assert await sources(admin) == {"hf://alice/private", "upload://u-1", "hf://bob/model"}
     assert fetcher.seen[-1] == (str(admin_id), [], True)
+
+
+async def test_an_answer_out_of_contract_is_a_502_not_passed_on(
+    harness: Harness, fetcher: FetcherStub
+) -> None:
+    _, alice = harness.login("alice@example.com")
+    project = (await harness.create_project(alice))["id"]
+    fetcher.add(project, "hf://alice/model")
+    del fetcher.by_project[project][0]["size_bytes"]  # the fetcher broke its contract
+    r = await harness.client.get("/api/artifacts", headers=alice)
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert error["code"] == "provider_error"
+    assert error["message"] == "fetcher service answered an unexpected body"
+    assert "hf://alice" not in r.text

@@ -210,3 +210,29 @@ async def test_auth_routes_are_proxied_verbatim(harness: Harness) -> None:
     assert seen["query"] == "x=1"
     assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"  # the peer, never the client's claim
     assert (await harness.client.get("/api/auth/jwks")).json()["keys"]
+
+
+async def test_trainer_answers_out_of_contract_are_502s(
+    harness: Harness, services: Services
+) -> None:
+    _, owner = harness.login("o@example.com")
+    pid = (await harness.create_project(owner))["id"]
+    services.deployments["dep-1"] = {"id": "dep-1", "project_id": pid, "status": "exploded"}
+    services.deployments["dep-2"] = {"id": "dep-2", "project_id": "nobody's", "status": "running"}
+    for dep in ("dep-1", "dep-2"):
+        r = await harness.client.get(f"/api/deployments/{dep}", headers=owner)
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["message"] == "trainer service answered an unexpected body"
+
+
+async def test_an_upload_name_the_fetcher_would_refuse_is_refused_first(
+    harness: Harness, services: Services
+) -> None:
+    _, headers = harness.login()
+    for name in ("..", "."):
+        r = await harness.client.post(
+            f"/api/uploads?filename={name}", content=b"x", headers=headers
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["message"] == "filename must be a plain file name"
+    assert services.seen_users == []  # the fetcher was never asked

@@ -288,7 +288,7 @@ class DeploymentManager:
         watcher = self.watchers.tasks.pop(dep_id, None)
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
-        executor = self.servers.executor(dep)
+        executor = await self.servers.executor(dep)
         try:
             await self.servers.kill(dep, executor)
             ws = dep.workdir or ""
@@ -334,7 +334,7 @@ class DeploymentManager:
         ``waking`` (started again, without a new ``ModelDeployed``, at the next start)."""
         deps = await run_sync(self.leases.serving_here)
         for dep in deps:
-            executor = self.servers.executor(dep)
+            executor = await self.servers.executor(dep)
             try:
                 await self.servers.kill(dep, executor)
             except Exception:

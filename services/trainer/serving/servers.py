@@ -67,14 +67,18 @@ class Servers:
         self._executors: dict[uuid.UUID, NodeExecutor] = {}
         self.endpoints = ServerEndpoints(timeout=60)
 
-    def executor(self, dep: Deployment) -> NodeExecutor:
+    async def executor(self, dep: Deployment) -> NodeExecutor:
         """The executor of the deployment's node (one per deployment, kept)."""
         executor = self._executors.get(dep.id)
         if executor is None:
             node = dep.node or {}
-            # A user's host is checked against the key pinned for the run's owner. A
-            # blocking read, but one primary-key lookup once per deployment (kept below).
-            owner = self.records.run_owner(dep) if node.get("provider") == USER_HOSTS else None
+            # A user's host is checked against the key pinned for the run's owner (one
+            # read per deployment: the executor is kept below)
+            owner = (
+                await run_sync(self.records.run_owner, dep)
+                if node.get("provider") == USER_HOSTS
+                else None
+            )
             executor = node_executor(
                 node, self.settings, tenant=dep.run_id or dep.model_id, owner=owner
             )
@@ -109,7 +113,7 @@ class Servers:
         """Start ``dep.replicas`` servers on the staged model and wait until every one is
         ready (``dep.port``/``dep.procs`` set, the row updated as they start); on any error
         the started ones are killed."""
-        executor = self.executor(dep)
+        executor = await self.executor(dep)
         ws = dep.workdir or ""
         for p in server_procs(dep):
             if p.get("pid"):
@@ -207,7 +211,7 @@ class Servers:
             method,
             path,
             dep_id=dep.id,
-            executor=self.executor(dep),
+            executor=await self.executor(dep),
             workspace=dep.workdir or "",
             port=port,
             json=json,

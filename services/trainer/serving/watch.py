@@ -186,7 +186,7 @@ class Watchers:
         reason = f"scaled to zero after {dep.idle_timeout_s}s without a request"
         if not await run_sync(self.records.move, dep_id, ("running",), "idle", reason=reason):
             return
-        executor = self.servers.executor(dep)
+        executor = await self.servers.executor(dep)
         try:
             await self.servers.kill(dep, executor)
         finally:

@@ -74,7 +74,7 @@ async def test_a_deployment_on_a_users_host_checks_its_runs_owners_key(trainer: 
             run_id=dep_run,
             node=_node("ssh").model_dump(),
         )
-        executor = servers.executor(dep)
+        executor = await servers.executor(dep)
         try:
             assert isinstance(executor, SSHExecutor)
             assert executor.access.known_hosts == str(pinned)

@@ -91,6 +91,10 @@ class Services:
                 return JSONResponse({"error": {"code": "not_found", "message": "no"}}, 404)
             return JSONResponse(self.deployments[did])
 
+        @t.get("/internal/deployments/{did}/v1/models")
+        def openai_models(did: str) -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": did, "object": "model"}]}
+
         @t.post("/internal/deployments/{did}/predict")
         def predict(did: str, body: dict[str, Any]) -> dict[str, Any]:
             return {"outputs": [{"label": "pos", "input": x} for x in body["inputs"]]}
@@ -236,3 +240,24 @@ async def test_an_upload_name_the_fetcher_would_refuse_is_refused_first(
         assert r.status_code == 422, r.text
         assert r.json()["error"]["message"] == "filename must be a plain file name"
     assert services.seen_users == []  # the fetcher was never asked
+
+
+async def test_openai_routes_authorise_through_the_trainers_record(
+    harness: Harness, services: Services
+) -> None:
+    _, owner = harness.login("o@example.com")
+    _, stranger = harness.login()
+    pid = (await harness.create_project(owner))["id"]
+    good, broken = str(uuid.uuid4()), str(uuid.uuid4())
+    services.deployments[good] = {"id": good, "project_id": pid, "status": "running"}
+    services.deployments[broken] = {"id": broken, "project_id": pid}  # no status
+    c = harness.client
+
+    r = await c.get(f"/api/deployments/{good}/v1/models", headers=owner)
+    assert r.status_code == 200 and r.json()["data"][0]["id"] == good
+    r = await c.get(f"/api/deployments/{good}/v1/models", headers=stranger)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    # a record out of contract: a 502 in the OpenAI shape, not a 500 nor a guess
+    r = await c.get(f"/api/deployments/{broken}/v1/models", headers=owner)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["message"] == "trainer service answered an unexpected body"

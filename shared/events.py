@@ -18,6 +18,7 @@ Versioning rules (enforced by ``tests/unit/shared/test_event_contracts.py`` and 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -161,6 +162,10 @@ class ProvisioningProgress(EventPayload):
     percent: float | None = None
 
 
+#: one OpenSSH public-key line: key type, base64 key, optional comment; never a newline
+_OPENSSH_KEY_LINE = re.compile(r"[A-Za-z0-9@.+-]{1,64} [A-Za-z0-9+/]+={0,2}(?: [^\r\n]*)?")
+
+
 class NodeInfo(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -176,6 +181,23 @@ class NodeInfo(BaseModel):
     #: unprivileged user that runs training and serving on an SSH/IDC node (node_base
     #: creates it where the login user can become root); None: they run as the login user
     run_user: str | None = None
+    #: the node's host keys the provisioner pinned on first contact, as OpenSSH public-key
+    #: lines (``ssh-ed25519 AAAA...``): the trainer checks the node against exactly these
+    #: (:mod:`shared.nodes`). Empty: an older producer (or a local node); the trainer then
+    #: keeps its known_hosts file rule.
+    host_keys: tuple[str, ...] = ()
+    #: the same for the jump host (``proxy``), when the node has one and keys are announced
+    proxy_host_keys: tuple[str, ...] = ()
+
+    @field_validator("host_keys", "proxy_host_keys")
+    @classmethod
+    def _openssh_key_lines(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            if not _OPENSSH_KEY_LINE.fullmatch(key):
+                raise ValueError(
+                    f"{key[:60]!r} is not an OpenSSH public-key line ('<type> <base64>')"
+                )
+        return keys
 
 
 class EnvInfo(BaseModel):

@@ -40,7 +40,7 @@ from __future__ import annotations
 from shared.nodes.connect import open_connection
 from shared.nodes.errors import classify_connect_error, classify_ssh_failure
 from shared.nodes.keys import write_key
-from shared.nodes.known_hosts import known_hosts_dir, user_known_hosts
+from shared.nodes.known_hosts import known_hosts_dir, pinned_host_keys, user_known_hosts
 from shared.nodes.transport import (
     SSH_FAILED,
     HostKeyPolicy,
@@ -62,6 +62,7 @@ __all__ = [
     "known_hosts_dir",
     "open_connection",
     "parse_jump",
+    "pinned_host_keys",
     "run_command",
     "user_known_hosts",
     "write_key",

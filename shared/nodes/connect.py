@@ -32,7 +32,7 @@ async def open_connection(access: NodeAccess, *, name: str) -> tuple[Any, Any]:
     except (OSError, asyncssh.Error) as exc:
         if tunnel is not None:
             tunnel.close()
-        raise classify_connect_error(exc, name=name, known_hosts=access.known_hosts) from exc
+        raise classify_connect_error(exc, name=name, known_hosts=access.pinned_in) from exc
     return conn, tunnel
 
 
@@ -40,6 +40,8 @@ def _require_known_hosts(access: NodeAccess, *, name: str) -> None:
     """A named known_hosts file that does not exist pins no key: refuse clearly (asyncssh
     would fail to read it, which reads as a retryable unreachable node)."""
     if access.known_hosts is None or access.host_keys is HostKeyPolicy.UNCHECKED:
+        return
+    if access.key_lines:  # checked against the announced keys: no file is read
         return
     if not Path(access.known_hosts).is_file():
         raise ProviderError(

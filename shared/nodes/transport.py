@@ -77,9 +77,22 @@ class NodeAccess:
     identity_files: tuple[str, ...] = ()
     known_hosts: str | None = None
     host_keys: HostKeyPolicy = HostKeyPolicy.PINNED
+    #: the node's announced host keys (OpenSSH public-key lines, ``NodeInfo.host_keys``):
+    #: when set, asyncssh checks the node against exactly these and the jump host against
+    #: ``jump_key_lines``, and ``known_hosts`` is not read. OpenSSH (the provisioner, which
+    #: pins keys into files) always uses ``known_hosts``.
+    key_lines: tuple[str, ...] = ()
+    jump_key_lines: tuple[str, ...] = ()
     connect_timeout: float = 10
     keepalive_interval: float = 15
     keepalive_count: int = 3
+
+    @property
+    def pinned_in(self) -> str:
+        """Where the host keys checked come from, for messages."""
+        if self.key_lines:
+            return "the host keys the provisioner announced with the node"
+        return self.known_hosts or "~/.ssh/known_hosts"
 
     @property
     def where(self) -> str:
@@ -148,13 +161,15 @@ class NodeAccess:
         if policy is HostKeyPolicy.PIN_ON_FIRST_USE:
             # only OpenSSH records keys (accept-new); asyncssh connections only check them
             policy = HostKeyPolicy.PINNED
+        # asyncssh: None = no check, () = the default known_hosts file, a path = that file,
+        # (keys, CA keys, revoked keys) = exactly those keys
+        known_hosts: Any = None if policy is HostKeyPolicy.UNCHECKED else (self.known_hosts or ())
+        if policy is not HostKeyPolicy.UNCHECKED and self.key_lines:
+            known_hosts = (_import_keys(self.jump_key_lines if jump else self.key_lines), [], [])
         options: dict[str, Any] = {
             "username": self.user,
             "port": self.port,
-            # asyncssh: None = no check, () = the default known_hosts file, a path = that file
-            "known_hosts": (
-                None if policy is HostKeyPolicy.UNCHECKED else (self.known_hosts or ())
-            ),
+            "known_hosts": known_hosts,
             "connect_timeout": self.connect_timeout,
             "keepalive_interval": self.keepalive_interval,
             "keepalive_count_max": self.keepalive_count,
@@ -166,6 +181,20 @@ class NodeAccess:
         if self.identity_files:
             options["client_keys"] = list(self.identity_files)
         return options
+
+
+def _import_keys(lines: tuple[str, ...]) -> list[Any]:
+    """asyncssh keys of OpenSSH public-key lines; one that cannot be read is a clear,
+    non-retryable ``host_key_mismatch`` (no key of it can be trusted)."""
+    import asyncssh
+
+    try:
+        return [asyncssh.import_public_key(line) for line in lines]
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ProviderError(
+            f"an announced host key cannot be read ({exc}): no host key of the node can be trusted",
+            code="host_key_mismatch",
+        ) from None
 
 
 async def communicate(argv: list[str], timeout: float) -> tuple[int, str, str]:

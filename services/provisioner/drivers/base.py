@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from shared.events import NodeInfo
+from shared.nodes import parse_jump
+from shared.nodes.known_hosts import pinned_host_keys
 from shared.spec import ProjectSpec
 
 if TYPE_CHECKING:
@@ -95,7 +97,11 @@ class Node:
         return cls(**data)
 
     def info(self, *, python: str | None) -> NodeInfo:
-        """The public connection details that go into ``NodesReady``."""
+        """The public connection details that go into ``NodesReady``/``NodesReplaced``,
+        with the host keys pinned for the node (and its jump host) on first contact: the
+        trainer checks the node against exactly those (:mod:`shared.nodes`). Reads the
+        node's known_hosts file (small, local): call it off the event loop."""
+        host_keys, proxy_host_keys = self.pinned_keys()
         return NodeInfo(
             name=self.name,
             address=self.address,
@@ -106,7 +112,21 @@ class Node:
             accelerator=self.accelerator,
             provider=self.provider,
             python=python,
+            host_keys=host_keys,
+            proxy_host_keys=proxy_host_keys,
         )
+
+    def pinned_keys(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(the node's, its jump host's) host keys pinned in its known_hosts; both empty
+        when the node is not reached over SSH or its key is not pinned (yet): the trainer
+        then keeps its known_hosts file rule."""
+        if self.connection != "ssh" or self.known_hosts is None:
+            return (), ()
+        keys = pinned_host_keys(self.known_hosts, self.address, self.ssh_port)
+        if not keys or self.proxy is None:
+            return keys, ()
+        jump = parse_jump(self.proxy)
+        return keys, pinned_host_keys(self.known_hosts, jump.host, jump.port)
 
 
 class NodeDriver(ABC):

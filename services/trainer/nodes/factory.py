@@ -1,11 +1,14 @@
 """Which executor a node gets: local (sandboxed, provider ``local``) or SSH, with the
 trainer's settings (SSH keys, known hosts, node timeout, the run's sandbox).
 
-Host keys (one policy with the provisioner, :mod:`shared.nodes`): a user's own host
-(provider ``ssh``) is checked against the file the provisioner pinned its key in, the run
-owner's known_hosts (:func:`shared.nodes.user_known_hosts`); other providers' nodes
-against ``~/.ssh/known_hosts``. ``AIDP_TRAINER_KNOWN_HOSTS`` (deprecated) names one file
-for every node instead."""
+Host keys (one policy with the provisioner, :mod:`shared.nodes`): a node announced with
+its host keys (``NodeInfo.host_keys``: the keys the provisioner pinned on first contact,
+every ssh and idc node of a current provisioner) is checked against exactly those, and its
+jump host against ``NodeInfo.proxy_host_keys``, wherever the trainer runs. A node announced
+without keys (an older provisioner) keeps the file rule: ``AIDP_TRAINER_KNOWN_HOSTS``
+(deprecated) names one file for every node; else a user's own host (provider ``ssh``) is
+checked against the run owner's known_hosts (:func:`shared.nodes.user_known_hosts`), other
+providers' nodes against ``~/.ssh/known_hosts``."""
 
 from __future__ import annotations
 
@@ -53,7 +56,10 @@ def pinned_known_hosts(
     node: NodeInfo, settings: TrainerSettings, owner: uuid.UUID | str | None
 ) -> str | None:
     """The known_hosts file the node's host key is checked against (None: ssh's default,
-    ``~/.ssh/known_hosts``): see the module docstring."""
+    ``~/.ssh/known_hosts``, or, for a node announced with its keys, no file: those keys):
+    see the module docstring."""
+    if node.host_keys:
+        return None
     if settings.trainer_known_hosts is not None:
         return str(settings.trainer_known_hosts)
     if node.provider == USER_HOSTS:

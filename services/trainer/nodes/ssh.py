@@ -90,9 +90,10 @@ class SSHExecutor(NodeExecutor):
     through :mod:`shared.nodes` (the same options and host-key policy as the provisioner).
 
     ``client_keys`` are private key paths of the platform (only those are offered). Host
-    keys are checked against ``known_hosts`` (a file; None: ``~/.ssh/known_hosts``, and no
-    file means no host is trusted); only ``accept_unknown_host_keys=True`` (an explicit
-    opt-in) skips the check.
+    keys are checked against the keys announced with the node (``node.host_keys`` and
+    ``node.proxy_host_keys``, the ones the provisioner pinned), else against
+    ``known_hosts`` (a file; None: ``~/.ssh/known_hosts``, and no file means no host is
+    trusted); only ``accept_unknown_host_keys=True`` (an explicit opt-in) skips the check.
     """
 
     def __init__(
@@ -118,6 +119,9 @@ class SSHExecutor(NodeExecutor):
             jump=parse_jump(node.proxy) if node.proxy else None,
             identity_files=tuple(client_keys),
             known_hosts=known_hosts,
+            # announced with the node (NodesReady): checked against exactly these, no file
+            key_lines=node.host_keys,
+            jump_key_lines=node.proxy_host_keys,
             host_keys=(
                 HostKeyPolicy.UNCHECKED if accept_unknown_host_keys else HostKeyPolicy.PINNED
             ),

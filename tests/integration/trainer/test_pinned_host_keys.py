@@ -1,6 +1,8 @@
-"""One host-key policy (issue 17): the trainer checks a user's host against the very file
-the provisioner pinned its key in on first contact, the run owner's known_hosts in
-``AIDP_KNOWN_HOSTS_DIR`` (``shared.nodes.user_known_hosts``). A real sshd in a network
+"""One host-key policy (issue 17): the trainer checks a user's host against the key the
+provisioner pinned on first contact and announced with the node (``NodeInfo.host_keys``);
+for a node announced without keys (an older provisioner), against the very file the
+provisioner pinned it in, the run owner's known_hosts in ``AIDP_KNOWN_HOSTS_DIR``
+(``shared.nodes.user_known_hosts``). A real sshd in a network
 namespace; the provisioner's ssh driver pins its key, the trainer's executor checks it."""
 
 from __future__ import annotations
@@ -100,6 +102,18 @@ async def test_the_trainer_reaches_a_host_whose_key_the_provisioner_pinned(
     _, node = await pin_as_the_provisioner(data_dir, host, client_key, owner, tmp_path / "n")
     settings = trainer_settings(data_dir, client_key)
     info = node.info(python=sys.executable)
+    # announced with the key the provisioner pinned: checked against exactly that key, no
+    # file is read (whoever the owner named, even one with no known_hosts of their own)
+    assert info.host_keys == (" ".join(host.host_key_pub.split()[:2]),)
+    stranger = uuid.uuid4()
+    executor = node_executor(info, settings, tenant=uuid.uuid4(), owner=str(stranger))
+    try:
+        assert isinstance(executor, SSHExecutor) and executor.access.known_hosts is None
+        assert (await executor.run(["echo", "hi"]))[:2] == (0, "hi\n")
+    finally:
+        await executor.close()
+    # announced without keys (an older provisioner): the owner's pinned file, as before
+    info = info.model_copy(update={"host_keys": ()})
     executor = node_executor(info, settings, tenant=uuid.uuid4(), owner=str(owner))
     try:
         assert isinstance(executor, SSHExecutor)
@@ -108,7 +122,6 @@ async def test_the_trainer_reaches_a_host_whose_key_the_provisioner_pinned(
     finally:
         await executor.close()
     # another user's runs do not trust what this user pinned
-    stranger = uuid.uuid4()
     other = node_executor(info, settings, tenant=uuid.uuid4(), owner=str(stranger))
     try:
         with pytest.raises(ProviderError, match="no host key is pinned") as caught:
@@ -135,17 +148,21 @@ async def test_a_host_whose_key_changed_is_refused(
     host.start()
 
     settings = trainer_settings(data_dir, client_key)
-    executor = node_executor(
-        node.info(python=sys.executable), settings, tenant=uuid.uuid4(), owner=owner
-    )
-    try:
-        with pytest.raises(ProviderError, match="host key mismatch") as caught:
-            await executor.run(["true"])
-    finally:
-        await executor.close()
-    error = caught.value
-    assert error.code == "host_key_mismatch" and not error.retryable
-    assert str(node.known_hosts) in str(error)  # says which pinned file disagrees
+    announced = node.info(python=sys.executable)
+    assert announced.host_keys  # the key pinned before the reinstall
+    for info, pinned_in in (
+        (announced, "announced"),  # the keys announced with the node
+        (announced.model_copy(update={"host_keys": ()}), str(node.known_hosts)),  # older
+    ):
+        executor = node_executor(info, settings, tenant=uuid.uuid4(), owner=owner)
+        try:
+            with pytest.raises(ProviderError, match="host key mismatch") as caught:
+                await executor.run(["true"])
+        finally:
+            await executor.close()
+        error = caught.value
+        assert error.code == "host_key_mismatch" and not error.retryable
+        assert pinned_in in str(error)  # says which pinned keys disagree
     # the provisioner refuses it too, and nobody replaced the pinned key
     rc, _, err = await driver.run(node, "true")
     assert rc == SSH_FAILED
@@ -161,11 +178,12 @@ async def test_a_run_is_checked_against_its_owners_pinned_key(
     client_key: Path,
     tiny_files: tuple[Path, Path],
 ) -> None:
-    """Through the running trainer: the owner the run-starting event names picks the
-    known_hosts file (``shared.events.run_owner``)."""
+    """Through the running trainer, for a node announced without keys (an older
+    provisioner): the owner the run-starting event names picks the known_hosts file
+    (``shared.events.run_owner``)."""
     owner, stranger = uuid.uuid4(), uuid.uuid4()
     _, node = await pin_as_the_provisioner(data_dir, host, client_key, owner, tmp_path / "n")
-    info = node.info(python=sys.executable)
+    info = node.info(python=sys.executable).model_copy(update={"host_keys": ()})
     env = EnvInfo(lock_hash="c" * 64, python=sys.executable, torch_version="2.13.0")
     settings: dict[str, Any] = {"trainer_ssh_keys": [client_key]}
     async with running_trainer(tmp_path, tiny_files, **settings) as trainer:

@@ -23,9 +23,14 @@ One host-key policy: host keys are pinned
       own) only checks (:attr:`HostKeyPolicy.PINNED`): an unknown or changed key is
       refused. The system-wide known_hosts is never consulted when a file is named, and
       a named file that does not exist trusts no host (a clear ``host_key_mismatch``).
-    - The trainer checks a user's host against the very file the provisioner pinned it
-      in: both find it with :func:`user_known_hosts` in the one ``AIDP_KNOWN_HOSTS_DIR``
-      (:func:`known_hosts_dir`).
+    - The provisioner announces what it pinned with each node (``NodeInfo.host_keys``,
+      ``proxy_host_keys`` for the jump host; read with :func:`pinned_host_keys`) and the
+      trainer checks the node against exactly those keys, in memory
+      (``NodeAccess.key_lines``): cloud VMs and users' hosts alike, wherever it runs.
+    - A node announced without keys (an older provisioner): the trainer checks a user's
+      host against the very file the provisioner pinned it in: both find it with
+      :func:`user_known_hosts` in the one ``AIDP_KNOWN_HOSTS_DIR``
+      (:func:`known_hosts_dir`); other nodes against ``~/.ssh/known_hosts``.
     - :attr:`HostKeyPolicy.UNCHECKED` skips the check only on an operator's explicit,
       documented opt-in (``AIDP_TRAINER_ACCEPT_UNKNOWN_HOST_KEYS``).
     - A jump host is reached with the same keys, known_hosts and policy as the node.

@@ -13,21 +13,29 @@
   instance type, where its name tells); every choice of ``resources.instance_type`` and
   ``resources.fallback`` is checked, and the 422 names the one refused
 
-The request bodies (the check's, the ``PUT``'s) are declared in
-``shared/contracts/cloud_access.py``, which the gateway sends them with.
+The request and answer bodies are declared in ``shared/contracts/cloud_access.py``; the
+routes answer through those models (``response_model=``) and the gateway calls through
+the typed calls beside them.
 """
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from services.provisioner.cloud_access import CloudAccessPolicy
 from services.provisioner.drivers.base import RunContext
-from shared.contracts.cloud_access import CHECK_PATH, AccessUpdate, SpecCheck
+from shared.contracts.cloud_access import (
+    ACCESS_PATH,
+    CHANGES_PATH,
+    CHECK_PATH,
+    AccessChanges,
+    AccessPolicy,
+    AccessUpdate,
+    SpecCheck,
+)
 from shared.errors import InvalidInput, ProviderError
 from shared.service_auth import require_caller
 
@@ -39,28 +47,28 @@ _SPEC_REFUSALS = frozenset(
 )
 #: Providers whose refusals are known before the run (ssh hosts are probed when they run).
 _CHECKED_PROVIDERS = frozenset({"idc", "local"})
-_PREFIX = "/internal/cloud-access"
+_PREFIX = ACCESS_PATH
 
 
 def cloud_access_router(policy: CloudAccessPolicy) -> APIRouter:
     # only the gateway calls these (service token, shared.service_auth)
     router = APIRouter(prefix=_PREFIX, tags=["internal"], dependencies=[require_caller("gateway")])
 
-    @router.get("")
-    def show() -> dict[str, Any]:
+    @router.get("", response_model=AccessPolicy)
+    def show() -> AccessPolicy:
         """The platform cloud-credential policy: setting, admin list, caps."""
-        return policy.describe()
+        return AccessPolicy.model_validate(policy.describe())
 
-    @router.put("")
-    def replace(body: AccessUpdate) -> dict[str, Any]:
+    @router.put("", response_model=AccessPolicy)
+    def replace(body: AccessUpdate) -> AccessPolicy:
         """Replace the admin list of users allowed the platform's credentials (audited)."""
         policy.replace([(u.user_id, u.email) for u in body.users], actor=body.actor_id)
-        return policy.describe()
+        return AccessPolicy.model_validate(policy.describe())
 
-    @router.get("/changes")
-    def changes() -> dict[str, Any]:
+    @router.get(CHANGES_PATH.removeprefix(_PREFIX), response_model=AccessChanges)
+    def changes() -> AccessChanges:
         """Who changed the admin list when, and how (newest first)."""
-        return {"changes": policy.changes()}
+        return AccessChanges.model_validate({"changes": policy.changes()})
 
     @router.post(CHECK_PATH.removeprefix(_PREFIX), status_code=204, response_class=Response)
     async def check(body: SpecCheck, request: Request) -> Response:

@@ -8,7 +8,9 @@
 - ``GET /api/admin/cloud-access/changes`` → every change: when, by whom, before and after
 
 Everyone else gets 403. Each change is recorded by the provisioner with the admin's id and
-logged here.
+logged here. The provisioner's answers are read through its contract
+(``shared/contracts/cloud_access.py``; an answer out of it is a 502); the public answers keep
+their untyped schema (``dict``), so the web client's types do not change.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.deps import CurrentUser, GatewayDep
 from services.gateway.errors import responses
 from services.gateway.identity import Identity
+from shared.contracts import cloud_access as contract
+from shared.contracts.answers import parse_answer
 from shared.contracts.identity import lookup_user
 from shared.errors import Forbidden, InvalidInput
 
@@ -50,22 +54,31 @@ class CloudAccessIn(BaseModel):
     users: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(max_length=1000)
 
 
-async def _resolve(gateway: GatewayDep, entry: str) -> dict[str, Any]:
-    """``{"user_id", "email"}`` of an email or a user id (422 when no account has it)."""
+async def _resolve(gateway: GatewayDep, entry: str) -> contract.AccessUser:
+    """The account of an email or a user id (422 when no account has it)."""
     try:
-        return {"user_id": str(uuid.UUID(entry)), "email": None}
+        user_id = uuid.UUID(entry)
     except ValueError:
         pass
+    else:
+        return contract.AccessUser(user_id=user_id)
     found = await lookup_user(gateway.downstream.auth, entry)
     if found is None:
         raise InvalidInput(f"no user with the email {entry!r}")
-    return {"user_id": found.id, "email": found.email}
+    # an account id that is not a UUID is auth's answer out of contract: a 502, not a 500
+    account = {"user_id": found.id, "email": found.email}
+    return parse_answer(contract.AccessUser, account, service=gateway.downstream.auth.name)
+
+
+# The public answers stay ``dict[str, Any]``: their OpenAPI schema (and web/src/api-types.ts)
+# is what it was before the contract; the body is the contract's, checked on the way in.
 
 
 @router.get("/cloud-access", responses=responses(403, 503))
 async def get_cloud_access(admin: Admin, gateway: GatewayDep) -> dict[str, Any]:
     """Who may use the platform's cloud credentials, and the platform's price caps."""
-    return await gateway.downstream.provisioner.json("GET", "/internal/cloud-access")  # type: ignore[no-any-return]
+    policy = await contract.read_policy(gateway.downstream.provisioner)
+    return policy.model_dump(mode="json")
 
 
 @router.put("/cloud-access", responses=responses(403, 503))
@@ -74,20 +87,18 @@ async def put_cloud_access(
 ) -> dict[str, Any]:
     """Replace the admin list of users allowed the platform's cloud credentials (audited)."""
     users = [await _resolve(gateway, entry) for entry in dict.fromkeys(body.users)]
-    answer = await gateway.downstream.provisioner.json(
-        "PUT",
-        "/internal/cloud-access",
-        json={"users": users, "actor_id": str(admin.user_id)},
-    )
+    update = contract.AccessUpdate(users=users, actor_id=admin.user_id)
+    policy = await contract.replace_users(gateway.downstream.provisioner, update)
     log.info(
         "cloud access list replaced by admin %s: %s",
         admin.user_id,
-        ", ".join(u["user_id"] for u in users) or "nobody",
+        ", ".join(str(u.user_id) for u in users) or "nobody",
     )
-    return answer  # type: ignore[no-any-return]
+    return policy.model_dump(mode="json")
 
 
 @router.get("/cloud-access/changes", responses=responses(403, 503))
 async def cloud_access_changes(admin: Admin, gateway: GatewayDep) -> dict[str, Any]:
     """The audit trail of the admin list (newest first)."""
-    return await gateway.downstream.provisioner.json("GET", "/internal/cloud-access/changes")  # type: ignore[no-any-return]
+    changes = await contract.list_changes(gateway.downstream.provisioner)
+    return changes.model_dump(mode="json")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from services.provisioner.settings import ProvisionerSettings
+from shared.contracts import cloud_access as contract
 from shared.internal import register_inproc, unregister_inproc
 from tests.unit.gateway.conftest import SPEC, Harness
 from tests.unit.provisioner.harness import FakeEnvBuilder
@@ -73,6 +76,9 @@ async def test_only_admins_read_or_change_cloud_access(
 
     got = await c.get("/api/admin/cloud-access", headers=admin)
     assert got.json()["users"][0]["granted_by"] == str(admin_id)
+    # the public answer is the contract's, whole (its keys are the same as before)
+    assert set(got.json()) == set(contract.AccessPolicy.model_fields)
+    assert contract.AccessPolicy.model_validate(got.json()).model_dump(mode="json") == got.json()
     changes = (await c.get("/api/admin/cloud-access/changes", headers=admin)).json()["changes"]
     assert len(changes) == 1 and changes[0]["actor_id"] == str(admin_id)
     assert changes[0]["after"][0]["user_id"] == str(bob_id)
@@ -104,3 +110,48 @@ async def test_a_spec_above_the_platform_price_cap_is_refused_at_submit(
     assert rerun.status_code == 422, rerun.text
     runs = (await c.get(f"/api/projects/{project_id}/runs", headers=bob)).json()
     assert len(runs) == 1  # only run 1
+
+
+def _provisioner_out_of_contract() -> FastAPI:
+    """A provisioner that answers bodies its contract does not allow (a stand-in: the real
+    one declares its answers with ``response_model`` and cannot)."""
+    app = FastAPI()
+    bad: dict[str, Any] = {"users": "everyone", "max_price_per_hour": "cheap"}
+
+    @app.get(contract.ACCESS_PATH)
+    def show() -> dict[str, Any]:
+        return bad
+
+    @app.put(contract.ACCESS_PATH)
+    def replace() -> dict[str, Any]:
+        return bad
+
+    @app.get(contract.CHANGES_PATH)
+    def changes() -> dict[str, Any]:
+        return {"changes": [{"at": "yesterday", "before": None}]}
+
+    return app
+
+
+async def test_a_provisioner_answer_out_of_contract_is_a_502(harness: Harness) -> None:
+    name = f"provisioner-bad-{uuid.uuid4().hex[:6]}"
+    register_inproc(name, _provisioner_out_of_contract())
+    downstream = harness.app.state.gateway.downstream.provisioner
+    downstream.url, downstream._client = f"inproc://{name}", None
+    bob_id, _ = harness.login("bob@example.com")
+    _, admin = harness.login("admin@example.com", admin=True)
+    try:
+        for method, path in (
+            ("GET", "/api/admin/cloud-access"),
+            ("PUT", "/api/admin/cloud-access"),
+            ("GET", "/api/admin/cloud-access/changes"),
+        ):
+            body = {"users": [str(bob_id)]} if method == "PUT" else None
+            answer = await harness.client.request(method, path, json=body, headers=admin)
+            assert answer.status_code == 502, (path, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "provider_error"
+            assert error["message"] == "provisioner service answered an unexpected body"
+            assert "everyone" not in answer.text  # never passed on as it came
+    finally:
+        unregister_inproc(name)

@@ -47,6 +47,41 @@ def _deployment(**changes: Any) -> dict[str, Any]:
     return {**record, **changes}
 
 
+def _access_entry(**changes: Any) -> dict[str, Any]:
+    entry = {
+        "user_id": str(uuid.uuid4()),
+        "email": "bob@example.com",
+        "granted_by": str(uuid.uuid4()),
+        "granted_at": NOW.isoformat(),
+    }
+    return {**entry, **changes}
+
+
+def _access_policy(**changes: Any) -> dict[str, Any]:
+    policy = {
+        "setting": {"all": False, "user_ids": [str(uuid.uuid4())]},
+        "users": [_access_entry(), _access_entry(email=None, granted_by=None)],
+        "max_price_per_hour": 2.0,
+        "max_price_per_user_hour": None,
+    }
+    return {**policy, **changes}
+
+
+def _access_changes(**changes: Any) -> dict[str, Any]:
+    change = {
+        "at": NOW.isoformat(),
+        "actor_id": str(uuid.uuid4()),
+        "before": [],
+        "after": [_access_entry()],
+    }
+    return {
+        "changes": [
+            {**change, **changes},
+            {**change, "actor_id": None, "before": [_access_entry()]},
+        ]
+    }
+
+
 ANSWERS: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (deployments.DeploymentRecord, _deployment()),
     (deployments.DeployAnswer, {**_deployment(status="starting"), "deployment_id": "d"}),
@@ -92,6 +127,10 @@ ANSWERS: list[tuple[type[BaseModel], dict[str, Any]]] = [
         artifacts.UploadAnswer,
         {"id": "u", "uri": "upload://u", "size_bytes": 3, "digest": "d", "filename": "a.csv"},
     ),
+    (cloud_access.AccessPolicy, _access_policy()),
+    (cloud_access.AccessPolicy, _access_policy(users=[], max_price_per_hour=None)),
+    (cloud_access.AccessChanges, _access_changes()),
+    (cloud_access.AccessChanges, {"changes": []}),
 ]
 
 
@@ -117,6 +156,14 @@ def test_answers_round_trip_through_json(model: type[BaseModel], body: dict[str,
             {"id": "u", "uri": "/etc/passwd", "size_bytes": 1, "digest": "d", "filename": "a"},
         ),  # fmt: skip
         (artifacts.UploadAnswer, None),
+        (cloud_access.AccessPolicy, {"users": [], "max_price_per_hour": 2.0}),  # no setting
+        (cloud_access.AccessPolicy, _access_policy(setting={"all": "sometimes", "user_ids": []})),
+        (cloud_access.AccessPolicy, _access_policy(users=[_access_entry(user_id="bob")])),
+        (cloud_access.AccessPolicy, _access_policy(max_price_per_hour="cheap")),
+        (cloud_access.AccessPolicy, [_access_entry()]),  # a list, not the policy
+        (cloud_access.AccessChanges, {"changes": [{"at": NOW.isoformat()}]}),  # no lists
+        (cloud_access.AccessChanges, _access_changes(at="yesterday")),
+        (cloud_access.AccessChanges, {"items": []}),
     ],
 )
 def test_an_answer_out_of_contract_is_a_502_naming_the_service(
@@ -316,3 +363,61 @@ async def test_an_upload_with_a_bad_name_is_refused_before_the_body_is_sent() ->
             fetcher, user_id=uuid.uuid4(), filename="..", content=body(), headers={}
         )
     assert fetcher.calls == []
+
+
+async def test_the_cloud_access_calls_send_and_read_the_contracts_bodies() -> None:
+    policy, changes = _access_policy(), _access_changes()
+    provisioner = FakeCaller(policy, policy, changes)
+    provisioner.name = "provisioner"
+    admin, bob = uuid.uuid4(), uuid.uuid4()
+    update = cloud_access.AccessUpdate(
+        users=[cloud_access.AccessUser(user_id=bob, email="bob@example.com")], actor_id=admin
+    )
+
+    shown = await cloud_access.read_policy(provisioner)
+    replaced = await cloud_access.replace_users(provisioner, update)
+    listed = await cloud_access.list_changes(provisioner)
+
+    assert [(m, p) for m, p, _ in provisioner.calls] == [
+        ("GET", cloud_access.ACCESS_PATH),
+        ("PUT", cloud_access.ACCESS_PATH),
+        ("GET", cloud_access.CHANGES_PATH),
+    ]
+    sent = provisioner.calls[1][2]["json"]
+    assert sent == {
+        "users": [{"user_id": str(bob), "email": "bob@example.com"}],
+        "actor_id": str(admin),
+    }
+    assert cloud_access.AccessUpdate.model_validate(sent) == update
+    assert shown == replaced
+    assert [str(u.user_id) for u in shown.users] == [u["user_id"] for u in policy["users"]]
+    assert shown.max_price_per_hour == 2.0 and shown.setting.all is False
+    assert [c.actor_id for c in listed.changes][1] is None
+    assert str(listed.changes[0].after[0].user_id) == changes["changes"][0]["after"][0]["user_id"]
+
+
+@pytest.mark.parametrize("call", ["read_policy", "replace_users", "list_changes"])
+async def test_a_cloud_access_answer_out_of_contract_is_a_502_naming_the_provisioner(
+    call: str,
+) -> None:
+    provisioner = FakeCaller({"users": "everyone"})
+    provisioner.name = "provisioner"
+    args = (cloud_access.AccessUpdate(users=[]),) if call == "replace_users" else ()
+    with pytest.raises(ProviderError) as caught:
+        await getattr(cloud_access, call)(provisioner, *args)
+    assert caught.value.status == 502
+    assert caught.value.message == "provisioner service answered an unexpected body"
+
+
+def test_the_admin_list_update_is_strict_and_bounded() -> None:
+    user = {"user_id": str(uuid.uuid4()), "email": None}
+    assert cloud_access.AccessUpdate.model_validate({"users": [user]}).actor_id is None
+    for bad in (
+        {"users": [user], "all": True},
+        {"users": [{**user, "granted_by": None}]},
+        {"users": [{**user, "email": "x" * 321}]},
+        {"users": [{"user_id": "bob"}]},
+        {"users": [user] * (cloud_access.MAX_ACCESS_USERS + 1)},
+    ):
+        with pytest.raises(ValidationError):
+            cloud_access.AccessUpdate.model_validate(bad)

@@ -96,6 +96,9 @@ async def test_instance_ready_configured_through_jump_host_then_released(
         assert node["address"] == private_ip and node["proxy"] == f"root@{jump.address}:22"
         assert node["provider"] == "idc" and ready["env"]["torch_version"].startswith("2.13.0")
         assert node["run_user"] == "aidp-run"  # the VM's login user can become root
+        # the host keys pinned on first contact travel with the node, for the trainer
+        assert node["host_keys"] == [" ".join(network[1].host_key_pub.split()[:2])]
+        assert node["proxy_host_keys"] == [" ".join(jump.host_key_pub.split()[:2])]
         [instance] = made.live_instances()
         assert instance["metadata"]["labels"]["aidp-run"] == str(run)
         assert instance["spec"]["userData"].startswith("#cloud-config")

@@ -66,9 +66,10 @@ class TrainerSettings(SandboxedServiceSettings):
     )
     trainer_known_hosts: Path | None = Field(
         None,
-        description="Deprecated override: one known_hosts file for every node instead of"
-        " the owner's pinned file (None: the owner's file for ssh hosts, ~/.ssh/known_hosts"
-        " for other providers' nodes).",
+        description="Deprecated override, for nodes announced without host keys (an older"
+        " provisioner): one known_hosts file for every such node instead of the owner's"
+        " pinned file (None: the owner's file for ssh hosts, ~/.ssh/known_hosts otherwise)."
+        " A node announced with host keys is checked against exactly those.",
     )
     trainer_accept_unknown_host_keys: bool = Field(
         False,

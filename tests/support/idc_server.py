@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -37,7 +37,10 @@ from fastapi.responses import JSONResponse
 
 from tests.support.infra import free_port
 
-__all__ = ["IdcCloud", "NodeSlot", "idc_server"]
+if TYPE_CHECKING:
+    from tests.support.sshd_hosts import SshHost
+
+__all__ = ["IdcCloud", "NodeSlot", "idc_server", "jumped_cloud"]
 
 #: Every compute API path starts here; the account is checked where the cloud checks it.
 _BASE = "/v1/cloudaccounts/{account}"
@@ -362,3 +365,16 @@ def idc_server(cloud: IdcCloud) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def jumped_cloud(jump: SshHost, node: SshHost, private_ip: str) -> Iterator[tuple[IdcCloud, str]]:
+    """A cloud with one VM, ``node`` at ``private_ip``, reachable only through ``jump``
+    (the account's jump host); yields the cloud and its API's base URL."""
+    made = IdcCloud(
+        slots=[NodeSlot(private_ip=private_ip, user="root", authorized_keys=node.authorized_keys)],
+        proxy=("root", jump.address, jump.port),
+        proxy_authorized_keys=jump.authorized_keys,
+    )
+    with idc_server(made) as url:
+        yield made, url

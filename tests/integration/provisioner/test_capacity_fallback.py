@@ -18,7 +18,7 @@ import pytest
 from services.provisioner.settings import ProvisionerSettings
 from shared.events import ProjectCreated, RunCancelled
 from shared.secrets import InMemoryVault
-from tests.support.idc_server import IdcCloud, NodeSlot, idc_server
+from tests.support.idc_server import IdcCloud, jumped_cloud
 from tests.support.sshd_hosts import SshHost, generate_key, private_link, sshd_hosts
 from tests.unit.provisioner.harness import FakeEnvBuilder, Harness, spec_dict
 
@@ -35,13 +35,8 @@ def network() -> Iterator[tuple[SshHost, SshHost, SshHost, str]]:
 @pytest.fixture
 def cloud(network: tuple[SshHost, SshHost, SshHost, str]) -> Iterator[tuple[IdcCloud, str]]:
     jump, node, _, private_ip = network
-    made = IdcCloud(
-        slots=[NodeSlot(private_ip=private_ip, user="root", authorized_keys=node.authorized_keys)],
-        proxy=("root", jump.address, jump.port),
-        proxy_authorized_keys=jump.authorized_keys,
-    )
-    with idc_server(made) as url:
-        yield made, url
+    with jumped_cloud(jump, node, private_ip) as made:
+        yield made
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from services.provisioner.drivers.idc_api import IdcClient, IdcCredentials
 from services.provisioner.settings import ProvisionerSettings
 from shared.events import ProjectCreated, RunCancelled
 from shared.secrets import InMemoryVault
-from tests.support.idc_server import IdcCloud, NodeSlot, idc_server
+from tests.support.idc_server import IdcCloud, jumped_cloud
 from tests.support.sshd_hosts import SshHost, private_link, sshd_hosts
 from tests.unit.provisioner.harness import Harness, spec_dict
 
@@ -34,13 +34,8 @@ def network() -> Iterator[tuple[SshHost, SshHost, str]]:
 @pytest.fixture
 def cloud(network: tuple[SshHost, SshHost, str]) -> Iterator[tuple[IdcCloud, str]]:
     jump, node, private_ip = network
-    made = IdcCloud(
-        slots=[NodeSlot(private_ip=private_ip, user="root", authorized_keys=node.authorized_keys)],
-        proxy=("root", jump.address, jump.port),
-        proxy_authorized_keys=jump.authorized_keys,
-    )
-    with idc_server(made) as url:
-        yield made, url
+    with jumped_cloud(jump, node, private_ip) as made:
+        yield made
 
 
 @pytest.fixture

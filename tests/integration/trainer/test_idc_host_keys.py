@@ -23,7 +23,7 @@ from shared.errors import ProviderError
 from shared.events import EnvInfo, NodeInfo, NodesReady
 from shared.secrets import InMemoryVault
 from shared.spec import ProjectSpec
-from tests.support.idc_server import IdcCloud, NodeSlot, idc_server
+from tests.support.idc_server import IdcCloud, jumped_cloud
 from tests.support.sshd_hosts import SshHost, generate_key, private_link, sshd_hosts
 from tests.unit.provisioner.harness import spec_dict
 
@@ -43,13 +43,8 @@ def network() -> Iterator[tuple[SshHost, SshHost, str]]:
 @pytest.fixture
 def cloud(network: tuple[SshHost, SshHost, str]) -> Iterator[tuple[IdcCloud, str]]:
     jump, node, private_ip = network
-    made = IdcCloud(
-        slots=[NodeSlot(private_ip=private_ip, user="root", authorized_keys=node.authorized_keys)],
-        proxy=("root", jump.address, jump.port),
-        proxy_authorized_keys=jump.authorized_keys,
-    )
-    with idc_server(made) as url:
-        yield made, url
+    with jumped_cloud(jump, node, private_ip) as made:
+        yield made
 
 
 async def provision(tmp_path: Path, cloud: tuple[IdcCloud, str]) -> tuple[Node, RunContext]:

@@ -7,7 +7,7 @@ seconds, min/median/max printed:
 - one replica at 500 events/s and at 1,000 events/s;
 - two replicas at 1,000 events/s (the subscribers split between them);
 - scaling: one replica, then two, at 1,000 events/s with each replica held to the same CPU
-  quota (AIDP_BENCH_REPLICA_CORES, default 0.25 of a core; :mod:`tests.bench.cpu_cap`).
+  quota (AIDP_BENCH_REPLICA_CORES, default 0.2 of a core; :mod:`tests.bench.cpu_cap`).
   Uncapped, one replica keeps up with 1,000/s, so a second cannot show more; and on a
   2-core machine the load generator needs most of the CPU. Capped, the replicas set the
   pace, and "two replicas ≥ 1.6 × one" is measured as ingest, not inferred.
@@ -61,7 +61,7 @@ SECONDS = float(os.environ.get("AIDP_BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("AIDP_BENCH_ROUNDS", "3"))
 STRICT = os.environ.get("AIDP_BENCH_STRICT") == "1"
 #: CPU quota (cores) per replica in the scaling rounds; 0 skips them (cpu_cap.py says why)
-CAP_CORES = float(os.environ.get("AIDP_BENCH_REPLICA_CORES", "0.25"))
+CAP_CORES = float(os.environ.get("AIDP_BENCH_REPLICA_CORES", "0.2"))
 QUIET_FOR = 20.0  # seconds without a new receipt: what is missing is lost, not late
 
 

@@ -8,6 +8,7 @@ import uvicorn
 from services.gateway.main import create_app
 from services.gateway.settings import GatewaySettings
 from shared.hardening import harden_process
+from shared.service.gc_tuning import settle_heap
 
 
 def main() -> None:
@@ -18,8 +19,10 @@ def main() -> None:
         if settings.tls_cert and settings.tls_key
         else {}
     )
+    app = create_app(settings)
+    settle_heap()  # GC pauses were the fan-out's latency tail (shared.service.gc_tuning)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from shared.events import ArtifactsCached, EnvInfo, NodesReady, ProjectCreated
 from shared.nodes import SSH_FAILED, user_known_hosts
 from shared.secrets import InMemoryVault
 from shared.spec import ProjectSpec
-from tests.support.sshd_hosts import SshHost, generate_key, sshd_hosts
+from tests.support.sshd_hosts import SshHost, generate_key
 from tests.unit.provisioner.harness import spec_dict
 from tests.unit.trainer.conftest import running_trainer, text_spec
 
@@ -37,19 +36,6 @@ pytestmark = [
 ]
 
 KEY = "NODE_KEY"
-
-
-@pytest.fixture
-def client_key(tmp_path: Path) -> Path:
-    generate_key(tmp_path / "client")
-    return tmp_path / "client"
-
-
-@pytest.fixture
-def host(client_key: Path) -> Iterator[SshHost]:
-    with sshd_hosts(1) as (made,):
-        made.authorize(client_key.with_suffix(".pub").read_text())
-        yield made
 
 
 @pytest.fixture

@@ -44,19 +44,6 @@ pytestmark = [
 
 
 @pytest.fixture
-def client_key(tmp_path: Path) -> Path:
-    generate_key(tmp_path / "client")
-    return tmp_path / "client"
-
-
-@pytest.fixture
-def host(client_key: Path) -> Iterator[SshHost]:
-    with sshd_hosts(1) as (made,):
-        made.authorize(client_key.with_suffix(".pub").read_text())
-        yield made
-
-
-@pytest.fixture
 def known_hosts(tmp_path: Path, host: SshHost) -> Path:
     path = tmp_path / "known_hosts"
     path.write_text(f"{host.address} {host.host_key_pub}\n")

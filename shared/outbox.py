@@ -14,14 +14,32 @@ message is acknowledged without repeating its effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Row, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    Row,
+    Table,
+    any_,
+    bindparam,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, Session, SQLModel
 
 from shared.bus.base import Bus, StoredEvent, UnroutableError
@@ -56,6 +74,14 @@ class OutboxRow(SQLModel, table=True):
     occurred_at: datetime | None = None
     correlation_id: uuid.UUID | None = None
     traceparent: str | None = Field(default=None, max_length=128)
+
+
+_OUTBOX: Table = OutboxRow.__table__  # type: ignore[attr-defined]
+_IN_FLIGHT = 2  # batches awaiting their confirms at once in OutboxRelay.drain
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+# a claimed batch: the connection whose transaction holds it, and its rows
+_Batch = tuple[Connection, Sequence[Row[Any]]]
+_Publishing = asyncio.Task[list[BaseException | None]]
 
 
 class InboxRow(SQLModel, table=True):
@@ -129,15 +155,19 @@ class OutboxRelay:
     ``run`` loops until cancelled; ``notify`` wakes it after a commit so latency stays low,
     and a poll interval covers rows committed by other processes.
 
-    One pass (:meth:`relay_once`) claims up to ``batch_size`` pending rows, publishes their
-    stored bytes with :meth:`Bus.publish_stored` (all confirms in flight together, one
-    deadline for the batch, no re-parse), then marks the confirmed ones sent. On PostgreSQL
-    the rows stay locked (``FOR UPDATE SKIP LOCKED``)
-    from claim to mark, so concurrent relays never publish the same row. On SQLite (one
-    relay per service, embedded mode) the read transaction ends before publishing, so
-    handlers committing meanwhile cannot make the mark fail. If the mark fails or the
-    process dies after publishing, the rows stay pending and are published again: a
-    duplicate (consumers dedupe with :func:`claim_inbox`), never a loss.
+    One pass (:meth:`relay_once`) claims up to ``batch_size`` pending rows (SQL Core, no
+    ORM), publishes their stored bytes with :meth:`Bus.publish_stored` (all frames in one
+    write, all confirms in flight together, one deadline for the batch, no re-parse), then
+    marks the confirmed ones sent in one statement. :meth:`drain` (what ``run`` does)
+    publishes batch after batch, in order, with the database work beside the broker's:
+    the next batch (rows after this one's) is claimed while this one is published, and
+    this one is marked while the next is published. On PostgreSQL the rows stay locked
+    (``FOR UPDATE SKIP LOCKED``) from claim to mark, so concurrent relays never publish
+    the same row. On SQLite (one relay per service, embedded mode) the read transaction
+    ends before publishing, so handlers committing meanwhile cannot make the mark fail.
+    If the mark fails or the process dies after publishing, the rows stay pending and are
+    published again: a duplicate (consumers dedupe with :func:`claim_inbox`), never a
+    loss.
 
     A row no queue is bound for (:class:`UnroutableError`) is retried like any failure —
     its consumer may not have started yet — until it is ``unroutable_grace`` seconds old;
@@ -185,15 +215,12 @@ class OutboxRelay:
         while True:
             self._wake.clear()  # before the pass: a commit during it wakes the next one
             try:
-                sent = await self.relay_once()
+                await self.drain()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox relay for %s failed; retrying", self.service)
-                sent = 0
                 await asyncio.sleep(1.0)
-            if sent >= self.batch_size:
-                continue  # more may be waiting
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
             # lands as the event is set, and the relay then never stops
             try:
@@ -203,24 +230,120 @@ class OutboxRelay:
                 pass
 
     async def relay_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were confirmed.
-
-        The batch's session spans the publish (on PostgreSQL its transaction holds the row
-        locks from claim to mark); its database steps run off the loop (``run_sync``)."""
-        batch = await run_sync(self._claim_batch)
+        """Publish one batch of pending rows; returns how many were confirmed."""
+        batch = await self._claim_next(None)
         if batch is None:
             return 0
-        session, rows = batch
+        conn, rows = batch
+        results = await self._publish(conn, rows)
+        confirmed, stalled = await self._settle(conn, rows, results)
+        if stalled:
+            await asyncio.sleep(0.5)  # broker trouble: back off a little
+        return confirmed
+
+    async def drain(self) -> int:
+        """Publish every pending row, batch after batch, in order; returns how many were
+        confirmed.
+
+        Pipelined, so neither the database nor the broker waits for the other: while one
+        batch awaits its confirms the next is already sent (``_IN_FLIGHT`` batches at
+        most; a later batch's messages always reach the broker after an earlier one's),
+        the one after that is being claimed (rows after the last one claimed), and the
+        previous one is being marked. Stops early when a batch's publishes all failed
+        (broker trouble: the caller backs off); rows that failed are taken again by the
+        next call. A cancelled drain lets its marks finish and rolls back the rest: those
+        rows stay pending and unlocked (some may have been published: duplicates, which
+        consumers drop)."""
+        total = 0
+        stalled = False
+        claiming: asyncio.Task[_Batch | None] | None = asyncio.create_task(self._claim_next(None))
+        in_flight: deque[tuple[Connection, Sequence[Row[Any]], _Publishing]] = deque()
+        settling: asyncio.Task[tuple[int, bool]] | None = None
         try:
-            results = await self.bus.publish_stored([_stored(row) for row in rows])
-        except BaseException:
-            await run_sync(session.close)  # rolls back: the rows stay pending, unlocked
+            while True:
+                if claiming is not None and not stalled and len(in_flight) < _IN_FLIGHT:
+                    batch = await claiming
+                    claiming = None
+                    if batch is not None:
+                        conn, rows = batch
+                        if len(rows) >= self.batch_size:  # more may be waiting, after these
+                            claiming = asyncio.create_task(self._claim_next(rows[-1].seq))
+                        publishing = asyncio.create_task(self._publish(conn, rows))
+                        in_flight.append((conn, rows, publishing))
+                        continue
+                if not in_flight:
+                    break
+                conn, rows, publishing = in_flight.popleft()
+                results = await publishing
+                # every publish failed: broker trouble, send no more (the caller backs off)
+                stalled = stalled or not any(result is None for result in results)
+                previous = settling
+                settling = asyncio.create_task(self._settle(conn, rows, results))
+                if previous is not None:
+                    total += (await previous)[0]
+            if settling is not None:
+                total += (await settling)[0]
+                settling = None
+        finally:
+            if claiming is not None:
+                await self._discard(claiming)
+            for _, _, publishing in in_flight:  # only on an exception or a cancel
+                publishing.cancel()  # its transaction rolls back
+            await asyncio.gather(*(p for _, _, p in in_flight), return_exceptions=True)
+            if settling is not None and not settling.done():
+                # let the mark finish: rows it marks sent are not published twice
+                with contextlib.suppress(Exception):
+                    await settling
+        return total
+
+    async def _claim_next(self, after: int | None) -> _Batch | None:
+        """:meth:`_claim_batch` off the loop; a cancelled claim closes what it claimed."""
+        claimed: list[_Batch] = []
+
+        def claim() -> _Batch | None:
+            batch = self._claim_batch(after)
+            if batch is not None:
+                claimed.append(batch)
+            return batch
+
+        try:
+            return await run_sync(claim)
+        except asyncio.CancelledError:
+            for conn, _ in claimed:  # run_sync waited for the claim: it is here if made
+                await run_sync(conn.close)
             raise
+
+    async def _discard(self, claiming: asyncio.Task[_Batch | None]) -> None:
+        """Give back a claim the drain will not publish (its rows stay pending)."""
+        claiming.cancel()
+        try:
+            batch = await claiming
+        except BaseException:  # cancelled (it closed its own connection) or failed
+            return
+        if batch is not None:
+            await run_sync(batch[0].close)
+
+    async def _publish(
+        self, conn: Connection, rows: Sequence[Row[Any]]
+    ) -> list[BaseException | None]:
+        """Publish a claimed batch (all confirms in flight together); on an exception or a
+        cancel the batch's transaction rolls back and its rows stay pending, unlocked."""
+        try:
+            return await self.bus.publish_stored([_stored(row) for row in rows])
+        except BaseException:
+            await run_sync(conn.close)
+            raise
+
+    async def _settle(
+        self, conn: Connection, rows: Sequence[Row[Any]], results: list[BaseException | None]
+    ) -> tuple[int, bool]:
+        """Mark a published batch's outcome and end its transaction; returns (confirmed,
+        whether the broker failed every publish of it)."""
         confirmed = [row.seq for row, err in zip(rows, results, strict=True) if err is None]
         failed = [(row, err) for row, err in zip(rows, results, strict=True) if err is not None]
         given_up = [row.seq for row, err in failed if self._give_up(row, err)]
         retry = [row.seq for row, _ in failed if row.seq not in given_up]
-        await run_sync(self._settle, session, sent=confirmed + given_up, retry=retry)
+        await run_sync(self._finish, conn, sent=confirmed + given_up, retry=retry)
         if given_up:
             log.error(
                 "dropped %d outbox events of %s: no queue bound after %.0fs",
@@ -232,68 +355,83 @@ class OutboxRelay:
             first_error = next(err for _, err in failed)
             log.warning("%d outbox publishes failed (%r); will retry", len(retry), first_error)
         self.published += len(confirmed)
-        if retry and not confirmed:
-            await asyncio.sleep(0.5)  # broker trouble: back off a little
-        return len(confirmed)
+        return len(confirmed), bool(retry) and not confirmed
 
-    def _claim_batch(self) -> tuple[Session, Sequence[Row[Any]]] | None:
-        """A new session and the rows it claimed; None (the session closed) when there are
-        none. The caller ends the session with :meth:`_settle` or ``close``."""
-        session = Session(self.db.engine, expire_on_commit=False)
+    def _claim_batch(self, after: int | None) -> _Batch | None:
+        """A new connection and the rows it claimed (seq above ``after``, if given); None
+        (the connection closed) when there are none. The caller ends it with
+        :meth:`_finish` or ``close``."""
+        conn = self.db.engine.connect()
         try:
-            rows = self._claim(session)
+            if self.db.is_postgres:
+                # the mark's commit need not wait for its WAL flush: a mark lost in a crash
+                # re-publishes its rows, the duplicate this relay already allows for
+                conn.execute(_ASYNC_COMMIT)
+            rows = self._claim(conn, after)
             if not rows:
-                session.close()
+                conn.close()
                 return None
             if not self.db.is_postgres:
-                session.commit()  # SQLite: no row locks to keep; don't hold a snapshot
+                conn.commit()  # SQLite: no row locks to keep; don't hold a snapshot
         except BaseException:
-            session.close()
+            conn.close()
             raise
-        return session, rows
+        return conn, rows
 
-    def _settle(self, session: Session, *, sent: list[int], retry: list[int]) -> None:
-        """Mark a claimed batch's outcome, commit and close its session."""
+    def _finish(self, conn: Connection, *, sent: list[int], retry: list[int]) -> None:
+        """Mark a claimed batch's outcome, commit and close its connection."""
         try:
-            self._mark(session, sent=sent, retry=retry)
-            session.commit()
+            self._mark(conn, sent=sent, retry=retry)
+            conn.commit()
         finally:
-            session.close()
+            conn.close()
 
-    def _claim(self, session: Session) -> Sequence[Row[Any]]:
+    def _claim(self, conn: Connection, after: int | None) -> Sequence[Row[Any]]:
         """Select (and on PostgreSQL lock) the oldest pending rows of this service."""
+        table = _OUTBOX
         query = (
-            select(  # type: ignore[call-overload,misc]
-                OutboxRow.seq,
-                OutboxRow.event_id,
-                OutboxRow.event_type,
-                OutboxRow.body,
-                OutboxRow.created_at,
-                OutboxRow.event_version,
-                OutboxRow.occurred_at,
-                OutboxRow.correlation_id,
-                OutboxRow.traceparent,
+            select(
+                table.c.seq,
+                table.c.event_id,
+                table.c.event_type,
+                table.c.body,
+                table.c.created_at,
+                table.c.event_version,
+                table.c.occurred_at,
+                table.c.correlation_id,
+                table.c.traceparent,
             )
-            .where(OutboxRow.service == self.service, OutboxRow.sent_at.is_(None))  # type: ignore[union-attr]
-            .order_by(OutboxRow.seq)  # type: ignore[arg-type]
+            .where(table.c.service == self.service, table.c.sent_at.is_(None))
+            .order_by(table.c.seq)
             .limit(self.batch_size)
         )
+        if after is not None:
+            query = query.where(table.c.seq > after)
         if self.db.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        return session.execute(query).all()  # type: ignore[no-any-return]
+        return conn.execute(query).all()  # type: ignore[return-value]
 
-    def _mark(self, session: Session, *, sent: list[int], retry: list[int]) -> None:
-        """Record the outcome of a batch (the caller commits)."""
+    def _mark(self, conn: Connection, *, sent: list[int], retry: list[int]) -> None:
+        """Record the outcome of a batch, one statement per outcome (the caller commits)."""
+        table = _OUTBOX
         if sent:
-            session.execute(
-                update(OutboxRow).where(OutboxRow.seq.in_(sent)).values(sent_at=utcnow())  # type: ignore[union-attr]
+            conn.execute(
+                update(table).where(self._seq_in(sent)).values(sent_at=utcnow()),
+                {"seqs": sent} if self.db.is_postgres else {},
             )
         if retry:
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.seq.in_(retry))  # type: ignore[union-attr]
-                .values(attempts=OutboxRow.attempts + 1)
+            conn.execute(
+                update(table).where(self._seq_in(retry)).values(attempts=table.c.attempts + 1),
+                {"seqs": retry} if self.db.is_postgres else {},
             )
+
+    def _seq_in(self, seqs: list[int]) -> ColumnElement[bool]:
+        """``seq`` is one of ``seqs``: on PostgreSQL one array parameter (``= ANY``), so
+        the statement's text is the same for every batch and nothing is rendered per
+        value; SQLite has no arrays (``IN``)."""
+        if self.db.is_postgres:
+            return _OUTBOX.c.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger)))
+        return _OUTBOX.c.seq.in_(seqs)
 
     def _give_up(self, row: Row[Any], error: BaseException) -> bool:
         if not isinstance(error, UnroutableError):

@@ -78,6 +78,7 @@ from shared.bus.base import (
     UnroutableError,
     call_through_outages,
 )
+from shared.bus.batch_publish import send_batch
 from shared.errors import DeliveryAction, delivery_action
 from shared.events import Envelope
 from shared.telemetry import consumer_span, producer_span, scrub
@@ -99,22 +100,6 @@ def queue_arguments(max_deliveries: int) -> dict[str, Any]:
         "x-delivery-limit": max_deliveries - 1,
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
     }
-
-
-def _properties(event: StoredEvent) -> aiormq.spec.Basic.Properties:
-    """The AMQP properties :meth:`RabbitBus._message` sets, from a stored event."""
-    headers: dict[str, Any] = {"version": event.version}
-    if event.traceparent:
-        headers["traceparent"] = event.traceparent
-    return aiormq.spec.Basic.Properties(
-        message_id=str(event.event_id),
-        message_type=event.event_type,
-        content_type="application/json",
-        delivery_mode=int(aio_pika.DeliveryMode.PERSISTENT),
-        timestamp=event.occurred_at,
-        correlation_id=str(event.correlation_id) if event.correlation_id else None,
-        headers=headers,
-    )
 
 
 def _outcome(event: StoredEvent, task: asyncio.Future[Any], timeout: float) -> BaseException | None:
@@ -437,9 +422,11 @@ class RabbitBus(Bus):
         return await self.publish_stored([StoredEvent.of(e) for e in envelopes])
 
     async def publish_stored(self, events: Sequence[StoredEvent]) -> list[BaseException | None]:
-        """Publish serialised envelopes straight through aiormq, their confirms in flight
-        together under one deadline for the batch (not a timer, span and aio-pika lock per
-        message: that per-message work, not the broker, bounded the outbox relay)."""
+        """Publish serialised envelopes straight through aiormq, all their frames in one
+        write and their confirms in flight together under one deadline for the batch (not
+        a timer, span, lock and write per message: that per-message work, not the broker,
+        bounded the outbox relay; :mod:`.batch_publish`). A later call's messages reach the
+        broker after an earlier call's."""
         if not events:
             return []
         channel = self._publish_channel
@@ -450,19 +437,10 @@ class RabbitBus(Bus):
         except Exception as exc:  # closed or reconnecting
             return [PublishFailed(f"publish channel unavailable: {exc!r}") for _ in events]
         with producer_span(f"publish {len(events)} events", events[0].traceparent, bus="rabbitmq"):
-            pending = [
-                asyncio.ensure_future(
-                    raw.basic_publish(
-                        event.body,
-                        exchange=EXCHANGE,
-                        routing_key=event.event_type,
-                        properties=_properties(event),
-                        mandatory=True,
-                        wait=False,  # await the confirm only, not each frame's socket drain
-                    )
-                )
-                for event in events
-            ]
+            try:
+                pending = await send_batch(raw, events)
+            except Exception as exc:  # the channel closed under us
+                return [PublishFailed(f"publish channel unavailable: {exc!r}") for _ in events]
             await asyncio.wait(pending, timeout=self.publish_timeout)
         results = [
             _outcome(event, task, self.publish_timeout)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, func, select
 
-from shared.bus import Bus, create_bus
+from shared.bus import Bus, PublishFailed, create_bus
 from shared.bus.rabbit import RabbitBus
 from shared.db import Database
 from shared.events import Envelope, ProjectCreated, new_event
@@ -101,28 +101,25 @@ async def memory_bus(seen: Counter[uuid.UUID], handler=None) -> Bus:  # type: ig
 
 
 class CountingRabbitBus(RabbitBus):
-    """RabbitMQ bus that records how many publishes were awaiting a confirm at once (counted
-    at the AMQP channel, below whatever path the bus takes to it)."""
+    """RabbitMQ bus that records how many publishes were awaiting a confirm at once (read
+    off the AMQP channel's pending confirmations whenever frames are queued for the
+    socket, below whatever path the bus takes to it)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.inflight = self.max_inflight = 0
+        self.max_inflight = 0
 
     async def connect(self) -> None:
         await super().connect()
         assert self._publish_channel is not None
-        raw = await self._publish_channel.get_underlay_channel()
-        publish = raw.basic_publish
+        raw: Any = await self._publish_channel.get_underlay_channel()
+        put = raw.write_queue.put
 
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            self.inflight += 1
-            self.max_inflight = max(self.max_inflight, self.inflight)
-            try:
-                return await publish(*args, **kwargs)
-            finally:
-                self.inflight -= 1
+        async def counted(item: Any) -> None:
+            self.max_inflight = max(self.max_inflight, len(raw.confirmations))
+            await put(item)
 
-        raw.basic_publish = counted  # type: ignore[method-assign]
+        raw.write_queue.put = counted
 
 
 # --- producer side ----------------------------------------------------------------------
@@ -172,6 +169,72 @@ async def test_a_relay_run_loop_is_woken_by_notify(db: Database) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await bus.close()
+
+
+class GatedBus:
+    """Records what the relay publishes, batch by batch, in front of a memory bus; the
+    batch numbered ``hold`` waits until the test cancels it; ``fail`` fails everything."""
+
+    def __init__(self, inner: Bus, *, hold: int | None = None, fail: bool = False) -> None:
+        self.inner, self.hold, self.fail = inner, hold, fail
+        self.batches: list[list[uuid.UUID]] = []
+        self.holding = asyncio.Event()
+
+    async def publish_stored(self, events: Sequence[Any]) -> list[BaseException | None]:
+        self.batches.append([e.event_id for e in events])
+        if len(self.batches) == self.hold:
+            self.holding.set()
+            await asyncio.Event().wait()
+        if self.fail:
+            return [PublishFailed("broker down") for _ in events]
+        return await self.inner.publish_stored(events)
+
+
+async def test_drain_publishes_every_row_once_in_order(db: Database) -> None:
+    seen: Counter[uuid.UUID] = Counter()
+    gated = GatedBus(await memory_bus(seen))
+    envelopes = [event(i) for i in range(230)]
+    stage(db, envelopes)
+    relay = OutboxRelay(db, gated, service=SERVICE, batch_size=50)  # type: ignore[arg-type]
+    assert await relay.drain() == 230
+    assert [len(b) for b in gated.batches] == [50, 50, 50, 50, 30]
+    assert [i for b in gated.batches for i in b] == [e.id for e in envelopes]
+    assert pending(db) == 0
+    assert await relay.drain() == 0
+    await gated.inner.close()
+
+
+async def test_a_cancelled_drain_loses_nothing_and_locks_nothing(db: Database) -> None:
+    """Cancelled while its second batch is in flight (the third being claimed): the first
+    batch is marked, everything else stays pending and unlocked for the next drain."""
+    seen: Counter[uuid.UUID] = Counter()
+    inner = await memory_bus(seen)
+    gated = GatedBus(inner, hold=2)
+    stage(db, [event(i) for i in range(200)])
+    relay = OutboxRelay(db, gated, service=SERVICE, batch_size=50)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.drain())
+    await asyncio.wait_for(gated.holding.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pending(db) == 150
+    again = OutboxRelay(db, inner, service=SERVICE, batch_size=50)
+    assert await asyncio.wait_for(again.drain(), 10) == 150  # a leaked lock would hide rows
+    assert pending(db) == 0
+    await inner.close()
+
+
+async def test_drain_stops_when_the_broker_fails_every_publish(db: Database) -> None:
+    seen: Counter[uuid.UUID] = Counter()
+    gated = GatedBus(await memory_bus(seen), fail=True)
+    stage(db, [event(i) for i in range(120)])
+    relay = OutboxRelay(db, gated, service=SERVICE, batch_size=50)  # type: ignore[arg-type]
+    assert await relay.drain() == 0
+    # the second batch was on its way when the first came back failed; nothing after it
+    assert len(gated.batches) == 2
+    assert pending(db) == 120
+    assert count(db, OutboxRow, OutboxRow.attempts == 1) == 100
+    await gated.inner.close()
 
 
 class MarkFailsOnce(OutboxRelay):

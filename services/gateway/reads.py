@@ -108,6 +108,42 @@ FROM gateway_projects p
 LEFT JOIN gateway_runs r ON r.id = p.current_run_id
 """
 
+
+def _sqlite_uuid(column: str) -> str:
+    """``column`` (a UUID stored as 32 hex digits) as pydantic writes a UUID."""
+    parts = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+    return "lower(" + " || '-' || ".join(f"substr({column}, {a}, {n})" for a, n in parts) + ")"
+
+
+def _sqlite_time(column: str) -> str:
+    """``column`` (UTC stored as ``YYYY-MM-DD HH:MM:SS[.ffffff]``) as pydantic writes a UTC
+    datetime: seconds, microseconds only when not zero, ``Z``."""
+    seconds = f"substr({column}, 1, 10) || 'T' || substr({column}, 12, 8)"
+    return (
+        f"CASE WHEN length({column}) <= 19 OR substr({column}, 21) = '000000' "
+        f"THEN {seconds} || 'Z' ELSE {seconds} || '.' || substr({column}, 21, 6) || 'Z' END"
+    )
+
+
+# the same on SQLite (embedded mode), with its JSON functions: the subquery hands the
+# objects to the aggregate newest first (SQLite does not flatten an ordered subquery
+# into an aggregate)
+_MY_PROJECTS_SQLITE_JSON = f"""
+SELECT coalesce(json_group_array(json(item)), '[]') AS body FROM (
+    SELECT json_object(
+        'id', {_sqlite_uuid("p.id")}, 'name', p.name, 'spec', json(p.spec),
+        'status', r.status, 'current_run_id', {_sqlite_uuid("p.current_run_id")},
+        'role', coalesce(m.role, 'viewer'),
+        'created_at', {_sqlite_time("p.created_at")},
+        'updated_at', {_sqlite_time("p.updated_at")}
+    ) AS item
+    FROM gateway_projects p
+    {{join}} gateway_members m ON m.project_id = p.id AND m.user_id = :user
+    LEFT JOIN gateway_runs r ON r.id = p.current_run_id
+    ORDER BY p.created_at DESC
+)
+"""
+
 _ONE_PROJECT = f"""
 SELECT {_PROJECT_COLUMNS}
 FROM gateway_projects p
@@ -191,13 +227,15 @@ def _role(row: Row, identity: Identity) -> str | None:
 
 
 async def projects_answer(db: AsyncDatabase, *, user: Identity, everything: bool) -> bytes:
-    """The JSON body of :func:`projects_of`: written by PostgreSQL itself there, from the
-    rows elsewhere."""
-    if db.kind == "postgresql":
-        sql = _MY_PROJECTS_JSON.format(join="LEFT JOIN" if everything else "JOIN")
-        row = await db.fetch_one(sql, {"user": user.user_id})
-        return str(row["body"] if row else "[]").encode()
-    return _encode(await projects_of(db, user=user, everything=everything))
+    """The JSON body of :func:`projects_of`, written by the database itself (PostgreSQL's
+    or SQLite's JSON functions; from the rows on any other): no row, UUID or datetime
+    object is made in Python."""
+    template = {"postgresql": _MY_PROJECTS_JSON, "sqlite": _MY_PROJECTS_SQLITE_JSON}.get(db.kind)
+    if template is None:
+        return _encode(await projects_of(db, user=user, everything=everything))
+    sql = template.format(join="LEFT JOIN" if everything else "JOIN")
+    row = await db.fetch_one(sql, {"user": user.user_id})
+    return str(row["body"] if row else "[]").encode()
 
 
 async def projects_of(db: AsyncDatabase, *, user: Identity, everything: bool) -> list[Row]:

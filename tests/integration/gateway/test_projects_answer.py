@@ -1,5 +1,5 @@
-"""``GET /api/projects``'s body (services/gateway/reads.py): on PostgreSQL the database
-writes the JSON itself; it must say exactly what the row path and the declared
+"""``GET /api/projects``'s body (services/gateway/reads.py): PostgreSQL and SQLite write
+the JSON themselves; it must say exactly what the row path and the declared
 ``ProjectOut`` model say — same fields, same values, timestamps written as pydantic writes
 them (with and without microseconds) — for a member's listing and an admin's."""
 

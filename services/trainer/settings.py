@@ -73,7 +73,8 @@ class TrainerSettings(SandboxedServiceSettings):
     )
     trainer_accept_unknown_host_keys: bool = Field(
         False,
-        description="Opt-in: connect to SSH nodes without checking their host key (unsafe).",
+        description="Opt-in: connect to SSH nodes announced without host keys without"
+        " checking their host key (unsafe); keys the provisioner announced are always checked.",
     )
     trainer_health_seconds: float = Field(
         2.0, gt=0, description="Interval of inference-server health checks."

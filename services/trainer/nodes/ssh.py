@@ -93,7 +93,8 @@ class SSHExecutor(NodeExecutor):
     keys are checked against the keys announced with the node (``node.host_keys`` and
     ``node.proxy_host_keys``, the ones the provisioner pinned), else against
     ``known_hosts`` (a file; None: ``~/.ssh/known_hosts``, and no file means no host is
-    trusted); only ``accept_unknown_host_keys=True`` (an explicit opt-in) skips the check.
+    trusted); only ``accept_unknown_host_keys=True`` (an explicit opt-in) skips the check,
+    and only for a node announced without keys.
     """
 
     def __init__(
@@ -122,8 +123,12 @@ class SSHExecutor(NodeExecutor):
             # announced with the node (NodesReady): checked against exactly these, no file
             key_lines=node.host_keys,
             jump_key_lines=node.proxy_host_keys,
+            # the opt-out is for hosts the platform knows no key of: a key the
+            # provisioner announced is always checked
             host_keys=(
-                HostKeyPolicy.UNCHECKED if accept_unknown_host_keys else HostKeyPolicy.PINNED
+                HostKeyPolicy.UNCHECKED
+                if accept_unknown_host_keys and not (node.host_keys or node.proxy_host_keys)
+                else HostKeyPolicy.PINNED
             ),
             connect_timeout=connect_timeout,
             keepalive_interval=max(1.0, node_timeout / 3),

@@ -149,6 +149,22 @@ async def test_a_host_whose_key_changed_is_refused(
         error = caught.value
         assert error.code == "host_key_mismatch" and not error.retryable
         assert pinned_in in str(error)  # says which pinned keys disagree
+    # the unsafe opt-out skips the check only where no key was announced
+    careless = TrainerSettings(
+        data_dir=data_dir, trainer_ssh_keys=[client_key], trainer_accept_unknown_host_keys=True
+    )
+    executor = node_executor(announced, careless, tenant=uuid.uuid4(), owner=owner)
+    try:
+        with pytest.raises(ProviderError, match="host key mismatch"):
+            await executor.run(["true"])
+    finally:
+        await executor.close()
+    unannounced = announced.model_copy(update={"host_keys": ()})
+    executor = node_executor(unannounced, careless, tenant=uuid.uuid4(), owner=owner)
+    try:
+        assert (await executor.run(["echo", "hi"]))[:2] == (0, "hi\n")
+    finally:
+        await executor.close()
     # the provisioner refuses it too, and nobody replaced the pinned key
     rc, _, err = await driver.run(node, "true")
     assert rc == SSH_FAILED

@@ -197,7 +197,8 @@ class WarmPool:
             spare.ready.set_result(line.decode(errors="replace").startswith(READY))
         except (TimeoutError, OSError):
             spare.ready.set_result(False)
-        if not spare.ready.result():
+        # a spare dropped meanwhile (memory pressure, shutdown) was stopped on purpose
+        if not spare.ready.result() and spare in self._spares.get(key, []):
             log.warning("a warm spare for %s did not become ready", key)
             await self._drop(spare)
 

@@ -224,3 +224,37 @@ async def test_a_spare_that_died_is_never_claimed_and_is_cleaned_up(tmp_path: Pa
         assert not Path(spare.folder).exists() and pool.count() == 0
     finally:
         await pool.close()
+
+
+async def test_a_spare_released_while_importing_is_not_reported_as_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.warm import WarmPool
+
+    settings = TrainerSettings(data_dir=tmp_path / "data")
+    workdir = tmp_path / "nodes" / "n"
+    workdir.mkdir(parents=True)
+    node = NodeInfo(name="n", address="127.0.0.1", workdir=str(workdir), python=PYTHON)
+    local = LocalExecutor(
+        node, sandbox=LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
+    )
+    pool = WarmPool(size=1, min_available_mb=0)
+    try:
+        pool.replenish(local, PYTHON)
+        for _ in range(300):
+            if pool._spares:
+                break
+            await asyncio.sleep(0.05)
+        (spare,) = pool._spares[next(iter(pool._spares))]
+        assert not spare.ready.done()  # still importing torch
+        pool.release_all()  # memory pressure
+        await asyncio.wait_for(asyncio.shield(spare.ready), 30)
+        for _ in range(50):
+            if not Path(spare.folder).exists():
+                break
+            await asyncio.sleep(0.1)
+        assert spare.ready.result() is False and not Path(spare.folder).exists()
+        assert "did not become ready" not in caplog.text
+    finally:
+        await pool.close()

@@ -44,13 +44,13 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
-import websockets
 
 from shared.bus import create_bus
 from shared.bus.base import EXCHANGE
 from shared.events import TrainingProgress, new_event
 from shared.internal import register_inproc, unregister_inproc
 from tests.bench import cpu_cap
+from tests.bench.ws_client import MiniWebSocket
 from tests.integration.gateway.conftest import SPEC, gateway_process, server_thread
 from tests.unit.gateway.authstub import AuthStub
 
@@ -91,7 +91,9 @@ class Subscriber:
     async def run(
         self, ws_url: str, token: str, project_id: str, expected: int, subscribed: list[int]
     ) -> None:
-        async with websockets.connect(ws_url, max_queue=None, max_size=None) as ws:
+        # a minimal client: the subscribers share the 2 cores with the gateway they measure
+        ws = await MiniWebSocket.connect(ws_url)
+        try:
             await ws.send(json.dumps({"type": "auth", "token": token}))
             await ws.send(
                 json.dumps(
@@ -103,6 +105,8 @@ class Subscriber:
             subscribed[0] += 1
             while self.count < expected:
                 self.take(json.loads(await ws.recv()), time.time())
+        finally:
+            await ws.close()
 
 
 def _subscribers_main(

@@ -1,4 +1,4 @@
-"""Transactional outbox and inbox on SQLite and PostgreSQL (shared/outbox.py)."""
+"""Transactional outbox and inbox on SQLite and PostgreSQL (shared/outbox/)."""
 
 from __future__ import annotations
 
@@ -265,6 +265,25 @@ async def test_a_crash_between_publish_and_mark_gives_a_duplicate_never_a_loss(
     assert pending(db) == 0
     await eventually(lambda: count(db, InboxRow) == 20, what="20 handled events")
     assert count(db, effects) == 20  # the inbox absorbed the duplicates
+    await bus.close()
+
+
+async def test_a_drain_that_fails_midway_leaves_no_batch_locked(db: Database) -> None:
+    """The first mark fails while later batches are in flight: those roll back (on
+    PostgreSQL their row locks go with their transactions) and the next drain takes every
+    row not marked."""
+    seen: Counter[uuid.UUID] = Counter()
+    bus = await memory_bus(seen)
+    envelopes = [event(i) for i in range(200)]
+    stage(db, envelopes)
+    relay = MarkFailsOnce(db, bus, service=SERVICE, batch_size=50)
+    with pytest.raises(ConnectionError):
+        await relay.drain()
+    left = pending(db)
+    assert 0 < left < 200
+    assert await asyncio.wait_for(relay.drain(), 10) == left  # a leaked lock would hide rows
+    assert pending(db) == 0
+    await eventually(lambda: set(seen) == {e.id for e in envelopes}, what="every event")
     await bus.close()
 
 

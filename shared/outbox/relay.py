@@ -1,80 +1,29 @@
-"""Transactional outbox and inbox.
-
-Producer side: :func:`add_to_outbox` stages an envelope in the caller's session, so the
-state change and its event commit together (or not at all). :class:`OutboxRelay` publishes
-committed rows with many confirms in flight and marks them sent; several relays can run at
-once (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), and a crash between publish and mark
-re-publishes the row: a duplicate, never a loss.
-
-Consumer side: :func:`claim_inbox` records an event id in the same session as the
-handler's effect; it returns False when the event was already handled, so a redelivered
-message is acknowledged without repeating its effect.
-"""
+"""The outbox relay: committed outbox rows to the bus, in order, pipelined (the package
+doc, :mod:`shared.outbox`, says what it guarantees)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    Index,
-    Integer,
-    LargeBinary,
-    Row,
-    Table,
-    any_,
-    bindparam,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import BigInteger, Connection, Row, Table, any_, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Field, Session, SQLModel
 
 from shared.bus.base import Bus, StoredEvent, UnroutableError
 from shared.db import Database, run_sync
 from shared.events import Envelope
+from shared.outbox.rows import OutboxRow
 from shared.service.clock import utcnow
 
-__all__ = ["InboxRow", "OutboxRelay", "OutboxRow", "add_to_outbox", "claim_inbox"]
+__all__ = ["OutboxRelay"]
 
 log = logging.getLogger(__name__)
-
-
-class OutboxRow(SQLModel, table=True):
-    __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "service", "sent_at", "seq"),)
-
-    seq: int | None = Field(
-        default=None,
-        sa_column=Column(
-            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-        ),
-    )
-    event_id: uuid.UUID = Field(unique=True)
-    service: str = Field(max_length=64)
-    event_type: str = Field(max_length=128)
-    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
-    sent_at: datetime | None = None
-    attempts: int = 0
-    # Routing fields (shared_0002): null only on rows staged before that migration.
-    event_version: int | None = None
-    occurred_at: datetime | None = None
-    correlation_id: uuid.UUID | None = None
-    traceparent: str | None = Field(default=None, max_length=128)
-
 
 _OUTBOX: Table = OutboxRow.__table__  # type: ignore[attr-defined]
 _IN_FLIGHT = 2  # batches awaiting their confirms at once in OutboxRelay.drain
@@ -82,53 +31,6 @@ _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 # a claimed batch: the connection whose transaction holds it, and its rows
 _Batch = tuple[Connection, Sequence[Row[Any]]]
 _Publishing = asyncio.Task[list[BaseException | None]]
-
-
-class InboxRow(SQLModel, table=True):
-    __tablename__ = "inbox"
-
-    service: str = Field(primary_key=True, max_length=64)
-    event_id: uuid.UUID = Field(primary_key=True)
-    event_type: str = Field(max_length=128)
-    handled_at: datetime = Field(default_factory=utcnow)
-
-
-def add_to_outbox(session: Session, envelope: Envelope, *, service: str) -> None:
-    """Stage ``envelope`` for publishing when ``session`` commits."""
-    session.add(
-        OutboxRow(
-            event_id=envelope.id,
-            service=service,
-            event_type=envelope.type,
-            body=envelope.to_bytes(),
-            event_version=envelope.version,
-            occurred_at=envelope.occurred_at,
-            correlation_id=envelope.correlation_id,
-            traceparent=envelope.traceparent,
-        )
-    )
-
-
-def claim_inbox(session: Session, envelope: Envelope, *, service: str) -> bool:
-    """Record ``envelope`` as handled by ``service`` in ``session``.
-
-    Returns False if it was handled before (the caller then does nothing and acks).
-    The row commits with the caller's effect, so a handler that fails before its commit
-    leaves no trace and the redelivery does the work. Call it first in the session (its
-    flush would report other pending rows' conflicts as a duplicate) and do not await
-    between it and the commit: on PostgreSQL a concurrent duplicate waits on the row lock
-    until this transaction ends, then sees the committed row (False) or claims it.
-    """
-    existing = session.get(InboxRow, (service, envelope.id))
-    if existing is not None:
-        return False
-    session.add(InboxRow(service=service, event_id=envelope.id, event_type=envelope.type))
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        return False
-    return True
 
 
 def _stored(row: Row[Any]) -> StoredEvent:
@@ -287,9 +189,13 @@ class OutboxRelay:
         finally:
             if claiming is not None:
                 await self._discard(claiming)
-            for _, _, publishing in in_flight:  # only on an exception or a cancel
-                publishing.cancel()  # its transaction rolls back
+            # only on an exception or a cancel: batches sent but not settled roll back
+            # (their rows stay pending; some may have been published: duplicates)
+            for _, _, publishing in in_flight:
+                publishing.cancel()
             await asyncio.gather(*(p for _, _, p in in_flight), return_exceptions=True)
+            for conn, _, _ in in_flight:  # a publish that had finished left it open
+                await run_sync(conn.close)
             if settling is not None and not settling.done():
                 # let the mark finish: rows it marks sent are not published twice
                 with contextlib.suppress(Exception):

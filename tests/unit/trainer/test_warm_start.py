@@ -192,19 +192,24 @@ async def test_spares_hold_the_memory_limit_and_die_whole_on_cancel(tmp_path: Pa
     assert not list((tmp_path / "nodes" / ".aidp-warm").iterdir())
 
 
-async def test_a_spare_that_died_is_never_claimed_and_is_cleaned_up(tmp_path: Path) -> None:
-    import signal
-
+def _sandboxed_node(tmp_path: Path) -> tuple[Path, LocalExecutor]:
+    """A local node's workdir and its sandboxed executor (tenant ``t``)."""
     from services.trainer.settings import TrainerSettings
-    from services.trainer.warm import WarmPool
 
     settings = TrainerSettings(data_dir=tmp_path / "data")
     workdir = tmp_path / "nodes" / "n"
     workdir.mkdir(parents=True)
     node = NodeInfo(name="n", address="127.0.0.1", workdir=str(workdir), python=PYTHON)
-    local = LocalExecutor(
-        node, sandbox=LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
-    )
+    sandbox = LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
+    return workdir, LocalExecutor(node, sandbox=sandbox)
+
+
+async def test_a_spare_that_died_is_never_claimed_and_is_cleaned_up(tmp_path: Path) -> None:
+    import signal
+
+    from services.trainer.warm import WarmPool
+
+    workdir, local = _sandboxed_node(tmp_path)
     pool = WarmPool(size=1, min_available_mb=0)
     try:
         pool.replenish(local, PYTHON)
@@ -229,16 +234,9 @@ async def test_a_spare_that_died_is_never_claimed_and_is_cleaned_up(tmp_path: Pa
 async def test_a_spare_released_while_importing_is_not_reported_as_failed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from services.trainer.settings import TrainerSettings
     from services.trainer.warm import WarmPool
 
-    settings = TrainerSettings(data_dir=tmp_path / "data")
-    workdir = tmp_path / "nodes" / "n"
-    workdir.mkdir(parents=True)
-    node = NodeInfo(name="n", address="127.0.0.1", workdir=str(workdir), python=PYTHON)
-    local = LocalExecutor(
-        node, sandbox=LocalSandbox(sandboxes_for(settings.sandbox_policy()), tenant="t")
-    )
+    workdir, local = _sandboxed_node(tmp_path)
     pool = WarmPool(size=1, min_available_mb=0)
     try:
         pool.replenish(local, PYTHON)

@@ -7,10 +7,14 @@ seconds, min/median/max printed:
 - one replica at 500 events/s and at 1,000 events/s;
 - two replicas at 1,000 events/s (the subscribers split between them);
 - scaling: one replica, then two, at 1,000 events/s with each replica held to the same CPU
-  quota (AIDP_BENCH_REPLICA_CORES, default 0.2 of a core; :mod:`tests.bench.cpu_cap`).
+  quota (AIDP_BENCH_REPLICA_CORES, default 0.15 of a core; :mod:`tests.bench.cpu_cap`).
   Uncapped, one replica keeps up with 1,000/s, so a second cannot show more; and on a
   2-core machine the load generator needs most of the CPU. Capped, the replicas set the
-  pace, and "two replicas ≥ 1.6 × one" is measured as ingest, not inferred.
+  pace, and "two replicas ≥ 1.6 × one" is measured as ingest, not inferred. The quota must
+  leave one replica well under half the publish rate: two replicas that reach the publish
+  rate show only a lower bound of their ratio (at 0.2 of a core one replica took 620-650/s
+  on a quiet machine, so no ratio above 1.6 could show). A round that reached the rate is
+  printed as such.
 
 The clients' own CPU (one process for every subscriber) is printed beside the gateway's:
 near a whole core, the clients set the pace, not the gateway.
@@ -61,7 +65,7 @@ SECONDS = float(os.environ.get("AIDP_BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("AIDP_BENCH_ROUNDS", "3"))
 STRICT = os.environ.get("AIDP_BENCH_STRICT") == "1"
 #: CPU quota (cores) per replica in the scaling rounds; 0 skips them (cpu_cap.py says why)
-CAP_CORES = float(os.environ.get("AIDP_BENCH_REPLICA_CORES", "0.2"))
+CAP_CORES = float(os.environ.get("AIDP_BENCH_REPLICA_CORES", "0.15"))
 QUIET_FOR = 20.0  # seconds without a new receipt: what is missing is lost, not late
 
 
@@ -437,6 +441,12 @@ async def test_ws_fanout(
     if capped_one and capped_two:
         # the replicas, not the machine, set the pace: what a second replica adds
         scale = median(capped_two, "ingest") / median(capped_one, "ingest")
+        if median(capped_two, "ingest") >= 0.95 * median(capped_two, "published_rate"):
+            print(
+                "  (two capped replicas kept up with the publish rate: their ratio is a "
+                "lower bound)",
+                flush=True,
+            )
         met.append(
             _goal(
                 f"two replicas >= 1.6 x one replica's ingest, each capped at {CAP_CORES} "

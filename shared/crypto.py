@@ -81,6 +81,7 @@ _MAX_CHUNKS = 2**32
 _FIXED = struct.Struct(">4sBBI7sHH")
 _COUNTER = struct.Struct(">IB")
 _READ_BLOCK = 1024 * 1024
+_HASH_AHEAD = 4  # blocks queued for the hash thread at most (pipelined encrypt_reader)
 
 Unwrap = Callable[[str, str], bytes]
 """``unwrap(key_name, wrapped_key) -> data key``, e.g. ``KeyService.decrypt_data_key``."""
@@ -327,79 +328,167 @@ def encrypt_reader(
     name_of: Callable[[bytes], bytes] | None = None,
 ) -> EncryptResult:
     """Like :func:`encrypt_stream` for a readable binary file, pipelined: while this thread
-    encrypts one block (about 1 MiB) into an output buffer, a helper thread hashes it
-    (hashlib releases the GIL) and another writes the previous block's ciphertext in one
-    write. The output is byte for byte what :func:`encrypt_stream` would write. A file of
-    one block or less is done in this thread (no helper threads)."""
+    reads and encrypts blocks (about 1 MiB each), a helper thread hashes them (hashlib
+    releases the GIL) and another writes each block's ciphertext in one write. The output
+    is byte for byte what :func:`encrypt_stream` would write. A file of one block or less
+    is done in this thread (no helper threads)."""
     if bind_sha256 and name_of is not None:
         raise ValueError("bind either the sha256 or a keyed name, not both")
     flags = FLAG_BINDS_SHA256 if bind_sha256 else FLAG_BINDS_NAME if name_of else 0
     block = max(chunk_size, (_READ_BLOCK // chunk_size) * chunk_size)
-    # three input buffers: one being read, one being hashed and encrypted, one whose hash
-    # may still run; two output buffers: one being filled, one being written
-    ins = [bytearray(block) for _ in range(3)]
-    outs = [bytearray((block // chunk_size) * (chunk_size + TAG_SIZE)) for _ in range(2)]
     header = Header.new(
         key_name=key_name, wrapped_key=wrapped_key, chunk_size=chunk_size, flags=flags
     )
     sealer = _Sealer(data_key, header, out)
     hasher = hashlib.sha256() if (hash_sha256 or flags) else None
-    n = _readinto_full(inp, ins[0])
-    following = _readinto_full(inp, ins[1]) if n == block else 0
-    pool = ThreadPoolExecutor(2, thread_name_prefix="aidp-encrypt") if following else None
-    hashing: Future[None] | None = None
-    writing: Future[int | None] | None = None
-    size, digest, bound, index = 0, b"", b"", 0
+    reader = _HashedBlocks(inp, block, hasher)
+    digest = bound = b""
+
+    def final_binding() -> bytes:
+        """What the final chunk binds, once every block is hashed."""
+        nonlocal digest, bound
+        if hasher is None:
+            return b""
+        reader.wait_hashed()
+        digest, bound = _final_digest(hasher, name_of)
+        return bound if flags else b""
+
+    size = 0
+    writer: _BlockWriter | None = None
     out.write(header.raw)
     try:
-        while True:
-            current = memoryview(ins[index % 3])[:n]
-            last_block = following == 0
-            if hasher is not None:
-                if pool is None:
-                    hasher.update(current)
-                else:
-                    if hashing is not None:
-                        hashing.result()
-                    hashing = pool.submit(hasher.update, current)
-            target = memoryview(outs[index % 2])
-            filled, offset = 0, 0
-            while True:
-                piece = current[offset : offset + chunk_size]
+        pipelined = reader.start()
+        writer = _BlockWriter(out, (block // chunk_size) * (chunk_size + TAG_SIZE), pipelined)
+        for current, last_block in reader:
+            target = writer.buffer()
+            filled, offset, n = 0, 0, len(current)
+            while True:  # the block's chunks; only the file's very last one binds
                 last = last_block and offset + chunk_size >= n
-                if last and hasher is not None:
-                    if hashing is not None:
-                        hashing.result()
-                    digest, bound = _final_digest(hasher, name_of)
                 filled += sealer.seal_into(
-                    piece, target[filled:], last=last, digest=bound if flags else b""
+                    current[offset : offset + chunk_size],
+                    target[filled:],
+                    last=last,
+                    digest=final_binding() if last else b"",
                 )
                 offset += chunk_size
                 if offset >= n:
                     break
-            if writing is not None:
-                writing.result()
-            if pool is None:
-                out.write(target[:filled])
-            else:
-                writing = pool.submit(out.write, target[:filled])
+            writer.write(filled)
             size += n
-            if last_block:
-                break
-            index += 1
-            n = following
-            # the buffer read next was hashed two blocks ago: that hash has finished
-            following = _readinto_full(inp, ins[(index + 1) % 3]) if n == block else 0
-        if writing is not None:
-            writing.result()
+        writer.finish()
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+        reader.close()
+        if writer is not None:
+            writer.close()
     return EncryptResult(
         size=size,
         sha256=digest.hex() if hasher is not None else None,
         name=bound.hex() if name_of is not None else None,
     )
+
+
+class _HashedBlocks:
+    """A file's blocks read ahead into a ring of buffers, each handed to the hash thread
+    as soon as it is read (pipelined :func:`encrypt_reader`).
+
+    Hashing is the slowest stage (sha256 runs at a quarter of AES-GCM's speed), so it sets
+    the pace: its one thread (FIFO, so blocks are hashed in order) has the next blocks
+    queued before it finishes the current one and never waits for the reader, which waits
+    for a hash only to reuse its buffer, or for the final digest."""
+
+    def __init__(self, inp: IO[bytes], block: int, hasher: Any) -> None:
+        self._inp, self._block, self._hasher = inp, block, hasher
+        self._bufs = [bytearray(block) for _ in range(_HASH_AHEAD + 1)]
+        self._hashed: list[Future[None] | None] = [None] * len(self._bufs)
+        self._latest: Future[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._n = self._following = 0
+
+    def start(self) -> bool:
+        """Read the first two blocks; whether there is more than one (helper threads)."""
+        self._n = _readinto_full(self._inp, self._bufs[0])
+        if self._n == self._block:
+            self._following = _readinto_full(self._inp, self._bufs[1])
+        if self._following and self._hasher is not None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="aidp-hash")
+        return self._following > 0
+
+    def __iter__(self) -> Iterator[tuple[memoryview, bool]]:
+        """``(block, is_last)``, each block queued for hashing; a block's view is valid
+        until the next one after it is asked for."""
+        index = 0
+        while True:
+            slot = index % len(self._bufs)
+            current = memoryview(self._bufs[slot])[: self._n]
+            self._hash(slot, current)
+            last = self._following == 0
+            yield current, last
+            if last:
+                return
+            index += 1
+            self._n, self._following = self._following, 0
+            if self._n == self._block:  # read ahead into the buffer after this one
+                self._following = self._read_into((index + 1) % len(self._bufs))
+
+    def _hash(self, slot: int, view: memoryview) -> None:
+        if self._hasher is None:
+            return
+        if self._pool is None:
+            self._hasher.update(view)
+            return
+        self._latest = self._hashed[slot] = self._pool.submit(self._hasher.update, view)
+
+    def _read_into(self, slot: int) -> int:
+        pending = self._hashed[slot]
+        if pending is not None:  # its bytes are still to be hashed
+            pending.result()
+            self._hashed[slot] = None
+        return _readinto_full(self._inp, self._bufs[slot])
+
+    def wait_hashed(self) -> None:
+        """Wait until every block handed out is hashed (FIFO: the latest is the last)."""
+        if self._latest is not None:
+            self._latest.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+class _BlockWriter:
+    """Two ciphertext buffers: one filled by the caller while the other is written, in
+    one write, by a helper thread (or, not pipelined, written at once)."""
+
+    def __init__(self, out: IO[bytes], size: int, pipelined: bool) -> None:
+        self._out = out
+        self._bufs = [bytearray(size) for _ in range(2 if pipelined else 1)]
+        self._index = 0
+        self._writing: Future[int | None] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="aidp-write") if pipelined else None
+
+    def buffer(self) -> memoryview:
+        """The buffer to fill next (not being written)."""
+        return memoryview(self._bufs[self._index % len(self._bufs)])
+
+    def write(self, filled: int) -> None:
+        """Write the first ``filled`` bytes of :meth:`buffer`."""
+        view = self.buffer()[:filled]
+        self.finish()
+        if self._pool is None:
+            self._out.write(view)
+        else:
+            self._writing = self._pool.submit(self._out.write, view)
+        self._index += 1
+
+    def finish(self) -> None:
+        """Wait for the write under way (its error, if any, is raised here)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _unwrap_key(unwrap: Unwrap, header: Header) -> bytes:

@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import threading
+import time
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -18,7 +20,7 @@ from shared.secrets import InMemoryVault
 KEY_NAME = "test-key"
 BLOCK = 1024 * 1024  # encrypt_reader's block for the default chunk size
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, BLOCK - 1, BLOCK, BLOCK + 1,
-         2 * BLOCK, 3 * BLOCK + CHUNK_SIZE + 7]  # fmt: skip
+         2 * BLOCK, 3 * BLOCK + CHUNK_SIZE + 7, 11 * BLOCK + 5]  # fmt: skip
 
 
 def _name_of(digest: bytes) -> bytes:
@@ -96,3 +98,37 @@ def test_a_truncated_pipelined_stream_is_refused() -> None:
     cut = out.getvalue()[: -(5 + crypto.TAG_SIZE)]
     with pytest.raises(IntegrityError):
         b"".join(crypto.decrypt_buffer(cut, vault.decrypt_data_key, expected_digest=result.name))
+
+
+_SHA256 = hashlib.sha256  # crypto.hashlib is this module: patched below
+
+
+class _LaggingSha256:
+    """sha256 whose updates lag behind (a busy core): what the reader has queued for it
+    must still be the bytes it read when the hash gets to them."""
+
+    def __init__(self) -> None:
+        self._inner = _SHA256()
+
+    def update(self, data: Any) -> None:
+        time.sleep(0.003)
+        self._inner.update(data)
+
+    def digest(self) -> bytes:
+        return self._inner.digest()
+
+
+def test_a_lagging_hash_still_hashes_what_was_read() -> None:
+    """More blocks than input buffers with a hash thread that falls behind: a buffer is
+    read into again only after its hash, so the digest is the file's."""
+    vault = InMemoryVault()
+    dk = vault.generate_data_key(KEY_NAME)
+    data = os.urandom(3 * crypto._HASH_AHEAD * BLOCK + 17)
+    out = io.BytesIO()
+    with mock.patch.object(crypto.hashlib, "sha256", _LaggingSha256):
+        result = crypto.encrypt_reader(
+            io.BytesIO(data), out,
+            data_key=dk.plaintext, wrapped_key=dk.wrapped, key_name=KEY_NAME, hash_sha256=True,
+        )  # fmt: skip
+    assert result.sha256 == _SHA256(data).hexdigest()
+    assert b"".join(crypto.decrypt_buffer(out.getvalue(), vault.decrypt_data_key)) == data

@@ -60,9 +60,9 @@ from shared.crypto import (
     plaintext_size,
     read_header,
 )
+from shared.direct_write import DirectFile
 from shared.errors import AidpError, InvalidInput, NotFound
 from shared.secrets.base import KeyService, SecretStore
-from shared.writeback import WritebackFile
 
 __all__ = ["ArtifactStore", "DiskFull", "Manifest", "ManifestFile", "format_bytes"]
 
@@ -351,9 +351,9 @@ class ArtifactStore:
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".blob")
         tmp = Path(tmp_name)
         try:
-            # the disk writes the blob while it is being encrypted: the fsync below waits
-            # for the last blocks, not the whole blob (shared.writeback)
-            with WritebackFile(fd, "wb") as out:
+            # the disk writes the blob while it is being encrypted, straight from this
+            # process's buffer (shared.direct_write): the fsync below waits for the tail
+            with DirectFile(fd, "wb") as out:
                 result = encrypt(
                     out,
                     data_key=data_key.plaintext,
@@ -362,6 +362,7 @@ class ArtifactStore:
                     chunk_size=self.chunk_size,
                     name_of=self.naming.name_of_digest,
                 )
+                out.flush()
                 os.fsync(out.fileno())
             digest = result.name
             if digest is None:  # name_of always names

@@ -59,6 +59,7 @@ __all__ = [
     "RunRequested",
     "MembershipChanged",
     "SessionsRevoked",
+    "SigningKeyRevoked",
     "STATUS_EVENT_TYPES",
     "TrainingCompleted",
     "TrainingFailed",
@@ -452,6 +453,15 @@ class SessionsRevoked(EventPayload):
     reason: str = "revoked"
 
 
+class SigningKeyRevoked(EventPayload):
+    """An admin revoked auth's signing key ``kid``: every token it signed is dead at once.
+    Published by auth; every auth replica re-reads its keyring, and every gateway replica
+    stops trusting the key (a JWKS fetched from a replica that has not heard yet cannot
+    bring it back) and closes the WebSockets whose token it signed (4401)."""
+
+    kid: str = Field(min_length=1, max_length=128)
+
+
 class MembershipChanged(EventPayload):
     """``user_id``'s role in the project (envelope ``project_id``) changed; ``role`` None means
     removed. Published by the gateway so every replica re-authorises open WebSockets."""
@@ -460,7 +470,7 @@ class MembershipChanged(EventPayload):
     role: str | None = None
 
 
-_IDENTITY: tuple[type[EventPayload], ...] = (SessionsRevoked, MembershipChanged)
+_IDENTITY: tuple[type[EventPayload], ...] = (SessionsRevoked, SigningKeyRevoked, MembershipChanged)
 
 _ALL: tuple[type[EventPayload], ...] = (
     ProjectCreated,

@@ -15,9 +15,10 @@ from fastapi import FastAPI
 from services.auth import internal, routes, sso_routes
 from services.auth.context import build_context
 from services.auth.errors import VALIDATION
-from services.auth.handlers import build_handlers
+from services.auth.handlers import build_handlers, identity_events
 from services.auth.settings import AuthSettings
 from shared.bus import Bus
+from shared.events import SigningKeyRevoked
 from shared.limits import install_body_limits
 from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
@@ -56,6 +57,10 @@ def create_app(
         )
         runtime.on(build_handlers(runtime, ctx))
         app.state.auth = ctx
+        # every replica hears a signing key revoked on another one (its own queue)
+        await runtime.bus.subscribe_broadcast(
+            [SigningKeyRevoked.event_type()], identity_events(ctx)
+        )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -22,7 +22,7 @@ from services.auth.first_admin import new_account_is_admin
 from services.auth.models import User, utcnow
 from services.auth.opaque import API_TOKEN_PREFIX
 from services.auth.passwords import check_policy
-from services.auth.revocation import revoke_sessions, sessions_not_before
+from services.auth.revocation import revoke_sessions, revoke_signing_key, sessions_not_before
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -366,11 +366,6 @@ def lookup_user(ctx: AuthContext, *, email: str) -> User:
 def rotate_signing_key(ctx: AuthContext) -> str:
     """Make a new signing key active (old ones verify until their tokens expire)."""
     return ctx.keyring.rotate()
-
-
-def revoke_signing_key(ctx: AuthContext, *, kid: str) -> str:
-    """Drop ``kid`` from the keyring and the JWKS at once; returns the kid that signs now."""
-    return ctx.keyring.revoke(kid)
 
 
 def check_scopes(*, requested: list[str] | None, is_admin: bool) -> list[str]:

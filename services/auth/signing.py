@@ -124,6 +124,7 @@ class SigningKeyring:
         self._lock = threading.Lock()
         self._keys: dict[str, SigningKey] = {}
         self._active: str | None = None
+        self._revoked: set[str] = set()  # never installed again, whatever a read returns
         self._loaded_at = 0.0
         self._last_miss_reload = 0.0
 
@@ -143,6 +144,9 @@ class SigningKeyring:
 
     def _install(self, active: str | None, keys: dict[str, SigningKey]) -> None:
         with self._lock:
+            if self._revoked & keys.keys():  # a read from before a revocation
+                keys = {kid: key for kid, key in keys.items() if kid not in self._revoked}
+                active = active if active in keys else None
             self._active, self._keys = active, keys
             self._loaded_at = time.monotonic()
 
@@ -202,6 +206,8 @@ class SigningKeyring:
             if kid not in keys:
                 raise NotFound("no such signing key")
             del keys[kid]
+            with self._lock:
+                self._revoked.add(kid)
             live = [k for k in keys.values() if k.retired_at is None]
             signing = active if active is not None and active in keys and live else None
             if signing is None:
@@ -218,6 +224,22 @@ class SigningKeyring:
             session.commit()
         log.warning("signing key %s revoked; %s signs now", kid, self.active().kid)
         return self.active().kid
+
+    def forget(self, kid: str) -> None:
+        """Another replica revoked ``kid`` (``SigningKeyRevoked``): it verifies and signs
+        nothing more here, at once, and the keyring is re-read from Vault (which no longer
+        holds it). When Vault cannot be read, the rest of the cached keyring stays; if
+        ``kid`` was the signing key, nothing signs until a read succeeds."""
+        with self._lock:
+            self._revoked.add(kid)
+            self._keys = {k: key for k, key in self._keys.items() if k != kid}
+            if self._active == kid:
+                self._active = None
+        try:
+            self.reload()
+        except Exception as exc:
+            log.warning("could not re-read the signing keyring after a revocation: %r", exc)
+        log.warning("signing key %s revoked by another replica", kid)
 
     def reload(self) -> None:
         active, keys = self._read()

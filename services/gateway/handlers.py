@@ -3,8 +3,9 @@
 - Every status event goes into the event log: handlers submit to the
   :class:`~services.gateway.writer.LogWriter` (group commit, in delivery order) and return
   once their event is committed, so the bus acks after commit.
-- Identity events (``SessionsRevoked``, ``MembershipChanged``) arrive on each process's
-  broadcast subscription and update its in-memory state: revoked sessions, open sockets.
+- Identity events (``SessionsRevoked``, ``SigningKeyRevoked``, ``MembershipChanged``)
+  arrive on each process's broadcast subscription and update its in-memory state: revoked
+  sessions and keys, open sockets.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from __future__ import annotations
 from services.gateway.sessions import SessionRegistry
 from services.gateway.writer import LogWriter
 from services.gateway.wsguard import SessionGuard
-from shared.events import STATUS_EVENT_TYPES, Envelope, MembershipChanged, parse_payload
+from shared.events import (
+    STATUS_EVENT_TYPES,
+    Envelope,
+    MembershipChanged,
+    SigningKeyRevoked,
+    parse_payload,
+)
 from shared.runtime import EventHandler
 
 __all__ = ["build_handlers", "identity_events"]
@@ -28,11 +35,15 @@ def build_handlers(writer: LogWriter) -> dict[str, EventHandler]:
 
 
 def identity_events(sessions: SessionRegistry, guard: SessionGuard) -> EventHandler:
-    """The broadcast handler: revocations to the session registry (which tells the guard),
-    role changes to the guard."""
+    """The broadcast handler: session revocations to the session registry (which tells the
+    guard), revoked signing keys and role changes to the guard."""
 
     async def on_identity_event(envelope: Envelope) -> None:
-        if envelope.type == MembershipChanged.event_type():
+        if envelope.type == SigningKeyRevoked.event_type():
+            payload = parse_payload(envelope)
+            if isinstance(payload, SigningKeyRevoked):
+                guard.on_key_revoked(payload.kid)
+        elif envelope.type == MembershipChanged.event_type():
             payload = parse_payload(envelope)
             if isinstance(payload, MembershipChanged) and envelope.project_id is not None:
                 guard.on_membership_changed(envelope.project_id, payload.user_id)

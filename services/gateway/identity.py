@@ -7,7 +7,9 @@
   ``exp``, ``iat`` and ``sub`` are required, and ``exp − iat`` may not exceed
   ``access_token_ttl_seconds`` plus ``jwt_leeway_seconds`` (a forged long-lived token
   signed with a valid key is refused). A token whose ``iat`` is older than its user's
-  ``not_before`` (:mod:`services.gateway.sessions`) is revoked.
+  ``not_before`` (:mod:`services.gateway.sessions`) is revoked. A signing key revoked by an
+  admin (``SigningKeyRevoked``, pushed to every replica) stops verifying at once and is
+  never learnt again, whatever a JWKS fetched from a replica that has not heard yet says.
 - API tokens (``aidp_…``) are opaque: the auth service introspects them; answers are
   cached for ``api_token_cache_seconds`` keyed by a token hash and dropped at once when the
   user's sessions are revoked. A token that is not even shaped like one is refused here.
@@ -108,6 +110,7 @@ class TokenVerifier:
         self.sessions = sessions
         self.max_lifetime = access_token_ttl_seconds + leeway_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._revoked_kids: set[str] = set()
         self._jwks_fetched_at = float("-inf")
         self._jwks_lock = asyncio.Lock()
         # token digest -> (identity, trusted until epoch seconds)
@@ -196,7 +199,15 @@ class TokenVerifier:
             kid=kid,
         )
 
+    def revoke_key(self, kid: str) -> None:
+        """``kid`` was revoked (``SigningKeyRevoked``): its tokens are refused from now on,
+        cached verifications included, and no later JWKS brings it back."""
+        self._revoked_kids.add(kid)
+        self._keys.pop(kid, None)  # a cached identity is trusted only while its kid is known
+
     async def _key(self, kid: str) -> jwt.PyJWK:
+        if kid in self._revoked_kids:
+            raise Unauthenticated("token signed by a revoked key")
         key = self._keys.get(kid)
         if key is not None:
             return key
@@ -239,6 +250,8 @@ class TokenVerifier:
         for jwk in body.get("keys", []) if isinstance(body, dict) else []:
             if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
                 continue  # only Ed25519 keys can verify EdDSA tokens: no alg confusion
+            if jwk.get("kid") in self._revoked_kids:
+                continue  # auth's replica had not heard of the revocation yet
             try:
                 keys[str(jwk["kid"])] = jwt.PyJWK(jwk, algorithm="EdDSA")
             except (KeyError, jwt.PyJWTError) as exc:

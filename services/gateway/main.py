@@ -42,7 +42,7 @@ from services.gateway.writer import LogWriter
 from services.gateway.ws import router as ws_router
 from services.gateway.wsguard import SessionGuard
 from shared.bus import Bus
-from shared.events import MembershipChanged, SessionsRevoked
+from shared.events import MembershipChanged, SessionsRevoked, SigningKeyRevoked
 from shared.limits import install_body_limits
 from shared.runtime import ServiceRuntime, health_router
 from shared.secrets import KeyService, SecretStore
@@ -136,7 +136,11 @@ def create_app(
             )
             # every replica hears every revocation and role change (its own queue)
             await runtime.bus.subscribe_broadcast(
-                [SessionsRevoked.event_type(), MembershipChanged.event_type()],
+                [
+                    SessionsRevoked.event_type(),
+                    SigningKeyRevoked.event_type(),
+                    MembershipChanged.event_type(),
+                ],
                 identity_events(sessions, guard),
             )
 

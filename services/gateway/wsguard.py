@@ -9,6 +9,7 @@ expiry, and closes it:
 - **4401** when the user's sessions are revoked (``SessionsRevoked``, pushed to every
   replica): the token is verified again, which fails for a JWT issued before
   ``not_before`` and for a revoked API token (its cached introspection is dropped first);
+- **4401** when the key that signed its token is revoked (``SigningKeyRevoked``);
 - **4403** when the user loses access to a project it subscribes to (``MembershipChanged``,
   pushed to every replica by the gateway's member routes): the subscription is
   authorised again with :func:`services.gateway.deps.authorize`.
@@ -87,6 +88,13 @@ class SessionGuard:
     def on_revoked(self, user_id: uuid.UUID, _not_before: float) -> None:
         for conn in list(self._by_user.get(user_id, ())):
             self._spawn(self._recheck_session(conn))
+
+    def on_key_revoked(self, kid: str) -> None:
+        """Refuse ``kid``'s tokens from now on and close the sockets they opened."""
+        self._verifier.revoke_key(kid)
+        for conn, session in list(self._sessions.items()):
+            if session.identity.kid == kid:
+                conn.drop(CLOSE_UNAUTHENTICATED)
 
     def on_membership_changed(self, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
         for conn in list(self._by_user.get(user_id, ())):

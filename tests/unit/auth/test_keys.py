@@ -126,3 +126,44 @@ def test_private_keys_are_in_vault_and_nowhere_in_the_database(
     for needle in _private_key_encodings(vault):
         assert needle not in dump
     assert "PRIVATE KEY" not in dump
+
+
+def test_a_key_revoked_on_another_replica_is_forgotten_for_good(
+    make_client: Callable[..., TestClient], vault: InMemoryVault
+) -> None:
+    """``forget`` (the ``SigningKeyRevoked`` push): the key stops verifying at once on the
+    replica that did not revoke it, and a read of the keyring from before the revocation,
+    finishing late, cannot bring it back."""
+    a = make_client(keyring_reload_seconds=3600)
+    b = make_client(keyring_reload_seconds=3600)  # same database and vault: another replica
+    headers = _admin_session(a)
+    keyring = b.app.state.auth.keyring  # type: ignore[attr-defined]
+    old = jwt.get_unverified_header(headers["Authorization"].split()[1])["kid"]
+    new = a.post("/api/auth/keys/rotate", headers=headers).json()["kid"]
+    stale = keyring._read()  # what Vault holds before the revocation
+    keyring._install(*stale)
+    assert a.post(f"/api/auth/admin/keys/{old}/revoke", headers=headers).status_code == 200
+    assert keyring.public_key(old) is not None  # b has not re-read Vault (hourly)
+    keyring.forget(old)
+    assert keyring.public_key(old) is None
+    assert old not in [k["kid"] for k in b.get("/api/auth/jwks").json()["keys"]]
+    keyring._install(*stale)  # a read started before the push ends after it
+    assert keyring.public_key(old) is None and keyring.public_key(new) is not None
+    assert b.get("/api/auth/me", headers=headers).status_code == 401
+
+
+def test_forgetting_a_key_while_vault_is_unreachable_still_forgets_it(
+    make_client: Callable[..., TestClient], vault: InMemoryVault
+) -> None:
+    client = make_client(keyring_reload_seconds=3600)
+    headers = _admin_session(client)
+    keyring = client.app.state.auth.keyring  # type: ignore[attr-defined]
+    kid = keyring.active().kid
+
+    def unreachable(name: str) -> None:
+        raise ConnectionError("vault is down")
+
+    keyring._store.get_platform_secret = unreachable
+    keyring.forget(kid)  # no error: the cached keyring minus the key
+    assert keyring.public_key(kid) is None
+    assert client.get("/api/auth/me", headers=headers).status_code == 401

@@ -1,5 +1,6 @@
-"""Issue 13 at the gateway: revoked sessions, retired keys, bounded token lifetimes,
-malformed API tokens, and WebSockets that close when the session or the access ends."""
+"""Issue 13 at the gateway: revoked sessions, retired and revoked keys, bounded token
+lifetimes, malformed API tokens, and WebSockets that close when the session, the key or
+the access ends."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jwt
 import pytest
 
 from services.gateway.main import create_app
-from shared.events import MembershipChanged, SessionsRevoked, new_event
+from shared.events import MembershipChanged, SessionsRevoked, SigningKeyRevoked, new_event
 from shared.secrets import InMemoryVault
 from tests.unit.gateway import wsclient
 from tests.unit.gateway.authstub import AuthStub
@@ -150,6 +151,30 @@ async def test_a_retired_key_stops_verifying_after_the_periodic_refresh(
             assert (await client.get("/api/projects", headers=fresh)).status_code == 200
 
 
+async def test_a_pushed_key_revocation_kills_its_tokens_at_once(harness: Harness) -> None:
+    """The push wins over the JWKS: auth's replica that served it had not heard yet and
+    still publishes the revoked key, which is not learnt again (a verification cached
+    before the revocation included)."""
+    user_id, headers = harness.login()
+    assert (await harness.client.get("/api/projects", headers=headers)).status_code == 200
+    email = next(e for e, u in harness.auth.users.items() if u == user_id)
+    revoked = harness.auth.active
+    harness.auth.rotate()  # a new signing key; the stub keeps publishing the revoked one
+    await harness.publish(new_event(SigningKeyRevoked(kid=revoked)))
+
+    async def refused() -> bool:  # a token never seen before, so never cached
+        return await _status(harness, harness.auth.token(user_id, email, kid=revoked)) == 401
+
+    await wait_until(refused, timeout=1.0)
+    fetches = harness.auth.jwks_fetches
+    fresh = harness.auth.token(user_id, email)  # an unknown kid: the JWKS is fetched again
+    assert await _status(harness, fresh) == 200
+    assert harness.auth.jwks_fetches > fetches and revoked in harness.auth.keys
+    # the first token, verified (and cached) before the revocation, is refused too
+    r = await harness.client.get("/api/projects", headers=headers)
+    assert r.status_code == 401 and "revoked key" in r.json()["error"]["message"]
+
+
 # --- WebSockets ---------------------------------------------------------------------------
 
 
@@ -246,3 +271,22 @@ async def test_a_membership_push_for_another_project_keeps_the_socket(short_live
         new_event(MembershipChanged(user_id=user_id, role="owner"), project_id=project["id"])
     )
     assert await _open_for(ws, 1.0)
+
+
+async def test_ws_closes_4401_when_its_signing_key_is_revoked(short_lived: Served) -> None:
+    """Only the sockets whose token the revoked key signed close."""
+    served = short_lived
+    revoked = served.auth.active
+    user_id, email = served.auth.user()
+    token = served.auth.token(user_id, email)
+    project = await served.create_project({"Authorization": f"Bearer {token}"})
+    old = await wsclient.authed(served.ws_url, token)
+    await wsclient.subscribe(old, project["id"])
+    served.auth.rotate()
+    new = await wsclient.authed(served.ws_url, served.auth.token(user_id, email))
+    await wsclient.subscribe(new, project["id"])
+    await served.publish(new_event(SigningKeyRevoked(kid=revoked)))
+    started = time.monotonic()
+    assert await wsclient.close_code(old, timeout=5) == 4401
+    assert time.monotonic() - started < 1.0
+    assert await _open_for(new, 1.0)

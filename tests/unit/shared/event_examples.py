@@ -164,5 +164,6 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "not_before": "2026-11-30T12:00:00Z",
         "reason": "logout",
     },
+    "SigningKeyRevoked": {"kid": "20261201105500-1a2b3c4d"},
     "MembershipChanged": {"user_id": "3f1b0c9e-8a7d-4c2b-9e1f-5a6b7c8d9e0f", "role": None},
 }

@@ -40,6 +40,7 @@ __all__ = [
     "CachedRevisionUsed",
     "DeploymentFailed",
     "DeploymentPromoted",
+    "DeploymentScaled",
     "DeploymentStopped",
     "Envelope",
     "EventPayload",
@@ -440,6 +441,17 @@ class DeploymentPromoted(EventPayload):
     rollback: bool = False
 
 
+class DeploymentScaled(EventPayload):
+    """How many of a deployment's servers run changed without a user's action (trainer):
+    ``replicas`` 0 when it scaled to zero after its idle time (the model stays staged; the
+    next request starts it again, a cold start), its configured replicas when a request or
+    a restart of the trainer started it again. ``reason`` says which, for people."""
+
+    deployment_id: uuid.UUID
+    replicas: int = Field(ge=0)
+    reason: str = ""
+
+
 # --- identity and access ------------------------------------------------------------------
 
 
@@ -498,6 +510,7 @@ _ALL: tuple[type[EventPayload], ...] = (
     DeploymentFailed,
     DeploymentStopped,
     DeploymentPromoted,
+    DeploymentScaled,
 )
 
 #: type name -> newest payload class.

@@ -13,6 +13,7 @@ import posixpath
 import uuid
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from services.trainer.models import Deployment, ModelVersion, Run
@@ -24,6 +25,7 @@ from services.trainer.settings import TrainerSettings
 from shared.errors import NotFound
 from shared.events import (
     DeploymentFailed,
+    DeploymentScaled,
     DeploymentStopped,
     EventPayload,
     ModelDeployed,
@@ -53,7 +55,7 @@ class DeploymentChanges:
             dep = session.get(Deployment, dep_id)
             if dep is None or dep.status not in LIVE:
                 return []
-            first = dep.status == "starting"
+            first, woken = dep.status == "starting", dep.status == "waking"
             dep.status, dep.reason, dep.updated_at = "running", None, utcnow()
             dep.endpoint = f"{self.settings.trainer_public_prefix}/deployments/{dep.id}/predict"
             session.add(dep)
@@ -66,11 +68,39 @@ class DeploymentChanges:
                     transition(session, run, to="deployed", event=event, stage=self.runtime.stage)
                 else:
                     self._emit(session, dep, event)
+            elif woken:
+                self._emit(
+                    session,
+                    dep,
+                    DeploymentScaled(
+                        deployment_id=dep.id, replicas=dep.replicas, reason="started again"
+                    ),
+                )
             if dep.promote_on_ready:
                 superseded = self._go_live(session, dep)
             session.commit()
         self.runtime.published()
         return superseded
+
+    def scale_to_zero(self, dep_id: uuid.UUID, reason: str) -> bool:
+        """``running`` → ``idle`` (compare and set) with ``DeploymentScaled`` (0 replicas) in
+        the same transaction; False when it was no longer running."""
+        with self.runtime.db.session() as session:
+            dep = session.get(Deployment, dep_id)
+            if dep is None or dep.status != "running":
+                return False
+            moved = session.execute(
+                update(Deployment)
+                .where(col(Deployment.id) == dep_id, col(Deployment.status) == "running")
+                .values(status="idle", reason=reason, updated_at=utcnow())
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            event = DeploymentScaled(deployment_id=dep_id, replicas=0, reason=reason)
+            self._emit(session, dep, event)
+            session.commit()
+        self.runtime.published()
+        return True
 
     def _go_live(self, session: Any, dep: Deployment) -> list[uuid.UUID]:
         """Point the project's alias at ``dep`` (in the caller's transaction); returns the

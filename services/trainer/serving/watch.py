@@ -184,7 +184,7 @@ class Watchers:
         """Stop the servers of an idle deployment; it stays ``idle`` until a request comes."""
         dep, _ = await run_sync(self.records.load, dep_id)
         reason = f"scaled to zero after {dep.idle_timeout_s}s without a request"
-        if not await run_sync(self.records.move, dep_id, ("running",), "idle", reason=reason):
+        if not await run_sync(self.changes.scale_to_zero, dep_id, reason):
             return
         executor = await self.servers.executor(dep)
         try:

@@ -193,6 +193,15 @@ async def test_deployment_lifecycle_through_the_gateway(platform: Platform) -> N
     assert r.headers["x-aidp-cold-start"] == "true" and r.headers["x-aidp-deployment"] == d2
     events = platform.trainer.events
     assert [e.payload["deployment_id"] for e in events.of("ModelDeployed")] == [d1, d2]
+    # both moves are on the project's status stream: to zero, then started again
+    await events.wait_for(lambda: len(events.of("DeploymentScaled")) == 2, what="woken")
+    scaled = events.of("DeploymentScaled")
+    assert [(e.payload["deployment_id"], e.payload["replicas"]) for e in scaled] == [
+        (d2, 0),
+        (d2, 1),
+    ]
+    assert "without a request" in scaled[0].payload["reason"]
+    assert all(str(e.project_id) == pid for e in scaled)
     # the idle time is a per-deployment setting (0: never scale to zero)
     r = await gw.client.patch(f"/api/deployments/{d2}", json={"idle_timeout_s": 0}, headers=owner)
     assert r.status_code == 200 and r.json()["idle_timeout_s"] is None

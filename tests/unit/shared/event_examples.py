@@ -159,6 +159,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "previous_deployment_id": "7e3c9a1b-2d4f-4a6c-8b0e-1f2a3b4c5d6e",
         "rollback": False,
     },
+    "DeploymentScaled": {
+        "deployment_id": DEPLOYMENT,
+        "replicas": 0,
+        "reason": "scaled to zero after 900s without a request",
+    },
     "SessionsRevoked": {
         "user_id": "3f1b0c9e-8a7d-4c2b-9e1f-5a6b7c8d9e0f",
         "not_before": "2026-11-30T12:00:00Z",

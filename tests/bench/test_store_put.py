@@ -3,7 +3,8 @@ fsync of the same bytes, same run, five rounds, min/median/max printed.
 
 Beside it, ``store.put_stream`` over the same file's 1 MiB blocks: the single-threaded
 path put_file took before it was pipelined (encrypt, hash and write one 64 KiB chunk at a
-time). Target: put_file >= 0.7 x plain write + fsync (median).
+time; its blob is now written with O_DIRECT too, :mod:`shared.direct_write`). Target:
+put_file >= 0.7 x plain write + fsync (median).
 """
 
 from __future__ import annotations

@@ -159,6 +159,12 @@ async def test_slow_client_is_dropped_without_stalling_others(served: Served) ->
     token, headers = _token(served)
     project = await served.create_project(headers)
     pid, rid = uuid.UUID(project["id"]), uuid.UUID(project["current_run_id"])
+    # seq 1 (the project's creation) is stored before anyone subscribes "after 1": a
+    # subscription ahead of the log is clamped to what is stored, and would get seq 1
+    probe = await wsclient.authed(served.ws_url, token)
+    await wsclient.subscribe(probe, project["id"])
+    assert (await wsclient.events(probe, 1))[0]["seq"] == 1
+    await probe.close()
     # the slow client stops reading (a raw socket with a tiny receive buffer)
     # (blocking socket calls run in a thread: the server shares this event loop)
     slow = await asyncio.to_thread(_RawClient, served.url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import jwt
@@ -14,12 +14,33 @@ import pytest
 
 from services.auth.main import create_app
 from services.auth.settings import AuthSettings
-from shared.bus import create_bus
-from shared.events import Envelope, SessionsRevoked, SigningKeyRevoked, parse_payload
+from shared.bus import Bus, create_bus
+from shared.events import (
+    Envelope,
+    EventPayload,
+    SessionsRevoked,
+    SigningKeyRevoked,
+    parse_payload,
+)
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct-Horse-battery"
+
+Heard = TypeVar("Heard", bound=EventPayload)
+
+
+async def _heard(listener: Bus, kind: type[Heard]) -> asyncio.Queue[Heard]:
+    """Subscribe ``listener`` (a stand-in gateway replica) to ``kind``; what it hears."""
+    seen: asyncio.Queue[Heard] = asyncio.Queue()
+
+    async def on_event(envelope: Envelope) -> None:
+        payload = parse_payload(envelope)
+        assert isinstance(payload, kind)
+        await seen.put(payload)
+
+    await listener.subscribe_broadcast([kind.event_type()], on_event)
+    return seen
 
 
 async def test_logout_publishes_sessions_revoked_on_rabbitmq(
@@ -27,15 +48,9 @@ async def test_logout_publishes_sessions_revoked_on_rabbitmq(
 ) -> None:
     listener = create_bus(amqp_url)  # stands in for a gateway replica
     await listener.connect()
-    seen: asyncio.Queue[SessionsRevoked] = asyncio.Queue()
-
-    async def on_revoked(envelope: Envelope) -> None:
-        payload = parse_payload(envelope)
-        assert isinstance(payload, SessionsRevoked)
-        await seen.put(payload)
 
     try:
-        await listener.subscribe_broadcast([SessionsRevoked.event_type()], on_revoked)
+        seen = await _heard(listener, SessionsRevoked)
         settings = AuthSettings(data_dir=tmp_path, database_url=postgres_url, bus_url=amqp_url)
         app = create_app(settings, vault=(vault_client, vault_client))
         async with app.router.lifespan_context(app):
@@ -66,12 +81,6 @@ async def test_a_revoked_signing_key_stops_verifying_on_every_replica_at_once(
     gateway replica's broadcast queue hears of it."""
     listener = create_bus(amqp_url)  # stands in for a gateway replica
     await listener.connect()
-    seen: asyncio.Queue[SigningKeyRevoked] = asyncio.Queue()
-
-    async def on_revoked(envelope: Envelope) -> None:
-        payload = parse_payload(envelope)
-        assert isinstance(payload, SigningKeyRevoked)
-        await seen.put(payload)
 
     def replica(name: str) -> Any:
         settings = AuthSettings(
@@ -84,7 +93,7 @@ async def test_a_revoked_signing_key_stops_verifying_on_every_replica_at_once(
 
     a, b = replica("a"), replica("b")
     try:
-        await listener.subscribe_broadcast([SigningKeyRevoked.event_type()], on_revoked)
+        seen = await _heard(listener, SigningKeyRevoked)
         async with (
             a.router.lifespan_context(a),
             b.router.lifespan_context(b),
